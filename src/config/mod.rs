@@ -1,0 +1,334 @@
+//! Configuration: the TOML file a user writes, parsed and validated into [`Config`].
+//!
+//! Contract: `load` either returns a fully validated [`Config`] (every reference resolved, every address
+//! and secret parsed, every duration positive) or a [`ConfigError`] listing *all* problems found, each with
+//! the `FILE:LINE:COL` of the offending value. Nothing binds a port or opens a socket before this succeeds.
+//!
+//! Parsing happens in two passes: serde turns the text into the raw structs of [`raw`] (catching syntax
+//! errors, unknown keys and wrong types, with toml's own spans), then [`validate`] checks semantics and
+//! reports errors by key path, which [`locate`] turns back into a position in the file.
+
+mod locate;
+pub mod raw;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::validate;
+
+/// Default path of the configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/rrguard/rrguard.toml";
+/// Default probe interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default hard timeout of one probe.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default number of consecutive failures that mark an endpoint down.
+pub const DEFAULT_FALL: u32 = 3;
+/// Default number of consecutive successes that mark an endpoint up.
+pub const DEFAULT_RISE: u32 = 2;
+/// Default TTL of records rrguard adds.
+pub const DEFAULT_TTL: u32 = 30;
+/// Default minimum number of records a service keeps published.
+pub const DEFAULT_MIN_HEALTHY: usize = 1;
+/// Default period of the reconcile loop that repairs drift made by others.
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
+/// Default HTTP listen address of the node (used by later capabilities: API, peers).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9053";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rrguard";
+/// Default port of a DNS server given without one.
+pub const DEFAULT_DNS_PORT: u16 = 53;
+/// Default timeout of one DNS exchange with a writer's server.
+pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default HTTP path probed.
+pub const DEFAULT_HTTP_PATH: &str = "/";
+/// Default accepted HTTP status codes, inclusive.
+pub const DEFAULT_HTTP_STATUS: (u16, u16) = (200, 399);
+
+/// A fully validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from (for messages).
+    pub path: PathBuf,
+    /// This node.
+    pub node: NodeConfig,
+    /// Reconcile period shared by all services.
+    pub reconcile_interval: Duration,
+    /// DNS back ends, by name.
+    pub writers: Vec<WriterConfig>,
+    /// Managed names.
+    pub services: Vec<ServiceConfig>,
+}
+
+impl Config {
+    /// The writer a service refers to. Validation guarantees it exists.
+    pub fn writer_of(&self, service: &ServiceConfig) -> &WriterConfig {
+        self.writers
+            .iter()
+            .find(|w| w.name == service.writer)
+            .expect("validated: every service names an existing writer")
+    }
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Node id, unique in a cluster.
+    pub id: String,
+    /// HTTP listen address (API, peers; later capabilities).
+    pub listen: SocketAddr,
+    /// Where durable state lives (later capabilities).
+    pub state_dir: PathBuf,
+}
+
+/// What to publish when fewer than `min_healthy` endpoints are healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllDownPolicy {
+    /// Publish every configured endpoint (fail open). The default.
+    #[default]
+    KeepAll,
+    /// Keep what is published now, plus any healthy endpoint.
+    KeepLast,
+    /// Publish only the healthy endpoints, possibly none.
+    FailClosed,
+}
+
+impl fmt::Display for AllDownPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AllDownPolicy::KeepAll => "keep_all",
+            AllDownPolicy::KeepLast => "keep_last",
+            AllDownPolicy::FailClosed => "fail_closed",
+        })
+    }
+}
+
+/// `[[writer]]`: a DNS back end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriterConfig {
+    /// Name services refer to.
+    pub name: String,
+    /// Back-end specific settings.
+    pub kind: WriterKind,
+}
+
+/// The back ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriterKind {
+    /// RFC 2136 dynamic UPDATE signed with TSIG.
+    Rfc2136(Rfc2136Config),
+}
+
+/// `type = "rfc2136"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rfc2136Config {
+    /// Servers in order of preference; the first is the primary.
+    pub servers: Vec<SocketAddr>,
+    /// TSIG key.
+    pub tsig: TsigConfig,
+    /// Timeout of one DNS exchange.
+    pub timeout: Duration,
+}
+
+/// TSIG algorithms rrguard signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum TsigAlgorithm {
+    /// hmac-sha256.
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    /// hmac-sha512.
+    #[serde(rename = "hmac-sha512")]
+    HmacSha512,
+}
+
+/// A TSIG key with its secret decoded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TsigConfig {
+    /// Key name, as known to the server.
+    pub name: String,
+    /// MAC algorithm.
+    pub algorithm: TsigAlgorithm,
+    /// The decoded secret.
+    pub secret: Vec<u8>,
+}
+
+impl fmt::Debug for TsigConfig {
+    // Never print the secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TsigConfig")
+            .field("name", &self.name)
+            .field("algorithm", &self.algorithm)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `[[service]]`: one DNS name whose A/AAAA records rrguard manages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// Fully qualified name, lower case, with trailing dot.
+    pub fqdn: String,
+    /// Zone apex, lower case, with trailing dot.
+    pub zone: String,
+    /// Name of the writer.
+    pub writer: String,
+    /// TTL of records added.
+    pub ttl: u32,
+    /// Configured endpoints, in file order, no duplicates.
+    pub endpoints: Vec<IpAddr>,
+    /// Probe interval.
+    pub interval: Duration,
+    /// Hard timeout of one probe.
+    pub timeout: Duration,
+    /// Failures in a row that mark an endpoint down.
+    pub fall: u32,
+    /// Successes in a row that mark an endpoint up.
+    pub rise: u32,
+    /// Fewest records kept published.
+    pub min_healthy: usize,
+    /// Policy below `min_healthy`.
+    pub all_down: AllDownPolicy,
+    /// Remove A/AAAA records of the name that are not configured endpoints.
+    pub remove_unlisted: bool,
+    /// How endpoints are probed.
+    pub check: CheckConfig,
+}
+
+/// `[service.check]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckConfig {
+    /// HTTP or HTTPS request.
+    Http(HttpCheckConfig),
+    /// TCP connect.
+    Tcp(TcpCheckConfig),
+}
+
+/// An HTTP(S) check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCheckConfig {
+    /// `https` if true.
+    pub tls: bool,
+    /// Port on each endpoint.
+    pub port: u16,
+    /// Request path with query.
+    pub path: String,
+    /// Request method.
+    pub method: String,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// Host header and TLS SNI; the service fqdn without trailing dot by default.
+    pub host: String,
+    /// Accepted status ranges, inclusive.
+    pub expect_status: Vec<(u16, u16)>,
+    /// The body must contain this.
+    pub body_contains: Option<String>,
+    /// Verify the server certificate (https).
+    pub tls_verify: bool,
+}
+
+/// A TCP connect check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpCheckConfig {
+    /// Port on each endpoint.
+    pub port: u16,
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, 0 when unknown.
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub col: usize,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read. Not retryable without operator action.
+    #[error("{path}: cannot read configuration: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration. Not retryable without operator action.
+    #[error("{}", render_problems(.path, .problems))]
+    Invalid {
+        /// The path.
+        path: PathBuf,
+        /// Every problem found, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}:{}:{}: {}", path.display(), p.line, p.col, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and validates the configuration at `path`.
+///
+/// # Errors
+/// [`ConfigError::Read`] if the file cannot be read, [`ConfigError::Invalid`] listing every problem.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates configuration text; `path` is used for messages and relative `secret_file`s.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] listing every problem.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        path: path.to_owned(),
+        problems,
+    };
+    let raw: raw::RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let (line, col) = e
+                .span()
+                .map(|s| locate::line_col(text, s.start))
+                .unwrap_or((0, 0));
+            return Err(invalid(vec![Problem {
+                line,
+                col,
+                message: e.message().trim_end().replace('\n', " "),
+            }]));
+        }
+    };
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    validate(raw, base_dir, path).map_err(|errors| {
+        let mut problems: Vec<Problem> = errors
+            .into_iter()
+            .map(|e| {
+                let (line, col) = locate::find(text, &e.path);
+                Problem {
+                    line,
+                    col,
+                    message: e.message,
+                }
+            })
+            .collect();
+        problems.sort_by_key(|p| (p.line, p.col));
+        invalid(problems)
+    })
+}

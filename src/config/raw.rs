@@ -1,0 +1,212 @@
+//! The configuration exactly as written: serde structs mirroring the TOML, before validation.
+//! Names here are the user contract (see DESIGN.md); unknown keys are rejected.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::AllDownPolicy;
+use super::TsigAlgorithm;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[node]`.
+    #[serde(default)]
+    pub node: RawNode,
+    /// `[defaults]`.
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    /// `[[writer]]`.
+    #[serde(default)]
+    pub writer: Vec<RawWriter>,
+    /// `[[service]]`.
+    #[serde(default)]
+    pub service: Vec<RawService>,
+}
+
+/// `[node]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    /// Node id; the host name by default.
+    pub id: Option<String>,
+    /// HTTP listen address.
+    pub listen: Option<String>,
+    /// State directory.
+    pub state_dir: Option<String>,
+}
+
+/// `[defaults]`: values every service inherits unless it sets its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    /// Probe interval.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub interval: Option<Duration>,
+    /// Probe timeout.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Failures in a row to mark down.
+    pub fall: Option<u32>,
+    /// Successes in a row to mark up.
+    pub rise: Option<u32>,
+    /// Record TTL.
+    pub ttl: Option<u32>,
+    /// Fewest records kept.
+    pub min_healthy: Option<usize>,
+    /// Policy below `min_healthy`.
+    pub all_down: Option<AllDownPolicy>,
+    /// Reconcile period.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub reconcile_interval: Option<Duration>,
+}
+
+/// `[[writer]]`, by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum RawWriter {
+    /// `type = "rfc2136"`.
+    Rfc2136(RawRfc2136),
+}
+
+/// `type = "rfc2136"` options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRfc2136 {
+    /// Name services refer to.
+    pub name: String,
+    /// The primary server, `IP` or `IP:PORT`.
+    pub server: Option<String>,
+    /// Several servers in order of preference (instead of `server`).
+    pub servers: Option<Vec<String>>,
+    /// TSIG key.
+    pub tsig: RawTsig,
+    /// Timeout of one DNS exchange.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// `tsig = { … }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTsig {
+    /// Key name.
+    pub name: String,
+    /// Algorithm.
+    pub algorithm: TsigAlgorithm,
+    /// Base64 secret inline.
+    pub secret: Option<String>,
+    /// File holding the base64 secret (or a BIND/Knot key file).
+    pub secret_file: Option<String>,
+}
+
+/// `[[service]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// The managed name.
+    pub fqdn: String,
+    /// Its zone.
+    pub zone: String,
+    /// Writer name.
+    pub writer: String,
+    /// Record TTL.
+    pub ttl: Option<u32>,
+    /// Endpoint addresses.
+    pub endpoints: Vec<String>,
+    /// Probe interval.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub interval: Option<Duration>,
+    /// Probe timeout.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Failures in a row to mark down.
+    pub fall: Option<u32>,
+    /// Successes in a row to mark up.
+    pub rise: Option<u32>,
+    /// Fewest records kept.
+    pub min_healthy: Option<usize>,
+    /// Policy below `min_healthy`.
+    pub all_down: Option<AllDownPolicy>,
+    /// Remove A/AAAA records that are not endpoints.
+    #[serde(default)]
+    pub remove_unlisted: bool,
+    /// How to probe.
+    pub check: RawCheck,
+}
+
+/// `[service.check]`, by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum RawCheck {
+    /// Plain HTTP.
+    Http(RawHttpCheck),
+    /// HTTP over TLS.
+    Https(RawHttpCheck),
+    /// TCP connect.
+    Tcp(RawTcpCheck),
+}
+
+/// HTTP(S) check options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpCheck {
+    /// Port; 80 or 443 by default.
+    pub port: Option<u16>,
+    /// Path; `/` by default.
+    pub path: Option<String>,
+    /// Method; `GET` by default.
+    pub method: Option<String>,
+    /// Extra headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Host header and SNI.
+    pub host: Option<String>,
+    /// Accepted statuses: numbers or `"200-399"` ranges.
+    pub expect_status: Option<Vec<StatusSpec>>,
+    /// Body must contain.
+    pub body_contains: Option<String>,
+    /// Verify certificates.
+    pub tls_verify: Option<bool>,
+}
+
+/// TCP check options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcpCheck {
+    /// Port.
+    pub port: u16,
+}
+
+/// One entry of `expect_status`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    /// `200`.
+    Code(i64),
+    /// `"200-299"` or `"204"`.
+    Range(String),
+}
+
+/// Durations are human strings: "500ms", "2s", "1m".
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// Parses a human duration string.
+///
+/// # Errors
+/// A message saying what is wrong and what is expected.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("invalid duration {s:?} ({e}); write a number with a unit, like \"500ms\", \"2s\" or \"1m\"")
+    })?;
+    if d.is_zero() {
+        return Err(format!("duration {s:?} must be greater than zero"));
+    }
+    Ok(d)
+}

@@ -1,0 +1,517 @@
+//! Semantic validation: from [`RawConfig`] to [`Config`], collecting every problem with its key path.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+use super::locate::Seg::{self, Index, Key};
+use super::raw::{RawCheck, RawConfig, RawHttpCheck, RawRfc2136, RawService, RawWriter, StatusSpec};
+use super::*;
+
+/// A validation problem at a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathError {
+    /// Where.
+    pub path: Vec<Seg>,
+    /// What, and the fix.
+    pub message: String,
+}
+
+#[derive(Default)]
+struct Errors(Vec<PathError>);
+
+impl Errors {
+    fn at(&mut self, path: &[Seg], message: impl Into<String>) {
+        self.0.push(PathError {
+            path: path.to_vec(),
+            message: message.into(),
+        });
+    }
+}
+
+fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
+    path.iter().chain(more).cloned().collect()
+}
+
+/// Validates `raw`; relative `secret_file` paths are resolved against `base_dir`.
+///
+/// # Errors
+/// Every problem found, each with the key path of the offending value.
+pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, Vec<PathError>> {
+    let mut errs = Errors::default();
+
+    let node = node(&raw, &mut errs);
+    let d = &raw.defaults;
+    let dpath = [Key("defaults")];
+    for (field, value) in [("fall", d.fall), ("rise", d.rise)] {
+        if value == Some(0) {
+            errs.at(&with(&dpath, &[Key(field)]), format!("{field} must be at least 1"));
+        }
+    }
+    if let Some(ttl) = d.ttl {
+        check_ttl(ttl, &with(&dpath, &[Key("ttl")]), &mut errs);
+    }
+
+    let mut writers = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, w) in raw.writer.iter().enumerate() {
+        let wpath = [Key("writer"), Index(i)];
+        match w {
+            RawWriter::Rfc2136(r) => {
+                if r.name.trim().is_empty() {
+                    errs.at(&with(&wpath, &[Key("name")]), "writer name must not be empty");
+                } else if !names.insert(r.name.clone()) {
+                    errs.at(
+                        &with(&wpath, &[Key("name")]),
+                        format!("writer name {:?} is used twice; give each writer its own name", r.name),
+                    );
+                }
+                if let Some(kind) = rfc2136(r, &wpath, base_dir, &mut errs) {
+                    writers.push(WriterConfig {
+                        name: r.name.clone(),
+                        kind: WriterKind::Rfc2136(kind),
+                    });
+                }
+            }
+        }
+    }
+
+    let mut services = Vec::new();
+    let mut fqdns = BTreeSet::new();
+    for (i, s) in raw.service.iter().enumerate() {
+        let spath = [Key("service"), Index(i)];
+        if let Some(svc) = service(s, &raw, &spath, &names, &mut errs) {
+            if !fqdns.insert(svc.fqdn.clone()) {
+                errs.at(
+                    &with(&spath, &[Key("fqdn")]),
+                    format!(
+                        "service {:?} is configured twice; merge the endpoints into one [[service]]",
+                        svc.fqdn
+                    ),
+                );
+            }
+            services.push(svc);
+        }
+    }
+
+    if errs.0.is_empty() {
+        Ok(Config {
+            path: path.to_owned(),
+            node,
+            reconcile_interval: d.reconcile_interval.unwrap_or(DEFAULT_RECONCILE_INTERVAL),
+            writers,
+            services,
+        })
+    } else {
+        Err(errs.0)
+    }
+}
+
+fn node(raw: &RawConfig, errs: &mut Errors) -> NodeConfig {
+    let n = &raw.node;
+    let id = n.id.clone().unwrap_or_else(default_node_id);
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        errs.at(
+            &[Key("node"), Key("id")],
+            format!("node id {id:?} must be non-empty and use only letters, digits, '-', '_' and '.'"),
+        );
+    }
+    let listen_text = n.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse().unwrap_or_else(|_| {
+        errs.at(
+            &[Key("node"), Key("listen")],
+            format!("listen {listen_text:?} is not an IP:PORT address, like \"127.0.0.1:9053\" or \"[::1]:9053\""),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 9053))
+    });
+    let state_dir = PathBuf::from(n.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR));
+    if state_dir.as_os_str().is_empty() {
+        errs.at(&[Key("node"), Key("state_dir")], "state_dir must not be empty");
+    }
+    NodeConfig {
+        id,
+        listen,
+        state_dir,
+    }
+}
+
+/// The host name, so that a node needs no id in a single-node setup.
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "rrguard".to_owned())
+}
+
+fn check_ttl(ttl: u32, path: &[Seg], errs: &mut Errors) {
+    if ttl > i32::MAX as u32 {
+        errs.at(path, format!("ttl {ttl} is larger than the DNS maximum 2147483647"));
+    }
+}
+
+fn rfc2136(r: &RawRfc2136, wpath: &[Seg], base_dir: &Path, errs: &mut Errors) -> Option<Rfc2136Config> {
+    let mut servers = Vec::new();
+    match (&r.server, &r.servers) {
+        (Some(_), Some(_)) => errs.at(
+            &with(wpath, &[Key("servers")]),
+            "set either `server` or `servers`, not both",
+        ),
+        (None, None) => errs.at(
+            wpath,
+            format!("writer {:?} needs `server = \"IP[:PORT]\"` (or `servers = [...]`)", r.name),
+        ),
+        (Some(one), None) => match parse_server(one) {
+            Ok(a) => servers.push(a),
+            Err(m) => errs.at(&with(wpath, &[Key("server")]), m),
+        },
+        (None, Some(list)) => {
+            if list.is_empty() {
+                errs.at(&with(wpath, &[Key("servers")]), "servers must list at least one server");
+            }
+            for (i, s) in list.iter().enumerate() {
+                match parse_server(s) {
+                    Ok(a) => servers.push(a),
+                    Err(m) => errs.at(&with(wpath, &[Key("servers"), Index(i)]), m),
+                }
+            }
+        }
+    }
+
+    let tpath = with(wpath, &[Key("tsig")]);
+    let t = &r.tsig;
+    if normalize_name(&t.name).is_err() {
+        errs.at(
+            &with(&tpath, &[Key("name")]),
+            format!("TSIG key name {:?} is not a valid DNS name", t.name),
+        );
+    }
+    let secret = match (&t.secret, &t.secret_file) {
+        (Some(_), Some(_)) => {
+            errs.at(&with(&tpath, &[Key("secret_file")]), "set either `secret` or `secret_file`, not both");
+            None
+        }
+        (None, None) => {
+            errs.at(&tpath, "TSIG needs `secret = \"BASE64\"` or `secret_file = \"PATH\"`");
+            None
+        }
+        (Some(b64), None) => match decode_secret(b64) {
+            Ok(s) => Some(s),
+            Err(m) => {
+                errs.at(&with(&tpath, &[Key("secret")]), m);
+                None
+            }
+        },
+        (None, Some(file)) => {
+            let p = base_dir.join(file);
+            match std::fs::read_to_string(&p) {
+                Err(e) => {
+                    errs.at(
+                        &with(&tpath, &[Key("secret_file")]),
+                        format!("cannot read TSIG secret file {}: {e}", p.display()),
+                    );
+                    None
+                }
+                Ok(text) => match decode_secret(extract_secret(&text)) {
+                    Ok(s) => Some(s),
+                    Err(m) => {
+                        errs.at(&with(&tpath, &[Key("secret_file")]), format!("{}: {m}", p.display()));
+                        None
+                    }
+                },
+            }
+        }
+    };
+    let secret = secret?;
+    if servers.is_empty() {
+        return None;
+    }
+    Some(Rfc2136Config {
+        servers,
+        tsig: TsigConfig {
+            name: normalize_name(&t.name).ok()?,
+            algorithm: t.algorithm,
+            secret,
+        },
+        timeout: r.timeout.unwrap_or(DEFAULT_DNS_TIMEOUT),
+    })
+}
+
+/// `IP`, `IP:PORT` or `[IPv6]:PORT`.
+fn parse_server(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DEFAULT_DNS_PORT));
+    }
+    Err(format!(
+        "server {s:?} is not an IP address with optional port, like \"192.0.2.53\", \"192.0.2.53:5353\" or \"[2001:db8::53]:53\""
+    ))
+}
+
+/// A secret file may hold the bare base64 secret or a BIND (`secret "…";`) / Knot (`secret: …`) key
+/// definition, so the key file the DNS server uses can be shared.
+fn extract_secret(text: &str) -> &str {
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix("secret") {
+            let v = rest.trim_start_matches([' ', ':', '\t']).trim();
+            return v.trim_end_matches(';').trim().trim_matches('"');
+        }
+    }
+    text.trim()
+}
+
+fn decode_secret(b64: &str) -> Result<Vec<u8>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| format!("TSIG secret is not valid base64 ({e}); generate one with `tsig-keygen` or `keymgr -t NAME hmac-sha256`"))?;
+    if bytes.is_empty() {
+        return Err("TSIG secret is empty".to_owned());
+    }
+    Ok(bytes)
+}
+
+/// Lower-cases and validates a DNS name, returning it with a trailing dot.
+///
+/// # Errors
+/// A description of what is wrong with the name.
+pub fn normalize_name(name: &str) -> Result<String, String> {
+    let n = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    if n.is_empty() || n.len() > 253 {
+        return Err("name must have 1 to 253 characters".to_owned());
+    }
+    for label in n.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!("label {label:?} must have 1 to 63 characters"));
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*')
+        {
+            return Err(format!("label {label:?} may only hold letters, digits, '-' and '_'"));
+        }
+    }
+    Ok(format!("{n}."))
+}
+
+fn service(
+    s: &RawService,
+    raw: &RawConfig,
+    spath: &[Seg],
+    writers: &BTreeSet<String>,
+    errs: &mut Errors,
+) -> Option<ServiceConfig> {
+    let before = errs.0.len();
+    let d = &raw.defaults;
+    let fqdn = normalize_name(&s.fqdn)
+        .map_err(|m| errs.at(&with(spath, &[Key("fqdn")]), format!("fqdn {:?} is not a valid DNS name: {m}", s.fqdn)))
+        .ok();
+    let zone = normalize_name(&s.zone)
+        .map_err(|m| errs.at(&with(spath, &[Key("zone")]), format!("zone {:?} is not a valid DNS name: {m}", s.zone)))
+        .ok();
+    if let (Some(f), Some(z)) = (&fqdn, &zone)
+        && !(f == z || f.ends_with(&format!(".{z}")))
+    {
+        errs.at(
+            &with(spath, &[Key("fqdn")]),
+            format!("service {f:?} is not inside zone {z:?}; set `zone` to the zone that holds this name"),
+        );
+    }
+    let label = fqdn.clone().unwrap_or_else(|| s.fqdn.clone());
+    if !writers.contains(&s.writer) {
+        let known = if writers.is_empty() {
+            "no [[writer]] is configured".to_owned()
+        } else {
+            format!("known writers: {}", writers.iter().cloned().collect::<Vec<_>>().join(", "))
+        };
+        errs.at(
+            &with(spath, &[Key("writer")]),
+            format!("service {label:?}: unknown writer {:?} ({known})", s.writer),
+        );
+    }
+
+    let mut endpoints = Vec::new();
+    if s.endpoints.is_empty() {
+        errs.at(&with(spath, &[Key("endpoints")]), format!("service {label:?}: endpoints must list at least one address"));
+    }
+    for (i, e) in s.endpoints.iter().enumerate() {
+        let epath = with(spath, &[Key("endpoints"), Index(i)]);
+        match e.trim().parse::<IpAddr>() {
+            Ok(ip) if endpoints.contains(&ip) => errs.at(&epath, format!("service {label:?}: endpoint {e:?} is listed twice")),
+            Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
+                errs.at(&epath, format!("service {label:?}: endpoint {e:?} is not a unicast address"))
+            }
+            Ok(ip) => endpoints.push(ip),
+            Err(_) => errs.at(&epath, format!("service {label:?}: endpoint {e:?} is not an IP address")),
+        }
+    }
+
+    let fall = s.fall.or(d.fall).unwrap_or(DEFAULT_FALL);
+    let rise = s.rise.or(d.rise).unwrap_or(DEFAULT_RISE);
+    for (field, v) in [("fall", s.fall), ("rise", s.rise)] {
+        if v == Some(0) {
+            errs.at(&with(spath, &[Key(field)]), format!("service {label:?}: {field} must be at least 1"));
+        }
+    }
+    let ttl = s.ttl.or(d.ttl).unwrap_or(DEFAULT_TTL);
+    if let Some(t) = s.ttl {
+        check_ttl(t, &with(spath, &[Key("ttl")]), errs);
+    }
+    let min_healthy = match s.min_healthy {
+        Some(m) if m > s.endpoints.len() => {
+            errs.at(
+                &with(spath, &[Key("min_healthy")]),
+                format!(
+                    "service {label:?}: min_healthy = {m} but only {} endpoints are configured",
+                    s.endpoints.len()
+                ),
+            );
+            m
+        }
+        Some(m) => m,
+        // An inherited default larger than a small service is clamped rather than rejected.
+        None => d.min_healthy.unwrap_or(DEFAULT_MIN_HEALTHY).min(s.endpoints.len()),
+    };
+
+    let check = check(&s.check, &label, &with(spath, &[Key("check")]), errs);
+
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(ServiceConfig {
+        fqdn: fqdn?,
+        zone: zone?,
+        writer: s.writer.clone(),
+        ttl,
+        endpoints,
+        interval: s.interval.or(d.interval).unwrap_or(DEFAULT_INTERVAL),
+        timeout: s.timeout.or(d.timeout).unwrap_or(DEFAULT_TIMEOUT),
+        fall,
+        rise,
+        min_healthy,
+        all_down: s.all_down.or(d.all_down).unwrap_or_default(),
+        remove_unlisted: s.remove_unlisted,
+        check: check?,
+    })
+}
+
+fn check(c: &RawCheck, label: &str, cpath: &[Seg], errs: &mut Errors) -> Option<CheckConfig> {
+    match c {
+        RawCheck::Tcp(t) => {
+            if t.port == 0 {
+                errs.at(&with(cpath, &[Key("port")]), format!("service {label:?}: check port must not be 0"));
+                return None;
+            }
+            Some(CheckConfig::Tcp(TcpCheckConfig { port: t.port }))
+        }
+        RawCheck::Http(h) => http(h, false, label, cpath, errs).map(CheckConfig::Http),
+        RawCheck::Https(h) => http(h, true, label, cpath, errs).map(CheckConfig::Http),
+    }
+}
+
+fn http(h: &RawHttpCheck, tls: bool, label: &str, cpath: &[Seg], errs: &mut Errors) -> Option<HttpCheckConfig> {
+    let before = errs.0.len();
+    let port = h.port.unwrap_or(if tls { 443 } else { 80 });
+    if port == 0 {
+        errs.at(&with(cpath, &[Key("port")]), format!("service {label:?}: check port must not be 0"));
+    }
+    let path = h.path.clone().unwrap_or_else(|| DEFAULT_HTTP_PATH.to_owned());
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        errs.at(
+            &with(cpath, &[Key("path")]),
+            format!("service {label:?}: check path {path:?} must start with '/' and hold no spaces"),
+        );
+    }
+    let method = h.method.clone().unwrap_or_else(|| "GET".to_owned()).to_ascii_uppercase();
+    if reqwest::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty() {
+        errs.at(&with(cpath, &[Key("method")]), format!("service {label:?}: {method:?} is not an HTTP method"));
+    }
+    let mut headers = Vec::new();
+    for (k, v) in &h.headers {
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || reqwest::header::HeaderValue::from_str(v).is_err()
+        {
+            errs.at(
+                &with(cpath, &[Key("headers")]),
+                format!("service {label:?}: header {k:?}: {v:?} is not a valid HTTP header"),
+            );
+        } else {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    let host = match &h.host {
+        Some(host) => {
+            if normalize_name(host).is_err() && host.parse::<IpAddr>().is_err() {
+                errs.at(&with(cpath, &[Key("host")]), format!("service {label:?}: host {host:?} is not a DNS name"));
+            }
+            host.trim_end_matches('.').to_owned()
+        }
+        None => label.trim_end_matches('.').to_owned(),
+    };
+    let mut expect_status = Vec::new();
+    match &h.expect_status {
+        None => expect_status.push(DEFAULT_HTTP_STATUS),
+        Some(list) => {
+            if list.is_empty() {
+                errs.at(&with(cpath, &[Key("expect_status")]), format!("service {label:?}: expect_status must not be empty"));
+            }
+            for (i, spec) in list.iter().enumerate() {
+                match status_range(spec) {
+                    Ok(r) => expect_status.push(r),
+                    Err(m) => errs.at(
+                        &with(cpath, &[Key("expect_status"), Index(i)]),
+                        format!("service {label:?}: {m}"),
+                    ),
+                }
+            }
+        }
+    }
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(HttpCheckConfig {
+        tls,
+        port,
+        path,
+        method,
+        headers,
+        host,
+        expect_status,
+        body_contains: h.body_contains.clone(),
+        tls_verify: h.tls_verify.unwrap_or(true),
+    })
+}
+
+fn status_range(spec: &StatusSpec) -> Result<(u16, u16), String> {
+    let code = |n: i64| -> Result<u16, String> {
+        if (100..=599).contains(&n) {
+            Ok(n as u16)
+        } else {
+            Err(format!("status {n} is not an HTTP status code (100-599)"))
+        }
+    };
+    match spec {
+        StatusSpec::Code(n) => code(*n).map(|c| (c, c)),
+        StatusSpec::Range(s) => {
+            let bad = || format!("status {s:?} must be a code like 200 or a range like \"200-299\"");
+            let (lo, hi) = match s.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (s.trim(), s.trim()),
+            };
+            let lo = code(lo.parse().map_err(|_| bad())?)?;
+            let hi = code(hi.parse().map_err(|_| bad())?)?;
+            if lo > hi {
+                return Err(bad());
+            }
+            Ok((lo, hi))
+        }
+    }
+}

@@ -1,0 +1,196 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::observe::health::HealthMachine;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn set(ips: &[&str]) -> BTreeSet<IpAddr> {
+    ips.iter().map(|s| ip(s)).collect()
+}
+
+fn policy(eps: &[&str], min_healthy: usize, all_down: AllDownPolicy) -> Policy {
+    Policy {
+        endpoints: eps.iter().map(|s| ip(s)).collect(),
+        min_healthy,
+        all_down,
+        remove_unlisted: false,
+    }
+}
+
+fn health(pairs: &[(&str, Health)]) -> BTreeMap<IpAddr, Health> {
+    pairs.iter().map(|(s, h)| (ip(s), *h)).collect()
+}
+
+const A: &str = "192.0.2.1";
+const B: &str = "192.0.2.2";
+const C: &str = "2001:db8::3";
+const X: &str = "192.0.2.99";
+
+#[test]
+fn down_endpoint_is_removed_and_up_one_added() {
+    let p = policy(&[A, B, C], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Up), (B, Health::Down), (C, Health::Up)]);
+    let plan = plan(&p, &h, &set(&[A, B]));
+    assert_eq!(plan.desired, set(&[A, C]));
+    assert_eq!(plan.additions(), set(&[C]));
+    assert_eq!(plan.removals(), set(&[B]));
+    assert_eq!(plan.policy_applied, None);
+    assert_eq!(plan.to_string(), "add 2001:db8::3 (up), remove 192.0.2.2 (down)");
+}
+
+#[test]
+fn all_healthy_and_published_is_no_change() {
+    let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Up), (B, Health::Up)]);
+    assert!(plan(&p, &h, &set(&[A, B])).is_empty());
+}
+
+#[test]
+fn unknown_endpoints_never_cause_removal() {
+    // Just after a restart: nothing known yet, nothing changes.
+    let p = policy(&[A, B, C], 1, AllDownPolicy::KeepAll);
+    assert!(plan(&p, &BTreeMap::new(), &set(&[A, B])).is_empty());
+    // One verdict in (down) while others are unknown: still no removal.
+    let h = health(&[(A, Health::Down)]);
+    assert!(plan(&p, &h, &set(&[A, B])).is_empty());
+    // An up endpoint is added even while others are unknown.
+    let h = health(&[(C, Health::Up)]);
+    assert_eq!(plan(&p, &h, &set(&[A, B])).additions(), set(&[C]));
+}
+
+#[test]
+fn keep_all_publishes_every_endpoint_when_all_down() {
+    let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Down), (B, Health::Down)]);
+    let plan = plan(&p, &h, &set(&[A]));
+    assert_eq!(plan.desired, set(&[A, B]));
+    assert_eq!(plan.policy_applied, Some(AllDownPolicy::KeepAll));
+}
+
+#[test]
+fn keep_last_keeps_published_set() {
+    let p = policy(&[A, B, C], 2, AllDownPolicy::KeepLast);
+    let h = health(&[(A, Health::Down), (B, Health::Down), (C, Health::Up)]);
+    let plan = plan(&p, &h, &set(&[A, B]));
+    assert_eq!(plan.desired, set(&[A, B, C]));
+    assert_eq!(plan.removals(), set(&[]));
+}
+
+#[test]
+fn keep_last_falls_back_to_keep_all_below_min_healthy() {
+    let p = policy(&[A, B, C], 2, AllDownPolicy::KeepLast);
+    let h = health(&[(A, Health::Down), (B, Health::Down), (C, Health::Down)]);
+    assert_eq!(plan(&p, &h, &set(&[A])).desired, set(&[A, B, C]));
+}
+
+#[test]
+fn fail_closed_may_empty_the_set() {
+    let p = policy(&[A, B], 1, AllDownPolicy::FailClosed);
+    let h = health(&[(A, Health::Down), (B, Health::Down)]);
+    let plan = plan(&p, &h, &set(&[A, B]));
+    assert!(plan.desired.is_empty());
+    assert_eq!(plan.removals(), set(&[A, B]));
+}
+
+#[test]
+fn unlisted_records_are_left_alone_by_default() {
+    let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Up), (B, Health::Down)]);
+    let plan = plan(&p, &h, &set(&[A, B, X]));
+    assert_eq!(plan.desired, set(&[A, X]));
+    assert_eq!(plan.removals(), set(&[B]));
+}
+
+#[test]
+fn unlisted_records_go_with_remove_unlisted() {
+    let mut p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
+    p.remove_unlisted = true;
+    let h = health(&[(A, Health::Up), (B, Health::Up)]);
+    let plan = plan(&p, &h, &set(&[A, B, X]));
+    assert_eq!(plan.removals(), set(&[X]));
+}
+
+#[test]
+fn unlisted_records_do_not_count_towards_min_healthy() {
+    let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Down), (B, Health::Down)]);
+    // X is published but not ours: keep_all must still publish A and B.
+    assert_eq!(plan(&p, &h, &set(&[X])).desired, set(&[A, B, X]));
+}
+
+#[test]
+fn restored_record_deleted_by_someone_else() {
+    let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Up), (B, Health::Up)]);
+    assert_eq!(plan(&p, &h, &set(&[A])).additions(), set(&[B]));
+}
+
+fn endpoints_strategy() -> impl Strategy<Value = Vec<IpAddr>> {
+    (1usize..6).prop_map(|n| (1..=n as u8).map(|i| IpAddr::from([192, 0, 2, i])).collect())
+}
+
+proptest! {
+    /// Invariant 1: in keep_all mode, for any sequence of probe results the published set never has fewer
+    /// than min_healthy of the configured endpoints, whatever was published at the start.
+    #[test]
+    fn keep_all_never_publishes_fewer_than_min_healthy(
+        endpoints in endpoints_strategy(),
+        min_frac in 0usize..=100,
+        fall in 1u32..4,
+        rise in 1u32..4,
+        initial_mask in any::<u8>(),
+        results in prop::collection::vec((any::<u8>(), any::<bool>()), 0..200),
+    ) {
+        let min_healthy = (endpoints.len() * min_frac).div_ceil(100).max(1);
+        let p = Policy { endpoints: endpoints.clone(), min_healthy, all_down: AllDownPolicy::KeepAll, remove_unlisted: false };
+        let mut machines: BTreeMap<IpAddr, HealthMachine> =
+            endpoints.iter().map(|ip| (*ip, HealthMachine::new(fall, rise))).collect();
+        let mut published: BTreeSet<IpAddr> = endpoints
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| initial_mask & (1 << i) != 0)
+            .map(|(_, ip)| *ip)
+            .collect();
+        // The first decision may repair an under-populated set; from then on the bound must hold.
+        for (pick, ok) in results {
+            let ip = endpoints[pick as usize % endpoints.len()];
+            machines.get_mut(&ip).unwrap().observe(ok, std::time::Duration::ZERO, "");
+            let h = machines.iter().map(|(ip, m)| (*ip, m.state())).collect();
+            let pl = plan(&p, &h, &published);
+            // Applying the plan to the published set gives the desired set.
+            let mut applied = published.clone();
+            for (c, _) in &pl.changes {
+                match c { Change::Add(ip) => { applied.insert(*ip); } Change::Remove(ip) => { applied.remove(ip); } }
+            }
+            prop_assert_eq!(&applied, &pl.desired);
+            published = applied;
+            prop_assert!(published.len() >= min_healthy,
+                "published {:?} has fewer than min_healthy={}", published, min_healthy);
+        }
+    }
+
+    /// With every verdict known and enough endpoints up, the published set is exactly the up set.
+    #[test]
+    fn converges_to_exactly_the_healthy_set(
+        endpoints in endpoints_strategy(),
+        up_mask in any::<u8>(),
+        published_mask in any::<u8>(),
+    ) {
+        let h: BTreeMap<IpAddr, Health> = endpoints.iter().enumerate()
+            .map(|(i, ip)| (*ip, if up_mask & (1 << i) != 0 { Health::Up } else { Health::Down }))
+            .collect();
+        let up: BTreeSet<IpAddr> = h.iter().filter(|(_, s)| **s == Health::Up).map(|(ip, _)| *ip).collect();
+        prop_assume!(!up.is_empty());
+        let published: BTreeSet<IpAddr> = endpoints.iter().enumerate()
+            .filter(|(i, _)| published_mask & (1 << i) != 0).map(|(_, ip)| *ip).collect();
+        let p = Policy { endpoints, min_healthy: 1, all_down: AllDownPolicy::KeepAll, remove_unlisted: false };
+        let pl = plan(&p, &h, &published);
+        prop_assert_eq!(pl.desired, up);
+    }
+}

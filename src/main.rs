@@ -1,0 +1,174 @@
+//! The `rrguard` binary: parse arguments, set up logging, run the library, map errors to exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rrguard::config::{self, ConfigError};
+use rrguard::daemon::{self, RunOptions};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+/// Exit code for bad usage or configuration (sysexits EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+/// Exit code for runtime failures.
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "rrguard",
+    version,
+    about = "Keeps DNS names pointing only at healthy servers",
+    after_help = "Examples:\n  \
+        rrguard check-config -c /etc/rrguard/rrguard.toml\n  \
+        rrguard plan -c rrguard.toml            # probe once, print what would change\n  \
+        rrguard run -c rrguard.toml --dry-run   # run, log the plans, write nothing\n  \
+        rrguard run                             # run with /etc/rrguard/rrguard.toml\n\n\
+        Signals: SIGTERM/SIGINT finish in-flight writes and exit 0; SIGHUP reloads the configuration.\n\
+        Exit codes: 0 ok, 1 runtime failure, 64 bad usage or configuration."
+)]
+struct Cli {
+    /// Log format: `auto` is journald under systemd (when its socket exists), text otherwise.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
+    Journald,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(short, long, env = "RRGUARD_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Probe and plan, log what would change, never write to DNS.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Validate the configuration: exit 0, or print FILE:LINE:COL: problems and exit 64.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Probe every endpoint once and print, per service, what would change. Writes nothing.
+    Plan {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::CheckConfig { config } => match config::load(&config.config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} writers, {} services, {} endpoints)",
+                    config.config.display(),
+                    c.writers.len(),
+                    c.services.len(),
+                    c.services.iter().map(|s| s.endpoints.len()).sum::<usize>()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_failure(&e),
+        },
+        Command::Plan { config } => {
+            let c = match config::load(&config.config) {
+                Ok(c) => c,
+                Err(e) => return config_failure(&e),
+            };
+            init_logging(cli.log_format);
+            let reports = match runtime() {
+                Ok(rt) => rt.block_on(daemon::plan_once(&c)),
+                Err(code) => return code,
+            };
+            print!("{}", daemon::render_plan(&reports));
+            if reports.iter().any(|r| r.published.is_err()) {
+                ExitCode::from(EXIT_FAILURE)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Run { config, dry_run } => {
+            let c = match config::load(&config.config) {
+                Ok(c) => c,
+                Err(e) => return config_failure(&e),
+            };
+            init_logging(cli.log_format);
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            match rt.block_on(daemon::run_until_signal(config.config, c, RunOptions { dry_run })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rrguard: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn config_failure(e: &ConfigError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("rrguard: cannot start the async runtime: {e}");
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let journald_socket = std::path::Path::new("/run/systemd/journal/socket").exists();
+    let want_journald = match format {
+        LogFormat::Journald => true,
+        // Under systemd, stderr is already the journal; structured fields are better sent natively.
+        LogFormat::Auto => journald_socket && std::env::var_os("JOURNAL_STREAM").is_some(),
+        _ => false,
+    };
+    if want_journald {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                tracing_subscriber::registry().with(filter()).with(layer).init();
+                return;
+            }
+            Err(e) => eprintln!("rrguard: journald unavailable ({e}); logging to stderr"),
+        }
+    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => tracing_subscriber::registry().with(filter()).with(fmt.json()).init(),
+        _ => tracing_subscriber::registry().with(filter()).with(fmt).init(),
+    }
+}
