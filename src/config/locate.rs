@@ -54,3 +54,41 @@ pub fn find(text: &str, path: &[Seg]) -> (usize, usize) {
     }
     line_col(text, best)
 }
+
+/// toml reports some errors at a coarse span: an unknown key at its table's header, and anything inside
+/// an internally tagged table (`type = ...`) at the top of the document, because serde buffers those.
+/// Point at the offending key or value instead when it can be found unambiguously.
+pub fn refine_span(text: &str, span: std::ops::Range<usize>, message: &str) -> usize {
+    if let Some(value) = message
+        .strip_prefix("unknown variant `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        let quoted = format!("\"{value}\"");
+        let mut found = text.match_indices(&quoted).map(|(i, _)| i);
+        return match (found.next(), found.next()) {
+            (Some(i), None) => i,
+            _ => span.start,
+        };
+    }
+    let Some(key) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    else {
+        return span.start;
+    };
+    // The span may cover only the table's header: search the table's body, up to the next header.
+    let mut offset = span.start.min(text.len());
+    for (i, line) in text[offset..].split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_start();
+        if i > 0 && trimmed.starts_with('[') && offset >= span.end {
+            break;
+        }
+        if let Some(after) = trimmed.strip_prefix(key)
+            && after.trim_start().starts_with('=')
+        {
+            return offset + (line.len() - trimmed.len());
+        }
+        offset += line.len();
+    }
+    span.start
+}

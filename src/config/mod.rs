@@ -306,7 +306,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         Err(e) => {
             let (line, col) = e
                 .span()
-                .map(|s| locate::line_col(text, s.start))
+                .map(|s| locate::line_col(text, locate::refine_span(text, s, e.message())))
                 .unwrap_or((0, 0));
             return Err(invalid(vec![Problem {
                 line,

@@ -1,1 +1,135 @@
+use std::path::Path;
+use std::time::Duration;
 
+use super::*;
+
+const WRITER: &str = r#"
+[[writer]]
+name = "primary"
+type = "rfc2136"
+servers = ["127.0.0.1", "[::1]:5353"]
+tsig = { name = "Upd-Key", algorithm = "hmac-sha512", secret = "c2VjcmV0" }
+"#;
+
+fn parse_ok(text: &str) -> Config {
+    match parse(Path::new("t.toml"), text) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(Path::new("t.toml"), text) {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn services_inherit_defaults_and_override_them() {
+    let c = parse_ok(&format!(
+        r#"
+[defaults]
+interval = "250ms"
+fall = 5
+min_healthy = 3
+all_down = "fail_closed"
+{WRITER}
+[[service]]
+fqdn = "WWW.Example.Test."
+zone = "example.test"
+writer = "primary"
+endpoints = ["127.0.0.2", "::1"]
+rise = 4
+[service.check]
+type = "https"
+"#
+    ));
+    let s = &c.services[0];
+    assert_eq!(s.fqdn, "www.example.test.");
+    assert_eq!(s.zone, "example.test.");
+    assert_eq!(s.interval, Duration::from_millis(250));
+    assert_eq!(s.timeout, DEFAULT_TIMEOUT);
+    assert_eq!((s.fall, s.rise), (5, 4));
+    // The inherited min_healthy is clamped to the endpoint count.
+    assert_eq!(s.min_healthy, 2);
+    assert_eq!(s.all_down, AllDownPolicy::FailClosed);
+    assert_eq!(s.ttl, DEFAULT_TTL);
+    let CheckConfig::Http(h) = &s.check else { panic!() };
+    assert!(h.tls && h.tls_verify);
+    assert_eq!(h.port, 443);
+    assert_eq!(h.host, "www.example.test");
+    assert_eq!(h.expect_status, vec![DEFAULT_HTTP_STATUS]);
+    assert_eq!(c.reconcile_interval, DEFAULT_RECONCILE_INTERVAL);
+    let WriterKind::Rfc2136(w) = &c.writers[0].kind;
+    assert_eq!(w.servers, vec!["127.0.0.1:53".parse().unwrap(), "[::1]:5353".parse().unwrap()]);
+    assert_eq!(w.tsig.name, "upd-key.");
+    assert_eq!(w.tsig.algorithm, TsigAlgorithm::HmacSha512);
+    assert_eq!(w.tsig.secret, b"secret");
+    assert!(!format!("{:?}", w.tsig).contains("secret\""), "secret must not be printed");
+}
+
+#[test]
+fn secret_file_accepts_bare_bind_and_knot_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [
+        ("bare", "c2VjcmV0\n"),
+        ("bind", "key \"k\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0\";\n};\n"),
+        ("knot", "key:\n  - id: k\n    algorithm: hmac-sha256\n    secret: c2VjcmV0\n"),
+    ] {
+        std::fs::write(dir.path().join(name), content).unwrap();
+        let text = format!(
+            "[[writer]]\nname = \"w\"\ntype = \"rfc2136\"\nserver = \"127.0.0.1\"\ntsig = {{ name = \"k\", algorithm = \"hmac-sha256\", secret_file = \"{name}\" }}\n"
+        );
+        let c = match parse(&dir.path().join("rrguard.toml"), &text) {
+            Ok(c) => c,
+            Err(e) => panic!("{name}: {e}"),
+        };
+        let WriterKind::Rfc2136(w) = &c.writers[0].kind;
+        assert_eq!(w.tsig.secret, b"secret", "{name}");
+    }
+}
+
+#[test]
+fn reports_every_problem_with_position() {
+    let p = problems(&format!(
+        r#"{WRITER}
+[[service]]
+fqdn = "a.example.test"
+zone = "example.test"
+writer = "primary"
+endpoints = ["127.0.0.2", "224.0.0.1"]
+[service.check]
+type = "tcp"
+port = 80
+
+[[service]]
+fqdn = "a.example.test"
+zone = "example.test"
+writer = "primary"
+endpoints = ["127.0.0.3"]
+[service.check]
+type = "tcp"
+port = 80
+"#
+    ));
+    let msgs: Vec<String> = p.iter().map(|p| format!("{}:{} {}", p.line, p.col, p.message)).collect();
+    assert_eq!(msgs.len(), 2, "{msgs:#?}");
+    assert!(msgs[0].starts_with("12:27 ") && msgs[0].contains("not a unicast address"), "{msgs:#?}");
+    assert!(msgs[1].starts_with("18:8 ") && msgs[1].contains("configured twice"), "{msgs:#?}");
+}
+
+#[test]
+fn server_and_servers_are_exclusive() {
+    let p = problems(
+        "[[writer]]\nname = \"w\"\ntype = \"rfc2136\"\nserver = \"127.0.0.1\"\nservers = [\"127.0.0.1\"]\ntsig = { name = \"k\", algorithm = \"hmac-sha256\", secret = \"c2VjcmV0\" }\n",
+    );
+    assert_eq!(p.len(), 1);
+    assert_eq!((p[0].line, p[0].col), (5, 11));
+}
+
+#[test]
+fn line_col_counts_from_one() {
+    assert_eq!(locate::line_col("ab\ncd", 0), (1, 1));
+    assert_eq!(locate::line_col("ab\ncd", 4), (2, 2));
+}

@@ -82,16 +82,15 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
     let mut fqdns = BTreeSet::new();
     for (i, s) in raw.service.iter().enumerate() {
         let spath = [Key("service"), Index(i)];
+        if let Ok(fqdn) = normalize_name(&s.fqdn)
+            && !fqdns.insert(fqdn.clone())
+        {
+            errs.at(
+                &with(&spath, &[Key("fqdn")]),
+                format!("service {fqdn:?} is configured twice; merge the endpoints into one [[service]]"),
+            );
+        }
         if let Some(svc) = service(s, &raw, &spath, &names, &mut errs) {
-            if !fqdns.insert(svc.fqdn.clone()) {
-                errs.at(
-                    &with(&spath, &[Key("fqdn")]),
-                    format!(
-                        "service {:?} is configured twice; merge the endpoints into one [[service]]",
-                        svc.fqdn
-                    ),
-                );
-            }
             services.push(svc);
         }
     }
@@ -370,7 +369,7 @@ fn service(
             errs.at(
                 &with(spath, &[Key("min_healthy")]),
                 format!(
-                    "service {label:?}: min_healthy = {m} but only {} endpoints are configured",
+                    "service {label:?}: min_healthy = {m} is more than the {} configured endpoint(s); lower it or add endpoints",
                     s.endpoints.len()
                 ),
             );
