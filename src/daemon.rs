@@ -301,70 +301,33 @@ impl Controller {
         self.machines.iter().map(|(ip, m)| (*ip, m.state())).collect()
     }
 
-    /// Reads (if needed), plans and writes until DNS matches the plan or a failure schedules a retry.
+    /// Converges DNS towards the plan; schedules a retry on failure.
     async fn sync(&mut self) {
-        for _round in 0..MAX_CONFLICT_ROUNDS {
-            let published = match self.published.clone() {
-                Some(p) => p,
-                None => match self.writer.read(&self.svc.fqdn, &self.svc.zone).await {
-                    Ok(p) => {
-                        self.published = Some(p.clone());
-                        p
-                    }
-                    Err(e) => return self.failed("reading published records", e),
-                },
-            };
-            let plan = decide::plan(&self.policy, &self.health(), &published);
-            if plan.is_empty() {
-                self.succeeded();
-                return;
-            }
-            if self.dry_run {
+        let health = self.health();
+        let outcome = converge(
+            self.writer.as_ref(),
+            &self.svc,
+            &self.policy,
+            &health,
+            &mut self.published,
+            self.dry_run,
+        )
+        .await;
+        match outcome {
+            Ok(Converged::DryRun(plan)) => {
                 if self.last_dry_run.as_ref() != Some(&plan) {
                     info!(service = %self.svc.fqdn, plan = %plan, "dry run: would change DNS");
                     self.last_dry_run = Some(plan);
                 }
                 self.succeeded();
-                return;
             }
-            let change = RecordChange {
-                fqdn: self.svc.fqdn.clone(),
-                zone: self.svc.zone.clone(),
-                ttl: self.svc.ttl,
-                expected: plan.expected.clone(),
-                add: plan.additions(),
-                remove: plan.removals(),
-            };
-            match self.writer.apply(&change).await {
-                Ok(()) => {
-                    info!(service = %self.svc.fqdn, writer = %self.writer.name(), plan = %plan, policy = ?plan.policy_applied, "DNS updated");
-                    match self.writer.read(&self.svc.fqdn, &self.svc.zone).await {
-                        Ok(now) if now == plan.desired => {
-                            self.published = Some(now);
-                            self.succeeded();
-                            return;
-                        }
-                        Ok(now) => {
-                            warn!(service = %self.svc.fqdn, expected = ?plan.desired, found = ?now, "read-back differs from what was written; re-planning");
-                            self.published = Some(now);
-                        }
-                        Err(e) => {
-                            // The write was acknowledged; trust it, but confirm on the next round.
-                            self.published = Some(plan.desired.clone());
-                            return self.failed("reading back after the write", e);
-                        }
-                    }
-                }
-                Err(WriteError::Conflict(why)) => {
-                    info!(service = %self.svc.fqdn, "record set changed by someone else since it was read ({why}); re-reading and re-planning");
-                    self.published = None;
-                }
-                Err(e) => return self.failed("writing", e),
+            Ok(_) => self.succeeded(),
+            Err(ConvergeError::Write { doing, error }) => self.failed(doing, error),
+            Err(ConvergeError::KeptChanging) => {
+                warn!(service = %self.svc.fqdn, "record set kept changing under us for {MAX_CONFLICT_ROUNDS} rounds; backing off");
+                self.back_off(false);
             }
         }
-        warn!(service = %self.svc.fqdn, "record set kept changing under us for {MAX_CONFLICT_ROUNDS} rounds; backing off");
-        self.published = None;
-        self.back_off(false);
     }
 
     fn succeeded(&mut self) {
@@ -373,7 +336,6 @@ impl Controller {
     }
 
     fn failed(&mut self, doing: &str, e: WriteError) {
-        self.published = None;
         if e.needs_operator() {
             error!(service = %self.svc.fqdn, writer = %self.writer.name(), "configuration error while {doing}: {e}; retrying in {}", humantime::format_duration(OPERATOR_RETRY));
         } else {
@@ -391,6 +353,105 @@ impl Controller {
         self.not_before = Some(at);
         self.next_sync = Some(at);
     }
+}
+
+/// What [`converge`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Converged {
+    /// DNS already matched the plan.
+    NoChange,
+    /// This plan was written and read back.
+    Applied(Plan),
+    /// Dry run: this plan would have been written.
+    DryRun(Plan),
+}
+
+/// Why [`converge`] stopped short.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvergeError {
+    /// A writer operation failed; see [`WriteError::needs_operator`] for how soon to retry.
+    #[error("{doing} failed: {error}")]
+    Write {
+        /// What was being done.
+        doing: &'static str,
+        /// The failure.
+        error: WriteError,
+    },
+    /// Compare-and-swap failed [`MAX_CONFLICT_ROUNDS`] times in a row. Retry later.
+    #[error("record set kept changing for {MAX_CONFLICT_ROUNDS} rounds")]
+    KeptChanging,
+}
+
+/// Reads (if `published` is `None`), plans and writes with compare-and-swap until DNS matches the plan.
+///
+/// On a conflict the record set is re-read and the plan recomputed, up to [`MAX_CONFLICT_ROUNDS`] times.
+/// After a write the record set is read back; `published` holds what DNS publishes afterwards, or `None`
+/// when that is unknown.
+///
+/// # Errors
+/// [`ConvergeError`] when a writer operation fails or the record set keeps changing.
+pub async fn converge(
+    writer: &dyn Writer,
+    svc: &ServiceConfig,
+    policy: &Policy,
+    health: &BTreeMap<IpAddr, Health>,
+    published: &mut Option<BTreeSet<IpAddr>>,
+    dry_run: bool,
+) -> Result<Converged, ConvergeError> {
+    let fail = |published: &mut Option<BTreeSet<IpAddr>>, doing, error| {
+        *published = None;
+        Err(ConvergeError::Write { doing, error })
+    };
+    for _round in 0..MAX_CONFLICT_ROUNDS {
+        let current = match published.clone() {
+            Some(p) => p,
+            None => match writer.read(&svc.fqdn, &svc.zone).await {
+                Ok(p) => {
+                    *published = Some(p.clone());
+                    p
+                }
+                Err(e) => return fail(published, "reading published records", e),
+            },
+        };
+        let plan = decide::plan(policy, health, &current);
+        if plan.is_empty() {
+            return Ok(Converged::NoChange);
+        }
+        if dry_run {
+            return Ok(Converged::DryRun(plan));
+        }
+        let change = RecordChange {
+            fqdn: svc.fqdn.clone(),
+            zone: svc.zone.clone(),
+            ttl: svc.ttl,
+            expected: plan.expected.clone(),
+            add: plan.additions(),
+            remove: plan.removals(),
+        };
+        match writer.apply(&change).await {
+            Ok(()) => {
+                info!(service = %svc.fqdn, writer = %writer.name(), plan = %plan, policy = ?plan.policy_applied, "DNS updated");
+                match writer.read(&svc.fqdn, &svc.zone).await {
+                    Ok(now) if now == plan.desired => {
+                        *published = Some(now);
+                        return Ok(Converged::Applied(plan));
+                    }
+                    Ok(now) => {
+                        warn!(service = %svc.fqdn, expected = ?plan.desired, found = ?now, "read-back differs from what was written; re-planning");
+                        *published = Some(now);
+                    }
+                    Err(e) => return fail(published, "reading back after the write", e),
+                }
+            }
+            Err(WriteError::Conflict(why)) => {
+                info!(service = %svc.fqdn, "record set changed by someone else since it was read ({why}); re-reading and re-planning");
+                *published = None;
+            }
+            Err(e) => return fail(published, "writing", e),
+        }
+    }
+    *published = None;
+    Err(ConvergeError::KeptChanging)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

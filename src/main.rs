@@ -166,7 +166,9 @@ fn init_logging(format: LogFormat) {
             Err(e) => eprintln!("rrguard: journald unavailable ({e}); logging to stderr"),
         }
     }
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Json => tracing_subscriber::registry().with(filter()).with(fmt.json()).init(),
         _ => tracing_subscriber::registry().with(filter()).with(fmt).init(),

@@ -98,7 +98,10 @@ impl Rfc2136Writer {
         let lower = text.to_ascii_lowercase();
         if lower.contains("tsig") || lower.contains("signature") || lower.contains("mac") || lower.contains("unsigned")
         {
-            return WriteError::Auth(self.tsig_hint(server, &text));
+            // A server that rejects our key answers BADKEY/BADSIG with an empty MAC, which hickory reports
+            // as an unverifiable response; its wording would only confuse an operator.
+            tracing::debug!(%server, error = %text, "TSIG verification of the answer failed");
+            return WriteError::Auth(self.tsig_hint(server, "its answer was not signed with our key: BADKEY or BADSIG"));
         }
         WriteError::Transient(format!("{server}: {text}"))
     }
