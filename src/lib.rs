@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod act;
+pub mod agree;
 pub mod config;
 pub mod daemon;
 pub mod decide;

@@ -1,0 +1,498 @@
+//! Agree: several monitor nodes turn their local verdicts into one cluster verdict per endpoint (sans-I/O).
+//!
+//! Each node's verdict on an endpoint is its **vote** (up or down; unknown abstains). Nodes exchange
+//! authenticated snapshots of their votes ([`wire`]). [`Cluster`] holds what this node knows and computes a
+//! [`View`]:
+//!
+//! - **Liveness**: a peer is live if a valid message from it arrived within `vote_ttl`, measured on this
+//!   node's monotonic clock (so clock skew cannot stretch a vote's life). Votes of peers that are not live
+//!   do not count.
+//! - **Isolation**: a node whose self-check fails, or that hears from fewer than a majority of the
+//!   configured nodes (itself included), is isolated: it neither votes nor writes. Peers announce their
+//!   isolation in their messages and their votes are then ignored.
+//! - **Tally**: for each endpoint, count the up and down votes of live, non-isolated nodes. With `q` the
+//!   quorum threshold computed against the *configured* node count, `up ≥ q` makes it up, `down ≥ q`
+//!   makes it down; anything else, ties included, leaves the previous cluster state unchanged (unknown at
+//!   first, which the planner treats as "keep what is published").
+//! - **Writer**: the live, non-isolated node with the lowest id among those that see a majority. Only it
+//!   writes; writes stay compare-and-swap, so two nodes that briefly both think they are the writer
+//!   cannot corrupt a record set. `term` counts writer changes as seen by this node.
+//!
+//! A single node without `[cluster]` is the one-node case of the same rules.
+
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::observe::health::Health;
+pub use wire::{Message, Vote};
+
+/// Identifies one endpoint of one service: (service fqdn, endpoint address).
+pub type VoteKey = (String, IpAddr);
+
+/// How many agreeing votes change an endpoint's cluster state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Quorum {
+    /// More than half of the configured nodes.
+    Majority,
+    /// Every configured node.
+    All,
+    /// Any one node (conflicting votes are a tie and change nothing).
+    Any,
+    /// At least this many nodes.
+    AtLeast(usize),
+    /// At least this fraction of the configured nodes, rounded up (Route 53 style).
+    Fraction(f64),
+}
+
+impl Quorum {
+    /// The number of agreeing votes needed among `nodes` configured nodes; at least 1.
+    pub fn threshold(&self, nodes: usize) -> usize {
+        let n = nodes.max(1);
+        match *self {
+            Quorum::Majority => n / 2 + 1,
+            Quorum::All => n,
+            Quorum::Any => 1,
+            Quorum::AtLeast(k) => k.clamp(1, n),
+            Quorum::Fraction(f) => ((f * n as f64).ceil() as usize).clamp(1, n),
+        }
+    }
+}
+
+impl fmt::Display for Quorum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quorum::Majority => f.write_str("majority"),
+            Quorum::All => f.write_str("all"),
+            Quorum::Any => f.write_str("any"),
+            Quorum::AtLeast(k) => write!(f, "at_least = {k}"),
+            Quorum::Fraction(x) => write!(f, "fraction = {x}"),
+        }
+    }
+}
+
+/// Settings of the agreement core.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// This node's id.
+    pub me: String,
+    /// Every configured node id, this node included.
+    pub nodes: BTreeSet<String>,
+    /// Quorum of services without their own.
+    pub quorum: Quorum,
+    /// Per-service quorum overrides, by fqdn.
+    pub service_quorum: BTreeMap<String, Quorum>,
+    /// How long a peer's votes count after its last valid message.
+    pub vote_ttl: Duration,
+    /// Messages whose timestamp is further than this from our wall clock are rejected.
+    pub max_clock_skew: Duration,
+}
+
+/// Rules that must hold for the cluster to be safe. Only tests switch them off, to show that the
+/// simulator catches the bugs older tools had.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Votes of silent peers stop counting after `vote_ttl`.
+    pub expire_votes: bool,
+    /// A node that hears from fewer than a majority does not write.
+    pub minority_cannot_write: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            expire_votes: true,
+            minority_cannot_write: true,
+        }
+    }
+}
+
+/// Why a node does not vote or write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Isolation {
+    /// The node's self-check targets are unreachable.
+    SelfCheckFailed,
+    /// The node hears from fewer than a majority of the configured nodes.
+    NoMajority {
+        /// Nodes heard within `vote_ttl`, itself included.
+        heard: usize,
+        /// Nodes needed.
+        needed: usize,
+    },
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Isolation::SelfCheckFailed => f.write_str("self-check failed"),
+            Isolation::NoMajority { heard, needed } => {
+                write!(f, "hears from {heard} of the {needed} nodes needed for a majority")
+            }
+        }
+    }
+}
+
+/// Why a peer message was not accepted. Each is logged and counted; none is fatal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    /// Message format version we do not speak.
+    #[error("unsupported message version {0}")]
+    Version(u32),
+    /// Sender is not a configured peer.
+    #[error("unknown node {0:?}")]
+    UnknownNode(String),
+    /// Sender claims to be this node.
+    #[error("message claims to come from this node")]
+    FromSelf,
+    /// Timestamp too far from our clock: stale replay or badly skewed clock.
+    #[error("timestamp {skew_ms} ms away from our clock (limit {limit_ms} ms)")]
+    Clock {
+        /// Signed difference, sender minus us.
+        skew_ms: i64,
+        /// The limit.
+        limit_ms: u64,
+    },
+    /// Older generation or sequence than already seen: replayed, duplicated or reordered.
+    #[error("replayed or out-of-order message (generation {generation} seq {seq}, last seen generation {last_generation} seq {last_seq})")]
+    Replay {
+        /// The message's generation.
+        generation: u64,
+        /// The message's sequence.
+        seq: u64,
+        /// Last accepted generation.
+        last_generation: u64,
+        /// Last accepted sequence.
+        last_seq: u64,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    generation: u64,
+    seq: u64,
+    last_heard: Option<Instant>,
+    isolated: bool,
+    sees: BTreeSet<String>,
+    votes: BTreeMap<VoteKey, bool>,
+}
+
+/// The tally of one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// The cluster state after this tally.
+    pub state: Health,
+    /// Nodes whose up vote counted.
+    pub up: Vec<String>,
+    /// Nodes whose down vote counted.
+    pub down: Vec<String>,
+    /// Agreeing votes needed.
+    pub needed: usize,
+}
+
+/// What this node concludes at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// Set when this node neither votes nor writes.
+    pub isolated: Option<Isolation>,
+    /// Nodes heard within `vote_ttl`, this node included.
+    pub live: BTreeSet<String>,
+    /// The writer this node recognises.
+    pub writer: Option<String>,
+    /// Writer changes seen by this node.
+    pub term: u64,
+    /// Whether this node should write.
+    pub am_writer: bool,
+    /// Per endpoint: its cluster state and the votes behind it.
+    pub endpoints: BTreeMap<VoteKey, Tally>,
+}
+
+impl View {
+    /// Cluster states of one service's endpoints.
+    pub fn service_health(&self, fqdn: &str) -> BTreeMap<IpAddr, Health> {
+        self.endpoints
+            .iter()
+            .filter(|((s, _), _)| s == fqdn)
+            .map(|((_, ip), t)| (*ip, t.state))
+            .collect()
+    }
+}
+
+/// The agreement state of one node.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    cfg: ClusterConfig,
+    rules: Rules,
+    generation: u64,
+    seq: u64,
+    local: BTreeMap<VoteKey, Health>,
+    self_check_ok: bool,
+    peers: BTreeMap<String, Peer>,
+    decided: BTreeMap<VoteKey, Health>,
+    writer: Option<String>,
+    term: u64,
+    dirty: bool,
+}
+
+impl Cluster {
+    /// A fresh node. `generation` must grow across restarts of this node (boot time in ms does).
+    pub fn new(cfg: ClusterConfig, generation: u64) -> Self {
+        let peers = cfg
+            .nodes
+            .iter()
+            .filter(|n| **n != cfg.me)
+            .map(|n| (n.clone(), Peer::default()))
+            .collect();
+        Cluster {
+            cfg,
+            rules: Rules::default(),
+            generation,
+            seq: 0,
+            local: BTreeMap::new(),
+            self_check_ok: true,
+            peers,
+            decided: BTreeMap::new(),
+            writer: None,
+            term: 0,
+            dirty: true,
+        }
+    }
+
+    /// Replaces the safety rules (tests only).
+    #[doc(hidden)]
+    pub fn set_rules(&mut self, rules: Rules) {
+        self.rules = rules;
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        &self.cfg.me
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    /// Records this node's own verdict on an endpoint; registers the endpoint for tallying.
+    pub fn set_local(&mut self, key: VoteKey, health: Health) {
+        if self.local.insert(key, health) != Some(health) {
+            self.dirty = true;
+        }
+    }
+
+    /// Forgets endpoints no longer configured (after a reload).
+    pub fn retain_local(&mut self, keep: impl Fn(&VoteKey) -> bool) {
+        self.local.retain(|k, _| keep(k));
+        self.decided.retain(|k, _| keep(k));
+        self.dirty = true;
+    }
+
+    /// Records the outcome of this node's self-check.
+    pub fn set_self_check(&mut self, ok: bool) {
+        if self.self_check_ok != ok {
+            self.self_check_ok = ok;
+            self.dirty = true;
+        }
+    }
+
+    /// True if something peers should hear about changed since the last [`Cluster::outgoing`].
+    pub fn has_news(&self) -> bool {
+        self.dirty
+    }
+
+    /// Accepts a peer message that already passed authentication.
+    ///
+    /// # Errors
+    /// [`Reject`] saying why the message is ignored.
+    pub fn receive(&mut self, msg: &Message, now: Instant, now_wall_ms: u64) -> Result<(), Reject> {
+        if msg.v != wire::VERSION {
+            return Err(Reject::Version(msg.v));
+        }
+        if msg.node == self.cfg.me {
+            return Err(Reject::FromSelf);
+        }
+        let limit_ms = self.cfg.max_clock_skew.as_millis() as u64;
+        let skew_ms = msg.sent_at_ms as i64 - now_wall_ms as i64;
+        if skew_ms.unsigned_abs() > limit_ms {
+            return Err(Reject::Clock { skew_ms, limit_ms });
+        }
+        let Some(peer) = self.peers.get_mut(&msg.node) else {
+            return Err(Reject::UnknownNode(msg.node.clone()));
+        };
+        if (msg.generation, msg.seq) <= (peer.generation, peer.seq) {
+            return Err(Reject::Replay {
+                generation: msg.generation,
+                seq: msg.seq,
+                last_generation: peer.generation,
+                last_seq: peer.seq,
+            });
+        }
+        if msg.generation != peer.generation && peer.last_heard.is_some() {
+            // A restarted peer: a full snapshot replaces everything it said before.
+            peer.votes.clear();
+        }
+        peer.generation = msg.generation;
+        peer.seq = msg.seq;
+        peer.last_heard = Some(now);
+        peer.isolated = msg.isolated;
+        peer.sees = msg.sees.iter().cloned().collect();
+        peer.votes = msg
+            .votes
+            .iter()
+            .map(|v| ((v.service.clone(), v.endpoint), v.up))
+            .collect();
+        Ok(())
+    }
+
+    fn peer_live(&self, p: &Peer, now: Instant) -> bool {
+        match p.last_heard {
+            None => false,
+            Some(t) => !self.rules.expire_votes || now.saturating_duration_since(t) <= self.cfg.vote_ttl,
+        }
+    }
+
+    fn majority(&self) -> usize {
+        self.cfg.nodes.len() / 2 + 1
+    }
+
+    /// Computes this node's view at `now` and updates the sticky cluster states and writer term.
+    pub fn view(&mut self, now: Instant) -> View {
+        let live_peers: BTreeSet<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| self.peer_live(p, now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut live = live_peers.clone();
+        live.insert(self.cfg.me.clone());
+        let needed = self.majority();
+        let isolated = if !self.self_check_ok {
+            Some(Isolation::SelfCheckFailed)
+        } else if live.len() < needed {
+            Some(Isolation::NoMajority {
+                heard: live.len(),
+                needed,
+            })
+        } else {
+            None
+        };
+
+        let voters: Vec<(&str, &Peer)> = live_peers
+            .iter()
+            .map(|id| (id.as_str(), &self.peers[id]))
+            .filter(|(_, p)| !p.isolated)
+            .collect();
+        let n = self.cfg.nodes.len();
+        let mut endpoints = BTreeMap::new();
+        for (key, local) in &self.local {
+            let q = self.cfg.service_quorum.get(&key.0).unwrap_or(&self.cfg.quorum).threshold(n);
+            let mut up = Vec::new();
+            let mut down = Vec::new();
+            if isolated.is_none() {
+                match local {
+                    Health::Up => up.push(self.cfg.me.clone()),
+                    Health::Down => down.push(self.cfg.me.clone()),
+                    Health::Unknown => {}
+                }
+            }
+            for (id, p) in &voters {
+                match p.votes.get(key) {
+                    Some(true) => up.push((*id).to_owned()),
+                    Some(false) => down.push((*id).to_owned()),
+                    None => {}
+                }
+            }
+            let previous = self.decided.get(key).copied().unwrap_or(Health::Unknown);
+            let state = match (up.len() >= q, down.len() >= q) {
+                (true, false) => Health::Up,
+                (false, true) => Health::Down,
+                _ => previous,
+            };
+            // An isolated node's own conclusions are not agreement; keep the last agreed state.
+            if isolated.is_none() {
+                self.decided.insert(key.clone(), state);
+            }
+            endpoints.insert(
+                key.clone(),
+                Tally {
+                    state: if isolated.is_none() { state } else { previous },
+                    up,
+                    down,
+                    needed: q,
+                },
+            );
+        }
+
+        let mut candidates: Vec<&str> = voters
+            .iter()
+            .filter(|(_, p)| p.sees.len() + 1 >= needed)
+            .map(|(id, _)| *id)
+            .collect();
+        let me_eligible = match &isolated {
+            None => true,
+            Some(Isolation::NoMajority { .. }) => !self.rules.minority_cannot_write && self.self_check_ok,
+            Some(Isolation::SelfCheckFailed) => false,
+        };
+        if me_eligible {
+            candidates.push(&self.cfg.me);
+        }
+        let writer = candidates.into_iter().min().map(str::to_owned);
+        if writer != self.writer {
+            self.term += 1;
+            self.writer = writer.clone();
+        }
+        View {
+            am_writer: me_eligible && writer.as_deref() == Some(self.cfg.me.as_str()),
+            isolated,
+            live,
+            writer,
+            term: self.term,
+            endpoints,
+        }
+    }
+
+    /// The message to send to every peer now: a full snapshot of this node's votes. Bumps the sequence.
+    pub fn outgoing(&mut self, now: Instant, now_wall_ms: u64) -> Message {
+        let view = self.view(now);
+        self.seq += 1;
+        self.dirty = false;
+        let mut sees: Vec<String> = view.live.into_iter().filter(|n| *n != self.cfg.me).collect();
+        sees.sort();
+        let votes = if view.isolated.is_some() {
+            Vec::new()
+        } else {
+            self.local
+                .iter()
+                .filter_map(|((service, endpoint), h)| match h {
+                    Health::Up => Some(true),
+                    Health::Down => Some(false),
+                    Health::Unknown => None,
+                }
+                .map(|up| Vote {
+                    service: service.clone(),
+                    endpoint: *endpoint,
+                    up,
+                }))
+                .collect()
+        };
+        Message {
+            v: wire::VERSION,
+            node: self.cfg.me.clone(),
+            generation: self.generation,
+            seq: self.seq,
+            sent_at_ms: now_wall_ms,
+            isolated: view.isolated.is_some(),
+            sees,
+            votes,
+        }
+    }
+}

@@ -1,0 +1,232 @@
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+
+const WALL: u64 = 1_700_000_000_000;
+const TTL: Duration = Duration::from_secs(3);
+
+fn cfg(me: &str, nodes: &[&str], quorum: Quorum) -> ClusterConfig {
+    ClusterConfig {
+        me: me.to_owned(),
+        nodes: nodes.iter().map(|s| s.to_string()).collect(),
+        quorum,
+        service_quorum: Default::default(),
+        vote_ttl: TTL,
+        max_clock_skew: Duration::from_secs(30),
+    }
+}
+
+fn key(ip: &str) -> VoteKey {
+    ("www.example.test.".to_owned(), ip.parse().unwrap())
+}
+
+/// A message from `node` voting `up` on 192.0.2.1.
+fn msg(node: &str, generation: u64, seq: u64, up: Option<bool>, sees: &[&str]) -> Message {
+    Message {
+        v: wire::VERSION,
+        node: node.to_owned(),
+        generation,
+        seq,
+        sent_at_ms: WALL,
+        isolated: false,
+        sees: sees.iter().map(|s| s.to_string()).collect(),
+        votes: up
+            .map(|up| Vote {
+                service: "www.example.test.".to_owned(),
+                endpoint: "192.0.2.1".parse().unwrap(),
+                up,
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+const THREE: &[&str] = &["a", "b", "c"];
+
+#[test]
+fn thresholds() {
+    assert_eq!(Quorum::Majority.threshold(3), 2);
+    assert_eq!(Quorum::Majority.threshold(4), 3);
+    assert_eq!(Quorum::All.threshold(3), 3);
+    assert_eq!(Quorum::Any.threshold(3), 1);
+    assert_eq!(Quorum::AtLeast(2).threshold(5), 2);
+    assert_eq!(Quorum::AtLeast(9).threshold(5), 5);
+    assert_eq!(Quorum::Fraction(0.5).threshold(5), 3);
+    assert_eq!(Quorum::Fraction(0.0).threshold(5), 1);
+    assert_eq!(Quorum::Majority.threshold(1), 1);
+}
+
+#[test]
+fn single_node_decides_alone() {
+    let mut c = Cluster::new(cfg("a", &["a"], Quorum::Majority), 1);
+    let now = Instant::now();
+    c.set_local(key("192.0.2.1"), Health::Down);
+    let v = c.view(now);
+    assert_eq!(v.isolated, None);
+    assert!(v.am_writer);
+    assert_eq!(v.endpoints[&key("192.0.2.1")].state, Health::Down);
+}
+
+#[test]
+fn one_dissenting_node_does_not_cancel_agreement() {
+    let mut c = Cluster::new(cfg("a", THREE, Quorum::Majority), 1);
+    let now = Instant::now();
+    c.set_local(key("192.0.2.1"), Health::Down);
+    c.receive(&msg("b", 1, 1, Some(false), &["a"]), now, WALL).unwrap();
+    c.receive(&msg("c", 1, 1, Some(true), &["a"]), now, WALL).unwrap();
+    let t = &c.view(now).endpoints[&key("192.0.2.1")];
+    assert_eq!(t.state, Health::Down);
+    assert_eq!(t.down, vec!["a", "b"]);
+    assert_eq!(t.up, vec!["c"]);
+}
+
+#[test]
+fn a_minority_verdict_changes_nothing() {
+    let mut c = Cluster::new(cfg("a", THREE, Quorum::Majority), 1);
+    let now = Instant::now();
+    c.set_local(key("192.0.2.1"), Health::Up);
+    c.receive(&msg("b", 1, 1, Some(true), &["a"]), now, WALL).unwrap();
+    assert_eq!(c.view(now).endpoints[&key("192.0.2.1")].state, Health::Up);
+    // Only this node now sees it down: one of three is not a quorum, the endpoint stays up.
+    c.set_local(key("192.0.2.1"), Health::Down);
+    assert_eq!(c.view(now).endpoints[&key("192.0.2.1")].state, Health::Up);
+}
+
+#[test]
+fn ties_change_nothing() {
+    let mut c = Cluster::new(cfg("a", &["a", "b"], Quorum::Any), 1);
+    let now = Instant::now();
+    c.set_local(key("192.0.2.1"), Health::Up);
+    c.receive(&msg("b", 1, 1, None, &["a"]), now, WALL).unwrap();
+    assert_eq!(c.view(now).endpoints[&key("192.0.2.1")].state, Health::Up);
+    c.receive(&msg("b", 1, 2, Some(false), &["a"]), now, WALL).unwrap();
+    assert_eq!(c.view(now).endpoints[&key("192.0.2.1")].state, Health::Up);
+}
+
+#[test]
+fn votes_of_silent_nodes_expire() {
+    let mut c = Cluster::new(cfg("a", &["a", "b", "c", "d", "e"], Quorum::Majority), 1);
+    let t0 = Instant::now();
+    c.set_local(key("192.0.2.1"), Health::Up);
+    for n in ["b", "c"] {
+        c.receive(&msg(n, 1, 1, Some(true), &["a", "d", "e"]), t0, WALL).unwrap();
+    }
+    assert_eq!(c.view(t0).endpoints[&key("192.0.2.1")].state, Health::Up);
+    // b and c fall silent; d and e now vote down with this node.
+    let t1 = t0 + TTL + Duration::from_millis(1);
+    c.set_local(key("192.0.2.1"), Health::Down);
+    for n in ["d", "e"] {
+        c.receive(&msg(n, 1, 1, Some(false), &["a"]), t1, WALL).unwrap();
+    }
+    let v = c.view(t1);
+    assert!(!v.live.contains("b") && !v.live.contains("c"));
+    let t = &v.endpoints[&key("192.0.2.1")];
+    assert_eq!(t.up, Vec::<String>::new(), "expired votes must not count");
+    assert_eq!(t.state, Health::Down);
+}
+
+#[test]
+fn without_expiry_dead_votes_would_count() {
+    // The broken rule the simulator must catch: shown here at unit level.
+    let mut c = Cluster::new(cfg("a", THREE, Quorum::Majority), 1);
+    c.set_rules(Rules {
+        expire_votes: false,
+        ..Rules::default()
+    });
+    let t0 = Instant::now();
+    c.receive(&msg("b", 1, 1, Some(true), &["a"]), t0, WALL).unwrap();
+    let v = c.view(t0 + TTL * 10);
+    assert!(v.live.contains("b"));
+}
+
+#[test]
+fn minority_node_is_isolated_and_does_not_write() {
+    let mut c = Cluster::new(cfg("a", THREE, Quorum::Majority), 1);
+    let t0 = Instant::now();
+    c.set_local(key("192.0.2.1"), Health::Down);
+    let v = c.view(t0);
+    assert_eq!(v.isolated, Some(Isolation::NoMajority { heard: 1, needed: 2 }));
+    assert!(!v.am_writer);
+    assert_eq!(v.endpoints[&key("192.0.2.1")].state, Health::Unknown);
+    assert_eq!(v.endpoints[&key("192.0.2.1")].down, Vec::<String>::new(), "isolated nodes do not vote");
+    // Hearing from one peer makes a majority of three.
+    c.receive(&msg("b", 1, 1, None, &["a"]), t0, WALL).unwrap();
+    let v = c.view(t0);
+    assert_eq!(v.isolated, None);
+    assert!(v.am_writer, "lowest id among eligible nodes");
+}
+
+#[test]
+fn self_check_failure_isolates() {
+    let mut c = Cluster::new(cfg("a", &["a"], Quorum::Majority), 1);
+    c.set_self_check(false);
+    let v = c.view(Instant::now());
+    assert_eq!(v.isolated, Some(Isolation::SelfCheckFailed));
+    assert!(!v.am_writer);
+    let out = c.outgoing(Instant::now(), WALL);
+    assert!(out.isolated && out.votes.is_empty());
+}
+
+#[test]
+fn writer_is_lowest_eligible_id_and_term_counts_changes() {
+    let mut c = Cluster::new(cfg("b", THREE, Quorum::Majority), 1);
+    let t0 = Instant::now();
+    c.receive(&msg("a", 1, 1, None, &["b", "c"]), t0, WALL).unwrap();
+    let v = c.view(t0);
+    assert_eq!(v.writer.as_deref(), Some("a"));
+    assert!(!v.am_writer);
+    let term = v.term;
+    // a goes silent: b takes over.
+    c.receive(&msg("c", 1, 1, None, &["b"]), t0 + TTL, WALL).unwrap();
+    let v = c.view(t0 + TTL * 2);
+    assert_eq!(v.writer.as_deref(), Some("b"));
+    assert!(v.am_writer);
+    assert_eq!(v.term, term + 1);
+    // A peer that does not see a majority is not eligible.
+    let mut c = Cluster::new(cfg("b", THREE, Quorum::Majority), 1);
+    c.receive(&msg("a", 1, 1, None, &[]), t0, WALL).unwrap();
+    assert_eq!(c.view(t0).writer.as_deref(), Some("b"));
+    // An isolated peer is not eligible.
+    let mut m = msg("a", 1, 2, None, &["b", "c"]);
+    m.isolated = true;
+    c.receive(&m, t0, WALL).unwrap();
+    assert_eq!(c.view(t0).writer.as_deref(), Some("b"));
+}
+
+#[test]
+fn replayed_old_and_foreign_messages_are_rejected() {
+    let mut c = Cluster::new(cfg("a", THREE, Quorum::Majority), 1);
+    let now = Instant::now();
+    c.receive(&msg("b", 5, 10, Some(true), &[]), now, WALL).unwrap();
+    assert!(matches!(c.receive(&msg("b", 5, 10, Some(true), &[]), now, WALL), Err(Reject::Replay { .. })));
+    assert!(matches!(c.receive(&msg("b", 5, 9, Some(true), &[]), now, WALL), Err(Reject::Replay { .. })));
+    assert!(matches!(c.receive(&msg("b", 4, 99, Some(true), &[]), now, WALL), Err(Reject::Replay { .. })));
+    // A restart (new generation) starts its sequence again.
+    c.receive(&msg("b", 6, 1, Some(false), &[]), now, WALL).unwrap();
+    assert_eq!(c.receive(&msg("z", 1, 1, None, &[]), now, WALL), Err(Reject::UnknownNode("z".to_owned())));
+    assert_eq!(c.receive(&msg("a", 1, 1, None, &[]), now, WALL), Err(Reject::FromSelf));
+    let mut old = msg("c", 1, 1, None, &[]);
+    old.sent_at_ms = WALL - 31_000;
+    assert!(matches!(c.receive(&old, now, WALL), Err(Reject::Clock { .. })));
+    let mut v2 = msg("c", 1, 1, None, &[]);
+    v2.v = 2;
+    assert_eq!(c.receive(&v2, now, WALL), Err(Reject::Version(2)));
+}
+
+#[test]
+fn outgoing_carries_votes_and_sequence() {
+    let mut c = Cluster::new(cfg("a", &["a"], Quorum::Majority), 42);
+    c.set_local(key("192.0.2.1"), Health::Up);
+    c.set_local(key("192.0.2.2"), Health::Unknown);
+    assert!(c.has_news());
+    let m1 = c.outgoing(Instant::now(), WALL);
+    assert!(!c.has_news());
+    let m2 = c.outgoing(Instant::now(), WALL);
+    assert_eq!((m1.generation, m1.seq, m2.seq), (42, 1, 2));
+    assert_eq!(m1.votes.len(), 1, "unknown verdicts abstain");
+    assert_eq!(m1.sees, Vec::<String>::new());
+    let _: BTreeSet<String> = c.config().nodes.clone();
+}
