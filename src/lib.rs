@@ -22,4 +22,5 @@ pub mod agree;
 pub mod config;
 pub mod daemon;
 pub mod decide;
+pub mod expose;
 pub mod observe;

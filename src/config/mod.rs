@@ -38,8 +38,12 @@ pub const DEFAULT_TTL: u32 = 30;
 pub const DEFAULT_MIN_HEALTHY: usize = 1;
 /// Default period of the reconcile loop that repairs drift made by others.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
-/// Default HTTP listen address of the node (used by later capabilities: API, peers).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9053";
+/// Default vote lifetime, in probe intervals (`[defaults].interval`).
+pub const DEFAULT_VOTE_TTL_INTERVALS: u32 = 3;
+/// Default largest clock difference accepted in peer messages.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+/// Shortest accepted cluster secret, bytes.
+pub const MIN_CLUSTER_SECRET_LEN: usize = 16;
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rrguard";
 /// Default port of a DNS server given without one.
@@ -64,6 +68,8 @@ pub struct Config {
     pub writers: Vec<WriterConfig>,
     /// Managed names.
     pub services: Vec<ServiceConfig>,
+    /// Several monitor nodes; `None` for a single node.
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Config {
@@ -81,8 +87,8 @@ impl Config {
 pub struct NodeConfig {
     /// Node id, unique in a cluster.
     pub id: String,
-    /// HTTP listen address (API, peers; later capabilities).
-    pub listen: SocketAddr,
+    /// HTTP listen address (peers, status API). `None`: no HTTP server (single node without `listen`).
+    pub listen: Option<SocketAddr>,
     /// Where durable state lives (later capabilities).
     pub state_dir: PathBuf,
 }
@@ -197,8 +203,51 @@ pub struct ServiceConfig {
     pub all_down: AllDownPolicy,
     /// Remove A/AAAA records of the name that are not configured endpoints.
     pub remove_unlisted: bool,
+    /// Quorum override (cluster only).
+    pub quorum: Option<crate::agree::Quorum>,
     /// How endpoints are probed.
     pub check: CheckConfig,
+}
+
+/// `[cluster]`, validated.
+#[derive(Clone, PartialEq)]
+pub struct ClusterSettings {
+    /// Shared HMAC secret.
+    pub secret: Vec<u8>,
+    /// Default quorum.
+    pub quorum: crate::agree::Quorum,
+    /// Lifetime of a peer's votes after its last message.
+    pub vote_ttl: Duration,
+    /// Period of full snapshots to every peer.
+    pub heartbeat: Duration,
+    /// Largest accepted clock difference.
+    pub max_clock_skew: Duration,
+    /// Self-check targets; empty: no self-check.
+    pub self_check: Vec<SocketAddr>,
+    /// The other nodes.
+    pub peers: Vec<PeerConfig>,
+}
+
+impl fmt::Debug for ClusterSettings {
+    // Never print the secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("quorum", &self.quorum)
+            .field("vote_ttl", &self.vote_ttl)
+            .field("heartbeat", &self.heartbeat)
+            .field("self_check", &self.self_check)
+            .field("peers", &self.peers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[[cluster.peers]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Node id.
+    pub id: String,
+    /// Base URL, without trailing slash.
+    pub url: String,
 }
 
 /// `[service.check]`.

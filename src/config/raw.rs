@@ -25,6 +25,63 @@ pub struct RawConfig {
     /// `[[service]]`.
     #[serde(default)]
     pub service: Vec<RawService>,
+    /// `[cluster]`: absent for a single node.
+    pub cluster: Option<RawCluster>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Shared secret inline.
+    pub secret: Option<String>,
+    /// File holding the shared secret.
+    pub secret_file: Option<String>,
+    /// Default quorum.
+    pub quorum: Option<RawQuorum>,
+    /// How long a peer's votes count after its last message.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub vote_ttl: Option<Duration>,
+    /// Period of full snapshots.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub heartbeat: Option<Duration>,
+    /// Largest accepted difference between a message's timestamp and our clock.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub max_clock_skew: Option<Duration>,
+    /// Self-check targets, `IP:PORT`, reached by TCP connect.
+    #[serde(default)]
+    pub self_check: Vec<String>,
+    /// The other nodes.
+    #[serde(default)]
+    pub peers: Vec<RawPeer>,
+}
+
+/// `[[cluster.peers]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    /// The peer's `[node].id`.
+    pub id: String,
+    /// Base URL of the peer's `[node].listen`, `http://HOST:PORT` or `https://…`.
+    pub url: String,
+}
+
+/// `quorum = "majority" | "all" | "any" | { at_least = N } | { fraction = 0.x }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawQuorum {
+    /// A named rule.
+    Name(String),
+    /// `{ at_least = N }`.
+    AtLeast {
+        /// N.
+        at_least: i64,
+    },
+    /// `{ fraction = 0.x }`.
+    Fraction {
+        /// The fraction.
+        fraction: f64,
+    },
 }
 
 /// `[node]`.
@@ -134,6 +191,8 @@ pub struct RawService {
     /// Remove A/AAAA records that are not endpoints.
     #[serde(default)]
     pub remove_unlisted: bool,
+    /// Quorum override for this service (cluster only).
+    pub quorum: Option<RawQuorum>,
     /// How to probe.
     pub check: RawCheck,
 }

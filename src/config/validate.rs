@@ -95,6 +95,11 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         }
     }
 
+    let cluster = raw
+        .cluster
+        .as_ref()
+        .and_then(|c| cluster(c, &raw, &node, base_dir, &mut errs));
+
     if errs.0.is_empty() {
         Ok(Config {
             path: path.to_owned(),
@@ -102,6 +107,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
             reconcile_interval: d.reconcile_interval.unwrap_or(DEFAULT_RECONCILE_INTERVAL),
             writers,
             services,
+            cluster,
         })
     } else {
         Err(errs.0)
@@ -121,13 +127,15 @@ fn node(raw: &RawConfig, errs: &mut Errors) -> NodeConfig {
             format!("node id {id:?} must be non-empty and use only letters, digits, '-', '_' and '.'"),
         );
     }
-    let listen_text = n.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-    let listen = listen_text.parse().unwrap_or_else(|_| {
-        errs.at(
-            &[Key("node"), Key("listen")],
-            format!("listen {listen_text:?} is not an IP:PORT address, like \"127.0.0.1:9053\" or \"[::1]:9053\""),
-        );
-        SocketAddr::from(([127, 0, 0, 1], 9053))
+    let listen = n.listen.as_deref().and_then(|text| match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.at(
+                &[Key("node"), Key("listen")],
+                format!("listen {text:?} is not an IP:PORT address, like \"127.0.0.1:9053\" or \"[::1]:9053\""),
+            );
+            None
+        }
     });
     let state_dir = PathBuf::from(n.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR));
     if state_dir.as_os_str().is_empty() {
@@ -381,6 +389,14 @@ fn service(
     };
 
     let check = check(&s.check, &label, &with(spath, &[Key("check")]), errs);
+    let service_quorum = s.quorum.as_ref().and_then(|q| {
+        let qpath = with(spath, &[Key("quorum")]);
+        if raw.cluster.is_none() {
+            errs.at(&qpath, format!("service {label:?}: quorum only applies with a [cluster] section"));
+            return None;
+        }
+        quorum(q, &qpath, errs)
+    });
 
     if errs.0.len() != before {
         return None;
@@ -398,6 +414,7 @@ fn service(
         min_healthy,
         all_down: s.all_down.or(d.all_down).unwrap_or_default(),
         remove_unlisted: s.remove_unlisted,
+        quorum: service_quorum,
         check: check?,
     })
 }
@@ -513,4 +530,155 @@ fn status_range(spec: &StatusSpec) -> Result<(u16, u16), String> {
             Ok((lo, hi))
         }
     }
+}
+
+fn quorum(q: &super::raw::RawQuorum, path: &[Seg], errs: &mut Errors) -> Option<crate::agree::Quorum> {
+    use super::raw::RawQuorum;
+    use crate::agree::Quorum;
+    let hint = "write quorum = \"majority\", \"all\", \"any\", { at_least = N } or { fraction = 0.5 }";
+    match q {
+        RawQuorum::Name(n) => match n.as_str() {
+            "majority" => Some(Quorum::Majority),
+            "all" => Some(Quorum::All),
+            "any" => Some(Quorum::Any),
+            other => {
+                errs.at(path, format!("unknown quorum {other:?}; {hint}"));
+                None
+            }
+        },
+        RawQuorum::AtLeast { at_least } if *at_least >= 1 => Some(Quorum::AtLeast(*at_least as usize)),
+        RawQuorum::AtLeast { at_least } => {
+            errs.at(path, format!("at_least = {at_least} must be at least 1"));
+            None
+        }
+        RawQuorum::Fraction { fraction } if *fraction > 0.0 && *fraction <= 1.0 => Some(Quorum::Fraction(*fraction)),
+        RawQuorum::Fraction { fraction } => {
+            errs.at(path, format!("fraction = {fraction} must be greater than 0 and at most 1"));
+            None
+        }
+    }
+}
+
+fn cluster(
+    c: &super::raw::RawCluster,
+    raw: &RawConfig,
+    node: &NodeConfig,
+    base_dir: &Path,
+    errs: &mut Errors,
+) -> Option<ClusterSettings> {
+    let before = errs.0.len();
+    let cpath = [Key("cluster")];
+    let at = |k: &'static str| with(&cpath, &[Key(k)]);
+    if node.listen.is_none() {
+        errs.at(
+            &[Key("node")],
+            "a cluster needs [node].listen = \"IP:PORT\": peers send their votes there",
+        );
+    }
+    let secret = match (&c.secret, &c.secret_file) {
+        (Some(_), Some(_)) => {
+            errs.at(&at("secret_file"), "set either `secret` or `secret_file`, not both");
+            None
+        }
+        (None, None) => {
+            errs.at(&cpath, "a cluster needs `secret_file = \"PATH\"` (or `secret`): the key that authenticates peer messages");
+            None
+        }
+        (Some(s), None) => Some((s.trim().as_bytes().to_vec(), at("secret"))),
+        (None, Some(f)) => {
+            let p = base_dir.join(f);
+            match std::fs::read(&p) {
+                Ok(bytes) => Some((String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec(), at("secret_file"))),
+                Err(e) => {
+                    errs.at(&at("secret_file"), format!("cannot read cluster secret file {}: {e}", p.display()));
+                    None
+                }
+            }
+        }
+    };
+    if let Some((s, path)) = &secret
+        && s.len() < MIN_CLUSTER_SECRET_LEN
+    {
+        errs.at(
+            path,
+            format!(
+                "cluster secret has {} bytes, at least {MIN_CLUSTER_SECRET_LEN} are needed; generate one with `head -c32 /dev/urandom | base64`",
+                s.len()
+            ),
+        );
+    }
+    let q = match &c.quorum {
+        Some(q) => quorum(q, &at("quorum"), errs),
+        None => Some(crate::agree::Quorum::Majority),
+    };
+    let interval = raw.defaults.interval.unwrap_or(DEFAULT_INTERVAL);
+    let heartbeat = c.heartbeat.unwrap_or(interval);
+    let vote_ttl = c.vote_ttl.unwrap_or(interval * DEFAULT_VOTE_TTL_INTERVALS);
+    if vote_ttl <= heartbeat {
+        errs.at(
+            &at(if c.vote_ttl.is_some() { "vote_ttl" } else { "heartbeat" }),
+            format!(
+                "vote_ttl ({}) must be longer than heartbeat ({}), or live peers would expire between two messages; 3 × heartbeat is a good value",
+                humantime::format_duration(vote_ttl),
+                humantime::format_duration(heartbeat)
+            ),
+        );
+    }
+    let mut self_check = Vec::new();
+    for (i, t) in c.self_check.iter().enumerate() {
+        match t.parse::<SocketAddr>() {
+            Ok(a) => self_check.push(a),
+            Err(_) => errs.at(
+                &with(&cpath, &[Key("self_check"), Index(i)]),
+                format!("self_check target {t:?} is not IP:PORT, like \"192.0.2.53:53\""),
+            ),
+        }
+    }
+    let mut peers = Vec::new();
+    let mut ids = BTreeSet::new();
+    ids.insert(node.id.clone());
+    for (i, p) in c.peers.iter().enumerate() {
+        let ppath = with(&cpath, &[Key("peers"), Index(i)]);
+        if p.id == node.id {
+            errs.at(
+                &with(&ppath, &[Key("id")]),
+                format!("peer id {:?} is this node's own id; list only the other nodes", p.id),
+            );
+        } else if !ids.insert(p.id.clone()) {
+            errs.at(&with(&ppath, &[Key("id")]), format!("peer id {:?} is listed twice", p.id));
+        }
+        match reqwest::Url::parse(&p.url) {
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => peers.push(PeerConfig {
+                id: p.id.clone(),
+                url: p.url.trim_end_matches('/').to_owned(),
+            }),
+            _ => errs.at(
+                &with(&ppath, &[Key("url")]),
+                format!("peer url {:?} must be http://HOST:PORT or https://HOST:PORT", p.url),
+            ),
+        }
+    }
+    if c.peers.is_empty() {
+        errs.at(&cpath, "a cluster needs at least one [[cluster.peers]] entry");
+    }
+    if let Some(crate::agree::Quorum::AtLeast(k)) = q
+        && k > c.peers.len() + 1
+    {
+        errs.at(
+            &at("quorum"),
+            format!("at_least = {k} is more than the {} configured nodes", c.peers.len() + 1),
+        );
+    }
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(ClusterSettings {
+        secret: secret?.0,
+        quorum: q?,
+        vote_ttl,
+        heartbeat,
+        max_clock_skew: c.max_clock_skew.unwrap_or(DEFAULT_MAX_CLOCK_SKEW),
+        self_check,
+        peers,
+    })
 }

@@ -1,0 +1,413 @@
+//! The agreement actor: the I/O shell around [`crate::agree::Cluster`].
+//!
+//! One task owns the `Cluster`. It takes this node's verdicts from the service controllers, peer messages
+//! from the HTTP server and self-check results, recomputes the [`View`] after every input and on a short
+//! tick (so expiring votes are noticed), and publishes it on a `watch` channel the controllers follow.
+//! Whenever its votes change, and every heartbeat, it sends a snapshot to every peer: one sender task per
+//! peer always posts the latest snapshot, so a slow or dead peer never delays the others or the actor.
+//! A single node (no `[cluster]`) runs the same actor with no peers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::agree::wire::{self, Key};
+use crate::agree::{Cluster, ClusterConfig, Quorum, View, VoteKey};
+use crate::config::{Config, PeerConfig};
+use crate::observe::health::{Health, HealthMachine};
+
+/// A peer message as received by the HTTP server, with the channel for the verdict.
+#[derive(Debug)]
+pub struct Inbound {
+    /// Raw body.
+    pub body: Vec<u8>,
+    /// The MAC header, if any.
+    pub mac: Option<String>,
+    /// `Ok` if accepted, else the reason (and whether it was an authentication failure).
+    pub reply: oneshot::Sender<Result<(), (bool, String)>>,
+}
+
+/// What the HTTP server and the controllers use to talk to the actor.
+#[derive(Clone)]
+pub struct AgreementHandle {
+    /// This node's verdicts.
+    pub votes_tx: mpsc::UnboundedSender<(VoteKey, Health)>,
+    /// Peer messages.
+    pub inbox_tx: mpsc::Sender<Inbound>,
+    /// Status requests: the actor answers with a JSON document.
+    pub status_tx: mpsc::Sender<oneshot::Sender<serde_json::Value>>,
+    /// The latest view.
+    pub view_rx: watch::Receiver<Arc<View>>,
+}
+
+/// Builds the agreement configuration from the daemon configuration.
+pub fn cluster_config(config: &Config) -> ClusterConfig {
+    let mut nodes: std::collections::BTreeSet<String> = [config.node.id.clone()].into();
+    let (quorum, vote_ttl, max_clock_skew) = match &config.cluster {
+        Some(c) => {
+            nodes.extend(c.peers.iter().map(|p| p.id.clone()));
+            (c.quorum, c.vote_ttl, c.max_clock_skew)
+        }
+        None => (Quorum::Majority, Duration::from_secs(3600), crate::config::DEFAULT_MAX_CLOCK_SKEW),
+    };
+    ClusterConfig {
+        me: config.node.id.clone(),
+        nodes,
+        quorum,
+        service_quorum: config
+            .services
+            .iter()
+            .filter_map(|s| s.quorum.map(|q| (s.fqdn.clone(), q)))
+            .collect(),
+        vote_ttl,
+        max_clock_skew,
+    }
+}
+
+/// The latest signed snapshot for one peer: body and MAC.
+type Snapshot = Option<(Arc<Vec<u8>>, String)>;
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Spawns the actor (and its peer senders and self-check) into `set`; all stop when `cancel` fires.
+pub fn spawn_agreement(config: &Config, cancel: CancellationToken, set: &mut JoinSet<()>) -> AgreementHandle {
+    let cfg = cluster_config(config);
+    let generation = wall_ms();
+    let mut cluster = Cluster::new(cfg, generation);
+    let initial = Arc::new(cluster.view(Instant::now()));
+    let (view_tx, view_rx) = watch::channel(initial);
+    let (votes_tx, votes_rx) = mpsc::unbounded_channel();
+    let (inbox_tx, inbox_rx) = mpsc::channel(256);
+    let (status_tx, status_rx) = mpsc::channel(16);
+    let (self_check_tx, self_check_rx) = mpsc::channel(4);
+
+    let (peers, key, heartbeat) = match &config.cluster {
+        Some(c) => (c.peers.clone(), Some(Key::new(&c.secret)), c.heartbeat),
+        None => (Vec::new(), None, Duration::from_secs(3600)),
+    };
+    let mut senders = BTreeMap::new();
+    if key.is_some() {
+        let client = peer_client(heartbeat);
+        for p in &peers {
+            let (tx, rx) = watch::channel::<Snapshot>(None);
+            set.spawn(peer_sender(p.clone(), client.clone(), rx, heartbeat, cancel.clone()));
+            senders.insert(p.id.clone(), tx);
+        }
+    }
+    if let Some(c) = &config.cluster
+        && !c.self_check.is_empty()
+    {
+        set.spawn(self_check(c.self_check.clone(), heartbeat, self_check_tx, cancel.clone()));
+    }
+    let actor = Actor {
+        key,
+        senders,
+        heartbeat,
+        generation,
+        rejected: BTreeMap::new(),
+        last_heard: BTreeMap::new(),
+        self_check_targets: config.cluster.as_ref().map(|c| c.self_check.clone()).unwrap_or_default(),
+    };
+    let tick = (cluster.config().vote_ttl / 10).clamp(Duration::from_millis(20), Duration::from_millis(250));
+    set.spawn(actor.run(
+        cluster,
+        votes_rx,
+        inbox_rx,
+        status_rx,
+        self_check_rx,
+        view_tx,
+        tick,
+        cancel,
+    ));
+    AgreementHandle {
+        votes_tx,
+        inbox_tx,
+        status_tx,
+        view_rx,
+    }
+}
+
+fn peer_client(heartbeat: Duration) -> reqwest::Client {
+    crate::observe::probe::ensure_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(heartbeat.max(Duration::from_millis(500)))
+        .connect_timeout(heartbeat.max(Duration::from_millis(500)))
+        .no_proxy()
+        .user_agent(concat!("rrguard/", env!("CARGO_PKG_VERSION"), " peer"))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Posts the latest snapshot to one peer whenever a new one is published.
+async fn peer_sender(
+    peer: PeerConfig,
+    client: reqwest::Client,
+    mut rx: watch::Receiver<Snapshot>,
+    heartbeat: Duration,
+    cancel: CancellationToken,
+) {
+    let url = format!("{}{}", peer.url, wire::VOTES_PATH);
+    let mut reachable = true;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+        let Some((body, mac)) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let sent = client
+            .post(&url)
+            .header(wire::MAC_HEADER, mac)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.as_ref().clone())
+            .send()
+            .await;
+        let outcome = match sent {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                Err(format!("HTTP {status}: {}", text.trim()))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                if !reachable {
+                    info!(peer = %peer.id, "peer reachable again");
+                }
+                reachable = true;
+            }
+            Err(e) => {
+                if reachable {
+                    warn!(peer = %peer.id, url = %url, "cannot deliver votes to peer: {e}");
+                } else {
+                    debug!(peer = %peer.id, "still cannot deliver votes: {e}");
+                }
+                reachable = false;
+                // Do not hammer a dead peer faster than the heartbeat.
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(heartbeat / 2) => {}
+                }
+            }
+        }
+    }
+}
+
+/// TCP-connects to every target each period; the node passes only if all are reachable. Debounced by
+/// a health machine (2 failures to fail, 2 successes to pass) so one lost packet does not isolate.
+async fn self_check(targets: Vec<SocketAddr>, period: Duration, tx: mpsc::Sender<bool>, cancel: CancellationToken) {
+    let mut machine = HealthMachine::new(2, 2);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let timeout = period.min(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let mut ok = true;
+        let mut detail = String::from("all targets reachable");
+        for t in &targets {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(t)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    ok = false;
+                    detail = format!("{t}: {e}");
+                }
+                Err(_) => {
+                    ok = false;
+                    detail = format!("{t}: timed out");
+                }
+            }
+        }
+        if let Some(t) = machine.observe(ok, Duration::ZERO, &detail) {
+            if t.to == Health::Down {
+                warn!(%detail, "self-check failed: this node stops voting and writing");
+            } else {
+                info!("self-check passes");
+            }
+            if tx.send(t.to == Health::Up).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+struct Actor {
+    key: Option<Key>,
+    senders: BTreeMap<String, watch::Sender<Snapshot>>,
+    heartbeat: Duration,
+    generation: u64,
+    /// Rejected peer messages by reason.
+    rejected: BTreeMap<String, u64>,
+    last_heard: BTreeMap<String, Instant>,
+    self_check_targets: Vec<SocketAddr>,
+}
+
+impl Actor {
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        mut self,
+        mut cluster: Cluster,
+        mut votes_rx: mpsc::UnboundedReceiver<(VoteKey, Health)>,
+        mut inbox_rx: mpsc::Receiver<Inbound>,
+        mut status_rx: mpsc::Receiver<oneshot::Sender<serde_json::Value>>,
+        mut self_check_rx: mpsc::Receiver<bool>,
+        view_tx: watch::Sender<Arc<View>>,
+        tick: Duration,
+        cancel: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut next_heartbeat = Instant::now();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                Some((key, health)) = votes_rx.recv() => cluster.set_local(key, health),
+                Some(inbound) = inbox_rx.recv() => self.receive(&mut cluster, inbound),
+                Some(ok) = self_check_rx.recv() => cluster.set_self_check(ok),
+                Some(reply) = status_rx.recv() => {
+                    let view = view_tx.borrow().clone();
+                    let _ = reply.send(self.status(&cluster, &view));
+                }
+                _ = ticker.tick() => {}
+            }
+            let now = Instant::now();
+            if self.key.is_some() && (cluster.has_news() || now >= next_heartbeat) {
+                self.broadcast(&mut cluster, now);
+                next_heartbeat = now + self.heartbeat;
+            }
+            let view = cluster.view(now);
+            let old = view_tx.borrow().clone();
+            if *old != view {
+                log_changes(&old, &view);
+                let _ = view_tx.send(Arc::new(view));
+            }
+        }
+    }
+
+    fn broadcast(&mut self, cluster: &mut Cluster, now: Instant) {
+        let Some(key) = &self.key else { return };
+        let msg = cluster.outgoing(now, wall_ms());
+        let (body, mac) = wire::encode(&msg, key);
+        let body = Arc::new(body);
+        for tx in self.senders.values() {
+            tx.send_replace(Some((body.clone(), mac.clone())));
+        }
+    }
+
+    fn receive(&mut self, cluster: &mut Cluster, inbound: Inbound) {
+        let Some(key) = &self.key else {
+            let _ = inbound.reply.send(Err((false, "this node is not in a cluster".to_owned())));
+            return;
+        };
+        let result = match wire::decode(&inbound.body, inbound.mac.as_deref(), key) {
+            Err(e) => {
+                let auth = matches!(e, wire::WireError::BadMac | wire::WireError::MissingMac);
+                self.count_reject(if auth { "authentication" } else { "malformed" }, "?", &e.to_string());
+                Err((auth, e.to_string()))
+            }
+            Ok(msg) => match cluster.receive(&msg, Instant::now(), wall_ms()) {
+                Ok(()) => {
+                    self.last_heard.insert(msg.node.clone(), Instant::now());
+                    Ok(())
+                }
+                Err(e) => {
+                    let kind = match e {
+                        crate::agree::Reject::Replay { .. } => "replay",
+                        crate::agree::Reject::Clock { .. } => "clock",
+                        crate::agree::Reject::UnknownNode(_) | crate::agree::Reject::FromSelf => "unknown_node",
+                        crate::agree::Reject::Version(_) => "version",
+                    };
+                    self.count_reject(kind, &msg.node, &e.to_string());
+                    Err((false, e.to_string()))
+                }
+            },
+        };
+        let _ = inbound.reply.send(result);
+    }
+
+    fn count_reject(&mut self, kind: &str, from: &str, why: &str) {
+        let n = self.rejected.entry(kind.to_owned()).or_default();
+        *n += 1;
+        // Log the 1st, 2nd, 4th, 8th… of each kind: visible, but a flood cannot fill the disk.
+        if n.is_power_of_two() {
+            warn!(reason = kind, from, count = *n, "rejected peer message: {why}");
+        }
+    }
+
+    fn status(&self, cluster: &Cluster, view: &View) -> serde_json::Value {
+        let now = Instant::now();
+        let peers: Vec<serde_json::Value> = cluster
+            .config()
+            .nodes
+            .iter()
+            .filter(|n| *n != cluster.me())
+            .map(|id| {
+                json!({
+                    "id": id,
+                    "live": view.live.contains(id),
+                    "last_heard_ms_ago": self.last_heard.get(id).map(|t| now.saturating_duration_since(*t).as_millis() as u64),
+                })
+            })
+            .collect();
+        let endpoints: Vec<serde_json::Value> = view
+            .endpoints
+            .iter()
+            .map(|((service, ip), t)| {
+                json!({
+                    "service": service,
+                    "endpoint": ip.to_string(),
+                    "cluster_state": t.state.to_string(),
+                    "up_votes": t.up,
+                    "down_votes": t.down,
+                    "needed": t.needed,
+                })
+            })
+            .collect();
+        json!({
+            "node": cluster.me(),
+            "generation": self.generation,
+            "isolated": view.isolated.as_ref().map(ToString::to_string),
+            "self_check_targets": self.self_check_targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "writer": view.writer,
+            "term": view.term,
+            "am_writer": view.am_writer,
+            "live_nodes": view.live,
+            "peers": peers,
+            "rejected_messages": self.rejected,
+            "endpoints": endpoints,
+        })
+    }
+}
+
+fn log_changes(old: &View, new: &View) {
+    if old.isolated != new.isolated {
+        match &new.isolated {
+            Some(why) => warn!(reason = %why, "this node is isolated: it stops voting and writing"),
+            None => info!(live = ?new.live, "this node is no longer isolated"),
+        }
+    }
+    if old.writer != new.writer || old.am_writer != new.am_writer {
+        match (&new.writer, new.am_writer) {
+            (Some(_), true) => info!(term = new.term, "this node is the writer"),
+            (Some(w), false) => info!(writer = %w, term = new.term, "writer is {w}; standing by"),
+            (None, _) => warn!(term = new.term, "no writer: no node is eligible"),
+        }
+    }
+}

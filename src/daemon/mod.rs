@@ -1,0 +1,248 @@
+//! The daemon: wires observe → agree → decide → act → expose together, handles signals and reload.
+//!
+//! - [`controller`]: one task per service: probes, votes, and (on the writer) DNS convergence.
+//! - [`agreement`]: the task that owns the agreement core, talks to peers and publishes the view.
+//! - [`plan`]: the one-shot `rrguard plan`.
+//!
+//! The supervisor runs one *generation* per configuration: the agreement actor and a controller per
+//! service. On reload it validates the new file first (a bad one is rejected and the old generation keeps
+//! running), then stops the old generation (in-flight writes finish) and starts the new one, carrying
+//! over the health of every endpoint whose service, address, check and thresholds are unchanged. The
+//! HTTP server (peers, status) is bound once at start and always routes to the current generation. On
+//! shutdown everything drains the same way and `run` returns.
+
+pub mod agreement;
+pub mod controller;
+pub mod plan;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use controller::{ConvergeError, Converged, converge};
+pub use plan::{ServiceReport, plan_once, render_plan};
+
+use crate::act::{self, Writer};
+use crate::config::{self, CheckConfig, Config};
+use crate::observe::health::HealthMachine;
+use agreement::AgreementHandle;
+use controller::Controller;
+
+/// First retry delay after a transient failure.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest retry delay after transient failures.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Retry delay after a failure that needs an operator (wrong key, REFUSED).
+pub const OPERATOR_RETRY: Duration = Duration::from_secs(30);
+/// Re-read/re-plan rounds after compare-and-swap conflicts before backing off.
+pub const MAX_CONFLICT_ROUNDS: usize = 5;
+/// How long shutdown and reload wait for in-flight writes.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+/// How the daemon runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Plan and log, but never write to DNS.
+    pub dry_run: bool,
+}
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Signal handlers could not be installed. Not retryable.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The HTTP listen address could not be bound. Not retryable without operator action.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The generation the HTTP server routes to.
+pub type CurrentAgreement = Arc<RwLock<Option<AgreementHandle>>>;
+
+/// Health carried across a reload: the check it was measured with, and the machine.
+type Carried = HashMap<(String, IpAddr), (CheckConfig, HealthMachine)>;
+/// What a controller hands back when it stops.
+type CarriedEntries = Vec<((String, IpAddr), (CheckConfig, HealthMachine))>;
+
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads `path`.
+///
+/// # Errors
+/// [`RunError`] if signal handlers cannot be installed or the listen address cannot be bound.
+pub async fn run_until_signal(path: PathBuf, config: Config, opts: RunOptions) -> Result<(), RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
+    let shutdown = CancellationToken::new();
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM: finishing in-flight writes, then exiting"); stop.cancel(); return; }
+                _ = int.recv() => { info!("SIGINT: finishing in-flight writes, then exiting"); stop.cancel(); return; }
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading configuration");
+                    let _ = reload_tx.try_send(());
+                }
+            }
+        }
+    });
+    run(path, config, opts, shutdown, reload_rx).await
+}
+
+/// Runs the supervisor until `shutdown` fires. Each message on `reload_rx` reloads the file at `path`.
+///
+/// # Errors
+/// [`RunError::Listen`] if `[node].listen` cannot be bound.
+pub async fn run(
+    path: PathBuf,
+    mut config: Config,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+    mut reload_rx: mpsc::Receiver<()>,
+) -> Result<(), RunError> {
+    let current: CurrentAgreement = Arc::new(RwLock::new(None));
+    let server = match config.node.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Listen { addr, source })?;
+            info!(%addr, "HTTP listening (peers, /api/v1/status)");
+            Some(tokio::spawn(crate::expose::serve(listener, current.clone(), shutdown.clone())))
+        }
+        None => None,
+    };
+    let mut carried = Carried::new();
+    loop {
+        let generation = shutdown.child_token();
+        let mut background = JoinSet::new();
+        let agreement = agreement::spawn_agreement(&config, generation.clone(), &mut background);
+        *current.write().unwrap_or_else(|e| e.into_inner()) = Some(agreement.clone());
+        let mut set = start_generation(&config, opts, &mut carried, &agreement, &generation);
+        info!(
+            node = %config.node.id,
+            services = config.services.len(),
+            peers = config.cluster.as_ref().map_or(0, |c| c.peers.len()),
+            dry_run = opts.dry_run,
+            "rrguard running"
+        );
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    generation.cancel();
+                    drain(&mut set).await;
+                    background.shutdown().await;
+                    if let Some(server) = server {
+                        let _ = server.await;
+                    }
+                    info!("stopped");
+                    return Ok(());
+                }
+                Some(()) = reload_rx.recv() => match config::load(&path) {
+                    Ok(new) => {
+                        if new.node.listen != config.node.listen {
+                            warn!("[node].listen changed: the new address takes effect after a restart");
+                        }
+                        generation.cancel();
+                        carried = drain(&mut set).await;
+                        background.shutdown().await;
+                        config = new;
+                        info!(path = %path.display(), "configuration reloaded");
+                        break;
+                    }
+                    Err(e) => {
+                        error!("reload rejected, the running configuration stays in force:\n{e}");
+                    }
+                },
+                Some(joined) = set.join_next() => {
+                    // A controller only ends when cancelled; anything else is a bug worth shouting about.
+                    if let Err(e) = joined {
+                        error!("service controller ended unexpectedly: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn start_generation(
+    config: &Config,
+    opts: RunOptions,
+    carried: &mut Carried,
+    agreement: &AgreementHandle,
+    cancel: &CancellationToken,
+) -> JoinSet<CarriedEntries> {
+    let writers: HashMap<String, Arc<dyn Writer>> =
+        config.writers.iter().map(|w| (w.name.clone(), act::build(w))).collect();
+    let mut set = JoinSet::new();
+    for svc in &config.services {
+        let mut machines = BTreeMap::new();
+        for ip in &svc.endpoints {
+            let key = (svc.fqdn.clone(), *ip);
+            let m = match carried.remove(&key) {
+                Some((check, m)) if check == svc.check && m.thresholds() == (svc.fall, svc.rise) => m,
+                _ => HealthMachine::new(svc.fall, svc.rise),
+            };
+            machines.insert(*ip, m);
+        }
+        let controller = Controller::new(
+            svc.clone(),
+            writers[&svc.writer].clone(),
+            machines,
+            config.reconcile_interval,
+            opts.dry_run,
+            agreement.votes_tx.clone(),
+            agreement.view_rx.clone(),
+        );
+        let cancel = cancel.clone();
+        set.spawn(async move {
+            let svc = controller.svc.clone();
+            let machines = controller.run(cancel).await;
+            machines
+                .into_iter()
+                .map(|(ip, m)| ((svc.fqdn.clone(), ip), (svc.check.clone(), m)))
+                .collect()
+        });
+    }
+    set
+}
+
+async fn drain(set: &mut JoinSet<CarriedEntries>) -> Carried {
+    let mut carried = Carried::new();
+    let deadline = Instant::now() + DRAIN_GRACE;
+    loop {
+        match tokio::time::timeout_at(deadline, set.join_next()).await {
+            Ok(Some(Ok(entries))) => carried.extend(entries),
+            Ok(Some(Err(e))) => error!("service controller failed while stopping: {e}"),
+            Ok(None) => return carried,
+            Err(_) => {
+                warn!("in-flight work did not finish within {DRAIN_GRACE:?}; abandoning it");
+                set.abort_all();
+                return carried;
+            }
+        }
+    }
+}
+
+/// Loads the configuration at `path`, for the CLI.
+///
+/// # Errors
+/// As [`config::load`].
+pub fn load(path: &Path) -> Result<Config, config::ConfigError> {
+    config::load(path)
+}

@@ -1,0 +1,126 @@
+//! `rrguard plan`: probe every endpoint once and show what would change, without writing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use crate::act::{self, WriteError, Writer};
+use crate::config::Config;
+use crate::decide::{self, Health, Plan, Policy};
+use crate::observe::probe;
+
+/// What `rrguard plan` found for one service.
+#[derive(Debug, Clone)]
+pub struct ServiceReport {
+    /// The service.
+    pub fqdn: String,
+    /// Writer name.
+    pub writer: String,
+    /// Each endpoint with its one-probe verdict and detail.
+    pub endpoints: Vec<(IpAddr, Health, Duration, String)>,
+    /// The published set, or why it could not be read.
+    pub published: Result<BTreeSet<IpAddr>, WriteError>,
+    /// The plan, when the published set was read.
+    pub plan: Option<Plan>,
+}
+
+/// Probes every endpoint once and plans every service against what DNS publishes; writes nothing.
+/// A single probe decides each endpoint (`fall`/`rise` are not waited for).
+pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
+    let writers: HashMap<String, Arc<dyn Writer>> =
+        config.writers.iter().map(|w| (w.name.clone(), act::build(w))).collect();
+    let mut reports = Vec::new();
+    for svc in &config.services {
+        let mut probes = JoinSet::new();
+        for ip in svc.endpoints.clone() {
+            let check = svc.check.clone();
+            let timeout = svc.timeout;
+            probes.spawn(async move {
+                let r = match probe::build(&check, ip, timeout) {
+                    Ok(p) => tokio::time::timeout(timeout, p.probe()).await.unwrap_or_else(|_| probe::ProbeResult {
+                        ok: false,
+                        latency: timeout,
+                        detail: "timed out".to_owned(),
+                    }),
+                    Err(e) => probe::ProbeResult {
+                        ok: false,
+                        latency: Duration::ZERO,
+                        detail: e.to_string(),
+                    },
+                };
+                (ip, r)
+            });
+        }
+        let writer = writers[&svc.writer].clone();
+        let published = writer.read(&svc.fqdn, &svc.zone).await;
+        let mut results: BTreeMap<IpAddr, probe::ProbeResult> = BTreeMap::new();
+        while let Some(joined) = probes.join_next().await {
+            if let Ok((ip, r)) = joined {
+                results.insert(ip, r);
+            }
+        }
+        let endpoints: Vec<(IpAddr, Health, Duration, String)> = svc
+            .endpoints
+            .iter()
+            .map(|ip| match results.get(ip) {
+                Some(r) => (*ip, if r.ok { Health::Up } else { Health::Down }, r.latency, r.detail.clone()),
+                None => (*ip, Health::Unknown, Duration::ZERO, "probe did not finish".to_owned()),
+            })
+            .collect();
+        let health: BTreeMap<IpAddr, Health> = endpoints.iter().map(|(ip, h, _, _)| (*ip, *h)).collect();
+        let policy = Policy {
+            endpoints: svc.endpoints.clone(),
+            min_healthy: svc.min_healthy,
+            all_down: svc.all_down,
+            remove_unlisted: svc.remove_unlisted,
+        };
+        let plan = published.as_ref().ok().map(|p| decide::plan(&policy, &health, p));
+        reports.push(ServiceReport {
+            fqdn: svc.fqdn.clone(),
+            writer: svc.writer.clone(),
+            endpoints,
+            published,
+            plan,
+        });
+    }
+    reports
+}
+
+/// Renders `plan_once` results for a person.
+pub fn render_plan(reports: &[ServiceReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let _ = writeln!(out, "{} (writer {})", r.fqdn, r.writer);
+        for (ip, h, latency, detail) in &r.endpoints {
+            let _ = writeln!(
+                out,
+                "  {:<39} {:<7} {:>9}  {}",
+                ip.to_string(),
+                h.to_string(),
+                format!("{:.1}ms", latency.as_secs_f64() * 1000.0),
+                detail
+            );
+        }
+        match &r.published {
+            Ok(p) => {
+                let list: Vec<String> = p.iter().map(ToString::to_string).collect();
+                let _ = writeln!(out, "  published: {}", if list.is_empty() { "(none)".to_owned() } else { list.join(" ") });
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  published: cannot read: {e}");
+            }
+        }
+        if let Some(plan) = &r.plan {
+            let _ = writeln!(out, "  plan: {plan}");
+            if let Some(p) = plan.policy_applied {
+                let _ = writeln!(out, "  note: fewer endpoints up than min_healthy; all_down = {p} decided");
+            }
+        }
+    }
+    out
+}
+

@@ -1,0 +1,380 @@
+//! End-to-end scenarios: the real `rrguard` binary keeps `www.example.test` healthy on a real Knot and a
+//! real BIND (TSIG, RFC 2136 over TCP) while real HTTP endpoints on 127.0.0.x/::1 stop and start.
+//! The same battery runs against both servers.
+
+mod support;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use support::{Daemon, DnsKind, DnsServer, HttpEndpoints, wait_until};
+
+/// Generous bound for anything that should happen within a few probe intervals; never a performance
+/// assertion (benchmarks measure speed).
+const EVENTUALLY: Duration = Duration::from_secs(30);
+
+const E2: &str = "127.0.0.2";
+const E3: &str = "127.0.0.3";
+const E4: &str = "127.0.0.4";
+const ZONE_BODY: &str = "www A 127.0.0.2\nwww A 127.0.0.3\nwww A 127.0.0.4\n";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A DNS server, endpoints and a config file; the daemon is started by the scenario.
+struct Setup {
+    dns: DnsServer,
+    http: HttpEndpoints,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+struct Opts<'a> {
+    endpoints: &'a [&'a str],
+    zone_body: &'a str,
+    /// Extra `[[service]]` keys.
+    service_extra: &'a str,
+    reconcile: &'a str,
+    /// Override the TSIG secret in the config (wrong-key scenario).
+    secret: Option<&'a str>,
+}
+
+impl Default for Opts<'_> {
+    fn default() -> Self {
+        Opts {
+            endpoints: &[E2, E3, E4],
+            zone_body: ZONE_BODY,
+            service_extra: "",
+            reconcile: "60s",
+            secret: None,
+        }
+    }
+}
+
+impl Setup {
+    fn new(kind: DnsKind, opts: Opts<'_>) -> Setup {
+        let dns = DnsServer::start(kind, opts.zone_body);
+        let ips: Vec<IpAddr> = opts.endpoints.iter().map(|s| ip(s)).collect();
+        let http = HttpEndpoints::start(&ips);
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dns.write_secret_file(dir.path());
+        let tsig = match opts.secret {
+            Some(s) => format!(r#"secret = "{s}""#),
+            None => format!(r#"secret_file = "{}""#, secret_file.display()),
+        };
+        let endpoints: Vec<String> = opts.endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        let text = format!(
+            r#"[node]
+id = "test-node"
+state_dir = "{state}"
+
+[defaults]
+interval = "200ms"
+timeout = "150ms"
+fall = 2
+rise = 2
+ttl = 30
+reconcile_interval = "{reconcile}"
+
+[[writer]]
+name = "primary"
+type = "rfc2136"
+server = "{server}"
+timeout = "2s"
+tsig = {{ name = "{key}", algorithm = "hmac-sha256", {tsig} }}
+
+[[service]]
+fqdn = "www.example.test"
+zone = "example.test"
+writer = "primary"
+endpoints = [{endpoints}]
+{extra}
+[service.check]
+type = "http"
+port = {port}
+path = "/health"
+"#,
+            state = dir.path().display(),
+            reconcile = opts.reconcile,
+            server = dns.addr,
+            key = dns.key_name,
+            endpoints = endpoints.join(", "),
+            extra = opts.service_extra,
+            port = http.port,
+        );
+        let config = dir.path().join("rrguard.toml");
+        std::fs::write(&config, text).unwrap();
+        Setup { dns, http, _dir: dir, config }
+    }
+
+    fn start(&self, extra_args: &[&str]) -> Daemon {
+        let config = self.config.to_str().unwrap();
+        let mut args = vec!["run", "-c", config];
+        args.extend_from_slice(extra_args);
+        Daemon::start(&args)
+    }
+
+    fn a(&self) -> Vec<String> {
+        self.dns.query("www.example.test", "A")
+    }
+
+    fn aaaa(&self) -> Vec<String> {
+        self.dns.query("www.example.test", "AAAA")
+    }
+
+    fn wait_a(&self, want: &[&str]) {
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        let mut last = Vec::new();
+        wait_until(&format!("A records become {want:?}"), EVENTUALLY, || {
+            last = self.a();
+            last == want
+        });
+    }
+}
+
+fn count(d: &Daemon, needle: &str) -> usize {
+    d.log().matches(needle).count()
+}
+
+/// Waits until every configured endpoint has a verdict (so the daemon is steady).
+fn wait_verdicts(d: &Daemon, n: usize) {
+    wait_until("every endpoint has a verdict", EVENTUALLY, || {
+        count(d, "endpoint is up") + count(d, "endpoint is down") >= n
+    });
+}
+
+fn endpoint_stops_and_comes_back(kind: DnsKind) {
+    let s = Setup::new(kind, Opts::default());
+    let d = s.start(&[]);
+    wait_verdicts(&d, 3);
+    s.http.stop(ip(E3));
+    s.wait_a(&[E2, E4]);
+    s.http.resume(ip(E3));
+    s.wait_a(&[E2, E3, E4]);
+    let log = d.log();
+    assert!(log.contains("remove 127.0.0.3 (down)"), "{log}");
+    assert!(log.contains("add 127.0.0.3 (up)"), "{log}");
+}
+
+fn all_down_keep_all_keeps_every_record(kind: DnsKind) {
+    let s = Setup::new(kind, Opts::default());
+    let d = s.start(&[]);
+    wait_verdicts(&d, 3);
+    for e in [E2, E3, E4] {
+        s.http.stop(ip(e));
+    }
+    wait_until("all three endpoints down", EVENTUALLY, || count(&d, "endpoint is down") >= 3);
+    // Probes are staggered, so the first endpoints to be seen down are removed while others still look
+    // up; once the last one is down, keep_all publishes every endpoint again, and then holds.
+    s.wait_a(&[E2, E3, E4]);
+    let serial = s.dns.soa_serial();
+    // Give a buggy daemon several intervals to do the wrong thing.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(s.a(), vec![E2, E3, E4]);
+    assert_eq!(s.dns.soa_serial(), serial, "keep_all must then hold the set:\n{}", d.log());
+    assert!(d.log().contains("all_down=keep_all"), "{}", d.log());
+}
+
+fn all_down_fail_closed_removes_them(kind: DnsKind) {
+    let s = Setup::new(
+        kind,
+        Opts {
+            service_extra: "all_down = \"fail_closed\"",
+            ..Opts::default()
+        },
+    );
+    let d = s.start(&[]);
+    wait_verdicts(&d, 3);
+    for e in [E2, E3, E4] {
+        s.http.stop(ip(e));
+    }
+    s.wait_a(&[]);
+    assert!(d.log().contains("all_down=fail_closed"), "{}", d.log());
+}
+
+fn record_deleted_by_someone_else_is_restored(kind: DnsKind) {
+    let s = Setup::new(
+        kind,
+        Opts {
+            reconcile: "500ms",
+            ..Opts::default()
+        },
+    );
+    let d = s.start(&[]);
+    wait_verdicts(&d, 3);
+    s.dns.nsupdate("update delete www.example.test. A 127.0.0.3");
+    // Restored by the reconcile loop, not by any health change.
+    s.wait_a(&[E2, E3, E4]);
+    assert!(d.log().contains("add 127.0.0.3 (up)"), "{}", d.log());
+}
+
+fn unmanaged_record_is_left_alone(kind: DnsKind) {
+    let s = Setup::new(
+        kind,
+        Opts {
+            zone_body: "www A 127.0.0.2\nwww A 127.0.0.3\nwww A 127.0.0.4\nwww A 127.0.0.99\n",
+            ..Opts::default()
+        },
+    );
+    let d = s.start(&[]);
+    wait_verdicts(&d, 3);
+    s.http.stop(ip(E3));
+    s.wait_a(&[E2, E4, "127.0.0.99"]);
+    for e in [E2, E4] {
+        s.http.stop(ip(e));
+    }
+    // All managed endpoints down: keep_all restores them, and 127.0.0.99 is still untouched.
+    wait_until("all three endpoints down", EVENTUALLY, || count(&d, "endpoint is down") >= 3);
+    s.wait_a(&[E2, E3, E4, "127.0.0.99"]);
+}
+
+fn aaaa_on_ipv6_endpoint(kind: DnsKind) {
+    let s = Setup::new(
+        kind,
+        Opts {
+            endpoints: &[E2, "::1"],
+            zone_body: "www A 127.0.0.2\n",
+            ..Opts::default()
+        },
+    );
+    let d = s.start(&[]);
+    wait_until("AAAA ::1 added", EVENTUALLY, || s.aaaa() == vec!["::1"]);
+    s.http.stop(ip("::1"));
+    wait_until("AAAA ::1 removed", EVENTUALLY, || s.aaaa().is_empty());
+    // The A RRset was never touched.
+    assert_eq!(s.a(), vec![E2]);
+    assert!(d.log().contains("remove ::1 (down)"), "{}", d.log());
+}
+
+fn wrong_tsig_secret_is_reported_and_changes_nothing(kind: DnsKind) {
+    let s = Setup::new(
+        kind,
+        Opts {
+            // Valid base64, wrong key.
+            secret: Some("d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZw=="),
+            ..Opts::default()
+        },
+    );
+    let mut d = s.start(&[]);
+    let serial = s.dns.soa_serial();
+    s.http.stop(ip(E3));
+    d.wait_for_log("rejected the TSIG signature", EVENTUALLY);
+    let log = d.log();
+    assert!(log.contains("configuration error while writing"), "{log}");
+    assert!(log.contains("check that key \"upd-key.\""), "{log}");
+    assert_eq!(d.wait_exit(Duration::from_millis(500)), None, "daemon must keep running:\n{log}");
+    assert_eq!(s.a(), vec![E2, E3, E4]);
+    assert_eq!(s.dns.soa_serial(), serial);
+}
+
+fn dns_server_restart_converges(kind: DnsKind) {
+    let mut s = Setup::new(kind, Opts::default());
+    let d = s.start(&[]);
+    wait_verdicts(&d, 3);
+    s.dns.stop();
+    s.http.stop(ip(E3));
+    wait_until("a failed write attempt", EVENTUALLY, || {
+        let log = d.log();
+        log.contains("writing failed") || log.contains("reading published records failed")
+    });
+    s.dns.restart();
+    s.wait_a(&[E2, E4]);
+}
+
+fn restart_with_everything_healthy_writes_nothing(kind: DnsKind) {
+    let s = Setup::new(kind, Opts::default());
+    let mut d = s.start(&[]);
+    wait_until("three endpoints up", EVENTUALLY, || count(&d, "endpoint is up") >= 3);
+    let serial = s.dns.soa_serial();
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(EVENTUALLY), Some(0), "SIGTERM must exit 0:\n{}", d.log());
+    let d2 = s.start(&[]);
+    wait_until("three endpoints up again", EVENTUALLY, || count(&d2, "endpoint is up") >= 3);
+    // Several more intervals with everything steady.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(s.dns.soa_serial(), serial, "a restart must make no DNS write:\n{}", d2.log());
+    assert!(!d2.log().contains("DNS updated"), "{}", d2.log());
+}
+
+fn sighup_reload_keeps_health_and_rejects_bad_config(kind: DnsKind) {
+    let s = Setup::new(kind, Opts::default());
+    let d = s.start(&[]);
+    wait_until("three endpoints up", EVENTUALLY, || count(&d, "endpoint is up") >= 3);
+    // A broken file is rejected; the old configuration keeps running.
+    let good = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, good.replace("fall = 2", "fall = \"two\"")).unwrap();
+    d.signal("HUP");
+    d.wait_for_log("reload rejected", EVENTUALLY);
+    // A valid change: drop endpoint .4 from the service. Unchanged endpoints keep their health.
+    std::fs::write(&s.config, good.replace(r#", "127.0.0.4""#, "")).unwrap();
+    d.signal("HUP");
+    d.wait_for_log("configuration reloaded", EVENTUALLY);
+    let ups_before = count(&d, "endpoint is up");
+    // The dropped endpoint is now an unlisted record: left alone.
+    s.http.stop(ip(E3));
+    s.wait_a(&[E2, E4]);
+    assert_eq!(
+        count(&d, "endpoint is up"),
+        ups_before,
+        "carried-over endpoints must not re-enter `unknown`:\n{}",
+        d.log()
+    );
+}
+
+fn dry_run_writes_nothing(kind: DnsKind) {
+    let s = Setup::new(kind, Opts::default());
+    let d = s.start(&["--dry-run"]);
+    wait_verdicts(&d, 3);
+    let serial = s.dns.soa_serial();
+    s.http.stop(ip(E3));
+    d.wait_for_log("dry run: would change DNS", EVENTUALLY);
+    assert!(d.log().contains("remove 127.0.0.3 (down)"), "{}", d.log());
+    assert_eq!(s.dns.soa_serial(), serial);
+    assert_eq!(s.a(), vec![E2, E3, E4]);
+}
+
+fn plan_command_prints_plan_and_writes_nothing(kind: DnsKind) {
+    let s = Setup::new(kind, Opts::default());
+    s.http.stop(ip(E3));
+    let serial = s.dns.soa_serial();
+    let out = std::process::Command::new(support::rrguard_bin())
+        .args(["plan", "-c", s.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("www.example.test. (writer primary)"), "{stdout}");
+    assert!(stdout.contains("published: 127.0.0.2 127.0.0.3 127.0.0.4"), "{stdout}");
+    assert!(stdout.contains("plan: remove 127.0.0.3 (down)"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.contains("127.0.0.3") && l.contains("connection refused")), "{stdout}");
+    assert_eq!(s.dns.soa_serial(), serial);
+}
+
+macro_rules! battery {
+    ($($name:ident),* $(,)?) => {
+        mod knot {
+            $( #[test] fn $name() { super::$name(super::DnsKind::Knot) } )*
+        }
+        mod bind {
+            $( #[test] fn $name() { super::$name(super::DnsKind::Bind) } )*
+        }
+    };
+}
+
+battery!(
+    endpoint_stops_and_comes_back,
+    all_down_keep_all_keeps_every_record,
+    all_down_fail_closed_removes_them,
+    record_deleted_by_someone_else_is_restored,
+    unmanaged_record_is_left_alone,
+    aaaa_on_ipv6_endpoint,
+    wrong_tsig_secret_is_reported_and_changes_nothing,
+    dns_server_restart_converges,
+    restart_with_everything_healthy_writes_nothing,
+    sighup_reload_keeps_health_and_rejects_bad_config,
+    dry_run_writes_nothing,
+    plan_command_prints_plan_and_writes_nothing,
+);
