@@ -125,7 +125,11 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match rt.block_on(daemon::run_until_signal(config.config, c, RunOptions { dry_run })) {
+            match rt.block_on(daemon::run_until_signal(
+                config.config,
+                c,
+                RunOptions { dry_run },
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("rrguard: {e}");
@@ -142,10 +146,13 @@ fn config_failure(e: &ConfigError) -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
-        eprintln!("rrguard: cannot start the async runtime: {e}");
-        ExitCode::from(EXIT_FAILURE)
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("rrguard: cannot start the async runtime: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        })
 }
 
 fn init_logging(format: LogFormat) {
@@ -160,7 +167,10 @@ fn init_logging(format: LogFormat) {
     if want_journald {
         match tracing_journald::layer() {
             Ok(layer) => {
-                tracing_subscriber::registry().with(filter()).with(layer).init();
+                tracing_subscriber::registry()
+                    .with(filter())
+                    .with(layer)
+                    .init();
                 return;
             }
             Err(e) => eprintln!("rrguard: journald unavailable ({e}); logging to stderr"),
@@ -170,7 +180,13 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
-        LogFormat::Json => tracing_subscriber::registry().with(filter()).with(fmt.json()).init(),
-        _ => tracing_subscriber::registry().with(filter()).with(fmt).init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(filter())
+            .with(fmt.json())
+            .init(),
+        _ => tracing_subscriber::registry()
+            .with(filter())
+            .with(fmt)
+            .init(),
     }
 }

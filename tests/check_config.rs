@@ -27,11 +27,19 @@ fn broken_configs_print_expected_locations() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 10, "expected a real set of golden cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 10,
+        "expected a real set of golden cases, found {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in &cases {
-        let rel = format!("tests/configs/bad/{}", case.file_name().unwrap().to_string_lossy());
-        let expected = std::fs::read_to_string(case.with_extension("expected")).expect("golden .expected file");
+        let rel = format!(
+            "tests/configs/bad/{}",
+            case.file_name().unwrap().to_string_lossy()
+        );
+        let expected = std::fs::read_to_string(case.with_extension("expected"))
+            .expect("golden .expected file");
         let (code, stdout, stderr) = check_config(&rel);
         if code != Some(64) || stderr != expected || !stdout.is_empty() {
             failures.push(format!(
@@ -54,21 +62,33 @@ fn broken_configs_print_expected_locations() {
 fn example_config_is_valid() {
     let (code, stdout, stderr) = check_config("etc/rrguard.example.toml");
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(stdout.trim(), "etc/rrguard.example.toml: ok (1 writers, 2 services, 5 endpoints)");
+    assert_eq!(
+        stdout.trim(),
+        "etc/rrguard.example.toml: ok (1 writers, 2 services, 5 endpoints)"
+    );
 }
 
 #[test]
 fn missing_file_is_a_usage_error() {
     let (code, _, stderr) = check_config("tests/configs/nope.toml");
     assert_eq!(code, Some(64));
-    assert!(stderr.contains("tests/configs/nope.toml: cannot read configuration"), "{stderr}");
+    assert!(
+        stderr.contains("tests/configs/nope.toml: cannot read configuration"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn bad_usage_exits_64() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rrguard")).arg("frobnicate").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rrguard"))
+        .arg("frobnicate")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    let out = Command::new(env!("CARGO_BIN_EXE_rrguard")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rrguard"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
     for word in ["run", "check-config", "plan", "Examples:", "SIGHUP"] {

@@ -158,7 +158,9 @@ impl Sim {
         let mut rng = Rng(seed);
         let n_nodes = [3usize, 3, 3, 4, 5][rng.below(5) as usize];
         let n_endpoints = 2 + rng.below(4) as usize;
-        let endpoints: Vec<IpAddr> = (0..n_endpoints).map(|i| IpAddr::from([192, 0, 2, 10 + i as u8])).collect();
+        let endpoints: Vec<IpAddr> = (0..n_endpoints)
+            .map(|i| IpAddr::from([192, 0, 2, 10 + i as u8]))
+            .collect();
         let fall = 1 + rng.below(3) as u32;
         let rise = 1 + rng.below(3) as u32;
         let quorum = match rng.below(10) {
@@ -224,7 +226,14 @@ impl Sim {
         )
     }
 
-    fn fresh_node(&mut self, index: usize, id: String, ids: &[String], generation: u64, skew_ms: i64) -> Node {
+    fn fresh_node(
+        &mut self,
+        index: usize,
+        id: String,
+        ids: &[String],
+        generation: u64,
+        skew_ms: i64,
+    ) -> Node {
         let cfg = ClusterConfig {
             me: id.clone(),
             nodes: ids.iter().cloned().collect(),
@@ -245,7 +254,10 @@ impl Sim {
             machines.insert(*ip, HealthMachine::new(self.fall, self.rise));
             // Staggered like the real scheduler, plus a per-node phase.
             let phase = (index as u64 * 37) % INTERVAL_MS;
-            next_probe_ms.insert(*ip, self.now_ms + (INTERVAL_MS / n * k as u64 + phase) % INTERVAL_MS);
+            next_probe_ms.insert(
+                *ip,
+                self.now_ms + (INTERVAL_MS / n * k as u64 + phase) % INTERVAL_MS,
+            );
             cluster.set_local((SERVICE.to_owned(), *ip), Health::Unknown);
         }
         Node {
@@ -341,11 +353,21 @@ impl Sim {
         }
         self.faults.cut.retain(|_, until| *until > now);
         self.faults.self_check.retain(|_, until| *until > now);
-        let restart: Vec<usize> = self.faults.crashed.iter().filter(|(_, u)| **u <= now).map(|(i, _)| *i).collect();
+        let restart: Vec<usize> = self
+            .faults
+            .crashed
+            .iter()
+            .filter(|(_, u)| **u <= now)
+            .map(|(i, _)| *i)
+            .collect();
         for i in restart {
             self.faults.crashed.remove(&i);
             let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
-            let (id, generation, skew) = (self.nodes[i].id.clone(), self.nodes[i].generation + 1, self.nodes[i].skew_ms);
+            let (id, generation, skew) = (
+                self.nodes[i].id.clone(),
+                self.nodes[i].generation + 1,
+                self.nodes[i].skew_ms,
+            );
             self.nodes[i] = self.fresh_node(i, id, &ids, generation, skew);
         }
         if self.faults.any() {
@@ -372,7 +394,11 @@ impl Sim {
             if to == from || self.rng.chance(self.faults.loss_per_mille) {
                 continue;
             }
-            let copies = if self.rng.chance(self.faults.dup_per_mille) { 2 } else { 1 };
+            let copies = if self.rng.chance(self.faults.dup_per_mille) {
+                2
+            } else {
+                1
+            };
             for _ in 0..copies {
                 let due_ms = self.now_ms + self.rng.below(self.faults.max_delay_ms.max(1) + 1);
                 self.net.push_back(InFlight {
@@ -395,7 +421,8 @@ impl Sim {
                 keep.push_back(m);
                 continue;
             }
-            let msg = wire::decode(&m.body, Some(&m.mac), &self.key).expect("own messages authenticate");
+            let msg =
+                wire::decode(&m.body, Some(&m.mac), &self.key).expect("own messages authenticate");
             let from = self.nodes.iter().position(|n| n.id == msg.node).unwrap();
             // Partitions drop in flight too: a message crossing a cut is lost.
             if !self.nodes[m.to].alive || !self.connected(from, m.to) {
@@ -405,7 +432,9 @@ impl Sim {
             match self.nodes[m.to].cluster.receive(&msg, now, wall) {
                 Ok(()) => {
                     self.accepted += 1;
-                    self.nodes[m.to].accepted_from.insert(msg.node.clone(), self.now_ms);
+                    self.nodes[m.to]
+                        .accepted_from
+                        .insert(msg.node.clone(), self.now_ms);
                 }
                 Err(_) => self.rejected += 1,
             }
@@ -461,7 +490,10 @@ impl Sim {
             }
             // Invariant 3: the record set is exactly what this writer decided.
             if self.dns != plan.desired {
-                self.fail(&format!("DNS {:?} is not the set {} decided ({:?})", self.dns, self.nodes[i].id, plan.desired));
+                self.fail(&format!(
+                    "DNS {:?} is not the set {} decided ({:?})",
+                    self.dns, self.nodes[i].id, plan.desired
+                ));
             }
             self.nodes[i].published = Some(self.dns.clone());
             self.writes.push(self.now_ms);
@@ -532,14 +564,22 @@ impl Sim {
                     .get(voter)
                     .is_some_and(|t| self.now_ms - *t <= VOTE_TTL_MS);
                 if !fresh {
-                    self.fail(&format!("{} counted a vote of silent node {voter} on {ip}", node.id));
+                    self.fail(&format!(
+                        "{} counted a vote of silent node {voter} on {ip}",
+                        node.id
+                    ));
                 }
             }
         }
     }
 
     fn expected(&self) -> BTreeSet<IpAddr> {
-        let up: BTreeSet<IpAddr> = self.truth.iter().filter(|(_, up)| **up).map(|(ip, _)| *ip).collect();
+        let up: BTreeSet<IpAddr> = self
+            .truth
+            .iter()
+            .filter(|(_, up)| **up)
+            .map(|(ip, _)| *ip)
+            .collect();
         if up.len() >= self.policy.min_healthy {
             up
         } else {
@@ -550,7 +590,11 @@ impl Sim {
     fn check_published(&mut self) {
         // Invariant 1 (keep_all).
         if self.dns.len() < self.policy.min_healthy {
-            self.fail(&format!("{} records published, min_healthy is {}", self.dns.len(), self.policy.min_healthy));
+            self.fail(&format!(
+                "{} records published, min_healthy is {}",
+                self.dns.len(),
+                self.policy.min_healthy
+            ));
         }
         // Invariant 5: converged within the bound once faults healed and endpoints are steady.
         let alive = self.nodes.iter().all(|n| n.alive);
@@ -645,12 +689,23 @@ fn shard(k: u64) {
     }
     std::panic::set_hook(quiet);
     println!("shard {k}: {total:?}");
-    assert!(failures.is_empty(), "{} of {SEEDS_PER_SHARD} seeds failed; first:\n{}", failures.len(), failures[0]);
+    assert!(
+        failures.is_empty(),
+        "{} of {SEEDS_PER_SHARD} seeds failed; first:\n{}",
+        failures.len(),
+        failures[0]
+    );
     // The battery must exercise what it checks: most seeds reach a settled, fault-free state, and the
     // faults really produce rejected (duplicated/reordered) messages and DNS writes.
-    assert!(total.convergence_checks * 10 >= SEEDS_PER_SHARD * 9, "{total:?}");
+    assert!(
+        total.convergence_checks * 10 >= SEEDS_PER_SHARD * 9,
+        "{total:?}"
+    );
     assert!(total.flap_checks * 10 >= SEEDS_PER_SHARD * 9, "{total:?}");
-    assert!(total.writes >= SEEDS_PER_SHARD && total.rejected > 0, "{total:?}");
+    assert!(
+        total.writes >= SEEDS_PER_SHARD && total.rejected > 0,
+        "{total:?}"
+    );
 }
 
 #[test]
@@ -673,7 +728,10 @@ fn seeds_1500_1999() {
 /// Replays one seed (`SIM_SEED`, default 0) with its panic message shown.
 #[test]
 fn replay() {
-    let seed = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seed = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut sim = Sim::new(seed, Mutations::default());
     println!("{}", sim.describe());
     sim.run();
@@ -691,7 +749,11 @@ fn replay() {
 fn first_failure(mutations: Mutations, needle: &str) -> Option<String> {
     let quiet = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let found = (0..400).find_map(|seed| run_seed(seed, mutations).err().filter(|e| e.contains(needle)));
+    let found = (0..400).find_map(|seed| {
+        run_seed(seed, mutations)
+            .err()
+            .filter(|e| e.contains(needle))
+    });
     std::panic::set_hook(quiet);
     found
 }
@@ -705,7 +767,10 @@ fn not_expiring_votes_is_caught() {
         },
         "vote of silent node",
     );
-    assert!(found.is_some(), "the simulator must catch votes of dead nodes that never expire");
+    assert!(
+        found.is_some(),
+        "the simulator must catch votes of dead nodes that never expire"
+    );
     assert!(found.unwrap().contains("replay: SIM_SEED="));
 }
 
@@ -718,7 +783,10 @@ fn letting_a_minority_write_is_caught() {
         },
         "(minority)",
     );
-    assert!(found.is_some(), "the simulator must catch writes from a minority partition");
+    assert!(
+        found.is_some(),
+        "the simulator must catch writes from a minority partition"
+    );
 }
 
 /// The healthy path: with no faults at all, DNS follows the endpoints.

@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use rrguard::act::rfc2136::Rfc2136Writer;
 use rrguard::act::{RecordChange, WriteError, Writer};
 use rrguard::config::{
-    AllDownPolicy, CheckConfig, Rfc2136Config, ServiceConfig, TcpCheckConfig, TsigAlgorithm, TsigConfig,
+    AllDownPolicy, CheckConfig, Rfc2136Config, ServiceConfig, TcpCheckConfig, TsigAlgorithm,
+    TsigConfig,
 };
 use rrguard::daemon::{Converged, converge};
 use rrguard::decide::{Health, Policy};
@@ -44,7 +45,9 @@ fn writer(dns: &DnsServer, secret: Vec<u8>) -> Rfc2136Writer {
 
 fn secret(dns: &DnsServer) -> Vec<u8> {
     use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(&dns.secret_b64).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(&dns.secret_b64)
+        .unwrap()
 }
 
 fn change(expected: &[&str], add: &[&str], remove: &[&str]) -> RecordChange {
@@ -62,25 +65,51 @@ async fn read_add_remove(kind: DnsKind) {
     let dns = DnsServer::start(kind, "www A 127.0.0.2\nwww A 127.0.0.3\n");
     let w = writer(&dns, secret(&dns));
     assert!(w.supports_compare_and_swap());
-    assert_eq!(w.read(FQDN, ZONE).await.unwrap(), set(&["127.0.0.2", "127.0.0.3"]));
+    assert_eq!(
+        w.read(FQDN, ZONE).await.unwrap(),
+        set(&["127.0.0.2", "127.0.0.3"])
+    );
     // Add an A and an AAAA (empty AAAA RRset: "does not exist" prerequisite), remove one A.
-    w.apply(&change(&["127.0.0.2", "127.0.0.3"], &["127.0.0.4", "::1"], &["127.0.0.2"]))
-        .await
-        .unwrap();
-    assert_eq!(w.read(FQDN, ZONE).await.unwrap(), set(&["127.0.0.3", "127.0.0.4", "::1"]));
+    w.apply(&change(
+        &["127.0.0.2", "127.0.0.3"],
+        &["127.0.0.4", "::1"],
+        &["127.0.0.2"],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        w.read(FQDN, ZONE).await.unwrap(),
+        set(&["127.0.0.3", "127.0.0.4", "::1"])
+    );
     assert_eq!(dns.query("www.example.test", "AAAA"), vec!["::1"]);
-    assert_eq!(dns.query("www.example.test", "A"), vec!["127.0.0.3", "127.0.0.4"]);
+    assert_eq!(
+        dns.query("www.example.test", "A"),
+        vec!["127.0.0.3", "127.0.0.4"]
+    );
     // Records added carry the service TTL (30; the zone's own records have 60).
     let out = std::process::Command::new("dig")
-        .args(["+tcp", "+noall", "+answer", "@127.0.0.1", "-p", &dns.addr.port().to_string()])
+        .args([
+            "+tcp",
+            "+noall",
+            "+answer",
+            "@127.0.0.1",
+            "-p",
+            &dns.addr.port().to_string(),
+        ])
         .args(["www.example.test", "AAAA"])
         .output()
         .unwrap();
     let answer = String::from_utf8_lossy(&out.stdout);
-    let ttl: Vec<&str> = answer.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    let ttl: Vec<&str> = answer
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
     assert_eq!(ttl, vec!["30"], "{answer}");
     // A name with no records reads as empty.
-    assert_eq!(w.read("nothing.example.test.", ZONE).await.unwrap(), BTreeSet::new());
+    assert_eq!(
+        w.read("nothing.example.test.", ZONE).await.unwrap(),
+        BTreeSet::new()
+    );
 }
 
 async fn stale_change_is_refused_whole(kind: DnsKind) {
@@ -99,7 +128,10 @@ async fn stale_change_is_refused_whole(kind: DnsKind) {
         other => panic!("expected a conflict, got {other:?}"),
     }
     // Nothing of the stale change was applied.
-    assert_eq!(dns.query("www.example.test", "A"), vec!["127.0.0.2", "127.0.0.3", "127.0.0.5"]);
+    assert_eq!(
+        dns.query("www.example.test", "A"),
+        vec!["127.0.0.2", "127.0.0.3", "127.0.0.5"]
+    );
     assert_eq!(dns.soa_serial(), serial);
     // Adding to an RRset we believed empty also conflicts when it is not.
     match w.apply(&change(&[], &["127.0.0.7"], &[])).await {
@@ -111,9 +143,15 @@ async fn stale_change_is_refused_whole(kind: DnsKind) {
 async fn wrong_key_is_an_operator_error(kind: DnsKind) {
     let dns = DnsServer::start(kind, "www A 127.0.0.2\n");
     let w = writer(&dns, b"definitely-not-the-right-secret!".to_vec());
-    let err = w.apply(&change(&["127.0.0.2"], &["127.0.0.3"], &[])).await.unwrap_err();
+    let err = w
+        .apply(&change(&["127.0.0.2"], &["127.0.0.3"], &[]))
+        .await
+        .unwrap_err();
     assert!(err.needs_operator(), "{err:?}");
-    assert!(err.to_string().contains("TSIG") || err.to_string().contains("NOTAUTH"), "{err}");
+    assert!(
+        err.to_string().contains("TSIG") || err.to_string().contains("NOTAUTH"),
+        "{err}"
+    );
     assert_eq!(dns.query("www.example.test", "A"), vec!["127.0.0.2"]);
 }
 
@@ -145,7 +183,8 @@ impl Writer for Interferer<'_> {
     }
     async fn apply(&self, change: &RecordChange) -> Result<(), WriteError> {
         if self.applies.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.dns.nsupdate("update add www.example.test. 60 A 127.0.0.5");
+            self.dns
+                .nsupdate("update add www.example.test. 60 A 127.0.0.5");
         }
         let r = self.inner.apply(change).await;
         if matches!(r, Err(WriteError::Conflict(_))) {
@@ -163,7 +202,9 @@ async fn concurrent_change_is_caught_and_replanned(kind: DnsKind) {
         applies: AtomicUsize::new(0),
         conflicts: AtomicUsize::new(0),
     };
-    let endpoints: Vec<IpAddr> = set(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]).into_iter().collect();
+    let endpoints: Vec<IpAddr> = set(&["127.0.0.2", "127.0.0.3", "127.0.0.4"])
+        .into_iter()
+        .collect();
     let svc = ServiceConfig {
         fqdn: FQDN.to_owned(),
         zone: ZONE.to_owned(),
@@ -194,7 +235,9 @@ async fn concurrent_change_is_caught_and_replanned(kind: DnsKind) {
     .into_iter()
     .collect();
     let mut published = None;
-    let outcome = converge(&w, &svc, &policy, &health, &mut published, false).await.unwrap();
+    let outcome = converge(&w, &svc, &policy, &health, &mut published, false)
+        .await
+        .unwrap();
     // The first write was planned against {2,3,4}, refused because .5 appeared, then re-planned
     // against {2,3,4,5}: .3 goes, the external .5 stays.
     assert_eq!(w.conflicts.load(Ordering::SeqCst), 1);
@@ -202,9 +245,18 @@ async fn concurrent_change_is_caught_and_replanned(kind: DnsKind) {
     let Converged::Applied(plan) = outcome else {
         panic!("expected a write, got {outcome:?}")
     };
-    assert_eq!(plan.expected, set(&["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]));
-    assert_eq!(published, Some(set(&["127.0.0.2", "127.0.0.4", "127.0.0.5"])));
-    assert_eq!(dns.query("www.example.test", "A"), vec!["127.0.0.2", "127.0.0.4", "127.0.0.5"]);
+    assert_eq!(
+        plan.expected,
+        set(&["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"])
+    );
+    assert_eq!(
+        published,
+        Some(set(&["127.0.0.2", "127.0.0.4", "127.0.0.5"]))
+    );
+    assert_eq!(
+        dns.query("www.example.test", "A"),
+        vec!["127.0.0.2", "127.0.0.4", "127.0.0.5"]
+    );
 }
 
 /// Keeps the writer trait object-safe and shareable, as the daemon uses it.

@@ -17,7 +17,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use hickory_net::client::Client;
-use hickory_net::proto::op::{DnsRequest, DnsResponse, Message, OpCode, Query, ResponseCode, UpdateMessage};
+use hickory_net::proto::op::{
+    DnsRequest, DnsResponse, Message, OpCode, Query, ResponseCode, UpdateMessage,
+};
 use hickory_net::proto::rr::rdata::{A, AAAA};
 use hickory_net::proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use hickory_net::runtime::TokioRuntimeProvider;
@@ -48,21 +50,45 @@ impl Rfc2136Writer {
 
     fn signer(&self) -> Result<TSigner, WriteError> {
         let algorithm = match self.config.tsig.algorithm {
-            TsigAlgorithm::HmacSha256 => hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
-            TsigAlgorithm::HmacSha512 => hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha512,
+            TsigAlgorithm::HmacSha256 => {
+                hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256
+            }
+            TsigAlgorithm::HmacSha512 => {
+                hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha512
+            }
         };
         let key_name = parse_name(&self.config.tsig.name)?;
-        TSigner::new(self.config.tsig.secret.clone(), algorithm, key_name, TSIG_FUDGE)
-            .map_err(|e| WriteError::Rejected(format!("writer {:?}: cannot set up TSIG: {e}", self.name)))
+        TSigner::new(
+            self.config.tsig.secret.clone(),
+            algorithm,
+            key_name,
+            TSIG_FUDGE,
+        )
+        .map_err(|e| {
+            WriteError::Rejected(format!("writer {:?}: cannot set up TSIG: {e}", self.name))
+        })
     }
 
-    async fn connect(&self, server: SocketAddr, signed: bool) -> Result<Client<TokioRuntimeProvider>, WriteError> {
+    async fn connect(
+        &self,
+        server: SocketAddr,
+        signed: bool,
+    ) -> Result<Client<TokioRuntimeProvider>, WriteError> {
         let timeout = self.config.timeout;
-        let (stream, sender) = TcpClientStream::new(server, None, Some(timeout), TokioRuntimeProvider::default());
+        let (stream, sender) =
+            TcpClientStream::new(server, None, Some(timeout), TokioRuntimeProvider::default());
         let stream = match tokio::time::timeout(timeout, stream).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(WriteError::Transient(format!("cannot connect to {server}: {e}"))),
-            Err(_) => return Err(WriteError::Transient(format!("connecting to {server} timed out"))),
+            Ok(Err(e)) => {
+                return Err(WriteError::Transient(format!(
+                    "cannot connect to {server}: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(WriteError::Transient(format!(
+                    "connecting to {server} timed out"
+                )));
+            }
         };
         let mut mux = DnsMultiplexer::new(stream, sender).with_timeout(timeout);
         if signed {
@@ -83,8 +109,13 @@ impl Rfc2136Writer {
         let mut responses = client.send(DnsRequest::from(message));
         let first = tokio::time::timeout(self.config.timeout * 2, responses.next()).await;
         match first {
-            Err(_) => Err(WriteError::Transient(format!("{server}: no answer within {:?}", self.config.timeout))),
-            Ok(None) => Err(WriteError::Transient(format!("{server}: connection closed without an answer"))),
+            Err(_) => Err(WriteError::Transient(format!(
+                "{server}: no answer within {:?}",
+                self.config.timeout
+            ))),
+            Ok(None) => Err(WriteError::Transient(format!(
+                "{server}: connection closed without an answer"
+            ))),
             Ok(Some(Ok(resp))) => Ok(resp),
             Ok(Some(Err(e))) => Err(self.classify_error(server, &e)),
         }
@@ -96,12 +127,18 @@ impl Rfc2136Writer {
         }
         let text = e.to_string();
         let lower = text.to_ascii_lowercase();
-        if lower.contains("tsig") || lower.contains("signature") || lower.contains("mac") || lower.contains("unsigned")
+        if lower.contains("tsig")
+            || lower.contains("signature")
+            || lower.contains("mac")
+            || lower.contains("unsigned")
         {
             // A server that rejects our key answers BADKEY/BADSIG with an empty MAC, which hickory reports
             // as an unverifiable response; its wording would only confuse an operator.
             tracing::debug!(%server, error = %text, "TSIG verification of the answer failed");
-            return WriteError::Auth(self.tsig_hint(server, "its answer was not signed with our key: BADKEY or BADSIG"));
+            return WriteError::Auth(self.tsig_hint(
+                server,
+                "its answer was not signed with our key: BADKEY or BADSIG",
+            ));
         }
         WriteError::Transient(format!("{server}: {text}"))
     }
@@ -115,9 +152,10 @@ impl Rfc2136Writer {
 
     fn classify_rcode(&self, server: SocketAddr, code: ResponseCode) -> WriteError {
         match code {
-            ResponseCode::NXRRSet | ResponseCode::YXRRSet | ResponseCode::NXDomain | ResponseCode::YXDomain => {
-                WriteError::Conflict(format!("{server} answered {code}"))
-            }
+            ResponseCode::NXRRSet
+            | ResponseCode::YXRRSet
+            | ResponseCode::NXDomain
+            | ResponseCode::YXDomain => WriteError::Conflict(format!("{server} answered {code}")),
             ResponseCode::NotAuth => WriteError::Auth(format!(
                 "{server} answered NOTAUTH to writer {:?}: the server is not authoritative for the zone, or the TSIG key {:?} is unknown or its secret is wrong",
                 self.name, self.config.tsig.name
@@ -129,10 +167,12 @@ impl Rfc2136Writer {
             ResponseCode::BADSIG | ResponseCode::BADKEY | ResponseCode::BADTIME => {
                 WriteError::Auth(self.tsig_hint(server, &code.to_string()))
             }
-            ResponseCode::NotZone | ResponseCode::FormErr | ResponseCode::NotImp => WriteError::Rejected(format!(
-                "{server} answered {code} to writer {:?}: check that the service's zone is a zone this server is primary for",
-                self.name
-            )),
+            ResponseCode::NotZone | ResponseCode::FormErr | ResponseCode::NotImp => {
+                WriteError::Rejected(format!(
+                    "{server} answered {code} to writer {:?}: check that the service's zone is a zone this server is primary for",
+                    self.name
+                ))
+            }
             ResponseCode::ServFail => WriteError::Transient(format!("{server} answered SERVFAIL")),
             other => WriteError::Transient(format!("{server} answered {other}")),
         }
@@ -154,7 +194,11 @@ impl Rfc2136Writer {
         Err(last)
     }
 
-    async fn read_from(&self, server: SocketAddr, fqdn: &Name) -> Result<BTreeSet<IpAddr>, WriteError> {
+    async fn read_from(
+        &self,
+        server: SocketAddr,
+        fqdn: &Name,
+    ) -> Result<BTreeSet<IpAddr>, WriteError> {
         let client = self.connect(server, false).await?;
         let mut out = BTreeSet::new();
         for rtype in [RecordType::A, RecordType::AAAA] {
@@ -212,7 +256,11 @@ fn rdata(ip: IpAddr) -> RData {
 }
 
 fn rtype_of(ip: &IpAddr) -> RecordType {
-    if ip.is_ipv4() { RecordType::A } else { RecordType::AAAA }
+    if ip.is_ipv4() {
+        RecordType::A
+    } else {
+        RecordType::AAAA
+    }
 }
 
 /// Builds the compare-and-swap UPDATE for `change`.
@@ -222,15 +270,30 @@ fn rtype_of(ip: &IpAddr) -> RecordType {
 pub fn update_message(change: &RecordChange) -> Result<Message, WriteError> {
     let zone = parse_name(&change.zone)?;
     let fqdn = parse_name(&change.fqdn)?;
-    let mut message = Message::new(rand_id(), hickory_net::proto::op::MessageType::Query, OpCode::Update);
+    let mut message = Message::new(
+        rand_id(),
+        hickory_net::proto::op::MessageType::Query,
+        OpCode::Update,
+    );
     message.metadata.recursion_desired = false;
     let mut zq = Query::new();
-    zq.set_name(zone).set_query_class(DNSClass::IN).set_query_type(RecordType::SOA);
+    zq.set_name(zone)
+        .set_query_class(DNSClass::IN)
+        .set_query_type(RecordType::SOA);
     message.add_zone(zq);
 
-    let touched: BTreeSet<RecordType> = change.add.iter().chain(&change.remove).map(rtype_of).collect();
+    let touched: BTreeSet<RecordType> = change
+        .add
+        .iter()
+        .chain(&change.remove)
+        .map(rtype_of)
+        .collect();
     for rtype in &touched {
-        let expected: Vec<&IpAddr> = change.expected.iter().filter(|ip| rtype_of(ip) == *rtype).collect();
+        let expected: Vec<&IpAddr> = change
+            .expected
+            .iter()
+            .filter(|ip| rtype_of(ip) == *rtype)
+            .collect();
         if expected.is_empty() {
             // RFC 2136 §2.4.3: RRset does not exist — class NONE, TTL 0, empty RDATA.
             let mut r = Record::update0(fqdn.clone(), 0, *rtype);
@@ -314,12 +377,19 @@ mod tests {
 
     #[test]
     fn prerequisites_pin_exactly_the_touched_rrsets() {
-        let m = update_message(&change(&["192.0.2.1", "192.0.2.2", "2001:db8::1"], &[], &["192.0.2.2"])).unwrap();
+        let m = update_message(&change(
+            &["192.0.2.1", "192.0.2.2", "2001:db8::1"],
+            &[],
+            &["192.0.2.2"],
+        ))
+        .unwrap();
         assert_eq!(m.metadata.op_code, OpCode::Update);
         // Only the A RRset is touched: both A records pinned, AAAA untouched.
         let pre = m.prerequisites();
         assert_eq!(pre.len(), 2);
-        assert!(pre.iter().all(|r| r.record_type() == RecordType::A && r.dns_class == DNSClass::IN && r.ttl == 0));
+        assert!(pre.iter().all(|r| r.record_type() == RecordType::A
+            && r.dns_class == DNSClass::IN
+            && r.ttl == 0));
         let upd = m.updates();
         assert_eq!(upd.len(), 1);
         assert_eq!(upd[0].dns_class, DNSClass::NONE);

@@ -135,7 +135,10 @@ impl fmt::Display for Isolation {
         match self {
             Isolation::SelfCheckFailed => f.write_str("self-check failed"),
             Isolation::NoMajority { heard, needed } => {
-                write!(f, "hears from {heard} of the {needed} nodes needed for a majority")
+                write!(
+                    f,
+                    "hears from {heard} of the {needed} nodes needed for a majority"
+                )
             }
         }
     }
@@ -162,7 +165,9 @@ pub enum Reject {
         limit_ms: u64,
     },
     /// Older generation or sequence than already seen: replayed, duplicated or reordered.
-    #[error("replayed or out-of-order message (generation {generation} seq {seq}, last seen generation {last_generation} seq {last_seq})")]
+    #[error(
+        "replayed or out-of-order message (generation {generation} seq {seq}, last seen generation {last_generation} seq {last_seq})"
+    )]
     Replay {
         /// The message's generation.
         generation: u64,
@@ -356,7 +361,9 @@ impl Cluster {
     fn peer_live(&self, p: &Peer, now: Instant) -> bool {
         match p.last_heard {
             None => false,
-            Some(t) => !self.rules.expire_votes || now.saturating_duration_since(t) <= self.cfg.vote_ttl,
+            Some(t) => {
+                !self.rules.expire_votes || now.saturating_duration_since(t) <= self.cfg.vote_ttl
+            }
         }
     }
 
@@ -394,7 +401,12 @@ impl Cluster {
         let n = self.cfg.nodes.len();
         let mut endpoints = BTreeMap::new();
         for (key, local) in &self.local {
-            let q = self.cfg.service_quorum.get(&key.0).unwrap_or(&self.cfg.quorum).threshold(n);
+            let q = self
+                .cfg
+                .service_quorum
+                .get(&key.0)
+                .unwrap_or(&self.cfg.quorum)
+                .threshold(n);
             let mut up = Vec::new();
             let mut down = Vec::new();
             if isolated.is_none() {
@@ -439,7 +451,9 @@ impl Cluster {
             .collect();
         let me_eligible = match &isolated {
             None => true,
-            Some(Isolation::NoMajority { .. }) => !self.rules.minority_cannot_write && self.self_check_ok,
+            Some(Isolation::NoMajority { .. }) => {
+                !self.rules.minority_cannot_write && self.self_check_ok
+            }
             Some(Isolation::SelfCheckFailed) => false,
         };
         if me_eligible {
@@ -465,23 +479,29 @@ impl Cluster {
         let view = self.view(now);
         self.seq += 1;
         self.dirty = false;
-        let mut sees: Vec<String> = view.live.into_iter().filter(|n| *n != self.cfg.me).collect();
+        let mut sees: Vec<String> = view
+            .live
+            .into_iter()
+            .filter(|n| *n != self.cfg.me)
+            .collect();
         sees.sort();
         let votes = if view.isolated.is_some() {
             Vec::new()
         } else {
             self.local
                 .iter()
-                .filter_map(|((service, endpoint), h)| match h {
-                    Health::Up => Some(true),
-                    Health::Down => Some(false),
-                    Health::Unknown => None,
-                }
-                .map(|up| Vote {
-                    service: service.clone(),
-                    endpoint: *endpoint,
-                    up,
-                }))
+                .filter_map(|((service, endpoint), h)| {
+                    match h {
+                        Health::Up => Some(true),
+                        Health::Down => Some(false),
+                        Health::Unknown => None,
+                    }
+                    .map(|up| Vote {
+                        service: service.clone(),
+                        endpoint: *endpoint,
+                        up,
+                    })
+                })
                 .collect()
         };
         Message {

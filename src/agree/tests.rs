@@ -75,8 +75,10 @@ fn one_dissenting_node_does_not_cancel_agreement() {
     let mut c = Cluster::new(cfg("a", THREE, Quorum::Majority), 1);
     let now = Instant::now();
     c.set_local(key("192.0.2.1"), Health::Down);
-    c.receive(&msg("b", 1, 1, Some(false), &["a"]), now, WALL).unwrap();
-    c.receive(&msg("c", 1, 1, Some(true), &["a"]), now, WALL).unwrap();
+    c.receive(&msg("b", 1, 1, Some(false), &["a"]), now, WALL)
+        .unwrap();
+    c.receive(&msg("c", 1, 1, Some(true), &["a"]), now, WALL)
+        .unwrap();
     let t = &c.view(now).endpoints[&key("192.0.2.1")];
     assert_eq!(t.state, Health::Down);
     assert_eq!(t.down, vec!["a", "b"]);
@@ -88,7 +90,8 @@ fn a_minority_verdict_changes_nothing() {
     let mut c = Cluster::new(cfg("a", THREE, Quorum::Majority), 1);
     let now = Instant::now();
     c.set_local(key("192.0.2.1"), Health::Up);
-    c.receive(&msg("b", 1, 1, Some(true), &["a"]), now, WALL).unwrap();
+    c.receive(&msg("b", 1, 1, Some(true), &["a"]), now, WALL)
+        .unwrap();
     assert_eq!(c.view(now).endpoints[&key("192.0.2.1")].state, Health::Up);
     // Only this node now sees it down: one of three is not a quorum, the endpoint stays up.
     c.set_local(key("192.0.2.1"), Health::Down);
@@ -102,7 +105,8 @@ fn ties_change_nothing() {
     c.set_local(key("192.0.2.1"), Health::Up);
     c.receive(&msg("b", 1, 1, None, &["a"]), now, WALL).unwrap();
     assert_eq!(c.view(now).endpoints[&key("192.0.2.1")].state, Health::Up);
-    c.receive(&msg("b", 1, 2, Some(false), &["a"]), now, WALL).unwrap();
+    c.receive(&msg("b", 1, 2, Some(false), &["a"]), now, WALL)
+        .unwrap();
     assert_eq!(c.view(now).endpoints[&key("192.0.2.1")].state, Health::Up);
 }
 
@@ -112,14 +116,16 @@ fn votes_of_silent_nodes_expire() {
     let t0 = Instant::now();
     c.set_local(key("192.0.2.1"), Health::Up);
     for n in ["b", "c"] {
-        c.receive(&msg(n, 1, 1, Some(true), &["a", "d", "e"]), t0, WALL).unwrap();
+        c.receive(&msg(n, 1, 1, Some(true), &["a", "d", "e"]), t0, WALL)
+            .unwrap();
     }
     assert_eq!(c.view(t0).endpoints[&key("192.0.2.1")].state, Health::Up);
     // b and c fall silent; d and e now vote down with this node.
     let t1 = t0 + TTL + Duration::from_millis(1);
     c.set_local(key("192.0.2.1"), Health::Down);
     for n in ["d", "e"] {
-        c.receive(&msg(n, 1, 1, Some(false), &["a"]), t1, WALL).unwrap();
+        c.receive(&msg(n, 1, 1, Some(false), &["a"]), t1, WALL)
+            .unwrap();
     }
     let v = c.view(t1);
     assert!(!v.live.contains("b") && !v.live.contains("c"));
@@ -137,7 +143,8 @@ fn without_expiry_dead_votes_would_count() {
         ..Rules::default()
     });
     let t0 = Instant::now();
-    c.receive(&msg("b", 1, 1, Some(true), &["a"]), t0, WALL).unwrap();
+    c.receive(&msg("b", 1, 1, Some(true), &["a"]), t0, WALL)
+        .unwrap();
     let v = c.view(t0 + TTL * 10);
     assert!(v.live.contains("b"));
 }
@@ -148,10 +155,20 @@ fn minority_node_is_isolated_and_does_not_write() {
     let t0 = Instant::now();
     c.set_local(key("192.0.2.1"), Health::Down);
     let v = c.view(t0);
-    assert_eq!(v.isolated, Some(Isolation::NoMajority { heard: 1, needed: 2 }));
+    assert_eq!(
+        v.isolated,
+        Some(Isolation::NoMajority {
+            heard: 1,
+            needed: 2
+        })
+    );
     assert!(!v.am_writer);
     assert_eq!(v.endpoints[&key("192.0.2.1")].state, Health::Unknown);
-    assert_eq!(v.endpoints[&key("192.0.2.1")].down, Vec::<String>::new(), "isolated nodes do not vote");
+    assert_eq!(
+        v.endpoints[&key("192.0.2.1")].down,
+        Vec::<String>::new(),
+        "isolated nodes do not vote"
+    );
     // Hearing from one peer makes a majority of three.
     c.receive(&msg("b", 1, 1, None, &["a"]), t0, WALL).unwrap();
     let v = c.view(t0);
@@ -174,13 +191,15 @@ fn self_check_failure_isolates() {
 fn writer_is_lowest_eligible_id_and_term_counts_changes() {
     let mut c = Cluster::new(cfg("b", THREE, Quorum::Majority), 1);
     let t0 = Instant::now();
-    c.receive(&msg("a", 1, 1, None, &["b", "c"]), t0, WALL).unwrap();
+    c.receive(&msg("a", 1, 1, None, &["b", "c"]), t0, WALL)
+        .unwrap();
     let v = c.view(t0);
     assert_eq!(v.writer.as_deref(), Some("a"));
     assert!(!v.am_writer);
     let term = v.term;
     // a goes silent: b takes over.
-    c.receive(&msg("c", 1, 1, None, &["b"]), t0 + TTL, WALL).unwrap();
+    c.receive(&msg("c", 1, 1, None, &["b"]), t0 + TTL, WALL)
+        .unwrap();
     let v = c.view(t0 + TTL * 2);
     assert_eq!(v.writer.as_deref(), Some("b"));
     assert!(v.am_writer);
@@ -200,17 +219,37 @@ fn writer_is_lowest_eligible_id_and_term_counts_changes() {
 fn replayed_old_and_foreign_messages_are_rejected() {
     let mut c = Cluster::new(cfg("a", THREE, Quorum::Majority), 1);
     let now = Instant::now();
-    c.receive(&msg("b", 5, 10, Some(true), &[]), now, WALL).unwrap();
-    assert!(matches!(c.receive(&msg("b", 5, 10, Some(true), &[]), now, WALL), Err(Reject::Replay { .. })));
-    assert!(matches!(c.receive(&msg("b", 5, 9, Some(true), &[]), now, WALL), Err(Reject::Replay { .. })));
-    assert!(matches!(c.receive(&msg("b", 4, 99, Some(true), &[]), now, WALL), Err(Reject::Replay { .. })));
+    c.receive(&msg("b", 5, 10, Some(true), &[]), now, WALL)
+        .unwrap();
+    assert!(matches!(
+        c.receive(&msg("b", 5, 10, Some(true), &[]), now, WALL),
+        Err(Reject::Replay { .. })
+    ));
+    assert!(matches!(
+        c.receive(&msg("b", 5, 9, Some(true), &[]), now, WALL),
+        Err(Reject::Replay { .. })
+    ));
+    assert!(matches!(
+        c.receive(&msg("b", 4, 99, Some(true), &[]), now, WALL),
+        Err(Reject::Replay { .. })
+    ));
     // A restart (new generation) starts its sequence again.
-    c.receive(&msg("b", 6, 1, Some(false), &[]), now, WALL).unwrap();
-    assert_eq!(c.receive(&msg("z", 1, 1, None, &[]), now, WALL), Err(Reject::UnknownNode("z".to_owned())));
-    assert_eq!(c.receive(&msg("a", 1, 1, None, &[]), now, WALL), Err(Reject::FromSelf));
+    c.receive(&msg("b", 6, 1, Some(false), &[]), now, WALL)
+        .unwrap();
+    assert_eq!(
+        c.receive(&msg("z", 1, 1, None, &[]), now, WALL),
+        Err(Reject::UnknownNode("z".to_owned()))
+    );
+    assert_eq!(
+        c.receive(&msg("a", 1, 1, None, &[]), now, WALL),
+        Err(Reject::FromSelf)
+    );
     let mut old = msg("c", 1, 1, None, &[]);
     old.sent_at_ms = WALL - 31_000;
-    assert!(matches!(c.receive(&old, now, WALL), Err(Reject::Clock { .. })));
+    assert!(matches!(
+        c.receive(&old, now, WALL),
+        Err(Reject::Clock { .. })
+    ));
     let mut v2 = msg("c", 1, 1, None, &[]);
     v2.v = 2;
     assert_eq!(c.receive(&v2, now, WALL), Err(Reject::Version(2)));

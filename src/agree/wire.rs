@@ -112,15 +112,23 @@ pub fn decode(body: &[u8], mac: Option<&str>, key: &Key) -> Result<Message, Wire
         return Err(WireError::TooLarge(body.len()));
     }
     let tag = mac
-        .and_then(|m| base64::engine::general_purpose::STANDARD.decode(m.trim()).ok())
+        .and_then(|m| {
+            base64::engine::general_purpose::STANDARD
+                .decode(m.trim())
+                .ok()
+        })
         .ok_or(WireError::MissingMac)?;
     ring::hmac::verify(&key.0, body, &tag).map_err(|_| WireError::BadMac)?;
-    let msg: Message = serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let msg: Message =
+        serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))?;
     if msg.votes.len() > MAX_VOTES || msg.sees.len() > MAX_VOTES {
         return Err(WireError::Malformed("too many entries".to_owned()));
     }
     let too_long = |s: &String| s.is_empty() || s.len() > MAX_NAME_LEN;
-    if too_long(&msg.node) || msg.sees.iter().any(too_long) || msg.votes.iter().any(|v| too_long(&v.service)) {
+    if too_long(&msg.node)
+        || msg.sees.iter().any(too_long)
+        || msg.votes.iter().any(|v| too_long(&v.service))
+    {
         return Err(WireError::Malformed("empty or over-long name".to_owned()));
     }
     Ok(msg)
@@ -158,7 +166,10 @@ mod tests {
     fn wrong_secret_tampering_and_missing_mac_are_refused() {
         let key = Key::new(b"cluster secret");
         let (body, mac) = encode(&msg(), &key);
-        assert_eq!(decode(&body, Some(&mac), &Key::new(b"other")), Err(WireError::BadMac));
+        assert_eq!(
+            decode(&body, Some(&mac), &Key::new(b"other")),
+            Err(WireError::BadMac)
+        );
         let mut tampered = body.clone();
         let i = tampered.iter().position(|b| *b == b'7').unwrap();
         tampered[i] = b'8';
@@ -170,20 +181,44 @@ mod tests {
     #[test]
     fn malformed_but_authenticated_bodies_are_refused_not_panicking() {
         let key = Key::new(b"k");
-        for body in [&b"{}"[..], b"[]", b"not json", b"{\"v\":1,\"node\":\"\"}", &[0xff, 0xfe]] {
+        for body in [
+            &b"{}"[..],
+            b"[]",
+            b"not json",
+            b"{\"v\":1,\"node\":\"\"}",
+            &[0xff, 0xfe],
+        ] {
             let mac = key.mac(body);
-            assert!(matches!(decode(body, Some(&mac), &key), Err(WireError::Malformed(_))), "{body:?}");
+            assert!(
+                matches!(decode(body, Some(&mac), &key), Err(WireError::Malformed(_))),
+                "{body:?}"
+            );
         }
         let mut m = msg();
         m.node = String::new();
         let (body, mac) = encode(&m, &key);
-        assert!(matches!(decode(&body, Some(&mac), &key), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            decode(&body, Some(&mac), &key),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[test]
     fn schema_field_names_are_stable() {
         let v: serde_json::Value = serde_json::to_value(msg()).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["generation", "isolated", "node", "sees", "sent_at_ms", "seq", "v", "votes"]);
+        assert_eq!(
+            keys,
+            [
+                "generation",
+                "isolated",
+                "node",
+                "sees",
+                "sent_at_ms",
+                "seq",
+                "v",
+                "votes"
+            ]
+        );
     }
 }

@@ -253,7 +253,9 @@ pub enum StatusSpec {
 /// Durations are human strings: "500ms", "2s", "1m".
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
-    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+    parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Parses a human duration string.

@@ -55,18 +55,29 @@ type = "https"
     assert_eq!(s.min_healthy, 2);
     assert_eq!(s.all_down, AllDownPolicy::FailClosed);
     assert_eq!(s.ttl, DEFAULT_TTL);
-    let CheckConfig::Http(h) = &s.check else { panic!() };
+    let CheckConfig::Http(h) = &s.check else {
+        panic!()
+    };
     assert!(h.tls && h.tls_verify);
     assert_eq!(h.port, 443);
     assert_eq!(h.host, "www.example.test");
     assert_eq!(h.expect_status, vec![DEFAULT_HTTP_STATUS]);
     assert_eq!(c.reconcile_interval, DEFAULT_RECONCILE_INTERVAL);
     let WriterKind::Rfc2136(w) = &c.writers[0].kind;
-    assert_eq!(w.servers, vec!["127.0.0.1:53".parse().unwrap(), "[::1]:5353".parse().unwrap()]);
+    assert_eq!(
+        w.servers,
+        vec![
+            "127.0.0.1:53".parse().unwrap(),
+            "[::1]:5353".parse().unwrap()
+        ]
+    );
     assert_eq!(w.tsig.name, "upd-key.");
     assert_eq!(w.tsig.algorithm, TsigAlgorithm::HmacSha512);
     assert_eq!(w.tsig.secret, b"secret");
-    assert!(!format!("{:?}", w.tsig).contains("secret\""), "secret must not be printed");
+    assert!(
+        !format!("{:?}", w.tsig).contains("secret\""),
+        "secret must not be printed"
+    );
 }
 
 #[test]
@@ -74,8 +85,14 @@ fn secret_file_accepts_bare_bind_and_knot_formats() {
     let dir = tempfile::tempdir().unwrap();
     for (name, content) in [
         ("bare", "c2VjcmV0\n"),
-        ("bind", "key \"k\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0\";\n};\n"),
-        ("knot", "key:\n  - id: k\n    algorithm: hmac-sha256\n    secret: c2VjcmV0\n"),
+        (
+            "bind",
+            "key \"k\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0\";\n};\n",
+        ),
+        (
+            "knot",
+            "key:\n  - id: k\n    algorithm: hmac-sha256\n    secret: c2VjcmV0\n",
+        ),
     ] {
         std::fs::write(dir.path().join(name), content).unwrap();
         let text = format!(
@@ -113,10 +130,19 @@ type = "tcp"
 port = 80
 "#
     ));
-    let msgs: Vec<String> = p.iter().map(|p| format!("{}:{} {}", p.line, p.col, p.message)).collect();
+    let msgs: Vec<String> = p
+        .iter()
+        .map(|p| format!("{}:{} {}", p.line, p.col, p.message))
+        .collect();
     assert_eq!(msgs.len(), 2, "{msgs:#?}");
-    assert!(msgs[0].starts_with("12:27 ") && msgs[0].contains("not a unicast address"), "{msgs:#?}");
-    assert!(msgs[1].starts_with("18:8 ") && msgs[1].contains("configured twice"), "{msgs:#?}");
+    assert!(
+        msgs[0].starts_with("12:27 ") && msgs[0].contains("not a unicast address"),
+        "{msgs:#?}"
+    );
+    assert!(
+        msgs[1].starts_with("18:8 ") && msgs[1].contains("configured twice"),
+        "{msgs:#?}"
+    );
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use super::locate::Seg::{self, Index, Key};
-use super::raw::{RawCheck, RawConfig, RawHttpCheck, RawRfc2136, RawService, RawWriter, StatusSpec};
+use super::raw::{
+    RawCheck, RawConfig, RawHttpCheck, RawRfc2136, RawService, RawWriter, StatusSpec,
+};
 use super::*;
 
 /// A validation problem at a key path.
@@ -47,7 +49,10 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
     let dpath = [Key("defaults")];
     for (field, value) in [("fall", d.fall), ("rise", d.rise)] {
         if value == Some(0) {
-            errs.at(&with(&dpath, &[Key(field)]), format!("{field} must be at least 1"));
+            errs.at(
+                &with(&dpath, &[Key(field)]),
+                format!("{field} must be at least 1"),
+            );
         }
     }
     if let Some(ttl) = d.ttl {
@@ -61,11 +66,17 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         match w {
             RawWriter::Rfc2136(r) => {
                 if r.name.trim().is_empty() {
-                    errs.at(&with(&wpath, &[Key("name")]), "writer name must not be empty");
+                    errs.at(
+                        &with(&wpath, &[Key("name")]),
+                        "writer name must not be empty",
+                    );
                 } else if !names.insert(r.name.clone()) {
                     errs.at(
                         &with(&wpath, &[Key("name")]),
-                        format!("writer name {:?} is used twice; give each writer its own name", r.name),
+                        format!(
+                            "writer name {:?} is used twice; give each writer its own name",
+                            r.name
+                        ),
                     );
                 }
                 if let Some(kind) = rfc2136(r, &wpath, base_dir, &mut errs) {
@@ -87,7 +98,9 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         {
             errs.at(
                 &with(&spath, &[Key("fqdn")]),
-                format!("service {fqdn:?} is configured twice; merge the endpoints into one [[service]]"),
+                format!(
+                    "service {fqdn:?} is configured twice; merge the endpoints into one [[service]]"
+                ),
             );
         }
         if let Some(svc) = service(s, &raw, &spath, &names, &mut errs) {
@@ -124,7 +137,9 @@ fn node(raw: &RawConfig, errs: &mut Errors) -> NodeConfig {
     {
         errs.at(
             &[Key("node"), Key("id")],
-            format!("node id {id:?} must be non-empty and use only letters, digits, '-', '_' and '.'"),
+            format!(
+                "node id {id:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
+            ),
         );
     }
     let listen = n.listen.as_deref().and_then(|text| match text.parse() {
@@ -139,7 +154,10 @@ fn node(raw: &RawConfig, errs: &mut Errors) -> NodeConfig {
     });
     let state_dir = PathBuf::from(n.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR));
     if state_dir.as_os_str().is_empty() {
-        errs.at(&[Key("node"), Key("state_dir")], "state_dir must not be empty");
+        errs.at(
+            &[Key("node"), Key("state_dir")],
+            "state_dir must not be empty",
+        );
     }
     NodeConfig {
         id,
@@ -159,11 +177,19 @@ fn default_node_id() -> String {
 
 fn check_ttl(ttl: u32, path: &[Seg], errs: &mut Errors) {
     if ttl > i32::MAX as u32 {
-        errs.at(path, format!("ttl {ttl} is larger than the DNS maximum 2147483647"));
+        errs.at(
+            path,
+            format!("ttl {ttl} is larger than the DNS maximum 2147483647"),
+        );
     }
 }
 
-fn rfc2136(r: &RawRfc2136, wpath: &[Seg], base_dir: &Path, errs: &mut Errors) -> Option<Rfc2136Config> {
+fn rfc2136(
+    r: &RawRfc2136,
+    wpath: &[Seg],
+    base_dir: &Path,
+    errs: &mut Errors,
+) -> Option<Rfc2136Config> {
     let mut servers = Vec::new();
     match (&r.server, &r.servers) {
         (Some(_), Some(_)) => errs.at(
@@ -172,7 +198,10 @@ fn rfc2136(r: &RawRfc2136, wpath: &[Seg], base_dir: &Path, errs: &mut Errors) ->
         ),
         (None, None) => errs.at(
             wpath,
-            format!("writer {:?} needs `server = \"IP[:PORT]\"` (or `servers = [...]`)", r.name),
+            format!(
+                "writer {:?} needs `server = \"IP[:PORT]\"` (or `servers = [...]`)",
+                r.name
+            ),
         ),
         (Some(one), None) => match parse_server(one) {
             Ok(a) => servers.push(a),
@@ -180,7 +209,10 @@ fn rfc2136(r: &RawRfc2136, wpath: &[Seg], base_dir: &Path, errs: &mut Errors) ->
         },
         (None, Some(list)) => {
             if list.is_empty() {
-                errs.at(&with(wpath, &[Key("servers")]), "servers must list at least one server");
+                errs.at(
+                    &with(wpath, &[Key("servers")]),
+                    "servers must list at least one server",
+                );
             }
             for (i, s) in list.iter().enumerate() {
                 match parse_server(s) {
@@ -201,11 +233,17 @@ fn rfc2136(r: &RawRfc2136, wpath: &[Seg], base_dir: &Path, errs: &mut Errors) ->
     }
     let secret = match (&t.secret, &t.secret_file) {
         (Some(_), Some(_)) => {
-            errs.at(&with(&tpath, &[Key("secret_file")]), "set either `secret` or `secret_file`, not both");
+            errs.at(
+                &with(&tpath, &[Key("secret_file")]),
+                "set either `secret` or `secret_file`, not both",
+            );
             None
         }
         (None, None) => {
-            errs.at(&tpath, "TSIG needs `secret = \"BASE64\"` or `secret_file = \"PATH\"`");
+            errs.at(
+                &tpath,
+                "TSIG needs `secret = \"BASE64\"` or `secret_file = \"PATH\"`",
+            );
             None
         }
         (Some(b64), None) => match decode_secret(b64) {
@@ -228,7 +266,10 @@ fn rfc2136(r: &RawRfc2136, wpath: &[Seg], base_dir: &Path, errs: &mut Errors) ->
                 Ok(text) => match decode_secret(extract_secret(&text)) {
                     Ok(s) => Some(s),
                     Err(m) => {
-                        errs.at(&with(&tpath, &[Key("secret_file")]), format!("{}: {m}", p.display()));
+                        errs.at(
+                            &with(&tpath, &[Key("secret_file")]),
+                            format!("{}: {m}", p.display()),
+                        );
                         None
                     }
                 },
@@ -303,7 +344,9 @@ pub fn normalize_name(name: &str) -> Result<String, String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*')
         {
-            return Err(format!("label {label:?} may only hold letters, digits, '-' and '_'"));
+            return Err(format!(
+                "label {label:?} may only hold letters, digits, '-' and '_'"
+            ));
         }
     }
     Ok(format!("{n}."))
@@ -319,10 +362,20 @@ fn service(
     let before = errs.0.len();
     let d = &raw.defaults;
     let fqdn = normalize_name(&s.fqdn)
-        .map_err(|m| errs.at(&with(spath, &[Key("fqdn")]), format!("fqdn {:?} is not a valid DNS name: {m}", s.fqdn)))
+        .map_err(|m| {
+            errs.at(
+                &with(spath, &[Key("fqdn")]),
+                format!("fqdn {:?} is not a valid DNS name: {m}", s.fqdn),
+            )
+        })
         .ok();
     let zone = normalize_name(&s.zone)
-        .map_err(|m| errs.at(&with(spath, &[Key("zone")]), format!("zone {:?} is not a valid DNS name: {m}", s.zone)))
+        .map_err(|m| {
+            errs.at(
+                &with(spath, &[Key("zone")]),
+                format!("zone {:?} is not a valid DNS name: {m}", s.zone),
+            )
+        })
         .ok();
     if let (Some(f), Some(z)) = (&fqdn, &zone)
         && !(f == z || f.ends_with(&format!(".{z}")))
@@ -337,7 +390,10 @@ fn service(
         let known = if writers.is_empty() {
             "no [[writer]] is configured".to_owned()
         } else {
-            format!("known writers: {}", writers.iter().cloned().collect::<Vec<_>>().join(", "))
+            format!(
+                "known writers: {}",
+                writers.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
         };
         errs.at(
             &with(spath, &[Key("writer")]),
@@ -347,17 +403,27 @@ fn service(
 
     let mut endpoints = Vec::new();
     if s.endpoints.is_empty() {
-        errs.at(&with(spath, &[Key("endpoints")]), format!("service {label:?}: endpoints must list at least one address"));
+        errs.at(
+            &with(spath, &[Key("endpoints")]),
+            format!("service {label:?}: endpoints must list at least one address"),
+        );
     }
     for (i, e) in s.endpoints.iter().enumerate() {
         let epath = with(spath, &[Key("endpoints"), Index(i)]);
         match e.trim().parse::<IpAddr>() {
-            Ok(ip) if endpoints.contains(&ip) => errs.at(&epath, format!("service {label:?}: endpoint {e:?} is listed twice")),
-            Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
-                errs.at(&epath, format!("service {label:?}: endpoint {e:?} is not a unicast address"))
-            }
+            Ok(ip) if endpoints.contains(&ip) => errs.at(
+                &epath,
+                format!("service {label:?}: endpoint {e:?} is listed twice"),
+            ),
+            Ok(ip) if ip.is_unspecified() || ip.is_multicast() => errs.at(
+                &epath,
+                format!("service {label:?}: endpoint {e:?} is not a unicast address"),
+            ),
             Ok(ip) => endpoints.push(ip),
-            Err(_) => errs.at(&epath, format!("service {label:?}: endpoint {e:?} is not an IP address")),
+            Err(_) => errs.at(
+                &epath,
+                format!("service {label:?}: endpoint {e:?} is not an IP address"),
+            ),
         }
     }
 
@@ -365,7 +431,10 @@ fn service(
     let rise = s.rise.or(d.rise).unwrap_or(DEFAULT_RISE);
     for (field, v) in [("fall", s.fall), ("rise", s.rise)] {
         if v == Some(0) {
-            errs.at(&with(spath, &[Key(field)]), format!("service {label:?}: {field} must be at least 1"));
+            errs.at(
+                &with(spath, &[Key(field)]),
+                format!("service {label:?}: {field} must be at least 1"),
+            );
         }
     }
     let ttl = s.ttl.or(d.ttl).unwrap_or(DEFAULT_TTL);
@@ -385,14 +454,20 @@ fn service(
         }
         Some(m) => m,
         // An inherited default larger than a small service is clamped rather than rejected.
-        None => d.min_healthy.unwrap_or(DEFAULT_MIN_HEALTHY).min(s.endpoints.len()),
+        None => d
+            .min_healthy
+            .unwrap_or(DEFAULT_MIN_HEALTHY)
+            .min(s.endpoints.len()),
     };
 
     let check = check(&s.check, &label, &with(spath, &[Key("check")]), errs);
     let service_quorum = s.quorum.as_ref().and_then(|q| {
         let qpath = with(spath, &[Key("quorum")]);
         if raw.cluster.is_none() {
-            errs.at(&qpath, format!("service {label:?}: quorum only applies with a [cluster] section"));
+            errs.at(
+                &qpath,
+                format!("service {label:?}: quorum only applies with a [cluster] section"),
+            );
             return None;
         }
         quorum(q, &qpath, errs)
@@ -423,7 +498,10 @@ fn check(c: &RawCheck, label: &str, cpath: &[Seg], errs: &mut Errors) -> Option<
     match c {
         RawCheck::Tcp(t) => {
             if t.port == 0 {
-                errs.at(&with(cpath, &[Key("port")]), format!("service {label:?}: check port must not be 0"));
+                errs.at(
+                    &with(cpath, &[Key("port")]),
+                    format!("service {label:?}: check port must not be 0"),
+                );
                 return None;
             }
             Some(CheckConfig::Tcp(TcpCheckConfig { port: t.port }))
@@ -433,22 +511,43 @@ fn check(c: &RawCheck, label: &str, cpath: &[Seg], errs: &mut Errors) -> Option<
     }
 }
 
-fn http(h: &RawHttpCheck, tls: bool, label: &str, cpath: &[Seg], errs: &mut Errors) -> Option<HttpCheckConfig> {
+fn http(
+    h: &RawHttpCheck,
+    tls: bool,
+    label: &str,
+    cpath: &[Seg],
+    errs: &mut Errors,
+) -> Option<HttpCheckConfig> {
     let before = errs.0.len();
     let port = h.port.unwrap_or(if tls { 443 } else { 80 });
     if port == 0 {
-        errs.at(&with(cpath, &[Key("port")]), format!("service {label:?}: check port must not be 0"));
+        errs.at(
+            &with(cpath, &[Key("port")]),
+            format!("service {label:?}: check port must not be 0"),
+        );
     }
-    let path = h.path.clone().unwrap_or_else(|| DEFAULT_HTTP_PATH.to_owned());
+    let path = h
+        .path
+        .clone()
+        .unwrap_or_else(|| DEFAULT_HTTP_PATH.to_owned());
     if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
         errs.at(
             &with(cpath, &[Key("path")]),
-            format!("service {label:?}: check path {path:?} must start with '/' and hold no spaces"),
+            format!(
+                "service {label:?}: check path {path:?} must start with '/' and hold no spaces"
+            ),
         );
     }
-    let method = h.method.clone().unwrap_or_else(|| "GET".to_owned()).to_ascii_uppercase();
+    let method = h
+        .method
+        .clone()
+        .unwrap_or_else(|| "GET".to_owned())
+        .to_ascii_uppercase();
     if reqwest::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty() {
-        errs.at(&with(cpath, &[Key("method")]), format!("service {label:?}: {method:?} is not an HTTP method"));
+        errs.at(
+            &with(cpath, &[Key("method")]),
+            format!("service {label:?}: {method:?} is not an HTTP method"),
+        );
     }
     let mut headers = Vec::new();
     for (k, v) in &h.headers {
@@ -466,7 +565,10 @@ fn http(h: &RawHttpCheck, tls: bool, label: &str, cpath: &[Seg], errs: &mut Erro
     let host = match &h.host {
         Some(host) => {
             if normalize_name(host).is_err() && host.parse::<IpAddr>().is_err() {
-                errs.at(&with(cpath, &[Key("host")]), format!("service {label:?}: host {host:?} is not a DNS name"));
+                errs.at(
+                    &with(cpath, &[Key("host")]),
+                    format!("service {label:?}: host {host:?} is not a DNS name"),
+                );
             }
             host.trim_end_matches('.').to_owned()
         }
@@ -477,7 +579,10 @@ fn http(h: &RawHttpCheck, tls: bool, label: &str, cpath: &[Seg], errs: &mut Erro
         None => expect_status.push(DEFAULT_HTTP_STATUS),
         Some(list) => {
             if list.is_empty() {
-                errs.at(&with(cpath, &[Key("expect_status")]), format!("service {label:?}: expect_status must not be empty"));
+                errs.at(
+                    &with(cpath, &[Key("expect_status")]),
+                    format!("service {label:?}: expect_status must not be empty"),
+                );
             }
             for (i, spec) in list.iter().enumerate() {
                 match status_range(spec) {
@@ -517,7 +622,8 @@ fn status_range(spec: &StatusSpec) -> Result<(u16, u16), String> {
     match spec {
         StatusSpec::Code(n) => code(*n).map(|c| (c, c)),
         StatusSpec::Range(s) => {
-            let bad = || format!("status {s:?} must be a code like 200 or a range like \"200-299\"");
+            let bad =
+                || format!("status {s:?} must be a code like 200 or a range like \"200-299\"");
             let (lo, hi) = match s.split_once('-') {
                 Some((a, b)) => (a.trim(), b.trim()),
                 None => (s.trim(), s.trim()),
@@ -532,10 +638,15 @@ fn status_range(spec: &StatusSpec) -> Result<(u16, u16), String> {
     }
 }
 
-fn quorum(q: &super::raw::RawQuorum, path: &[Seg], errs: &mut Errors) -> Option<crate::agree::Quorum> {
+fn quorum(
+    q: &super::raw::RawQuorum,
+    path: &[Seg],
+    errs: &mut Errors,
+) -> Option<crate::agree::Quorum> {
     use super::raw::RawQuorum;
     use crate::agree::Quorum;
-    let hint = "write quorum = \"majority\", \"all\", \"any\", { at_least = N } or { fraction = 0.5 }";
+    let hint =
+        "write quorum = \"majority\", \"all\", \"any\", { at_least = N } or { fraction = 0.5 }";
     match q {
         RawQuorum::Name(n) => match n.as_str() {
             "majority" => Some(Quorum::Majority),
@@ -546,14 +657,21 @@ fn quorum(q: &super::raw::RawQuorum, path: &[Seg], errs: &mut Errors) -> Option<
                 None
             }
         },
-        RawQuorum::AtLeast { at_least } if *at_least >= 1 => Some(Quorum::AtLeast(*at_least as usize)),
+        RawQuorum::AtLeast { at_least } if *at_least >= 1 => {
+            Some(Quorum::AtLeast(*at_least as usize))
+        }
         RawQuorum::AtLeast { at_least } => {
             errs.at(path, format!("at_least = {at_least} must be at least 1"));
             None
         }
-        RawQuorum::Fraction { fraction } if *fraction > 0.0 && *fraction <= 1.0 => Some(Quorum::Fraction(*fraction)),
+        RawQuorum::Fraction { fraction } if *fraction > 0.0 && *fraction <= 1.0 => {
+            Some(Quorum::Fraction(*fraction))
+        }
         RawQuorum::Fraction { fraction } => {
-            errs.at(path, format!("fraction = {fraction} must be greater than 0 and at most 1"));
+            errs.at(
+                path,
+                format!("fraction = {fraction} must be greater than 0 and at most 1"),
+            );
             None
         }
     }
@@ -577,7 +695,10 @@ fn cluster(
     }
     let secret = match (&c.secret, &c.secret_file) {
         (Some(_), Some(_)) => {
-            errs.at(&at("secret_file"), "set either `secret` or `secret_file`, not both");
+            errs.at(
+                &at("secret_file"),
+                "set either `secret` or `secret_file`, not both",
+            );
             None
         }
         (None, None) => {
@@ -588,9 +709,15 @@ fn cluster(
         (None, Some(f)) => {
             let p = base_dir.join(f);
             match std::fs::read(&p) {
-                Ok(bytes) => Some((String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec(), at("secret_file"))),
+                Ok(bytes) => Some((
+                    String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec(),
+                    at("secret_file"),
+                )),
                 Err(e) => {
-                    errs.at(&at("secret_file"), format!("cannot read cluster secret file {}: {e}", p.display()));
+                    errs.at(
+                        &at("secret_file"),
+                        format!("cannot read cluster secret file {}: {e}", p.display()),
+                    );
                     None
                 }
             }
@@ -642,31 +769,47 @@ fn cluster(
         if p.id == node.id {
             errs.at(
                 &with(&ppath, &[Key("id")]),
-                format!("peer id {:?} is this node's own id; list only the other nodes", p.id),
+                format!(
+                    "peer id {:?} is this node's own id; list only the other nodes",
+                    p.id
+                ),
             );
         } else if !ids.insert(p.id.clone()) {
-            errs.at(&with(&ppath, &[Key("id")]), format!("peer id {:?} is listed twice", p.id));
+            errs.at(
+                &with(&ppath, &[Key("id")]),
+                format!("peer id {:?} is listed twice", p.id),
+            );
         }
         match reqwest::Url::parse(&p.url) {
-            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => peers.push(PeerConfig {
-                id: p.id.clone(),
-                url: p.url.trim_end_matches('/').to_owned(),
-            }),
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => peers
+                .push(PeerConfig {
+                    id: p.id.clone(),
+                    url: p.url.trim_end_matches('/').to_owned(),
+                }),
             _ => errs.at(
                 &with(&ppath, &[Key("url")]),
-                format!("peer url {:?} must be http://HOST:PORT or https://HOST:PORT", p.url),
+                format!(
+                    "peer url {:?} must be http://HOST:PORT or https://HOST:PORT",
+                    p.url
+                ),
             ),
         }
     }
     if c.peers.is_empty() {
-        errs.at(&cpath, "a cluster needs at least one [[cluster.peers]] entry");
+        errs.at(
+            &cpath,
+            "a cluster needs at least one [[cluster.peers]] entry",
+        );
     }
     if let Some(crate::agree::Quorum::AtLeast(k)) = q
         && k > c.peers.len() + 1
     {
         errs.at(
             &at("quorum"),
-            format!("at_least = {k} is more than the {} configured nodes", c.peers.len() + 1),
+            format!(
+                "at_least = {k} is more than the {} configured nodes",
+                c.peers.len() + 1
+            ),
         );
     }
     if errs.0.len() != before {

@@ -56,7 +56,11 @@ pub fn cluster_config(config: &Config) -> ClusterConfig {
             nodes.extend(c.peers.iter().map(|p| p.id.clone()));
             (c.quorum, c.vote_ttl, c.max_clock_skew)
         }
-        None => (Quorum::Majority, Duration::from_secs(3600), crate::config::DEFAULT_MAX_CLOCK_SKEW),
+        None => (
+            Quorum::Majority,
+            Duration::from_secs(3600),
+            crate::config::DEFAULT_MAX_CLOCK_SKEW,
+        ),
     };
     ClusterConfig {
         me: config.node.id.clone(),
@@ -82,7 +86,11 @@ fn wall_ms() -> u64 {
 }
 
 /// Spawns the actor (and its peer senders and self-check) into `set`; all stop when `cancel` fires.
-pub fn spawn_agreement(config: &Config, cancel: CancellationToken, set: &mut JoinSet<()>) -> AgreementHandle {
+pub fn spawn_agreement(
+    config: &Config,
+    cancel: CancellationToken,
+    set: &mut JoinSet<()>,
+) -> AgreementHandle {
     let cfg = cluster_config(config);
     let generation = wall_ms();
     let mut cluster = Cluster::new(cfg, generation);
@@ -102,14 +110,25 @@ pub fn spawn_agreement(config: &Config, cancel: CancellationToken, set: &mut Joi
         let client = peer_client(heartbeat);
         for p in &peers {
             let (tx, rx) = watch::channel::<Snapshot>(None);
-            set.spawn(peer_sender(p.clone(), client.clone(), rx, heartbeat, cancel.clone()));
+            set.spawn(peer_sender(
+                p.clone(),
+                client.clone(),
+                rx,
+                heartbeat,
+                cancel.clone(),
+            ));
             senders.insert(p.id.clone(), tx);
         }
     }
     if let Some(c) = &config.cluster
         && !c.self_check.is_empty()
     {
-        set.spawn(self_check(c.self_check.clone(), heartbeat, self_check_tx, cancel.clone()));
+        set.spawn(self_check(
+            c.self_check.clone(),
+            heartbeat,
+            self_check_tx,
+            cancel.clone(),
+        ));
     }
     let actor = Actor {
         key,
@@ -118,9 +137,14 @@ pub fn spawn_agreement(config: &Config, cancel: CancellationToken, set: &mut Joi
         generation,
         rejected: BTreeMap::new(),
         last_heard: BTreeMap::new(),
-        self_check_targets: config.cluster.as_ref().map(|c| c.self_check.clone()).unwrap_or_default(),
+        self_check_targets: config
+            .cluster
+            .as_ref()
+            .map(|c| c.self_check.clone())
+            .unwrap_or_default(),
     };
-    let tick = (cluster.config().vote_ttl / 10).clamp(Duration::from_millis(20), Duration::from_millis(250));
+    let tick = (cluster.config().vote_ttl / 10)
+        .clamp(Duration::from_millis(20), Duration::from_millis(250));
     set.spawn(actor.run(
         cluster,
         votes_rx,
@@ -210,7 +234,12 @@ async fn peer_sender(
 
 /// TCP-connects to every target each period; the node passes only if all are reachable. Debounced by
 /// a health machine (2 failures to fail, 2 successes to pass) so one lost packet does not isolate.
-async fn self_check(targets: Vec<SocketAddr>, period: Duration, tx: mpsc::Sender<bool>, cancel: CancellationToken) {
+async fn self_check(
+    targets: Vec<SocketAddr>,
+    period: Duration,
+    tx: mpsc::Sender<bool>,
+    cancel: CancellationToken,
+) {
     let mut machine = HealthMachine::new(2, 2);
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -313,13 +342,19 @@ impl Actor {
 
     fn receive(&mut self, cluster: &mut Cluster, inbound: Inbound) {
         let Some(key) = &self.key else {
-            let _ = inbound.reply.send(Err((false, "this node is not in a cluster".to_owned())));
+            let _ = inbound
+                .reply
+                .send(Err((false, "this node is not in a cluster".to_owned())));
             return;
         };
         let result = match wire::decode(&inbound.body, inbound.mac.as_deref(), key) {
             Err(e) => {
                 let auth = matches!(e, wire::WireError::BadMac | wire::WireError::MissingMac);
-                self.count_reject(if auth { "authentication" } else { "malformed" }, "?", &e.to_string());
+                self.count_reject(
+                    if auth { "authentication" } else { "malformed" },
+                    "?",
+                    &e.to_string(),
+                );
                 Err((auth, e.to_string()))
             }
             Ok(msg) => match cluster.receive(&msg, Instant::now(), wall_ms()) {
@@ -331,7 +366,9 @@ impl Actor {
                     let kind = match e {
                         crate::agree::Reject::Replay { .. } => "replay",
                         crate::agree::Reject::Clock { .. } => "clock",
-                        crate::agree::Reject::UnknownNode(_) | crate::agree::Reject::FromSelf => "unknown_node",
+                        crate::agree::Reject::UnknownNode(_) | crate::agree::Reject::FromSelf => {
+                            "unknown_node"
+                        }
                         crate::agree::Reject::Version(_) => "version",
                     };
                     self.count_reject(kind, &msg.node, &e.to_string());
@@ -347,7 +384,12 @@ impl Actor {
         *n += 1;
         // Log the 1st, 2nd, 4th, 8th… of each kind: visible, but a flood cannot fill the disk.
         if n.is_power_of_two() {
-            warn!(reason = kind, from, count = *n, "rejected peer message: {why}");
+            warn!(
+                reason = kind,
+                from,
+                count = *n,
+                "rejected peer message: {why}"
+            );
         }
     }
 

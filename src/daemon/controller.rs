@@ -83,10 +83,15 @@ impl Controller {
         }
     }
 
-    pub(super) async fn run(mut self, cancel: CancellationToken) -> BTreeMap<IpAddr, HealthMachine> {
+    pub(super) async fn run(
+        mut self,
+        cancel: CancellationToken,
+    ) -> BTreeMap<IpAddr, HealthMachine> {
         // Register every endpoint with its current (possibly carried-over) verdict.
         for (ip, m) in &self.machines {
-            let _ = self.votes_tx.send(((self.svc.fqdn.clone(), *ip), m.state()));
+            let _ = self
+                .votes_tx
+                .send(((self.svc.fqdn.clone(), *ip), m.state()));
         }
         let probes = cancel.child_token();
         // Room for a few rounds of results; a full channel makes probe loops wait, never overlap.
@@ -95,19 +100,24 @@ impl Controller {
         for (i, ip) in self.svc.endpoints.iter().enumerate() {
             match probe::build(&self.svc.check, *ip, self.svc.timeout) {
                 Ok(p) => {
-                    let schedule = Schedule::staggered(self.svc.interval, self.svc.timeout, i, count);
+                    let schedule =
+                        Schedule::staggered(self.svc.interval, self.svc.timeout, i, count);
                     spawn_probe_loop(*ip, p, schedule, report_tx.clone(), probes.clone());
                 }
                 Err(e) => error!(service = %self.svc.fqdn, endpoint = %ip, "cannot probe: {e}"),
             }
         }
         drop(report_tx);
-        let mut reconcile =
-            tokio::time::interval_at(Instant::now() + self.reconcile_interval, self.reconcile_interval);
+        let mut reconcile = tokio::time::interval_at(
+            Instant::now() + self.reconcile_interval,
+            self.reconcile_interval,
+        );
         reconcile.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
         loop {
-            let wake = self.next_sync.map(|t| self.not_before.map_or(t, |nb| t.max(nb)));
+            let wake = self
+                .next_sync
+                .map(|t| self.not_before.map_or(t, |nb| t.max(nb)));
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -175,7 +185,9 @@ impl Controller {
                 "endpoint is {}",
                 t.to
             );
-            let _ = self.votes_tx.send(((self.svc.fqdn.clone(), report.endpoint), t.to));
+            let _ = self
+                .votes_tx
+                .send(((self.svc.fqdn.clone(), report.endpoint), t.to));
         }
     }
 
@@ -341,4 +353,3 @@ async fn sleep_until_opt(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
-

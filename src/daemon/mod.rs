@@ -82,7 +82,11 @@ type CarriedEntries = Vec<((String, IpAddr), (CheckConfig, HealthMachine))>;
 ///
 /// # Errors
 /// [`RunError`] if signal handlers cannot be installed or the listen address cannot be bound.
-pub async fn run_until_signal(path: PathBuf, config: Config, opts: RunOptions) -> Result<(), RunError> {
+pub async fn run_until_signal(
+    path: PathBuf,
+    config: Config,
+    opts: RunOptions,
+) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
@@ -123,7 +127,11 @@ pub async fn run(
                 .await
                 .map_err(|source| RunError::Listen { addr, source })?;
             info!(%addr, "HTTP listening (peers, /api/v1/status)");
-            Some(tokio::spawn(crate::expose::serve(listener, current.clone(), shutdown.clone())))
+            Some(tokio::spawn(crate::expose::serve(
+                listener,
+                current.clone(),
+                shutdown.clone(),
+            )))
         }
         None => None,
     };
@@ -187,15 +195,22 @@ fn start_generation(
     agreement: &AgreementHandle,
     cancel: &CancellationToken,
 ) -> JoinSet<CarriedEntries> {
-    let writers: HashMap<String, Arc<dyn Writer>> =
-        config.writers.iter().map(|w| (w.name.clone(), act::build(w))).collect();
+    let writers: HashMap<String, Arc<dyn Writer>> = config
+        .writers
+        .iter()
+        .map(|w| (w.name.clone(), act::build(w)))
+        .collect();
     let mut set = JoinSet::new();
     for svc in &config.services {
         let mut machines = BTreeMap::new();
         for ip in &svc.endpoints {
             let key = (svc.fqdn.clone(), *ip);
             let m = match carried.remove(&key) {
-                Some((check, m)) if check == svc.check && m.thresholds() == (svc.fall, svc.rise) => m,
+                Some((check, m))
+                    if check == svc.check && m.thresholds() == (svc.fall, svc.rise) =>
+                {
+                    m
+                }
                 _ => HealthMachine::new(svc.fall, svc.rise),
             };
             machines.insert(*ip, m);

@@ -31,8 +31,11 @@ pub struct ServiceReport {
 /// Probes every endpoint once and plans every service against what DNS publishes; writes nothing.
 /// A single probe decides each endpoint (`fall`/`rise` are not waited for).
 pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
-    let writers: HashMap<String, Arc<dyn Writer>> =
-        config.writers.iter().map(|w| (w.name.clone(), act::build(w))).collect();
+    let writers: HashMap<String, Arc<dyn Writer>> = config
+        .writers
+        .iter()
+        .map(|w| (w.name.clone(), act::build(w)))
+        .collect();
     let mut reports = Vec::new();
     for svc in &config.services {
         let mut probes = JoinSet::new();
@@ -41,11 +44,13 @@ pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
             let timeout = svc.timeout;
             probes.spawn(async move {
                 let r = match probe::build(&check, ip, timeout) {
-                    Ok(p) => tokio::time::timeout(timeout, p.probe()).await.unwrap_or_else(|_| probe::ProbeResult {
-                        ok: false,
-                        latency: timeout,
-                        detail: "timed out".to_owned(),
-                    }),
+                    Ok(p) => tokio::time::timeout(timeout, p.probe())
+                        .await
+                        .unwrap_or_else(|_| probe::ProbeResult {
+                            ok: false,
+                            latency: timeout,
+                            detail: "timed out".to_owned(),
+                        }),
                     Err(e) => probe::ProbeResult {
                         ok: false,
                         latency: Duration::ZERO,
@@ -67,18 +72,32 @@ pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
             .endpoints
             .iter()
             .map(|ip| match results.get(ip) {
-                Some(r) => (*ip, if r.ok { Health::Up } else { Health::Down }, r.latency, r.detail.clone()),
-                None => (*ip, Health::Unknown, Duration::ZERO, "probe did not finish".to_owned()),
+                Some(r) => (
+                    *ip,
+                    if r.ok { Health::Up } else { Health::Down },
+                    r.latency,
+                    r.detail.clone(),
+                ),
+                None => (
+                    *ip,
+                    Health::Unknown,
+                    Duration::ZERO,
+                    "probe did not finish".to_owned(),
+                ),
             })
             .collect();
-        let health: BTreeMap<IpAddr, Health> = endpoints.iter().map(|(ip, h, _, _)| (*ip, *h)).collect();
+        let health: BTreeMap<IpAddr, Health> =
+            endpoints.iter().map(|(ip, h, _, _)| (*ip, *h)).collect();
         let policy = Policy {
             endpoints: svc.endpoints.clone(),
             min_healthy: svc.min_healthy,
             all_down: svc.all_down,
             remove_unlisted: svc.remove_unlisted,
         };
-        let plan = published.as_ref().ok().map(|p| decide::plan(&policy, &health, p));
+        let plan = published
+            .as_ref()
+            .ok()
+            .map(|p| decide::plan(&policy, &health, p));
         reports.push(ServiceReport {
             fqdn: svc.fqdn.clone(),
             writer: svc.writer.clone(),
@@ -108,7 +127,15 @@ pub fn render_plan(reports: &[ServiceReport]) -> String {
         match &r.published {
             Ok(p) => {
                 let list: Vec<String> = p.iter().map(ToString::to_string).collect();
-                let _ = writeln!(out, "  published: {}", if list.is_empty() { "(none)".to_owned() } else { list.join(" ") });
+                let _ = writeln!(
+                    out,
+                    "  published: {}",
+                    if list.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        list.join(" ")
+                    }
+                );
             }
             Err(e) => {
                 let _ = writeln!(out, "  published: cannot read: {e}");
@@ -117,10 +144,12 @@ pub fn render_plan(reports: &[ServiceReport]) -> String {
         if let Some(plan) = &r.plan {
             let _ = writeln!(out, "  plan: {plan}");
             if let Some(p) = plan.policy_applied {
-                let _ = writeln!(out, "  note: fewer endpoints up than min_healthy; all_down = {p} decided");
+                let _ = writeln!(
+                    out,
+                    "  note: fewer endpoints up than min_healthy; all_down = {p} decided"
+                );
             }
         }
     }
     out
 }
-

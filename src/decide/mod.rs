@@ -93,10 +93,18 @@ impl fmt::Display for Plan {
 ///
 /// `health` holds the verdict of each configured endpoint (missing means unknown); `published` is the
 /// full A+AAAA record set DNS serves for the name now.
-pub fn plan(policy: &Policy, health: &BTreeMap<IpAddr, Health>, published: &BTreeSet<IpAddr>) -> Plan {
+pub fn plan(
+    policy: &Policy,
+    health: &BTreeMap<IpAddr, Health>,
+    published: &BTreeSet<IpAddr>,
+) -> Plan {
     let verdict = |ip: &IpAddr| health.get(ip).copied().unwrap_or(Health::Unknown);
     let managed: BTreeSet<IpAddr> = policy.endpoints.iter().copied().collect();
-    let up: BTreeSet<IpAddr> = managed.iter().copied().filter(|ip| verdict(ip) == Health::Up).collect();
+    let up: BTreeSet<IpAddr> = managed
+        .iter()
+        .copied()
+        .filter(|ip| verdict(ip) == Health::Up)
+        .collect();
     let published_managed: BTreeSet<IpAddr> = published.intersection(&managed).copied().collect();
     let any_unknown = managed.iter().any(|ip| verdict(ip) == Health::Unknown);
 
@@ -135,7 +143,10 @@ pub fn plan(policy: &Policy, health: &BTreeMap<IpAddr, Health>, published: &BTre
     for ip in desired.difference(published) {
         let why = match (verdict(ip), policy_applied) {
             (Health::Up, _) => "up".to_owned(),
-            (h, Some(p)) => format!("{h}, but fewer than min_healthy={} up: all_down={p}", policy.min_healthy),
+            (h, Some(p)) => format!(
+                "{h}, but fewer than min_healthy={} up: all_down={p}",
+                policy.min_healthy
+            ),
             (h, None) => h.to_string(),
         };
         changes.push((Change::Add(*ip), why));

@@ -41,7 +41,10 @@ fn down_endpoint_is_removed_and_up_one_added() {
     assert_eq!(plan.additions(), set(&[C]));
     assert_eq!(plan.removals(), set(&[B]));
     assert_eq!(plan.policy_applied, None);
-    assert_eq!(plan.to_string(), "add 2001:db8::3 (up), remove 192.0.2.2 (down)");
+    assert_eq!(
+        plan.to_string(),
+        "add 2001:db8::3 (up), remove 192.0.2.2 (down)"
+    );
 }
 
 #[test]
@@ -132,7 +135,11 @@ fn restored_record_deleted_by_someone_else() {
 }
 
 fn endpoints_strategy() -> impl Strategy<Value = Vec<IpAddr>> {
-    (1usize..6).prop_map(|n| (1..=n as u8).map(|i| IpAddr::from([192, 0, 2, i])).collect())
+    (1usize..6).prop_map(|n| {
+        (1..=n as u8)
+            .map(|i| IpAddr::from([192, 0, 2, i]))
+            .collect()
+    })
 }
 
 proptest! {

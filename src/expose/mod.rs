@@ -21,7 +21,11 @@ use crate::daemon::CurrentAgreement;
 use crate::daemon::agreement::Inbound;
 
 /// Serves until `shutdown` fires.
-pub async fn serve(listener: tokio::net::TcpListener, current: CurrentAgreement, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    current: CurrentAgreement,
+    shutdown: CancellationToken,
+) {
     let app = Router::new()
         .route(wire::VOTES_PATH, post(votes))
         .route("/api/v1/status", get(status))
@@ -39,7 +43,11 @@ fn handle(current: &CurrentAgreement) -> Option<crate::daemon::agreement::Agreem
     current.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-async fn votes(State(current): State<CurrentAgreement>, headers: HeaderMap, body: Bytes) -> Response {
+async fn votes(
+    State(current): State<CurrentAgreement>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(h) = handle(&current) else {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response();
     };
@@ -59,7 +67,9 @@ async fn votes(State(current): State<CurrentAgreement>, headers: HeaderMap, body
     match verdict.await {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err((true, why))) => (StatusCode::UNAUTHORIZED, why).into_response(),
-        Ok(Err((false, why))) if why.starts_with("malformed") => (StatusCode::BAD_REQUEST, why).into_response(),
+        Ok(Err((false, why))) if why.starts_with("malformed") => {
+            (StatusCode::BAD_REQUEST, why).into_response()
+        }
         Ok(Err((false, why))) => (StatusCode::CONFLICT, why).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "reloading").into_response(),
     }

@@ -126,7 +126,10 @@ impl HealthMachine {
                 self.state = Health::Down;
             }
         }
-        (from != self.state).then_some(Transition { from, to: self.state })
+        (from != self.state).then_some(Transition {
+            from,
+            to: self.state,
+        })
     }
 }
 
@@ -137,7 +140,10 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn feed(m: &mut HealthMachine, results: &[bool]) -> Vec<Transition> {
-        results.iter().filter_map(|&ok| m.observe(ok, MS, "")).collect()
+        results
+            .iter()
+            .filter_map(|&ok| m.observe(ok, MS, ""))
+            .collect()
     }
 
     #[test]
@@ -147,7 +153,10 @@ mod tests {
         assert_eq!(m.state(), Health::Unknown);
         assert_eq!(
             feed(&mut m, &[true]),
-            vec![Transition { from: Health::Unknown, to: Health::Up }]
+            vec![Transition {
+                from: Health::Unknown,
+                to: Health::Up
+            }]
         );
         let mut m = HealthMachine::new(3, 2);
         feed(&mut m, &[false, false]);
@@ -164,7 +173,10 @@ mod tests {
         assert_eq!(m.state(), Health::Up);
         assert_eq!(
             feed(&mut m, &[false]),
-            vec![Transition { from: Health::Up, to: Health::Down }]
+            vec![Transition {
+                from: Health::Up,
+                to: Health::Down
+            }]
         );
     }
 

@@ -55,7 +55,11 @@ pub fn ensure_crypto_provider() {
 ///
 /// # Errors
 /// [`ProbeBuildError`] if the HTTP client cannot be built.
-pub fn build(check: &CheckConfig, ip: IpAddr, timeout: Duration) -> Result<Box<dyn Probe>, ProbeBuildError> {
+pub fn build(
+    check: &CheckConfig,
+    ip: IpAddr,
+    timeout: Duration,
+) -> Result<Box<dyn Probe>, ProbeBuildError> {
     Ok(match check {
         CheckConfig::Tcp(t) => Box::new(TcpProbe {
             addr: SocketAddr::new(ip, t.port),
@@ -75,7 +79,8 @@ pub struct TcpProbe {
 impl Probe for TcpProbe {
     async fn probe(&self) -> ProbeResult {
         let start = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(self.addr)).await;
+        let outcome =
+            tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(self.addr)).await;
         let latency = start.elapsed();
         match outcome {
             Ok(Ok(_stream)) => ProbeResult {
@@ -142,7 +147,11 @@ impl HttpProbe {
             .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .user_agent(concat!("rrguard/", env!("CARGO_PKG_VERSION"), " health check"))
+            .user_agent(concat!(
+                "rrguard/",
+                env!("CARGO_PKG_VERSION"),
+                " health check"
+            ))
             .tls_danger_accept_invalid_certs(!h.tls_verify);
         let url = if h.host.parse::<IpAddr>().is_ok() {
             // A literal IP host cannot be re-resolved; connect to the endpoint and send the Host header.
@@ -156,7 +165,8 @@ impl HttpProbe {
             builder = builder.resolve(&h.host, target);
             format!("{scheme}://{}:{}{}", h.host, h.port, h.path)
         };
-        let method = reqwest::Method::from_bytes(h.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let method =
+            reqwest::Method::from_bytes(h.method.as_bytes()).unwrap_or(reqwest::Method::GET);
         Ok(HttpProbe {
             client: builder.build()?,
             url,
@@ -188,7 +198,11 @@ impl HttpProbe {
             }
         };
         let status = resp.status().as_u16();
-        if !self.expect_status.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)) {
+        if !self
+            .expect_status
+            .iter()
+            .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+        {
             return ProbeResult {
                 ok: false,
                 latency,
@@ -213,7 +227,10 @@ impl HttpProbe {
                         return ProbeResult {
                             ok: false,
                             latency,
-                            detail: format!("HTTP {status}, body read failed: {}", reqwest_detail(&e)),
+                            detail: format!(
+                                "HTTP {status}, body read failed: {}",
+                                reqwest_detail(&e)
+                            ),
                         };
                     }
                 }
@@ -310,24 +327,38 @@ mod tests {
     #[tokio::test]
     async fn http_sends_host_of_service_to_endpoint_ip() {
         let (port, req) = serve_once(OK).await;
-        let probe = build(&CheckConfig::Http(http_check(port)), "127.0.0.1".parse().unwrap(), Duration::from_secs(2)).unwrap();
+        let probe = build(
+            &CheckConfig::Http(http_check(port)),
+            "127.0.0.1".parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
         let r = probe.probe().await;
         assert!(r.ok, "{r:?}");
         assert_eq!(r.detail, "HTTP 200");
         let req = req.await.unwrap().to_ascii_lowercase();
         assert!(req.starts_with("get /health?x=1 http/1.1"), "{req}");
-        assert!(req.contains(&format!("host: www.example.test:{port}")), "{req}");
+        assert!(
+            req.contains(&format!("host: www.example.test:{port}")),
+            "{req}"
+        );
         assert!(req.contains("x-probe: yes"), "{req}");
     }
 
     #[tokio::test]
     async fn http_status_outside_expected_fails() {
-        let (port, _req) =
-            serve_once("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
-        let r = build(&CheckConfig::Http(http_check(port)), "127.0.0.1".parse().unwrap(), Duration::from_secs(2))
-            .unwrap()
-            .probe()
-            .await;
+        let (port, _req) = serve_once(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let r = build(
+            &CheckConfig::Http(http_check(port)),
+            "127.0.0.1".parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap()
+        .probe()
+        .await;
         assert!(!r.ok);
         assert!(r.detail.contains("503"), "{}", r.detail);
     }
@@ -338,10 +369,14 @@ mod tests {
             let (port, _req) = serve_once(OK).await;
             let mut c = http_check(port);
             c.body_contains = Some(needle.to_owned());
-            let r = build(&CheckConfig::Http(c), "127.0.0.1".parse().unwrap(), Duration::from_secs(2))
-                .unwrap()
-                .probe()
-                .await;
+            let r = build(
+                &CheckConfig::Http(c),
+                "127.0.0.1".parse().unwrap(),
+                Duration::from_secs(2),
+            )
+            .unwrap()
+            .probe()
+            .await;
             assert_eq!(r.ok, want, "{needle}: {r:?}");
         }
     }
@@ -352,20 +387,28 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let r = build(&CheckConfig::Http(http_check(port)), "127.0.0.1".parse().unwrap(), Duration::from_secs(2))
-            .unwrap()
-            .probe()
-            .await;
+        let r = build(
+            &CheckConfig::Http(http_check(port)),
+            "127.0.0.1".parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap()
+        .probe()
+        .await;
         assert!(!r.ok);
         assert_eq!(r.detail, "connection refused");
 
         // Accepts but never answers: the probe must give up at its timeout.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = silent.local_addr().unwrap().port();
-        let r = build(&CheckConfig::Http(http_check(port)), "127.0.0.1".parse().unwrap(), Duration::from_millis(200))
-            .unwrap()
-            .probe()
-            .await;
+        let r = build(
+            &CheckConfig::Http(http_check(port)),
+            "127.0.0.1".parse().unwrap(),
+            Duration::from_millis(200),
+        )
+        .unwrap()
+        .probe()
+        .await;
         assert!(!r.ok);
         assert!(r.detail.contains("timed out"), "{}", r.detail);
         drop(silent);

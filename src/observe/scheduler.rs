@@ -58,7 +58,8 @@ pub fn spawn_probe_loop(
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval_at(Instant::now() + schedule.offset, schedule.interval);
+        let mut ticker =
+            tokio::time::interval_at(Instant::now() + schedule.offset, schedule.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -146,13 +147,26 @@ mod tests {
             timeout: Duration::from_millis(500),
             offset: Duration::from_millis(250),
         };
-        spawn_probe_loop("192.0.2.1".parse().unwrap(), probe, schedule, tx, cancel.clone());
+        spawn_probe_loop(
+            "192.0.2.1".parse().unwrap(),
+            probe,
+            schedule,
+            tx,
+            cancel.clone(),
+        );
         let mut at = Vec::new();
         for _ in 0..3 {
             at.push(rx.recv().await.unwrap().at - start);
         }
         cancel.cancel();
-        assert_eq!(at, vec![Duration::from_millis(260), Duration::from_millis(1260), Duration::from_millis(2260)]);
+        assert_eq!(
+            at,
+            vec![
+                Duration::from_millis(260),
+                Duration::from_millis(1260),
+                Duration::from_millis(2260)
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -166,11 +180,21 @@ mod tests {
             timeout: Duration::from_millis(300),
             offset: Duration::ZERO,
         };
-        spawn_probe_loop("192.0.2.1".parse().unwrap(), probe, schedule, tx, cancel.clone());
+        spawn_probe_loop(
+            "192.0.2.1".parse().unwrap(),
+            probe,
+            schedule,
+            tx,
+            cancel.clone(),
+        );
         for _ in 0..4 {
             let r = rx.recv().await.unwrap();
             assert!(!r.result.ok);
-            assert!(r.result.detail.contains("timed out after 300ms"), "{}", r.result.detail);
+            assert!(
+                r.result.detail.contains("timed out after 300ms"),
+                "{}",
+                r.result.detail
+            );
         }
         cancel.cancel();
         assert_eq!(peak.load(Ordering::SeqCst), 1);
@@ -187,7 +211,13 @@ mod tests {
             timeout: Duration::from_secs(10),
             offset: Duration::ZERO,
         };
-        spawn_probe_loop("192.0.2.1".parse().unwrap(), probe, schedule, tx, cancel.clone());
+        spawn_probe_loop(
+            "192.0.2.1".parse().unwrap(),
+            probe,
+            schedule,
+            tx,
+            cancel.clone(),
+        );
         let a = rx.recv().await.unwrap().at - start;
         let b = rx.recv().await.unwrap().at - start;
         cancel.cancel();
@@ -199,7 +229,17 @@ mod tests {
     #[test]
     fn staggered_offsets_spread_over_interval() {
         let i = Duration::from_secs(1);
-        let offs: Vec<Duration> = (0..4).map(|k| Schedule::staggered(i, i, k, 4).offset).collect();
-        assert_eq!(offs, vec![Duration::ZERO, Duration::from_millis(250), Duration::from_millis(500), Duration::from_millis(750)]);
+        let offs: Vec<Duration> = (0..4)
+            .map(|k| Schedule::staggered(i, i, k, 4).offset)
+            .collect();
+        assert_eq!(
+            offs,
+            vec![
+                Duration::ZERO,
+                Duration::from_millis(250),
+                Duration::from_millis(500),
+                Duration::from_millis(750)
+            ]
+        );
     }
 }

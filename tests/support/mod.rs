@@ -1,0 +1,26 @@
+//! Synchronous integration-test harness for rrguard: real DNS servers (Knot, BIND) that accept TSIG-
+//! signed RFC 2136 UPDATEs, HTTP endpoints that can fail one address at a time, and the rrguard
+//! daemon as a subprocess.
+//!
+//! Plain std and blocking on purpose: it works from `#[test]` and from inside `#[tokio::test]` alike
+//! (it never creates or blocks on a runtime; calls just block the calling thread briefly).
+//! Everything binds free ports on loopback only (127.0.0.0/8, ::1), so tests and test binaries can
+//! run in parallel. Use it from an integration test with `mod support;`.
+
+// Each test binary compiles its own copy and uses only part of it.
+#![allow(dead_code, unused_imports)]
+
+mod daemon;
+mod dns;
+mod http;
+mod procnet;
+mod util;
+
+pub use daemon::{Daemon, rrguard_bin};
+pub use dns::{DnsKind, DnsServer, KEY_NAME, TSIG_ALGORITHM, ZONE, dig};
+pub use http::HttpEndpoints;
+pub use util::{free_tcp_port, wait_until};
+
+// Internals re-exported for the harness's own self-tests (tests/harness.rs).
+pub(crate) use procnet::{Ownership, port_ownership};
+pub(crate) use util::base64_encode;
