@@ -8,7 +8,7 @@
 
 pub mod rfc2136;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -81,6 +81,11 @@ pub trait Writer: Send + Sync {
     fn supports_compare_and_swap(&self) -> bool {
         false
     }
+}
+
+/// Builds every configured writer, by name.
+pub fn build_all(configs: &[WriterConfig]) -> HashMap<String, Arc<dyn Writer>> {
+    configs.iter().map(|w| (w.name.clone(), build(w))).collect()
 }
 
 /// Builds the writer a config section describes.

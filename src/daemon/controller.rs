@@ -60,12 +60,7 @@ impl Controller {
         view_rx: watch::Receiver<Arc<View>>,
     ) -> Self {
         Controller {
-            policy: Policy {
-                endpoints: svc.endpoints.clone(),
-                min_healthy: svc.min_healthy,
-                all_down: svc.all_down,
-                remove_unlisted: svc.remove_unlisted,
-            },
+            policy: Policy::of(&svc),
             svc,
             writer,
             machines,
@@ -93,6 +88,8 @@ impl Controller {
                 .votes_tx
                 .send(((self.svc.fqdn.clone(), *ip), m.state()));
         }
+        // Act on the view as it is now, not only on later changes (a single node is writer at once).
+        self.on_view();
         let probes = cancel.child_token();
         // Room for a few rounds of results; a full channel makes probe loops wait, never overlap.
         let (report_tx, mut report_rx) = mpsc::channel(self.svc.endpoints.len() * 4 + 8);

@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 pub use controller::{ConvergeError, Converged, converge};
 pub use plan::{ServiceReport, plan_once, render_plan};
 
-use crate::act::{self, Writer};
+use crate::act;
 use crate::config::{self, CheckConfig, Config};
 use crate::observe::health::HealthMachine;
 use agreement::AgreementHandle;
@@ -195,11 +195,7 @@ fn start_generation(
     agreement: &AgreementHandle,
     cancel: &CancellationToken,
 ) -> JoinSet<CarriedEntries> {
-    let writers: HashMap<String, Arc<dyn Writer>> = config
-        .writers
-        .iter()
-        .map(|w| (w.name.clone(), act::build(w)))
-        .collect();
+    let writers = act::build_all(&config.writers);
     let mut set = JoinSet::new();
     for svc in &config.services {
         let mut machines = BTreeMap::new();

@@ -1,14 +1,13 @@
 //! `rrguard plan`: probe every endpoint once and show what would change, without writing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::act::{self, WriteError, Writer};
+use crate::act::{self, WriteError};
 use crate::config::Config;
 use crate::decide::{self, Health, Plan, Policy};
 use crate::observe::probe;
@@ -31,11 +30,7 @@ pub struct ServiceReport {
 /// Probes every endpoint once and plans every service against what DNS publishes; writes nothing.
 /// A single probe decides each endpoint (`fall`/`rise` are not waited for).
 pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
-    let writers: HashMap<String, Arc<dyn Writer>> = config
-        .writers
-        .iter()
-        .map(|w| (w.name.clone(), act::build(w)))
-        .collect();
+    let writers = act::build_all(&config.writers);
     let mut reports = Vec::new();
     for svc in &config.services {
         let mut probes = JoinSet::new();
@@ -88,12 +83,7 @@ pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
             .collect();
         let health: BTreeMap<IpAddr, Health> =
             endpoints.iter().map(|(ip, h, _, _)| (*ip, *h)).collect();
-        let policy = Policy {
-            endpoints: svc.endpoints.clone(),
-            min_healthy: svc.min_healthy,
-            all_down: svc.all_down,
-            remove_unlisted: svc.remove_unlisted,
-        };
+        let policy = Policy::of(svc);
         let plan = published
             .as_ref()
             .ok()

@@ -33,6 +33,18 @@ pub struct Policy {
     pub remove_unlisted: bool,
 }
 
+impl Policy {
+    /// The policy a service's configuration asks for.
+    pub fn of(svc: &crate::config::ServiceConfig) -> Self {
+        Policy {
+            endpoints: svc.endpoints.clone(),
+            min_healthy: svc.min_healthy,
+            all_down: svc.all_down,
+            remove_unlisted: svc.remove_unlisted,
+        }
+    }
+}
+
 /// One change to one record.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Change {
