@@ -39,6 +39,8 @@ struct Opts<'a> {
     reconcile: &'a str,
     /// Override the TSIG secret in the config (wrong-key scenario).
     secret: Option<&'a str>,
+    /// Extra `[[service]]` sections appended to the config; `PORT` is replaced by the endpoints' port.
+    more_services: &'a str,
 }
 
 impl Default for Opts<'_> {
@@ -49,6 +51,7 @@ impl Default for Opts<'_> {
             service_extra: "",
             reconcile: "60s",
             secret: None,
+            more_services: "",
         }
     }
 }
@@ -104,6 +107,7 @@ path = "/health"
             extra = opts.service_extra,
             port = http.port,
         );
+        let text = text + &opts.more_services.replace("PORT", &http.port.to_string());
         let config = dir.path().join("rrguard.toml");
         std::fs::write(&config, text).unwrap();
         Setup {
@@ -411,6 +415,40 @@ fn plan_command_prints_plan_and_writes_nothing(kind: DnsKind) {
     assert_eq!(s.dns.soa_serial(), serial);
 }
 
+fn two_services_share_zone_and_writer(kind: DnsKind) {
+    let s = Setup::new(
+        kind,
+        Opts {
+            endpoints: &[E2, E3],
+            zone_body: "www A 127.0.0.2\nwww A 127.0.0.3\napi A 127.0.0.3\napi A 127.0.0.4\n",
+            more_services: r#"
+[[service]]
+fqdn = "api.example.test"
+zone = "example.test"
+writer = "primary"
+endpoints = ["127.0.0.3", "127.0.0.4"]
+[service.check]
+type = "tcp"
+port = PORT
+"#,
+            ..Opts::default()
+        },
+    );
+    // The endpoint server only listens on .2 and .3: .4 is down for `api` from the start.
+    let d = s.start(&[]);
+    wait_until("api loses 127.0.0.4", EVENTUALLY, || {
+        s.dns.query("api.example.test", "A") == vec!["127.0.0.3"]
+    });
+    // One endpoint shared by both names: both lose it, each in its own update.
+    s.http.stop(ip(E3));
+    s.wait_a(&[E2]);
+    // api is now all down: keep_all publishes both of its endpoints again.
+    wait_until("api keeps all", EVENTUALLY, || {
+        s.dns.query("api.example.test", "A") == vec!["127.0.0.3", "127.0.0.4"]
+    });
+    assert!(d.log().contains("service=api.example.test."), "{}", d.log());
+}
+
 macro_rules! battery {
     ($($name:ident),* $(,)?) => {
         mod knot {
@@ -435,4 +473,5 @@ battery!(
     sighup_reload_keeps_health_and_rejects_bad_config,
     dry_run_writes_nothing,
     plan_command_prints_plan_and_writes_nothing,
+    two_services_share_zone_and_writer,
 );
