@@ -414,6 +414,70 @@ mod tests {
         drop(silent);
     }
 
+    /// A TLS server with a self-signed certificate for `www.example.test`; returns the SNI it saw.
+    async fn tls_once() -> (u16, tokio::task::JoinHandle<Option<String>>) {
+        ensure_crypto_provider();
+        let cert = rcgen::generate_simple_self_signed(vec!["www.example.test".to_owned()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.ok()?;
+            let sni = tls.get_ref().1.server_name().map(str::to_owned);
+            let mut buf = vec![0u8; 4096];
+            let _ = tls.read(&mut buf).await;
+            let _ = tls.write_all(OK.as_bytes()).await;
+            let _ = tls.shutdown().await;
+            sni
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn https_sends_service_name_as_sni_and_verifies_by_default() {
+        let mut c = http_check(0);
+        c.tls = true;
+        // tls_verify = false: the self-signed certificate is accepted, SNI is the service name.
+        let (port, sni) = tls_once().await;
+        c.port = port;
+        c.tls_verify = false;
+        let r = build(
+            &CheckConfig::Http(c.clone()),
+            "127.0.0.1".parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap()
+        .probe()
+        .await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!(sni.await.unwrap().as_deref(), Some("www.example.test"));
+        // Default tls_verify = true: an untrusted certificate fails the check.
+        let (port, _sni) = tls_once().await;
+        c.port = port;
+        c.tls_verify = true;
+        let r = build(
+            &CheckConfig::Http(c),
+            "127.0.0.1".parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap()
+        .probe()
+        .await;
+        assert!(!r.ok, "{r:?}");
+        assert!(
+            r.detail.to_ascii_lowercase().contains("certificate"),
+            "{}",
+            r.detail
+        );
+    }
+
     #[tokio::test]
     async fn tcp_connects_or_not() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
