@@ -5,14 +5,18 @@
 //! - [`config`]: the TOML file, parsed and validated before anything binds a port.
 //! - [`observe`]: probes (`http`, `https`, `tcp`), the per-endpoint scheduler and the health state
 //!   machine that turns probe results into up/down verdicts.
+//! - [`agree`]: several monitor nodes agree by quorum: the sans-I/O cluster core (vote expiry,
+//!   isolation, writer election), the authenticated peer message format and the peer transport.
 //! - [`decide`]: pure functions from verdicts and the published record set to the desired record set
 //!   (safety policies: `min_healthy`, `all_down`) and the plan, the diff to apply.
 //! - [`act`]: DNS writers behind the [`act::Writer`] trait; `rfc2136` (UPDATE + TSIG, compare-and-swap
 //!   with prerequisites).
-//! - [`daemon`]: wires the above together per service: probe, decide, write, verify, reconcile; signal
-//!   handling and config reload. Also the one-shot `plan` used by the CLI.
+//! - [`expose`]: the node's HTTP server: peer messages in, status out.
+//! - [`daemon`]: wires the above together: per-service controllers (probe, vote, and on the writer:
+//!   decide, write, verify, reconcile), the agreement actor, signals and config reload. Also the
+//!   one-shot `plan` used by the CLI.
 //!
-//! The decision core (`observe::health`, `decide`) is sans-I/O: it never reads a clock, sleeps or opens a
+//! The decision core (`observe::health`, `agree`, `decide`) is sans-I/O: it never reads a clock, sleeps or opens a
 //! socket; callers pass `now` and inputs in and get decisions out.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

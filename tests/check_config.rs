@@ -95,3 +95,90 @@ fn bad_usage_exits_64() {
         assert!(help.contains(word), "--help lacks {word}: {help}");
     }
 }
+
+/// Every option of every section appears in etc/rrguard.example.toml. The option lists come from
+/// serde itself: a bogus key in each section makes the parser name every field it accepts.
+#[test]
+fn example_config_documents_every_option() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/rrguard.example.toml"),
+    )
+    .unwrap();
+    let writer = "[[writer]]\nname = \"w\"\ntype = \"rfc2136\"\nserver = \"127.0.0.1\"\ntsig = { name = \"k\", algorithm = \"hmac-sha256\", secret = \"c2VjcmV0\" BOGUS_TSIG }\nBOGUS_WRITER\n";
+    let service = |check: &str| {
+        format!(
+            "[[service]]\nfqdn = \"a.example\"\nzone = \"example\"\nwriter = \"w\"\nendpoints = [\"192.0.2.1\"]\nBOGUS_SERVICE\n[service.check]\ntype = \"{check}\"\nport = 1\nBOGUS_CHECK\n"
+        )
+    };
+    let cluster = "[cluster]\nsecret = \"0123456789abcdef\"\nBOGUS_CLUSTER\n[[cluster.peers]]\nid = \"b\"\nurl = \"http://127.0.0.1:1\"\nBOGUS_PEER\n";
+    let sections: Vec<(&str, String)> = vec![
+        ("[node]", "[node]\nzzz_bogus = 1\n".to_owned()),
+        ("[defaults]", "[defaults]\nzzz_bogus = 1\n".to_owned()),
+        (
+            "tsig",
+            writer
+                .replace(" BOGUS_TSIG", ", zzz_bogus = 1")
+                .replace("BOGUS_WRITER", ""),
+        ),
+        (
+            "[[writer]]",
+            writer
+                .replace(" BOGUS_TSIG", "")
+                .replace("BOGUS_WRITER", "zzz_bogus = 1"),
+        ),
+        (
+            "[[service]]",
+            service("tcp")
+                .replace("BOGUS_SERVICE", "zzz_bogus = 1")
+                .replace("BOGUS_CHECK", ""),
+        ),
+        (
+            "http check",
+            service("https")
+                .replace("BOGUS_SERVICE", "")
+                .replace("BOGUS_CHECK", "zzz_bogus = 1"),
+        ),
+        (
+            "[cluster]",
+            cluster
+                .replace("BOGUS_CLUSTER", "zzz_bogus = 1")
+                .replace("BOGUS_PEER", ""),
+        ),
+        (
+            "[[cluster.peers]]",
+            cluster
+                .replace("BOGUS_CLUSTER", "")
+                .replace("BOGUS_PEER", "zzz_bogus = 1"),
+        ),
+    ];
+    let mut missing = Vec::new();
+    for (section, text) in sections {
+        let err = match rrguard::config::parse(Path::new("x.toml"), &text) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{section}: bogus key accepted"),
+        };
+        let list = err
+            .split_once("expected")
+            .unwrap_or_else(|| panic!("{section}: no field list in {err}"))
+            .1;
+        let fields: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
+        assert!(fields.len() >= 2, "{section}: {err}");
+        for f in fields {
+            // Documented as `f = …` (possibly commented out), as a key inside an inline table, or as a
+            // table header like `[service.check]`.
+            let documented = example.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{f} ="))
+                    || l.contains(&format!(" {f} ="))
+                    || l.contains(&format!(".{f}]"))
+            });
+            if !documented {
+                missing.push(format!("{section}: {f}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "etc/rrguard.example.toml does not document: {missing:?}"
+    );
+}

@@ -145,7 +145,7 @@ impl Rfc2136Writer {
 
     fn tsig_hint(&self, server: SocketAddr, what: &str) -> String {
         format!(
-            "{server} rejected the TSIG signature of writer {:?} ({what}): check that key {:?}, its algorithm and its secret match the server's key",
+            "{server} rejected the TSIG signature of writer {:?} ({what}): check that key {:?}, its algorithm and its secret match the server's key, and that the server allows this key to update the zone (Knot answers BADKEY when its ACL does not)",
             self.name, self.config.tsig.name
         )
     }
@@ -157,7 +157,7 @@ impl Rfc2136Writer {
             | ResponseCode::NXDomain
             | ResponseCode::YXDomain => WriteError::Conflict(format!("{server} answered {code}")),
             ResponseCode::NotAuth => WriteError::Auth(format!(
-                "{server} answered NOTAUTH to writer {:?}: the server is not authoritative for the zone, or the TSIG key {:?} is unknown or its secret is wrong",
+                "{server} answered NOTAUTH to writer {:?}: the server is not authoritative for the zone, the TSIG key {:?} is unknown or its secret is wrong, or the server's ACL does not allow this key to update the zone",
                 self.name, self.config.tsig.name
             )),
             ResponseCode::Refused => WriteError::Auth(format!(

@@ -20,6 +20,7 @@
 //!
 //! A single node without `[cluster]` is the one-node case of the same rules.
 
+pub mod transport;
 pub mod wire;
 
 #[cfg(test)]

@@ -304,14 +304,22 @@ fn parse_server(s: &str) -> Result<SocketAddr, String> {
     ))
 }
 
-/// A secret file may hold the bare base64 secret or a BIND (`secret "…";`) / Knot (`secret: …`) key
-/// definition, so the key file the DNS server uses can be shared.
+/// A secret file may hold the bare base64 secret or a BIND (`secret "…";`, also all on one line) / Knot
+/// (`secret: …`) key definition, so the key file the DNS server uses can be shared. With several keys in
+/// one file, the first secret is used.
 fn extract_secret(text: &str) -> &str {
-    for line in text.lines() {
-        let l = line.trim();
-        if let Some(rest) = l.strip_prefix("secret") {
-            let v = rest.trim_start_matches([' ', ':', '\t']).trim();
-            return v.trim_end_matches(';').trim().trim_matches('"');
+    let bytes = text.as_bytes();
+    for (i, _) in text.match_indices("secret") {
+        let word_start = i == 0
+            || !(bytes[i - 1].is_ascii_alphanumeric()
+                || bytes[i - 1] == b'_'
+                || bytes[i - 1] == b'-');
+        let rest = &text[i + "secret".len()..];
+        let separated = rest.starts_with([' ', '\t', ':', '"']);
+        if word_start && separated {
+            let value = rest.trim_start_matches([' ', '\t', ':']);
+            let end = value.find([';', '\n', '}']).unwrap_or(value.len());
+            return value[..end].trim().trim_matches('"');
         }
     }
     text.trim()
@@ -594,6 +602,12 @@ fn http(
                 }
             }
         }
+    }
+    if !tls && h.tls_verify.is_some() {
+        errs.at(
+            &with(cpath, &[Key("tls_verify")]),
+            format!("service {label:?}: tls_verify only applies to type = \"https\" checks"),
+        );
     }
     if errs.0.len() != before {
         return None;

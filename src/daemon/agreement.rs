@@ -19,6 +19,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::agree::transport::{HttpTransport, Transport};
 use crate::agree::wire::{self, Key};
 use crate::agree::{Cluster, ClusterConfig, Quorum, View, VoteKey};
 use crate::config::{Config, PeerConfig};
@@ -107,12 +108,14 @@ pub fn spawn_agreement(
     };
     let mut senders = BTreeMap::new();
     if key.is_some() {
-        let client = peer_client(heartbeat);
+        let transport: Arc<dyn Transport> = Arc::new(HttpTransport::new(
+            heartbeat.max(Duration::from_millis(500)),
+        ));
         for p in &peers {
             let (tx, rx) = watch::channel::<Snapshot>(None);
             set.spawn(peer_sender(
                 p.clone(),
-                client.clone(),
+                transport.clone(),
                 rx,
                 heartbeat,
                 cancel.clone(),
@@ -163,26 +166,14 @@ pub fn spawn_agreement(
     }
 }
 
-fn peer_client(heartbeat: Duration) -> reqwest::Client {
-    crate::observe::probe::ensure_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(heartbeat.max(Duration::from_millis(500)))
-        .connect_timeout(heartbeat.max(Duration::from_millis(500)))
-        .no_proxy()
-        .user_agent(concat!("rrguard/", env!("CARGO_PKG_VERSION"), " peer"))
-        .build()
-        .unwrap_or_default()
-}
-
 /// Posts the latest snapshot to one peer whenever a new one is published.
 async fn peer_sender(
     peer: PeerConfig,
-    client: reqwest::Client,
+    transport: Arc<dyn Transport>,
     mut rx: watch::Receiver<Snapshot>,
     heartbeat: Duration,
     cancel: CancellationToken,
 ) {
-    let url = format!("{}{}", peer.url, wire::VOTES_PATH);
     let mut reachable = true;
     loop {
         tokio::select! {
@@ -192,23 +183,7 @@ async fn peer_sender(
         let Some((body, mac)) = rx.borrow_and_update().clone() else {
             continue;
         };
-        let sent = client
-            .post(&url)
-            .header(wire::MAC_HEADER, mac)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.as_ref().clone())
-            .send()
-            .await;
-        let outcome = match sent {
-            Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                Err(format!("HTTP {status}: {}", text.trim()))
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        match outcome {
+        match transport.send(&peer, &body, &mac).await {
             Ok(()) => {
                 if !reachable {
                     info!(peer = %peer.id, "peer reachable again");
@@ -217,7 +192,7 @@ async fn peer_sender(
             }
             Err(e) => {
                 if reachable {
-                    warn!(peer = %peer.id, url = %url, "cannot deliver votes to peer: {e}");
+                    warn!(peer = %peer.id, "cannot deliver votes to peer: {e}");
                 } else {
                     debug!(peer = %peer.id, "still cannot deliver votes: {e}");
                 }

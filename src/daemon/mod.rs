@@ -30,8 +30,8 @@ use tracing::{error, info, warn};
 pub use controller::{ConvergeError, Converged, converge};
 pub use plan::{ServiceReport, plan_once, render_plan};
 
-use crate::act;
-use crate::config::{self, CheckConfig, Config};
+use crate::act::{self, Writer};
+use crate::config::{self, CheckConfig, Config, ServiceConfig};
 use crate::observe::health::HealthMachine;
 use agreement::AgreementHandle;
 use controller::Controller;
@@ -141,7 +141,8 @@ pub async fn run(
         let mut background = JoinSet::new();
         let agreement = agreement::spawn_agreement(&config, generation.clone(), &mut background);
         *current.write().unwrap_or_else(|e| e.into_inner()) = Some(agreement.clone());
-        let mut set = start_generation(&config, opts, &mut carried, &agreement, &generation);
+        let mut controllers =
+            Generation::start(&config, opts, &mut carried, &agreement, &generation);
         info!(
             node = %config.node.id,
             services = config.services.len(),
@@ -153,7 +154,7 @@ pub async fn run(
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     generation.cancel();
-                    drain(&mut set).await;
+                    drain(&mut controllers.set).await;
                     background.shutdown().await;
                     if let Some(server) = server {
                         let _ = server.await;
@@ -167,7 +168,7 @@ pub async fn run(
                             warn!("[node].listen changed: the new address takes effect after a restart");
                         }
                         generation.cancel();
-                        carried = drain(&mut set).await;
+                        carried = drain(&mut controllers.set).await;
                         background.shutdown().await;
                         config = new;
                         info!(path = %path.display(), "configuration reloaded");
@@ -177,60 +178,103 @@ pub async fn run(
                         error!("reload rejected, the running configuration stays in force:\n{e}");
                     }
                 },
-                Some(joined) = set.join_next() => {
-                    // A controller only ends when cancelled; anything else is a bug worth shouting about.
-                    if let Err(e) = joined {
-                        error!("service controller ended unexpectedly: {e}");
-                    }
-                }
+                Some(joined) = controllers.set.join_next_with_id() => controllers.restart_failed(joined),
             }
         }
     }
 }
 
-fn start_generation(
-    config: &Config,
-    opts: RunOptions,
-    carried: &mut Carried,
-    agreement: &AgreementHandle,
-    cancel: &CancellationToken,
-) -> JoinSet<CarriedEntries> {
-    let writers = act::build_all(&config.writers);
-    let mut set = JoinSet::new();
-    for svc in &config.services {
-        let mut machines = BTreeMap::new();
-        for ip in &svc.endpoints {
-            let key = (svc.fqdn.clone(), *ip);
-            let m = match carried.remove(&key) {
-                Some((check, m))
-                    if check == svc.check && m.thresholds() == (svc.fall, svc.rise) =>
-                {
-                    m
-                }
-                _ => HealthMachine::new(svc.fall, svc.rise),
-            };
-            machines.insert(*ip, m);
+/// The controllers of one generation, and what is needed to restart one that panicked.
+struct Generation {
+    set: JoinSet<CarriedEntries>,
+    services: HashMap<tokio::task::Id, ServiceConfig>,
+    writers: HashMap<String, Arc<dyn Writer>>,
+    reconcile_interval: Duration,
+    dry_run: bool,
+    agreement: AgreementHandle,
+    cancel: CancellationToken,
+}
+
+impl Generation {
+    fn start(
+        config: &Config,
+        opts: RunOptions,
+        carried: &mut Carried,
+        agreement: &AgreementHandle,
+        cancel: &CancellationToken,
+    ) -> Self {
+        let mut g = Generation {
+            set: JoinSet::new(),
+            services: HashMap::new(),
+            writers: act::build_all(&config.writers),
+            reconcile_interval: config.reconcile_interval,
+            dry_run: opts.dry_run,
+            agreement: agreement.clone(),
+            cancel: cancel.clone(),
+        };
+        for svc in &config.services {
+            let mut machines = BTreeMap::new();
+            for ip in &svc.endpoints {
+                let key = (svc.fqdn.clone(), *ip);
+                let m = match carried.remove(&key) {
+                    Some((check, m))
+                        if check == svc.check && m.thresholds() == (svc.fall, svc.rise) =>
+                    {
+                        m
+                    }
+                    _ => HealthMachine::new(svc.fall, svc.rise),
+                };
+                machines.insert(*ip, m);
+            }
+            g.spawn(svc.clone(), machines);
         }
+        g
+    }
+
+    fn spawn(&mut self, svc: ServiceConfig, machines: BTreeMap<IpAddr, HealthMachine>) {
         let controller = Controller::new(
             svc.clone(),
-            writers[&svc.writer].clone(),
+            self.writers[&svc.writer].clone(),
             machines,
-            config.reconcile_interval,
-            opts.dry_run,
-            agreement.votes_tx.clone(),
-            agreement.view_rx.clone(),
+            self.reconcile_interval,
+            self.dry_run,
+            self.agreement.votes_tx.clone(),
+            self.agreement.view_rx.clone(),
         );
-        let cancel = cancel.clone();
-        set.spawn(async move {
-            let svc = controller.svc.clone();
+        let cancel = self.cancel.clone();
+        let fqdn = svc.fqdn.clone();
+        let check = svc.check.clone();
+        let handle = self.set.spawn(async move {
             let machines = controller.run(cancel).await;
             machines
                 .into_iter()
-                .map(|(ip, m)| ((svc.fqdn.clone(), ip), (svc.check.clone(), m)))
+                .map(|(ip, m)| ((fqdn.clone(), ip), (check.clone(), m)))
                 .collect()
         });
+        self.services.insert(handle.id(), svc);
     }
-    set
+
+    /// A controller ends early only by panicking (a bug): log it and start it again with fresh health,
+    /// so that its service is not left unmanaged.
+    fn restart_failed(
+        &mut self,
+        joined: Result<(tokio::task::Id, CarriedEntries), tokio::task::JoinError>,
+    ) {
+        let Err(e) = joined else { return };
+        let Some(svc) = self.services.remove(&e.id()) else {
+            return;
+        };
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        error!(service = %svc.fqdn, "service controller failed ({e}); restarting it");
+        let machines = svc
+            .endpoints
+            .iter()
+            .map(|ip| (*ip, HealthMachine::new(svc.fall, svc.rise)))
+            .collect();
+        self.spawn(svc, machines);
+    }
 }
 
 async fn drain(set: &mut JoinSet<CarriedEntries>) -> Carried {
