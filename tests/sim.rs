@@ -12,7 +12,8 @@
 //! 3. every published record set is one a single writer decided (CAS);
 //! 4. votes of nodes not heard within `vote_ttl` are not counted;
 //! 5. after faults heal, DNS equals the true healthy set within [`CONVERGENCE_BOUND`];
-//! 6. no flapping: in fault-free stretches, no more DNS writes than real endpoint transitions.
+//! 6. no flapping: in fault-free stretches, no more DNS writes than real endpoint transitions; and when
+//!    every endpoint fails at once (fall ≥ 2), nothing is removed only to be put back by keep_all.
 //!
 //! A failing seed prints the command that replays it.
 
@@ -66,6 +67,7 @@ impl Rng {
 struct Mutations {
     no_vote_expiry: bool,
     minority_writes: bool,
+    no_removal_hold: bool,
 }
 
 struct Node {
@@ -82,6 +84,8 @@ struct Node {
     self_check_ok: bool,
     /// Ground truth for invariant 4: when this node last accepted a message from each peer.
     accepted_from: BTreeMap<String, u64>,
+    /// Since when this node, as writer, holds removals back (as the daemon's controller does).
+    deferring_since: Option<u64>,
 }
 
 struct InFlight {
@@ -139,6 +143,8 @@ struct Sim {
     calm_since_ms: Option<u64>,
     /// Writes and truth transitions, with times, for the flapping check.
     writes: Vec<u64>,
+    /// Set while every endpoint has been down since they all failed in the same tick (calm phase).
+    mass_failure_since: Option<u64>,
     transitions: Vec<u64>,
     mutations: Mutations,
     rejected: u64,
@@ -197,6 +203,7 @@ impl Sim {
             last_disturbance_ms: 0,
             calm_since_ms: Some(0),
             writes: Vec::new(),
+            mass_failure_since: None,
             transitions: Vec::new(),
             mutations,
             rejected: 0,
@@ -241,6 +248,7 @@ impl Sim {
             service_quorum: BTreeMap::new(),
             vote_ttl: Duration::from_millis(VOTE_TTL_MS),
             max_clock_skew: Duration::from_secs(30),
+            settle: Duration::from_millis(2 * HEARTBEAT_MS),
         };
         let mut cluster = Cluster::new(cfg, generation);
         cluster.set_rules(Rules {
@@ -273,6 +281,7 @@ impl Sim {
             published: None,
             self_check_ok: true,
             accepted_from: BTreeMap::new(),
+            deferring_since: None,
         }
     }
 
@@ -344,6 +353,29 @@ impl Sim {
             self.truth.insert(ep, !v);
             self.transitions.push(now);
             self.disturbed();
+        }
+        // Now and then, in calm times, every endpoint fails in the same instant (a shared upstream
+        // dies). With fall = 1 there is no moment of doubt to hold a removal in, so only fall ≥ 2.
+        // Only from a steady, all-healthy state: an endpoint that had already failed before may rightly
+        // be removed before the others are seen failing.
+        let steady = now >= self.last_disturbance_ms + CONVERGENCE_BOUND_MS
+            && self.truth.values().all(|up| *up);
+        if !chaos
+            && self.fall >= 2
+            && steady
+            && self.mass_failure_since.is_none()
+            && self.rng.chance(2)
+        {
+            for ep in self.endpoints.clone() {
+                if self.truth.insert(ep, false) == Some(true) {
+                    self.transitions.push(now);
+                }
+            }
+            self.mass_failure_since = Some(now);
+            self.disturbed();
+        }
+        if self.truth.values().any(|up| *up) || chaos {
+            self.mass_failure_since = None;
         }
         // Expire faults; restart crashed nodes with a new generation and no memory.
         if let Some((_, until)) = &self.faults.partition
@@ -471,7 +503,26 @@ impl Sim {
                     self.dns.clone()
                 }
             };
-            let plan = decide::plan(&self.policy, health, &published);
+            let max_hold_ms = u64::from(self.fall) * INTERVAL_MS;
+            let holding_too_long = self.nodes[i]
+                .deferring_since
+                .is_some_and(|t| self.now_ms - t >= max_hold_ms);
+            let in_doubt: BTreeSet<IpAddr> = if self.mutations.no_removal_hold || holding_too_long {
+                BTreeSet::new()
+            } else {
+                self.nodes[i]
+                    .machines
+                    .iter()
+                    .filter(|(_, m)| m.in_doubt())
+                    .map(|(ip, _)| *ip)
+                    .collect()
+            };
+            let plan = decide::plan(&self.policy, health, &published, &in_doubt);
+            if plan.deferred.is_empty() {
+                self.nodes[i].deferring_since = None;
+            } else {
+                self.nodes[i].deferring_since.get_or_insert(self.now_ms);
+            }
             if plan.is_empty() {
                 return;
             }
@@ -482,6 +533,18 @@ impl Sim {
                 continue;
             }
             self.check_write_allowed(i);
+            // Invariant 6, per endpoint: after a simultaneous failure of every endpoint, keep_all keeps
+            // them all; removing one first would mean putting it back: two changes for one event.
+            if let Some(since) = self.mass_failure_since
+                && !plan.removals().is_empty()
+            {
+                self.fail(&format!(
+                    "{} removed {:?} {} ms after every endpoint failed at once; keep_all will put it back (flapping)",
+                    self.nodes[i].id,
+                    plan.removals(),
+                    self.now_ms - since
+                ));
+            }
             for ip in plan.removals() {
                 self.dns.remove(&ip);
             }
@@ -545,6 +608,8 @@ impl Sim {
             if view.am_writer {
                 let health = view.service_health(SERVICE);
                 self.write(i, &health);
+            } else {
+                self.nodes[i].deferring_since = None;
             }
         }
         self.check_published();
@@ -772,6 +837,21 @@ fn not_expiring_votes_is_caught() {
         "the simulator must catch votes of dead nodes that never expire"
     );
     assert!(found.unwrap().contains("replay: SIM_SEED="));
+}
+
+#[test]
+fn removing_before_a_mass_failure_is_known_is_caught() {
+    let found = first_failure(
+        Mutations {
+            no_removal_hold: true,
+            ..Mutations::default()
+        },
+        "(flapping)",
+    );
+    assert!(
+        found.is_some(),
+        "the simulator must catch a removal that keep_all undoes"
+    );
 }
 
 #[test]

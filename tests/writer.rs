@@ -235,9 +235,17 @@ async fn concurrent_change_is_caught_and_replanned(kind: DnsKind) {
     .into_iter()
     .collect();
     let mut published = None;
-    let outcome = converge(&w, &svc, &policy, &health, &mut published, false)
-        .await
-        .unwrap();
+    let outcome = converge(
+        &w,
+        &svc,
+        &policy,
+        &health,
+        &BTreeSet::new(),
+        &mut published,
+        false,
+    )
+    .await
+    .unwrap();
     // The first write was planned against {2,3,4}, refused because .5 appeared, then re-planned
     // against {2,3,4,5}: .3 goes, the external .5 stays.
     assert_eq!(w.conflicts.load(Ordering::SeqCst), 1);

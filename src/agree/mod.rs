@@ -13,9 +13,11 @@
 //! - **Tally**: for each endpoint, count the up and down votes of live, non-isolated nodes. With `q` the
 //!   quorum threshold computed against the *configured* node count, `up ≥ q` makes it up, `down ≥ q`
 //!   makes it down; anything else, ties included, leaves the previous cluster state unchanged (unknown at
-//!   first, which the planner treats as "keep what is published").
+//!   first, which the planner treats as "keep what is published"). Isolation forgets the previous state:
+//!   the majority may have decided otherwise meanwhile.
 //! - **Writer**: the live, non-isolated node with the lowest id among those that see a majority. Only it
-//!   writes; writes stay compare-and-swap, so two nodes that briefly both think they are the writer
+//!   writes, and not before it has been non-isolated for `settle` (two heartbeats) after start or after
+//!   an isolation, so that it acts on fresh snapshots from every peer; writes stay compare-and-swap, so two nodes that briefly both think they are the writer
 //!   cannot corrupt a record set. `term` counts writer changes as seen by this node.
 //!
 //! A single node without `[cluster]` is the one-node case of the same rules.
@@ -95,6 +97,9 @@ pub struct ClusterConfig {
     pub vote_ttl: Duration,
     /// Messages whose timestamp is further than this from our wall clock are rejected.
     pub max_clock_skew: Duration,
+    /// After start or after isolation ends, how long to gather fresh snapshots before writing (two
+    /// heartbeats: a snapshot delayed across a healed partition may be older than the peer's verdict).
+    pub settle: Duration,
 }
 
 /// Rules that must hold for the cluster to be safe. Only tests switch them off, to show that the
@@ -104,7 +109,7 @@ pub struct ClusterConfig {
 pub struct Rules {
     /// Votes of silent peers stop counting after `vote_ttl`.
     pub expire_votes: bool,
-    /// A node that hears from fewer than a majority does not write.
+    /// A node that hears from fewer than a majority isolates itself: it neither votes nor writes.
     pub minority_cannot_write: bool,
 }
 
@@ -246,6 +251,8 @@ pub struct Cluster {
     writer: Option<String>,
     term: u64,
     dirty: bool,
+    /// Since when this node has been continuously non-isolated.
+    joined_at: Option<Instant>,
 }
 
 impl Cluster {
@@ -269,6 +276,7 @@ impl Cluster {
             writer: None,
             term: 0,
             dirty: true,
+            joined_at: None,
         }
     }
 
@@ -385,7 +393,7 @@ impl Cluster {
         let needed = self.majority();
         let isolated = if !self.self_check_ok {
             Some(Isolation::SelfCheckFailed)
-        } else if live.len() < needed {
+        } else if live.len() < needed && self.rules.minority_cannot_write {
             Some(Isolation::NoMajority {
                 heard: live.len(),
                 needed,
@@ -430,14 +438,22 @@ impl Cluster {
                 (false, true) => Health::Down,
                 _ => previous,
             };
-            // An isolated node's own conclusions are not agreement; keep the last agreed state.
+            // An isolated node's conclusions are not agreement, and what it agreed before may since
+            // have been overruled by the majority it could not hear: forget it. Unknown makes the planner
+            // keep what DNS publishes, exactly like a node that just started.
             if isolated.is_none() {
                 self.decided.insert(key.clone(), state);
+            } else {
+                self.decided.remove(key);
             }
             endpoints.insert(
                 key.clone(),
                 Tally {
-                    state: if isolated.is_none() { state } else { previous },
+                    state: if isolated.is_none() {
+                        state
+                    } else {
+                        Health::Unknown
+                    },
                     up,
                     down,
                     needed: q,
@@ -450,13 +466,15 @@ impl Cluster {
             .filter(|(_, p)| p.sees.len() + 1 >= needed)
             .map(|(id, _)| *id)
             .collect();
-        let me_eligible = match &isolated {
-            None => true,
-            Some(Isolation::NoMajority { .. }) => {
-                !self.rules.minority_cannot_write && self.self_check_ok
-            }
-            Some(Isolation::SelfCheckFailed) => false,
+        self.joined_at = match (&isolated, self.joined_at) {
+            (None, None) => Some(now),
+            (None, since) => since,
+            (Some(_), _) => None,
         };
+        let settled = self
+            .joined_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.settle);
+        let me_eligible = isolated.is_none() && settled;
         if me_eligible {
             candidates.push(&self.cfg.me);
         }

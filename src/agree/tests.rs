@@ -16,6 +16,7 @@ fn cfg(me: &str, nodes: &[&str], quorum: Quorum) -> ClusterConfig {
         service_quorum: Default::default(),
         vote_ttl: TTL,
         max_clock_skew: Duration::from_secs(30),
+        settle: Duration::ZERO,
     }
 }
 
@@ -268,4 +269,50 @@ fn outgoing_carries_votes_and_sequence() {
     assert_eq!(m1.votes.len(), 1, "unknown verdicts abstain");
     assert_eq!(m1.sees, Vec::<String>::new());
     let _: BTreeSet<String> = c.config().nodes.clone();
+}
+
+#[test]
+fn isolation_forgets_agreed_state() {
+    // a agreed "up" with b, was isolated while b and c removed it, and rejoins hearing only b, who says
+    // "down": a 1-1 tie must not resurrect a's old "up" (it would re-add what the majority removed).
+    let mut c = Cluster::new(cfg("a", THREE, Quorum::Majority), 1);
+    let t0 = Instant::now();
+    c.set_local(key("192.0.2.1"), Health::Up);
+    c.receive(&msg("b", 1, 1, Some(true), &["a", "c"]), t0, WALL)
+        .unwrap();
+    assert_eq!(c.view(t0).endpoints[&key("192.0.2.1")].state, Health::Up);
+    let t1 = t0 + TTL * 2;
+    let v = c.view(t1);
+    assert!(v.isolated.is_some());
+    assert_eq!(v.endpoints[&key("192.0.2.1")].state, Health::Unknown);
+    c.receive(&msg("b", 1, 2, Some(false), &["a", "c"]), t1, WALL)
+        .unwrap();
+    let v = c.view(t1);
+    assert_eq!(v.isolated, None);
+    assert_eq!(
+        v.endpoints[&key("192.0.2.1")].state,
+        Health::Unknown,
+        "tie after isolation: unknown, not the stale up"
+    );
+}
+
+#[test]
+fn a_node_writes_only_after_settling() {
+    let mut config = cfg("a", THREE, Quorum::Majority);
+    config.settle = Duration::from_secs(2);
+    let mut c = Cluster::new(config, 1);
+    let t0 = Instant::now();
+    c.receive(&msg("b", 1, 1, None, &["a"]), t0, WALL).unwrap();
+    let v = c.view(t0);
+    assert_eq!(v.isolated, None);
+    assert!(!v.am_writer, "just joined: gathering fresh snapshots first");
+    let t1 = t0 + Duration::from_secs(2);
+    c.receive(&msg("b", 1, 2, None, &["a"]), t1, WALL).unwrap();
+    assert!(c.view(t1).am_writer);
+    // Isolation resets the clock.
+    let t2 = t1 + TTL * 2;
+    assert!(c.view(t2).isolated.is_some());
+    c.receive(&msg("b", 1, 3, None, &["a"]), t2, WALL).unwrap();
+    assert!(!c.view(t2).am_writer);
+    assert!(c.view(t2 + Duration::from_secs(2)).am_writer);
 }

@@ -52,15 +52,17 @@ pub struct AgreementHandle {
 /// Builds the agreement configuration from the daemon configuration.
 pub fn cluster_config(config: &Config) -> ClusterConfig {
     let mut nodes: std::collections::BTreeSet<String> = [config.node.id.clone()].into();
-    let (quorum, vote_ttl, max_clock_skew) = match &config.cluster {
+    let (quorum, vote_ttl, max_clock_skew, settle) = match &config.cluster {
         Some(c) => {
             nodes.extend(c.peers.iter().map(|p| p.id.clone()));
-            (c.quorum, c.vote_ttl, c.max_clock_skew)
+            (c.quorum, c.vote_ttl, c.max_clock_skew, c.heartbeat * 2)
         }
+        // A single node has nobody to wait for.
         None => (
             Quorum::Majority,
             Duration::from_secs(3600),
             crate::config::DEFAULT_MAX_CLOCK_SKEW,
+            Duration::ZERO,
         ),
     };
     ClusterConfig {
@@ -74,6 +76,7 @@ pub fn cluster_config(config: &Config) -> ClusterConfig {
             .collect(),
         vote_ttl,
         max_clock_skew,
+        settle,
     }
 }
 

@@ -47,6 +47,8 @@ pub(super) struct Controller {
     /// Cluster states of this service's endpoints in the last view, and whether this node was writer.
     agreed: BTreeMap<IpAddr, Health>,
     am_writer: bool,
+    /// Since when removals are held back because the remaining endpoints are in doubt.
+    deferring_since: Option<Instant>,
 }
 
 impl Controller {
@@ -75,6 +77,7 @@ impl Controller {
             view_rx,
             agreed: BTreeMap::new(),
             am_writer: false,
+            deferring_since: None,
         }
     }
 
@@ -170,6 +173,7 @@ impl Controller {
         let Some(m) = self.machines.get_mut(&report.endpoint) else {
             return;
         };
+        let was_in_doubt = m.in_doubt();
         let r = &report.result;
         debug!(service = %self.svc.fqdn, endpoint = %report.endpoint, ok = r.ok, latency_ms = r.latency.as_secs_f64() * 1000.0, detail = %r.detail, "probe");
         if let Some(t) = m.observe(r.ok, r.latency, &r.detail) {
@@ -185,24 +189,51 @@ impl Controller {
             let _ = self
                 .votes_tx
                 .send(((self.svc.fqdn.clone(), report.endpoint), t.to));
+        } else if self.deferring_since.is_some() && m.in_doubt() != was_in_doubt {
+            // A held-back removal may now go (doubt resolved) or must keep waiting.
+            self.schedule_sync();
         }
+    }
+
+    /// Endpoints this node's own probes do not show solidly up; empty once removals have been held back
+    /// for a full detection time, so that a removal is delayed, never lost.
+    fn in_doubt(&self) -> BTreeSet<IpAddr> {
+        let max_hold = self.svc.interval * self.svc.fall + self.svc.timeout;
+        if self
+            .deferring_since
+            .is_some_and(|t| t.elapsed() >= max_hold)
+        {
+            return BTreeSet::new();
+        }
+        self.machines
+            .iter()
+            .filter(|(_, m)| m.in_doubt())
+            .map(|(ip, _)| *ip)
+            .collect()
     }
 
     /// Converges DNS towards the plan; schedules a retry on failure. Only the writer writes.
     async fn sync(&mut self) {
         if !self.am_writer {
+            // A hold belongs to the writer that started it.
+            self.deferring_since = None;
             return;
         }
         let health = self.agreed.clone();
+        let in_doubt = self.in_doubt();
         let outcome = converge(
             self.writer.as_ref(),
             &self.svc,
             &self.policy,
             &health,
+            &in_doubt,
             &mut self.published,
             self.dry_run,
         )
         .await;
+        if let Ok(done) = &outcome {
+            self.track_deferral(done.deferred());
+        }
         match outcome {
             Ok(Converged::DryRun(plan)) => {
                 if self.last_dry_run.as_ref() != Some(&plan) {
@@ -218,6 +249,20 @@ impl Controller {
                 self.back_off(false);
             }
         }
+    }
+
+    /// Starts or ends a hold on removals, and makes sure the hold is re-examined when it expires.
+    fn track_deferral(&mut self, deferred: &BTreeSet<IpAddr>) {
+        if deferred.is_empty() {
+            self.deferring_since = None;
+            return;
+        }
+        let since = *self.deferring_since.get_or_insert_with(|| {
+            info!(service = %self.svc.fqdn, held = ?deferred, "holding removal back: the endpoints that would remain are failing too");
+            Instant::now()
+        });
+        let until = since + self.svc.interval * self.svc.fall + self.svc.timeout;
+        self.next_sync = Some(self.next_sync.map_or(until, |t| t.min(until)));
     }
 
     fn succeeded(&mut self) {
@@ -248,12 +293,21 @@ impl Controller {
 /// What [`converge`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Converged {
-    /// DNS already matched the plan.
-    NoChange,
+    /// DNS already matched the plan (which may hold removals back: [`Plan::deferred`]).
+    NoChange(Plan),
     /// This plan was written and read back.
     Applied(Plan),
     /// Dry run: this plan would have been written.
     DryRun(Plan),
+}
+
+impl Converged {
+    /// Removals the plan held back.
+    pub fn deferred(&self) -> &BTreeSet<IpAddr> {
+        match self {
+            Converged::NoChange(p) | Converged::Applied(p) | Converged::DryRun(p) => &p.deferred,
+        }
+    }
 }
 
 /// Why [`converge`] stopped short.
@@ -285,6 +339,7 @@ pub async fn converge(
     svc: &ServiceConfig,
     policy: &Policy,
     health: &BTreeMap<IpAddr, Health>,
+    in_doubt: &BTreeSet<IpAddr>,
     published: &mut Option<BTreeSet<IpAddr>>,
     dry_run: bool,
 ) -> Result<Converged, ConvergeError> {
@@ -303,9 +358,9 @@ pub async fn converge(
                 Err(e) => return fail(published, "reading published records", e),
             },
         };
-        let plan = decide::plan(policy, health, &current);
+        let plan = decide::plan(policy, health, &current, in_doubt);
         if plan.is_empty() {
-            return Ok(Converged::NoChange);
+            return Ok(Converged::NoChange(plan));
         }
         if dry_run {
             return Ok(Converged::DryRun(plan));

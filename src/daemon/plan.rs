@@ -87,7 +87,7 @@ pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
         let plan = published
             .as_ref()
             .ok()
-            .map(|p| decide::plan(&policy, &health, p));
+            .map(|p| decide::plan(&policy, &health, p, &BTreeSet::new()));
         reports.push(ServiceReport {
             fqdn: svc.fqdn.clone(),
             writer: svc.writer.clone(),

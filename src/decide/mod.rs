@@ -9,6 +9,11 @@
 //!   ones, and falls back to `keep_all` if that is still too few), `fail_closed` publishes only healthy ones.
 //! - Addresses published under the name that are not configured endpoints are left alone, unless the
 //!   service sets `remove_unlisted`.
+//! - Removals are held back while too few endpoints would remain *confirmed* up: when the up endpoints
+//!   that would stay are themselves in doubt (by this node's own probes: failing since their last
+//!   success, or not yet seen up), they may be about to go down too, and then `keep_all` would put back
+//!   what was just removed — two DNS changes for one event. The caller bounds how long it passes `in_doubt` (one detection time), so a removal is
+//!   delayed, never lost.
 
 #[cfg(test)]
 mod tests;
@@ -65,6 +70,8 @@ pub struct Plan {
     pub changes: Vec<(Change, String)>,
     /// Set when the all-down policy decided the outcome.
     pub policy_applied: Option<AllDownPolicy>,
+    /// Removals held back because the endpoints that would remain are in doubt.
+    pub deferred: BTreeSet<IpAddr>,
 }
 
 impl Plan {
@@ -104,11 +111,13 @@ impl fmt::Display for Plan {
 /// Computes the plan for one service.
 ///
 /// `health` holds the verdict of each configured endpoint (missing means unknown); `published` is the
-/// full A+AAAA record set DNS serves for the name now.
+/// full A+AAAA record set DNS serves for the name now; `in_doubt` are endpoints this node does not see
+/// solidly up (pass an empty set to stop holding removals back).
 pub fn plan(
     policy: &Policy,
     health: &BTreeMap<IpAddr, Health>,
     published: &BTreeSet<IpAddr>,
+    in_doubt: &BTreeSet<IpAddr>,
 ) -> Plan {
     let verdict = |ip: &IpAddr| health.get(ip).copied().unwrap_or(Health::Unknown);
     let managed: BTreeSet<IpAddr> = policy.endpoints.iter().copied().collect();
@@ -145,6 +154,20 @@ pub fn plan(
         }
     };
 
+    let mut deferred = BTreeSet::new();
+    let mut desired_managed = desired_managed;
+    if policy.all_down != AllDownPolicy::FailClosed {
+        let confirmed_up = up.iter().filter(|ip| !in_doubt.contains(ip)).count();
+        let removals: Vec<IpAddr> = published_managed
+            .difference(&desired_managed)
+            .copied()
+            .collect();
+        if !removals.is_empty() && confirmed_up < policy.min_healthy {
+            deferred.extend(removals.iter().copied());
+            desired_managed.extend(removals);
+        }
+    }
+
     let unlisted: BTreeSet<IpAddr> = published.difference(&managed).copied().collect();
     let mut desired = desired_managed.clone();
     if !policy.remove_unlisted {
@@ -179,5 +202,6 @@ pub fn plan(
         desired,
         changes,
         policy_applied,
+        deferred,
     }
 }

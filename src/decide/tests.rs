@@ -14,6 +14,10 @@ fn set(ips: &[&str]) -> BTreeSet<IpAddr> {
     ips.iter().map(|s| ip(s)).collect()
 }
 
+fn none() -> BTreeSet<IpAddr> {
+    BTreeSet::new()
+}
+
 fn policy(eps: &[&str], min_healthy: usize, all_down: AllDownPolicy) -> Policy {
     Policy {
         endpoints: eps.iter().map(|s| ip(s)).collect(),
@@ -36,7 +40,7 @@ const X: &str = "192.0.2.99";
 fn down_endpoint_is_removed_and_up_one_added() {
     let p = policy(&[A, B, C], 1, AllDownPolicy::KeepAll);
     let h = health(&[(A, Health::Up), (B, Health::Down), (C, Health::Up)]);
-    let plan = plan(&p, &h, &set(&[A, B]));
+    let plan = plan(&p, &h, &set(&[A, B]), &none());
     assert_eq!(plan.desired, set(&[A, C]));
     assert_eq!(plan.additions(), set(&[C]));
     assert_eq!(plan.removals(), set(&[B]));
@@ -51,27 +55,27 @@ fn down_endpoint_is_removed_and_up_one_added() {
 fn all_healthy_and_published_is_no_change() {
     let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
     let h = health(&[(A, Health::Up), (B, Health::Up)]);
-    assert!(plan(&p, &h, &set(&[A, B])).is_empty());
+    assert!(plan(&p, &h, &set(&[A, B]), &none()).is_empty());
 }
 
 #[test]
 fn unknown_endpoints_never_cause_removal() {
     // Just after a restart: nothing known yet, nothing changes.
     let p = policy(&[A, B, C], 1, AllDownPolicy::KeepAll);
-    assert!(plan(&p, &BTreeMap::new(), &set(&[A, B])).is_empty());
+    assert!(plan(&p, &BTreeMap::new(), &set(&[A, B]), &none()).is_empty());
     // One verdict in (down) while others are unknown: still no removal.
     let h = health(&[(A, Health::Down)]);
-    assert!(plan(&p, &h, &set(&[A, B])).is_empty());
+    assert!(plan(&p, &h, &set(&[A, B]), &none()).is_empty());
     // An up endpoint is added even while others are unknown.
     let h = health(&[(C, Health::Up)]);
-    assert_eq!(plan(&p, &h, &set(&[A, B])).additions(), set(&[C]));
+    assert_eq!(plan(&p, &h, &set(&[A, B]), &none()).additions(), set(&[C]));
 }
 
 #[test]
 fn keep_all_publishes_every_endpoint_when_all_down() {
     let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
     let h = health(&[(A, Health::Down), (B, Health::Down)]);
-    let plan = plan(&p, &h, &set(&[A]));
+    let plan = plan(&p, &h, &set(&[A]), &none());
     assert_eq!(plan.desired, set(&[A, B]));
     assert_eq!(plan.policy_applied, Some(AllDownPolicy::KeepAll));
 }
@@ -80,7 +84,7 @@ fn keep_all_publishes_every_endpoint_when_all_down() {
 fn keep_last_keeps_published_set() {
     let p = policy(&[A, B, C], 2, AllDownPolicy::KeepLast);
     let h = health(&[(A, Health::Down), (B, Health::Down), (C, Health::Up)]);
-    let plan = plan(&p, &h, &set(&[A, B]));
+    let plan = plan(&p, &h, &set(&[A, B]), &none());
     assert_eq!(plan.desired, set(&[A, B, C]));
     assert_eq!(plan.removals(), set(&[]));
 }
@@ -89,14 +93,14 @@ fn keep_last_keeps_published_set() {
 fn keep_last_falls_back_to_keep_all_below_min_healthy() {
     let p = policy(&[A, B, C], 2, AllDownPolicy::KeepLast);
     let h = health(&[(A, Health::Down), (B, Health::Down), (C, Health::Down)]);
-    assert_eq!(plan(&p, &h, &set(&[A])).desired, set(&[A, B, C]));
+    assert_eq!(plan(&p, &h, &set(&[A]), &none()).desired, set(&[A, B, C]));
 }
 
 #[test]
 fn fail_closed_may_empty_the_set() {
     let p = policy(&[A, B], 1, AllDownPolicy::FailClosed);
     let h = health(&[(A, Health::Down), (B, Health::Down)]);
-    let plan = plan(&p, &h, &set(&[A, B]));
+    let plan = plan(&p, &h, &set(&[A, B]), &none());
     assert!(plan.desired.is_empty());
     assert_eq!(plan.removals(), set(&[A, B]));
 }
@@ -105,7 +109,7 @@ fn fail_closed_may_empty_the_set() {
 fn unlisted_records_are_left_alone_by_default() {
     let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
     let h = health(&[(A, Health::Up), (B, Health::Down)]);
-    let plan = plan(&p, &h, &set(&[A, B, X]));
+    let plan = plan(&p, &h, &set(&[A, B, X]), &none());
     assert_eq!(plan.desired, set(&[A, X]));
     assert_eq!(plan.removals(), set(&[B]));
 }
@@ -115,7 +119,7 @@ fn unlisted_records_go_with_remove_unlisted() {
     let mut p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
     p.remove_unlisted = true;
     let h = health(&[(A, Health::Up), (B, Health::Up)]);
-    let plan = plan(&p, &h, &set(&[A, B, X]));
+    let plan = plan(&p, &h, &set(&[A, B, X]), &none());
     assert_eq!(plan.removals(), set(&[X]));
 }
 
@@ -124,14 +128,14 @@ fn unlisted_records_do_not_count_towards_min_healthy() {
     let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
     let h = health(&[(A, Health::Down), (B, Health::Down)]);
     // X is published but not ours: keep_all must still publish A and B.
-    assert_eq!(plan(&p, &h, &set(&[X])).desired, set(&[A, B, X]));
+    assert_eq!(plan(&p, &h, &set(&[X]), &none()).desired, set(&[A, B, X]));
 }
 
 #[test]
 fn restored_record_deleted_by_someone_else() {
     let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
     let h = health(&[(A, Health::Up), (B, Health::Up)]);
-    assert_eq!(plan(&p, &h, &set(&[A])).additions(), set(&[B]));
+    assert_eq!(plan(&p, &h, &set(&[A]), &none()).additions(), set(&[B]));
 }
 
 fn endpoints_strategy() -> impl Strategy<Value = Vec<IpAddr>> {
@@ -169,7 +173,7 @@ proptest! {
             let ip = endpoints[pick as usize % endpoints.len()];
             machines.get_mut(&ip).unwrap().observe(ok, std::time::Duration::ZERO, "");
             let h = machines.iter().map(|(ip, m)| (*ip, m.state())).collect();
-            let pl = plan(&p, &h, &published);
+            let pl = plan(&p, &h, &published, &BTreeSet::new());
             // Applying the plan to the published set gives the desired set.
             let mut applied = published.clone();
             for (c, _) in &pl.changes {
@@ -197,7 +201,37 @@ proptest! {
         let published: BTreeSet<IpAddr> = endpoints.iter().enumerate()
             .filter(|(i, _)| published_mask & (1 << i) != 0).map(|(_, ip)| *ip).collect();
         let p = Policy { endpoints, min_healthy: 1, all_down: AllDownPolicy::KeepAll, remove_unlisted: false };
-        let pl = plan(&p, &h, &published);
+        let pl = plan(&p, &h, &published, &BTreeSet::new());
         prop_assert_eq!(pl.desired, up);
     }
+}
+
+#[test]
+fn removal_waits_while_the_rest_are_in_doubt() {
+    // A is down; B and C are still up but failing: they may follow, and then keep_all would re-add A.
+    let p = policy(&[A, B, C], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Down), (B, Health::Up), (C, Health::Up)]);
+    let doubt = set(&[B, C]);
+    let held = plan(&p, &h, &set(&[A, B, C]), &doubt);
+    assert!(held.is_empty(), "{held}");
+    assert_eq!(held.deferred, set(&[A]));
+    // One confirmed-up endpoint is enough for min_healthy = 1: A goes.
+    let go = plan(&p, &h, &set(&[A, B, C]), &set(&[B]));
+    assert_eq!(go.removals(), set(&[A]));
+    assert!(go.deferred.is_empty());
+    // Without doubt (or once the caller stops passing it) A goes.
+    assert_eq!(
+        plan(&p, &h, &set(&[A, B, C]), &none()).removals(),
+        set(&[A])
+    );
+}
+
+#[test]
+fn fail_closed_never_holds_removals() {
+    let p = policy(&[A, B], 1, AllDownPolicy::FailClosed);
+    let h = health(&[(A, Health::Down), (B, Health::Up)]);
+    assert_eq!(
+        plan(&p, &h, &set(&[A, B]), &set(&[B])).removals(),
+        set(&[A])
+    );
 }

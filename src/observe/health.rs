@@ -99,6 +99,12 @@ impl HealthMachine {
         &self.last_detail
     }
 
+    /// Not solidly up: down, unknown, or up but with failed probes since its last success (it may be
+    /// about to go down).
+    pub fn in_doubt(&self) -> bool {
+        self.state != Health::Up || self.failures > 0
+    }
+
     /// Consecutive successes and failures so far.
     pub fn streaks(&self) -> (u32, u32) {
         (self.successes, self.failures)
@@ -198,6 +204,21 @@ mod tests {
         feed(&mut m, &[true, true]);
         let noise: Vec<bool> = (0..100).map(|i| i % 2 == 0).collect();
         assert_eq!(feed(&mut m, &noise), vec![]);
+    }
+
+    #[test]
+    fn in_doubt_unless_up_without_failures() {
+        let mut m = HealthMachine::new(3, 1);
+        assert!(m.in_doubt(), "unknown is not solidly up");
+        feed(&mut m, &[true]);
+        assert!(!m.in_doubt());
+        feed(&mut m, &[false]);
+        assert!(m.in_doubt());
+        feed(&mut m, &[true]);
+        assert!(!m.in_doubt());
+        feed(&mut m, &[false, false, false]);
+        assert_eq!(m.state(), Health::Down);
+        assert!(m.in_doubt());
     }
 
     #[test]
