@@ -32,6 +32,8 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 const RISE: u32 = 2;
 /// How far p95 may exceed the theoretical upper bound (DNS write plus measurement).
 const SLACK: Duration = Duration::from_millis(100);
+/// Issue target: a 3-node cluster may add at most this much to the 1-node p95.
+const CLUSTER_SLACK: Duration = Duration::from_millis(150);
 /// Endpoints per service: one is broken per trial, the other two keep the name resolvable, so the
 /// `min_healthy`/`all_down` policies never get in the way.
 const ENDPOINTS: usize = 3;
@@ -73,6 +75,8 @@ struct Plan {
     modes: Vec<Mode>,
     services: usize,
     rounds: usize,
+    /// Monitor nodes: 1 (no `[cluster]`) and/or 3 (a cluster voting by majority on loopback).
+    nodes: Vec<usize>,
     /// All services in one zone on one Knot instead of one Knot each. Off by default: trials that
     /// run in parallel then delay each other's UPDATEs inside Knot (see `Setup::round`), which
     /// measures the bench's parallelism rather than one failover. `RRGUARD_BENCH_SHARED_ZONE=1`
@@ -89,6 +93,7 @@ impl Plan {
             // enough for a p95 that is not just the maximum.
             services: 10,
             rounds: 3,
+            nodes: vec![1, 3],
             shared_zone: false,
         }
     }
@@ -99,6 +104,7 @@ impl Plan {
             modes: vec![Mode::Refused],
             services: 2,
             rounds: 1,
+            nodes: vec![1],
             shared_zone: false,
         }
     }
@@ -133,6 +139,11 @@ impl Plan {
         }
         if let Some(n) = var("RRGUARD_BENCH_ROUNDS", count) {
             self.rounds = n;
+        }
+        if let Some(nodes) = var("RRGUARD_BENCH_NODES", |t| {
+            list(t, |n| n.parse().ok().filter(|n| [1, 3].contains(n)))
+        }) {
+            self.nodes = nodes;
         }
         if let Some(shared) = var("RRGUARD_BENCH_SHARED_ZONE", |t| match t {
             "1" | "true" => Some(true),
@@ -208,13 +219,14 @@ struct Setup {
     /// One Knot per service, or one for all with `shared_zone` (see [`Plan::shared_zone`]).
     dns: Vec<DnsServer>,
     services: Vec<Service>,
-    daemon: Daemon,
+    /// One rrguard per monitor node; the first (lowest id) is the writer.
+    daemons: Vec<Daemon>,
     // Holds the config; dropped last.
     _dir: tempfile::TempDir,
 }
 
 impl Setup {
-    fn start(fall: u32, count: usize, shared_zone: bool) -> Setup {
+    fn start(fall: u32, count: usize, shared_zone: bool, nodes: usize) -> Setup {
         let names: Vec<(String, Vec<Ipv4Addr>)> = (0..count)
             .map(|k| {
                 let third = u8::try_from(k + 1).expect("at most 254 services");
@@ -244,10 +256,7 @@ impl Setup {
         let server_of = |k: usize| if shared_zone { 0 } else { k };
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
         let mut config = format!(
-            r#"[node]
-id = "bench-node"
-state_dir = "{state}"
-
+            r#"
 [defaults]
 interval = "{interval}ms"
 timeout = "{timeout}ms"
@@ -256,7 +265,6 @@ rise = {RISE}
 ttl = 30
 reconcile_interval = "60s"
 "#,
-            state = dir.path().display(),
             interval = INTERVAL.as_millis(),
             timeout = TIMEOUT.as_millis(),
         );
@@ -313,31 +321,67 @@ path = "/health"
                 }
             })
             .collect();
-        let path = dir.path().join("rrguard.toml");
-        std::fs::write(&path, config).expect("cannot write the config");
-        // JSON logs carry precise timestamps and the service/endpoint fields, which the report uses
-        // to split each sample into detection and DNS write (see `split`).
-        let daemon = Daemon::start(&[
-            "run",
-            "-c",
-            path.to_str().expect("UTF-8 path"),
-            "--log-format",
-            "json",
-        ]);
+        // Every node has the same services and writers; a cluster adds [node].listen and [cluster].
+        let loopback = "127.0.0.1".parse().expect("loopback");
+        let ports: Vec<u16> = (0..nodes)
+            .map(|_| support::free_tcp_port(loopback))
+            .collect();
+        let daemons: Vec<Daemon> = (0..nodes)
+            .map(|i| {
+                let mut head = format!(
+                    "[node]\nid = \"mon-{i}\"\nstate_dir = \"{}\"\n",
+                    dir.path().display()
+                );
+                if nodes > 1 {
+                    writeln!(head, "listen = \"127.0.0.1:{}\"", ports[i]).unwrap();
+                    head.push_str("\n[cluster]\nsecret = \"bench-cluster-secret-0123456789\"\n");
+                    for (j, port) in ports.iter().enumerate().filter(|(j, _)| *j != i) {
+                        write!(
+                            head,
+                            "\n[[cluster.peers]]\nid = \"mon-{j}\"\nurl = \"http://127.0.0.1:{port}\"\n"
+                        )
+                        .unwrap();
+                    }
+                }
+                let path = dir.path().join(format!("rrguard-{i}.toml"));
+                std::fs::write(&path, format!("{head}{config}")).expect("cannot write the config");
+                // JSON logs carry precise timestamps and the service/endpoint fields, which the
+                // report uses to split each sample into detection and DNS write (see `split`).
+                Daemon::start(&[
+                    "run",
+                    "-c",
+                    path.to_str().expect("UTF-8 path"),
+                    "--log-format",
+                    "json",
+                ])
+            })
+            .collect();
         let setup = Setup {
             fall,
             dns,
             services,
-            daemon,
+            daemons,
             _dir: dir,
         };
         // Until every endpoint has its first `up` verdict a stopped endpoint would go from unknown to
         // down, which is not the transition being measured.
         let all = count * ENDPOINTS;
-        wait_until(&format!("{all} endpoints up"), SETTLE, || {
-            setup.daemon.log().matches("endpoint is up").count() >= all
-        });
+        for d in &setup.daemons {
+            wait_until(&format!("{all} endpoints up"), SETTLE, || {
+                d.log().matches("endpoint is up").count() >= all
+            });
+        }
+        if nodes > 1 {
+            wait_until("mon-0 is the writer", SETTLE, || {
+                setup.writer().log().contains("this node is the writer")
+            });
+        }
         setup
+    }
+
+    /// The node that writes: mon-0, the lowest id.
+    fn writer(&self) -> &Daemon {
+        &self.daemons[0]
     }
 
     /// Waits until every service publishes all its endpoints again (steady state between rounds).
@@ -351,10 +395,10 @@ path = "/health"
             });
             assert!(
                 done,
-                "{} did not get all of {:?} back within {SETTLE:?}: last answer {last:?}\n--- daemon log ---\n{}",
+                "{} did not get all of {:?} back within {SETTLE:?}: last answer {last:?}\n--- writer log ---\n{}",
                 svc.fqdn,
                 svc.ips,
-                self.daemon.log()
+                self.writer().log()
             );
         }
     }
@@ -554,14 +598,16 @@ impl Poller {
 }
 
 /// Wall-clock times at which the daemon logged `endpoint is down`, per (service, endpoint).
-fn down_verdicts(log: &str) -> BTreeMap<(String, String), Vec<SystemTime>> {
+/// When the writer concluded each endpoint was down: its own `endpoint is down` verdict on a single
+/// node, `cluster agrees endpoint is down` in a cluster.
+fn down_verdicts(log: &str, message: &str) -> BTreeMap<(String, String), Vec<SystemTime>> {
     let mut out: BTreeMap<(String, String), Vec<SystemTime>> = BTreeMap::new();
     for line in log.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
         let fields = &v["fields"];
-        if fields["message"] != "endpoint is down" {
+        if fields["message"] != message {
             continue;
         }
         let (Some(ts), Some(svc), Some(ep)) = (
@@ -598,6 +644,7 @@ fn split(
 
 /// Results of one (fall, mode) setting.
 struct Row {
+    nodes: usize,
     fall: u32,
     mode: Mode,
     samples: Vec<Duration>,
@@ -635,8 +682,8 @@ fn ms(d: Option<Duration>) -> String {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<8} {:>4} {:>3} {:>7} {:>7} {:>7} {:>7} {:>13} {:>8}  verdict",
-        "mode", "fall", "n", "min", "p50", "p95", "max", "bound", "target"
+        "{:>5} {:<8} {:>4} {:>3} {:>7} {:>7} {:>7} {:>7} {:>13} {:>8}  verdict",
+        "nodes", "mode", "fall", "n", "min", "p50", "p95", "max", "bound", "target"
     );
     for r in rows {
         let (lo, hi) = r.bounds();
@@ -647,7 +694,8 @@ fn print_table(rows: &[Row]) {
             format!(" ({} lost)", r.lost.len())
         };
         println!(
-            "{:<8} {:>4} {:>3} {:>7} {:>7} {:>7} {:>7} {:>6}…{:<6} {:>8}  {verdict}{lost}",
+            "{:>5} {:<8} {:>4} {:>3} {:>7} {:>7} {:>7} {:>7} {:>6}…{:<6} {:>8}  {verdict}{lost}",
+            r.nodes,
             r.mode.name(),
             r.fall,
             r.samples.len(),
@@ -666,12 +714,21 @@ fn print_table(rows: &[Row]) {
     println!();
     println!("where the time goes (from the daemon's JSON log timestamps):");
     println!(
-        "{:<8} {:>4} {:>3} {:>11} {:>11} {:>11} {:>11} {:>11}",
-        "mode", "fall", "n", "detect p50", "detect p95", "write p50", "write p95", "write max"
+        "{:>5} {:<8} {:>4} {:>3} {:>11} {:>11} {:>11} {:>11} {:>11}",
+        "nodes",
+        "mode",
+        "fall",
+        "n",
+        "detect p50",
+        "detect p95",
+        "write p50",
+        "write p95",
+        "write max"
     );
     for r in rows {
         println!(
-            "{:<8} {:>4} {:>3} {:>11} {:>11} {:>11} {:>11} {:>11}",
+            "{:>5} {:<8} {:>4} {:>3} {:>11} {:>11} {:>11} {:>11} {:>11}",
+            r.nodes,
             r.mode.name(),
             r.fall,
             r.detect.len(),
@@ -683,13 +740,58 @@ fn print_table(rows: &[Row]) {
         );
     }
     println!(
-        "(detect: failure → `endpoint is down` logged; write: → Knot answers without it, incl. ≤5 ms polling)"
+        "(detect: failure → the writer logs `endpoint is down` (1 node) or `cluster agrees endpoint is down` (3 nodes); write: → Knot answers without it, incl. ≤5 ms polling)"
     );
     for r in rows {
         for why in &r.lost {
             println!("LOST {} fall {}: {why}", r.mode.name(), r.fall);
         }
     }
+}
+
+/// Issue target for a cluster: with the same interval and fall, the 3-node p95 is within the 1-node p95
+/// + 150 ms. Prints one line per (mode, fall) measured both ways; true if all pass (or none compared).
+fn print_cluster_comparison(rows: &[Row]) -> bool {
+    let mut ok = true;
+    let mut header = false;
+    for three in rows.iter().filter(|r| r.nodes == 3) {
+        let Some(one) = rows
+            .iter()
+            .find(|r| r.nodes == 1 && r.fall == three.fall && r.mode == three.mode)
+        else {
+            continue;
+        };
+        if !header {
+            println!();
+            println!(
+                "3 nodes vs 1 node (target: p95 of 3 nodes ≤ p95 of 1 node + {} ms)",
+                CLUSTER_SLACK.as_millis()
+            );
+            println!(
+                "{:<8} {:>4} {:>10} {:>10} {:>8}  verdict",
+                "mode", "fall", "1-node p95", "3-node p95", "diff"
+            );
+            header = true;
+        }
+        let (p1, p3) = (percentile(&one.samples, 95), percentile(&three.samples, 95));
+        let pass = matches!((p1, p3), (Some(a), Some(b)) if b <= a + CLUSTER_SLACK)
+            && three.lost.is_empty();
+        ok &= pass;
+        let diff = match (p1, p3) {
+            (Some(a), Some(b)) => format!("{:+}", b.as_millis() as i64 - a.as_millis() as i64),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "{:<8} {:>4} {:>10} {:>10} {:>8}  {}",
+            three.mode.name(),
+            three.fall,
+            ms(p1),
+            ms(p3),
+            diff,
+            if pass { "PASS" } else { "FAIL" }
+        );
+    }
+    ok
 }
 
 /// `knotd --version`, for the record (knotd lives in /usr/sbin, not always on PATH).
@@ -703,29 +805,46 @@ fn knot_version() -> String {
 
 /// Keeps the raw material of a run in `dir` (RRGUARD_BENCH_OUT): per-sample CSV and both logs, to see
 /// what an outlier was waiting for.
-fn save(dir: &std::path::Path, fall: u32, csv: &str, daemon_log: &str, knot_log: &str) {
+fn save(
+    dir: &std::path::Path,
+    nodes: usize,
+    fall: u32,
+    csv: &str,
+    daemon_log: &str,
+    knot_log: &str,
+) {
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let samples = dir.join("samples.csv");
     let mut text = std::fs::read_to_string(&samples).unwrap_or_else(|_| {
-        "fall,mode,round,service,endpoint,broken_at_unix,phase_ms,total_ms,detect_ms,write_ms\n"
+        "nodes,fall,mode,round,service,endpoint,broken_at_unix,phase_ms,total_ms,detect_ms,write_ms\n"
             .to_owned()
     });
     text.push_str(csv);
     std::fs::write(&samples, text).expect("cannot write samples.csv");
-    std::fs::write(dir.join(format!("fall{fall}-daemon.log")), daemon_log)
-        .expect("cannot write the daemon log");
-    std::fs::write(dir.join(format!("fall{fall}-knot.log")), knot_log)
-        .expect("cannot write the Knot log");
-    println!("fall {fall}: samples and logs saved in {}", dir.display());
+    std::fs::write(
+        dir.join(format!("nodes{nodes}-fall{fall}-daemon.log")),
+        daemon_log,
+    )
+    .expect("cannot write the daemon log");
+    std::fs::write(
+        dir.join(format!("nodes{nodes}-fall{fall}-knot.log")),
+        knot_log,
+    )
+    .expect("cannot write the Knot log");
+    println!(
+        "{nodes} node(s), fall {fall}: samples and logs saved in {}",
+        dir.display()
+    );
 }
 
-fn run_setting(fall: u32, plan: &Plan, rng: &mut XorShift) -> Vec<Row> {
+fn run_setting(fall: u32, nodes: usize, plan: &Plan, rng: &mut XorShift) -> Vec<Row> {
     let started = Instant::now();
-    let setup = Setup::start(fall, plan.services, plan.shared_zone);
+    let setup = Setup::start(fall, plan.services, plan.shared_zone, nodes);
     let mut rows = Vec::new();
     let mut samples = Vec::new();
     for &mode in &plan.modes {
         let mut row = Row {
+            nodes,
             fall,
             mode,
             samples: Vec::new(),
@@ -747,8 +866,13 @@ fn run_setting(fall: u32, plan: &Plan, rng: &mut XorShift) -> Vec<Row> {
         rows.push(row);
     }
     setup.wait_all_published();
-    let log = setup.daemon.log();
-    let verdicts = down_verdicts(&log);
+    let log = setup.writer().log();
+    let message = if nodes > 1 {
+        "cluster agrees endpoint is down"
+    } else {
+        "endpoint is down"
+    };
+    let verdicts = down_verdicts(&log, message);
     let mut csv = String::new();
     for (i, s) in &samples {
         let parts = split(s, &verdicts);
@@ -760,7 +884,7 @@ fn run_setting(fall: u32, plan: &Plan, rng: &mut XorShift) -> Vec<Row> {
         let at = s.broken_at.duration_since(UNIX_EPOCH).unwrap_or_default();
         writeln!(
             csv,
-            "{fall},{},{},{},{},{:.6},{},{},{},{}",
+            "{nodes},{fall},{},{},{},{},{:.6},{},{},{},{}",
             rows[*i].mode.name(),
             s.round,
             s.fqdn,
@@ -775,7 +899,7 @@ fn run_setting(fall: u32, plan: &Plan, rng: &mut XorShift) -> Vec<Row> {
     }
     if let Some(dir) = std::env::var_os("RRGUARD_BENCH_OUT") {
         let knot_logs: Vec<String> = setup.dns.iter().map(DnsServer::log).collect();
-        save(dir.as_ref(), fall, &csv, &log, &knot_logs.join("\n"));
+        save(dir.as_ref(), nodes, fall, &csv, &log, &knot_logs.join("\n"));
     }
     // Write failures or conflicts would show up as WARN/ERROR lines and explain outliers.
     let problems = log
@@ -783,7 +907,7 @@ fn run_setting(fall: u32, plan: &Plan, rng: &mut XorShift) -> Vec<Row> {
         .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
         .count();
     println!(
-        "fall {fall}: {} services, {} rounds per mode, {:.1} s, daemon WARN/ERROR lines: {problems}",
+        "{nodes} node(s), fall {fall}: {} services, {} rounds per mode, {:.1} s, writer WARN/ERROR lines: {problems}",
         plan.services,
         plan.rounds,
         started.elapsed().as_secs_f64()
@@ -822,13 +946,16 @@ fn main() {
         },
     );
     let mut rows = Vec::new();
-    for &fall in &plan.falls {
-        rows.extend(run_setting(fall, &plan, &mut rng));
+    for &nodes in &plan.nodes {
+        for &fall in &plan.falls {
+            rows.extend(run_setting(fall, nodes, &plan, &mut rng));
+        }
     }
     print_table(&rows);
+    let cluster_ok = print_cluster_comparison(&rows);
 
     if full {
-        if !rows.iter().all(Row::pass) {
+        if !rows.iter().all(Row::pass) || !cluster_ok {
             eprintln!("failover target missed (see FAIL above)");
             std::process::exit(1);
         }
