@@ -557,39 +557,54 @@ fn tool(name: &str) -> PathBuf {
 /// Errors on transport failure and on rcodes other than NOERROR/NXDOMAIN (which `+short` would hide).
 pub fn dig(server: SocketAddr, name: &str, rtype: &str) -> Result<Vec<String>, String> {
     let out = run_with_timeout(
-        Command::new(tool("dig")).args([
-            "+tcp",
-            "+time=2",
-            "+tries=1",
-            "+norecurse",
-            "+nocmd",
-            "+noall",
-            "+comments",
-            "+answer",
-            &format!("@{}", server.ip()),
-            "-p",
-            &server.port().to_string(),
-            name,
-            rtype,
-        ]),
+        Command::new(tool("dig")).args(dig_args(server, name, rtype)),
         None,
         Duration::from_secs(10),
     )?;
     let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "dig {name} {rtype} @{server}: {} {}{}",
+            out.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    parse_dig(&stdout).map_err(|e| format!("dig {name} {rtype} @{server}: {e}"))
+}
+
+/// The arguments of one TCP, non-recursive, single-try query that prints the status and the answer.
+pub(crate) fn dig_args(server: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
+    let fixed = [
+        "+tcp",
+        "+time=2",
+        "+tries=1",
+        "+norecurse",
+        "+nocmd",
+        "+noall",
+        "+comments",
+        "+answer",
+    ];
+    let mut args: Vec<String> = fixed.iter().map(|a| a.to_string()).collect();
+    args.extend([
+        format!("@{}", server.ip()),
+        "-p".to_owned(),
+        server.port().to_string(),
+        name.to_owned(),
+        rtype.to_owned(),
+    ]);
+    args
+}
+
+/// The answer rdata of `dig_args` output, sorted; an error (with the output) unless the status is
+/// NOERROR or NXDOMAIN, which `+short` would hide.
+pub(crate) fn parse_dig(stdout: &str) -> Result<Vec<String>, String> {
     let status = stdout
         .lines()
         .find_map(|line| line.split_once("status: "))
         .map(|(_, rest)| rest.split(',').next().unwrap_or_default().trim());
-    match status {
-        Some("NOERROR" | "NXDOMAIN") if out.status.success() => {}
-        _ => {
-            return Err(format!(
-                "dig {name} {rtype} @{server}: {} {}{}",
-                out.status,
-                stdout.trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+    if !matches!(status, Some("NOERROR" | "NXDOMAIN")) {
+        return Err(stdout.trim().to_owned());
     }
     let mut rdata: Vec<String> = stdout
         .lines()

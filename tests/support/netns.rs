@@ -345,46 +345,10 @@ impl Ns {
     /// sorted. Errors on transport failure and rcodes other than NOERROR/NXDOMAIN.
     pub fn dig(&self, server: SocketAddr, name: &str, rtype: &str) -> Result<Vec<String>, String> {
         let dig = required_tool("dig", "dnsutils");
-        let out = self.exec(
-            &dig,
-            &[
-                "+tcp",
-                "+time=2",
-                "+tries=1",
-                "+norecurse",
-                "+nocmd",
-                "+noall",
-                "+comments",
-                "+answer",
-                &format!("@{}", server.ip()),
-                "-p",
-                &server.port().to_string(),
-                name,
-                rtype,
-            ],
-            None,
-        )?;
-        let status = out
-            .lines()
-            .find_map(|line| line.split_once("status: "))
-            .map(|(_, rest)| rest.split(',').next().unwrap_or_default().trim());
-        if !matches!(status, Some("NOERROR" | "NXDOMAIN")) {
-            return Err(format!("dig {name} {rtype} @{server}: {}", out.trim()));
-        }
-        let mut rdata: Vec<String> = out
-            .lines()
-            .filter(|line| !line.trim().is_empty() && !line.starts_with(';'))
-            // name ttl class type rdata…
-            .map(|line| {
-                line.split_whitespace()
-                    .skip(4)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .filter(|r| !r.is_empty())
-            .collect();
-        rdata.sort();
-        Ok(rdata)
+        let args = super::dns::dig_args(server, name, rtype);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.exec(&dig, &args, None)?;
+        super::dns::parse_dig(&out).map_err(|e| format!("dig {name} {rtype} @{server}: {e}"))
     }
 }
 
