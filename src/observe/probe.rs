@@ -308,6 +308,18 @@ mod tests {
         (port, task)
     }
 
+    /// Probes 127.0.0.1 once with an HTTP(S) check.
+    async fn probe_http(check: HttpCheckConfig, timeout: Duration) -> ProbeResult {
+        build(
+            &CheckConfig::Http(check),
+            "127.0.0.1".parse().unwrap(),
+            timeout,
+        )
+        .unwrap()
+        .probe()
+        .await
+    }
+
     fn http_check(port: u16) -> HttpCheckConfig {
         HttpCheckConfig {
             tls: false,
@@ -351,14 +363,7 @@ mod tests {
             "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         )
         .await;
-        let r = build(
-            &CheckConfig::Http(http_check(port)),
-            "127.0.0.1".parse().unwrap(),
-            Duration::from_secs(2),
-        )
-        .unwrap()
-        .probe()
-        .await;
+        let r = probe_http(http_check(port), Duration::from_secs(2)).await;
         assert!(!r.ok);
         assert!(r.detail.contains("503"), "{}", r.detail);
     }
@@ -369,14 +374,7 @@ mod tests {
             let (port, _req) = serve_once(OK).await;
             let mut c = http_check(port);
             c.body_contains = Some(needle.to_owned());
-            let r = build(
-                &CheckConfig::Http(c),
-                "127.0.0.1".parse().unwrap(),
-                Duration::from_secs(2),
-            )
-            .unwrap()
-            .probe()
-            .await;
+            let r = probe_http(c, Duration::from_secs(2)).await;
             assert_eq!(r.ok, want, "{needle}: {r:?}");
         }
     }
@@ -387,28 +385,14 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let r = build(
-            &CheckConfig::Http(http_check(port)),
-            "127.0.0.1".parse().unwrap(),
-            Duration::from_secs(2),
-        )
-        .unwrap()
-        .probe()
-        .await;
+        let r = probe_http(http_check(port), Duration::from_secs(2)).await;
         assert!(!r.ok);
         assert_eq!(r.detail, "connection refused");
 
         // Accepts but never answers: the probe must give up at its timeout.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = silent.local_addr().unwrap().port();
-        let r = build(
-            &CheckConfig::Http(http_check(port)),
-            "127.0.0.1".parse().unwrap(),
-            Duration::from_millis(200),
-        )
-        .unwrap()
-        .probe()
-        .await;
+        let r = probe_http(http_check(port), Duration::from_millis(200)).await;
         assert!(!r.ok);
         assert!(r.detail.contains("timed out"), "{}", r.detail);
         drop(silent);
@@ -448,28 +432,14 @@ mod tests {
         let (port, sni) = tls_once().await;
         c.port = port;
         c.tls_verify = false;
-        let r = build(
-            &CheckConfig::Http(c.clone()),
-            "127.0.0.1".parse().unwrap(),
-            Duration::from_secs(2),
-        )
-        .unwrap()
-        .probe()
-        .await;
+        let r = probe_http(c.clone(), Duration::from_secs(2)).await;
         assert!(r.ok, "{r:?}");
         assert_eq!(sni.await.unwrap().as_deref(), Some("www.example.test"));
         // Default tls_verify = true: an untrusted certificate fails the check.
         let (port, _sni) = tls_once().await;
         c.port = port;
         c.tls_verify = true;
-        let r = build(
-            &CheckConfig::Http(c),
-            "127.0.0.1".parse().unwrap(),
-            Duration::from_secs(2),
-        )
-        .unwrap()
-        .probe()
-        .await;
+        let r = probe_http(c, Duration::from_secs(2)).await;
         assert!(!r.ok, "{r:?}");
         assert!(
             r.detail.to_ascii_lowercase().contains("certificate"),
