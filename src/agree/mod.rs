@@ -432,28 +432,26 @@ impl Cluster {
                     None => {}
                 }
             }
-            let previous = self.decided.get(key).copied().unwrap_or(Health::Unknown);
-            let state = match (up.len() >= q, down.len() >= q) {
-                (true, false) => Health::Up,
-                (false, true) => Health::Down,
-                _ => previous,
-            };
             // An isolated node's conclusions are not agreement, and what it agreed before may since
             // have been overruled by the majority it could not hear: forget it. Unknown makes the planner
             // keep what DNS publishes, exactly like a node that just started.
-            if isolated.is_none() {
-                self.decided.insert(key.clone(), state);
-            } else {
+            let state = if isolated.is_some() {
                 self.decided.remove(key);
-            }
+                Health::Unknown
+            } else {
+                let previous = self.decided.get(key).copied().unwrap_or(Health::Unknown);
+                let state = match (up.len() >= q, down.len() >= q) {
+                    (true, false) => Health::Up,
+                    (false, true) => Health::Down,
+                    _ => previous,
+                };
+                self.decided.insert(key.clone(), state);
+                state
+            };
             endpoints.insert(
                 key.clone(),
                 Tally {
-                    state: if isolated.is_none() {
-                        state
-                    } else {
-                        Health::Unknown
-                    },
+                    state,
                     up,
                     down,
                     needed: q,
