@@ -507,6 +507,7 @@ fn forged(c: &Cluster, node: &str, generation: u64, seq: u64, sent_at_ms: u64) -
         seq,
         sent_at_ms,
         isolated: false,
+        settling: false,
         sees: vec!["mon-1".to_owned(), "mon-3".to_owned()],
         votes: c
             .eps

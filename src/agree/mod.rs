@@ -17,7 +17,8 @@
 //!   the majority may have decided otherwise meanwhile.
 //! - **Writer**: the live, non-isolated node with the lowest id among those that see a majority. Only it
 //!   writes, and not before it has been non-isolated for `settle` (two heartbeats) after start or after
-//!   an isolation, so that it acts on fresh snapshots from every peer; writes stay compare-and-swap, so two nodes that briefly both think they are the writer
+//!   an isolation, so that it acts on fresh snapshots from every peer (meanwhile it announces itself as
+//!   settling and its peers pass it over); writes stay compare-and-swap, so two nodes that briefly both think they are the writer
 //!   cannot corrupt a record set. `term` counts writer changes as seen by this node.
 //!
 //! A single node without `[cluster]` is the one-node case of the same rules.
@@ -192,6 +193,7 @@ struct Peer {
     seq: u64,
     last_heard: Option<Instant>,
     isolated: bool,
+    settling: bool,
     sees: BTreeSet<String>,
     votes: BTreeMap<VoteKey, bool>,
 }
@@ -358,6 +360,7 @@ impl Cluster {
         peer.seq = msg.seq;
         peer.last_heard = Some(now);
         peer.isolated = msg.isolated;
+        peer.settling = msg.settling;
         peer.sees = msg.sees.iter().cloned().collect();
         peer.votes = msg
             .votes
@@ -374,6 +377,12 @@ impl Cluster {
                 !self.rules.expire_votes || now.saturating_duration_since(t) <= self.cfg.vote_ttl
             }
         }
+    }
+
+    /// Non-isolated for at least `settle` (as of the last [`Cluster::view`]).
+    fn settled(&self, now: Instant) -> bool {
+        self.joined_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.settle)
     }
 
     fn majority(&self) -> usize {
@@ -461,7 +470,7 @@ impl Cluster {
 
         let mut candidates: Vec<&str> = voters
             .iter()
-            .filter(|(_, p)| p.sees.len() + 1 >= needed)
+            .filter(|(_, p)| !p.settling && p.sees.len() + 1 >= needed)
             .map(|(id, _)| *id)
             .collect();
         self.joined_at = match (&isolated, self.joined_at) {
@@ -469,9 +478,7 @@ impl Cluster {
             (None, since) => since,
             (Some(_), _) => None,
         };
-        let settled = self
-            .joined_at
-            .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.settle);
+        let settled = self.settled(now);
         let me_eligible = isolated.is_none() && settled;
         if me_eligible {
             candidates.push(&self.cfg.me);
@@ -528,6 +535,7 @@ impl Cluster {
             seq: self.seq,
             sent_at_ms: now_wall_ms,
             isolated: view.isolated.is_some(),
+            settling: view.isolated.is_none() && !self.settled(now),
             sees,
             votes,
         }

@@ -33,6 +33,7 @@ fn msg(node: &str, generation: u64, seq: u64, up: Option<bool>, sees: &[&str]) -
         seq,
         sent_at_ms: WALL,
         isolated: false,
+        settling: false,
         sees: sees.iter().map(|s| s.to_string()).collect(),
         votes: up
             .map(|up| Vote {
@@ -315,4 +316,31 @@ fn a_node_writes_only_after_settling() {
     c.receive(&msg("b", 1, 3, None, &["a"]), t2, WALL).unwrap();
     assert!(!c.view(t2).am_writer);
     assert!(c.view(t2 + Duration::from_secs(2)).am_writer);
+}
+
+#[test]
+fn a_settling_peer_is_passed_over_as_writer() {
+    let mut c = Cluster::new(cfg("b", THREE, Quorum::Majority), 1);
+    let t0 = Instant::now();
+    let mut m = msg("a", 1, 1, None, &["b", "c"]);
+    m.settling = true;
+    c.receive(&m, t0, WALL).unwrap();
+    let v = c.view(t0);
+    assert_eq!(
+        v.writer.as_deref(),
+        Some("b"),
+        "a is settling: b keeps writing"
+    );
+    assert!(v.am_writer);
+    let mut m = msg("a", 1, 2, None, &["b", "c"]);
+    m.settling = false;
+    c.receive(&m, t0, WALL).unwrap();
+    assert_eq!(c.view(t0).writer.as_deref(), Some("a"));
+    // And a node announces its own settling.
+    let mut config = cfg("a", THREE, Quorum::Majority);
+    config.settle = Duration::from_secs(2);
+    let mut a = Cluster::new(config, 1);
+    a.receive(&msg("b", 1, 1, None, &["a"]), t0, WALL).unwrap();
+    assert!(a.outgoing(t0, WALL).settling);
+    assert!(!a.outgoing(t0 + Duration::from_secs(2), WALL).settling);
 }

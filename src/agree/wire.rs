@@ -51,6 +51,9 @@ pub struct Message {
     pub sent_at_ms: u64,
     /// Sender is isolated: its (empty) votes must not count.
     pub isolated: bool,
+    /// Sender has just started or rejoined and does not write yet: pass it over as writer.
+    #[serde(default)]
+    pub settling: bool,
     /// Peers the sender heard within its vote lifetime.
     pub sees: Vec<String>,
     /// The sender's votes.
@@ -146,6 +149,7 @@ mod tests {
             seq: 3,
             sent_at_ms: 1_700_000_000_000,
             isolated: false,
+            settling: false,
             sees: vec!["mon-1".to_owned()],
             votes: vec![Vote {
                 service: "www.example.test.".to_owned(),
@@ -216,6 +220,7 @@ mod tests {
                 "sees",
                 "sent_at_ms",
                 "seq",
+                "settling",
                 "v",
                 "votes"
             ]
