@@ -450,6 +450,76 @@ port = PORT
     assert!(d.log().contains("service=api.example.test."), "{}", d.log());
 }
 
+/// A minimal HTTP/1.1 request on loopback; returns the status code and body.
+fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) before reading a large body; a reset then is fine.
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn single_node_status_api(kind: DnsKind) {
+    let s = Setup::new(kind, Opts::default());
+    let port = support::free_tcp_port("127.0.0.1".parse().unwrap());
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace(
+            "id = \"test-node\"",
+            &format!("id = \"test-node\"\nlisten = \"127.0.0.1:{port}\""),
+        ),
+    )
+    .unwrap();
+    let d = s.start(&[]);
+    wait_until("three endpoints up", EVENTUALLY, || {
+        count(&d, "endpoint is up") >= 3
+    });
+    let mut status = serde_json::Value::Null;
+    wait_until("status shows every endpoint up", EVENTUALLY, || {
+        let (code, body) = http(port, "GET", "/api/v1/status", b"");
+        status = serde_json::from_str(&body).unwrap_or_default();
+        code == 200
+            && status["endpoints"]
+                .as_array()
+                .is_some_and(|e| e.len() == 3 && e.iter().all(|e| e["cluster_state"] == "up"))
+    });
+    assert_eq!(status["node"], "test-node", "{status:#}");
+    assert_eq!(status["am_writer"], true, "{status:#}");
+    assert!(status["isolated"].is_null(), "{status:#}");
+    // Peer messages to a node without [cluster] are refused, oversized bodies too; the node carries on.
+    let (code, body) = http(port, "POST", "/cluster/v1/votes", b"{}");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("not in a cluster"), "{body}");
+    let (code, _) = http(
+        port,
+        "POST",
+        "/cluster/v1/votes",
+        &vec![b'x'; 5 * 1024 * 1024],
+    );
+    assert_eq!(code, 413);
+    s.http.stop(ip(E3));
+    s.wait_a(&[E2, E4]);
+}
+
 macro_rules! battery {
     ($($name:ident),* $(,)?) => {
         mod knot {
@@ -475,4 +545,5 @@ battery!(
     dry_run_writes_nothing,
     plan_command_prints_plan_and_writes_nothing,
     two_services_share_zone_and_writer,
+    single_node_status_api,
 );

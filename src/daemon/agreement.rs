@@ -32,8 +32,34 @@ pub struct Inbound {
     pub body: Vec<u8>,
     /// The MAC header, if any.
     pub mac: Option<String>,
-    /// `Ok` if accepted, else the reason (and whether it was an authentication failure).
-    pub reply: oneshot::Sender<Result<(), (bool, String)>>,
+    /// `Ok` if accepted, else why not.
+    pub reply: oneshot::Sender<Result<(), InboundError>>,
+}
+
+/// Why a peer message was not accepted, as the HTTP server reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundError {
+    /// This node has no `[cluster]`: the sender's peer URL points at the wrong node.
+    NotClustered,
+    /// Missing or wrong MAC.
+    Authentication(String),
+    /// Not a valid message.
+    Malformed(String),
+    /// Authentic and well-formed, but refused: replayed, out of order, clock, unknown node, version.
+    Refused(String),
+}
+
+impl std::fmt::Display for InboundError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InboundError::NotClustered => {
+                f.write_str("this node is not in a cluster (no [cluster] section)")
+            }
+            InboundError::Authentication(why)
+            | InboundError::Malformed(why)
+            | InboundError::Refused(why) => f.write_str(why),
+        }
+    }
 }
 
 /// What the HTTP server and the controllers use to talk to the actor.
@@ -320,20 +346,26 @@ impl Actor {
 
     fn receive(&mut self, cluster: &mut Cluster, inbound: Inbound) {
         let Some(key) = &self.key else {
-            let _ = inbound
-                .reply
-                .send(Err((false, "this node is not in a cluster".to_owned())));
+            let _ = inbound.reply.send(Err(InboundError::NotClustered));
             return;
         };
         let result = match wire::decode(&inbound.body, inbound.mac.as_deref(), key) {
             Err(e) => {
-                let auth = matches!(e, wire::WireError::BadMac | wire::WireError::MissingMac);
-                self.count_reject(
-                    if auth { "authentication" } else { "malformed" },
-                    "?",
-                    &e.to_string(),
-                );
-                Err((auth, e.to_string()))
+                let why = e.to_string();
+                let error = match e {
+                    wire::WireError::BadMac | wire::WireError::MissingMac => {
+                        InboundError::Authentication(why)
+                    }
+                    wire::WireError::TooLarge(_) | wire::WireError::Malformed(_) => {
+                        InboundError::Malformed(why)
+                    }
+                };
+                let kind = match error {
+                    InboundError::Authentication(_) => "authentication",
+                    _ => "malformed",
+                };
+                self.count_reject(kind, "?", &error.to_string());
+                Err(error)
             }
             Ok(msg) => match cluster.receive(&msg, Instant::now(), wall_ms()) {
                 Ok(()) => {
@@ -350,7 +382,7 @@ impl Actor {
                         crate::agree::Reject::Version(_) => "version",
                     };
                     self.count_reject(kind, &msg.node, &e.to_string());
-                    Err((false, e.to_string()))
+                    Err(InboundError::Refused(e.to_string()))
                 }
             },
         };

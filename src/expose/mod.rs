@@ -2,7 +2,8 @@
 //!
 //! - `POST /cluster/v1/votes`: peer messages (see [`crate::agree::wire`]). 204 when accepted, 401 when
 //!   authentication fails, 409 when refused by the agreement core (replay, clock, unknown node), 400
-//!   when malformed, 413 when too large, 503 while the node is (re)starting.
+//!   when malformed, 413 when too large, 404 when this node has no `[cluster]`, 503 while the node is
+//!   (re)starting.
 //! - `GET /api/v1/status`: this node's view as JSON: isolation and why, writer and term, live nodes,
 //!   per-endpoint cluster state with the votes behind it, rejected-message counters.
 
@@ -18,7 +19,7 @@ use tracing::error;
 
 use crate::agree::wire;
 use crate::daemon::CurrentAgreement;
-use crate::daemon::agreement::Inbound;
+use crate::daemon::agreement::{Inbound, InboundError};
 
 /// Serves until `shutdown` fires.
 pub async fn serve(
@@ -66,11 +67,15 @@ async fn votes(
     }
     match verdict.await {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err((true, why))) => (StatusCode::UNAUTHORIZED, why).into_response(),
-        Ok(Err((false, why))) if why.starts_with("malformed") => {
-            (StatusCode::BAD_REQUEST, why).into_response()
+        Ok(Err(e)) => {
+            let code = match e {
+                InboundError::NotClustered => StatusCode::NOT_FOUND,
+                InboundError::Authentication(_) => StatusCode::UNAUTHORIZED,
+                InboundError::Malformed(_) => StatusCode::BAD_REQUEST,
+                InboundError::Refused(_) => StatusCode::CONFLICT,
+            };
+            (code, e.to_string()).into_response()
         }
-        Ok(Err((false, why))) => (StatusCode::CONFLICT, why).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "reloading").into_response(),
     }
 }
