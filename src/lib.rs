@@ -16,7 +16,7 @@
 //!   decide, write, verify, reconcile), the agreement actor, signals and config reload. Also the
 //!   one-shot `plan` used by the CLI.
 //!
-//! The decision core (`observe::health`, `agree`, `decide`) is sans-I/O: it never reads a clock, sleeps or opens a
+//! The decision core (`observe::health`, `agree` apart from `agree::transport`, `decide`) is sans-I/O: it never reads a clock, sleeps or opens a
 //! socket; callers pass `now` and inputs in and get decisions out.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -124,7 +124,7 @@ async fn stale_change_is_refused_whole(kind: DnsKind) {
         ..change(&[], &["127.0.0.6"], &["127.0.0.3"])
     };
     match w.apply(&stale).await {
-        Err(WriteError::Conflict(_)) => {}
+        Err(WriteError::Conflict(why)) => assert!(why.ends_with("answered NXRRSET"), "{why}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
     // Nothing of the stale change was applied.

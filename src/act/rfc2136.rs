@@ -155,7 +155,9 @@ impl Rfc2136Writer {
             ResponseCode::NXRRSet
             | ResponseCode::YXRRSet
             | ResponseCode::NXDomain
-            | ResponseCode::YXDomain => WriteError::Conflict(format!("{server} answered {code}")),
+            | ResponseCode::YXDomain => {
+                WriteError::Conflict(format!("{server} answered {}", rcode_name(code)))
+            }
             ResponseCode::NotAuth => WriteError::Auth(format!(
                 "{server} answered NOTAUTH to writer {:?}: the server is not authoritative for the zone, the TSIG key {:?} is unknown or its secret is wrong, or the server's ACL does not allow this key to update the zone",
                 self.name, self.config.tsig.name
@@ -165,16 +167,17 @@ impl Rfc2136Writer {
                 self.name, self.config.tsig.name
             )),
             ResponseCode::BADSIG | ResponseCode::BADKEY | ResponseCode::BADTIME => {
-                WriteError::Auth(self.tsig_hint(server, &code.to_string()))
+                WriteError::Auth(self.tsig_hint(server, &rcode_name(code)))
             }
             ResponseCode::NotZone | ResponseCode::FormErr | ResponseCode::NotImp => {
                 WriteError::Rejected(format!(
-                    "{server} answered {code} to writer {:?}: check that the service's zone is a zone this server is primary for",
+                    "{server} answered {} to writer {:?}: check that the service's zone is a zone this server is primary for",
+                    rcode_name(code),
                     self.name
                 ))
             }
             ResponseCode::ServFail => WriteError::Transient(format!("{server} answered SERVFAIL")),
-            other => WriteError::Transient(format!("{server} answered {other}")),
+            other => WriteError::Transient(format!("{server} answered {}", rcode_name(other))),
         }
     }
 
@@ -242,6 +245,29 @@ impl Rfc2136Writer {
             code => Err(self.classify_rcode(server, code)),
         }
     }
+}
+
+/// The standard mnemonic (RFC 2136 / RFC 8945 tables) that operators know from dig and server logs,
+/// rather than hickory's prose ("RR Set does not exist").
+fn rcode_name(code: ResponseCode) -> String {
+    let name = match code {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::YXDomain => "YXDOMAIN",
+        ResponseCode::YXRRSet => "YXRRSET",
+        ResponseCode::NXRRSet => "NXRRSET",
+        ResponseCode::NotAuth => "NOTAUTH",
+        ResponseCode::NotZone => "NOTZONE",
+        ResponseCode::BADSIG => "BADSIG",
+        ResponseCode::BADKEY => "BADKEY",
+        ResponseCode::BADTIME => "BADTIME",
+        other => return format!("rcode {}", u16::from(other)),
+    };
+    name.to_owned()
 }
 
 fn parse_name(s: &str) -> Result<Name, WriteError> {
@@ -394,6 +420,13 @@ mod tests {
         assert_eq!(upd.len(), 1);
         assert_eq!(upd[0].dns_class, DNSClass::NONE);
         assert_eq!(upd[0].data, RData::A(A("192.0.2.2".parse().unwrap())));
+    }
+
+    #[test]
+    fn rcodes_use_standard_mnemonics() {
+        assert_eq!(rcode_name(ResponseCode::NXRRSet), "NXRRSET");
+        assert_eq!(rcode_name(ResponseCode::NotZone), "NOTZONE");
+        assert_eq!(rcode_name(ResponseCode::Unknown(3841)), "rcode 3841");
     }
 
     #[test]

@@ -258,7 +258,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A fresh node. `generation` must grow across restarts of this node (boot time in ms does).
+    /// A fresh node. `generation` must grow across restarts and reloads of this node (the wall-clock ms
+    /// when this state starts does).
     pub fn new(cfg: ClusterConfig, generation: u64) -> Self {
         let peers = cfg
             .nodes

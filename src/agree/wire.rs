@@ -43,7 +43,8 @@ pub struct Message {
     pub v: u32,
     /// Sender's node id.
     pub node: String,
-    /// Sender's generation: grows with every restart (boot time in ms).
+    /// Sender's generation: the wall-clock ms when its agreement state started; grows with every restart
+    /// and every reload.
     pub generation: u64,
     /// Sequence within the generation, starting at 1, strictly increasing.
     pub seq: u64,

@@ -159,3 +159,34 @@ fn line_col_counts_from_one() {
     assert_eq!(locate::line_col("ab\ncd", 0), (1, 1));
     assert_eq!(locate::line_col("ab\ncd", 4), (2, 2));
 }
+
+#[test]
+fn per_service_at_least_is_checked_against_the_node_count() {
+    let p = problems(&format!(
+        r#"[node]
+id = "a"
+listen = "127.0.0.1:9053"
+[cluster]
+secret = "0123456789abcdef"
+[[cluster.peers]]
+id = "b"
+url = "http://127.0.0.1:9054"
+{WRITER}
+[[service]]
+fqdn = "a.example.test"
+zone = "example.test"
+writer = "primary"
+endpoints = ["127.0.0.2"]
+quorum = {{ at_least = 3 }}
+[service.check]
+type = "tcp"
+port = 80
+"#
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].message
+            .contains("at_least = 3 is more than the 2 configured nodes"),
+        "{p:?}"
+    );
+}

@@ -471,14 +471,27 @@ fn service(
     let check = check(&s.check, &label, &with(spath, &[Key("check")]), errs);
     let service_quorum = s.quorum.as_ref().and_then(|q| {
         let qpath = with(spath, &[Key("quorum")]);
-        if raw.cluster.is_none() {
+        let Some(cluster) = &raw.cluster else {
             errs.at(
                 &qpath,
                 format!("service {label:?}: quorum only applies with a [cluster] section"),
             );
             return None;
+        };
+        let q = quorum(q, &qpath, errs)?;
+        let nodes = cluster.peers.len() + 1;
+        if let crate::agree::Quorum::AtLeast(k) = q
+            && k > nodes
+        {
+            errs.at(
+                &qpath,
+                format!(
+                    "service {label:?}: at_least = {k} is more than the {nodes} configured nodes"
+                ),
+            );
+            return None;
         }
-        quorum(q, &qpath, errs)
+        Some(q)
     });
 
     if errs.0.len() != before {
