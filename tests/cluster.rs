@@ -85,6 +85,17 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Cuts mon-1 off from its peers in both directions (each dropped in the receiver's input hook);
+    /// it keeps reaching DNS and the endpoints.
+    fn partition_mon1(&self) {
+        self.monitors[0]
+            .ns
+            .drop_from(&[self.mon_ip(1), self.mon_ip(2)], None);
+        for i in 1..3 {
+            self.monitors[i].ns.drop_from(&[self.mon_ip(0)], None);
+        }
+    }
+
     /// Builds the lab, starts everything and waits until the cluster agrees every endpoint is up with
     /// mon-1 as the writer.
     fn start(opts: Opts) -> Cluster {
@@ -671,13 +682,7 @@ fn writer_crash_takeover_then_minority_freezes_dns() {
 #[test]
 fn partitioned_writer_stops_writing() {
     let c = Cluster::start(Opts::default());
-    // Both directions, each dropped in the receiver's input hook.
-    c.monitors[0]
-        .ns
-        .drop_from(&[c.mon_ip(1), c.mon_ip(2)], None);
-    for i in 1..3 {
-        c.monitors[i].ns.drop_from(&[c.mon_ip(0)], None);
-    }
+    c.partition_mon1();
     c.wait_status(0, "is isolated and stops writing", |s| {
         s["isolated"]
             .as_str()
@@ -824,12 +829,7 @@ fn failed_self_check_isolates_the_node() {
 #[test]
 fn rejoining_writer_keeps_the_majority_decision() {
     let c = Cluster::start(Opts::default());
-    c.monitors[0]
-        .ns
-        .drop_from(&[c.mon_ip(1), c.mon_ip(2)], None);
-    for i in 1..3 {
-        c.monitors[i].ns.drop_from(&[c.mon_ip(0)], None);
-    }
+    c.partition_mon1();
     c.wait_status(0, "is isolated", |s| !s["isolated"].is_null());
     c.wait_status(1, "is the writer of the majority side", |s| {
         s["am_writer"] == true && s["live_nodes"] == serde_json::json!(["mon-2", "mon-3"])

@@ -123,7 +123,7 @@ impl DnsServer {
         }
         fs::write(
             dir.path().join("zones/example.test.zone"),
-            zone_file_text(zone_body),
+            zone_file_text("127.0.0.1", zone_body),
         )
         .expect("cannot write the zone file");
         let mut server = DnsServer {
@@ -294,11 +294,7 @@ impl DnsServer {
     /// Writes the base64 secret plus a newline to `dir/tsig.secret` (mode 0600, as a real secret file
     /// would be) and returns that path.
     pub fn write_secret_file(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("tsig.secret");
-        fs::write(&path, format!("{}\n", self.secret_b64)).expect("cannot write secret file");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
-            .expect("cannot chmod secret file");
-        path
+        write_secret(dir, &self.secret_b64)
     }
 
     /// Everything the server printed so far (stdout and stderr, across restarts), plus the harness's
@@ -316,31 +312,7 @@ impl DnsServer {
         let (file, text) = match self.kind {
             DnsKind::Knot => (
                 "knot.conf",
-                format!(
-                    r#"# Written by tests/support (rrguard test harness).
-server:
-    rundir: "{dir}/run"
-    listen: 127.0.0.1@{port}
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "{dir}/db"
-key:
-  - id: {key}
-    algorithm: {TSIG_ALGORITHM}
-    secret: {secret}
-acl:
-  - id: upd
-    key: {key}
-    action: [update, transfer]
-zone:
-  - domain: example.test
-    storage: "{dir}/zones"
-    file: example.test.zone
-    acl: upd
-"#
-                ),
+                knot_config(self.dir.path(), &format!("127.0.0.1@{port}"), secret),
             ),
             DnsKind::Bind => (
                 "named.conf",
@@ -486,16 +458,57 @@ impl Drop for DnsServer {
     }
 }
 
-/// The whole zone file: the fixed header, then the caller's records.
-fn zone_file_text(zone_body: &str) -> String {
+/// The whole zone file: the fixed header (with `ns1` at `ns1_ip`), then the caller's records.
+pub(crate) fn zone_file_text(ns1_ip: &str, zone_body: &str) -> String {
     format!(
         "$ORIGIN {ZONE}\n$TTL 60\n\
          @   SOA ns1 hostmaster 1 3600 600 86400 60\n\
          @   NS  ns1\n\
-         ns1 A   127.0.0.1\n\
+         ns1 A   {ns1_ip}\n\
          {}\n",
         zone_body.trim_end()
     )
+}
+
+/// Knot's configuration for the test zone: listening on `listen` (`IP@PORT`), state under `dir`, the
+/// TSIG key allowed to update and transfer the zone.
+pub(crate) fn knot_config(dir: &Path, listen: &str, secret_b64: &str) -> String {
+    let dir = dir.display();
+    format!(
+        r#"# Written by tests/support (rrguard test harness).
+server:
+    rundir: "{dir}/run"
+    listen: {listen}
+log:
+  - target: stderr
+    any: info
+database:
+    storage: "{dir}/db"
+key:
+  - id: {KEY_NAME}
+    algorithm: {TSIG_ALGORITHM}
+    secret: {secret_b64}
+acl:
+  - id: upd
+    key: {KEY_NAME}
+    action: [update, transfer]
+zone:
+  - domain: example.test
+    storage: "{dir}/zones"
+    file: example.test.zone
+    acl: upd
+"#
+    )
+}
+
+/// Writes `secret_b64` plus a newline to `dir/tsig.secret` (mode 0600, as a real secret file would be)
+/// and returns that path.
+pub(crate) fn write_secret(dir: &Path, secret_b64: &str) -> PathBuf {
+    let path = dir.join("tsig.secret");
+    fs::write(&path, format!("{secret_b64}\n")).expect("cannot write secret file");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+        .expect("cannot chmod secret file");
+    path
 }
 
 /// A port free for both TCP and UDP on 127.0.0.1 (a DNS server needs both), never handed out before

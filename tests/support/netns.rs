@@ -453,48 +453,14 @@ impl NsKnot {
         }
         fs::write(
             dir.join("zones/example.test.zone"),
-            format!(
-                "$ORIGIN {ZONE}\n$TTL 60\n\
-                 @   SOA ns1 hostmaster 1 3600 600 86400 60\n\
-                 @   NS  ns1\n\
-                 ns1 A   {}\n\
-                 {}\n",
-                ns.ip(),
-                zone_body.trim_end()
-            ),
+            super::dns::zone_file_text(&ns.ip().to_string(), zone_body),
         )
         .expect("cannot write the zone file");
         let secret_b64 = random_secret_b64();
-        let d = dir.display();
         let conf = dir.join("knot.conf");
         fs::write(
             &conf,
-            format!(
-                r#"# Written by tests/support/netns.rs (rrguard test harness).
-server:
-    rundir: "{d}/run"
-    listen: {ip}@53
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "{d}/db"
-key:
-  - id: {KEY_NAME}
-    algorithm: {TSIG_ALGORITHM}
-    secret: {secret_b64}
-acl:
-  - id: upd
-    key: {KEY_NAME}
-    action: [update, transfer]
-zone:
-  - domain: example.test
-    storage: "{d}/zones"
-    file: example.test.zone
-    acl: upd
-"#,
-                ip = ns.ip()
-            ),
+            super::dns::knot_config(dir, &format!("{}@53", ns.ip()), &secret_b64),
         )
         .expect("cannot write the Knot config");
         let conf = conf.to_str().expect("UTF-8 path");
@@ -529,11 +495,7 @@ zone:
 
     /// Writes the base64 TSIG secret to `dir/tsig.secret` (mode 0600) and returns its path.
     pub fn write_secret_file(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("tsig.secret");
-        fs::write(&path, format!("{}\n", self.secret_b64)).expect("cannot write secret file");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
-            .expect("cannot chmod secret file");
-        path
+        super::dns::write_secret(dir, &self.secret_b64)
     }
 
     /// Answer rdata of `name rtype`, asked from namespace `from`, sorted; panics if Knot does not answer.
