@@ -1,19 +1,26 @@
 //! Deterministic cluster simulator.
 //!
-//! N nodes run rrguard's real decision core — health state machines, the agreement core (`Cluster`), the
-//! wire format with HMAC, and the planner — over an in-memory network with seeded random faults: message
-//! loss, delay and reordering, duplication, partitions, node crash and restart, clock skew up to ±2 s,
-//! self-check failures, probe paths cut between a monitor and an endpoint, and endpoints failing and
-//! recovering. DNS is an in-memory record set with compare-and-swap, like an RFC 2136 primary.
+//! N nodes run rrguard's real decision core — the agreement core (`Cluster`) with the wire format and
+//! HMAC, and per node the very `ServiceCore` the daemon's controller runs (health machines, planner,
+//! removal hold, settle bound, backoff, conflicts, read-back) — over an in-memory network with seeded
+//! random faults: message loss, delay and reordering, duplication, partitions, node crash and restart,
+//! clock skew up to ±2 s, self-check failures, probe paths cut between a monitor and an endpoint, and
+//! endpoints failing and recovering, all at once or one by one. Some seeds have an endpoint whose
+//! results alternate from the start and never settle; some reload every node with a new TTL. DNS is the
+//! library's `MemoryWriter`, which has the compare-and-swap and TTL semantics of an RFC 2136 primary.
+//! This file holds no hold, backoff or conflict logic of its own: it only executes the core's actions.
 //!
 //! After every step the DESIGN.md invariants are checked:
 //! 1. never fewer than `min_healthy` records published (keep_all);
 //! 2. no write from a node that is isolated or hears from fewer than a majority;
 //! 3. every published record set is one a single writer decided (CAS);
 //! 4. votes of nodes not heard within `vote_ttl` are not counted;
-//! 5. after faults heal, DNS equals the true healthy set within [`CONVERGENCE_BOUND`];
-//! 6. no flapping: in fault-free stretches, no more DNS writes than real endpoint transitions; and when
-//!    every endpoint fails at once (fall ≥ 2), nothing is removed only to be put back by keep_all.
+//! 5. after faults heal, DNS equals the true healthy set, every record at the service TTL, within
+//!    [`CONVERGENCE_BOUND_MS`] — also with an endpoint that never settles (invariant 10: it holds
+//!    nobody back beyond the bound);
+//! 6. no flapping: in fault-free stretches, no more DNS writes than real changes (endpoint transitions,
+//!    TTL reloads); when every endpoint fails at once (fall ≥ 2), nothing is removed only to be put
+//!    back by keep_all; and when they all recover at once, nothing is removed on the way up.
 //!
 //! A failing seed prints the command that replays it.
 
@@ -21,15 +28,19 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use rrguard::act::memory::MemoryWriter;
+use rrguard::act::{Precondition, Published, RecordChange, Writer as _};
 use rrguard::agree::wire::{self, Key};
 use rrguard::agree::{Cluster, ClusterConfig, Quorum, Rules};
 use rrguard::config::AllDownPolicy;
-use rrguard::decide::{self, Health, Policy};
+use rrguard::decide::service::{self, Action, ServiceCore, ServiceView, Settings};
+use rrguard::decide::{Health, Policy};
 use rrguard::observe::health::HealthMachine;
 use tokio::time::Instant;
 
 const TICK_MS: u64 = 100;
 const INTERVAL_MS: u64 = 1000;
+const TIMEOUT_MS: u64 = 500;
 const HEARTBEAT_MS: u64 = 1000;
 const VOTE_TTL_MS: u64 = 3000;
 const RECONCILE_MS: u64 = 5000;
@@ -38,7 +49,9 @@ const CALM_MS: u64 = 40_000;
 /// Stated convergence bound: once faults have healed and endpoints are steady, DNS shows the true
 /// healthy set within this time. Detection takes at most fall × interval (≤ 3 s) plus stagger, votes
 /// propagate within a heartbeat, restarted nodes are heard again within one heartbeat and vote after
-/// rise × interval; 10 s covers all of that with margin.
+/// rise × interval; a removal hold lasts at most max(fall, rise) × interval + timeout (3.5 s) and an
+/// endpoint without a verdict holds removals back for at most one settle bound (4.5 s) after the
+/// leader's core starts; 10 s covers all of that.
 const CONVERGENCE_BOUND_MS: u64 = 10_000;
 const WALL_BASE_MS: u64 = 1_800_000_000_000;
 const SERVICE: &str = "www.example.test.";
@@ -62,12 +75,27 @@ impl Rng {
     }
 }
 
-/// Rule changes that must make the simulator fail (to show the checks have teeth).
+/// Rule changes that must make the simulator fail (to show the checks have teeth). The last three
+/// switch rules off inside the service core itself.
 #[derive(Clone, Copy, Debug, Default)]
 struct Mutations {
     no_vote_expiry: bool,
     minority_writes: bool,
     no_removal_hold: bool,
+    endless_hold: bool,
+    no_settle: bool,
+    no_recovery_hold: bool,
+}
+
+impl Mutations {
+    fn core_rules(&self) -> service::Rules {
+        service::Rules {
+            hold_removals: !self.no_removal_hold,
+            end_holds: !self.endless_hold,
+            settle_unknown: !self.no_settle,
+            hold_recovering: !self.no_recovery_hold,
+        }
+    }
 }
 
 struct Node {
@@ -76,16 +104,13 @@ struct Node {
     generation: u64,
     skew_ms: i64,
     cluster: Cluster,
-    machines: BTreeMap<IpAddr, HealthMachine>,
+    /// The daemon's service core for the one simulated service.
+    core: ServiceCore,
     next_probe_ms: BTreeMap<IpAddr, u64>,
     next_heartbeat_ms: u64,
-    next_reconcile_ms: u64,
-    published: Option<BTreeSet<IpAddr>>,
     self_check_ok: bool,
     /// Ground truth for invariant 4: when this node last accepted a message from each peer.
     accepted_from: BTreeMap<String, u64>,
-    /// Since when this node, as writer, holds removals back (as the daemon's controller does).
-    deferring_since: Option<u64>,
 }
 
 struct InFlight {
@@ -136,7 +161,15 @@ struct Sim {
     fall: u32,
     rise: u32,
     quorum: Quorum,
-    dns: BTreeSet<IpAddr>,
+    /// The zone's primary: every node's writer shares it.
+    dns: MemoryWriter,
+    /// An endpoint whose probe results alternate from the start (never settles), on some seeds.
+    flapper: Option<IpAddr>,
+    /// Set during a recovery of every endpoint at once, until DNS shows them all again.
+    mass_recovery_since: Option<u64>,
+    /// How many TTL reloads and mass recoveries the run made (so the battery can tell they happen).
+    ttl_reloads: u64,
+    mass_recoveries: u64,
     /// Time of the last fault or endpoint change, for convergence.
     last_disturbance_ms: u64,
     /// Start of the current fault-free stretch, if in one.
@@ -181,7 +214,15 @@ impl Sim {
             min_healthy: min_healthy.min(n_endpoints),
             all_down: AllDownPolicy::KeepAll,
             remove_unlisted: false,
+            ttl: 30,
         };
+        // Alternating results never reach fall or rise in a row only when both are at least 2.
+        let flapper = (fall >= 2 && rise >= 2 && rng.chance(300)).then_some(endpoints[0]);
+        let dns = MemoryWriter::new("primary");
+        dns.set(
+            SERVICE,
+            Published::with_ttl(endpoints.iter().copied(), policy.ttl),
+        );
         let ids: Vec<String> = (0..n_nodes).map(|i| format!("mon-{i}")).collect();
         let t0 = Instant::now();
         let mut sim = Sim {
@@ -194,7 +235,11 @@ impl Sim {
             net: VecDeque::new(),
             faults: Faults::default(),
             truth: endpoints.iter().map(|ip| (*ip, true)).collect(),
-            dns: endpoints.iter().copied().collect(),
+            dns,
+            flapper,
+            mass_recovery_since: None,
+            ttl_reloads: 0,
+            mass_recoveries: 0,
             endpoints,
             policy,
             fall,
@@ -222,14 +267,15 @@ impl Sim {
 
     fn describe(&self) -> String {
         format!(
-            "seed {} nodes {} endpoints {} fall {} rise {} quorum {} min_healthy {}",
+            "seed {} nodes {} endpoints {} fall {} rise {} quorum {} min_healthy {} never-settling {:?}",
             self.seed,
             self.nodes.len(),
             self.endpoints.len(),
             self.fall,
             self.rise,
             self.quorum,
-            self.policy.min_healthy
+            self.policy.min_healthy,
+            self.flapper
         )
     }
 
@@ -268,21 +314,38 @@ impl Sim {
             );
             cluster.set_local((SERVICE.to_owned(), *ip), Health::Unknown);
         }
+        let core = self.core(machines);
         Node {
             id,
             alive: true,
             generation,
             skew_ms,
             cluster,
-            machines,
+            core,
             next_probe_ms,
             next_heartbeat_ms: self.now_ms,
-            next_reconcile_ms: self.now_ms + RECONCILE_MS,
-            published: None,
             self_check_ok: true,
             accepted_from: BTreeMap::new(),
-            deferring_since: None,
         }
+    }
+
+    /// A service core as the daemon builds one for this service, with the run's mutations.
+    fn core(&self, machines: BTreeMap<IpAddr, HealthMachine>) -> ServiceCore {
+        let settings = Settings {
+            fqdn: SERVICE.to_owned(),
+            zone: "example.test.".to_owned(),
+            policy: self.policy.clone(),
+            interval: Duration::from_millis(INTERVAL_MS),
+            timeout: Duration::from_millis(TIMEOUT_MS),
+            fall: self.fall,
+            rise: self.rise,
+            reconcile_interval: Duration::from_millis(RECONCILE_MS),
+            dry_run: false,
+            capabilities: self.dns.capabilities(),
+        };
+        let mut core = ServiceCore::new(settings, machines, self.instant());
+        core.set_rules(self.mutations.core_rules());
+        core
     }
 
     fn instant(&self) -> Instant {
@@ -349,10 +412,16 @@ impl Sim {
         // Endpoint failures and recoveries, rarely enough that fault-free stretches see steady states.
         if self.rng.chance(if chaos { 6 } else { 3 }) {
             let ep = self.endpoints[self.rng.below(self.endpoints.len() as u64) as usize];
-            let v = self.truth[&ep];
-            self.truth.insert(ep, !v);
-            self.transitions.push(now);
-            self.disturbed();
+            if Some(ep) != self.flapper {
+                let v = self.truth[&ep];
+                self.truth.insert(ep, !v);
+                if std::env::var_os("SIM_TRACE").is_some() {
+                    println!("t={now} {ep} truly {}", if v { "down" } else { "up" });
+                }
+                self.transitions.push(now);
+                self.mass_recovery_since = None;
+                self.disturbed();
+            }
         }
         // Now and then, in calm times, every endpoint fails in the same instant (a shared upstream
         // dies). With fall = 1 there is no moment of doubt to hold a removal in, so only fall ≥ 2.
@@ -362,6 +431,7 @@ impl Sim {
             && self.truth.values().all(|up| *up);
         if !chaos
             && self.fall >= 2
+            && self.flapper.is_none()
             && steady
             && self.mass_failure_since.is_none()
             && self.rng.chance(2)
@@ -374,8 +444,33 @@ impl Sim {
             self.mass_failure_since = Some(now);
             self.disturbed();
         }
+        // Once DNS has settled on keep_all, every endpoint comes back in the same instant (the shared
+        // upstream returns): nothing may be removed on the way up.
+        if let Some(since) = self.mass_failure_since
+            && !chaos
+            && now >= since + CONVERGENCE_BOUND_MS
+            && self.rng.chance(50)
+        {
+            for ep in self.endpoints.clone() {
+                if self.truth.insert(ep, true) == Some(false) {
+                    self.transitions.push(now);
+                }
+            }
+            self.mass_failure_since = None;
+            self.mass_recovery_since = Some(now);
+            self.mass_recoveries += 1;
+            self.disturbed();
+        }
         if self.truth.values().any(|up| *up) || chaos {
             self.mass_failure_since = None;
+        }
+        if chaos {
+            self.mass_recovery_since = None;
+        }
+        // Now and then, in calm and steady times, an operator changes the TTL and reloads every node:
+        // one write for it, then none.
+        if !chaos && steady && self.rng.chance(1) {
+            self.reload_ttl();
         }
         // Expire faults; restart crashed nodes with a new generation and no memory.
         if let Some((_, until)) = &self.faults.partition
@@ -408,6 +503,30 @@ impl Sim {
         } else if self.calm_since_ms.is_none() {
             self.calm_since_ms = Some(now);
         }
+    }
+
+    /// A SIGHUP with a new TTL on every node: new cores, health carried over, as the daemon does.
+    fn reload_ttl(&mut self) {
+        self.policy.ttl = if self.policy.ttl == 30 { 120 } else { 30 };
+        self.ttl_reloads += 1;
+        for i in 0..self.nodes.len() {
+            let machines = self.nodes[i].core.machines().clone();
+            self.nodes[i].core = self.core(machines);
+        }
+        self.transitions.push(self.now_ms);
+        self.disturbed();
+    }
+
+    /// Whether a probe of `ip` from node `i` passes now.
+    fn probe_passes(&self, i: usize, ip: IpAddr) -> bool {
+        if self.faults.cut.contains_key(&(i, ip)) {
+            return false;
+        }
+        if Some(ip) == self.flapper {
+            // Each node probes once per interval: its results alternate.
+            return (self.now_ms / INTERVAL_MS).is_multiple_of(2);
+        }
+        self.truth[&ip]
     }
 
     fn connected(&self, a: usize, b: usize) -> bool {
@@ -482,86 +601,104 @@ impl Sim {
             .map(|(ip, _)| *ip)
             .collect();
         for ip in due {
-            let ok = self.truth[&ip] && !self.faults.cut.contains_key(&(i, ip));
+            let ok = self.probe_passes(i, ip);
+            let now = self.instant();
             let node = &mut self.nodes[i];
             node.next_probe_ms.insert(ip, self.now_ms + INTERVAL_MS);
-            let m = node.machines.get_mut(&ip).unwrap();
-            if m.observe(ok, Duration::from_millis(5), "").is_some() {
-                let state = m.state();
-                node.cluster.set_local((SERVICE.to_owned(), ip), state);
+            let actions = node
+                .core
+                .on_probe(now, ip, ok, Duration::from_millis(5), "");
+            self.execute(i, actions);
+        }
+    }
+
+    /// Executes a core's actions the way the daemon's controller does: votes to the agreement core,
+    /// reads and writes to the shared DNS, results back into the core.
+    fn execute(&mut self, i: usize, actions: Vec<Action>) {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            let now = self.instant();
+            match action {
+                Action::Vote { endpoint, health } => self.nodes[i]
+                    .cluster
+                    .set_local((SERVICE.to_owned(), endpoint), health),
+                Action::Event(_) => {}
+                Action::Read => {
+                    let read = self.dns.read_now(SERVICE);
+                    queue.extend(self.nodes[i].core.on_read(now, Ok(read)));
+                }
+                Action::Apply(change) => {
+                    let result = self.write(i, &change);
+                    queue.extend(self.nodes[i].core.on_applied(now, result));
+                }
             }
         }
     }
 
-    /// The writer's converge step, with compare-and-swap against the shared DNS.
-    fn write(&mut self, i: usize, health: &BTreeMap<IpAddr, Health>) {
-        for _ in 0..5 {
-            let published = match self.nodes[i].published.clone() {
-                Some(p) => p,
-                None => {
-                    self.nodes[i].published = Some(self.dns.clone());
-                    self.dns.clone()
-                }
-            };
-            let max_hold_ms = u64::from(self.fall) * INTERVAL_MS;
-            let holding_too_long = self.nodes[i]
-                .deferring_since
-                .is_some_and(|t| self.now_ms - t >= max_hold_ms);
-            let in_doubt: BTreeSet<IpAddr> = if self.mutations.no_removal_hold || holding_too_long {
-                BTreeSet::new()
-            } else {
-                self.nodes[i]
-                    .machines
-                    .iter()
-                    .filter(|(_, m)| m.in_doubt())
-                    .map(|(ip, _)| *ip)
-                    .collect()
-            };
-            let plan = decide::plan(&self.policy, health, &published, &in_doubt);
-            if plan.deferred.is_empty() {
-                self.nodes[i].deferring_since = None;
-            } else {
-                self.nodes[i].deferring_since.get_or_insert(self.now_ms);
-            }
-            if plan.is_empty() {
+    /// Polls node `i`'s core until nothing is due.
+    fn drive(&mut self, i: usize) {
+        loop {
+            let now = self.instant();
+            let actions = self.nodes[i].core.poll(now);
+            if actions.is_empty() {
                 return;
             }
-            if self.dns != plan.expected {
-                // NXRRSET: re-read and re-plan.
-                self.conflicts += 1;
-                self.nodes[i].published = None;
-                continue;
-            }
-            self.check_write_allowed(i);
-            // Invariant 6, per endpoint: after a simultaneous failure of every endpoint, keep_all keeps
-            // them all; removing one first would mean putting it back: two changes for one event.
-            if let Some(since) = self.mass_failure_since
-                && !plan.removals().is_empty()
-            {
+            self.execute(i, actions);
+        }
+    }
+
+    /// One write by node `i` to the shared DNS, checked against invariants 2, 3 and 6.
+    fn write(&mut self, i: usize, change: &RecordChange) -> Result<(), rrguard::act::WriteError> {
+        self.check_write_allowed(i);
+        // Invariant 6, per endpoint: after a simultaneous failure of every endpoint, keep_all keeps
+        // them all; removing one first would mean putting it back: two changes for one event. And
+        // when they all come back together, none is removed on the way up.
+        if !change.remove.is_empty() {
+            if let Some(since) = self.mass_failure_since {
                 self.fail(&format!(
                     "{} removed {:?} {} ms after every endpoint failed at once; keep_all will put it back (flapping)",
                     self.nodes[i].id,
-                    plan.removals(),
+                    change.remove,
                     self.now_ms - since
                 ));
             }
-            for ip in plan.removals() {
-                self.dns.remove(&ip);
-            }
-            for ip in plan.additions() {
-                self.dns.insert(ip);
-            }
-            // Invariant 3: the record set is exactly what this writer decided.
-            if self.dns != plan.desired {
+            if let Some(since) = self.mass_recovery_since {
                 self.fail(&format!(
-                    "DNS {:?} is not the set {} decided ({:?})",
-                    self.dns, self.nodes[i].id, plan.desired
+                    "{} removed {:?} {} ms after every endpoint recovered at once (flapping on the way up)",
+                    self.nodes[i].id,
+                    change.remove,
+                    self.now_ms - since
                 ));
             }
-            self.nodes[i].published = Some(self.dns.clone());
-            self.writes.push(self.now_ms);
-            return;
         }
+        let result = self.dns.apply_now(change);
+        if std::env::var_os("SIM_TRACE").is_some() {
+            println!(
+                "t={} {} writes +{:?} -{:?} ttl-{:?}: {result:?}",
+                self.now_ms, self.nodes[i].id, change.add, change.remove, change.rettl
+            );
+        }
+        match &result {
+            Ok(()) => {
+                // Invariant 3: the record set is exactly what this writer decided.
+                let Precondition::RrsetEquals(expected) = &change.precondition else {
+                    self.fail("the service core sent a change without an RRset condition");
+                };
+                let mut decided = expected.clone();
+                decided.retain(|ip| !change.remove.contains(ip));
+                decided.extend(change.add.iter().copied());
+                let now = self.dns.read_now(SERVICE).addresses();
+                if now != decided {
+                    self.fail(&format!(
+                        "DNS {now:?} is not the set {} decided ({decided:?})",
+                        self.nodes[i].id
+                    ));
+                }
+                self.writes.push(self.now_ms);
+            }
+            Err(_) => self.conflicts += 1,
+        }
+        result
     }
 
     /// Invariant 2: the writer is not isolated and has heard from a majority within the vote lifetime.
@@ -598,19 +735,14 @@ impl Sim {
             if self.nodes[i].cluster.has_news() || self.nodes[i].next_heartbeat_ms <= self.now_ms {
                 self.send(i);
             }
-            if self.nodes[i].next_reconcile_ms <= self.now_ms {
-                self.nodes[i].published = None;
-                self.nodes[i].next_reconcile_ms = self.now_ms + RECONCILE_MS;
-            }
             let now = self.instant();
             let view = self.nodes[i].cluster.view(now);
             self.check_votes_fresh(i, &view);
-            if view.am_writer {
-                let health = view.service_health(SERVICE);
-                self.write(i, &health);
-            } else {
-                self.nodes[i].deferring_since = None;
-            }
+            let actions = self.nodes[i]
+                .core
+                .on_view(now, &ServiceView::of(&view, SERVICE));
+            self.execute(i, actions);
+            self.drive(i);
         }
         self.check_published();
         self.now_ms += TICK_MS;
@@ -638,11 +770,13 @@ impl Sim {
         }
     }
 
+    /// What DNS must publish once settled: the up endpoints, plus a never-settling one (it keeps its
+    /// place, unjudged); every endpoint if that is fewer than min_healthy (keep_all).
     fn expected(&self) -> BTreeSet<IpAddr> {
         let up: BTreeSet<IpAddr> = self
             .truth
             .iter()
-            .filter(|(_, up)| **up)
+            .filter(|(ip, up)| **up || Some(**ip) == self.flapper)
             .map(|(ip, _)| *ip)
             .collect();
         if up.len() >= self.policy.min_healthy {
@@ -653,24 +787,28 @@ impl Sim {
     }
 
     fn check_published(&mut self) {
+        let dns = self.dns.read_now(SERVICE);
         // Invariant 1 (keep_all).
-        if self.dns.len() < self.policy.min_healthy {
+        if dns.records.len() < self.policy.min_healthy {
             self.fail(&format!(
                 "{} records published, min_healthy is {}",
-                self.dns.len(),
+                dns.records.len(),
                 self.policy.min_healthy
             ));
         }
-        // Invariant 5: converged within the bound once faults healed and endpoints are steady.
+        // Invariants 5 and 10: converged within the bound once faults healed and endpoints are steady,
+        // every record with the service TTL, whatever a never-settling endpoint does.
         let alive = self.nodes.iter().all(|n| n.alive);
         let settled = alive && self.now_ms >= self.last_disturbance_ms + CONVERGENCE_BOUND_MS;
         self.convergence_checks += u64::from(settled);
-        if settled && self.dns != self.expected() {
+        let want = Published::with_ttl(self.expected(), self.policy.ttl);
+        if settled && dns != want {
             self.fail(&format!(
-                "not converged {CONVERGENCE_BOUND_MS} ms after the last disturbance: DNS {:?}, true healthy set {:?}",
-                self.dns,
-                self.expected()
+                "not converged {CONVERGENCE_BOUND_MS} ms after the last disturbance: DNS {dns}, want {want}"
             ));
+        }
+        if settled && dns == want {
+            self.mass_recovery_since = None;
         }
         // Invariant 6: no flapping in a fault-free stretch (after the convergence bound for repair).
         if let Some(since) = self.calm_since_ms {
@@ -710,6 +848,10 @@ struct Stats {
     convergence_checks: u64,
     flap_checks: u64,
     rejected: u64,
+    /// Seeds with a never-settling endpoint, TTL reloads and mass recoveries seen.
+    never_settling: u64,
+    ttl_reloads: u64,
+    mass_recoveries: u64,
 }
 
 fn run_seed(seed: u64, mutations: Mutations) -> Result<Stats, String> {
@@ -722,6 +864,9 @@ fn run_seed(seed: u64, mutations: Mutations) -> Result<Stats, String> {
             convergence_checks: sim.convergence_checks,
             flap_checks: sim.flap_checks,
             rejected: sim.rejected,
+            never_settling: u64::from(sim.flapper.is_some()),
+            ttl_reloads: sim.ttl_reloads,
+            mass_recoveries: sim.mass_recoveries,
         }
     })
     .map_err(|e| {
@@ -748,6 +893,9 @@ fn shard(k: u64) {
                 total.convergence_checks += u64::from(s.convergence_checks > 0);
                 total.flap_checks += u64::from(s.flap_checks > 0);
                 total.rejected += s.rejected;
+                total.never_settling += s.never_settling;
+                total.ttl_reloads += s.ttl_reloads;
+                total.mass_recoveries += s.mass_recoveries;
             }
             Err(e) => failures.push(e),
         }
@@ -769,6 +917,11 @@ fn shard(k: u64) {
     assert!(total.flap_checks * 10 >= SEEDS_PER_SHARD * 9, "{total:?}");
     assert!(
         total.writes >= SEEDS_PER_SHARD && total.rejected > 0,
+        "{total:?}"
+    );
+    // The new fault kinds really occur in every shard.
+    assert!(
+        total.never_settling >= 10 && total.ttl_reloads >= 10 && total.mass_recoveries >= 10,
         "{total:?}"
     );
 }
@@ -869,6 +1022,51 @@ fn letting_a_minority_write_is_caught() {
     );
 }
 
+#[test]
+fn a_removal_hold_that_never_ends_is_caught() {
+    let found = first_failure(
+        Mutations {
+            endless_hold: true,
+            ..Mutations::default()
+        },
+        "not converged",
+    );
+    assert!(
+        found.is_some(),
+        "the simulator must catch a removal hold inside the service core that never ends"
+    );
+}
+
+#[test]
+fn waiting_for_ever_on_a_never_settling_endpoint_is_caught() {
+    let found = first_failure(
+        Mutations {
+            no_settle: true,
+            ..Mutations::default()
+        },
+        "not converged",
+    );
+    assert!(
+        found.is_some(),
+        "the simulator must catch a dead endpoint kept because another never settles"
+    );
+}
+
+#[test]
+fn shrinking_the_set_on_a_mass_recovery_is_caught() {
+    let found = first_failure(
+        Mutations {
+            no_recovery_hold: true,
+            ..Mutations::default()
+        },
+        "on the way up",
+    );
+    assert!(
+        found.is_some(),
+        "the simulator must catch removals while every endpoint recovers at once"
+    );
+}
+
 /// The healthy path: with no faults at all, DNS follows the endpoints.
 #[test]
 fn no_faults_follows_endpoints() {
@@ -878,5 +1076,5 @@ fn no_faults_follows_endpoints() {
         sim.faults = Faults::default();
         sim.step(false);
     }
-    assert_eq!(sim.dns, sim.expected());
+    assert_eq!(sim.dns.read_now(SERVICE).addresses(), sim.expected());
 }

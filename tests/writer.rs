@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rrguard::act::rfc2136::Rfc2136Writer;
-use rrguard::act::{RecordChange, WriteError, Writer};
+use rrguard::act::{Capabilities, Precondition, Published, RecordChange, WriteError, Writer};
 use rrguard::config::{
     AllDownPolicy, CheckConfig, Rfc2136Config, ServiceConfig, TcpCheckConfig, TsigAlgorithm,
     TsigConfig,
 };
-use rrguard::daemon::{Converged, converge};
-use rrguard::decide::{Health, Policy};
+use rrguard::daemon::converge;
+use rrguard::decide::Health;
+use rrguard::decide::service::{Event, ServiceCore, ServiceView, Settings};
+use rrguard::observe::health::HealthMachine;
 use support::{DnsKind, DnsServer};
 
 const FQDN: &str = "www.example.test.";
@@ -26,6 +28,10 @@ const ZONE: &str = "example.test.";
 
 fn set(ips: &[&str]) -> BTreeSet<IpAddr> {
     ips.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+fn addresses(p: Published) -> BTreeSet<IpAddr> {
+    p.addresses()
 }
 
 fn writer(dns: &DnsServer, secret: Vec<u8>) -> Rfc2136Writer {
@@ -41,6 +47,7 @@ fn writer(dns: &DnsServer, secret: Vec<u8>) -> Rfc2136Writer {
             timeout: Duration::from_secs(2),
         },
     )
+    .unwrap()
 }
 
 fn secret(dns: &DnsServer) -> Vec<u8> {
@@ -55,18 +62,19 @@ fn change(expected: &[&str], add: &[&str], remove: &[&str]) -> RecordChange {
         fqdn: FQDN.to_owned(),
         zone: ZONE.to_owned(),
         ttl: 30,
-        expected: set(expected),
+        precondition: Precondition::RrsetEquals(set(expected)),
         add: set(add),
         remove: set(remove),
+        rettl: BTreeSet::new(),
     }
 }
 
 async fn read_add_remove(kind: DnsKind) {
     let dns = DnsServer::start(kind, "www A 127.0.0.2\nwww A 127.0.0.3\n");
     let w = writer(&dns, secret(&dns));
-    assert!(w.supports_compare_and_swap());
+    assert!(w.capabilities().compare_and_swap);
     assert_eq!(
-        w.read(FQDN, ZONE).await.unwrap(),
+        addresses(w.read(FQDN, ZONE).await.unwrap()),
         set(&["127.0.0.2", "127.0.0.3"])
     );
     // Add an A and an AAAA (empty AAAA RRset: "does not exist" prerequisite), remove one A.
@@ -78,7 +86,7 @@ async fn read_add_remove(kind: DnsKind) {
     .await
     .unwrap();
     assert_eq!(
-        w.read(FQDN, ZONE).await.unwrap(),
+        addresses(w.read(FQDN, ZONE).await.unwrap()),
         set(&["127.0.0.3", "127.0.0.4", "::1"])
     );
     assert_eq!(dns.query("www.example.test", "AAAA"), vec!["::1"]);
@@ -108,7 +116,7 @@ async fn read_add_remove(kind: DnsKind) {
     // A name with no records reads as empty.
     assert_eq!(
         w.read("nothing.example.test.", ZONE).await.unwrap(),
-        BTreeSet::new()
+        Published::default()
     );
 }
 
@@ -120,7 +128,7 @@ async fn stale_change_is_refused_whole(kind: DnsKind) {
     dns.nsupdate("update add www.example.test. 60 A 127.0.0.5");
     let serial = dns.soa_serial();
     let stale = RecordChange {
-        expected: read,
+        precondition: Precondition::RrsetEquals(read.addresses()),
         ..change(&[], &["127.0.0.6"], &["127.0.0.3"])
     };
     match w.apply(&stale).await {
@@ -178,7 +186,10 @@ impl Writer for Interferer<'_> {
     fn name(&self) -> &str {
         self.inner.name()
     }
-    async fn read(&self, fqdn: &str, zone: &str) -> Result<BTreeSet<IpAddr>, WriteError> {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn read(&self, fqdn: &str, zone: &str) -> Result<Published, WriteError> {
         self.inner.read(fqdn, zone).await
     }
     async fn apply(&self, change: &RecordChange) -> Result<(), WriteError> {
@@ -221,12 +232,6 @@ async fn concurrent_change_is_caught_and_replanned(kind: DnsKind) {
         quorum: None,
         check: CheckConfig::Tcp(TcpCheckConfig { port: 80 }),
     };
-    let policy = Policy {
-        endpoints,
-        min_healthy: 1,
-        all_down: AllDownPolicy::KeepAll,
-        remove_unlisted: false,
-    };
     let health: BTreeMap<IpAddr, Health> = [
         ("127.0.0.2".parse().unwrap(), Health::Up),
         ("127.0.0.3".parse().unwrap(), Health::Down),
@@ -234,31 +239,37 @@ async fn concurrent_change_is_caught_and_replanned(kind: DnsKind) {
     ]
     .into_iter()
     .collect();
-    let mut published = None;
-    let outcome = converge(
-        &w,
-        &svc,
-        &policy,
-        &health,
-        &BTreeSet::new(),
-        &mut published,
-        false,
-    )
-    .await
-    .unwrap();
+    let settings = Settings::of(&svc, w.capabilities(), Duration::from_secs(60), false);
+    let machines = endpoints
+        .iter()
+        .map(|ip| (*ip, HealthMachine::with_state(1, 1, health[ip])))
+        .collect();
+    let mut core = ServiceCore::new(settings, machines, tokio::time::Instant::now());
+    let view = ServiceView {
+        health,
+        leader: true,
+        live_nodes: 1,
+    };
+    core.on_view(tokio::time::Instant::now(), &view);
+    let events = converge(&mut core, &w).await;
     // The first write was planned against {2,3,4}, refused because .5 appeared, then re-planned
     // against {2,3,4,5}: .3 goes, the external .5 stays.
     assert_eq!(w.conflicts.load(Ordering::SeqCst), 1);
     assert_eq!(w.applies.load(Ordering::SeqCst), 2);
-    let Converged::Applied(plan) = outcome else {
-        panic!("expected a write, got {outcome:?}")
-    };
+    let written: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Updated(plan) => Some(plan),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(written.len(), 1, "{events:?}");
     assert_eq!(
-        plan.expected,
+        written[0].expected,
         set(&["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"])
     );
     assert_eq!(
-        published,
+        core.published().map(|p| p.addresses()),
         Some(set(&["127.0.0.2", "127.0.0.4", "127.0.0.5"]))
     );
     assert_eq!(

@@ -1,20 +1,109 @@
 //! Act: DNS writers.
 //!
-//! A [`Writer`] reads the A/AAAA record set of a name and applies a [`RecordChange`] to it. Writers that
-//! can make the change conditional on the record set still being what was read (compare-and-swap) do so;
-//! when the condition fails they return [`WriteError::Conflict`] and the caller re-reads and re-plans.
+//! A [`Writer`] reads what a name publishes that matters to the plan ([`Published`]: A and AAAA records
+//! with their TTLs, and data at the name that makes address records impossible, such as a CNAME) and
+//! applies a [`RecordChange`] to it. A change carries a typed [`Precondition`]; writers that can make
+//! the change conditional on it (compare-and-swap) do so and return [`WriteError::Conflict`] when it
+//! fails, and the caller re-reads and re-plans. What a writer can do is declared by
+//! [`Writer::capabilities`], and the service core acts on it (see [`Capabilities`]).
 //!
 //! - [`rfc2136`]: dynamic UPDATE signed with TSIG, prerequisites for compare-and-swap.
+//! - [`memory`]: an in-memory zone with the same semantics, for the simulator and tests.
 
+pub mod memory;
 pub mod rfc2136;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::config::{WriterConfig, WriterKind};
+
+/// What a name publishes, as far as the plan is concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Published {
+    /// Every A and AAAA record at the name: address → TTL in seconds.
+    pub records: BTreeMap<IpAddr, u32>,
+    /// The target of a CNAME at the name, if there is one. A CNAME excludes every other type at its
+    /// owner name (RFC 1034 §3.6.2, RFC 2181 §10.1): servers silently ignore an address added beside it.
+    pub cname: Option<String>,
+}
+
+impl Published {
+    /// A record set with these addresses, each with `ttl` (s), and no conflicting data.
+    pub fn with_ttl(addresses: impl IntoIterator<Item = IpAddr>, ttl: u32) -> Self {
+        Published {
+            records: addresses.into_iter().map(|ip| (ip, ttl)).collect(),
+            cname: None,
+        }
+    }
+
+    /// The published addresses, A and AAAA together.
+    pub fn addresses(&self) -> BTreeSet<IpAddr> {
+        self.records.keys().copied().collect()
+    }
+}
+
+impl fmt::Display for Published {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(target) = &self.cname {
+            write!(f, "CNAME {target}")?;
+            if !self.records.is_empty() {
+                f.write_str(", ")?;
+            }
+        }
+        if self.records.is_empty() && self.cname.is_none() {
+            return f.write_str("(none)");
+        }
+        let parts: Vec<String> = self
+            .records
+            .iter()
+            .map(|(ip, ttl)| format!("{ip} (ttl {ttl})"))
+            .collect();
+        f.write_str(&parts.join(" "))
+    }
+}
+
+/// The address family of an RRset: A or AAAA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// IPv4, `A` records.
+    V4,
+    /// IPv6, `AAAA` records.
+    V6,
+}
+
+impl Family {
+    /// The family of an address.
+    pub fn of(ip: &IpAddr) -> Family {
+        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "A",
+            Family::V6 => "AAAA",
+        })
+    }
+}
+
+/// What must hold at the name for a change to apply. Writers with compare-and-swap check it atomically
+/// with the change; others ignore it (and the core re-reads after every write instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// The A and AAAA records at the name are exactly these addresses (TTLs are not compared). A writer
+    /// pins only the RRsets the change touches (RFC 2136 §2.4.2 "RRset exists (value dependent)", or
+    /// §2.4.3 "RRset does not exist" for an empty family).
+    RrsetEquals(BTreeSet<IpAddr>),
+    /// Nothing of any type exists at the name (RFC 2136 §2.4.5 "Name is not in use"). For allocating
+    /// a fresh name race-free.
+    NameNotInUse,
+}
 
 /// A change to the A/AAAA records of one name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,20 +112,42 @@ pub struct RecordChange {
     pub fqdn: String,
     /// Its zone apex, with trailing dot.
     pub zone: String,
-    /// TTL of added records.
+    /// TTL (s) of added records, and of every RRset the change touches afterwards (an RRset has one
+    /// TTL, RFC 2181 §5.2).
     pub ttl: u32,
-    /// The full A+AAAA set the change was planned against (the compare-and-swap condition).
-    pub expected: BTreeSet<IpAddr>,
+    /// What must hold for the change to apply.
+    pub precondition: Precondition,
     /// Addresses to add.
     pub add: BTreeSet<IpAddr>,
     /// Addresses to remove.
     pub remove: BTreeSet<IpAddr>,
+    /// Addresses kept whose TTL must become `ttl`. Written as "delete this RR, add it with the new TTL"
+    /// in the same message: Knot ignores an add of an existing RR with another TTL, while delete + add
+    /// re-TTLs the RRset on Knot and BIND (measured on Knot 3.2.6 and BIND 9.18).
+    pub rettl: BTreeSet<IpAddr>,
+}
+
+impl RecordChange {
+    /// True when the change would not alter anything.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty() && self.rettl.is_empty()
+    }
+
+    /// The RRsets (families) the change touches.
+    pub fn families(&self) -> BTreeSet<Family> {
+        self.add
+            .iter()
+            .chain(&self.remove)
+            .chain(&self.rettl)
+            .map(Family::of)
+            .collect()
+    }
 }
 
 /// Why a writer operation failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum WriteError {
-    /// The record set was no longer what the change expected. Retry after re-reading.
+    /// The precondition no longer held. Retry after re-reading.
     #[error("record set changed since it was read: {0}")]
     Conflict(String),
     /// Network trouble, timeout or server failure. Retry with backoff.
@@ -46,7 +157,8 @@ pub enum WriteError {
     /// operator; retried slowly.
     #[error("{0}")]
     Auth(String),
-    /// The server rejected the request as malformed or out of zone. Needs an operator; retried slowly.
+    /// The server rejected the request as malformed or out of zone, or the data at the name makes the
+    /// change impossible. Needs an operator; retried slowly.
     #[error("{0}")]
     Rejected(String),
 }
@@ -58,39 +170,78 @@ impl WriteError {
     }
 }
 
+/// What a writer can do; the service core acts on each flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// [`Writer::apply`] checks the change's [`Precondition`] atomically with the change. Without it
+    /// the core re-reads and re-plans after every write, so a concurrent change by someone else is
+    /// repaired on the next round instead of being refused; in a cluster only the elected node writes,
+    /// so that race is with other tools, never with another rrguard node that follows the quorum.
+    pub compare_and_swap: bool,
+    /// [`Writer::read`] right after [`Writer::apply`] shows the change (read-your-writes). Without it
+    /// the core takes the written set as published and leaves verification to the reconcile read.
+    pub read_back: bool,
+    /// The back end can weight records. No writer uses weights yet.
+    pub weights: bool,
+}
+
 /// A DNS back end.
 #[async_trait]
 pub trait Writer: Send + Sync {
     /// The writer's configured name.
     fn name(&self) -> &str;
 
-    /// Reads every A and AAAA record published for `fqdn` in `zone`, as the authoritative source sees it.
+    /// What this writer can do. The default is the least: no compare-and-swap, no read-back.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// Reads what `fqdn` in `zone` publishes (A and AAAA records with TTLs, and any CNAME), as the
+    /// source the writer will change sees it.
     ///
     /// # Errors
     /// [`WriteError`] classified by what the caller should do next.
-    async fn read(&self, fqdn: &str, zone: &str) -> Result<BTreeSet<IpAddr>, WriteError>;
+    async fn read(&self, fqdn: &str, zone: &str) -> Result<Published, WriteError>;
 
-    /// Applies `change`, atomically if the back end can, and conditional on `change.expected` where the
+    /// Applies `change`, atomically if the back end can, and conditional on its precondition where the
     /// back end supports compare-and-swap.
     ///
     /// # Errors
-    /// [`WriteError::Conflict`] if the condition failed; other variants as for [`Writer::read`].
+    /// [`WriteError::Conflict`] if the precondition failed; other variants as for [`Writer::read`].
     async fn apply(&self, change: &RecordChange) -> Result<(), WriteError>;
+}
 
-    /// Whether [`Writer::apply`] is conditional on the expected record set.
-    fn supports_compare_and_swap(&self) -> bool {
-        false
-    }
+/// Why a writer could not be built from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("writer {name:?}: {reason}")]
+pub struct BuildError {
+    /// The writer's configured name.
+    pub name: String,
+    /// What is wrong and how to fix it.
+    pub reason: String,
 }
 
 /// Builds every configured writer, by name.
-pub fn build_all(configs: &[WriterConfig]) -> HashMap<String, Arc<dyn Writer>> {
-    configs.iter().map(|w| (w.name.clone(), build(w))).collect()
+///
+/// # Errors
+/// The first [`BuildError`].
+pub fn build_all(configs: &[WriterConfig]) -> Result<HashMap<String, Arc<dyn Writer>>, BuildError> {
+    configs
+        .iter()
+        .map(|w| Ok((w.name.clone(), build(w)?)))
+        .collect()
 }
 
 /// Builds the writer a config section describes.
-pub fn build(config: &WriterConfig) -> Arc<dyn Writer> {
+///
+/// # Errors
+/// [`BuildError`] when the section cannot make a working writer (for `rfc2136`: a TSIG key name that
+/// is not a DNS name).
+pub fn build(config: &WriterConfig) -> Result<Arc<dyn Writer>, BuildError> {
     match &config.kind {
-        WriterKind::Rfc2136(c) => Arc::new(rfc2136::Rfc2136Writer::new(&config.name, c.clone())),
+        WriterKind::Rfc2136(c) => Ok(Arc::new(rfc2136::Rfc2136Writer::new(
+            &config.name,
+            c.clone(),
+        )?)),
     }
 }

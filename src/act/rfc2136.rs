@@ -9,7 +9,6 @@
 //! TCP is used for every exchange: a UDP retry after a lost reply could turn a success into a spurious
 //! NXRRSET. A fresh connection per operation keeps the writer oblivious to server restarts.
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
@@ -27,7 +26,9 @@ use hickory_net::tcp::TcpClientStream;
 use hickory_net::xfer::DnsHandle;
 use hickory_net::{DnsError, DnsMultiplexer, NetError};
 
-use super::{RecordChange, WriteError, Writer};
+use super::{
+    BuildError, Capabilities, Family, Precondition, Published, RecordChange, WriteError, Writer,
+};
 use crate::config::{Rfc2136Config, TsigAlgorithm};
 
 /// Allowed clock difference for TSIG, seconds (RFC 8945 recommends 300).
@@ -41,11 +42,19 @@ pub struct Rfc2136Writer {
 
 impl Rfc2136Writer {
     /// A writer for the given servers and key. No connection is made until first use.
-    pub fn new(name: &str, config: Rfc2136Config) -> Self {
-        Rfc2136Writer {
+    ///
+    /// # Errors
+    /// [`BuildError`] when the TSIG key cannot be set up (its name is not a DNS name).
+    pub fn new(name: &str, config: Rfc2136Config) -> Result<Self, BuildError> {
+        let writer = Rfc2136Writer {
             name: name.to_owned(),
             config,
-        }
+        };
+        writer.signer().map_err(|e| BuildError {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(writer)
     }
 
     fn signer(&self) -> Result<TSigner, WriteError> {
@@ -197,13 +206,9 @@ impl Rfc2136Writer {
         Err(last)
     }
 
-    async fn read_from(
-        &self,
-        server: SocketAddr,
-        fqdn: &Name,
-    ) -> Result<BTreeSet<IpAddr>, WriteError> {
+    async fn read_from(&self, server: SocketAddr, fqdn: &Name) -> Result<Published, WriteError> {
         let client = self.connect(server, false).await?;
-        let mut out = BTreeSet::new();
+        let mut out = Published::default();
         for rtype in [RecordType::A, RecordType::AAAA] {
             let mut message = Message::query();
             message.add_query(Query::query(fqdn.clone(), rtype));
@@ -219,17 +224,15 @@ impl Rfc2136Writer {
                     self.name
                 )));
             }
-            for record in &resp.answers {
-                if record.name != *fqdn {
-                    continue;
-                }
+            for record in resp.answers.iter().filter(|r| r.name == *fqdn) {
                 match &record.data {
                     RData::A(a) => {
-                        out.insert(IpAddr::V4(a.0));
+                        out.records.insert(IpAddr::V4(a.0), record.ttl);
                     }
                     RData::AAAA(a) => {
-                        out.insert(IpAddr::V6(a.0));
+                        out.records.insert(IpAddr::V6(a.0), record.ttl);
                     }
+                    RData::CNAME(target) => out.cname = Some(target.0.to_string()),
                     _ => {}
                 }
             }
@@ -281,11 +284,10 @@ fn rdata(ip: IpAddr) -> RData {
     }
 }
 
-fn rtype_of(ip: &IpAddr) -> RecordType {
-    if ip.is_ipv4() {
-        RecordType::A
-    } else {
-        RecordType::AAAA
+fn rtype(family: Family) -> RecordType {
+    match family {
+        Family::V4 => RecordType::A,
+        Family::V6 => RecordType::AAAA,
     }
 }
 
@@ -308,37 +310,41 @@ pub fn update_message(change: &RecordChange) -> Result<Message, WriteError> {
         .set_query_type(RecordType::SOA);
     message.add_zone(zq);
 
-    let touched: BTreeSet<RecordType> = change
-        .add
-        .iter()
-        .chain(&change.remove)
-        .map(rtype_of)
-        .collect();
-    for rtype in &touched {
-        let expected: Vec<&IpAddr> = change
-            .expected
-            .iter()
-            .filter(|ip| rtype_of(ip) == *rtype)
-            .collect();
-        if expected.is_empty() {
-            // RFC 2136 §2.4.3: RRset does not exist — class NONE, TTL 0, empty RDATA.
-            let mut r = Record::update0(fqdn.clone(), 0, *rtype);
+    match &change.precondition {
+        Precondition::NameNotInUse => {
+            // §2.4.5: name is not in use — class NONE, type ANY, TTL 0, empty RDATA.
+            let mut r = Record::update0(fqdn.clone(), 0, RecordType::ANY);
             r.dns_class = DNSClass::NONE;
             message.add_pre_requisite(r);
-        } else {
-            // §2.4.2: RRset exists (value dependent) — every RR of the set, class IN, TTL 0.
-            for ip in expected {
-                message.add_pre_requisite(Record::from_rdata(fqdn.clone(), 0, rdata(*ip)));
+        }
+        Precondition::RrsetEquals(expected) => {
+            for family in change.families() {
+                let pinned: Vec<&IpAddr> = expected
+                    .iter()
+                    .filter(|ip| Family::of(ip) == family)
+                    .collect();
+                if pinned.is_empty() {
+                    // §2.4.3: RRset does not exist — class NONE, TTL 0, empty RDATA.
+                    let mut r = Record::update0(fqdn.clone(), 0, rtype(family));
+                    r.dns_class = DNSClass::NONE;
+                    message.add_pre_requisite(r);
+                } else {
+                    // §2.4.2: RRset exists (value dependent) — every RR of the set, class IN, TTL 0.
+                    for ip in pinned {
+                        message.add_pre_requisite(Record::from_rdata(fqdn.clone(), 0, rdata(*ip)));
+                    }
+                }
             }
         }
     }
-    for ip in &change.remove {
-        // §2.5.4: delete an RR from an RRset — class NONE, TTL 0.
+    // §2.5.4: delete an RR from an RRset — class NONE, TTL 0. A re-TTLed record is deleted and added
+    // again in the same message: Knot ignores an add of an existing RR that differs only in TTL.
+    for ip in change.remove.iter().chain(&change.rettl) {
         let mut r = Record::from_rdata(fqdn.clone(), 0, rdata(*ip));
         r.dns_class = DNSClass::NONE;
         message.add_update(r);
     }
-    for ip in &change.add {
+    for ip in change.add.iter().chain(&change.rettl) {
         message.add_update(Record::from_rdata(fqdn.clone(), change.ttl, rdata(*ip)));
     }
     Ok(message)
@@ -359,7 +365,15 @@ impl Writer for Rfc2136Writer {
         &self.name
     }
 
-    async fn read(&self, fqdn: &str, _zone: &str) -> Result<BTreeSet<IpAddr>, WriteError> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            compare_and_swap: true,
+            read_back: true,
+            weights: false,
+        }
+    }
+
+    async fn read(&self, fqdn: &str, _zone: &str) -> Result<Published, WriteError> {
         let name = parse_name(fqdn)?;
         self.each_server(|server| {
             let name = name.clone();
@@ -369,7 +383,7 @@ impl Writer for Rfc2136Writer {
     }
 
     async fn apply(&self, change: &RecordChange) -> Result<(), WriteError> {
-        if change.add.is_empty() && change.remove.is_empty() {
+        if change.is_empty() {
             return Ok(());
         }
         let message = update_message(change)?;
@@ -379,15 +393,12 @@ impl Writer for Rfc2136Writer {
         })
         .await
     }
-
-    fn supports_compare_and_swap(&self) -> bool {
-        true
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn change(expected: &[&str], add: &[&str], remove: &[&str]) -> RecordChange {
         let set = |v: &[&str]| v.iter().map(|s| s.parse().unwrap()).collect();
@@ -395,9 +406,10 @@ mod tests {
             fqdn: "www.example.test.".to_owned(),
             zone: "example.test.".to_owned(),
             ttl: 30,
-            expected: set(expected),
+            precondition: Precondition::RrsetEquals(set(expected)),
             add: set(add),
             remove: set(remove),
+            rettl: BTreeSet::new(),
         }
     }
 

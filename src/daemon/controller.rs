@@ -1,83 +1,51 @@
-//! The service controller: one task per service.
+//! The service controller: one task per service, the I/O shell around [`ServiceCore`].
 //!
-//! It owns its endpoints' probe loops and health machines and reports every verdict change to the
-//! agreement actor as this node's vote. It follows the cluster [`View`]: when it is the writer and the
-//! cluster state of its endpoints changes (or on every reconcile tick, which re-reads DNS first), it
-//! converges DNS with [`converge`]: plan, one compare-and-swap write, read back. On a conflict it re-reads
-//! and re-plans. Transient failures back off exponentially; failures that need an operator are logged as
-//! configuration errors and retried slowly. A node that is not the writer only probes and votes.
+//! It runs its endpoints' probe loops, follows the cluster [`View`], and executes what the core asks
+//! for: votes go to the agreement actor, reads and writes to the service's [`Writer`], events to the
+//! log. Every decision (when to sync, hold, back off, re-plan, reconcile) is the core's; see
+//! [`crate::decide::service`]. A node that does not lead only probes and votes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::{BACKOFF_MAX, BACKOFF_MIN, MAX_CONFLICT_ROUNDS, OPERATOR_RETRY};
-use crate::act::{RecordChange, WriteError, Writer};
+use crate::act::Writer;
 use crate::agree::{View, VoteKey};
 use crate::config::ServiceConfig;
-use crate::decide::{self, Health, Plan, Policy};
+use crate::decide::Health;
+use crate::decide::service::{Action, Event, ServiceCore, ServiceView};
 use crate::observe::health::HealthMachine;
 use crate::observe::probe;
 use crate::observe::scheduler::{ProbeReport, Schedule, spawn_probe_loop};
 
-/// Drives one service: probes in, votes out; DNS writes when this node is the writer.
+/// Drives one service: probes in, votes out; DNS reads and writes when this node leads.
 pub(super) struct Controller {
     pub(super) svc: ServiceConfig,
-    policy: Policy,
+    core: ServiceCore,
     writer: Arc<dyn Writer>,
-    machines: BTreeMap<IpAddr, HealthMachine>,
-    reconcile_interval: Duration,
-    dry_run: bool,
-    /// The record set DNS publishes, as last read or written; `None` forces a read.
-    published: Option<BTreeSet<IpAddr>>,
-    /// When to sync next; `None` means nothing is pending.
-    next_sync: Option<Instant>,
-    /// No sync before this (backoff after failures).
-    not_before: Option<Instant>,
-    backoff: Duration,
-    last_dry_run: Option<Plan>,
     votes_tx: mpsc::UnboundedSender<(VoteKey, Health)>,
     view_rx: watch::Receiver<Arc<View>>,
-    /// Cluster states of this service's endpoints in the last view, and whether this node was writer.
-    agreed: BTreeMap<IpAddr, Health>,
-    am_writer: bool,
-    /// Since when removals are held back because the remaining endpoints are in doubt.
-    deferring_since: Option<Instant>,
 }
 
 impl Controller {
     pub(super) fn new(
         svc: ServiceConfig,
+        core: ServiceCore,
         writer: Arc<dyn Writer>,
-        machines: BTreeMap<IpAddr, HealthMachine>,
-        reconcile_interval: Duration,
-        dry_run: bool,
         votes_tx: mpsc::UnboundedSender<(VoteKey, Health)>,
         view_rx: watch::Receiver<Arc<View>>,
     ) -> Self {
         Controller {
-            policy: Policy::of(&svc),
             svc,
+            core,
             writer,
-            machines,
-            reconcile_interval,
-            dry_run,
-            published: None,
-            next_sync: Some(Instant::now()),
-            not_before: None,
-            backoff: BACKOFF_MIN,
-            last_dry_run: None,
             votes_tx,
             view_rx,
-            agreed: BTreeMap::new(),
-            am_writer: false,
-            deferring_since: None,
         }
     }
 
@@ -86,13 +54,10 @@ impl Controller {
         cancel: CancellationToken,
     ) -> BTreeMap<IpAddr, HealthMachine> {
         // Register every endpoint with its current (possibly carried-over) verdict.
-        for (ip, m) in &self.machines {
-            let _ = self
-                .votes_tx
-                .send(((self.svc.fqdn.clone(), *ip), m.state()));
-        }
-        // Act on the view as it is now, not only on later changes (a single node is writer at once).
-        self.on_view();
+        let start = self.core.start();
+        self.execute(start).await;
+        // Act on the view as it is now, not only on later changes (a single node leads at once).
+        self.on_view().await;
         let probes = cancel.child_token();
         // Room for a few rounds of results; a full channel makes probe loops wait, never overlap.
         let (report_tx, mut report_rx) = mpsc::channel(self.svc.endpoints.len() * 4 + 8);
@@ -108,295 +73,196 @@ impl Controller {
             }
         }
         drop(report_tx);
-        let mut reconcile = tokio::time::interval_at(
-            Instant::now() + self.reconcile_interval,
-            self.reconcile_interval,
-        );
-        reconcile.set_missed_tick_behavior(MissedTickBehavior::Delay);
-
         loop {
-            let wake = self
-                .next_sync
-                .map(|t| self.not_before.map_or(t, |nb| t.max(nb)));
+            self.drive().await;
+            let wake = self.core.next_wake();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some(report) = report_rx.recv() => self.on_report(report),
-                Ok(()) = self.view_rx.changed() => self.on_view(),
-                _ = reconcile.tick() => {
-                    debug!(service = %self.svc.fqdn, "reconcile: re-reading published records");
-                    self.published = None;
-                    self.schedule_sync();
-                }
-                _ = sleep_until_opt(wake) => {
-                    self.next_sync = None;
-                    self.sync().await;
-                }
+                Some(report) = report_rx.recv() => self.on_report(report).await,
+                Ok(()) = self.view_rx.changed() => self.on_view().await,
+                _ = sleep_until_opt(wake) => {}
             }
         }
         probes.cancel();
-        self.machines
+        self.core.into_machines()
     }
 
-    fn on_view(&mut self) {
+    async fn on_view(&mut self) {
         let view = self.view_rx.borrow_and_update().clone();
-        let agreed = view.service_health(&self.svc.fqdn);
-        let became_writer = view.am_writer && !self.am_writer;
-        let changed = agreed != self.agreed;
-        if changed {
-            for (ip, h) in &agreed {
-                if self.agreed.get(ip).copied().unwrap_or(Health::Unknown) != *h
-                    && *h != Health::Unknown
-                    && view.live.len() > 1
-                {
-                    info!(service = %self.svc.fqdn, endpoint = %ip, state = %h, "cluster agrees endpoint is {h}");
-                }
-            }
-        }
-        self.agreed = agreed;
-        self.am_writer = view.am_writer;
-        if became_writer {
-            // A new writer trusts nothing it cached while standing by.
-            self.published = None;
-        }
-        if self.am_writer && (changed || became_writer) {
-            self.schedule_sync();
-        }
+        let actions = self
+            .core
+            .on_view(Instant::now(), &ServiceView::of(&view, &self.svc.fqdn));
+        self.execute(actions).await;
     }
 
-    fn schedule_sync(&mut self) {
-        let now = Instant::now();
-        self.next_sync = Some(self.next_sync.map_or(now, |t| t.min(now)));
-    }
-
-    fn on_report(&mut self, report: ProbeReport) {
-        let Some(m) = self.machines.get_mut(&report.endpoint) else {
-            return;
-        };
-        let was_in_doubt = m.in_doubt();
+    async fn on_report(&mut self, report: ProbeReport) {
         let r = &report.result;
         debug!(service = %self.svc.fqdn, endpoint = %report.endpoint, ok = r.ok, latency_ms = r.latency.as_secs_f64() * 1000.0, detail = %r.detail, "probe");
-        if let Some(t) = m.observe(r.ok, r.latency, &r.detail) {
-            info!(
-                service = %self.svc.fqdn,
-                endpoint = %report.endpoint,
-                from = %t.from,
-                to = %t.to,
-                detail = %r.detail,
-                "endpoint is {}",
-                t.to
-            );
+        let actions =
+            self.core
+                .on_probe(Instant::now(), report.endpoint, r.ok, r.latency, &r.detail);
+        self.execute(actions).await;
+    }
+
+    /// Polls the core until nothing is due.
+    async fn drive(&mut self) {
+        let events = converge(&mut self.core, self.writer.as_ref()).await;
+        for e in &events {
+            log_event(&self.svc.fqdn, self.writer.name(), e);
+        }
+    }
+
+    /// Executes actions: votes go to the agreement actor, events to the log, writer work to the writer.
+    async fn execute(&mut self, actions: Vec<Action>) {
+        let mut out = Performed::default();
+        perform(&mut self.core, self.writer.as_ref(), actions, &mut out).await;
+        for (endpoint, health) in out.votes {
             let _ = self
                 .votes_tx
-                .send(((self.svc.fqdn.clone(), report.endpoint), t.to));
-        } else if self.deferring_since.is_some() && m.in_doubt() != was_in_doubt {
-            // A held-back removal may now go (doubt resolved) or must keep waiting.
-            self.schedule_sync();
+                .send(((self.svc.fqdn.clone(), endpoint), health));
         }
-    }
-
-    /// Endpoints this node's own probes do not show solidly up; empty once removals have been held back
-    /// for a full detection time, so that a removal is delayed, never lost.
-    fn in_doubt(&self) -> BTreeSet<IpAddr> {
-        let max_hold = self.svc.interval * self.svc.fall + self.svc.timeout;
-        if self
-            .deferring_since
-            .is_some_and(|t| t.elapsed() >= max_hold)
-        {
-            return BTreeSet::new();
-        }
-        self.machines
-            .iter()
-            .filter(|(_, m)| m.in_doubt())
-            .map(|(ip, _)| *ip)
-            .collect()
-    }
-
-    /// Converges DNS towards the plan; schedules a retry on failure. Only the writer writes.
-    async fn sync(&mut self) {
-        if !self.am_writer {
-            // A hold belongs to the writer that started it.
-            self.deferring_since = None;
-            return;
-        }
-        let health = self.agreed.clone();
-        let in_doubt = self.in_doubt();
-        let outcome = converge(
-            self.writer.as_ref(),
-            &self.svc,
-            &self.policy,
-            &health,
-            &in_doubt,
-            &mut self.published,
-            self.dry_run,
-        )
-        .await;
-        if let Ok(done) = &outcome {
-            self.track_deferral(done.deferred());
-        }
-        match outcome {
-            Ok(Converged::DryRun(plan)) => {
-                if self.last_dry_run.as_ref() != Some(&plan) {
-                    info!(service = %self.svc.fqdn, plan = %plan, "dry run: would change DNS");
-                    self.last_dry_run = Some(plan);
-                }
-                self.succeeded();
-            }
-            Ok(_) => self.succeeded(),
-            Err(ConvergeError::Write { doing, error }) => self.failed(doing, error),
-            Err(ConvergeError::KeptChanging) => {
-                warn!(service = %self.svc.fqdn, "record set kept changing under us for {MAX_CONFLICT_ROUNDS} rounds; backing off");
-                self.back_off(false);
-            }
-        }
-    }
-
-    /// Starts or ends a hold on removals, and makes sure the hold is re-examined when it expires.
-    fn track_deferral(&mut self, deferred: &BTreeSet<IpAddr>) {
-        if deferred.is_empty() {
-            self.deferring_since = None;
-            return;
-        }
-        let since = *self.deferring_since.get_or_insert_with(|| {
-            info!(service = %self.svc.fqdn, held = ?deferred, "holding removal back: the endpoints that would remain are failing too");
-            Instant::now()
-        });
-        let until = since + self.svc.interval * self.svc.fall + self.svc.timeout;
-        self.next_sync = Some(self.next_sync.map_or(until, |t| t.min(until)));
-    }
-
-    fn succeeded(&mut self) {
-        self.backoff = BACKOFF_MIN;
-        self.not_before = None;
-    }
-
-    fn failed(&mut self, doing: &str, e: WriteError) {
-        if e.needs_operator() {
-            error!(service = %self.svc.fqdn, writer = %self.writer.name(), "configuration error while {doing}: {e}; retrying in {}", humantime::format_duration(OPERATOR_RETRY));
-        } else {
-            warn!(service = %self.svc.fqdn, writer = %self.writer.name(), "{doing} failed: {e}; retrying in {}", humantime::format_duration(self.backoff));
-        }
-        self.back_off(e.needs_operator());
-    }
-
-    fn back_off(&mut self, slow: bool) {
-        let delay = if slow { OPERATOR_RETRY } else { self.backoff };
-        if !slow {
-            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        }
-        let at = Instant::now() + delay;
-        self.not_before = Some(at);
-        self.next_sync = Some(at);
-    }
-}
-
-/// What [`converge`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Converged {
-    /// DNS already matched the plan (which may hold removals back: [`Plan::deferred`]).
-    NoChange(Plan),
-    /// This plan was written and read back.
-    Applied(Plan),
-    /// Dry run: this plan would have been written.
-    DryRun(Plan),
-}
-
-impl Converged {
-    /// Removals the plan held back.
-    pub fn deferred(&self) -> &BTreeSet<IpAddr> {
-        match self {
-            Converged::NoChange(p) | Converged::Applied(p) | Converged::DryRun(p) => &p.deferred,
+        for e in &out.events {
+            log_event(&self.svc.fqdn, self.writer.name(), e);
         }
     }
 }
 
-/// Why [`converge`] stopped short.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConvergeError {
-    /// A writer operation failed; see [`WriteError::needs_operator`] for how soon to retry.
-    #[error("{doing} failed: {error}")]
-    Write {
-        /// What was being done.
-        doing: &'static str,
-        /// The failure.
-        error: WriteError,
-    },
-    /// Compare-and-swap failed [`MAX_CONFLICT_ROUNDS`] times in a row. Retry later.
-    #[error("record set kept changing for {MAX_CONFLICT_ROUNDS} rounds")]
-    KeptChanging,
+/// What [`perform`] collected for the caller to pass on.
+#[derive(Debug, Default)]
+struct Performed {
+    votes: Vec<(IpAddr, Health)>,
+    events: Vec<Event>,
 }
 
-/// Reads (if `published` is `None`), plans and writes with compare-and-swap until DNS matches the plan.
-///
-/// On a conflict the record set is re-read and the plan recomputed, up to [`MAX_CONFLICT_ROUNDS`] times.
-/// After a write the record set is read back; `published` holds what DNS publishes afterwards, or `None`
-/// when that is unknown.
-///
-/// # Errors
-/// [`ConvergeError`] when a writer operation fails or the record set keeps changing.
-pub async fn converge(
+/// Executes `actions` against `writer`, feeding each result back into `core`, until none is left.
+async fn perform(
+    core: &mut ServiceCore,
     writer: &dyn Writer,
-    svc: &ServiceConfig,
-    policy: &Policy,
-    health: &BTreeMap<IpAddr, Health>,
-    in_doubt: &BTreeSet<IpAddr>,
-    published: &mut Option<BTreeSet<IpAddr>>,
-    dry_run: bool,
-) -> Result<Converged, ConvergeError> {
-    let fail = |published: &mut Option<BTreeSet<IpAddr>>, doing, error| {
-        *published = None;
-        Err(ConvergeError::Write { doing, error })
-    };
-    for _round in 0..MAX_CONFLICT_ROUNDS {
-        let current = match published.clone() {
-            Some(p) => p,
-            None => match writer.read(&svc.fqdn, &svc.zone).await {
-                Ok(p) => {
-                    *published = Some(p.clone());
-                    p
-                }
-                Err(e) => return fail(published, "reading published records", e),
-            },
-        };
-        let plan = decide::plan(policy, health, &current, in_doubt);
-        if plan.is_empty() {
-            return Ok(Converged::NoChange(plan));
-        }
-        if dry_run {
-            return Ok(Converged::DryRun(plan));
-        }
-        let change = RecordChange {
-            fqdn: svc.fqdn.clone(),
-            zone: svc.zone.clone(),
-            ttl: svc.ttl,
-            expected: plan.expected.clone(),
-            add: plan.additions(),
-            remove: plan.removals(),
-        };
-        match writer.apply(&change).await {
-            Ok(()) => {
-                info!(service = %svc.fqdn, writer = %writer.name(), plan = %plan, policy = ?plan.policy_applied, "DNS updated");
-                match writer.read(&svc.fqdn, &svc.zone).await {
-                    Ok(now) if now == plan.desired => {
-                        *published = Some(now);
-                        return Ok(Converged::Applied(plan));
-                    }
-                    Ok(now) => {
-                        warn!(service = %svc.fqdn, expected = ?plan.desired, found = ?now, "read-back differs from what was written; re-planning");
-                        *published = Some(now);
-                    }
-                    Err(e) => return fail(published, "reading back after the write", e),
-                }
+    actions: Vec<Action>,
+    out: &mut Performed,
+) {
+    let mut queue = VecDeque::from(actions);
+    while let Some(action) = queue.pop_front() {
+        match action {
+            Action::Vote { endpoint, health } => out.votes.push((endpoint, health)),
+            Action::Event(e) => out.events.push(e),
+            Action::Read => {
+                let result = writer
+                    .read(&core.settings().fqdn, &core.settings().zone)
+                    .await;
+                queue.extend(core.on_read(Instant::now(), result));
             }
-            Err(WriteError::Conflict(why)) => {
-                info!(service = %svc.fqdn, "record set changed by someone else since it was read ({why}); re-reading and re-planning");
-                *published = None;
+            Action::Apply(change) => {
+                let result = writer.apply(&change).await;
+                queue.extend(core.on_applied(Instant::now(), result));
             }
-            Err(e) => return fail(published, "writing", e),
         }
     }
-    *published = None;
-    Err(ConvergeError::KeptChanging)
+}
+
+/// Does the writer work that is due for `core` now — read, plan, compare-and-swap write, read back,
+/// re-plan on conflicts — until nothing more is due, and returns what happened. The controller calls
+/// it after every input; tests call it to drive a core against a real writer.
+pub async fn converge(core: &mut ServiceCore, writer: &dyn Writer) -> Vec<Event> {
+    let mut out = Performed::default();
+    loop {
+        let actions = core.poll(Instant::now());
+        if actions.is_empty() {
+            return out.events;
+        }
+        perform(core, writer, actions, &mut out).await;
+    }
+}
+
+/// Addresses as a person writes them: `192.0.2.1 192.0.2.2`.
+fn list(ips: &BTreeSet<IpAddr>) -> String {
+    let parts: Vec<String> = ips.iter().map(ToString::to_string).collect();
+    parts.join(" ")
+}
+
+/// Logs one core event, with fields in their config spelling.
+pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
+    match event {
+        Event::Transition {
+            endpoint,
+            from,
+            to,
+            detail,
+        } => {
+            info!(service, endpoint = %endpoint, from = %from, to = %to, detail = %detail, "endpoint is {to}")
+        }
+        Event::ClusterAgrees { endpoint, state } => {
+            info!(service, endpoint = %endpoint, state = %state, "cluster agrees endpoint is {state}");
+        }
+        Event::Unsettled {
+            endpoint,
+            after,
+            detail,
+        } => warn!(
+            service,
+            endpoint = %endpoint,
+            last = %detail,
+            "endpoint has had no verdict for {}: its probe results alternate and never reach fall or rise in a row; it keeps its place in DNS and no longer holds back removals of other endpoints",
+            humantime::format_duration(*after)
+        ),
+        Event::WaitingForVerdicts { unknown, bound } => info!(
+            service,
+            unknown = %list(unknown),
+            "removals wait for a first verdict on {} (at most {})",
+            list(unknown),
+            humantime::format_duration(*bound)
+        ),
+        Event::Holding {
+            held,
+            reason,
+            bound,
+        } => info!(
+            service,
+            held = %list(held),
+            "holding removal back: {reason} (at most {})",
+            humantime::format_duration(*bound)
+        ),
+        Event::Updated(plan) => {
+            let policy = plan
+                .policy_applied
+                .map_or_else(|| "none".to_owned(), |p| p.to_string());
+            info!(service, writer, plan = %plan, policy = %policy, "DNS updated");
+        }
+        Event::WouldUpdate(plan) => info!(service, plan = %plan, "dry run: would change DNS"),
+        Event::Conflict(why) => info!(
+            service,
+            "record set changed by someone else since it was read ({why}); re-reading and re-planning"
+        ),
+        Event::KeptChanging => warn!(
+            service,
+            "record set kept changing under us for {} rounds; backing off",
+            crate::decide::service::MAX_CONFLICT_ROUNDS
+        ),
+        Event::NotApplied { expected, found } => error!(
+            service,
+            writer,
+            expected = %expected,
+            found = %found,
+            "the server accepted the update but does not publish it: something at the name keeps the records out (a CNAME, a zone cut, a server policy); retrying in {}",
+            humantime::format_duration(crate::decide::service::OPERATOR_RETRY)
+        ),
+        Event::Failed {
+            doing,
+            error: e,
+            retry,
+        } => {
+            let retry = humantime::format_duration(*retry);
+            if e.needs_operator() {
+                error!(
+                    service,
+                    writer, "configuration error while {doing}: {e}; retrying in {retry}"
+                );
+            } else {
+                warn!(service, writer, "{doing} failed: {e}; retrying in {retry}");
+            }
+        }
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -1,6 +1,7 @@
 //! The daemon: wires observe → agree → decide → act → expose together, handles signals and reload.
 //!
-//! - [`controller`]: one task per service: probes, votes, and (on the writer) DNS convergence.
+//! - [`controller`]: one task per service, the I/O shell around the sans-I/O service core
+//!   ([`crate::decide::service`]): probes, votes, and (on the leader) DNS reads and writes.
 //! - [`agreement`]: the task that owns the agreement core, talks to peers and publishes the view.
 //! - [`plan`]: the one-shot `rrguard plan`.
 //!
@@ -27,23 +28,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use controller::{ConvergeError, Converged, converge};
+pub use controller::converge;
 pub use plan::{ServiceReport, plan_once, render_plan};
 
 use crate::act::{self, Writer};
 use crate::config::{self, CheckConfig, Config, ServiceConfig};
+use crate::decide::service::{ServiceCore, Settings};
 use crate::observe::health::HealthMachine;
 use agreement::AgreementHandle;
 use controller::Controller;
 
-/// First retry delay after a transient failure.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
-/// Longest retry delay after transient failures.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Retry delay after a failure that needs an operator (wrong key, REFUSED).
-pub const OPERATOR_RETRY: Duration = Duration::from_secs(30);
-/// Re-read/re-plan rounds after compare-and-swap conflicts before backing off.
-pub const MAX_CONFLICT_ROUNDS: usize = 5;
+pub use crate::decide::service::{BACKOFF_MAX, BACKOFF_MIN, MAX_CONFLICT_ROUNDS, OPERATOR_RETRY};
 /// How long shutdown and reload wait for in-flight writes.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
@@ -60,6 +55,9 @@ pub enum RunError {
     /// Signal handlers could not be installed. Not retryable.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// A writer could not be built from its configuration. Not retryable without operator action.
+    #[error("{0}")]
+    Writer(#[from] act::BuildError),
     /// The HTTP listen address could not be bound. Not retryable without operator action.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -112,7 +110,8 @@ pub async fn run_until_signal(
 /// Runs the supervisor until `shutdown` fires. Each message on `reload_rx` reloads the file at `path`.
 ///
 /// # Errors
-/// [`RunError::Listen`] if `[node].listen` cannot be bound.
+/// [`RunError::Listen`] if `[node].listen` cannot be bound; [`RunError::Writer`] if a writer of the
+/// starting configuration cannot be built (one of a reloaded configuration is rejected instead).
 pub async fn run(
     path: PathBuf,
     mut config: Config,
@@ -142,7 +141,7 @@ pub async fn run(
         let agreement = agreement::spawn_agreement(&config, generation.clone(), &mut background);
         *current.write().unwrap_or_else(|e| e.into_inner()) = Some(agreement.clone());
         let mut controllers =
-            Generation::start(&config, opts, &mut carried, &agreement, &generation);
+            Generation::start(&config, opts, &mut carried, &agreement, &generation)?;
         info!(
             node = %config.node.id,
             services = config.services.len(),
@@ -162,7 +161,9 @@ pub async fn run(
                     info!("stopped");
                     return Ok(());
                 }
-                Some(()) = reload_rx.recv() => match config::load(&path) {
+                Some(()) = reload_rx.recv() => match config::load(&path).map_err(|e| e.to_string()).and_then(|new| {
+                    act::build_all(&new.writers).map(|_| new).map_err(|e| e.to_string())
+                }) {
                     Ok(new) => {
                         if new.node.listen != config.node.listen {
                             warn!("[node].listen changed: the new address takes effect after a restart");
@@ -202,11 +203,11 @@ impl Generation {
         carried: &mut Carried,
         agreement: &AgreementHandle,
         cancel: &CancellationToken,
-    ) -> Self {
+    ) -> Result<Self, act::BuildError> {
         let mut g = Generation {
             set: JoinSet::new(),
             services: HashMap::new(),
-            writers: act::build_all(&config.writers),
+            writers: act::build_all(&config.writers)?,
             reconcile_interval: config.reconcile_interval,
             dry_run: opts.dry_run,
             agreement: agreement.clone(),
@@ -228,16 +229,22 @@ impl Generation {
             }
             g.spawn(svc.clone(), machines);
         }
-        g
+        Ok(g)
     }
 
     fn spawn(&mut self, svc: ServiceConfig, machines: BTreeMap<IpAddr, HealthMachine>) {
-        let controller = Controller::new(
-            svc.clone(),
-            self.writers[&svc.writer].clone(),
-            machines,
+        let writer = self.writers[&svc.writer].clone();
+        let settings = Settings::of(
+            &svc,
+            writer.capabilities(),
             self.reconcile_interval,
             self.dry_run,
+        );
+        let core = ServiceCore::new(settings, machines, Instant::now());
+        let controller = Controller::new(
+            svc.clone(),
+            core,
+            writer,
             self.agreement.votes_tx.clone(),
             self.agreement.view_rx.clone(),
         );

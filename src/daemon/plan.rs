@@ -1,15 +1,15 @@
 //! `rrguard plan`: probe every endpoint once and show what would change, without writing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::act::{self, WriteError};
+use crate::act::{self, Published, WriteError};
 use crate::config::Config;
-use crate::decide::{self, Health, Plan, Policy};
+use crate::decide::{self, Doubts, Health, Plan, Policy};
 use crate::observe::probe;
 
 /// What `rrguard plan` found for one service.
@@ -21,8 +21,8 @@ pub struct ServiceReport {
     pub writer: String,
     /// Each endpoint with its one-probe verdict and detail.
     pub endpoints: Vec<(IpAddr, Health, Duration, String)>,
-    /// The published set, or why it could not be read.
-    pub published: Result<BTreeSet<IpAddr>, WriteError>,
+    /// What the name publishes, or why it could not be read.
+    pub published: Result<Published, WriteError>,
     /// The plan, when the published set was read.
     pub plan: Option<Plan>,
 }
@@ -30,7 +30,6 @@ pub struct ServiceReport {
 /// Probes every endpoint once and plans every service against what DNS publishes; writes nothing.
 /// A single probe decides each endpoint (`fall`/`rise` are not waited for).
 pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
-    let writers = act::build_all(&config.writers);
     let mut reports = Vec::new();
     for svc in &config.services {
         let mut probes = JoinSet::new();
@@ -41,11 +40,7 @@ pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
                 let r = match probe::build(&check, ip, timeout) {
                     Ok(p) => tokio::time::timeout(timeout, p.probe())
                         .await
-                        .unwrap_or_else(|_| probe::ProbeResult {
-                            ok: false,
-                            latency: timeout,
-                            detail: "timed out".to_owned(),
-                        }),
+                        .unwrap_or_else(|_| probe::timed_out(timeout)),
                     Err(e) => probe::ProbeResult {
                         ok: false,
                         latency: Duration::ZERO,
@@ -55,8 +50,10 @@ pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
                 (ip, r)
             });
         }
-        let writer = writers[&svc.writer].clone();
-        let published = writer.read(&svc.fqdn, &svc.zone).await;
+        let published = match act::build(config.writer_of(svc)) {
+            Ok(writer) => writer.read(&svc.fqdn, &svc.zone).await,
+            Err(e) => Err(WriteError::Rejected(e.to_string())),
+        };
         let mut results: BTreeMap<IpAddr, probe::ProbeResult> = BTreeMap::new();
         while let Some(joined) = probes.join_next().await {
             if let Ok((ip, r)) = joined {
@@ -87,7 +84,7 @@ pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
         let plan = published
             .as_ref()
             .ok()
-            .map(|p| decide::plan(&policy, &health, p, &BTreeSet::new()));
+            .map(|p| decide::plan(&policy, &health, p, &Doubts::default()));
         reports.push(ServiceReport {
             fqdn: svc.fqdn.clone(),
             writer: svc.writer.clone(),
@@ -116,16 +113,25 @@ pub fn render_plan(reports: &[ServiceReport]) -> String {
         }
         match &r.published {
             Ok(p) => {
-                let list: Vec<String> = p.iter().map(ToString::to_string).collect();
+                let list: Vec<String> = p.records.keys().map(ToString::to_string).collect();
+                let ttls: std::collections::BTreeSet<u32> = p.records.values().copied().collect();
+                let ttls: Vec<String> = ttls.iter().map(|t| format!("{t}s")).collect();
                 let _ = writeln!(
                     out,
                     "  published: {}",
                     if list.is_empty() {
                         "(none)".to_owned()
                     } else {
-                        list.join(" ")
+                        format!("{} (ttl {})", list.join(" "), ttls.join(", "))
                     }
                 );
+                if let Some(target) = &p.cname {
+                    let _ = writeln!(
+                        out,
+                        "  conflict: {} has a CNAME to {target}; address records cannot be published beside it: remove the CNAME or point the service at {target}",
+                        r.fqdn
+                    );
+                }
             }
             Err(e) => {
                 let _ = writeln!(out, "  published: cannot read: {e}");

@@ -1,9 +1,15 @@
 //! Decide: turn verdicts and the published record set into the desired record set and a plan (sans-I/O).
 //!
-//! Rules, per service (A and AAAA together; the writer splits them by family):
+//! - [`plan`]: the pure planner, below.
+//! - [`service`]: the service core, the state machine around the planner that the daemon's controller
+//!   and the simulator both drive (hold, backoff, reconcile, conflicts, read-back).
+//!
+//! Rules of the planner, per service (A and AAAA together; the writer splits them by family):
 //! - An endpoint that is [`Health::Up`] is published, one that is [`Health::Down`] is not.
-//! - While any endpoint is still [`Health::Unknown`] (just after start or reload), nothing is removed:
-//!   published endpoints stay and up ones are added. A restart therefore never removes records by itself.
+//! - While an endpoint is still [`Health::Unknown`] (just after start or reload), nothing is removed:
+//!   published endpoints stay and up ones are added. A restart therefore never removes records by
+//!   itself. An endpoint that stays unknown past the settle bound (its results never settle) is
+//!   [`Doubts::unsettled`]: it keeps its place but no longer holds back the removal of others.
 //! - If fewer than `min_healthy` records would remain, the service's [`AllDownPolicy`] applies:
 //!   `keep_all` publishes every configured endpoint, `keep_last` keeps what is published (plus the healthy
 //!   ones, and falls back to `keep_all` if that is still too few), `fail_closed` publishes only healthy ones.
@@ -12,9 +18,13 @@
 //! - Removals are held back while too few endpoints would remain *confirmed* up: when the up endpoints
 //!   that would stay are themselves in doubt (by this node's own probes: failing since their last
 //!   success, or not yet seen up), they may be about to go down too, and then `keep_all` would put back
-//!   what was just removed — two DNS changes for one event. The caller bounds how long it passes `in_doubt` (one detection time), so a removal is
-//!   delayed, never lost.
+//!   what was just removed — two DNS changes for one event. Removals also wait while any endpoint is
+//!   [`Doubts::recovering`] (endpoints recovering together after an all-down). The service core
+//!   bounds both holds, so a removal is delayed, never lost.
+//! - Every record at the name ends with the service's TTL: a record whose TTL differs is rewritten
+//!   ([`Change::Ttl`]); an RRset has one TTL (RFC 2181 §5.2).
 
+pub mod service;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::act::Published;
 use crate::config::AllDownPolicy;
 pub use crate::observe::health::Health;
 
@@ -36,6 +47,8 @@ pub struct Policy {
     pub all_down: AllDownPolicy,
     /// Remove addresses that are not endpoints.
     pub remove_unlisted: bool,
+    /// TTL (s) of every record at the name.
+    pub ttl: u32,
 }
 
 impl Policy {
@@ -46,6 +59,7 @@ impl Policy {
             min_healthy: svc.min_healthy,
             all_down: svc.all_down,
             remove_unlisted: svc.remove_unlisted,
+            ttl: svc.ttl,
         }
     }
 }
@@ -57,21 +71,89 @@ pub enum Change {
     Add(IpAddr),
     /// Stop publishing this address.
     Remove(IpAddr),
+    /// Keep this address, but rewrite it with the service's TTL.
+    Ttl(IpAddr),
+}
+
+/// Why a change is in the plan. Displayed in config spelling (`all_down=keep_all`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The endpoint's verdict: up for an add, down for a removal, unknown for an add by fallback.
+    Verdict(Health),
+    /// Published although not up, because fewer than `min_healthy` endpoints are up.
+    AllDown {
+        /// The endpoint's verdict.
+        verdict: Health,
+        /// The service's `min_healthy`.
+        min_healthy: usize,
+        /// The policy that decided.
+        policy: AllDownPolicy,
+    },
+    /// Removed although the service is below `min_healthy`: `all_down = fail_closed`.
+    FailClosed(Health),
+    /// Not a configured endpoint, and the service sets `remove_unlisted = true`.
+    Unlisted,
+    /// The record's TTL (s) is not the service's.
+    Ttl {
+        /// Published TTL, seconds.
+        from: u32,
+        /// The service's TTL, seconds.
+        to: u32,
+    },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Verdict(h) => write!(f, "{h}"),
+            Reason::AllDown {
+                verdict,
+                min_healthy,
+                policy,
+            } => write!(
+                f,
+                "{verdict}, but fewer than min_healthy={min_healthy} up: all_down={policy}"
+            ),
+            Reason::FailClosed(h) => write!(f, "{h}; all_down=fail_closed"),
+            Reason::Unlisted => f.write_str("not a configured endpoint; remove_unlisted=true"),
+            Reason::Ttl { from, to } => write!(f, "ttl {from}s, service ttl is {to}s"),
+        }
+    }
+}
+
+/// What the planner knows besides the verdicts: the service core's doubts about them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Doubts {
+    /// Endpoints this node does not see solidly up. Removals wait while fewer than `min_healthy` up
+    /// endpoints outside this set would remain. Empty: no hold.
+    pub in_doubt: BTreeSet<IpAddr>,
+    /// Unknown endpoints that have had no verdict for longer than the settle bound: they stay
+    /// published if they are, are not added, and no longer hold back removals of other endpoints.
+    pub unsettled: BTreeSet<IpAddr>,
+    /// Down endpoints that may be recovering (the service is leaving its all-down fallback and this
+    /// node has not seen them fail since). While there is one, every removal waits, so that the
+    /// removals that do follow go together in one change.
+    pub recovering: BTreeSet<IpAddr>,
 }
 
 /// What the planner decided for one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// The record set the plan was computed against; writers use it as the compare-and-swap condition.
+    /// The addresses the plan was computed against; writers use them as the compare-and-swap condition.
     pub expected: BTreeSet<IpAddr>,
-    /// The record set after the plan is applied.
+    /// The addresses after the plan is applied.
     pub desired: BTreeSet<IpAddr>,
+    /// TTL (s) of every desired record.
+    pub ttl: u32,
     /// The changes, each with the reason for it.
-    pub changes: Vec<(Change, String)>,
+    pub changes: Vec<(Change, Reason)>,
     /// Set when the all-down policy decided the outcome.
     pub policy_applied: Option<AllDownPolicy>,
-    /// Removals held back because the endpoints that would remain are in doubt.
+    /// Removals held back because the endpoints that would remain are in doubt, or because the
+    /// endpoints are recovering.
     pub deferred: BTreeSet<IpAddr>,
+    /// Endpoints still unknown that keep every removal back (none once they are unsettled).
+    pub blocking_unknown: BTreeSet<IpAddr>,
 }
 
 impl Plan {
@@ -89,6 +171,22 @@ impl Plan {
     pub fn removals(&self) -> BTreeSet<IpAddr> {
         self.expected.difference(&self.desired).copied().collect()
     }
+
+    /// Kept addresses to rewrite with the service's TTL.
+    pub fn rettl(&self) -> BTreeSet<IpAddr> {
+        self.changes
+            .iter()
+            .filter_map(|(c, _)| match c {
+                Change::Ttl(ip) => Some(*ip),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What DNS publishes once the plan is applied.
+    pub fn desired_records(&self) -> Published {
+        Published::with_ttl(self.desired.iter().copied(), self.ttl)
+    }
 }
 
 impl fmt::Display for Plan {
@@ -102,6 +200,7 @@ impl fmt::Display for Plan {
             .map(|(c, why)| match c {
                 Change::Add(ip) => format!("add {ip} ({why})"),
                 Change::Remove(ip) => format!("remove {ip} ({why})"),
+                Change::Ttl(ip) => format!("set ttl of {ip} ({why})"),
             })
             .collect();
         f.write_str(&parts.join(", "))
@@ -110,33 +209,42 @@ impl fmt::Display for Plan {
 
 /// Computes the plan for one service.
 ///
-/// `health` holds the verdict of each configured endpoint (missing means unknown); `published` is the
-/// full A+AAAA record set DNS serves for the name now; `in_doubt` are endpoints this node does not see
-/// solidly up (pass an empty set to stop holding removals back).
+/// `health` holds the verdict of each configured endpoint (missing means unknown); `published` is what
+/// DNS serves for the name now (A and AAAA with TTLs); `doubts` are the service core's doubts (pass
+/// `Doubts::default()` for none).
 pub fn plan(
     policy: &Policy,
     health: &BTreeMap<IpAddr, Health>,
-    published: &BTreeSet<IpAddr>,
-    in_doubt: &BTreeSet<IpAddr>,
+    published: &Published,
+    doubts: &Doubts,
 ) -> Plan {
     let verdict = |ip: &IpAddr| health.get(ip).copied().unwrap_or(Health::Unknown);
+    let addresses = published.addresses();
     let managed: BTreeSet<IpAddr> = policy.endpoints.iter().copied().collect();
     let up: BTreeSet<IpAddr> = managed
         .iter()
         .copied()
         .filter(|ip| verdict(ip) == Health::Up)
         .collect();
-    let published_managed: BTreeSet<IpAddr> = published.intersection(&managed).copied().collect();
-    let any_unknown = managed.iter().any(|ip| verdict(ip) == Health::Unknown);
+    let published_managed: BTreeSet<IpAddr> = addresses.intersection(&managed).copied().collect();
+    let blocking_unknown: BTreeSet<IpAddr> = managed
+        .iter()
+        .copied()
+        .filter(|ip| verdict(ip) == Health::Unknown && !doubts.unsettled.contains(ip))
+        .collect();
+    let kept_unsettled = published_managed
+        .iter()
+        .copied()
+        .filter(|ip| verdict(ip) == Health::Unknown && doubts.unsettled.contains(ip));
 
-    let base: BTreeSet<IpAddr> = if any_unknown {
-        published_managed.union(&up).copied().collect()
+    let base: BTreeSet<IpAddr> = if blocking_unknown.is_empty() {
+        up.iter().copied().chain(kept_unsettled).collect()
     } else {
-        up.clone()
+        published_managed.union(&up).copied().collect()
     };
 
     let mut policy_applied = None;
-    let desired_managed = if base.len() >= policy.min_healthy {
+    let mut desired_managed = if base.len() >= policy.min_healthy {
         base
     } else {
         policy_applied = Some(policy.all_down);
@@ -155,53 +263,79 @@ pub fn plan(
     };
 
     let mut deferred = BTreeSet::new();
-    let mut desired_managed = desired_managed;
     if policy.all_down != AllDownPolicy::FailClosed {
-        let confirmed_up = up.iter().filter(|ip| !in_doubt.contains(ip)).count();
+        // Endpoints that would remain and that this node sees solidly up (or, unsettled, has stopped
+        // doubting once the hold ended: the caller then passes no in-doubt set).
+        let confirmed_up = desired_managed
+            .iter()
+            .filter(|ip| {
+                (verdict(ip) == Health::Up || doubts.unsettled.contains(ip))
+                    && !doubts.in_doubt.contains(ip)
+            })
+            .count();
         let removals: Vec<IpAddr> = published_managed
             .difference(&desired_managed)
             .copied()
             .collect();
-        if !removals.is_empty() && confirmed_up < policy.min_healthy {
-            deferred.extend(removals.iter().copied());
-            desired_managed.extend(removals);
+        for ip in removals {
+            // While any endpoint may be recovering, every removal waits: they go together, in one
+            // change, once the recovering ones are up or seen failing.
+            if confirmed_up < policy.min_healthy || !doubts.recovering.is_empty() {
+                deferred.insert(ip);
+                desired_managed.insert(ip);
+            }
         }
     }
 
-    let unlisted: BTreeSet<IpAddr> = published.difference(&managed).copied().collect();
-    let mut desired = desired_managed.clone();
+    let unlisted: BTreeSet<IpAddr> = addresses.difference(&managed).copied().collect();
+    let mut desired = desired_managed;
     if !policy.remove_unlisted {
         desired.extend(unlisted.iter().copied());
     }
 
     let mut changes = Vec::new();
-    for ip in desired.difference(published) {
+    for ip in desired.difference(&addresses) {
         let why = match (verdict(ip), policy_applied) {
-            (Health::Up, _) => "up".to_owned(),
-            (h, Some(p)) => format!(
-                "{h}, but fewer than min_healthy={} up: all_down={p}",
-                policy.min_healthy
-            ),
-            (h, None) => h.to_string(),
+            (Health::Up, _) => Reason::Verdict(Health::Up),
+            (h, Some(p)) => Reason::AllDown {
+                verdict: h,
+                min_healthy: policy.min_healthy,
+                policy: p,
+            },
+            (h, None) => Reason::Verdict(h),
         };
         changes.push((Change::Add(*ip), why));
     }
-    for ip in published.difference(&desired) {
+    for ip in addresses.difference(&desired) {
         let why = if unlisted.contains(ip) {
-            "not a configured endpoint; remove_unlisted=true".to_owned()
+            Reason::Unlisted
         } else if policy_applied == Some(AllDownPolicy::FailClosed) {
-            format!("{}; all_down=fail_closed", verdict(ip))
+            Reason::FailClosed(verdict(ip))
         } else {
-            verdict(ip).to_string()
+            Reason::Verdict(verdict(ip))
         };
         changes.push((Change::Remove(*ip), why));
     }
+    for ip in desired.intersection(&addresses) {
+        let from = published.records[ip];
+        if from != policy.ttl {
+            changes.push((
+                Change::Ttl(*ip),
+                Reason::Ttl {
+                    from,
+                    to: policy.ttl,
+                },
+            ));
+        }
+    }
 
     Plan {
-        expected: published.clone(),
+        expected: addresses,
         desired,
+        ttl: policy.ttl,
         changes,
         policy_applied,
         deferred,
+        blocking_unknown,
     }
 }

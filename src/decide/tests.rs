@@ -18,13 +18,34 @@ fn none() -> BTreeSet<IpAddr> {
     BTreeSet::new()
 }
 
+const TTL: u32 = 30;
+
 fn policy(eps: &[&str], min_healthy: usize, all_down: AllDownPolicy) -> Policy {
     Policy {
         endpoints: eps.iter().map(|s| ip(s)).collect(),
         min_healthy,
         all_down,
         remove_unlisted: false,
+        ttl: TTL,
     }
+}
+
+/// The planner with every published record at the service TTL and only an in-doubt set as doubts.
+fn plan(
+    policy: &Policy,
+    health: &BTreeMap<IpAddr, Health>,
+    published: &BTreeSet<IpAddr>,
+    in_doubt: &BTreeSet<IpAddr>,
+) -> Plan {
+    super::plan(
+        policy,
+        health,
+        &Published::with_ttl(published.iter().copied(), policy.ttl),
+        &Doubts {
+            in_doubt: in_doubt.clone(),
+            ..Doubts::default()
+        },
+    )
 }
 
 fn health(pairs: &[(&str, Health)]) -> BTreeMap<IpAddr, Health> {
@@ -159,7 +180,7 @@ proptest! {
         results in prop::collection::vec((any::<u8>(), any::<bool>()), 0..200),
     ) {
         let min_healthy = (endpoints.len() * min_frac).div_ceil(100).max(1);
-        let p = Policy { endpoints: endpoints.clone(), min_healthy, all_down: AllDownPolicy::KeepAll, remove_unlisted: false };
+        let p = Policy { endpoints: endpoints.clone(), min_healthy, all_down: AllDownPolicy::KeepAll, remove_unlisted: false, ttl: TTL };
         let mut machines: BTreeMap<IpAddr, HealthMachine> =
             endpoints.iter().map(|ip| (*ip, HealthMachine::new(fall, rise))).collect();
         let mut published: BTreeSet<IpAddr> = endpoints
@@ -177,7 +198,7 @@ proptest! {
             // Applying the plan to the published set gives the desired set.
             let mut applied = published.clone();
             for (c, _) in &pl.changes {
-                match c { Change::Add(ip) => { applied.insert(*ip); } Change::Remove(ip) => { applied.remove(ip); } }
+                match c { Change::Add(ip) => { applied.insert(*ip); } Change::Remove(ip) => { applied.remove(ip); } Change::Ttl(_) => {} }
             }
             prop_assert_eq!(&applied, &pl.desired);
             published = applied;
@@ -200,7 +221,7 @@ proptest! {
         prop_assume!(!up.is_empty());
         let published: BTreeSet<IpAddr> = endpoints.iter().enumerate()
             .filter(|(i, _)| published_mask & (1 << i) != 0).map(|(_, ip)| *ip).collect();
-        let p = Policy { endpoints, min_healthy: 1, all_down: AllDownPolicy::KeepAll, remove_unlisted: false };
+        let p = Policy { endpoints, min_healthy: 1, all_down: AllDownPolicy::KeepAll, remove_unlisted: false, ttl: TTL };
         let pl = plan(&p, &h, &published, &BTreeSet::new());
         prop_assert_eq!(pl.desired, up);
     }
@@ -233,5 +254,88 @@ fn fail_closed_never_holds_removals() {
     assert_eq!(
         plan(&p, &h, &set(&[A, B]), &set(&[B])).removals(),
         set(&[A])
+    );
+}
+
+#[test]
+fn a_record_with_another_ttl_is_rewritten_and_nothing_else_changes() {
+    let p = policy(&[A, B, C], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Up), (B, Health::Up), (C, Health::Up)]);
+    let mut published = Published::with_ttl(set(&[A, B, C]), TTL);
+    published.records.insert(ip(B), 300);
+    let pl = super::plan(&p, &h, &published, &Doubts::default());
+    assert_eq!(pl.rettl(), set(&[B]));
+    assert!(pl.additions().is_empty() && pl.removals().is_empty());
+    assert_eq!(
+        pl.to_string(),
+        "set ttl of 192.0.2.2 (ttl 300s, service ttl is 30s)"
+    );
+    assert_eq!(
+        pl.desired_records(),
+        Published::with_ttl(set(&[A, B, C]), TTL)
+    );
+    // Once rewritten, nothing to do.
+    assert!(super::plan(&p, &h, &pl.desired_records(), &Doubts::default()).is_empty());
+}
+
+#[test]
+fn an_unsettled_endpoint_stops_holding_back_removals_but_keeps_its_place() {
+    // A never reaches a verdict, B is up, C is down and published.
+    let p = policy(&[A, B, C], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(B, Health::Up), (C, Health::Down)]);
+    let published = set(&[A, B, C]);
+    let blocked = plan(&p, &h, &published, &none());
+    assert!(blocked.is_empty(), "{blocked}");
+    assert_eq!(blocked.blocking_unknown, set(&[A]));
+    let doubts = Doubts {
+        unsettled: set(&[A]),
+        ..Doubts::default()
+    };
+    let pl = super::plan(&p, &h, &Published::with_ttl(published, TTL), &doubts);
+    assert_eq!(pl.removals(), set(&[C]));
+    assert_eq!(pl.desired, set(&[A, B]), "A stays published, unjudged");
+    assert!(pl.blocking_unknown.is_empty());
+    // An unsettled endpoint that is not published is not added.
+    let pl = super::plan(&p, &h, &Published::with_ttl(set(&[B, C]), TTL), &doubts);
+    assert_eq!(pl.desired, set(&[B]));
+}
+
+#[test]
+fn removal_of_a_recovering_endpoint_waits() {
+    let p = policy(&[A, B, C], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Up), (B, Health::Down), (C, Health::Down)]);
+    let doubts = Doubts {
+        recovering: set(&[B]),
+        ..Doubts::default()
+    };
+    let pl = super::plan(&p, &h, &Published::with_ttl(set(&[A, B, C]), TTL), &doubts);
+    assert!(
+        pl.is_empty(),
+        "every removal waits, so they go together: {pl}"
+    );
+    assert_eq!(pl.deferred, set(&[B, C]));
+    let pl = super::plan(
+        &p,
+        &h,
+        &Published::with_ttl(set(&[A, B, C]), TTL),
+        &Doubts::default(),
+    );
+    assert_eq!(pl.removals(), set(&[B, C]));
+}
+
+#[test]
+fn reasons_print_in_config_spelling() {
+    let r = Reason::AllDown {
+        verdict: Health::Down,
+        min_healthy: 2,
+        policy: AllDownPolicy::KeepLast,
+    };
+    assert_eq!(
+        r.to_string(),
+        "down, but fewer than min_healthy=2 up: all_down=keep_last"
+    );
+    assert_eq!(
+        Reason::FailClosed(Health::Down).to_string(),
+        "down; all_down=fail_closed"
     );
 }

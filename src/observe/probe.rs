@@ -98,7 +98,8 @@ impl Probe for TcpProbe {
     }
 }
 
-fn timed_out(timeout: Duration) -> ProbeResult {
+/// The result of a probe that did not finish within `timeout`: detail `timed out after {timeout}`.
+pub fn timed_out(timeout: Duration) -> ProbeResult {
     ProbeResult {
         ok: false,
         latency: timeout,

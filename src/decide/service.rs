@@ -1,0 +1,814 @@
+//! The service core: everything one service decides over time, sans-I/O.
+//!
+//! [`ServiceCore`] owns what a service controller holds between events: its endpoints' health
+//! machines, the cluster states it follows, what DNS publishes as last read or written (addresses and
+//! TTLs), the removal hold, the settle clock of unknown endpoints, backoff, sync and reconcile
+//! deadlines, compare-and-swap rounds and dry-run. Inputs are probe results, cluster views, writer
+//! results and `now`; outputs are [`Action`]s: vote, read, apply a change, record an [`Event`]. It never
+//! reads a clock, sleeps or does I/O. The daemon's controller executes the actions against a real
+//! [`crate::act::Writer`]; the simulator (`tests/sim.rs`) drives the very same type against
+//! [`crate::act::memory::MemoryWriter`].
+//!
+//! Rules and their bounds (`interval`, `timeout`, `fall`, `rise` are the service's):
+//! - **Removal hold** ([`Settings::hold_bound`] = max(fall, rise) × interval + timeout): a removal waits
+//!   while the endpoints that would remain are in doubt by this node's own probes, or while the
+//!   endpoints to remove may be recovering together after an all-down (this node has not seen them
+//!   fail since the first one came back). After the bound the removal goes: delayed, never lost.
+//! - **Settle bound** ([`Settings::settle_bound`] = (max(fall, rise) + 1) × interval + timeout): an
+//!   endpoint still without a verdict that long (its results alternate and never reach `fall` or
+//!   `rise` in a row) is *unsettled*: it is reported, keeps its place in DNS, and stops holding back
+//!   the removal of other endpoints. So a dead endpoint is removed at most one settle bound after
+//!   start, whatever its neighbours do.
+//! - **Writes**: one [`RecordChange`] at a time, conditional on the addresses read. After a write the
+//!   record set is read back when the writer can ([`Capabilities::read_back`]); if the read-back does not
+//!   show the change, that is an anomaly an operator must see (for instance data the server keeps
+//!   beside it), retried at the operator cadence, not a conflict to spin on. Other differences (someone
+//!   else wrote meanwhile) are re-planned, as is every write of a writer without compare-and-swap.
+//! - **Conflicts**: a refused precondition re-reads and re-plans, [`MAX_CONFLICT_ROUNDS`] times in a row
+//!   at most, then backs off.
+//! - **Backoff**: transient failures retry after [`BACKOFF_MIN`], doubling to [`BACKOFF_MAX`]; failures
+//!   that need an operator retry every [`OPERATOR_RETRY`].
+//! - **Reconcile**: every `reconcile_interval` the published set is re-read, repairing drift.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Doubts, Health, Plan, Policy};
+use crate::act::{Capabilities, Precondition, Published, RecordChange, WriteError};
+use crate::agree::View;
+use crate::config::ServiceConfig;
+use crate::observe::health::HealthMachine;
+
+/// First retry delay after a transient failure.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest retry delay after transient failures.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Retry delay after a failure that needs an operator (wrong key, REFUSED, a CNAME at the name).
+pub const OPERATOR_RETRY: Duration = Duration::from_secs(30);
+/// Re-read/re-plan rounds after compare-and-swap conflicts before backing off.
+pub const MAX_CONFLICT_ROUNDS: usize = 5;
+
+/// The settings of one service the core runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The service name, with trailing dot.
+    pub fqdn: String,
+    /// Its zone apex, with trailing dot.
+    pub zone: String,
+    /// The planner's policy (endpoints, min_healthy, all_down, remove_unlisted, ttl).
+    pub policy: Policy,
+    /// Probe interval.
+    pub interval: Duration,
+    /// Probe timeout.
+    pub timeout: Duration,
+    /// Failures in a row that mark an endpoint down.
+    pub fall: u32,
+    /// Successes in a row that mark an endpoint up.
+    pub rise: u32,
+    /// How often the published set is re-read.
+    pub reconcile_interval: Duration,
+    /// Plan and report, never write.
+    pub dry_run: bool,
+    /// What the service's writer can do.
+    pub capabilities: Capabilities,
+}
+
+impl Settings {
+    /// The settings of a configured service.
+    pub fn of(
+        svc: &ServiceConfig,
+        capabilities: Capabilities,
+        reconcile_interval: Duration,
+        dry_run: bool,
+    ) -> Self {
+        Settings {
+            fqdn: svc.fqdn.clone(),
+            zone: svc.zone.clone(),
+            policy: Policy::of(svc),
+            interval: svc.interval,
+            timeout: svc.timeout,
+            fall: svc.fall,
+            rise: svc.rise,
+            reconcile_interval,
+            dry_run,
+            capabilities,
+        }
+    }
+
+    /// Longest a removal is held back: max(fall, rise) × interval + timeout.
+    pub fn hold_bound(&self) -> Duration {
+        self.interval * self.fall.max(self.rise) + self.timeout
+    }
+
+    /// How long an endpoint may stay without a verdict before it is unsettled:
+    /// (max(fall, rise) + 1) × interval + timeout.
+    pub fn settle_bound(&self) -> Duration {
+        self.interval * (self.fall.max(self.rise) + 1) + self.timeout
+    }
+}
+
+/// What the cluster says about one service, as the core needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceView {
+    /// Cluster state of each endpoint; missing means unknown.
+    pub health: BTreeMap<IpAddr, Health>,
+    /// This node is the elected leader, the one node that writes.
+    pub leader: bool,
+    /// Nodes the view counts as live (1 on a single node).
+    pub live_nodes: usize,
+}
+
+impl ServiceView {
+    /// The part of a cluster view about `fqdn`.
+    pub fn of(view: &View, fqdn: &str) -> Self {
+        ServiceView {
+            health: view.service_health(fqdn),
+            leader: view.am_writer,
+            live_nodes: view.live.len(),
+        }
+    }
+}
+
+/// Rule switches, all on by default. The simulator turns one off to show that its invariant checks
+/// catch the fault the rule prevents; the daemon never changes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Hold removals back while the remaining endpoints are in doubt or recovering.
+    pub hold_removals: bool,
+    /// End every hold after [`Settings::hold_bound`].
+    pub end_holds: bool,
+    /// Stop waiting for an endpoint's verdict after [`Settings::settle_bound`].
+    pub settle_unknown: bool,
+    /// Hold back removals of endpoints that may be recovering together after an all-down.
+    pub hold_recovering: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            hold_removals: true,
+            end_holds: true,
+            settle_unknown: true,
+            hold_recovering: true,
+        }
+    }
+}
+
+/// Why removals are held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldReason {
+    /// The endpoints that would remain are failing too, by this node's own probes.
+    RemainingInDoubt,
+    /// The service is leaving its all-down fallback; these endpoints may be recovering together.
+    Recovering,
+}
+
+impl fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HoldReason::RemainingInDoubt => "the endpoints that would remain are failing too",
+            HoldReason::Recovering => "endpoints are recovering together after an all-down",
+        })
+    }
+}
+
+/// Something worth telling an operator; the controller logs it, the node state keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// This node's verdict on an endpoint changed.
+    Transition {
+        /// The endpoint.
+        endpoint: IpAddr,
+        /// Verdict before.
+        from: Health,
+        /// Verdict now.
+        to: Health,
+        /// What the probe said.
+        detail: String,
+    },
+    /// The cluster's state of an endpoint changed (only reported with more than one live node).
+    ClusterAgrees {
+        /// The endpoint.
+        endpoint: IpAddr,
+        /// The agreed state.
+        state: Health,
+    },
+    /// An endpoint has had no verdict for the settle bound.
+    Unsettled {
+        /// The endpoint.
+        endpoint: IpAddr,
+        /// How long it has been without a verdict.
+        after: Duration,
+        /// What its last probe said.
+        detail: String,
+    },
+    /// Removals wait for a first verdict on these endpoints (at most one settle bound).
+    WaitingForVerdicts {
+        /// Endpoints without a verdict.
+        unknown: BTreeSet<IpAddr>,
+        /// Longest wait.
+        bound: Duration,
+    },
+    /// Removals are held back.
+    Holding {
+        /// Addresses whose removal waits.
+        held: BTreeSet<IpAddr>,
+        /// Why.
+        reason: HoldReason,
+        /// Longest hold.
+        bound: Duration,
+    },
+    /// A plan was written.
+    Updated(Plan),
+    /// Dry run: a plan that would have been written.
+    WouldUpdate(Plan),
+    /// The precondition was refused: someone else changed the record set.
+    Conflict(String),
+    /// Conflicts [`MAX_CONFLICT_ROUNDS`] times in a row; backing off.
+    KeptChanging,
+    /// A write was accepted, but reading back does not show it.
+    NotApplied {
+        /// What should be published.
+        expected: Published,
+        /// What is.
+        found: Published,
+    },
+    /// A writer operation failed; retried after `retry`.
+    Failed {
+        /// What was being done.
+        doing: &'static str,
+        /// The failure.
+        error: WriteError,
+        /// When it is retried.
+        retry: Duration,
+    },
+}
+
+/// What the core asks its driver to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Publish this node's verdict on an endpoint as its vote.
+    Vote {
+        /// The endpoint.
+        endpoint: IpAddr,
+        /// The verdict.
+        health: Health,
+    },
+    /// Read what the name publishes; answer with [`ServiceCore::on_read`].
+    Read,
+    /// Apply this change; answer with [`ServiceCore::on_applied`].
+    Apply(RecordChange),
+    /// Tell the operator.
+    Event(Event),
+}
+
+/// The writer operation in flight.
+#[derive(Debug, Clone, PartialEq)]
+enum Io {
+    Idle,
+    Reading,
+    Applying(Plan, RecordChange),
+    ReadingBack(Plan, RecordChange),
+}
+
+/// The decision state of one service. See the module documentation.
+#[derive(Debug)]
+pub struct ServiceCore {
+    s: Settings,
+    rules: Rules,
+    machines: BTreeMap<IpAddr, HealthMachine>,
+    /// When this node last probed each endpoint, and whether that probe passed.
+    last_probe: BTreeMap<IpAddr, (Instant, bool)>,
+    agreed: BTreeMap<IpAddr, Health>,
+    /// Since when each endpoint has had no agreed verdict.
+    unknown_since: BTreeMap<IpAddr, Instant>,
+    unsettled: BTreeSet<IpAddr>,
+    leader: bool,
+    published: Option<Published>,
+    io: Io,
+    sync_at: Option<Instant>,
+    not_before: Option<Instant>,
+    backoff: Duration,
+    reconcile_at: Instant,
+    rounds: usize,
+    hold_since: Option<Instant>,
+    /// The last plan was decided by the all-down policy.
+    in_fallback: bool,
+    recovering_since: Option<Instant>,
+    waiting_reported: BTreeSet<IpAddr>,
+    last_dry_run: Option<Plan>,
+}
+
+impl ServiceCore {
+    /// A core for one service. `machines` holds every endpoint's health machine (fresh, or carried
+    /// over a reload); the first sync reads DNS as soon as this node leads.
+    pub fn new(
+        settings: Settings,
+        machines: BTreeMap<IpAddr, HealthMachine>,
+        now: Instant,
+    ) -> Self {
+        let unknown_since = settings
+            .policy
+            .endpoints
+            .iter()
+            .map(|ip| (*ip, now))
+            .collect();
+        ServiceCore {
+            reconcile_at: now + settings.reconcile_interval,
+            s: settings,
+            rules: Rules::default(),
+            machines,
+            last_probe: BTreeMap::new(),
+            agreed: BTreeMap::new(),
+            unknown_since,
+            unsettled: BTreeSet::new(),
+            leader: false,
+            published: None,
+            io: Io::Idle,
+            sync_at: Some(now),
+            not_before: None,
+            backoff: BACKOFF_MIN,
+            rounds: 0,
+            hold_since: None,
+            in_fallback: false,
+            recovering_since: None,
+            waiting_reported: BTreeSet::new(),
+            last_dry_run: None,
+        }
+    }
+
+    /// Switches rules off (simulator mutation tests only).
+    pub fn set_rules(&mut self, rules: Rules) {
+        self.rules = rules;
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.s
+    }
+
+    /// The endpoints' health machines.
+    pub fn machines(&self) -> &BTreeMap<IpAddr, HealthMachine> {
+        &self.machines
+    }
+
+    /// The health machines, for carrying over a reload.
+    pub fn into_machines(self) -> BTreeMap<IpAddr, HealthMachine> {
+        self.machines
+    }
+
+    /// What DNS publishes, as last read or written; `None` until read (or after a failure).
+    pub fn published(&self) -> Option<&Published> {
+        self.published.as_ref()
+    }
+
+    /// Endpoints reported unsettled (no verdict within the settle bound).
+    pub fn unsettled(&self) -> &BTreeSet<IpAddr> {
+        &self.unsettled
+    }
+
+    /// This node's current verdicts, as votes: call once when the core starts.
+    pub fn start(&self) -> Vec<Action> {
+        self.machines
+            .iter()
+            .map(|(ip, m)| Action::Vote {
+                endpoint: *ip,
+                health: m.state(),
+            })
+            .collect()
+    }
+
+    /// One probe result of `endpoint` (`latency`, `detail` as the probe reported them).
+    pub fn on_probe(
+        &mut self,
+        now: Instant,
+        endpoint: IpAddr,
+        ok: bool,
+        latency: Duration,
+        detail: &str,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(m) = self.machines.get_mut(&endpoint) else {
+            return out;
+        };
+        let was_in_doubt = m.in_doubt();
+        self.last_probe.insert(endpoint, (now, ok));
+        if let Some(t) = m.observe(ok, latency, detail) {
+            out.push(Action::Event(Event::Transition {
+                endpoint,
+                from: t.from,
+                to: t.to,
+                detail: detail.to_owned(),
+            }));
+            out.push(Action::Vote {
+                endpoint,
+                health: t.to,
+            });
+        } else if self.leader
+            && ((self.hold_since.is_some() && m.in_doubt() != was_in_doubt)
+                || (self.recovering_since.is_some() && !ok))
+        {
+            // A held-back removal may now go (doubt resolved, or a recovery candidate failed).
+            self.sync_soon(now);
+        }
+        out
+    }
+
+    /// A new cluster view.
+    pub fn on_view(&mut self, now: Instant, view: &ServiceView) -> Vec<Action> {
+        let mut out = Vec::new();
+        let changed = view.health != self.agreed;
+        if changed && view.live_nodes > 1 {
+            for (ip, h) in &view.health {
+                let before = self.agreed.get(ip).copied().unwrap_or(Health::Unknown);
+                if before != *h && *h != Health::Unknown {
+                    out.push(Action::Event(Event::ClusterAgrees {
+                        endpoint: *ip,
+                        state: *h,
+                    }));
+                }
+            }
+        }
+        for ip in &self.s.policy.endpoints {
+            if view.health.get(ip).copied().unwrap_or(Health::Unknown) == Health::Unknown {
+                self.unknown_since.entry(*ip).or_insert(now);
+            } else {
+                self.unknown_since.remove(ip);
+                self.unsettled.remove(ip);
+                self.waiting_reported.remove(ip);
+            }
+        }
+        let became_leader = view.leader && !self.leader;
+        self.agreed.clone_from(&view.health);
+        self.leader = view.leader;
+        if became_leader {
+            // A new leader trusts nothing it cached while standing by.
+            self.published = None;
+        }
+        if !self.leader {
+            // A hold belongs to the leader that started it.
+            self.hold_since = None;
+            self.recovering_since = None;
+        } else if changed || became_leader {
+            self.sync_soon(now);
+        }
+        out
+    }
+
+    /// When the driver should call [`ServiceCore::poll`] next, if nothing else happens first.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let sync = self
+            .sync_at
+            .map(|t| self.not_before.map_or(t, |nb| t.max(nb)));
+        let settle = self
+            .unknown_since
+            .iter()
+            .filter(|(ip, _)| self.rules.settle_unknown && !self.unsettled.contains(ip))
+            .map(|(_, t)| *t + self.s.settle_bound())
+            .min();
+        let reconcile = self.leader.then_some(self.reconcile_at);
+        [sync, settle, reconcile].into_iter().flatten().min()
+    }
+
+    /// Does whatever is due at `now`: at most one writer operation is asked for at a time.
+    pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.settle(now, &mut out);
+        if now >= self.reconcile_at {
+            self.reconcile_at = now + self.s.reconcile_interval;
+            if self.leader && self.io == Io::Idle {
+                self.published = None;
+                self.sync_soon(now);
+            }
+        }
+        if !self.leader || self.io != Io::Idle {
+            return out;
+        }
+        let due =
+            self.sync_at.is_some_and(|t| t <= now) && self.not_before.is_none_or(|nb| nb <= now);
+        if !due {
+            return out;
+        }
+        self.sync_at = None;
+        match self.published.clone() {
+            None => {
+                self.io = Io::Reading;
+                out.push(Action::Read);
+            }
+            Some(published) => self.plan_and_write(now, &published, &mut out),
+        }
+        out
+    }
+
+    /// The answer to [`Action::Read`].
+    pub fn on_read(&mut self, now: Instant, result: Result<Published, WriteError>) -> Vec<Action> {
+        let mut out = Vec::new();
+        match (std::mem::replace(&mut self.io, Io::Idle), result) {
+            (Io::Reading, Ok(p)) => {
+                self.published = Some(p);
+                self.sync_soon(now);
+            }
+            (Io::ReadingBack(plan, _), Ok(found)) if found == plan.desired_records() => {
+                self.published = Some(found);
+                self.succeeded();
+            }
+            (Io::ReadingBack(plan, change), Ok(found)) => {
+                if shows(&found, &change) {
+                    // Our change is there, and so is someone else's: plan again from what is there.
+                    self.published = Some(found);
+                    self.conflict_round(now, &mut out);
+                } else {
+                    out.push(Action::Event(Event::NotApplied {
+                        expected: plan.desired_records(),
+                        found,
+                    }));
+                    self.published = None;
+                    self.back_off(now, true);
+                }
+            }
+            (Io::ReadingBack(..), Err(e)) => {
+                self.failed(now, "reading back after the write", e, &mut out)
+            }
+            (_, Err(e)) => self.failed(now, "reading published records", e, &mut out),
+            (io, Ok(_)) => self.io = io,
+        }
+        out
+    }
+
+    /// The answer to [`Action::Apply`].
+    pub fn on_applied(&mut self, now: Instant, result: Result<(), WriteError>) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Io::Applying(plan, change) = std::mem::replace(&mut self.io, Io::Idle) else {
+            return out;
+        };
+        match result {
+            Ok(()) => {
+                out.push(Action::Event(Event::Updated(plan.clone())));
+                if self.s.capabilities.read_back {
+                    self.io = Io::ReadingBack(plan, change);
+                    out.push(Action::Read);
+                } else {
+                    self.published = Some(plan.desired_records());
+                    self.succeeded();
+                }
+            }
+            Err(WriteError::Conflict(why)) => {
+                out.push(Action::Event(Event::Conflict(why)));
+                self.published = None;
+                self.conflict_round(now, &mut out);
+            }
+            Err(e) => self.failed(now, "writing", e, &mut out),
+        }
+        out
+    }
+
+    fn sync_soon(&mut self, now: Instant) {
+        self.sync_at = Some(self.sync_at.map_or(now, |t| t.min(now)));
+    }
+
+    fn sync_by(&mut self, at: Instant) {
+        self.sync_at = Some(self.sync_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// Reports endpoints that have just passed the settle bound without a verdict.
+    fn settle(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let bound = self.s.settle_bound();
+        let newly: Vec<(IpAddr, Instant)> = self
+            .unknown_since
+            .iter()
+            .filter(|(ip, since)| !self.unsettled.contains(ip) && now >= **since + bound)
+            .map(|(ip, since)| (*ip, *since))
+            .collect();
+        if !self.rules.settle_unknown {
+            return;
+        }
+        for (ip, since) in newly {
+            self.unsettled.insert(ip);
+            let detail = self
+                .machines
+                .get(&ip)
+                .map(|m| m.last_detail().to_owned())
+                .unwrap_or_default();
+            out.push(Action::Event(Event::Unsettled {
+                endpoint: ip,
+                after: now - since,
+                detail,
+            }));
+            if self.leader {
+                self.sync_soon(now);
+            }
+        }
+    }
+
+    fn doubts(&self, now: Instant) -> Doubts {
+        let bound = self.s.hold_bound();
+        let expired = |since: Instant| self.rules.end_holds && now >= since + bound;
+        let in_doubt = if !self.rules.hold_removals || self.hold_since.is_some_and(expired) {
+            BTreeSet::new()
+        } else {
+            self.machines
+                .iter()
+                .filter(|(_, m)| m.in_doubt())
+                .map(|(ip, _)| *ip)
+                .collect()
+        };
+        let recovering = match self.recovering_since {
+            Some(since) if self.rules.hold_removals && !expired(since) => self
+                .s
+                .policy
+                .endpoints
+                .iter()
+                .copied()
+                .filter(|ip| self.agreed.get(ip) == Some(&Health::Down))
+                .filter(|ip| match self.last_probe.get(ip) {
+                    Some((at, ok)) => *at < since || *ok,
+                    None => true,
+                })
+                .collect(),
+            _ => BTreeSet::new(),
+        };
+        Doubts {
+            in_doubt,
+            unsettled: self.unsettled.clone(),
+            recovering,
+        }
+    }
+
+    fn plan(&mut self, now: Instant, published: &Published) -> Plan {
+        let mut plan = super::plan(&self.s.policy, &self.agreed, published, &self.doubts(now));
+        let leaving_fallback = self.rules.hold_recovering
+            && self.in_fallback
+            && plan.policy_applied.is_none()
+            && self.recovering_since.is_none()
+            && !plan.removals().is_empty();
+        if leaving_fallback {
+            self.recovering_since = Some(now);
+            plan = super::plan(&self.s.policy, &self.agreed, published, &self.doubts(now));
+        }
+        if self.rules.end_holds
+            && self
+                .recovering_since
+                .is_some_and(|t| now >= t + self.s.hold_bound())
+        {
+            self.recovering_since = None;
+        }
+        self.in_fallback = plan.policy_applied.is_some();
+        plan
+    }
+
+    fn plan_and_write(&mut self, now: Instant, published: &Published, out: &mut Vec<Action>) {
+        let plan = self.plan(now, published);
+        self.track_hold(now, &plan, out);
+        self.report_waiting(&plan, out);
+        if plan.is_empty() {
+            self.succeeded();
+            return;
+        }
+        if let Some(target) = &published.cname {
+            let error = WriteError::Rejected(format!(
+                "{} has a CNAME to {target}, and a name with a CNAME can hold no other data (RFC 1034 §3.6.2): servers accept address records beside it and silently drop them; remove the CNAME, or point the service at the CNAME's target",
+                self.s.fqdn
+            ));
+            self.failed(now, "planning", error, out);
+            return;
+        }
+        if self.s.dry_run {
+            if self.last_dry_run.as_ref() != Some(&plan) {
+                out.push(Action::Event(Event::WouldUpdate(plan.clone())));
+                self.last_dry_run = Some(plan);
+            }
+            self.succeeded();
+            return;
+        }
+        let change = RecordChange {
+            fqdn: self.s.fqdn.clone(),
+            zone: self.s.zone.clone(),
+            ttl: self.s.policy.ttl,
+            precondition: Precondition::RrsetEquals(plan.expected.clone()),
+            add: plan.additions(),
+            remove: plan.removals(),
+            rettl: plan.rettl(),
+        };
+        self.io = Io::Applying(plan, change.clone());
+        out.push(Action::Apply(change));
+    }
+
+    /// Starts or ends a hold on removals, and makes sure the hold is re-examined when it expires.
+    fn track_hold(&mut self, now: Instant, plan: &Plan, out: &mut Vec<Action>) {
+        if plan.deferred.is_empty() {
+            self.hold_since = None;
+            return;
+        }
+        let bound = self.s.hold_bound();
+        let since = match self.hold_since {
+            Some(t) => t,
+            None => {
+                let reason = if self.recovering_since.is_some() {
+                    HoldReason::Recovering
+                } else {
+                    HoldReason::RemainingInDoubt
+                };
+                out.push(Action::Event(Event::Holding {
+                    held: plan.deferred.clone(),
+                    reason,
+                    bound,
+                }));
+                self.hold_since = Some(now);
+                now
+            }
+        };
+        self.sync_by(since + bound);
+        if let Some(t) = self.recovering_since {
+            self.sync_by(t + bound);
+        }
+    }
+
+    /// Says once per endpoint when removals wait for its first verdict.
+    fn report_waiting(&mut self, plan: &Plan, out: &mut Vec<Action>) {
+        let would_remove_down = self
+            .s
+            .policy
+            .endpoints
+            .iter()
+            .any(|ip| self.agreed.get(ip) == Some(&Health::Down) && plan.expected.contains(ip));
+        let fresh: BTreeSet<IpAddr> = plan
+            .blocking_unknown
+            .difference(&self.waiting_reported)
+            .copied()
+            .collect();
+        if would_remove_down && !fresh.is_empty() {
+            self.waiting_reported.extend(fresh);
+            out.push(Action::Event(Event::WaitingForVerdicts {
+                unknown: plan.blocking_unknown.clone(),
+                bound: self.s.settle_bound(),
+            }));
+        }
+    }
+
+    fn conflict_round(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.rounds += 1;
+        if self.rounds >= MAX_CONFLICT_ROUNDS {
+            out.push(Action::Event(Event::KeptChanging));
+            self.published = None;
+            self.back_off(now, false);
+        } else {
+            self.sync_soon(now);
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.backoff = BACKOFF_MIN;
+        self.not_before = None;
+        self.rounds = 0;
+    }
+
+    fn failed(
+        &mut self,
+        now: Instant,
+        doing: &'static str,
+        error: WriteError,
+        out: &mut Vec<Action>,
+    ) {
+        self.published = None;
+        let slow = error.needs_operator();
+        let retry = if slow { OPERATOR_RETRY } else { self.backoff };
+        out.push(Action::Event(Event::Failed {
+            doing,
+            error,
+            retry,
+        }));
+        self.back_off(now, slow);
+    }
+
+    fn back_off(&mut self, now: Instant, slow: bool) {
+        self.rounds = 0;
+        let delay = if slow { OPERATOR_RETRY } else { self.backoff };
+        if !slow {
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        }
+        let at = now + delay;
+        self.not_before = Some(at);
+        self.sync_at = Some(at);
+    }
+}
+
+/// Whether `found` shows `change`: every added and re-TTLed address with the change's TTL, and no
+/// removed one.
+fn shows(found: &Published, change: &RecordChange) -> bool {
+    change
+        .add
+        .iter()
+        .chain(&change.rettl)
+        .all(|ip| found.records.get(ip) == Some(&change.ttl))
+        && change
+            .remove
+            .iter()
+            .all(|ip| !found.records.contains_key(ip))
+}
+
+#[cfg(test)]
+mod tests;

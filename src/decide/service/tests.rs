@@ -1,0 +1,363 @@
+//! The service core driven step by step against the in-memory writer, one node, no runtime.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::*;
+use crate::act::Writer;
+use crate::act::memory::MemoryWriter;
+use crate::config::AllDownPolicy;
+
+const FQDN: &str = "www.example.test.";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// One node: its core, the DNS it writes, the clock, and what happened.
+struct Rig {
+    core: ServiceCore,
+    dns: MemoryWriter,
+    now: Instant,
+    t0: Instant,
+    applied: Vec<(Duration, RecordChange)>,
+    events: Vec<(Duration, Event)>,
+    health: BTreeMap<IpAddr, Health>,
+    /// Answer every write with a refused precondition, as if someone changed the set each time.
+    refuse_writes: bool,
+}
+
+impl Rig {
+    fn new(endpoints: &[&str], fall: u32, rise: u32, ttl: u32, published: Published) -> Rig {
+        let endpoints: Vec<IpAddr> = endpoints.iter().map(|s| ip(s)).collect();
+        let settings = Settings {
+            fqdn: FQDN.into(),
+            zone: "example.test.".into(),
+            policy: Policy {
+                endpoints: endpoints.clone(),
+                min_healthy: 1,
+                all_down: AllDownPolicy::KeepAll,
+                remove_unlisted: false,
+                ttl,
+            },
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            fall,
+            rise,
+            reconcile_interval: Duration::from_secs(60),
+            dry_run: false,
+            capabilities: MemoryWriter::new("m").capabilities(),
+        };
+        let machines = endpoints
+            .iter()
+            .map(|ip| (*ip, HealthMachine::new(fall, rise)))
+            .collect();
+        let dns = MemoryWriter::new("m");
+        dns.set(FQDN, published);
+        let t0 = Instant::now();
+        let mut rig = Rig {
+            core: ServiceCore::new(settings, machines, t0),
+            dns,
+            now: t0,
+            t0,
+            applied: Vec::new(),
+            events: Vec::new(),
+            health: BTreeMap::new(),
+            refuse_writes: false,
+        };
+        let start = rig.core.start();
+        rig.execute(start);
+        rig.view();
+        rig
+    }
+
+    fn at(&self) -> Duration {
+        self.now - self.t0
+    }
+
+    /// A single node: the agreed view is this node's own verdicts, and it leads.
+    fn view(&mut self) {
+        let view = ServiceView {
+            health: self.health.clone(),
+            leader: true,
+            live_nodes: 1,
+        };
+        let actions = self.core.on_view(self.now, &view);
+        self.execute(actions);
+        self.settle();
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        let mut votes = false;
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(a) = queue.pop_front() {
+            match a {
+                Action::Vote { endpoint, health } => {
+                    self.health.insert(endpoint, health);
+                    votes = true;
+                }
+                Action::Event(e) => self.events.push((self.at(), e)),
+                Action::Read => {
+                    let r = Ok(self.dns.read_now(FQDN));
+                    queue.extend(self.core.on_read(self.now, r));
+                }
+                Action::Apply(change) => {
+                    let r = if self.refuse_writes {
+                        Err(WriteError::Conflict("NXRRSET".into()))
+                    } else {
+                        self.dns.apply_now(&change)
+                    };
+                    self.applied.push((self.at(), change));
+                    queue.extend(self.core.on_applied(self.now, r));
+                }
+            }
+        }
+        if votes {
+            self.view();
+        }
+    }
+
+    /// Polls until nothing is due.
+    fn settle(&mut self) {
+        loop {
+            let actions = self.core.poll(self.now);
+            if actions.is_empty() {
+                return;
+            }
+            self.execute(actions);
+        }
+    }
+
+    fn probe(&mut self, endpoint: &str, ok: bool) {
+        let actions =
+            self.core
+                .on_probe(self.now, ip(endpoint), ok, Duration::from_millis(3), "test");
+        self.execute(actions);
+        self.settle();
+    }
+
+    /// Advances the clock to `t` (from the start), waking the core at each deadline on the way.
+    fn until(&mut self, t: Duration) {
+        let end = self.t0 + t;
+        while let Some(wake) = self.core.next_wake().filter(|w| *w <= end) {
+            self.now = self.now.max(wake);
+            self.settle();
+            if self.core.next_wake() == Some(wake) {
+                break;
+            }
+        }
+        self.now = end;
+        self.settle();
+    }
+
+    fn published(&self) -> std::collections::BTreeSet<IpAddr> {
+        self.dns.read_now(FQDN).addresses()
+    }
+}
+
+fn published(ips: &[&str], ttl: u32) -> Published {
+    Published::with_ttl(ips.iter().map(|s| ip(s)), ttl)
+}
+
+#[test]
+fn a_ttl_change_is_one_write_then_none() {
+    let mut rig = Rig::new(
+        &["127.0.0.2", "::1"],
+        2,
+        2,
+        120,
+        published(&["127.0.0.2", "::1"], 30),
+    );
+    for _ in 0..3 {
+        rig.probe("127.0.0.2", true);
+        rig.probe("::1", true);
+        let t = rig.at() + Duration::from_secs(1);
+        rig.until(t);
+    }
+    assert_eq!(
+        rig.dns.read_now(FQDN),
+        published(&["127.0.0.2", "::1"], 120)
+    );
+    assert_eq!(rig.applied.len(), 1, "{:?}", rig.applied);
+    assert_eq!(rig.applied[0].1.rettl.len(), 2);
+    // A reconcile later changes nothing.
+    rig.until(Duration::from_secs(130));
+    assert_eq!(rig.applied.len(), 1);
+}
+
+#[test]
+fn an_endpoint_that_never_settles_does_not_hold_back_a_dead_one() {
+    let (a, b, c) = ("127.0.0.2", "127.0.0.3", "127.0.0.4");
+    let mut rig = Rig::new(&[a, b, c], 3, 2, 30, published(&[a, b, c], 30));
+    let mut removed_at = None;
+    for second in 0..20u32 {
+        rig.probe(a, second % 2 == 0);
+        rig.probe(b, true);
+        rig.probe(c, false);
+        if removed_at.is_none() && !rig.published().contains(&ip(c)) {
+            removed_at = Some(rig.at());
+        }
+        let t = rig.at() + Duration::from_secs(1);
+        rig.until(t);
+    }
+    let bound = rig.core.settings().settle_bound();
+    let removed_at = removed_at.expect("the dead endpoint must be removed");
+    assert!(
+        removed_at <= bound + Duration::from_secs(1),
+        "{removed_at:?} > {bound:?}"
+    );
+    assert_eq!(rig.published(), [ip(a), ip(b)].into(), "A keeps its place");
+    assert!(
+        rig.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Unsettled { endpoint, .. } if *endpoint == ip(a))),
+        "{:?}",
+        rig.events
+    );
+    assert!(
+        rig.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::WaitingForVerdicts { .. })),
+        "the wait is said while it lasts"
+    );
+    assert_eq!(rig.applied.len(), 1);
+}
+
+#[test]
+fn without_the_settle_rule_the_dead_endpoint_stays() {
+    let (a, b, c) = ("127.0.0.2", "127.0.0.3", "127.0.0.4");
+    let mut rig = Rig::new(&[a, b, c], 3, 2, 30, published(&[a, b, c], 30));
+    rig.core.set_rules(Rules {
+        settle_unknown: false,
+        ..Rules::default()
+    });
+    for second in 0..20u32 {
+        rig.probe(a, second % 2 == 0);
+        rig.probe(b, true);
+        rig.probe(c, false);
+        let t = rig.at() + Duration::from_secs(1);
+        rig.until(t);
+    }
+    assert!(rig.published().contains(&ip(c)));
+}
+
+/// All endpoints die (keep_all keeps them), then all come back together, probed in turn.
+fn mass_recovery(rules: Rules) -> Rig {
+    let eps = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let mut rig = Rig::new(&eps, 2, 2, 30, published(&eps, 30));
+    rig.core.set_rules(rules);
+    let step = |rig: &mut Rig, ok: bool| {
+        for ep in eps {
+            rig.probe(ep, ok);
+            let t = rig.at() + Duration::from_millis(333);
+            rig.until(t);
+        }
+    };
+    for _ in 0..3 {
+        step(&mut rig, true);
+    }
+    for _ in 0..4 {
+        step(&mut rig, false);
+    }
+    assert_eq!(rig.published().len(), 3, "keep_all");
+    assert!(rig.applied.is_empty(), "{:?}", rig.applied);
+    for _ in 0..4 {
+        step(&mut rig, true);
+    }
+    rig
+}
+
+#[test]
+fn recovery_from_all_down_never_shrinks_the_record_set() {
+    let rig = mass_recovery(Rules::default());
+    assert!(rig.applied.is_empty(), "{:?}", rig.applied);
+    assert_eq!(rig.published().len(), 3);
+}
+
+#[test]
+fn without_the_recovery_hold_the_record_set_shrinks_first() {
+    let rig = mass_recovery(Rules {
+        hold_recovering: false,
+        ..Rules::default()
+    });
+    assert!(rig.applied.iter().any(|(_, c)| !c.remove.is_empty()));
+}
+
+#[test]
+fn a_cname_at_the_name_is_an_operator_error_and_nothing_is_written() {
+    let mut rig = Rig::new(
+        &["127.0.0.2"],
+        1,
+        1,
+        30,
+        Published {
+            records: BTreeMap::new(),
+            cname: Some("lb.example.test.".into()),
+        },
+    );
+    rig.probe("127.0.0.2", true);
+    rig.until(Duration::from_secs(65));
+    assert!(rig.applied.is_empty());
+    let failures: Vec<_> = rig
+        .events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            Event::Failed { error, retry, .. } => Some((*at, error.clone(), *retry)),
+            _ => None,
+        })
+        .collect();
+    assert!(!failures.is_empty());
+    assert!(
+        failures.len() <= 3,
+        "retried at the operator cadence: {failures:?}"
+    );
+    let (_, error, retry) = &failures[0];
+    assert!(error.needs_operator() && error.to_string().contains("CNAME to lb.example.test."));
+    assert_eq!(*retry, OPERATOR_RETRY);
+}
+
+#[test]
+fn an_accepted_write_the_read_back_does_not_show_is_reported_not_spun_on() {
+    // The store ignores adds beside a CNAME, as Knot and BIND do; the CNAME appears after the core
+    // read the name, so the core plans an add that the store accepts and drops.
+    let (a, b) = ("127.0.0.2", "127.0.0.3");
+    let mut rig = Rig::new(&[a, b], 1, 1, 30, published(&[a], 30));
+    let mut with_cname = published(&[a], 30);
+    with_cname.cname = Some("lb.example.test.".into());
+    rig.dns.set(FQDN, with_cname);
+    rig.probe(a, true);
+    rig.probe(b, true);
+    rig.until(Duration::from_secs(20));
+    assert_eq!(rig.applied.len(), 1, "{:?}", rig.applied);
+    assert!(
+        rig.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::NotApplied { .. }))
+    );
+    assert!(
+        !rig.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Conflict(_)))
+    );
+}
+
+#[test]
+fn conflicts_back_off_after_max_rounds() {
+    let (a, b) = ("127.0.0.2", "127.0.0.3");
+    let mut rig = Rig::new(&[a, b], 1, 1, 30, published(&[a], 30));
+    rig.refuse_writes = true;
+    rig.probe(a, true);
+    rig.probe(b, true);
+    assert_eq!(rig.applied.len(), MAX_CONFLICT_ROUNDS);
+    assert!(
+        rig.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::KeptChanging))
+    );
+    assert!(rig.core.next_wake().unwrap() >= rig.now + BACKOFF_MIN);
+    // After the backoff it tries again, and succeeds once nobody interferes.
+    rig.refuse_writes = false;
+    rig.until(Duration::from_secs(1));
+    assert_eq!(rig.published(), [ip(a), ip(b)].into());
+}
