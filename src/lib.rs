@@ -28,3 +28,4 @@ pub mod daemon;
 pub mod decide;
 pub mod expose;
 pub mod observe;
+pub mod state;

@@ -18,7 +18,7 @@ pub mod plan;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -33,6 +33,7 @@ pub use plan::{ServiceReport, plan_once, render_plan};
 use crate::act::{self, Writer};
 use crate::config::{self, CheckConfig, Config, ServiceConfig};
 use crate::observe::health::HealthMachine;
+use crate::state::{ConfiguredService, NodeState};
 use agreement::AgreementHandle;
 use controller::Controller;
 
@@ -48,10 +49,21 @@ pub const MAX_CONFLICT_ROUNDS: usize = 5;
 pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// How the daemon runs.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
     /// Plan and log, but never write to DNS.
     pub dry_run: bool,
+    /// How long shutdown and reload wait for in-flight writes, and shutdown for open HTTP connections.
+    pub drain_grace: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            dry_run: false,
+            drain_grace: DRAIN_GRACE,
+        }
+    }
 }
 
 /// Why the daemon could not run.
@@ -69,9 +81,6 @@ pub enum RunError {
         source: std::io::Error,
     },
 }
-
-/// The generation the HTTP server routes to.
-pub type CurrentAgreement = Arc<RwLock<Option<AgreementHandle>>>;
 
 /// Health carried across a reload: the check it was measured with, and the machine.
 type Carried = HashMap<(String, IpAddr), (CheckConfig, HealthMachine)>;
@@ -120,27 +129,27 @@ pub async fn run(
     shutdown: CancellationToken,
     mut reload_rx: mpsc::Receiver<()>,
 ) -> Result<(), RunError> {
-    let current: CurrentAgreement = Arc::new(RwLock::new(None));
-    let server = match config.node.listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| RunError::Listen { addr, source })?;
-            info!(%addr, "HTTP listening (peers, /api/v1/status)");
-            Some(tokio::spawn(crate::expose::serve(
-                listener,
-                current.clone(),
-                shutdown.clone(),
-            )))
-        }
-        None => None,
-    };
+    let state = NodeState::new();
+    // The HTTP server outlives generations; it stops with `shutdown`, drained within the grace.
+    let mut servers = JoinSet::new();
+    if let Some(addr) = config.node.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Listen { addr, source })?;
+        info!(%addr, "HTTP listening (peers, /api/v1/status)");
+        servers.spawn(crate::expose::serve(
+            listener,
+            state.clone(),
+            shutdown.clone(),
+        ));
+    }
     let mut carried = Carried::new();
     loop {
         let generation = shutdown.child_token();
         let mut background = JoinSet::new();
-        let agreement = agreement::spawn_agreement(&config, generation.clone(), &mut background);
-        *current.write().unwrap_or_else(|e| e.into_inner()) = Some(agreement.clone());
+        state.set_services(configured_services(&config));
+        let agreement =
+            agreement::spawn_agreement(&config, &state, generation.clone(), &mut background);
         let mut controllers =
             Generation::start(&config, opts, &mut carried, &agreement, &generation);
         info!(
@@ -153,12 +162,12 @@ pub async fn run(
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
+                    let deadline = Instant::now() + opts.drain_grace;
                     generation.cancel();
-                    drain(&mut controllers.set).await;
+                    drain(&mut controllers.set, opts.drain_grace).await;
                     background.shutdown().await;
-                    if let Some(server) = server {
-                        let _ = server.await;
-                    }
+                    state.set_inbox(None);
+                    drain_servers(&mut servers, deadline).await;
                     info!("stopped");
                     return Ok(());
                 }
@@ -168,7 +177,7 @@ pub async fn run(
                             warn!("[node].listen changed: the new address takes effect after a restart");
                         }
                         generation.cancel();
-                        carried = drain(&mut controllers.set).await;
+                        carried = drain(&mut controllers.set, opts.drain_grace).await;
                         background.shutdown().await;
                         config = new;
                         info!(path = %path.display(), "configuration reloaded");
@@ -277,21 +286,53 @@ impl Generation {
     }
 }
 
-async fn drain(set: &mut JoinSet<CarriedEntries>) -> Carried {
+async fn drain(set: &mut JoinSet<CarriedEntries>, grace: Duration) -> Carried {
     let mut carried = Carried::new();
-    let deadline = Instant::now() + DRAIN_GRACE;
+    let deadline = Instant::now() + grace;
     loop {
         match tokio::time::timeout_at(deadline, set.join_next()).await {
             Ok(Some(Ok(entries))) => carried.extend(entries),
             Ok(Some(Err(e))) => error!("service controller failed while stopping: {e}"),
             Ok(None) => return carried,
             Err(_) => {
-                warn!("in-flight work did not finish within {DRAIN_GRACE:?}; abandoning it");
+                warn!("in-flight work did not finish within {grace:?}; abandoning it");
                 set.abort_all();
                 return carried;
             }
         }
     }
+}
+
+/// Waits until `deadline` for the HTTP server to finish its open connections (it stops accepting new
+/// ones when `shutdown` fires), then drops the rest: a client that never completes its request must
+/// not hold the exit.
+async fn drain_servers(servers: &mut JoinSet<()>, deadline: Instant) {
+    loop {
+        match tokio::time::timeout_at(deadline, servers.join_next()).await {
+            Ok(Some(Err(e))) => error!("HTTP server failed while stopping: {e}"),
+            Ok(Some(Ok(()))) => {}
+            Ok(None) => return,
+            Err(_) => {
+                warn!("HTTP connections still open at the end of the grace period; closing them");
+                servers.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// What the shared state needs to know about the configured services.
+fn configured_services(config: &Config) -> Vec<ConfiguredService> {
+    config
+        .services
+        .iter()
+        .map(|s| ConfiguredService {
+            fqdn: s.fqdn.clone(),
+            zone: s.zone.clone(),
+            writer: s.writer.clone(),
+            endpoints: s.endpoints.clone(),
+        })
+        .collect()
 }
 
 /// Loads the configuration at `path`, for the CLI.
