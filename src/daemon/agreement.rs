@@ -25,8 +25,9 @@ use crate::agree::wire::{self, Key};
 use crate::agree::{Cluster, ClusterConfig, Quorum, View, VoteKey};
 use crate::config::{Config, PeerConfig};
 use crate::observe::health::{Health, HealthMachine};
-use crate::state::{ClusterStatus, EndpointStatus, NodeState, PeerStatus, now_unix_ms};
-pub use crate::state::{Inbound, InboundError};
+use crate::state::{
+    ClusterStatus, EndpointStatus, Inbound, InboundError, NodeState, PeerStatus, now_unix_ms,
+};
 
 /// What the controllers use to talk to the actor. (Peer messages reach it through the inbox it
 /// registers in [`NodeState`]; what it knows is published there too.)

@@ -103,7 +103,9 @@ pub async fn run_until_signal(
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::channel(4);
     let stop = shutdown.clone();
-    tokio::spawn(async move {
+    // Aborted when `run` returns (the set is dropped).
+    let mut signals = JoinSet::new();
+    signals.spawn(async move {
         loop {
             tokio::select! {
                 _ = term.recv() => { info!("SIGTERM: finishing in-flight writes, then exiting"); stop.cancel(); return; }
