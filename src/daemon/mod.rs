@@ -8,8 +8,9 @@
 //! service. On reload it validates the new file first (a bad one is rejected and the old generation keeps
 //! running), then stops the old generation (in-flight writes finish) and starts the new one, carrying
 //! over the health of every endpoint whose service, address, check and thresholds are unchanged. The
-//! HTTP server (peers, status) is bound once at start and always routes to the current generation. On
-//! shutdown everything drains the same way and `run` returns.
+//! HTTP server (peers, status) is bound once at start and reaches the current generation through the
+//! shared [`crate::state::NodeState`]. On shutdown everything drains the same way, the HTTP server's
+//! open connections within the same grace, and `run` returns.
 
 pub mod agreement;
 pub mod controller;
@@ -45,7 +46,7 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const OPERATOR_RETRY: Duration = Duration::from_secs(30);
 /// Re-read/re-plan rounds after compare-and-swap conflicts before backing off.
 pub const MAX_CONFLICT_ROUNDS: usize = 5;
-/// How long shutdown and reload wait for in-flight writes.
+/// Default of [`RunOptions::drain_grace`]: how long shutdown and reload wait for in-flight writes.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// How the daemon runs.
