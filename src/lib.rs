@@ -11,7 +11,11 @@
 //!   (safety policies: `min_healthy`, `all_down`) and the plan, the diff to apply.
 //! - [`act`]: DNS writers behind the [`act::Writer`] trait; `rfc2136` (UPDATE + TSIG, compare-and-swap
 //!   with prerequisites).
-//! - [`expose`]: the node's HTTP server: peer messages in, status out.
+//! - [`state`]: the shared, typed node state: the agreement actor and the controllers publish into
+//!   it (view, peers, per-endpoint last probe, plans, writes, events); readers take a
+//!   [`state::NodeStatus`] snapshot, the one schema of everything rrguard shows about itself.
+//! - [`expose`]: the node's HTTP server: peer messages in, status out. It reads [`state`] and never
+//!   imports [`daemon`].
 //! - [`daemon`]: wires the above together: per-service controllers (probe, vote, and on the writer:
 //!   decide, write, verify, reconcile), the agreement actor, signals and config reload. Also the
 //!   one-shot `plan` used by the CLI.
@@ -28,3 +32,4 @@ pub mod daemon;
 pub mod decide;
 pub mod expose;
 pub mod observe;
+pub mod state;

@@ -59,6 +59,10 @@ enum Command {
         /// Probe and plan, log what would change, never write to DNS.
         #[arg(long)]
         dry_run: bool,
+        /// How long SIGTERM/SIGINT wait for in-flight writes and open HTTP connections, and SIGHUP for
+        /// in-flight writes, before dropping them [default: 30s]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        drain_grace: Option<std::time::Duration>,
     },
     /// Validate the configuration: exit 0, or print FILE:LINE:COL: problems and exit 64.
     CheckConfig {
@@ -115,7 +119,11 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Command::Run { config, dry_run } => {
+        Command::Run {
+            config,
+            dry_run,
+            drain_grace,
+        } => {
             let c = match config::load(&config.config) {
                 Ok(c) => c,
                 Err(e) => return config_failure(&e),
@@ -128,7 +136,10 @@ fn main() -> ExitCode {
             match rt.block_on(daemon::run_until_signal(
                 config.config,
                 c,
-                RunOptions { dry_run },
+                RunOptions {
+                    dry_run,
+                    drain_grace: drain_grace.unwrap_or(daemon::DRAIN_GRACE),
+                },
             )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -2,7 +2,9 @@
 //!
 //! One task owns the `Cluster`. It takes this node's verdicts from the service controllers, peer messages
 //! from the HTTP server and self-check results, recomputes the [`View`] after every input and on a short
-//! tick (so expiring votes are noticed), and publishes it on a `watch` channel the controllers follow.
+//! tick (so expiring votes are noticed), and publishes it on a `watch` channel the controllers follow
+//! and, with its peers and rejected-message counters, into the shared [`NodeState`] the status API
+//! reads.
 //! Whenever its votes change, and every heartbeat, it sends a snapshot to every peer: one sender task per
 //! peer always posts the latest snapshot, so a slow or dead peer never delays the others or the actor.
 //! A single node (no `[cluster]`) runs the same actor with no peers.
@@ -10,10 +12,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde_json::json;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -24,53 +25,16 @@ use crate::agree::wire::{self, Key};
 use crate::agree::{Cluster, ClusterConfig, Quorum, View, VoteKey};
 use crate::config::{Config, PeerConfig};
 use crate::observe::health::{Health, HealthMachine};
+use crate::state::{
+    ClusterStatus, EndpointStatus, Inbound, InboundError, NodeState, PeerStatus, now_unix_ms,
+};
 
-/// A peer message as received by the HTTP server, with the channel for the verdict.
-#[derive(Debug)]
-pub struct Inbound {
-    /// Raw body.
-    pub body: Vec<u8>,
-    /// The MAC header, if any.
-    pub mac: Option<String>,
-    /// `Ok` if accepted, else why not.
-    pub reply: oneshot::Sender<Result<(), InboundError>>,
-}
-
-/// Why a peer message was not accepted, as the HTTP server reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InboundError {
-    /// This node has no `[cluster]`: the sender's peer URL points at the wrong node.
-    NotClustered,
-    /// Missing or wrong MAC.
-    Authentication(String),
-    /// Not a valid message.
-    Malformed(String),
-    /// Authentic and well-formed, but refused: replayed, out of order, clock, unknown node, version.
-    Refused(String),
-}
-
-impl std::fmt::Display for InboundError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            InboundError::NotClustered => {
-                f.write_str("this node is not in a cluster (no [cluster] section)")
-            }
-            InboundError::Authentication(why)
-            | InboundError::Malformed(why)
-            | InboundError::Refused(why) => f.write_str(why),
-        }
-    }
-}
-
-/// What the HTTP server and the controllers use to talk to the actor.
+/// What the controllers use to talk to the actor. (Peer messages reach it through the inbox it
+/// registers in [`NodeState`]; what it knows is published there too.)
 #[derive(Clone)]
 pub struct AgreementHandle {
     /// This node's verdicts.
     pub votes_tx: mpsc::UnboundedSender<(VoteKey, Health)>,
-    /// Peer messages.
-    pub inbox_tx: mpsc::Sender<Inbound>,
-    /// Status requests: the actor answers with a JSON document.
-    pub status_tx: mpsc::Sender<oneshot::Sender<serde_json::Value>>,
     /// The latest view.
     pub view_rx: watch::Receiver<Arc<View>>,
 }
@@ -110,14 +74,15 @@ pub fn cluster_config(config: &Config) -> ClusterConfig {
 type Snapshot = Option<(Arc<Vec<u8>>, String)>;
 
 fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    now_unix_ms()
 }
 
 /// Spawns the actor (and its peer senders and self-check) into `set`; all stop when `cancel` fires.
+/// The actor registers its peer inbox in `state` and publishes what it knows there after every
+/// recompute that changed something.
 pub fn spawn_agreement(
     config: &Config,
+    state: &NodeState,
     cancel: CancellationToken,
     set: &mut JoinSet<()>,
 ) -> AgreementHandle {
@@ -128,7 +93,6 @@ pub fn spawn_agreement(
     let (view_tx, view_rx) = watch::channel(initial);
     let (votes_tx, votes_rx) = mpsc::unbounded_channel();
     let (inbox_tx, inbox_rx) = mpsc::channel(256);
-    let (status_tx, status_rx) = mpsc::channel(16);
     let (self_check_tx, self_check_rx) = mpsc::channel(4);
 
     let (peers, key, heartbeat) = match &config.cluster {
@@ -163,6 +127,7 @@ pub fn spawn_agreement(
         ));
     }
     let actor = Actor {
+        state: state.clone(),
         key,
         senders,
         heartbeat,
@@ -177,22 +142,18 @@ pub fn spawn_agreement(
     };
     let tick = (cluster.config().vote_ttl / 10)
         .clamp(Duration::from_millis(20), Duration::from_millis(250));
+    actor.publish(&cluster, &view_rx.borrow());
+    state.set_inbox(Some(inbox_tx));
     set.spawn(actor.run(
         cluster,
         votes_rx,
         inbox_rx,
-        status_rx,
         self_check_rx,
         view_tx,
         tick,
         cancel,
     ));
-    AgreementHandle {
-        votes_tx,
-        inbox_tx,
-        status_tx,
-        view_rx,
-    }
+    AgreementHandle { votes_tx, view_rx }
 }
 
 /// Posts the latest snapshot to one peer whenever a new one is published.
@@ -282,13 +243,15 @@ async fn self_check(
 }
 
 struct Actor {
+    state: NodeState,
     key: Option<Key>,
     senders: BTreeMap<String, watch::Sender<Snapshot>>,
     heartbeat: Duration,
     generation: u64,
     /// Rejected peer messages by reason.
     rejected: BTreeMap<String, u64>,
-    last_heard: BTreeMap<String, Instant>,
+    /// When each peer's last accepted message arrived, wall-clock (it is shown in the status).
+    last_heard: BTreeMap<String, u64>,
     self_check_targets: Vec<SocketAddr>,
 }
 
@@ -299,7 +262,6 @@ impl Actor {
         mut cluster: Cluster,
         mut votes_rx: mpsc::UnboundedReceiver<(VoteKey, Health)>,
         mut inbox_rx: mpsc::Receiver<Inbound>,
-        mut status_rx: mpsc::Receiver<oneshot::Sender<serde_json::Value>>,
         mut self_check_rx: mpsc::Receiver<bool>,
         view_tx: watch::Sender<Arc<View>>,
         tick: Duration,
@@ -309,15 +271,16 @@ impl Actor {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut next_heartbeat = Instant::now();
         loop {
+            // Peer messages change counters and last-heard times that the view does not show.
+            let mut news = false;
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 Some((key, health)) = votes_rx.recv() => cluster.set_local(key, health),
-                Some(inbound) = inbox_rx.recv() => self.receive(&mut cluster, inbound),
-                Some(ok) = self_check_rx.recv() => cluster.set_self_check(ok),
-                Some(reply) = status_rx.recv() => {
-                    let view = view_tx.borrow().clone();
-                    let _ = reply.send(self.status(&cluster, &view));
+                Some(inbound) = inbox_rx.recv() => {
+                    self.receive(&mut cluster, inbound);
+                    news = true;
                 }
+                Some(ok) = self_check_rx.recv() => cluster.set_self_check(ok),
                 _ = ticker.tick() => {}
             }
             let now = Instant::now();
@@ -329,7 +292,10 @@ impl Actor {
             let old = view_tx.borrow().clone();
             if *old != view {
                 log_changes(&old, &view);
+                self.publish(&cluster, &view);
                 let _ = view_tx.send(Arc::new(view));
+            } else if news {
+                self.publish(&cluster, &view);
             }
         }
     }
@@ -369,7 +335,7 @@ impl Actor {
             }
             Ok(msg) => match cluster.receive(&msg, Instant::now(), wall_ms()) {
                 Ok(()) => {
-                    self.last_heard.insert(msg.node.clone(), Instant::now());
+                    self.last_heard.insert(msg.node.clone(), wall_ms());
                     Ok(())
                 }
                 Err(e) => {
@@ -403,48 +369,50 @@ impl Actor {
         }
     }
 
-    fn status(&self, cluster: &Cluster, view: &View) -> serde_json::Value {
-        let now = Instant::now();
-        let peers: Vec<serde_json::Value> = cluster
+    /// Publishes what this actor knows into the shared state.
+    fn publish(&self, cluster: &Cluster, view: &View) {
+        let peers = cluster
             .config()
             .nodes
             .iter()
             .filter(|n| *n != cluster.me())
-            .map(|id| {
-                json!({
-                    "id": id,
-                    "live": view.live.contains(id),
-                    "last_heard_ms_ago": self.last_heard.get(id).map(|t| now.saturating_duration_since(*t).as_millis() as u64),
-                })
+            .map(|id| PeerStatus {
+                id: id.clone(),
+                live: view.live.contains(id),
+                last_heard_unix_ms: self.last_heard.get(id).copied(),
+                last_heard_ms_ago: None,
             })
             .collect();
-        let endpoints: Vec<serde_json::Value> = view
+        let endpoints = view
             .endpoints
             .iter()
-            .map(|((service, ip), t)| {
-                json!({
-                    "service": service,
-                    "endpoint": ip.to_string(),
-                    "cluster_state": t.state.to_string(),
-                    "up_votes": t.up,
-                    "down_votes": t.down,
-                    "needed": t.needed,
-                })
+            .map(|((service, ip), t)| EndpointStatus {
+                service: service.clone(),
+                endpoint: ip.to_string(),
+                cluster_state: t.state.to_string(),
+                up_votes: t.up.clone(),
+                down_votes: t.down.clone(),
+                needed: t.needed,
+                local: None,
             })
             .collect();
-        json!({
-            "node": cluster.me(),
-            "generation": self.generation,
-            "isolated": view.isolated.as_ref().map(ToString::to_string),
-            "self_check_targets": self.self_check_targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "writer": view.writer,
-            "term": view.term,
-            "am_writer": view.am_writer,
-            "live_nodes": view.live,
-            "peers": peers,
-            "rejected_messages": self.rejected,
-            "endpoints": endpoints,
-        })
+        self.state.set_cluster(ClusterStatus {
+            node: cluster.me().to_owned(),
+            generation: self.generation,
+            isolated: view.isolated.as_ref().map(ToString::to_string),
+            self_check_targets: self
+                .self_check_targets
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            leader: view.writer.clone(),
+            am_writer: view.am_writer,
+            term: view.term,
+            live_nodes: view.live.iter().cloned().collect(),
+            peers,
+            rejected_messages: self.rejected.clone(),
+            endpoints,
+        });
     }
 }
 

@@ -22,12 +22,14 @@ use crate::decide::service::{Action, Event, ServiceCore, ServiceView};
 use crate::observe::health::HealthMachine;
 use crate::observe::probe;
 use crate::observe::scheduler::{ProbeReport, Schedule, spawn_probe_loop};
+use crate::state::{self, EventKind, NodeState};
 
 /// Drives one service: probes in, votes out; DNS reads and writes when this node leads.
 pub(super) struct Controller {
     pub(super) svc: ServiceConfig,
     core: ServiceCore,
     writer: Arc<dyn Writer>,
+    state: NodeState,
     votes_tx: mpsc::UnboundedSender<(VoteKey, Health)>,
     view_rx: watch::Receiver<Arc<View>>,
 }
@@ -37,6 +39,7 @@ impl Controller {
         svc: ServiceConfig,
         core: ServiceCore,
         writer: Arc<dyn Writer>,
+        state: NodeState,
         votes_tx: mpsc::UnboundedSender<(VoteKey, Health)>,
         view_rx: watch::Receiver<Arc<View>>,
     ) -> Self {
@@ -44,6 +47,7 @@ impl Controller {
             svc,
             core,
             writer,
+            state,
             votes_tx,
             view_rx,
         }
@@ -102,6 +106,10 @@ impl Controller {
         let actions =
             self.core
                 .on_probe(Instant::now(), report.endpoint, r.ok, r.latency, &r.detail);
+        if let Some(m) = self.core.machines().get(&report.endpoint) {
+            self.state
+                .record_probe(&self.svc.fqdn, report.endpoint, r, m.state());
+        }
         self.execute(actions).await;
     }
 
@@ -109,8 +117,63 @@ impl Controller {
     async fn drive(&mut self) {
         let events = converge(&mut self.core, self.writer.as_ref()).await;
         for e in &events {
-            log_event(&self.svc.fqdn, self.writer.name(), e);
+            self.report(e);
         }
+        self.publish();
+    }
+
+    /// Logs an event and keeps it in the node state.
+    fn report(&self, event: &Event) {
+        let fqdn = self.svc.fqdn.as_str();
+        log_event(fqdn, self.writer.name(), event);
+        match event {
+            Event::Updated(_) => self.state.record_write(fqdn, Ok(())),
+            Event::Failed { doing, error, .. } => {
+                self.state.record_write(fqdn, Err(format!("{doing}: {error}")));
+            }
+            Event::NotApplied { expected, found } => self.state.record_write(
+                fqdn,
+                Err(format!(
+                    "the server accepted the update but does not publish it: expected {expected}, found {found}"
+                )),
+            ),
+            Event::Unsettled {
+                endpoint, detail, ..
+            } => self.state.push_event(state::Event::now(
+                fqdn,
+                EventKind::Note,
+                format!("{endpoint} never settles (last probe: {detail}); it no longer holds back removals"),
+            )),
+            Event::WaitingForVerdicts { unknown, .. } => self.state.push_event(state::Event::now(
+                fqdn,
+                EventKind::Note,
+                format!("removals wait for a first verdict on {}", list(unknown)),
+            )),
+            Event::KeptChanging | Event::Conflict(_) => self.state.push_event(state::Event::now(
+                fqdn,
+                EventKind::Note,
+                "record set changed by someone else; re-planned",
+            )),
+            _ => {}
+        }
+    }
+
+    /// Publishes what the core knows into the node state: published set, last plan, hold.
+    fn publish(&self) {
+        let fqdn = self.svc.fqdn.as_str();
+        if let Some(p) = self.core.published() {
+            self.state.set_published(fqdn, p.records.keys().copied());
+        }
+        let plan = self
+            .core
+            .last_plan()
+            .filter(|p| !p.is_empty())
+            .map_or_else(String::new, ToString::to_string);
+        let hold = self
+            .core
+            .hold()
+            .map(|(reason, held)| format!("{reason}: {}", list(held)));
+        self.state.record_plan(fqdn, &plan, hold.as_deref());
     }
 
     /// Executes actions: votes go to the agreement actor, events to the log, writer work to the writer.
@@ -123,7 +186,7 @@ impl Controller {
                 .send(((self.svc.fqdn.clone(), endpoint), health));
         }
         for e in &out.events {
-            log_event(&self.svc.fqdn, self.writer.name(), e);
+            self.report(e);
         }
     }
 }

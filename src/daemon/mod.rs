@@ -9,8 +9,9 @@
 //! service. On reload it validates the new file first (a bad one is rejected and the old generation keeps
 //! running), then stops the old generation (in-flight writes finish) and starts the new one, carrying
 //! over the health of every endpoint whose service, address, check and thresholds are unchanged. The
-//! HTTP server (peers, status) is bound once at start and always routes to the current generation. On
-//! shutdown everything drains the same way and `run` returns.
+//! HTTP server (peers, status) is bound once at start and reaches the current generation through the
+//! shared [`crate::state::NodeState`]. On shutdown everything drains the same way, the HTTP server's
+//! open connections within the same grace, and `run` returns.
 
 pub mod agreement;
 pub mod controller;
@@ -19,7 +20,7 @@ pub mod plan;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -35,18 +36,30 @@ use crate::act::{self, Writer};
 use crate::config::{self, CheckConfig, Config, ServiceConfig};
 use crate::decide::service::{ServiceCore, Settings};
 use crate::observe::health::HealthMachine;
+use crate::state::{ConfiguredService, NodeState};
 use agreement::AgreementHandle;
 use controller::Controller;
 
 pub use crate::decide::service::{BACKOFF_MAX, BACKOFF_MIN, MAX_CONFLICT_ROUNDS, OPERATOR_RETRY};
-/// How long shutdown and reload wait for in-flight writes.
+/// Default of [`RunOptions::drain_grace`]: how long shutdown and reload wait for in-flight writes.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// How the daemon runs.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
     /// Plan and log, but never write to DNS.
     pub dry_run: bool,
+    /// How long shutdown and reload wait for in-flight writes, and shutdown for open HTTP connections.
+    pub drain_grace: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            dry_run: false,
+            drain_grace: DRAIN_GRACE,
+        }
+    }
 }
 
 /// Why the daemon could not run.
@@ -67,9 +80,6 @@ pub enum RunError {
         source: std::io::Error,
     },
 }
-
-/// The generation the HTTP server routes to.
-pub type CurrentAgreement = Arc<RwLock<Option<AgreementHandle>>>;
 
 /// Health carried across a reload: the check it was measured with, and the machine.
 type Carried = HashMap<(String, IpAddr), (CheckConfig, HealthMachine)>;
@@ -92,7 +102,9 @@ pub async fn run_until_signal(
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::channel(4);
     let stop = shutdown.clone();
-    tokio::spawn(async move {
+    // Aborted when `run` returns (the set is dropped).
+    let mut signals = JoinSet::new();
+    signals.spawn(async move {
         loop {
             tokio::select! {
                 _ = term.recv() => { info!("SIGTERM: finishing in-flight writes, then exiting"); stop.cancel(); return; }
@@ -119,29 +131,29 @@ pub async fn run(
     shutdown: CancellationToken,
     mut reload_rx: mpsc::Receiver<()>,
 ) -> Result<(), RunError> {
-    let current: CurrentAgreement = Arc::new(RwLock::new(None));
-    let server = match config.node.listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| RunError::Listen { addr, source })?;
-            info!(%addr, "HTTP listening (peers, /api/v1/status)");
-            Some(tokio::spawn(crate::expose::serve(
-                listener,
-                current.clone(),
-                shutdown.clone(),
-            )))
-        }
-        None => None,
-    };
+    let state = NodeState::new();
+    // The HTTP server outlives generations; it stops with `shutdown`, drained within the grace.
+    let mut servers = JoinSet::new();
+    if let Some(addr) = config.node.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Listen { addr, source })?;
+        info!(%addr, "HTTP listening (peers, /api/v1/status)");
+        servers.spawn(crate::expose::serve(
+            listener,
+            state.clone(),
+            shutdown.clone(),
+        ));
+    }
     let mut carried = Carried::new();
     loop {
         let generation = shutdown.child_token();
         let mut background = JoinSet::new();
-        let agreement = agreement::spawn_agreement(&config, generation.clone(), &mut background);
-        *current.write().unwrap_or_else(|e| e.into_inner()) = Some(agreement.clone());
+        state.set_services(configured_services(&config));
+        let agreement =
+            agreement::spawn_agreement(&config, &state, generation.clone(), &mut background);
         let mut controllers =
-            Generation::start(&config, opts, &mut carried, &agreement, &generation)?;
+            Generation::start(&config, opts, &mut carried, &agreement, &state, &generation)?;
         info!(
             node = %config.node.id,
             services = config.services.len(),
@@ -152,12 +164,12 @@ pub async fn run(
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
+                    let deadline = Instant::now() + opts.drain_grace;
                     generation.cancel();
-                    drain(&mut controllers.set).await;
+                    drain(&mut controllers.set, opts.drain_grace).await;
                     background.shutdown().await;
-                    if let Some(server) = server {
-                        let _ = server.await;
-                    }
+                    state.set_inbox(None);
+                    drain_servers(&mut servers, deadline).await;
                     info!("stopped");
                     return Ok(());
                 }
@@ -169,7 +181,7 @@ pub async fn run(
                             warn!("[node].listen changed: the new address takes effect after a restart");
                         }
                         generation.cancel();
-                        carried = drain(&mut controllers.set).await;
+                        carried = drain(&mut controllers.set, opts.drain_grace).await;
                         background.shutdown().await;
                         config = new;
                         info!(path = %path.display(), "configuration reloaded");
@@ -188,6 +200,7 @@ pub async fn run(
 /// The controllers of one generation, and what is needed to restart one that panicked.
 struct Generation {
     set: JoinSet<CarriedEntries>,
+    state: NodeState,
     services: HashMap<tokio::task::Id, ServiceConfig>,
     writers: HashMap<String, Arc<dyn Writer>>,
     reconcile_interval: Duration,
@@ -202,10 +215,12 @@ impl Generation {
         opts: RunOptions,
         carried: &mut Carried,
         agreement: &AgreementHandle,
+        state: &NodeState,
         cancel: &CancellationToken,
     ) -> Result<Self, act::BuildError> {
         let mut g = Generation {
             set: JoinSet::new(),
+            state: state.clone(),
             services: HashMap::new(),
             writers: act::build_all(&config.writers)?,
             reconcile_interval: config.reconcile_interval,
@@ -245,6 +260,7 @@ impl Generation {
             svc.clone(),
             core,
             writer,
+            self.state.clone(),
             self.agreement.votes_tx.clone(),
             self.agreement.view_rx.clone(),
         );
@@ -284,21 +300,53 @@ impl Generation {
     }
 }
 
-async fn drain(set: &mut JoinSet<CarriedEntries>) -> Carried {
+async fn drain(set: &mut JoinSet<CarriedEntries>, grace: Duration) -> Carried {
     let mut carried = Carried::new();
-    let deadline = Instant::now() + DRAIN_GRACE;
+    let deadline = Instant::now() + grace;
     loop {
         match tokio::time::timeout_at(deadline, set.join_next()).await {
             Ok(Some(Ok(entries))) => carried.extend(entries),
             Ok(Some(Err(e))) => error!("service controller failed while stopping: {e}"),
             Ok(None) => return carried,
             Err(_) => {
-                warn!("in-flight work did not finish within {DRAIN_GRACE:?}; abandoning it");
+                warn!("in-flight work did not finish within {grace:?}; abandoning it");
                 set.abort_all();
                 return carried;
             }
         }
     }
+}
+
+/// Waits until `deadline` for the HTTP server to finish its open connections (it stops accepting new
+/// ones when `shutdown` fires), then drops the rest: a client that never completes its request must
+/// not hold the exit.
+async fn drain_servers(servers: &mut JoinSet<()>, deadline: Instant) {
+    loop {
+        match tokio::time::timeout_at(deadline, servers.join_next()).await {
+            Ok(Some(Err(e))) => error!("HTTP server failed while stopping: {e}"),
+            Ok(Some(Ok(()))) => {}
+            Ok(None) => return,
+            Err(_) => {
+                warn!("HTTP connections still open at the end of the grace period; closing them");
+                servers.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// What the shared state needs to know about the configured services.
+fn configured_services(config: &Config) -> Vec<ConfiguredService> {
+    config
+        .services
+        .iter()
+        .map(|s| ConfiguredService {
+            fqdn: s.fqdn.clone(),
+            zone: s.zone.clone(),
+            writer: s.writer.clone(),
+            endpoints: s.endpoints.clone(),
+        })
+        .collect()
 }
 
 /// Loads the configuration at `path`, for the CLI.

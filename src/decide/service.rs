@@ -296,6 +296,10 @@ pub struct ServiceCore {
     reconcile_at: Instant,
     rounds: usize,
     hold_since: Option<Instant>,
+    /// Why the current hold started, and what it holds.
+    hold: Option<(HoldReason, BTreeSet<IpAddr>)>,
+    /// The last plan computed (as leader).
+    last_plan: Option<Plan>,
     /// The last plan was decided by the all-down policy.
     in_fallback: bool,
     recovering_since: Option<Instant>,
@@ -334,6 +338,8 @@ impl ServiceCore {
             backoff: BACKOFF_MIN,
             rounds: 0,
             hold_since: None,
+            hold: None,
+            last_plan: None,
             in_fallback: false,
             recovering_since: None,
             waiting_reported: BTreeSet::new(),
@@ -364,6 +370,16 @@ impl ServiceCore {
     /// What DNS publishes, as last read or written; `None` until read (or after a failure).
     pub fn published(&self) -> Option<&Published> {
         self.published.as_ref()
+    }
+
+    /// The last plan computed while leading, if any.
+    pub fn last_plan(&self) -> Option<&Plan> {
+        self.last_plan.as_ref()
+    }
+
+    /// The current removal hold: why, and the addresses it holds back.
+    pub fn hold(&self) -> Option<(HoldReason, &BTreeSet<IpAddr>)> {
+        self.hold.as_ref().map(|(r, held)| (*r, held))
     }
 
     /// Endpoints reported unsettled (no verdict within the settle bound).
@@ -452,6 +468,7 @@ impl ServiceCore {
         if !self.leader {
             // A hold belongs to the leader that started it.
             self.hold_since = None;
+            self.hold = None;
             self.recovering_since = None;
         } else if changed || became_leader {
             self.sync_soon(now);
@@ -662,6 +679,7 @@ impl ServiceCore {
 
     fn plan_and_write(&mut self, now: Instant, published: &Published, out: &mut Vec<Action>) {
         let plan = self.plan(now, published);
+        self.last_plan = Some(plan.clone());
         self.track_hold(now, &plan, out);
         self.report_waiting(&plan, out);
         if plan.is_empty() {
@@ -701,6 +719,7 @@ impl ServiceCore {
     fn track_hold(&mut self, now: Instant, plan: &Plan, out: &mut Vec<Action>) {
         if plan.deferred.is_empty() {
             self.hold_since = None;
+            self.hold = None;
             return;
         }
         let bound = self.s.hold_bound();
@@ -717,6 +736,7 @@ impl ServiceCore {
                     reason,
                     bound,
                 }));
+                self.hold = Some((reason, plan.deferred.clone()));
                 self.hold_since = Some(now);
                 now
             }

@@ -1,11 +1,17 @@
 //! Expose: the node's HTTP server on `[node].listen`, shared by every HTTP-facing capability.
 //!
-//! - `POST /cluster/v1/votes`: peer messages (see [`crate::agree::wire`]). 204 when accepted, 401 when
+//! - `POST /cluster/v1/votes`: peer messages (see [`crate::agree::wire`]), handed to the current
+//!   generation's agreement actor through the inbox in [`NodeState`]. 204 when accepted, 401 when
 //!   authentication fails, 409 when refused by the agreement core (replay, clock, unknown node), 400
 //!   when malformed, 413 when too large, 404 when this node has no `[cluster]`, 503 while the node is
 //!   (re)starting.
-//! - `GET /api/v1/status`: this node's view as JSON: isolation and why, writer and term, live nodes,
-//!   per-endpoint cluster state with the votes behind it, rejected-message counters.
+//! - `GET /api/v1/status`: [`NodeState::snapshot`] as JSON ([`crate::state::NodeStatus`]): isolation
+//!   and why, writer and term, live nodes and peers, per-endpoint cluster state with the votes behind
+//!   it and this node's last probe, per-service published set, plan, write and events,
+//!   rejected-message counters. 503 until the agreement actor has published once.
+//!
+//! It reads [`crate::state`] and speaks [`crate::agree::wire`]; it never imports the daemon, which
+//! hands it the state and a cancellation token.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,20 +24,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::error;
 
 use crate::agree::wire;
-use crate::daemon::CurrentAgreement;
-use crate::daemon::agreement::{Inbound, InboundError};
+use crate::state::{Inbound, InboundError, NodeState};
 
-/// Serves until `shutdown` fires.
+/// Serves until `shutdown` fires and every open connection has finished. Callers bound that wait:
+/// a client that never completes its request keeps its connection open.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    current: CurrentAgreement,
+    state: NodeState,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
         .route(wire::VOTES_PATH, post(votes))
         .route("/api/v1/status", get(status))
         .layer(DefaultBodyLimit::max(wire::MAX_BODY_BYTES))
-        .with_state(current);
+        .with_state(state);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -40,16 +46,8 @@ pub async fn serve(
     }
 }
 
-fn handle(current: &CurrentAgreement) -> Option<crate::daemon::agreement::AgreementHandle> {
-    current.read().unwrap_or_else(|e| e.into_inner()).clone()
-}
-
-async fn votes(
-    State(current): State<CurrentAgreement>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(h) = handle(&current) else {
+async fn votes(State(state): State<NodeState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(inbox_tx) = state.inbox() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response();
     };
     let mac = headers
@@ -62,7 +60,7 @@ async fn votes(
         mac,
         reply,
     };
-    if h.inbox_tx.send(inbound).await.is_err() {
+    if inbox_tx.send(inbound).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "reloading").into_response();
     }
     match verdict.await {
@@ -80,16 +78,40 @@ async fn votes(
     }
 }
 
-async fn status(State(current): State<CurrentAgreement>) -> Response {
-    let Some(h) = handle(&current) else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response();
-    };
-    let (tx, rx) = oneshot::channel();
-    if h.status_tx.send(tx).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "reloading").into_response();
+async fn status(State(state): State<NodeState>) -> Response {
+    match state.snapshot() {
+        Some(status) => axum::Json(status).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response(),
     }
-    match rx.await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "reloading").into_response(),
+}
+
+#[cfg(test)]
+mod tests {
+    /// The module map promises that `expose` reads `state` and never reaches into the daemon: scan
+    /// every file under `src/expose` for a path into it.
+    #[test]
+    fn expose_never_imports_the_daemon() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/expose");
+        let mut files = vec![dir];
+        let mut scanned = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                for entry in std::fs::read_dir(&path).unwrap() {
+                    files.push(entry.unwrap().path());
+                }
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            scanned += 1;
+            // Split so that this test does not find itself.
+            for needle in [concat!("crate::", "daemon"), concat!("daemon", "::")] {
+                assert!(
+                    !text.contains(needle),
+                    "{} mentions {needle}: expose must read crate::state instead",
+                    path.display()
+                );
+            }
+        }
+        assert!(scanned > 0, "no files under src/expose");
     }
 }

@@ -1,0 +1,406 @@
+//! Shared, typed node state: the one place the daemon publishes what this node knows and the outside
+//! (`expose`: the status API now; the dashboard, metrics and audit log later) reads it.
+//!
+//! It owns:
+//! - the cluster part, written by the agreement actor after every recompute ([`NodeState::set_cluster`]):
+//!   view, leader, peers, rejected-message counters, per-endpoint tallies;
+//! - per service, written by its controller: the published set, the last plan and hold, the last write
+//!   and a bounded ring of [`Event`]s ([`NodeState::record_plan`], [`NodeState::record_write`],
+//!   [`NodeState::set_published`], [`NodeState::push_event`]);
+//! - per endpoint, this node's last probe ([`NodeState::record_probe`]);
+//! - the current generation's peer inbox ([`NodeState::set_inbox`], [`inbox`]).
+//!
+//! Readers get a consistent copy with [`NodeState::snapshot`], a [`NodeStatus`] that serializes to the
+//! status document. Writers never block on readers for long: every method holds a `std` lock for a few
+//! field updates and never across an `.await`. Times that leave the process are wall-clock Unix
+//! milliseconds (`*_unix_ms`); nothing here decides anything.
+//!
+//! Calls about a service that [`NodeState::set_services`] did not list are ignored, so a controller of
+//! an old generation cannot resurrect a removed service.
+
+pub mod inbox;
+mod status;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use crate::observe::health::Health;
+use crate::observe::probe::ProbeResult;
+
+pub use inbox::{Inbound, InboundError};
+pub use status::{
+    EndpointStatus, Event, EventKind, LocalProbe, NodeStatus, PeerStatus, ServiceStatus,
+};
+
+/// Events kept per service; older ones are dropped.
+pub const EVENTS_PER_SERVICE: usize = 50;
+
+/// Milliseconds since the Unix epoch, by the wall clock (0 if the clock is before 1970).
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Event {
+    /// An event stamped now.
+    pub fn now(service: &str, kind: EventKind, message: impl Into<String>) -> Event {
+        Event {
+            unix_ms: now_unix_ms(),
+            service: service.to_owned(),
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// What the agreement actor knows, as it publishes it with [`NodeState::set_cluster`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterStatus {
+    /// `[node].id`.
+    pub node: String,
+    /// The agreement generation.
+    pub generation: u64,
+    /// Why this node is isolated, if it is.
+    pub isolated: Option<String>,
+    /// `[cluster].self_check` targets.
+    pub self_check_targets: Vec<String>,
+    /// The node recognised as the one that writes to DNS.
+    pub leader: Option<String>,
+    /// Whether that is this node.
+    pub am_writer: bool,
+    /// Leader changes seen.
+    pub term: u64,
+    /// Nodes heard within the vote lifetime, this node included.
+    pub live_nodes: Vec<String>,
+    /// The other nodes (`last_heard_ms_ago` is recomputed by [`NodeState::snapshot`]).
+    pub peers: Vec<PeerStatus>,
+    /// Rejected peer messages by reason.
+    pub rejected_messages: BTreeMap<String, u64>,
+    /// Per-endpoint tallies (`local` is filled in by [`NodeState::snapshot`]).
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+/// A configured service, as [`NodeState::set_services`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredService {
+    /// The service's fqdn, as the controllers spell it.
+    pub fqdn: String,
+    /// Its zone.
+    pub zone: String,
+    /// Its DNS writer's name.
+    pub writer: String,
+    /// Its endpoints.
+    pub endpoints: Vec<IpAddr>,
+}
+
+/// The shared handle: cheap to clone, one per daemon, kept across reloads.
+#[derive(Debug, Clone, Default)]
+pub struct NodeState {
+    inner: Arc<RwLock<Inner>>,
+    inbox: Arc<RwLock<Option<mpsc::Sender<Inbound>>>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    cluster: Option<ClusterStatus>,
+    /// Keyed by (service, endpoint as text), the way [`EndpointStatus`] names it.
+    local: BTreeMap<(String, String), LocalProbe>,
+    services: BTreeMap<String, Service>,
+}
+
+#[derive(Debug)]
+struct Service {
+    /// Everything but `events`, which live in the ring.
+    status: ServiceStatus,
+    events: VecDeque<Event>,
+}
+
+impl Service {
+    fn push(&mut self, event: Event) {
+        if self.events.len() == EVENTS_PER_SERVICE {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+}
+
+impl NodeState {
+    /// An empty state: no cluster status yet, no services, no inbox.
+    pub fn new() -> NodeState {
+        NodeState::default()
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the configured services (at start and on every reload). Services and endpoints still
+    /// configured keep their history; the others are forgotten.
+    pub fn set_services(&self, services: impl IntoIterator<Item = ConfiguredService>) {
+        let mut inner = self.write();
+        let mut old = std::mem::take(&mut inner.services);
+        let mut keep_local = std::collections::BTreeSet::new();
+        for s in services {
+            keep_local.extend(
+                s.endpoints
+                    .iter()
+                    .map(|ip| (s.fqdn.clone(), ip.to_string())),
+            );
+            let entry = match old.remove(&s.fqdn) {
+                Some(mut kept) => {
+                    kept.status.zone = s.zone;
+                    kept.status.writer = s.writer;
+                    kept
+                }
+                None => Service {
+                    status: ServiceStatus {
+                        fqdn: s.fqdn.clone(),
+                        zone: s.zone,
+                        writer: s.writer,
+                        published: Vec::new(),
+                        last_plan: None,
+                        last_write_unix_ms: None,
+                        last_error: None,
+                        hold: None,
+                        events: Vec::new(),
+                    },
+                    events: VecDeque::new(),
+                },
+            };
+            inner.services.insert(s.fqdn, entry);
+        }
+        inner.local.retain(|key, _| keep_local.contains(key));
+    }
+
+    /// Publishes what the agreement actor knows. Called by the actor after every recompute that
+    /// changed something.
+    pub fn set_cluster(&self, cluster: ClusterStatus) {
+        self.write().cluster = Some(cluster);
+    }
+
+    /// Records this node's latest probe of `endpoint` of `service` and the local verdict after it
+    /// (`verdict`: the endpoint's `HealthMachine` state). A changed verdict restarts `since_unix_ms`
+    /// and adds a [`EventKind::ProbeTransition`] event.
+    pub fn record_probe(
+        &self,
+        service: &str,
+        endpoint: IpAddr,
+        result: &ProbeResult,
+        verdict: Health,
+    ) {
+        self.record_probe_at(service, endpoint, result, verdict, now_unix_ms());
+    }
+
+    fn record_probe_at(
+        &self,
+        service: &str,
+        endpoint: IpAddr,
+        result: &ProbeResult,
+        verdict: Health,
+        now_unix_ms: u64,
+    ) {
+        let mut inner = self.write();
+        let Inner {
+            local, services, ..
+        } = &mut *inner;
+        let Some(svc) = services.get_mut(service) else {
+            return;
+        };
+        let state = verdict.to_string();
+        let key = (service.to_owned(), endpoint.to_string());
+        let previous = local.get(&key).map(|p| (p.state.clone(), p.since_unix_ms));
+        let since_unix_ms = match &previous {
+            Some((before, since)) if *before == state => *since,
+            _ => now_unix_ms,
+        };
+        let before = previous.map_or_else(|| Health::Unknown.to_string(), |(s, _)| s);
+        if before != state {
+            svc.push(Event {
+                unix_ms: now_unix_ms,
+                service: service.to_owned(),
+                kind: EventKind::ProbeTransition,
+                message: format!(
+                    "{endpoint} is {state} by this node's probes ({}; was {before})",
+                    result.detail
+                ),
+            });
+        }
+        local.insert(
+            key,
+            LocalProbe {
+                state,
+                ok: result.ok,
+                detail: result.detail.clone(),
+                latency_ms: result.latency.as_secs_f64() * 1000.0,
+                since_unix_ms,
+                last_probe_unix_ms: now_unix_ms,
+            },
+        );
+    }
+
+    /// Records the plan the controller just computed for `service`: `plan` as rendered for logs
+    /// (empty when nothing would change) and `hold`, why removals are held back (`None` when they are
+    /// not). A new non-empty plan adds a [`EventKind::Plan`] event, a change of hold a
+    /// [`EventKind::Hold`] event; repeating the same plan adds nothing.
+    pub fn record_plan(&self, service: &str, plan: &str, hold: Option<&str>) {
+        let now = now_unix_ms();
+        let mut inner = self.write();
+        let Some(svc) = inner.services.get_mut(service) else {
+            return;
+        };
+        if !plan.is_empty() && svc.status.last_plan.as_deref() != Some(plan) {
+            svc.status.last_plan = Some(plan.to_owned());
+            svc.push(Event {
+                unix_ms: now,
+                service: service.to_owned(),
+                kind: EventKind::Plan,
+                message: plan.to_owned(),
+            });
+        }
+        if svc.status.hold.as_deref() != hold {
+            let message = match hold {
+                Some(why) => format!("removals held back: {why}"),
+                None => "removals no longer held back".to_owned(),
+            };
+            svc.status.hold = hold.map(str::to_owned);
+            svc.push(Event {
+                unix_ms: now,
+                service: service.to_owned(),
+                kind: EventKind::Hold,
+                message,
+            });
+        }
+    }
+
+    /// Records the outcome of a DNS write for `service`: `Ok(())` sets `last_write_unix_ms`, clears
+    /// `last_error` and adds a [`EventKind::DnsUpdated`] event (with the last plan); `Err(why)` sets
+    /// `last_error` and adds a [`EventKind::WriteFailed`] event unless the same error was the last one
+    /// (retries with backoff do not flood the ring).
+    pub fn record_write(&self, service: &str, outcome: Result<(), String>) {
+        let now = now_unix_ms();
+        let mut inner = self.write();
+        let Some(svc) = inner.services.get_mut(service) else {
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                svc.status.last_write_unix_ms = Some(now);
+                svc.status.last_error = None;
+                let message = svc
+                    .status
+                    .last_plan
+                    .clone()
+                    .unwrap_or_else(|| "records written".to_owned());
+                svc.push(Event {
+                    unix_ms: now,
+                    service: service.to_owned(),
+                    kind: EventKind::DnsUpdated,
+                    message,
+                });
+            }
+            Err(why) => {
+                if svc.status.last_error.as_deref() != Some(why.as_str()) {
+                    svc.push(Event {
+                        unix_ms: now,
+                        service: service.to_owned(),
+                        kind: EventKind::WriteFailed,
+                        message: why.clone(),
+                    });
+                }
+                svc.status.last_error = Some(why);
+            }
+        }
+    }
+
+    /// Sets the addresses of `service` last seen published (read from DNS, or written and read back).
+    pub fn set_published(&self, service: &str, addrs: impl IntoIterator<Item = IpAddr>) {
+        let mut addrs: Vec<IpAddr> = addrs.into_iter().collect();
+        addrs.sort();
+        addrs.dedup();
+        let mut inner = self.write();
+        if let Some(svc) = inner.services.get_mut(service) {
+            svc.status.published = addrs.iter().map(ToString::to_string).collect();
+        }
+    }
+
+    /// Adds an event to its service's ring (see [`Event::now`]); the oldest is dropped beyond
+    /// [`EVENTS_PER_SERVICE`].
+    pub fn push_event(&self, event: Event) {
+        let mut inner = self.write();
+        if let Some(svc) = inner.services.get_mut(&event.service) {
+            svc.push(event);
+        }
+    }
+
+    /// A consistent copy of everything, or `None` until the agreement actor has published once.
+    pub fn snapshot(&self) -> Option<NodeStatus> {
+        self.snapshot_at(now_unix_ms())
+    }
+
+    fn snapshot_at(&self, now_unix_ms: u64) -> Option<NodeStatus> {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let c = inner.cluster.clone()?;
+        let peers = c
+            .peers
+            .into_iter()
+            .map(|p| PeerStatus {
+                last_heard_ms_ago: p.last_heard_unix_ms.map(|t| now_unix_ms.saturating_sub(t)),
+                ..p
+            })
+            .collect();
+        let endpoints = c
+            .endpoints
+            .into_iter()
+            .map(|e| EndpointStatus {
+                local: inner
+                    .local
+                    .get(&(e.service.clone(), e.endpoint.clone()))
+                    .cloned(),
+                ..e
+            })
+            .collect();
+        let services = inner
+            .services
+            .values()
+            .map(|s| ServiceStatus {
+                events: s.events.iter().cloned().collect(),
+                ..s.status.clone()
+            })
+            .collect();
+        Some(NodeStatus {
+            node: c.node,
+            generation: c.generation,
+            isolated: c.isolated,
+            self_check_targets: c.self_check_targets,
+            leader: c.leader,
+            am_writer: c.am_writer,
+            term: c.term,
+            live_nodes: c.live_nodes,
+            peers,
+            rejected_messages: c.rejected_messages,
+            endpoints,
+            services,
+        })
+    }
+
+    /// Sets the peer inbox of the current generation's agreement actor (`None` while there is none).
+    pub fn set_inbox(&self, inbox_tx: Option<mpsc::Sender<Inbound>>) {
+        *self.inbox.write().unwrap_or_else(PoisonError::into_inner) = inbox_tx;
+    }
+
+    /// The current generation's peer inbox, `None` while the node is starting.
+    pub fn inbox(&self) -> Option<mpsc::Sender<Inbound>> {
+        self.inbox
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;

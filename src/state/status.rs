@@ -1,0 +1,146 @@
+//! The status document: what `GET /api/v1/status` returns, and the one schema the dashboard, metrics
+//! and audit log will share. Plain `Serialize` structs; [`super::NodeState::snapshot`] builds them.
+//!
+//! Wall-clock times are `*_unix_ms` (milliseconds since the Unix epoch); durations carry their unit
+//! in the name (`latency_ms`, `last_heard_ms_ago`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// This node's whole status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeStatus {
+    /// `[node].id`.
+    pub node: String,
+    /// The agreement generation (wall-clock ms when the current configuration started); peers use it
+    /// to tell a restart from a replay.
+    pub generation: u64,
+    /// Why this node neither votes nor writes, if it does not.
+    pub isolated: Option<String>,
+    /// `[cluster].self_check` targets.
+    pub self_check_targets: Vec<String>,
+    /// The node this node recognises as the one that writes to DNS (JSON key `writer`, kept for
+    /// compatibility).
+    #[serde(rename = "writer")]
+    pub leader: Option<String>,
+    /// Whether this node is that node.
+    pub am_writer: bool,
+    /// Leader changes seen by this node.
+    pub term: u64,
+    /// Nodes heard within the vote lifetime, this node included.
+    pub live_nodes: Vec<String>,
+    /// The other configured nodes.
+    pub peers: Vec<PeerStatus>,
+    /// Rejected peer messages by reason (`authentication`, `malformed`, `replay`, `clock`,
+    /// `unknown_node`, `version`).
+    pub rejected_messages: BTreeMap<String, u64>,
+    /// Every endpoint's cluster state and, when known, this node's own last probe.
+    pub endpoints: Vec<EndpointStatus>,
+    /// Every configured service: what is published, the last plan and write, recent events.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One other node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerStatus {
+    /// Its `[node].id`.
+    pub id: String,
+    /// Heard within the vote lifetime.
+    pub live: bool,
+    /// When this node last accepted a message from it.
+    pub last_heard_unix_ms: Option<u64>,
+    /// How long ago that was, computed when the status is read.
+    pub last_heard_ms_ago: Option<u64>,
+}
+
+/// One endpoint of one service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointStatus {
+    /// The service's fqdn.
+    pub service: String,
+    /// The endpoint's address.
+    pub endpoint: String,
+    /// The agreed state: `up`, `down` or `unknown`.
+    pub cluster_state: String,
+    /// Nodes whose up vote counted.
+    pub up_votes: Vec<String>,
+    /// Nodes whose down vote counted.
+    pub down_votes: Vec<String>,
+    /// Agreeing votes needed to change the cluster state.
+    pub needed: usize,
+    /// This node's own last probe, `null` until one is recorded.
+    pub local: Option<LocalProbe>,
+}
+
+/// This node's last probe of an endpoint and the local verdict it led to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocalProbe {
+    /// The local verdict: `up`, `down` or `unknown`.
+    pub state: String,
+    /// Whether the last probe passed.
+    pub ok: bool,
+    /// What the last probe saw: `HTTP 200`, `connection refused`, …
+    pub detail: String,
+    /// How long the last probe took.
+    pub latency_ms: f64,
+    /// When the current local verdict began.
+    pub since_unix_ms: u64,
+    /// When the last probe was recorded.
+    pub last_probe_unix_ms: u64,
+}
+
+/// One configured service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceStatus {
+    /// The name whose records rrguard manages.
+    pub fqdn: String,
+    /// The zone that holds it.
+    pub zone: String,
+    /// The DNS writer (`[[writer]].name`) it is written through.
+    pub writer: String,
+    /// The addresses last seen published (read from DNS or written), sorted.
+    pub published: Vec<String>,
+    /// The last non-empty plan, as rendered for logs.
+    pub last_plan: Option<String>,
+    /// When the last successful write finished.
+    pub last_write_unix_ms: Option<u64>,
+    /// Why the last write failed; `null` once a write succeeds.
+    pub last_error: Option<String>,
+    /// Why removals are held back, while they are.
+    pub hold: Option<String>,
+    /// Recent events, oldest first, at most [`super::EVENTS_PER_SERVICE`].
+    pub events: Vec<Event>,
+}
+
+/// Something that happened to a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// When.
+    pub unix_ms: u64,
+    /// The service's fqdn.
+    pub service: String,
+    /// What kind of thing.
+    pub kind: EventKind,
+    /// For a person.
+    pub message: String,
+}
+
+/// The kinds of [`Event`], serialized in `snake_case`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// This node's verdict on an endpoint changed.
+    ProbeTransition,
+    /// A new plan: changes this node intends to make.
+    Plan,
+    /// A plan was written to DNS.
+    DnsUpdated,
+    /// A write failed.
+    WriteFailed,
+    /// Removals started or stopped being held back.
+    Hold,
+    /// Anything else worth a line.
+    Note,
+}

@@ -1,0 +1,248 @@
+use std::time::Duration;
+
+use super::*;
+
+const WWW: &str = "www.example.test.";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn state_with_www() -> NodeState {
+    let state = NodeState::new();
+    state.set_services([ConfiguredService {
+        fqdn: WWW.to_owned(),
+        zone: "example.test.".to_owned(),
+        writer: "primary".to_owned(),
+        endpoints: vec![ip("192.0.2.1"), ip("192.0.2.2")],
+    }]);
+    state
+}
+
+fn cluster() -> ClusterStatus {
+    ClusterStatus {
+        node: "mon-1".to_owned(),
+        generation: 7,
+        isolated: None,
+        self_check_targets: vec![],
+        leader: Some("mon-1".to_owned()),
+        am_writer: true,
+        term: 1,
+        live_nodes: vec!["mon-1".to_owned(), "mon-2".to_owned()],
+        peers: vec![PeerStatus {
+            id: "mon-2".to_owned(),
+            live: true,
+            last_heard_unix_ms: Some(1_000),
+            last_heard_ms_ago: None,
+        }],
+        rejected_messages: [("replay".to_owned(), 2)].into(),
+        endpoints: ["192.0.2.1", "192.0.2.2"]
+            .iter()
+            .map(|e| EndpointStatus {
+                service: WWW.to_owned(),
+                endpoint: (*e).to_owned(),
+                cluster_state: "up".to_owned(),
+                up_votes: vec!["mon-1".to_owned()],
+                down_votes: vec![],
+                needed: 1,
+                local: None,
+            })
+            .collect(),
+    }
+}
+
+fn probe(ok: bool, detail: &str) -> ProbeResult {
+    ProbeResult {
+        ok,
+        latency: Duration::from_micros(1_500),
+        detail: detail.to_owned(),
+    }
+}
+
+#[test]
+fn nothing_to_show_until_the_cluster_is_published() {
+    let state = state_with_www();
+    assert_eq!(state.snapshot(), None);
+    state.set_cluster(cluster());
+    assert!(state.snapshot().is_some());
+}
+
+#[test]
+fn snapshot_joins_cluster_local_probes_and_services() {
+    let state = state_with_www();
+    state.set_cluster(cluster());
+    state.record_probe_at(
+        WWW,
+        ip("192.0.2.1"),
+        &probe(true, "HTTP 200"),
+        Health::Up,
+        5_000,
+    );
+    state.set_published(WWW, [ip("192.0.2.2"), ip("192.0.2.1"), ip("192.0.2.2")]);
+    let s = state.snapshot_at(6_000).unwrap();
+    assert_eq!(s.node, "mon-1");
+    assert_eq!(s.leader.as_deref(), Some("mon-1"));
+    assert_eq!(s.peers[0].last_heard_ms_ago, Some(5_000));
+    assert_eq!(s.rejected_messages["replay"], 2);
+    let local = s.endpoints[0]
+        .local
+        .as_ref()
+        .expect("probed endpoint has local");
+    assert_eq!(local.state, "up");
+    assert_eq!(local.detail, "HTTP 200");
+    assert!(
+        (local.latency_ms - 1.5).abs() < 1e-9,
+        "{}",
+        local.latency_ms
+    );
+    assert_eq!(local.since_unix_ms, 5_000);
+    assert_eq!(s.endpoints[1].local, None, "never probed: null");
+    assert_eq!(s.services.len(), 1);
+    assert_eq!(s.services[0].zone, "example.test.");
+    assert_eq!(s.services[0].published, vec!["192.0.2.1", "192.0.2.2"]);
+    assert_eq!(s.services[0].events.len(), 1);
+    assert_eq!(s.services[0].events[0].kind, EventKind::ProbeTransition);
+}
+
+#[test]
+fn since_moves_only_when_the_local_verdict_changes() {
+    let state = state_with_www();
+    state.set_cluster(cluster());
+    let e = ip("192.0.2.1");
+    state.record_probe_at(WWW, e, &probe(true, "HTTP 200"), Health::Up, 1_000);
+    state.record_probe_at(WWW, e, &probe(false, "refused"), Health::Up, 2_000);
+    let local = |s: &NodeState| s.snapshot().unwrap().endpoints[0].local.clone().unwrap();
+    assert_eq!(local(&state).since_unix_ms, 1_000);
+    assert_eq!(local(&state).last_probe_unix_ms, 2_000);
+    assert!(!local(&state).ok);
+    state.record_probe_at(WWW, e, &probe(false, "refused"), Health::Down, 3_000);
+    assert_eq!(local(&state).since_unix_ms, 3_000);
+    let events = &state.snapshot().unwrap().services[0].events;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        events[1].message.contains("192.0.2.1 is down"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn the_event_ring_keeps_the_newest() {
+    let state = state_with_www();
+    state.set_cluster(cluster());
+    for i in 0..EVENTS_PER_SERVICE + 7 {
+        state.push_event(Event::now(WWW, EventKind::Note, format!("note {i}")));
+    }
+    let events = &state.snapshot().unwrap().services[0].events;
+    assert_eq!(events.len(), EVENTS_PER_SERVICE);
+    assert_eq!(events[0].message, "note 7");
+    assert_eq!(
+        events.last().unwrap().message,
+        format!("note {}", EVENTS_PER_SERVICE + 6)
+    );
+}
+
+#[test]
+fn plans_holds_and_writes_are_recorded_without_repeats() {
+    let state = state_with_www();
+    state.set_cluster(cluster());
+    state.record_plan(WWW, "", None);
+    state.record_plan(WWW, "-192.0.2.2 (down)", Some("192.0.2.1 in doubt"));
+    state.record_plan(WWW, "-192.0.2.2 (down)", Some("192.0.2.1 in doubt"));
+    state.record_write(WWW, Err("REFUSED".to_owned()));
+    state.record_write(WWW, Err("REFUSED".to_owned()));
+    let s = &state.snapshot().unwrap().services[0];
+    assert_eq!(s.hold.as_deref(), Some("192.0.2.1 in doubt"));
+    assert_eq!(s.last_error.as_deref(), Some("REFUSED"));
+    assert_eq!(s.last_write_unix_ms, None);
+    let kinds: Vec<EventKind> = s.events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Plan, EventKind::Hold, EventKind::WriteFailed]
+    );
+    state.record_plan(WWW, "-192.0.2.2 (down)", None);
+    state.record_write(WWW, Ok(()));
+    let s = &state.snapshot().unwrap().services[0];
+    assert_eq!(s.hold, None);
+    assert_eq!(s.last_error, None);
+    assert!(s.last_write_unix_ms.is_some());
+    let last = s.events.last().unwrap();
+    assert_eq!(last.kind, EventKind::DnsUpdated);
+    assert_eq!(last.message, "-192.0.2.2 (down)");
+    assert_eq!(s.last_plan.as_deref(), Some("-192.0.2.2 (down)"));
+}
+
+#[test]
+fn unknown_services_are_ignored_and_removed_ones_forgotten() {
+    let state = state_with_www();
+    state.set_cluster(cluster());
+    state.record_plan("other.example.test.", "+192.0.2.9 (up)", None);
+    state.push_event(Event::now("other.example.test.", EventKind::Note, "x"));
+    state.record_probe(WWW, ip("192.0.2.1"), &probe(true, "ok"), Health::Up);
+    assert_eq!(state.snapshot().unwrap().services.len(), 1);
+    // A reload that keeps www but drops 192.0.2.1 keeps www's history and forgets that probe.
+    state.set_services([ConfiguredService {
+        fqdn: WWW.to_owned(),
+        zone: "example.test.".to_owned(),
+        writer: "secondary".to_owned(),
+        endpoints: vec![ip("192.0.2.2")],
+    }]);
+    let s = state.snapshot().unwrap();
+    assert_eq!(s.services[0].writer, "secondary");
+    assert_eq!(s.services[0].events.len(), 1);
+    assert_eq!(s.endpoints[0].local, None);
+    state.set_services([]);
+    assert!(state.snapshot().unwrap().services.is_empty());
+}
+
+#[test]
+fn status_document_keeps_its_keys() {
+    let state = state_with_www();
+    state.set_cluster(cluster());
+    state.record_probe_at(
+        WWW,
+        ip("192.0.2.1"),
+        &probe(true, "HTTP 200"),
+        Health::Up,
+        5_000,
+    );
+    state.push_event(Event::now(WWW, EventKind::DnsUpdated, "x"));
+    let v = serde_json::to_value(state.snapshot().unwrap()).unwrap();
+    for key in [
+        "node",
+        "generation",
+        "isolated",
+        "self_check_targets",
+        "writer",
+        "am_writer",
+        "term",
+        "live_nodes",
+        "peers",
+        "rejected_messages",
+        "endpoints",
+        "services",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}: {v:#}");
+    }
+    assert!(v.get("leader").is_none(), "{v:#}");
+    assert_eq!(v["writer"], "mon-1");
+    assert_eq!(v["peers"][0]["id"], "mon-2");
+    assert!(v["peers"][0]["last_heard_ms_ago"].is_u64());
+    let e = &v["endpoints"][0];
+    for key in [
+        "service",
+        "endpoint",
+        "cluster_state",
+        "up_votes",
+        "down_votes",
+        "needed",
+    ] {
+        assert!(e.get(key).is_some(), "missing endpoints[].{key}: {v:#}");
+    }
+    assert_eq!(e["local"]["state"], "up");
+    assert_eq!(e["local"]["latency_ms"], 1.5);
+    assert!(v["endpoints"][1]["local"].is_null());
+    assert_eq!(v["services"][0]["writer"], "primary");
+    assert!(v["services"][0]["hold"].is_null());
+    assert_eq!(v["services"][0]["events"][1]["kind"], "dns_updated");
+    assert_eq!(v["services"][0]["events"][0]["kind"], "probe_transition");
+}

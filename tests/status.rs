@@ -1,0 +1,133 @@
+//! The HTTP server of one real `rrguard run` process, without a DNS server: the status document it
+//! serves from the shared state, and a shutdown that a slow client cannot hold up.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::{Daemon, free_tcp_port, wait_until};
+
+const EVENTUALLY: Duration = Duration::from_secs(20);
+
+/// A node listening on a free port, with one service whose writer and endpoint port answer nothing.
+fn start(extra_args: &[&str]) -> (Daemon, u16) {
+    let lo = "127.0.0.1".parse().unwrap();
+    let (listen, dns, check) = (free_tcp_port(lo), free_tcp_port(lo), free_tcp_port(lo));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rrguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[node]
+id = "status-node"
+listen = "127.0.0.1:{listen}"
+state_dir = "{state}"
+
+[defaults]
+interval = "200ms"
+timeout = "100ms"
+fall = 2
+rise = 2
+
+[[writer]]
+name = "primary"
+type = "rfc2136"
+server = "127.0.0.1:{dns}"
+tsig = {{ name = "k", algorithm = "hmac-sha256", secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=" }}
+
+[[service]]
+fqdn = "www.example.test"
+zone = "example.test"
+writer = "primary"
+endpoints = ["127.0.0.1"]
+[service.check]
+type = "tcp"
+port = {check}
+"#,
+            state = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut args = vec!["run", "-c", config.to_str().unwrap()];
+    args.extend_from_slice(extra_args);
+    let d = Daemon::start(&args);
+    // The daemon has read its config once it listens; the directory may go.
+    d.wait_for_log("HTTP listening", EVENTUALLY);
+    drop(dir);
+    (d, listen)
+}
+
+fn get_status(port: u16) -> Option<serde_json::Value> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| serde_json::from_str(body).ok())
+        .flatten()
+}
+
+#[test]
+fn status_lists_services_and_local_probe_slots() {
+    let (d, port) = start(&[]);
+    let mut status = serde_json::Value::Null;
+    wait_until("the endpoint is down in the status", EVENTUALLY, || {
+        status = get_status(port).unwrap_or_default();
+        status["endpoints"][0]["cluster_state"] == "down"
+    });
+    assert_eq!(status["node"], "status-node", "{status:#}");
+    assert_eq!(status["writer"], "status-node", "{status:#}");
+    assert_eq!(status["am_writer"], true, "{status:#}");
+    let e = &status["endpoints"][0];
+    assert_eq!(e["endpoint"], "127.0.0.1", "{status:#}");
+    assert_eq!(
+        e["down_votes"],
+        serde_json::json!(["status-node"]),
+        "{status:#}"
+    );
+    // Filled by the controllers when they record probes; present either way.
+    assert!(e.get("local").is_some(), "{status:#}");
+    let svc = &status["services"][0];
+    assert_eq!(svc["fqdn"], "www.example.test.", "{status:#}");
+    assert_eq!(svc["zone"], "example.test.", "{status:#}");
+    assert_eq!(svc["writer"], "primary", "{status:#}");
+    assert!(svc["events"].is_array(), "{status:#}");
+    drop(d);
+}
+
+/// A client that sends half a request and waits keeps its connection open; at SIGTERM the server
+/// stops accepting, and after the drain grace the daemon exits 0 anyway.
+#[test]
+fn a_slow_client_does_not_hold_the_exit() {
+    let (mut d, port) = start(&["--drain-grace", "1s"]);
+    wait_until("status is served", EVENTUALLY, || {
+        get_status(port).is_some()
+    });
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Give the server time to accept the connection and start reading it.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    d.signal("TERM");
+    let code = d.wait_exit(Duration::from_secs(15));
+    assert_eq!(
+        code,
+        Some(0),
+        "exit after {:?}\n{}",
+        started.elapsed(),
+        d.log()
+    );
+    assert!(
+        d.log().contains("HTTP connections still open"),
+        "{}",
+        d.log()
+    );
+    drop(slow);
+}
