@@ -41,11 +41,7 @@ pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
                 let r = match probe::build(&check, ip, timeout) {
                     Ok(p) => tokio::time::timeout(timeout, p.probe())
                         .await
-                        .unwrap_or_else(|_| probe::ProbeResult {
-                            ok: false,
-                            latency: timeout,
-                            detail: "timed out".to_owned(),
-                        }),
+                        .unwrap_or_else(|_| probe::timed_out(timeout)),
                     Err(e) => probe::ProbeResult {
                         ok: false,
                         latency: Duration::ZERO,

@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 use crate::config::{CheckConfig, HttpCheckConfig};
 
-/// Largest body read when looking for `body_contains`.
+/// Largest body read: when looking for `body_contains`, or read and discarded so that the response
+/// completes before the probe ends.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The outcome of one probe.
@@ -20,7 +21,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct ProbeResult {
     /// Did the endpoint pass?
     pub ok: bool,
-    /// Time to first byte (HTTP) or to connect (TCP); time until failure otherwise.
+    /// Time from the start of the probe until it ended: for HTTP(S) until the body was read (up to
+    /// [`MAX_BODY_BYTES`]), for TCP until the connection was established; the time until the failure
+    /// otherwise (the timeout itself for a timed-out probe).
     pub latency: Duration,
     /// Short human description: `HTTP 200`, `connection refused`, `timed out after 500ms`.
     pub detail: String,
@@ -98,12 +101,19 @@ impl Probe for TcpProbe {
     }
 }
 
-fn timed_out(timeout: Duration) -> ProbeResult {
+/// The failed result of a probe cut off at `timeout`. Every timeout of a probe (the probe's own, the
+/// scheduler's hard limit, `rrguard plan`) reports through this, so the detail reads the same everywhere.
+pub fn timed_out(timeout: Duration) -> ProbeResult {
     ProbeResult {
         ok: false,
         latency: timeout,
-        detail: format!("timed out after {}", humantime::format_duration(timeout)),
+        detail: timed_out_detail(timeout),
     }
+}
+
+/// `timed out after 500ms`: the detail of a probe cut off at `timeout`.
+pub fn timed_out_detail(timeout: Duration) -> String {
+    format!("timed out after {}", humantime::format_duration(timeout))
 }
 
 fn io_detail(e: &std::io::Error) -> String {
@@ -180,22 +190,20 @@ impl HttpProbe {
 
     async fn run(&self) -> ProbeResult {
         let start = Instant::now();
+        let failed = |detail: String| ProbeResult {
+            ok: false,
+            latency: start.elapsed(),
+            detail,
+        };
         let sent = self
             .client
             .request(self.method.clone(), &self.url)
             .headers(self.headers.clone())
             .send()
             .await;
-        let latency = start.elapsed();
         let mut resp = match sent {
             Ok(r) => r,
-            Err(e) => {
-                return ProbeResult {
-                    ok: false,
-                    latency,
-                    detail: reqwest_detail(&e),
-                };
-            }
+            Err(e) => return self.failure(&e, failed),
         };
         let status = resp.status().as_u16();
         if !self
@@ -203,52 +211,59 @@ impl HttpProbe {
             .iter()
             .any(|(lo, hi)| (*lo..=*hi).contains(&status))
         {
-            return ProbeResult {
-                ok: false,
-                latency,
-                detail: format!("HTTP {status} not in expected statuses"),
-            };
+            return failed(format!("HTTP {status} not in expected statuses"));
         }
-        if let Some(needle) = &self.body_contains {
-            let mut body = Vec::new();
-            let found = loop {
-                match resp.chunk().await {
-                    Ok(Some(chunk)) => {
-                        body.extend_from_slice(&chunk);
-                        if contains(&body, needle.as_bytes()) {
-                            break true;
-                        }
-                        if body.len() >= MAX_BODY_BYTES {
-                            break false;
-                        }
-                    }
-                    Ok(None) => break false,
-                    Err(e) => {
-                        return ProbeResult {
-                            ok: false,
-                            latency,
-                            detail: format!(
-                                "HTTP {status}, body read failed: {}",
-                                reqwest_detail(&e)
-                            ),
-                        };
-                    }
-                }
-            };
-            if !found {
-                return ProbeResult {
-                    ok: false,
-                    latency,
-                    detail: format!("HTTP {status}, body does not contain {needle:?}"),
-                };
+        // The body is read even when nobody looks into it: the probe (and its latency) ends when the
+        // response is complete, so a server that answers its headers at once and then stalls is slow.
+        let needle = self.body_contains.as_deref().map(str::as_bytes);
+        let found = match read_body(&mut resp, needle).await {
+            Ok(found) => found,
+            Err(e) if e.is_timeout() => return timed_out(self.timeout),
+            Err(e) => {
+                return failed(format!(
+                    "HTTP {status}, body read failed: {}",
+                    reqwest_detail(&e)
+                ));
             }
+        };
+        if let (Some(needle), false) = (&self.body_contains, found) {
+            return failed(format!("HTTP {status}, body does not contain {needle:?}"));
         }
         ProbeResult {
             ok: true,
-            latency,
+            latency: start.elapsed(),
             detail: format!("HTTP {status}"),
         }
     }
+
+    /// The result of a request that got no response; reqwest's own timeouts read like ours.
+    fn failure(&self, e: &reqwest::Error, failed: impl Fn(String) -> ProbeResult) -> ProbeResult {
+        if e.is_timeout() {
+            timed_out(self.timeout)
+        } else {
+            failed(reqwest_detail(e))
+        }
+    }
+}
+
+/// Reads the body until it ends, `needle` is found or [`MAX_BODY_BYTES`] have been read; returns
+/// whether `needle` was found (always true without a needle).
+async fn read_body(resp: &mut reqwest::Response, needle: Option<&[u8]>) -> reqwest::Result<bool> {
+    let mut body = Vec::new();
+    let mut read = 0;
+    while let Some(chunk) = resp.chunk().await? {
+        read += chunk.len();
+        if let Some(needle) = needle {
+            body.extend_from_slice(&chunk);
+            if contains(&body, needle) {
+                return Ok(true);
+            }
+        }
+        if read >= MAX_BODY_BYTES {
+            break;
+        }
+    }
+    Ok(needle.is_none())
 }
 
 #[async_trait]
@@ -267,9 +282,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// The innermost cause is what an operator needs ("connection refused", "certificate expired").
 fn reqwest_detail(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timed out".to_owned();
-    }
     let mut source: Option<&dyn std::error::Error> = Some(e);
     let mut last = e.to_string();
     while let Some(s) = source {
@@ -394,7 +406,7 @@ mod tests {
         let port = silent.local_addr().unwrap().port();
         let r = probe_http(http_check(port), Duration::from_millis(200)).await;
         assert!(!r.ok);
-        assert!(r.detail.contains("timed out"), "{}", r.detail);
+        assert_eq!(r.detail, "timed out after 200ms");
         drop(silent);
     }
 
