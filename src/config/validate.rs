@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use super::locate::Seg::{self, Index, Key};
-use super::raw::{
-    RawCheck, RawConfig, RawHttpCheck, RawRfc2136, RawService, RawWriter, StatusSpec,
-};
+use super::raw::{RawCheck, RawConfig, RawRfc2136, RawService, RawWriter};
 use super::*;
+use crate::observe::check;
 
 /// A validation problem at a key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,19 +20,27 @@ pub struct PathError {
     pub message: String,
 }
 
+/// The problems found so far; validation goes on after each so that all are reported at once.
 #[derive(Default)]
-struct Errors(Vec<PathError>);
+pub(crate) struct Errors(Vec<PathError>);
 
 impl Errors {
-    fn at(&mut self, path: &[Seg], message: impl Into<String>) {
+    /// Records `message` about the value at `path`.
+    pub(crate) fn at(&mut self, path: &[Seg], message: impl Into<String>) {
         self.0.push(PathError {
             path: path.to_vec(),
             message: message.into(),
         });
     }
+
+    /// How many problems so far (compare before and after validating a part to see if it failed).
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
-fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
+/// `path` extended by `more`.
+pub(crate) fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
     path.iter().chain(more).cloned().collect()
 }
 
@@ -515,152 +522,15 @@ fn service(
     })
 }
 
+/// Hands the check to the plug-in of its `type`.
 fn check(c: &RawCheck, label: &str, cpath: &[Seg], errs: &mut Errors) -> Option<CheckConfig> {
     match c {
-        RawCheck::Tcp(t) => {
-            if t.port == 0 {
-                errs.at(
-                    &with(cpath, &[Key("port")]),
-                    format!("service {label:?}: check port must not be 0"),
-                );
-                return None;
-            }
-            Some(CheckConfig::Tcp(TcpCheckConfig { port: t.port }))
+        RawCheck::Tcp(t) => check::tcp::validate(t, label, cpath, errs).map(CheckConfig::Tcp),
+        RawCheck::Http(h) => {
+            check::http::validate(h, false, label, cpath, errs).map(CheckConfig::Http)
         }
-        RawCheck::Http(h) => http(h, false, label, cpath, errs).map(CheckConfig::Http),
-        RawCheck::Https(h) => http(h, true, label, cpath, errs).map(CheckConfig::Http),
-    }
-}
-
-fn http(
-    h: &RawHttpCheck,
-    tls: bool,
-    label: &str,
-    cpath: &[Seg],
-    errs: &mut Errors,
-) -> Option<HttpCheckConfig> {
-    let before = errs.0.len();
-    let port = h.port.unwrap_or(if tls { 443 } else { 80 });
-    if port == 0 {
-        errs.at(
-            &with(cpath, &[Key("port")]),
-            format!("service {label:?}: check port must not be 0"),
-        );
-    }
-    let path = h
-        .path
-        .clone()
-        .unwrap_or_else(|| DEFAULT_HTTP_PATH.to_owned());
-    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        errs.at(
-            &with(cpath, &[Key("path")]),
-            format!(
-                "service {label:?}: check path {path:?} must start with '/' and hold no spaces"
-            ),
-        );
-    }
-    let method = h
-        .method
-        .clone()
-        .unwrap_or_else(|| "GET".to_owned())
-        .to_ascii_uppercase();
-    if reqwest::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty() {
-        errs.at(
-            &with(cpath, &[Key("method")]),
-            format!("service {label:?}: {method:?} is not an HTTP method"),
-        );
-    }
-    let mut headers = Vec::new();
-    for (k, v) in &h.headers {
-        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
-            || reqwest::header::HeaderValue::from_str(v).is_err()
-        {
-            errs.at(
-                &with(cpath, &[Key("headers")]),
-                format!("service {label:?}: header {k:?}: {v:?} is not a valid HTTP header"),
-            );
-        } else {
-            headers.push((k.clone(), v.clone()));
-        }
-    }
-    let host = match &h.host {
-        Some(host) => {
-            if normalize_name(host).is_err() && host.parse::<IpAddr>().is_err() {
-                errs.at(
-                    &with(cpath, &[Key("host")]),
-                    format!("service {label:?}: host {host:?} is not a DNS name"),
-                );
-            }
-            host.trim_end_matches('.').to_owned()
-        }
-        None => label.trim_end_matches('.').to_owned(),
-    };
-    let mut expect_status = Vec::new();
-    match &h.expect_status {
-        None => expect_status.push(DEFAULT_HTTP_STATUS),
-        Some(list) => {
-            if list.is_empty() {
-                errs.at(
-                    &with(cpath, &[Key("expect_status")]),
-                    format!("service {label:?}: expect_status must not be empty"),
-                );
-            }
-            for (i, spec) in list.iter().enumerate() {
-                match status_range(spec) {
-                    Ok(r) => expect_status.push(r),
-                    Err(m) => errs.at(
-                        &with(cpath, &[Key("expect_status"), Index(i)]),
-                        format!("service {label:?}: {m}"),
-                    ),
-                }
-            }
-        }
-    }
-    if !tls && h.tls_verify.is_some() {
-        errs.at(
-            &with(cpath, &[Key("tls_verify")]),
-            format!("service {label:?}: tls_verify only applies to type = \"https\" checks"),
-        );
-    }
-    if errs.0.len() != before {
-        return None;
-    }
-    Some(HttpCheckConfig {
-        tls,
-        port,
-        path,
-        method,
-        headers,
-        host,
-        expect_status,
-        body_contains: h.body_contains.clone(),
-        tls_verify: h.tls_verify.unwrap_or(true),
-    })
-}
-
-fn status_range(spec: &StatusSpec) -> Result<(u16, u16), String> {
-    let code = |n: i64| -> Result<u16, String> {
-        if (100..=599).contains(&n) {
-            Ok(n as u16)
-        } else {
-            Err(format!("status {n} is not an HTTP status code (100-599)"))
-        }
-    };
-    match spec {
-        StatusSpec::Code(n) => code(*n).map(|c| (c, c)),
-        StatusSpec::Range(s) => {
-            let bad =
-                || format!("status {s:?} must be a code like 200 or a range like \"200-299\"");
-            let (lo, hi) = match s.split_once('-') {
-                Some((a, b)) => (a.trim(), b.trim()),
-                None => (s.trim(), s.trim()),
-            };
-            let lo = code(lo.parse().map_err(|_| bad())?)?;
-            let hi = code(hi.parse().map_err(|_| bad())?)?;
-            if lo > hi {
-                return Err(bad());
-            }
-            Ok((lo, hi))
+        RawCheck::Https(h) => {
+            check::http::validate(h, true, label, cpath, errs).map(CheckConfig::Http)
         }
     }
 }
