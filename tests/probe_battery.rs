@@ -188,6 +188,7 @@ fn http_check(tls: bool, port: u16) -> HttpCheckConfig {
         body_contains: None,
         // The battery is about the probe's behaviour, not trust; the unit tests of probe.rs cover that.
         tls_verify: false,
+        ca_file: None,
     }
 }
 

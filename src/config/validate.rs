@@ -44,7 +44,7 @@ pub(crate) fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
     path.iter().chain(more).cloned().collect()
 }
 
-/// Validates `raw`; relative `secret_file` paths are resolved against `base_dir`.
+/// Validates `raw`; relative `secret_file` and `ca_file` paths are resolved against `base_dir`.
 ///
 /// # Errors
 /// Every problem found, each with the key path of the offending value.
@@ -110,7 +110,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
                 ),
             );
         }
-        if let Some(svc) = service(s, &raw, &spath, &names, &mut errs) {
+        if let Some(svc) = service(s, &raw, &spath, &names, base_dir, &mut errs) {
             services.push(svc);
         }
     }
@@ -372,6 +372,7 @@ fn service(
     raw: &RawConfig,
     spath: &[Seg],
     writers: &BTreeSet<String>,
+    base_dir: &Path,
     errs: &mut Errors,
 ) -> Option<ServiceConfig> {
     let before = errs.0.len();
@@ -475,7 +476,13 @@ fn service(
             .min(s.endpoints.len()),
     };
 
-    let check = check(&s.check, &label, &with(spath, &[Key("check")]), errs);
+    let check = check(
+        &s.check,
+        &label,
+        &with(spath, &[Key("check")]),
+        base_dir,
+        errs,
+    );
     let service_quorum = s.quorum.as_ref().and_then(|q| {
         let qpath = with(spath, &[Key("quorum")]);
         let Some(cluster) = &raw.cluster else {
@@ -523,15 +530,21 @@ fn service(
 }
 
 /// Hands the check to the plug-in of its `type`.
-fn check(c: &RawCheck, label: &str, cpath: &[Seg], errs: &mut Errors) -> Option<CheckConfig> {
+/// Relative paths in it (`ca_file`) are read from `base_dir`.
+fn check(
+    c: &RawCheck,
+    label: &str,
+    cpath: &[Seg],
+    base_dir: &Path,
+    errs: &mut Errors,
+) -> Option<CheckConfig> {
+    let http = |h, tls, errs: &mut Errors| {
+        check::http::validate(h, tls, label, cpath, base_dir, errs).map(CheckConfig::Http)
+    };
     match c {
         RawCheck::Tcp(t) => check::tcp::validate(t, label, cpath, errs).map(CheckConfig::Tcp),
-        RawCheck::Http(h) => {
-            check::http::validate(h, false, label, cpath, errs).map(CheckConfig::Http)
-        }
-        RawCheck::Https(h) => {
-            check::http::validate(h, true, label, cpath, errs).map(CheckConfig::Http)
-        }
+        RawCheck::Http(h) => http(h, false, errs),
+        RawCheck::Https(h) => http(h, true, errs),
     }
 }
 

@@ -43,6 +43,9 @@ pub enum ProbeBuildError {
     /// The HTTP client could not be created (TLS setup). Not retryable.
     #[error("cannot build HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// The certificate verifier could not be set up (no usable root certificate). Not retryable.
+    #[error("cannot set up TLS certificate verification: {0}")]
+    Tls(String),
 }
 
 /// Installs the process-wide rustls crypto provider once; reqwest needs it before building a client.

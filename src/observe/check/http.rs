@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +22,9 @@ use crate::observe::probe::{
 
 #[cfg(test)]
 mod tests;
+mod tls;
+
+pub use tls::CaBundle;
 
 /// Default HTTP path probed.
 pub const DEFAULT_HTTP_PATH: &str = "/";
@@ -51,6 +55,8 @@ pub struct HttpCheckConfig {
     pub body_contains: Option<String>,
     /// Verify the server certificate (https).
     pub tls_verify: bool,
+    /// https: trust only these certificates instead of the system's roots.
+    pub ca_file: Option<CaBundle>,
 }
 
 /// `[service.check]` options of `type = "http"` and `type = "https"`, as written.
@@ -74,6 +80,8 @@ pub struct RawHttpCheck {
     pub body_contains: Option<String>,
     /// Verify certificates.
     pub tls_verify: Option<bool>,
+    /// PEM file of the certificates to trust instead of the system's.
+    pub ca_file: Option<String>,
 }
 
 /// One entry of `expect_status`.
@@ -96,13 +104,15 @@ impl HttpCheckConfig {
     }
 }
 
-/// Validates an http (`tls = false`) or https check of service `label` at key path `cpath`; every
-/// problem goes to `errs`, and `None` is returned if there was one.
+/// Validates an http (`tls = false`) or https check of service `label` at key path `cpath`; a relative
+/// `ca_file` is read from `base_dir`. Every problem goes to `errs`, and `None` is returned if there was
+/// one.
 pub(crate) fn validate(
     h: &RawHttpCheck,
     tls: bool,
     label: &str,
     cpath: &[Seg],
+    base_dir: &Path,
     errs: &mut Errors,
 ) -> Option<HttpCheckConfig> {
     let before = errs.len();
@@ -151,6 +161,7 @@ pub(crate) fn validate(
             "tls_verify only applies to type = \"https\" checks".to_owned(),
         );
     }
+    let ca_file = ca_file(h, tls, base_dir, &mut at);
     if errs.len() != before {
         return None;
     }
@@ -164,7 +175,51 @@ pub(crate) fn validate(
         expect_status,
         body_contains: h.body_contains.clone(),
         tls_verify: h.tls_verify.unwrap_or(true),
+        ca_file,
     })
+}
+
+/// The certificates of `ca_file`, read from `base_dir` when relative; reported if the file is unusable
+/// or the option makes no sense (not https, or `tls_verify = false`).
+fn ca_file(
+    h: &RawHttpCheck,
+    tls: bool,
+    base_dir: &Path,
+    at: &mut impl FnMut(&[Seg], String),
+) -> Option<CaBundle> {
+    let file = h.ca_file.as_ref()?;
+    if !tls {
+        at(
+            &[Key("ca_file")],
+            "ca_file only applies to type = \"https\" checks".to_owned(),
+        );
+        return None;
+    }
+    if h.tls_verify == Some(false) {
+        at(
+            &[Key("ca_file")],
+            "ca_file has no effect with tls_verify = false; remove one of them".to_owned(),
+        );
+        return None;
+    }
+    CaBundle::load(&base_dir.join(file))
+        .map_err(|m| at(&[Key("ca_file")], m))
+        .ok()
+}
+
+/// The `Host` header value for `host` on `port`: an IPv6 address in brackets, and the port appended
+/// unless it is the scheme's default (RFC 7230 §5.4, RFC 3986 §3.2.2).
+pub fn host_header(host: &str, port: u16, tls: bool) -> String {
+    let name = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => host.to_owned(),
+    };
+    if port == if tls { 443 } else { 80 } {
+        name
+    } else {
+        format!("{name}:{port}")
+    }
 }
 
 /// The valid `headers`; each invalid one is reported.
@@ -273,22 +328,12 @@ impl HttpProbe {
                 headers.insert(k, v);
             }
         }
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // A fresh connection per probe: a pooled one could hide a dead listener.
-            .pool_max_idle_per_host(0)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!(
-                "rrguard/",
-                env!("CARGO_PKG_VERSION"),
-                " health check"
-            ))
-            .tls_danger_accept_invalid_certs(!h.tls_verify);
+        let mut builder = client_builder(h, timeout)?;
         let url = if h.host.parse::<IpAddr>().is_ok() {
-            // A literal IP host cannot be re-resolved; connect to the endpoint and send the Host header.
-            if let Ok(v) = reqwest::header::HeaderValue::from_str(&h.host) {
+            // A literal IP host cannot be re-resolved: connect to the endpoint, send `host` in the
+            // Host header and check the certificate against it (see `tls`).
+            let value = host_header(&h.host, h.port, h.tls);
+            if let Ok(v) = reqwest::header::HeaderValue::from_str(&value) {
                 headers.insert(reqwest::header::HOST, v);
             }
             format!("{scheme}://{target}{}", h.path)
@@ -367,6 +412,30 @@ impl HttpProbe {
             failed(reqwest_detail(e))
         }
     }
+}
+
+/// The HTTP client settings every probe of check `h` shares.
+fn client_builder(
+    h: &HttpCheckConfig,
+    timeout: Duration,
+) -> Result<reqwest::ClientBuilder, ProbeBuildError> {
+    let builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        // A fresh connection per probe: a pooled one could hide a dead listener.
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!(
+            "rrguard/",
+            env!("CARGO_PKG_VERSION"),
+            " health check"
+        ))
+        .tls_danger_accept_invalid_certs(!h.tls_verify);
+    Ok(match tls::client_config(h)? {
+        Some(config) => builder.tls_backend_preconfigured(config),
+        None => builder,
+    })
 }
 
 /// Reads the body until it ends, `needle` is found or [`MAX_BODY_BYTES`] have been read; returns

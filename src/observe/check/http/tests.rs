@@ -49,6 +49,7 @@ fn http_check(port: u16) -> HttpCheckConfig {
         expect_status: vec![(200, 399)],
         body_contains: None,
         tls_verify: true,
+        ca_file: None,
     }
 }
 
