@@ -1,8 +1,9 @@
 //! Peer transport: how a signed snapshot reaches a peer.
 //!
 //! [`Transport`] is the seam; [`HttpTransport`] posts to `PEER_URL/cluster/v1/votes` with reqwest. The
-//! receiving side is the `expose` HTTP server. The simulator (`tests/sim.rs`) replaces both ends with an
-//! in-memory network.
+//! receiving side is the `expose` HTTP server. [`MemoryTransport`] delivers in-process to registered
+//! receivers, for tests and simulations of several nodes in one process. `tests/transport.rs` runs
+//! one battery against both.
 
 use std::time::Duration;
 
@@ -10,6 +11,10 @@ use async_trait::async_trait;
 
 use super::wire;
 use crate::config::PeerConfig;
+
+mod memory;
+
+pub use memory::{Delivered, MemoryTransport};
 
 /// Delivers signed peer messages.
 #[async_trait]

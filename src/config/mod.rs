@@ -22,6 +22,14 @@ use std::time::Duration;
 
 pub use validate::validate;
 
+// The check types own their config (`crate::observe::check`); these keep the config paths working.
+pub use crate::observe::check::http::{DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS};
+pub use crate::observe::check::{CheckConfig, HttpCheckConfig, TcpCheckConfig};
+
+// What check plug-ins need to validate their options and report problems by key path.
+pub(crate) use locate::Seg;
+pub(crate) use validate::{Errors, normalize_name, with};
+
 /// Default path of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rrguard/rrguard.toml";
 /// Default probe interval.
@@ -50,10 +58,6 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/rrguard";
 pub const DEFAULT_DNS_PORT: u16 = 53;
 /// Default timeout of one DNS exchange with a writer's server.
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(3);
-/// Default HTTP path probed.
-pub const DEFAULT_HTTP_PATH: &str = "/";
-/// Default accepted HTTP status codes, inclusive.
-pub const DEFAULT_HTTP_STATUS: (u16, u16) = (200, 399);
 
 /// A fully validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -248,45 +252,6 @@ pub struct PeerConfig {
     pub id: String,
     /// Base URL, without trailing slash.
     pub url: String,
-}
-
-/// `[service.check]`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CheckConfig {
-    /// HTTP or HTTPS request.
-    Http(HttpCheckConfig),
-    /// TCP connect.
-    Tcp(TcpCheckConfig),
-}
-
-/// An HTTP(S) check.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpCheckConfig {
-    /// `https` if true.
-    pub tls: bool,
-    /// Port on each endpoint.
-    pub port: u16,
-    /// Request path with query.
-    pub path: String,
-    /// Request method.
-    pub method: String,
-    /// Extra request headers.
-    pub headers: Vec<(String, String)>,
-    /// Host header and TLS SNI; the service fqdn without trailing dot by default.
-    pub host: String,
-    /// Accepted status ranges, inclusive.
-    pub expect_status: Vec<(u16, u16)>,
-    /// The body must contain this.
-    pub body_contains: Option<String>,
-    /// Verify the server certificate (https).
-    pub tls_verify: bool,
-}
-
-/// A TCP connect check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpCheckConfig {
-    /// Port on each endpoint.
-    pub port: u16,
 }
 
 /// One problem in a configuration file.

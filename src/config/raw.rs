@@ -1,13 +1,15 @@
 //! The configuration exactly as written: serde structs mirroring the TOML, before validation.
 //! Names here are the user contract (see DESIGN.md); unknown keys are rejected.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
 use super::AllDownPolicy;
 use super::TsigAlgorithm;
+// Each check type owns its options; `RawCheck` below only picks one by `type`.
+pub use crate::observe::check::http::{RawHttpCheck, StatusSpec};
+pub use crate::observe::check::tcp::RawTcpCheck;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -207,47 +209,6 @@ pub enum RawCheck {
     Https(RawHttpCheck),
     /// TCP connect.
     Tcp(RawTcpCheck),
-}
-
-/// HTTP(S) check options.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHttpCheck {
-    /// Port; 80 or 443 by default.
-    pub port: Option<u16>,
-    /// Path; `/` by default.
-    pub path: Option<String>,
-    /// Method; `GET` by default.
-    pub method: Option<String>,
-    /// Extra headers.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Host header and SNI.
-    pub host: Option<String>,
-    /// Accepted statuses: numbers or `"200-399"` ranges.
-    pub expect_status: Option<Vec<StatusSpec>>,
-    /// Body must contain.
-    pub body_contains: Option<String>,
-    /// Verify certificates.
-    pub tls_verify: Option<bool>,
-}
-
-/// TCP check options.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTcpCheck {
-    /// Port.
-    pub port: u16,
-}
-
-/// One entry of `expect_status`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum StatusSpec {
-    /// `200`.
-    Code(i64),
-    /// `"200-299"` or `"204"`.
-    Range(String),
 }
 
 /// Durations are human strings: "500ms", "2s", "1m".

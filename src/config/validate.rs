@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use super::locate::Seg::{self, Index, Key};
-use super::raw::{
-    RawCheck, RawConfig, RawHttpCheck, RawRfc2136, RawService, RawWriter, StatusSpec,
-};
+use super::raw::{RawCheck, RawConfig, RawRfc2136, RawService, RawWriter};
 use super::*;
+use crate::observe::check;
 
 /// A validation problem at a key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,23 +20,31 @@ pub struct PathError {
     pub message: String,
 }
 
+/// The problems found so far; validation goes on after each so that all are reported at once.
 #[derive(Default)]
-struct Errors(Vec<PathError>);
+pub(crate) struct Errors(Vec<PathError>);
 
 impl Errors {
-    fn at(&mut self, path: &[Seg], message: impl Into<String>) {
+    /// Records `message` about the value at `path`.
+    pub(crate) fn at(&mut self, path: &[Seg], message: impl Into<String>) {
         self.0.push(PathError {
             path: path.to_vec(),
             message: message.into(),
         });
     }
+
+    /// How many problems so far (compare before and after validating a part to see if it failed).
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
-fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
+/// `path` extended by `more`.
+pub(crate) fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
     path.iter().chain(more).cloned().collect()
 }
 
-/// Validates `raw`; relative `secret_file` paths are resolved against `base_dir`.
+/// Validates `raw`; relative `secret_file` and `ca_file` paths are resolved against `base_dir`.
 ///
 /// # Errors
 /// Every problem found, each with the key path of the offending value.
@@ -103,7 +110,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
                 ),
             );
         }
-        if let Some(svc) = service(s, &raw, &spath, &names, &mut errs) {
+        if let Some(svc) = service(s, &raw, &spath, &names, base_dir, &mut errs) {
             services.push(svc);
         }
     }
@@ -365,6 +372,7 @@ fn service(
     raw: &RawConfig,
     spath: &[Seg],
     writers: &BTreeSet<String>,
+    base_dir: &Path,
     errs: &mut Errors,
 ) -> Option<ServiceConfig> {
     let before = errs.0.len();
@@ -468,7 +476,13 @@ fn service(
             .min(s.endpoints.len()),
     };
 
-    let check = check(&s.check, &label, &with(spath, &[Key("check")]), errs);
+    let check = check(
+        &s.check,
+        &label,
+        &with(spath, &[Key("check")]),
+        base_dir,
+        errs,
+    );
     let service_quorum = s.quorum.as_ref().and_then(|q| {
         let qpath = with(spath, &[Key("quorum")]);
         let Some(cluster) = &raw.cluster else {
@@ -515,153 +529,22 @@ fn service(
     })
 }
 
-fn check(c: &RawCheck, label: &str, cpath: &[Seg], errs: &mut Errors) -> Option<CheckConfig> {
-    match c {
-        RawCheck::Tcp(t) => {
-            if t.port == 0 {
-                errs.at(
-                    &with(cpath, &[Key("port")]),
-                    format!("service {label:?}: check port must not be 0"),
-                );
-                return None;
-            }
-            Some(CheckConfig::Tcp(TcpCheckConfig { port: t.port }))
-        }
-        RawCheck::Http(h) => http(h, false, label, cpath, errs).map(CheckConfig::Http),
-        RawCheck::Https(h) => http(h, true, label, cpath, errs).map(CheckConfig::Http),
-    }
-}
-
-fn http(
-    h: &RawHttpCheck,
-    tls: bool,
+/// Hands the check to the plug-in of its `type`.
+/// Relative paths in it (`ca_file`) are read from `base_dir`.
+fn check(
+    c: &RawCheck,
     label: &str,
     cpath: &[Seg],
+    base_dir: &Path,
     errs: &mut Errors,
-) -> Option<HttpCheckConfig> {
-    let before = errs.0.len();
-    let port = h.port.unwrap_or(if tls { 443 } else { 80 });
-    if port == 0 {
-        errs.at(
-            &with(cpath, &[Key("port")]),
-            format!("service {label:?}: check port must not be 0"),
-        );
-    }
-    let path = h
-        .path
-        .clone()
-        .unwrap_or_else(|| DEFAULT_HTTP_PATH.to_owned());
-    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        errs.at(
-            &with(cpath, &[Key("path")]),
-            format!(
-                "service {label:?}: check path {path:?} must start with '/' and hold no spaces"
-            ),
-        );
-    }
-    let method = h
-        .method
-        .clone()
-        .unwrap_or_else(|| "GET".to_owned())
-        .to_ascii_uppercase();
-    if reqwest::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty() {
-        errs.at(
-            &with(cpath, &[Key("method")]),
-            format!("service {label:?}: {method:?} is not an HTTP method"),
-        );
-    }
-    let mut headers = Vec::new();
-    for (k, v) in &h.headers {
-        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
-            || reqwest::header::HeaderValue::from_str(v).is_err()
-        {
-            errs.at(
-                &with(cpath, &[Key("headers")]),
-                format!("service {label:?}: header {k:?}: {v:?} is not a valid HTTP header"),
-            );
-        } else {
-            headers.push((k.clone(), v.clone()));
-        }
-    }
-    let host = match &h.host {
-        Some(host) => {
-            if normalize_name(host).is_err() && host.parse::<IpAddr>().is_err() {
-                errs.at(
-                    &with(cpath, &[Key("host")]),
-                    format!("service {label:?}: host {host:?} is not a DNS name"),
-                );
-            }
-            host.trim_end_matches('.').to_owned()
-        }
-        None => label.trim_end_matches('.').to_owned(),
+) -> Option<CheckConfig> {
+    let http = |h, tls, errs: &mut Errors| {
+        check::http::validate(h, tls, label, cpath, base_dir, errs).map(CheckConfig::Http)
     };
-    let mut expect_status = Vec::new();
-    match &h.expect_status {
-        None => expect_status.push(DEFAULT_HTTP_STATUS),
-        Some(list) => {
-            if list.is_empty() {
-                errs.at(
-                    &with(cpath, &[Key("expect_status")]),
-                    format!("service {label:?}: expect_status must not be empty"),
-                );
-            }
-            for (i, spec) in list.iter().enumerate() {
-                match status_range(spec) {
-                    Ok(r) => expect_status.push(r),
-                    Err(m) => errs.at(
-                        &with(cpath, &[Key("expect_status"), Index(i)]),
-                        format!("service {label:?}: {m}"),
-                    ),
-                }
-            }
-        }
-    }
-    if !tls && h.tls_verify.is_some() {
-        errs.at(
-            &with(cpath, &[Key("tls_verify")]),
-            format!("service {label:?}: tls_verify only applies to type = \"https\" checks"),
-        );
-    }
-    if errs.0.len() != before {
-        return None;
-    }
-    Some(HttpCheckConfig {
-        tls,
-        port,
-        path,
-        method,
-        headers,
-        host,
-        expect_status,
-        body_contains: h.body_contains.clone(),
-        tls_verify: h.tls_verify.unwrap_or(true),
-    })
-}
-
-fn status_range(spec: &StatusSpec) -> Result<(u16, u16), String> {
-    let code = |n: i64| -> Result<u16, String> {
-        if (100..=599).contains(&n) {
-            Ok(n as u16)
-        } else {
-            Err(format!("status {n} is not an HTTP status code (100-599)"))
-        }
-    };
-    match spec {
-        StatusSpec::Code(n) => code(*n).map(|c| (c, c)),
-        StatusSpec::Range(s) => {
-            let bad =
-                || format!("status {s:?} must be a code like 200 or a range like \"200-299\"");
-            let (lo, hi) = match s.split_once('-') {
-                Some((a, b)) => (a.trim(), b.trim()),
-                None => (s.trim(), s.trim()),
-            };
-            let lo = code(lo.parse().map_err(|_| bad())?)?;
-            let hi = code(hi.parse().map_err(|_| bad())?)?;
-            if lo > hi {
-                return Err(bad());
-            }
-            Ok((lo, hi))
-        }
+    match c {
+        RawCheck::Tcp(t) => check::tcp::validate(t, label, cpath, errs).map(CheckConfig::Tcp),
+        RawCheck::Http(h) => http(h, false, errs),
+        RawCheck::Https(h) => http(h, true, errs),
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::probe::{Probe, ProbeResult};
+use super::probe::{self, Probe, ProbeResult};
 
 /// One probe result, tagged with its endpoint.
 #[derive(Debug, Clone)]
@@ -68,11 +68,9 @@ pub fn spawn_probe_loop(
             }
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = tokio::time::timeout(schedule.timeout, probe.probe()) => r.unwrap_or_else(|_| ProbeResult {
-                    ok: false,
-                    latency: schedule.timeout,
-                    detail: format!("timed out after {}", humantime::format_duration(schedule.timeout)),
-                }),
+                r = tokio::time::timeout(schedule.timeout, probe.probe()) => {
+                    r.unwrap_or_else(|_| probe::timed_out(schedule.timeout))
+                }
             };
             let report = ProbeReport {
                 endpoint,
@@ -190,11 +188,7 @@ mod tests {
         for _ in 0..4 {
             let r = rx.recv().await.unwrap();
             assert!(!r.result.ok);
-            assert!(
-                r.result.detail.contains("timed out after 300ms"),
-                "{}",
-                r.result.detail
-            );
+            assert_eq!(r.result.detail, "timed out after 300ms");
         }
         cancel.cancel();
         assert_eq!(peak.load(Ordering::SeqCst), 1);

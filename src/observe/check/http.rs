@@ -1,0 +1,487 @@
+//! The `http` and `https` checks: their options as written (`RawHttpCheck`), their validation, the
+//! validated [`HttpCheckConfig`] and the [`HttpProbe`] built from it.
+//!
+//! The probe connects to the endpoint's IP while sending the service's Host header and TLS SNI,
+//! expects a status in `expect_status`, optionally looks for `body_contains`, and always reads the
+//! body (up to [`MAX_BODY_BYTES`]) so that its latency covers the whole answer.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::config::Seg::{Index, Key};
+use crate::config::{Errors, Seg, normalize_name, with};
+use crate::observe::probe::{
+    Probe, ProbeBuildError, ProbeResult, ensure_crypto_provider, io_detail, timed_out,
+};
+
+#[cfg(test)]
+mod tests;
+mod tls;
+
+pub use tls::CaBundle;
+
+/// Default HTTP path probed.
+pub const DEFAULT_HTTP_PATH: &str = "/";
+/// Default accepted HTTP status codes, inclusive.
+pub const DEFAULT_HTTP_STATUS: (u16, u16) = (200, 399);
+/// Largest body read: when looking for `body_contains`, or read and discarded so that the response
+/// completes before the probe ends.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// An HTTP(S) check, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCheckConfig {
+    /// `https` if true.
+    pub tls: bool,
+    /// Port on each endpoint.
+    pub port: u16,
+    /// Request path with query.
+    pub path: String,
+    /// Request method.
+    pub method: String,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// Host header and TLS SNI; the service fqdn without trailing dot by default.
+    pub host: String,
+    /// Accepted status ranges, inclusive.
+    pub expect_status: Vec<(u16, u16)>,
+    /// The body must contain this.
+    pub body_contains: Option<String>,
+    /// Verify the server certificate (https).
+    pub tls_verify: bool,
+    /// https: trust only these certificates instead of the system's roots.
+    pub ca_file: Option<CaBundle>,
+}
+
+/// `[service.check]` options of `type = "http"` and `type = "https"`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpCheck {
+    /// Port; 80 or 443 by default.
+    pub port: Option<u16>,
+    /// Path; `/` by default.
+    pub path: Option<String>,
+    /// Method; `GET` by default.
+    pub method: Option<String>,
+    /// Extra headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Host header and SNI.
+    pub host: Option<String>,
+    /// Accepted statuses: numbers or `"200-399"` ranges.
+    pub expect_status: Option<Vec<StatusSpec>>,
+    /// Body must contain.
+    pub body_contains: Option<String>,
+    /// Verify certificates.
+    pub tls_verify: Option<bool>,
+    /// PEM file of the certificates to trust instead of the system's.
+    pub ca_file: Option<String>,
+}
+
+/// One entry of `expect_status`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    /// `200`.
+    Code(i64),
+    /// `"200-299"` or `"204"`.
+    Range(String),
+}
+
+impl HttpCheckConfig {
+    /// Builds the probe of endpoint `ip`.
+    ///
+    /// # Errors
+    /// [`ProbeBuildError::Http`] if the HTTP client cannot be built.
+    pub fn build(&self, ip: IpAddr, timeout: Duration) -> Result<HttpProbe, ProbeBuildError> {
+        HttpProbe::new(self, ip, timeout)
+    }
+}
+
+/// Validates an http (`tls = false`) or https check of service `label` at key path `cpath`; a relative
+/// `ca_file` is read from `base_dir`. Every problem goes to `errs`, and `None` is returned if there was
+/// one.
+pub(crate) fn validate(
+    h: &RawHttpCheck,
+    tls: bool,
+    label: &str,
+    cpath: &[Seg],
+    base_dir: &Path,
+    errs: &mut Errors,
+) -> Option<HttpCheckConfig> {
+    let before = errs.len();
+    let mut at = |key: &[Seg], message: String| {
+        errs.at(&with(cpath, key), format!("service {label:?}: {message}"));
+    };
+    let port = h.port.unwrap_or(if tls { 443 } else { 80 });
+    if port == 0 {
+        at(&[Key("port")], "check port must not be 0".to_owned());
+    }
+    let path = h
+        .path
+        .clone()
+        .unwrap_or_else(|| DEFAULT_HTTP_PATH.to_owned());
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        at(
+            &[Key("path")],
+            format!("check path {path:?} must start with '/' and hold no spaces"),
+        );
+    }
+    let method = h
+        .method
+        .clone()
+        .unwrap_or_else(|| "GET".to_owned())
+        .to_ascii_uppercase();
+    if reqwest::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty() {
+        at(
+            &[Key("method")],
+            format!("{method:?} is not an HTTP method"),
+        );
+    }
+    let headers = headers(&h.headers, &mut at);
+    let host = match &h.host {
+        Some(host) => {
+            if normalize_name(host).is_err() && host.parse::<IpAddr>().is_err() {
+                at(&[Key("host")], format!("host {host:?} is not a DNS name"));
+            }
+            host.trim_end_matches('.').to_owned()
+        }
+        None => label.trim_end_matches('.').to_owned(),
+    };
+    let expect_status = expect_status(h.expect_status.as_deref(), &mut at);
+    if !tls && h.tls_verify.is_some() {
+        at(
+            &[Key("tls_verify")],
+            "tls_verify only applies to type = \"https\" checks".to_owned(),
+        );
+    }
+    let ca_file = ca_file(h, tls, base_dir, &mut at);
+    if errs.len() != before {
+        return None;
+    }
+    Some(HttpCheckConfig {
+        tls,
+        port,
+        path,
+        method,
+        headers,
+        host,
+        expect_status,
+        body_contains: h.body_contains.clone(),
+        tls_verify: h.tls_verify.unwrap_or(true),
+        ca_file,
+    })
+}
+
+/// The certificates of `ca_file`, read from `base_dir` when relative; reported if the file is unusable
+/// or the option makes no sense (not https, or `tls_verify = false`).
+fn ca_file(
+    h: &RawHttpCheck,
+    tls: bool,
+    base_dir: &Path,
+    at: &mut impl FnMut(&[Seg], String),
+) -> Option<CaBundle> {
+    let file = h.ca_file.as_ref()?;
+    if !tls {
+        at(
+            &[Key("ca_file")],
+            "ca_file only applies to type = \"https\" checks".to_owned(),
+        );
+        return None;
+    }
+    if h.tls_verify == Some(false) {
+        at(
+            &[Key("ca_file")],
+            "ca_file has no effect with tls_verify = false; remove one of them".to_owned(),
+        );
+        return None;
+    }
+    CaBundle::load(&base_dir.join(file))
+        .map_err(|m| at(&[Key("ca_file")], m))
+        .ok()
+}
+
+/// The `Host` header value for `host` on `port`: an IPv6 address in brackets, and the port appended
+/// unless it is the scheme's default (RFC 7230 §5.4, RFC 3986 §3.2.2).
+pub fn host_header(host: &str, port: u16, tls: bool) -> String {
+    let name = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => host.to_owned(),
+    };
+    if port == if tls { 443 } else { 80 } {
+        name
+    } else {
+        format!("{name}:{port}")
+    }
+}
+
+/// The valid `headers`; each invalid one is reported.
+fn headers(
+    raw: &BTreeMap<String, String>,
+    at: &mut impl FnMut(&[Seg], String),
+) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    for (k, v) in raw {
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || reqwest::header::HeaderValue::from_str(v).is_err()
+        {
+            at(
+                &[Key("headers")],
+                format!("header {k:?}: {v:?} is not a valid HTTP header"),
+            );
+        } else {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    headers
+}
+
+/// The accepted status ranges ([`DEFAULT_HTTP_STATUS`] when not given); each invalid one is reported.
+fn expect_status(
+    raw: Option<&[StatusSpec]>,
+    at: &mut impl FnMut(&[Seg], String),
+) -> Vec<(u16, u16)> {
+    let Some(list) = raw else {
+        return vec![DEFAULT_HTTP_STATUS];
+    };
+    if list.is_empty() {
+        at(
+            &[Key("expect_status")],
+            "expect_status must not be empty".to_owned(),
+        );
+    }
+    let mut ranges = Vec::new();
+    for (i, spec) in list.iter().enumerate() {
+        match status_range(spec) {
+            Ok(r) => ranges.push(r),
+            Err(m) => at(&[Key("expect_status"), Index(i)], m),
+        }
+    }
+    ranges
+}
+
+fn status_range(spec: &StatusSpec) -> Result<(u16, u16), String> {
+    let code = |n: i64| -> Result<u16, String> {
+        if (100..=599).contains(&n) {
+            Ok(n as u16)
+        } else {
+            Err(format!("status {n} is not an HTTP status code (100-599)"))
+        }
+    };
+    match spec {
+        StatusSpec::Code(n) => code(*n).map(|c| (c, c)),
+        StatusSpec::Range(s) => {
+            let bad =
+                || format!("status {s:?} must be a code like 200 or a range like \"200-299\"");
+            let (lo, hi) = match s.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (s.trim(), s.trim()),
+            };
+            let lo = code(lo.parse().map_err(|_| bad())?)?;
+            let hi = code(hi.parse().map_err(|_| bad())?)?;
+            if lo > hi {
+                return Err(bad());
+            }
+            Ok((lo, hi))
+        }
+    }
+}
+
+/// HTTP(S) check: connects to the endpoint's IP, sends the configured Host header and TLS SNI.
+pub struct HttpProbe {
+    client: reqwest::Client,
+    url: String,
+    method: reqwest::Method,
+    headers: reqwest::header::HeaderMap,
+    expect_status: Vec<(u16, u16)>,
+    body_contains: Option<String>,
+    timeout: Duration,
+}
+
+impl HttpProbe {
+    /// The probe of endpoint `ip` for check `h`, giving up after `timeout`.
+    ///
+    /// # Errors
+    /// [`ProbeBuildError::Http`] if the HTTP client cannot be built (TLS setup).
+    pub fn new(
+        h: &HttpCheckConfig,
+        ip: IpAddr,
+        timeout: Duration,
+    ) -> Result<Self, ProbeBuildError> {
+        ensure_crypto_provider();
+        let scheme = if h.tls { "https" } else { "http" };
+        let target = SocketAddr::new(ip, h.port);
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &h.headers {
+            // Validated in config; skip rather than panic if not.
+            if let (Ok(k), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                reqwest::header::HeaderValue::from_str(v),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+        let mut builder = client_builder(h, timeout)?;
+        let url = if h.host.parse::<IpAddr>().is_ok() {
+            // A literal IP host cannot be re-resolved: connect to the endpoint, send `host` in the
+            // Host header and check the certificate against it (see `tls`).
+            let value = host_header(&h.host, h.port, h.tls);
+            if let Ok(v) = reqwest::header::HeaderValue::from_str(&value) {
+                headers.insert(reqwest::header::HOST, v);
+            }
+            format!("{scheme}://{target}{}", h.path)
+        } else {
+            // Resolve the service name to this endpoint only: Host header and SNI carry the name while
+            // the connection goes to the endpoint's IP.
+            builder = builder.resolve(&h.host, target);
+            format!("{scheme}://{}:{}{}", h.host, h.port, h.path)
+        };
+        let method =
+            reqwest::Method::from_bytes(h.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        Ok(HttpProbe {
+            client: builder.build()?,
+            url,
+            method,
+            headers,
+            expect_status: h.expect_status.clone(),
+            body_contains: h.body_contains.clone(),
+            timeout,
+        })
+    }
+
+    async fn run(&self) -> ProbeResult {
+        let start = Instant::now();
+        let failed = |detail: String| ProbeResult {
+            ok: false,
+            latency: start.elapsed(),
+            detail,
+        };
+        let sent = self
+            .client
+            .request(self.method.clone(), &self.url)
+            .headers(self.headers.clone())
+            .send()
+            .await;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => return self.failure(&e, failed),
+        };
+        let status = resp.status().as_u16();
+        if !self
+            .expect_status
+            .iter()
+            .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+        {
+            return failed(format!("HTTP {status} not in expected statuses"));
+        }
+        // The body is read even when nobody looks into it: the probe (and its latency) ends when the
+        // response is complete, so a server that answers its headers at once and then stalls is slow.
+        let needle = self.body_contains.as_deref().map(str::as_bytes);
+        let found = match read_body(&mut resp, needle).await {
+            Ok(found) => found,
+            Err(e) if e.is_timeout() => return timed_out(self.timeout),
+            Err(e) => {
+                return failed(format!(
+                    "HTTP {status}, body read failed: {}",
+                    reqwest_detail(&e)
+                ));
+            }
+        };
+        if let (Some(needle), false) = (&self.body_contains, found) {
+            return failed(format!("HTTP {status}, body does not contain {needle:?}"));
+        }
+        ProbeResult {
+            ok: true,
+            latency: start.elapsed(),
+            detail: format!("HTTP {status}"),
+        }
+    }
+
+    /// The result of a request that got no response; reqwest's own timeouts read like ours.
+    fn failure(&self, e: &reqwest::Error, failed: impl Fn(String) -> ProbeResult) -> ProbeResult {
+        if e.is_timeout() {
+            timed_out(self.timeout)
+        } else {
+            failed(reqwest_detail(e))
+        }
+    }
+}
+
+/// The HTTP client settings every probe of check `h` shares.
+fn client_builder(
+    h: &HttpCheckConfig,
+    timeout: Duration,
+) -> Result<reqwest::ClientBuilder, ProbeBuildError> {
+    let builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        // A fresh connection per probe: a pooled one could hide a dead listener.
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!(
+            "rrguard/",
+            env!("CARGO_PKG_VERSION"),
+            " health check"
+        ))
+        .tls_danger_accept_invalid_certs(!h.tls_verify);
+    Ok(match tls::client_config(h)? {
+        Some(config) => builder.tls_backend_preconfigured(config),
+        None => builder,
+    })
+}
+
+/// Reads the body until it ends, `needle` is found or [`MAX_BODY_BYTES`] have been read; returns
+/// whether `needle` was found (always true without a needle).
+async fn read_body(resp: &mut reqwest::Response, needle: Option<&[u8]>) -> reqwest::Result<bool> {
+    let mut body = Vec::new();
+    let mut read = 0;
+    while let Some(chunk) = resp.chunk().await? {
+        read += chunk.len();
+        if let Some(needle) = needle {
+            body.extend_from_slice(&chunk);
+            if contains(&body, needle) {
+                return Ok(true);
+            }
+        }
+        if read >= MAX_BODY_BYTES {
+            break;
+        }
+    }
+    Ok(needle.is_none())
+}
+
+#[async_trait]
+impl Probe for HttpProbe {
+    async fn probe(&self) -> ProbeResult {
+        match tokio::time::timeout(self.timeout, self.run()).await {
+            Ok(r) => r,
+            Err(_) => timed_out(self.timeout),
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The innermost cause is what an operator needs ("connection refused", "certificate expired").
+fn reqwest_detail(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    let mut last = e.to_string();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io_detail(io);
+        }
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}

@@ -1,0 +1,167 @@
+//! The HTTP(S) probe against one-shot servers on loopback.
+
+use super::*;
+use crate::observe::check::CheckConfig;
+use crate::observe::probe::build;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A one-shot HTTP server on loopback answering `response` and returning the request it saw.
+async fn serve_once(response: &'static str) -> (u16, tokio::task::JoinHandle<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut req = Vec::new();
+        while !contains(&req, b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(response.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&req).into_owned()
+    });
+    (port, task)
+}
+
+/// Probes 127.0.0.1 once with an HTTP(S) check.
+async fn probe_http(check: HttpCheckConfig, timeout: Duration) -> ProbeResult {
+    build(
+        &CheckConfig::Http(check),
+        "127.0.0.1".parse().unwrap(),
+        timeout,
+    )
+    .unwrap()
+    .probe()
+    .await
+}
+
+fn http_check(port: u16) -> HttpCheckConfig {
+    HttpCheckConfig {
+        tls: false,
+        port,
+        path: "/health?x=1".to_owned(),
+        method: "GET".to_owned(),
+        headers: vec![("X-Probe".to_owned(), "yes".to_owned())],
+        host: "www.example.test".to_owned(),
+        expect_status: vec![(200, 399)],
+        body_contains: None,
+        tls_verify: true,
+        ca_file: None,
+    }
+}
+
+const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nhealthy";
+
+#[tokio::test]
+async fn http_sends_host_of_service_to_endpoint_ip() {
+    let (port, req) = serve_once(OK).await;
+    let probe = build(
+        &CheckConfig::Http(http_check(port)),
+        "127.0.0.1".parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let r = probe.probe().await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.detail, "HTTP 200");
+    let req = req.await.unwrap().to_ascii_lowercase();
+    assert!(req.starts_with("get /health?x=1 http/1.1"), "{req}");
+    assert!(
+        req.contains(&format!("host: www.example.test:{port}")),
+        "{req}"
+    );
+    assert!(req.contains("x-probe: yes"), "{req}");
+}
+
+#[tokio::test]
+async fn http_status_outside_expected_fails() {
+    let (port, _req) = serve_once(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let r = probe_http(http_check(port), Duration::from_secs(2)).await;
+    assert!(!r.ok);
+    assert!(r.detail.contains("503"), "{}", r.detail);
+}
+
+#[tokio::test]
+async fn http_body_substring() {
+    for (needle, want) in [("heal", true), ("sick", false)] {
+        let (port, _req) = serve_once(OK).await;
+        let mut c = http_check(port);
+        c.body_contains = Some(needle.to_owned());
+        let r = probe_http(c, Duration::from_secs(2)).await;
+        assert_eq!(r.ok, want, "{needle}: {r:?}");
+    }
+}
+
+#[tokio::test]
+async fn http_refused_and_timeout() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let r = probe_http(http_check(port), Duration::from_secs(2)).await;
+    assert!(!r.ok);
+    assert_eq!(r.detail, "connection refused");
+
+    // Accepts but never answers: the probe must give up at its timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let r = probe_http(http_check(port), Duration::from_millis(200)).await;
+    assert!(!r.ok);
+    assert_eq!(r.detail, "timed out after 200ms");
+    drop(silent);
+}
+
+/// A TLS server with a self-signed certificate for `www.example.test`; returns the SNI it saw.
+async fn tls_once() -> (u16, tokio::task::JoinHandle<Option<String>>) {
+    ensure_crypto_provider();
+    let cert = rcgen::generate_simple_self_signed(vec!["www.example.test".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.ok()?;
+        let sni = tls.get_ref().1.server_name().map(str::to_owned);
+        let mut buf = vec![0u8; 4096];
+        let _ = tls.read(&mut buf).await;
+        let _ = tls.write_all(OK.as_bytes()).await;
+        let _ = tls.shutdown().await;
+        sni
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn https_sends_service_name_as_sni_and_verifies_by_default() {
+    let mut c = http_check(0);
+    c.tls = true;
+    // tls_verify = false: the self-signed certificate is accepted, SNI is the service name.
+    let (port, sni) = tls_once().await;
+    c.port = port;
+    c.tls_verify = false;
+    let r = probe_http(c.clone(), Duration::from_secs(2)).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(sni.await.unwrap().as_deref(), Some("www.example.test"));
+    // Default tls_verify = true: an untrusted certificate fails the check.
+    let (port, _sni) = tls_once().await;
+    c.port = port;
+    c.tls_verify = true;
+    let r = probe_http(c, Duration::from_secs(2)).await;
+    assert!(!r.ok, "{r:?}");
+    assert!(
+        r.detail.to_ascii_lowercase().contains("certificate"),
+        "{}",
+        r.detail
+    );
+}
