@@ -262,7 +262,7 @@ interval = "{interval}ms"
 timeout = "{timeout}ms"
 fall = {fall}
 rise = {RISE}
-ttl = 30
+ttl = 60
 reconcile_interval = "60s"
 "#,
             interval = INTERVAL.as_millis(),

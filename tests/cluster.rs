@@ -193,7 +193,7 @@ interval = "300ms"
 timeout = "200ms"
 fall = 2
 rise = 2
-ttl = 30
+ttl = 60
 
 [cluster]
 secret_file = "{secret_file}"

@@ -78,7 +78,7 @@ interval = "200ms"
 timeout = "150ms"
 fall = 2
 rise = 2
-ttl = 30
+ttl = 60
 reconcile_interval = "{reconcile}"
 
 [[writer]]

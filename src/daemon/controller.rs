@@ -238,6 +238,11 @@ pub async fn converge(core: &mut ServiceCore, writer: &dyn Writer) -> Vec<Event>
     }
 }
 
+/// A duration as a person reads it, to the millisecond: `4s 500ms`.
+fn human(d: std::time::Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(std::time::Duration::from_millis(d.as_millis() as u64))
+}
+
 /// Addresses as a person writes them: `192.0.2.1 192.0.2.2`.
 fn list(ips: &BTreeSet<IpAddr>) -> String {
     let parts: Vec<String> = ips.iter().map(ToString::to_string).collect();
@@ -253,76 +258,71 @@ pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
             to,
             detail,
         } => {
-            info!(service, endpoint = %endpoint, from = %from, to = %to, detail = %detail, "endpoint is {to}")
+            info!(service = %service, endpoint = %endpoint, from = %from, to = %to, detail = %detail, "endpoint is {to}")
         }
         Event::ClusterAgrees { endpoint, state } => {
-            info!(service, endpoint = %endpoint, state = %state, "cluster agrees endpoint is {state}");
+            info!(service = %service, endpoint = %endpoint, state = %state, "cluster agrees endpoint is {state}");
         }
         Event::Unsettled {
             endpoint,
             after,
             detail,
-        } => warn!(
-            service,
+        } => warn!(service = %service,
             endpoint = %endpoint,
             last = %detail,
-            "endpoint has had no verdict for {}: its probe results alternate and never reach fall or rise in a row; it keeps its place in DNS and no longer holds back removals of other endpoints",
-            humantime::format_duration(*after)
+            "endpoint has no verdict after {}: its results never reached fall failures or rise successes in a row (or the nodes do not agree on it); it keeps its place in DNS and no longer holds back removals of other endpoints",
+            human(*after)
         ),
-        Event::WaitingForVerdicts { unknown, bound } => info!(
-            service,
+        Event::WaitingForVerdicts { unknown, bound } => info!(service = %service,
             unknown = %list(unknown),
             "removals wait for a first verdict on {} (at most {})",
             list(unknown),
-            humantime::format_duration(*bound)
+            human(*bound)
         ),
         Event::Holding {
             held,
             reason,
             bound,
-        } => info!(
-            service,
+        } => info!(service = %service,
             held = %list(held),
             "holding removal back: {reason} (at most {})",
-            humantime::format_duration(*bound)
+            human(*bound)
         ),
         Event::Updated(plan) => {
             let policy = plan
                 .policy_applied
                 .map_or_else(|| "none".to_owned(), |p| p.to_string());
-            info!(service, writer, plan = %plan, policy = %policy, "DNS updated");
+            info!(service = %service, writer = %writer, plan = %plan, policy = %policy, "DNS updated");
         }
-        Event::WouldUpdate(plan) => info!(service, plan = %plan, "dry run: would change DNS"),
-        Event::Conflict(why) => info!(
-            service,
+        Event::WouldUpdate(plan) => {
+            info!(service = %service, plan = %plan, "dry run: would change DNS")
+        }
+        Event::Conflict(why) => info!(service = %service,
             "record set changed by someone else since it was read ({why}); re-reading and re-planning"
         ),
-        Event::KeptChanging => warn!(
-            service,
+        Event::KeptChanging => warn!(service = %service,
             "record set kept changing under us for {} rounds; backing off",
             crate::decide::service::MAX_CONFLICT_ROUNDS
         ),
-        Event::NotApplied { expected, found } => error!(
-            service,
-            writer,
+        Event::NotApplied { expected, found } => error!(service = %service,
+            writer = %writer,
             expected = %expected,
             found = %found,
             "the server accepted the update but does not publish it: something at the name keeps the records out (a CNAME, a zone cut, a server policy); retrying in {}",
-            humantime::format_duration(crate::decide::service::OPERATOR_RETRY)
+            human(crate::decide::service::OPERATOR_RETRY)
         ),
         Event::Failed {
             doing,
             error: e,
             retry,
         } => {
-            let retry = humantime::format_duration(*retry);
+            let retry = human(*retry);
             if e.needs_operator() {
-                error!(
-                    service,
+                error!(service = %service,
                     writer, "configuration error while {doing}: {e}; retrying in {retry}"
                 );
             } else {
-                warn!(service, writer, "{doing} failed: {e}; retrying in {retry}");
+                warn!(service = %service, writer = %writer, "{doing} failed: {e}; retrying in {retry}");
             }
         }
     }

@@ -15,10 +15,11 @@
 //!   endpoints to remove may be recovering together after an all-down (this node has not seen them
 //!   fail since the first one came back). After the bound the removal goes: delayed, never lost.
 //! - **Settle bound** ([`Settings::settle_bound`] = (max(fall, rise) + 1) × interval + timeout): an
-//!   endpoint still without a verdict that long (its results alternate and never reach `fall` or
-//!   `rise` in a row) is *unsettled*: it is reported, keeps its place in DNS, and stops holding back
-//!   the removal of other endpoints. So a dead endpoint is removed at most one settle bound after
-//!   start, whatever its neighbours do.
+//!   endpoint still without a verdict that long after this node's first probe of it (or after the core
+//!   started, if it has not been probed) — its results alternate and never reach `fall` or `rise` in a
+//!   row, or the nodes do not agree — is *unsettled*: it is reported, keeps its place in DNS, and stops
+//!   holding back the removal of other endpoints. So a dead endpoint is removed at most one settle
+//!   bound after the first probes, whatever its neighbours do.
 //! - **Writes**: one [`RecordChange`] at a time, conditional on the addresses read. After a write the
 //!   record set is read back when the writer can ([`Capabilities::read_back`]); if the read-back does not
 //!   show the change, that is an anomaly an operator must see (for instance data the server keeps
@@ -283,6 +284,9 @@ pub struct ServiceCore {
     machines: BTreeMap<IpAddr, HealthMachine>,
     /// When this node last probed each endpoint, and whether that probe passed.
     last_probe: BTreeMap<IpAddr, (Instant, bool)>,
+    /// When the core was made: the settle clock of an endpoint runs from its first probe, or from
+    /// here when it has none.
+    created: Instant,
     agreed: BTreeMap<IpAddr, Health>,
     /// Since when each endpoint has had no agreed verdict.
     unknown_since: BTreeMap<IpAddr, Instant>,
@@ -327,6 +331,7 @@ impl ServiceCore {
             rules: Rules::default(),
             machines,
             last_probe: BTreeMap::new(),
+            created: now,
             agreed: BTreeMap::new(),
             unknown_since,
             unsettled: BTreeSet::new(),
@@ -412,7 +417,14 @@ impl ServiceCore {
             return out;
         };
         let was_in_doubt = m.in_doubt();
-        self.last_probe.insert(endpoint, (now, ok));
+        if self.last_probe.insert(endpoint, (now, ok)).is_none()
+            && let Some(since) = self.unknown_since.get_mut(&endpoint)
+            && *since == self.created
+        {
+            // The settle clock starts with the first probe: probe set-up and the staggered start
+            // do not count against an endpoint.
+            *since = now;
+        }
         if let Some(t) = m.observe(ok, latency, detail) {
             out.push(Action::Event(Event::Transition {
                 endpoint,
