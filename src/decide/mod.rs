@@ -207,6 +207,45 @@ impl fmt::Display for Plan {
     }
 }
 
+/// The sets the planner works with, derived once from its inputs.
+struct Sets {
+    managed: BTreeSet<IpAddr>,
+    up: BTreeSet<IpAddr>,
+    addresses: BTreeSet<IpAddr>,
+    published_managed: BTreeSet<IpAddr>,
+    blocking_unknown: BTreeSet<IpAddr>,
+}
+
+impl Sets {
+    fn new(
+        policy: &Policy,
+        verdict: &impl Fn(&IpAddr) -> Health,
+        published: &Published,
+        doubts: &Doubts,
+    ) -> Sets {
+        let addresses = published.addresses();
+        let managed: BTreeSet<IpAddr> = policy.endpoints.iter().copied().collect();
+        let up = managed
+            .iter()
+            .copied()
+            .filter(|ip| verdict(ip) == Health::Up)
+            .collect();
+        let published_managed = addresses.intersection(&managed).copied().collect();
+        let blocking_unknown = managed
+            .iter()
+            .copied()
+            .filter(|ip| verdict(ip) == Health::Unknown && !doubts.unsettled.contains(ip))
+            .collect();
+        Sets {
+            managed,
+            up,
+            addresses,
+            published_managed,
+            blocking_unknown,
+        }
+    }
+}
+
 /// Computes the plan for one service.
 ///
 /// `health` holds the verdict of each configured endpoint (missing means unknown); `published` is what
@@ -219,80 +258,114 @@ pub fn plan(
     doubts: &Doubts,
 ) -> Plan {
     let verdict = |ip: &IpAddr| health.get(ip).copied().unwrap_or(Health::Unknown);
-    let addresses = published.addresses();
-    let managed: BTreeSet<IpAddr> = policy.endpoints.iter().copied().collect();
-    let up: BTreeSet<IpAddr> = managed
-        .iter()
-        .copied()
-        .filter(|ip| verdict(ip) == Health::Up)
-        .collect();
-    let published_managed: BTreeSet<IpAddr> = addresses.intersection(&managed).copied().collect();
-    let blocking_unknown: BTreeSet<IpAddr> = managed
-        .iter()
-        .copied()
-        .filter(|ip| verdict(ip) == Health::Unknown && !doubts.unsettled.contains(ip))
-        .collect();
-    let kept_unsettled = published_managed
-        .iter()
-        .copied()
-        .filter(|ip| verdict(ip) == Health::Unknown && doubts.unsettled.contains(ip));
-
-    let base: BTreeSet<IpAddr> = if blocking_unknown.is_empty() {
-        up.iter().copied().chain(kept_unsettled).collect()
-    } else {
-        published_managed.union(&up).copied().collect()
-    };
-
-    let mut policy_applied = None;
-    let mut desired_managed = if base.len() >= policy.min_healthy {
-        base
-    } else {
-        policy_applied = Some(policy.all_down);
-        match policy.all_down {
-            AllDownPolicy::KeepAll => managed.clone(),
-            AllDownPolicy::KeepLast => {
-                let kept: BTreeSet<IpAddr> = published_managed.union(&up).copied().collect();
-                if kept.len() >= policy.min_healthy {
-                    kept
-                } else {
-                    managed.clone()
-                }
-            }
-            AllDownPolicy::FailClosed => base,
-        }
-    };
-
-    let mut deferred = BTreeSet::new();
-    if policy.all_down != AllDownPolicy::FailClosed {
-        // Endpoints that would remain and that this node sees solidly up (or, unsettled, has stopped
-        // doubting once the hold ended: the caller then passes no in-doubt set).
-        let confirmed_up = desired_managed
-            .iter()
-            .filter(|ip| {
-                (verdict(ip) == Health::Up || doubts.unsettled.contains(ip))
-                    && !doubts.in_doubt.contains(ip)
-            })
-            .count();
-        let removals: Vec<IpAddr> = published_managed
-            .difference(&desired_managed)
-            .copied()
-            .collect();
-        for ip in removals {
-            // While any endpoint may be recovering, every removal waits: they go together, in one
-            // change, once the recovering ones are up or seen failing.
-            if confirmed_up < policy.min_healthy || !doubts.recovering.is_empty() {
-                deferred.insert(ip);
-                desired_managed.insert(ip);
-            }
-        }
-    }
-
-    let unlisted: BTreeSet<IpAddr> = addresses.difference(&managed).copied().collect();
-    let mut desired = desired_managed;
+    let sets = Sets::new(policy, &verdict, published, doubts);
+    let (mut desired, policy_applied) = managed_target(policy, &verdict, &sets, doubts);
+    let deferred = hold_back(policy, &verdict, &sets, doubts, &mut desired);
+    let unlisted: BTreeSet<IpAddr> = sets.addresses.difference(&sets.managed).copied().collect();
     if !policy.remove_unlisted {
         desired.extend(unlisted.iter().copied());
     }
+    let changes = changes(
+        policy,
+        &verdict,
+        published,
+        &desired,
+        &unlisted,
+        policy_applied,
+    );
+    Plan {
+        expected: sets.addresses,
+        desired,
+        ttl: policy.ttl,
+        changes,
+        policy_applied,
+        deferred,
+        blocking_unknown: sets.blocking_unknown,
+    }
+}
 
+/// The configured endpoints to publish, and the all-down policy if it decided.
+fn managed_target(
+    policy: &Policy,
+    verdict: &impl Fn(&IpAddr) -> Health,
+    sets: &Sets,
+    doubts: &Doubts,
+) -> (BTreeSet<IpAddr>, Option<AllDownPolicy>) {
+    let base: BTreeSet<IpAddr> = if sets.blocking_unknown.is_empty() {
+        let kept_unsettled = sets
+            .published_managed
+            .iter()
+            .copied()
+            .filter(|ip| verdict(ip) == Health::Unknown && doubts.unsettled.contains(ip));
+        sets.up.iter().copied().chain(kept_unsettled).collect()
+    } else {
+        sets.published_managed.union(&sets.up).copied().collect()
+    };
+    if base.len() >= policy.min_healthy {
+        return (base, None);
+    }
+    let target = match policy.all_down {
+        AllDownPolicy::KeepAll => sets.managed.clone(),
+        AllDownPolicy::KeepLast => {
+            let kept: BTreeSet<IpAddr> = sets.published_managed.union(&sets.up).copied().collect();
+            if kept.len() >= policy.min_healthy {
+                kept
+            } else {
+                sets.managed.clone()
+            }
+        }
+        AllDownPolicy::FailClosed => base,
+    };
+    (target, Some(policy.all_down))
+}
+
+/// Puts back into `desired` the removals that must wait, and returns them.
+fn hold_back(
+    policy: &Policy,
+    verdict: &impl Fn(&IpAddr) -> Health,
+    sets: &Sets,
+    doubts: &Doubts,
+    desired: &mut BTreeSet<IpAddr>,
+) -> BTreeSet<IpAddr> {
+    let mut deferred = BTreeSet::new();
+    if policy.all_down == AllDownPolicy::FailClosed {
+        return deferred;
+    }
+    // Endpoints that would remain and that this node sees solidly up (or, unsettled, has stopped
+    // doubting once the hold ended: the caller then passes no in-doubt set).
+    let confirmed_up = desired
+        .iter()
+        .filter(|ip| {
+            (verdict(ip) == Health::Up || doubts.unsettled.contains(ip))
+                && !doubts.in_doubt.contains(ip)
+        })
+        .count();
+    let removals: Vec<IpAddr> = sets
+        .published_managed
+        .difference(desired)
+        .copied()
+        .collect();
+    for ip in removals {
+        // While any endpoint may be recovering, every removal waits: they go together, in one
+        // change, once the recovering ones are up or seen failing.
+        if confirmed_up < policy.min_healthy || !doubts.recovering.is_empty() {
+            deferred.insert(ip);
+            desired.insert(ip);
+        }
+    }
+    deferred
+}
+
+/// The changes from `published` to `desired`, each with its reason.
+fn changes(
+    policy: &Policy,
+    verdict: &impl Fn(&IpAddr) -> Health,
+    published: &Published,
+    desired: &BTreeSet<IpAddr>,
+    unlisted: &BTreeSet<IpAddr>,
+    policy_applied: Option<AllDownPolicy>,
+) -> Vec<(Change, Reason)> {
+    let addresses = published.addresses();
     let mut changes = Vec::new();
     for ip in desired.difference(&addresses) {
         let why = match (verdict(ip), policy_applied) {
@@ -306,7 +379,7 @@ pub fn plan(
         };
         changes.push((Change::Add(*ip), why));
     }
-    for ip in addresses.difference(&desired) {
+    for ip in addresses.difference(desired) {
         let why = if unlisted.contains(ip) {
             Reason::Unlisted
         } else if policy_applied == Some(AllDownPolicy::FailClosed) {
@@ -328,14 +401,5 @@ pub fn plan(
             ));
         }
     }
-
-    Plan {
-        expected: addresses,
-        desired,
-        ttl: policy.ttl,
-        changes,
-        policy_applied,
-        deferred,
-        blocking_unknown,
-    }
+    changes
 }
