@@ -384,6 +384,38 @@ async fn unreachable_server_is_transient(kind: DnsKind) {
     }
 }
 
+/// A key file shared with the server often holds another key first (BIND's rndc-key): the writer
+/// built from the config must sign with the key named like `tsig.name`, in BIND and Knot syntax.
+async fn key_file_with_another_key_first_signs_with_the_named_key(kind: DnsKind) {
+    let dns = DnsServer::start(kind, "www A 127.0.0.2\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (key, secret) = (&dns.key_name, &dns.secret_b64);
+    let other = "cm5kYy1zZWNyZXQtcm5kYy1zZWNyZXQtcm5kYy1zZWM=";
+    let files = [
+        format!(
+            "key \"rndc-key\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{other}\";\n}};\nkey \"{key}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{secret}\";\n}};\n"
+        ),
+        format!(
+            "key:\n  - id: rndc-key\n    algorithm: hmac-sha256\n    secret: {other}\n  - id: {key}\n    algorithm: hmac-sha256\n    secret: {secret}\n"
+        ),
+    ];
+    for (i, file) in files.iter().enumerate() {
+        std::fs::write(dir.path().join("keys.conf"), file).unwrap();
+        let text = format!(
+            "[[writer]]\nname = \"primary\"\ntype = \"rfc2136\"\nserver = \"{}\"\ntsig = {{ name = \"{}\", algorithm = \"hmac-sha256\", secret_file = \"keys.conf\" }}\n",
+            dns.addr,
+            key.to_uppercase()
+        );
+        let config = rrguard::config::parse(&dir.path().join("rrguard.toml"), &text).unwrap();
+        let w = rrguard::act::build(&config.writers[0]).unwrap();
+        let ip = format!("127.0.0.{}", 10 + i);
+        let expected: Vec<String> = dns.query("www.example.test", "A");
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        w.apply(&change(&expected, &[&ip], &[])).await.unwrap();
+        assert!(dns.query("www.example.test", "A").contains(&ip), "{file}");
+    }
+}
+
 /// Wraps a writer; before the first `apply` it makes a real external change through nsupdate.
 struct Interferer<'a> {
     inner: Rfc2136Writer,
@@ -577,6 +609,7 @@ macro_rules! rfc2136_rows {
 }
 
 rfc2136_rows!(
+    key_file_with_another_key_first_signs_with_the_named_key,
     wrong_key_is_an_operator_error,
     unreachable_server_is_transient,
     concurrent_change_is_caught_and_replanned,

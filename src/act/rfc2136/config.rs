@@ -209,8 +209,18 @@ fn tsig_secret(text: &SecretText, t: &RawTsig) -> Result<Vec<u8>, String> {
             .trim_end_matches('.')
             .eq_ignore_ascii_case(t.algorithm.as_str())
     {
+        let supported = [TsigAlgorithm::HmacSha256, TsigAlgorithm::HmacSha512]
+            .into_iter()
+            .find(|a| algorithm.eq_ignore_ascii_case(a.as_str()));
+        let fix = match supported {
+            Some(a) => format!("set algorithm = \"{a}\" in the tsig table"),
+            None => {
+                "rrguard signs with hmac-sha256 or hmac-sha512 only: give it a key with one of them"
+                    .to_owned()
+            }
+        };
         return Err(in_file(format!(
-            "key {:?} is {algorithm} in the file, but tsig.algorithm is \"{}\"; set tsig.algorithm to the key's algorithm (rrguard signs with hmac-sha256 or hmac-sha512)",
+            "key {:?} has algorithm {algorithm} in the file, but tsig.algorithm is \"{}\"; {fix}",
             key.name.as_deref().unwrap_or(&t.name),
             t.algorithm
         )));
@@ -239,4 +249,58 @@ fn decode_secret(b64: &str) -> Result<Vec<u8>, String> {
         return Err("TSIG secret is empty".to_owned());
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ConfigError, WriterKind, parse};
+
+    /// Parses a one-writer config whose TSIG secret is the file `key_file`, named `name`.
+    fn tsig_from_file(key_file: &str, name: &str) -> Result<super::TsigConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("keys.conf"), key_file).unwrap();
+        let text = format!(
+            "[[writer]]\nname = \"w\"\ntype = \"rfc2136\"\nserver = \"127.0.0.1\"\ntsig = {{ name = \"{name}\", algorithm = \"hmac-sha256\", secret_file = \"keys.conf\" }}\n"
+        );
+        match parse(&dir.path().join("rrguard.toml"), &text) {
+            Ok(c) => {
+                let WriterKind::Rfc2136(w) = &c.writers[0].kind;
+                Ok(w.tsig.clone())
+            }
+            Err(ConfigError::Invalid { problems, .. }) => Err(problems[0].message.clone()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn the_key_named_like_tsig_name_is_used_not_the_first() {
+        let bind = "key \"rndc-key\" { algorithm hmac-sha256; secret \"d3Jvbmc=\"; };\nkey \"rrguard-key\" { algorithm hmac-sha256; secret \"cmlnaHQ=\"; };\n";
+        let knot = "key:\n  - id: rndc-key\n    algorithm: hmac-sha256\n    secret: d3Jvbmc=\n  - id: rrguard-key\n    algorithm: hmac-sha256\n    secret: cmlnaHQ=\n";
+        for file in [bind, knot] {
+            for name in ["rrguard-key", "RRGUARD-KEY."] {
+                let tsig = tsig_from_file(file, name).unwrap();
+                assert_eq!(tsig.secret, b"right", "{file}");
+                assert_eq!(tsig.name, "rrguard-key.");
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_file_problem_names_the_file_and_the_fix() {
+        let none = tsig_from_file(
+            "key \"rndc-key\" { algorithm hmac-sha256; secret \"d3Jvbmc=\"; };",
+            "rrguard-key",
+        )
+        .unwrap_err();
+        assert!(
+            none.contains("keys.conf holds key \"rndc-key\": none is named \"rrguard-key\""),
+            "{none}"
+        );
+        let md5 = tsig_from_file(
+            "key \"k\" { algorithm hmac-md5; secret \"d3Jvbmc=\"; };",
+            "k",
+        )
+        .unwrap_err();
+        assert!(md5.contains("key \"k\" has algorithm hmac-md5 in the file, but tsig.algorithm is \"hmac-sha256\"; rrguard signs with hmac-sha256 or hmac-sha512 only"), "{md5}");
+    }
 }
