@@ -359,6 +359,21 @@ async fn capabilities_are_honoured(f: &dyn Fixture) {
     }
 }
 
+/// The battery checks the data; here what a server adds: the refusal names the rcode an operator
+/// knows from dig, and the zone's serial shows that no part of the UPDATE was applied.
+async fn refused_update_names_the_rcode_and_leaves_the_serial(kind: DnsKind) {
+    let dns = DnsServer::start(kind, "www A 127.0.0.2\nwww A 127.0.0.3\n");
+    let w = writer(&dns, secret(&dns));
+    dns.nsupdate("update add www.example.test. 60 A 127.0.0.5");
+    let serial = dns.soa_serial();
+    let stale = change(&["127.0.0.2", "127.0.0.3"], &["127.0.0.6"], &["127.0.0.3"]);
+    match w.apply(&stale).await {
+        Err(WriteError::Conflict(why)) => assert!(why.ends_with("answered NXRRSET"), "{why}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(dns.soa_serial(), serial);
+}
+
 async fn wrong_key_is_an_operator_error(kind: DnsKind) {
     let dns = DnsServer::start(kind, "www A 127.0.0.2\n");
     let w = writer(&dns, b"definitely-not-the-right-secret!".to_vec());
@@ -610,6 +625,7 @@ macro_rules! rfc2136_rows {
 
 rfc2136_rows!(
     key_file_with_another_key_first_signs_with_the_named_key,
+    refused_update_names_the_rcode_and_leaves_the_serial,
     wrong_key_is_an_operator_error,
     unreachable_server_is_transient,
     concurrent_change_is_caught_and_replanned,
