@@ -10,6 +10,7 @@
 
 mod locate;
 pub mod raw;
+mod secret;
 mod validate;
 
 #[cfg(test)]
@@ -26,8 +27,14 @@ pub use validate::validate;
 pub use crate::observe::check::http::{DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS};
 pub use crate::observe::check::{CheckConfig, HttpCheckConfig, TcpCheckConfig};
 
-// What check plug-ins need to validate their options and report problems by key path.
+// The writers own their config (`crate::act::rfc2136::config`); these keep the config paths working.
+pub use crate::act::rfc2136::config::{
+    DEFAULT_DNS_PORT, DEFAULT_DNS_TIMEOUT, Rfc2136Config, TsigAlgorithm, TsigConfig,
+};
+
+// What plug-ins (checks, writers) need to validate their options and report problems by key path.
 pub(crate) use locate::Seg;
+pub(crate) use secret::{SecretSource, SecretText, read_secret};
 pub(crate) use validate::{Errors, normalize_name, with};
 
 /// Default path of the configuration file.
@@ -54,10 +61,6 @@ pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
 pub const MIN_CLUSTER_SECRET_LEN: usize = 16;
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rrguard";
-/// Default port of a DNS server given without one.
-pub const DEFAULT_DNS_PORT: u16 = 53;
-/// Default timeout of one DNS exchange with a writer's server.
-pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A fully validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,55 +132,13 @@ pub struct WriterConfig {
     pub kind: WriterKind,
 }
 
-/// The back ends.
+/// The back ends, chosen by `type`. Each writer owns its config beside its code (`crate::act::*`); a
+/// new writer adds a variant here and in `raw::RawWriter`, and an arm to `crate::act::build`.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum WriterKind {
     /// RFC 2136 dynamic UPDATE signed with TSIG.
     Rfc2136(Rfc2136Config),
-}
-
-/// `type = "rfc2136"`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rfc2136Config {
-    /// Servers in order of preference; the first is the primary.
-    pub servers: Vec<SocketAddr>,
-    /// TSIG key.
-    pub tsig: TsigConfig,
-    /// Timeout of one DNS exchange.
-    pub timeout: Duration,
-}
-
-/// TSIG algorithms rrguard signs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-pub enum TsigAlgorithm {
-    /// hmac-sha256.
-    #[serde(rename = "hmac-sha256")]
-    HmacSha256,
-    /// hmac-sha512.
-    #[serde(rename = "hmac-sha512")]
-    HmacSha512,
-}
-
-/// A TSIG key with its secret decoded.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TsigConfig {
-    /// Key name, as known to the server.
-    pub name: String,
-    /// MAC algorithm.
-    pub algorithm: TsigAlgorithm,
-    /// The decoded secret.
-    pub secret: Vec<u8>,
-}
-
-impl fmt::Debug for TsigConfig {
-    // Never print the secret.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TsigConfig")
-            .field("name", &self.name)
-            .field("algorithm", &self.algorithm)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
 }
 
 /// `[[service]]`: one DNS name whose A/AAAA records rrguard manages.

@@ -6,10 +6,11 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::AllDownPolicy;
-use super::TsigAlgorithm;
 // Each check type owns its options; `RawCheck` below only picks one by `type`.
 pub use crate::observe::check::http::{RawHttpCheck, StatusSpec};
 pub use crate::observe::check::tcp::RawTcpCheck;
+// Each writer type owns its options; `RawWriter` below only picks one by `type`.
+pub use crate::act::rfc2136::config::{RawRfc2136, RawTsig};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -131,37 +132,6 @@ pub enum RawWriter {
     Rfc2136(RawRfc2136),
 }
 
-/// `type = "rfc2136"` options.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRfc2136 {
-    /// Name services refer to.
-    pub name: String,
-    /// The primary server, `IP` or `IP:PORT`.
-    pub server: Option<String>,
-    /// Several servers in order of preference (instead of `server`).
-    pub servers: Option<Vec<String>>,
-    /// TSIG key.
-    pub tsig: RawTsig,
-    /// Timeout of one DNS exchange.
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub timeout: Option<Duration>,
-}
-
-/// `tsig = { … }`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTsig {
-    /// Key name.
-    pub name: String,
-    /// Algorithm.
-    pub algorithm: TsigAlgorithm,
-    /// Base64 secret inline.
-    pub secret: Option<String>,
-    /// File holding the base64 secret (or a BIND/Knot key file).
-    pub secret_file: Option<String>,
-}
-
 /// `[[service]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,7 +182,7 @@ pub enum RawCheck {
 }
 
 /// Durations are human strings: "500ms", "2s", "1m".
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s)
         .map(Some)

@@ -4,11 +4,13 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
+use std::time::Duration;
 
 use super::locate::Seg::{self, Index, Key};
-use super::raw::{RawCheck, RawConfig, RawRfc2136, RawService, RawWriter};
+use super::raw::{RawCheck, RawCluster, RawConfig, RawDefaults, RawService, RawWriter};
+use super::secret::{SecretSource, read_secret};
 use super::*;
+use crate::act::rfc2136;
 use crate::observe::check;
 
 /// A validation problem at a key path.
@@ -50,9 +52,32 @@ pub(crate) fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
 /// Every problem found, each with the key path of the offending value.
 pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, Vec<PathError>> {
     let mut errs = Errors::default();
-
     let node = node(&raw, &mut errs);
-    let d = &raw.defaults;
+    defaults(&raw.defaults, &mut errs);
+    let (writers, names) = writers(&raw.writer, base_dir, &mut errs);
+    let services = services(&raw, &names, base_dir, &mut errs);
+    let cluster = raw
+        .cluster
+        .as_ref()
+        .and_then(|c| cluster(c, &raw, &node, base_dir, &mut errs));
+    if !errs.0.is_empty() {
+        return Err(errs.0);
+    }
+    Ok(Config {
+        path: path.to_owned(),
+        node,
+        reconcile_interval: raw
+            .defaults
+            .reconcile_interval
+            .unwrap_or(DEFAULT_RECONCILE_INTERVAL),
+        writers,
+        services,
+        cluster,
+    })
+}
+
+/// `[defaults]`: the values that are checked where they are written.
+fn defaults(d: &RawDefaults, errs: &mut Errors) {
     let dpath = [Key("defaults")];
     for (field, value) in [("fall", d.fall), ("rise", d.rise)] {
         if value == Some(0) {
@@ -63,39 +88,52 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         }
     }
     if let Some(ttl) = d.ttl {
-        check_ttl(ttl, &with(&dpath, &[Key("ttl")]), &mut errs);
+        check_ttl(ttl, &with(&dpath, &[Key("ttl")]), errs);
     }
+}
 
+/// `[[writer]]`: each handed to its plug-in; also the set of writer names, for services to refer to.
+fn writers(
+    raw: &[RawWriter],
+    base_dir: &Path,
+    errs: &mut Errors,
+) -> (Vec<WriterConfig>, BTreeSet<String>) {
     let mut writers = Vec::new();
     let mut names = BTreeSet::new();
-    for (i, w) in raw.writer.iter().enumerate() {
+    for (i, w) in raw.iter().enumerate() {
         let wpath = [Key("writer"), Index(i)];
-        match w {
-            RawWriter::Rfc2136(r) => {
-                if r.name.trim().is_empty() {
-                    errs.at(
-                        &with(&wpath, &[Key("name")]),
-                        "writer name must not be empty",
-                    );
-                } else if !names.insert(r.name.clone()) {
-                    errs.at(
-                        &with(&wpath, &[Key("name")]),
-                        format!(
-                            "writer name {:?} is used twice; give each writer its own name",
-                            r.name
-                        ),
-                    );
-                }
-                if let Some(kind) = rfc2136(r, &wpath, base_dir, &mut errs) {
-                    writers.push(WriterConfig {
-                        name: r.name.clone(),
-                        kind: WriterKind::Rfc2136(kind),
-                    });
-                }
-            }
+        let (name, kind) = match w {
+            RawWriter::Rfc2136(r) => (
+                &r.name,
+                rfc2136::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Rfc2136),
+            ),
+        };
+        let npath = with(&wpath, &[Key("name")]);
+        if name.trim().is_empty() {
+            errs.at(&npath, "writer name must not be empty");
+        } else if !names.insert(name.clone()) {
+            errs.at(
+                &npath,
+                format!("writer name {name:?} is used twice; give each writer its own name"),
+            );
+        }
+        if let Some(kind) = kind {
+            writers.push(WriterConfig {
+                name: name.clone(),
+                kind,
+            });
         }
     }
+    (writers, names)
+}
 
+/// `[[service]]`, each name at most once.
+fn services(
+    raw: &RawConfig,
+    writers: &BTreeSet<String>,
+    base_dir: &Path,
+    errs: &mut Errors,
+) -> Vec<ServiceConfig> {
     let mut services = Vec::new();
     let mut fqdns = BTreeSet::new();
     for (i, s) in raw.service.iter().enumerate() {
@@ -110,28 +148,11 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
                 ),
             );
         }
-        if let Some(svc) = service(s, &raw, &spath, &names, base_dir, &mut errs) {
+        if let Some(svc) = service(s, raw, &spath, writers, base_dir, errs) {
             services.push(svc);
         }
     }
-
-    let cluster = raw
-        .cluster
-        .as_ref()
-        .and_then(|c| cluster(c, &raw, &node, base_dir, &mut errs));
-
-    if errs.0.is_empty() {
-        Ok(Config {
-            path: path.to_owned(),
-            node,
-            reconcile_interval: d.reconcile_interval.unwrap_or(DEFAULT_RECONCILE_INTERVAL),
-            writers,
-            services,
-            cluster,
-        })
-    } else {
-        Err(errs.0)
-    }
+    services
 }
 
 fn node(raw: &RawConfig, errs: &mut Errors) -> NodeConfig {
@@ -191,157 +212,6 @@ fn check_ttl(ttl: u32, path: &[Seg], errs: &mut Errors) {
     }
 }
 
-fn rfc2136(
-    r: &RawRfc2136,
-    wpath: &[Seg],
-    base_dir: &Path,
-    errs: &mut Errors,
-) -> Option<Rfc2136Config> {
-    let mut servers = Vec::new();
-    match (&r.server, &r.servers) {
-        (Some(_), Some(_)) => errs.at(
-            &with(wpath, &[Key("servers")]),
-            "set either `server` or `servers`, not both",
-        ),
-        (None, None) => errs.at(
-            wpath,
-            format!(
-                "writer {:?} needs `server = \"IP[:PORT]\"` (or `servers = [...]`)",
-                r.name
-            ),
-        ),
-        (Some(one), None) => match parse_server(one) {
-            Ok(a) => servers.push(a),
-            Err(m) => errs.at(&with(wpath, &[Key("server")]), m),
-        },
-        (None, Some(list)) => {
-            if list.is_empty() {
-                errs.at(
-                    &with(wpath, &[Key("servers")]),
-                    "servers must list at least one server",
-                );
-            }
-            for (i, s) in list.iter().enumerate() {
-                match parse_server(s) {
-                    Ok(a) => servers.push(a),
-                    Err(m) => errs.at(&with(wpath, &[Key("servers"), Index(i)]), m),
-                }
-            }
-        }
-    }
-
-    let tpath = with(wpath, &[Key("tsig")]);
-    let t = &r.tsig;
-    if normalize_name(&t.name).is_err() {
-        errs.at(
-            &with(&tpath, &[Key("name")]),
-            format!("TSIG key name {:?} is not a valid DNS name", t.name),
-        );
-    }
-    let secret = match (&t.secret, &t.secret_file) {
-        (Some(_), Some(_)) => {
-            errs.at(
-                &with(&tpath, &[Key("secret_file")]),
-                "set either `secret` or `secret_file`, not both",
-            );
-            None
-        }
-        (None, None) => {
-            errs.at(
-                &tpath,
-                "TSIG needs `secret = \"BASE64\"` or `secret_file = \"PATH\"`",
-            );
-            None
-        }
-        (Some(b64), None) => match decode_secret(b64) {
-            Ok(s) => Some(s),
-            Err(m) => {
-                errs.at(&with(&tpath, &[Key("secret")]), m);
-                None
-            }
-        },
-        (None, Some(file)) => {
-            let p = base_dir.join(file);
-            match std::fs::read_to_string(&p) {
-                Err(e) => {
-                    errs.at(
-                        &with(&tpath, &[Key("secret_file")]),
-                        format!("cannot read TSIG secret file {}: {e}", p.display()),
-                    );
-                    None
-                }
-                Ok(text) => match decode_secret(extract_secret(&text)) {
-                    Ok(s) => Some(s),
-                    Err(m) => {
-                        errs.at(
-                            &with(&tpath, &[Key("secret_file")]),
-                            format!("{}: {m}", p.display()),
-                        );
-                        None
-                    }
-                },
-            }
-        }
-    };
-    let secret = secret?;
-    if servers.is_empty() {
-        return None;
-    }
-    Some(Rfc2136Config {
-        servers,
-        tsig: TsigConfig {
-            name: normalize_name(&t.name).ok()?,
-            algorithm: t.algorithm,
-            secret,
-        },
-        timeout: r.timeout.unwrap_or(DEFAULT_DNS_TIMEOUT),
-    })
-}
-
-/// `IP`, `IP:PORT` or `[IPv6]:PORT`.
-fn parse_server(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, DEFAULT_DNS_PORT));
-    }
-    Err(format!(
-        "server {s:?} is not an IP address with optional port, like \"192.0.2.53\", \"192.0.2.53:5353\" or \"[2001:db8::53]:53\""
-    ))
-}
-
-/// A secret file may hold the bare base64 secret or a BIND (`secret "…";`, also all on one line) / Knot
-/// (`secret: …`) key definition, so the key file the DNS server uses can be shared. With several keys in
-/// one file, the first secret is used.
-fn extract_secret(text: &str) -> &str {
-    let bytes = text.as_bytes();
-    for (i, _) in text.match_indices("secret") {
-        let word_start = i == 0
-            || !(bytes[i - 1].is_ascii_alphanumeric()
-                || bytes[i - 1] == b'_'
-                || bytes[i - 1] == b'-');
-        let rest = &text[i + "secret".len()..];
-        let separated = rest.starts_with([' ', '\t', ':', '"']);
-        if word_start && separated {
-            let value = rest.trim_start_matches([' ', '\t', ':']);
-            let end = value.find([';', '\n', '}']).unwrap_or(value.len());
-            return value[..end].trim().trim_matches('"');
-        }
-    }
-    text.trim()
-}
-
-fn decode_secret(b64: &str) -> Result<Vec<u8>, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .map_err(|e| format!("TSIG secret is not valid base64 ({e}); generate one with `tsig-keygen` or `keymgr -t NAME hmac-sha256`"))?;
-    if bytes.is_empty() {
-        return Err("TSIG secret is empty".to_owned());
-    }
-    Ok(bytes)
-}
-
 /// Lower-cases and validates a DNS name, returning it with a trailing dot.
 ///
 /// # Errors
@@ -367,6 +237,7 @@ pub fn normalize_name(name: &str) -> Result<String, String> {
     Ok(format!("{n}."))
 }
 
+/// One `[[service]]` at `spath`; `writers` are the configured writer names.
 fn service(
     s: &RawService,
     raw: &RawConfig,
@@ -377,22 +248,58 @@ fn service(
 ) -> Option<ServiceConfig> {
     let before = errs.0.len();
     let d = &raw.defaults;
-    let fqdn = normalize_name(&s.fqdn)
-        .map_err(|m| {
-            errs.at(
-                &with(spath, &[Key("fqdn")]),
-                format!("fqdn {:?} is not a valid DNS name: {m}", s.fqdn),
-            )
-        })
-        .ok();
-    let zone = normalize_name(&s.zone)
-        .map_err(|m| {
-            errs.at(
-                &with(spath, &[Key("zone")]),
-                format!("zone {:?} is not a valid DNS name: {m}", s.zone),
-            )
-        })
-        .ok();
+    let (fqdn, zone) = service_name(s, spath, errs);
+    let label = fqdn.clone().unwrap_or_else(|| s.fqdn.clone());
+    writer_ref(s, &label, spath, writers, errs);
+    let endpoints = endpoints(s, &label, spath, errs);
+    let counts = counts(s, d, &label, spath, errs);
+    let check = check(
+        &s.check,
+        &label,
+        &with(spath, &[Key("check")]),
+        base_dir,
+        errs,
+    );
+    let quorum = service_quorum(s, raw, &label, spath, errs);
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(ServiceConfig {
+        fqdn: fqdn?,
+        zone: zone?,
+        writer: s.writer.clone(),
+        ttl: counts.ttl,
+        endpoints,
+        interval: s.interval.or(d.interval).unwrap_or(DEFAULT_INTERVAL),
+        timeout: s.timeout.or(d.timeout).unwrap_or(DEFAULT_TIMEOUT),
+        fall: counts.fall,
+        rise: counts.rise,
+        min_healthy: counts.min_healthy,
+        all_down: s.all_down.or(d.all_down).unwrap_or_default(),
+        remove_unlisted: s.remove_unlisted,
+        quorum,
+        check: check?,
+    })
+}
+
+/// The service's `fqdn` and `zone`, normalized, and the name inside the zone.
+fn service_name(
+    s: &RawService,
+    spath: &[Seg],
+    errs: &mut Errors,
+) -> (Option<String>, Option<String>) {
+    let mut name = |key: &'static str, value: &str| {
+        normalize_name(value)
+            .map_err(|m| {
+                errs.at(
+                    &with(spath, &[Key(key)]),
+                    format!("{key} {value:?} is not a valid DNS name: {m}"),
+                )
+            })
+            .ok()
+    };
+    let fqdn = name("fqdn", &s.fqdn);
+    let zone = name("zone", &s.zone);
     if let (Some(f), Some(z)) = (&fqdn, &zone)
         && !(f == z || f.ends_with(&format!(".{z}")))
     {
@@ -401,22 +308,36 @@ fn service(
             format!("service {f:?} is not inside zone {z:?}; set `zone` to the zone that holds this name"),
         );
     }
-    let label = fqdn.clone().unwrap_or_else(|| s.fqdn.clone());
-    if !writers.contains(&s.writer) {
-        let known = if writers.is_empty() {
-            "no [[writer]] is configured".to_owned()
-        } else {
-            format!(
-                "known writers: {}",
-                writers.iter().cloned().collect::<Vec<_>>().join(", ")
-            )
-        };
-        errs.at(
-            &with(spath, &[Key("writer")]),
-            format!("service {label:?}: unknown writer {:?} ({known})", s.writer),
-        );
-    }
+    (fqdn, zone)
+}
 
+/// The service's `writer` names a configured writer.
+fn writer_ref(
+    s: &RawService,
+    label: &str,
+    spath: &[Seg],
+    writers: &BTreeSet<String>,
+    errs: &mut Errors,
+) {
+    if writers.contains(&s.writer) {
+        return;
+    }
+    let known = if writers.is_empty() {
+        "no [[writer]] is configured".to_owned()
+    } else {
+        format!(
+            "known writers: {}",
+            writers.iter().cloned().collect::<Vec<_>>().join(", ")
+        )
+    };
+    errs.at(
+        &with(spath, &[Key("writer")]),
+        format!("service {label:?}: unknown writer {:?} ({known})", s.writer),
+    );
+}
+
+/// The service's `endpoints`: unicast IP addresses, each once.
+fn endpoints(s: &RawService, label: &str, spath: &[Seg], errs: &mut Errors) -> Vec<IpAddr> {
     let mut endpoints = Vec::new();
     if s.endpoints.is_empty() {
         errs.at(
@@ -442,9 +363,24 @@ fn service(
             ),
         }
     }
+    endpoints
+}
 
-    let fall = s.fall.or(d.fall).unwrap_or(DEFAULT_FALL);
-    let rise = s.rise.or(d.rise).unwrap_or(DEFAULT_RISE);
+/// A service's counts, its own or inherited from `[defaults]`.
+struct Counts {
+    fall: u32,
+    rise: u32,
+    ttl: u32,
+    min_healthy: usize,
+}
+
+fn counts(
+    s: &RawService,
+    d: &RawDefaults,
+    label: &str,
+    spath: &[Seg],
+    errs: &mut Errors,
+) -> Counts {
     for (field, v) in [("fall", s.fall), ("rise", s.rise)] {
         if v == Some(0) {
             errs.at(
@@ -453,7 +389,6 @@ fn service(
             );
         }
     }
-    let ttl = s.ttl.or(d.ttl).unwrap_or(DEFAULT_TTL);
     if let Some(t) = s.ttl {
         check_ttl(t, &with(spath, &[Key("ttl")]), errs);
     }
@@ -475,58 +410,43 @@ fn service(
             .unwrap_or(DEFAULT_MIN_HEALTHY)
             .min(s.endpoints.len()),
     };
+    Counts {
+        fall: s.fall.or(d.fall).unwrap_or(DEFAULT_FALL),
+        rise: s.rise.or(d.rise).unwrap_or(DEFAULT_RISE),
+        ttl: s.ttl.or(d.ttl).unwrap_or(DEFAULT_TTL),
+        min_healthy,
+    }
+}
 
-    let check = check(
-        &s.check,
-        &label,
-        &with(spath, &[Key("check")]),
-        base_dir,
-        errs,
-    );
-    let service_quorum = s.quorum.as_ref().and_then(|q| {
-        let qpath = with(spath, &[Key("quorum")]);
-        let Some(cluster) = &raw.cluster else {
-            errs.at(
-                &qpath,
-                format!("service {label:?}: quorum only applies with a [cluster] section"),
-            );
-            return None;
-        };
-        let q = quorum(q, &qpath, errs)?;
-        let nodes = cluster.peers.len() + 1;
-        if let crate::agree::Quorum::AtLeast(k) = q
-            && k > nodes
-        {
-            errs.at(
-                &qpath,
-                format!(
-                    "service {label:?}: at_least = {k} is more than the {nodes} configured nodes"
-                ),
-            );
-            return None;
-        }
-        Some(q)
-    });
-
-    if errs.0.len() != before {
+/// The service's own `quorum`: only with a `[cluster]`, and reachable with its nodes.
+fn service_quorum(
+    s: &RawService,
+    raw: &RawConfig,
+    label: &str,
+    spath: &[Seg],
+    errs: &mut Errors,
+) -> Option<crate::agree::Quorum> {
+    let q = s.quorum.as_ref()?;
+    let qpath = with(spath, &[Key("quorum")]);
+    let Some(cluster) = &raw.cluster else {
+        errs.at(
+            &qpath,
+            format!("service {label:?}: quorum only applies with a [cluster] section"),
+        );
+        return None;
+    };
+    let q = quorum(q, &qpath, errs)?;
+    let nodes = cluster.peers.len() + 1;
+    if let crate::agree::Quorum::AtLeast(k) = q
+        && k > nodes
+    {
+        errs.at(
+            &qpath,
+            format!("service {label:?}: at_least = {k} is more than the {nodes} configured nodes"),
+        );
         return None;
     }
-    Some(ServiceConfig {
-        fqdn: fqdn?,
-        zone: zone?,
-        writer: s.writer.clone(),
-        ttl,
-        endpoints,
-        interval: s.interval.or(d.interval).unwrap_or(DEFAULT_INTERVAL),
-        timeout: s.timeout.or(d.timeout).unwrap_or(DEFAULT_TIMEOUT),
-        fall,
-        rise,
-        min_healthy,
-        all_down: s.all_down.or(d.all_down).unwrap_or_default(),
-        remove_unlisted: s.remove_unlisted,
-        quorum: service_quorum,
-        check: check?,
-    })
+    Some(q)
 }
 
 /// Hands the check to the plug-in of its `type`.
@@ -587,8 +507,9 @@ fn quorum(
     }
 }
 
+/// `[cluster]`.
 fn cluster(
-    c: &super::raw::RawCluster,
+    c: &RawCluster,
     raw: &RawConfig,
     node: &NodeConfig,
     base_dir: &Path,
@@ -603,57 +524,83 @@ fn cluster(
             "a cluster needs [node].listen = \"IP:PORT\": peers send their votes there",
         );
     }
-    let secret = match (&c.secret, &c.secret_file) {
-        (Some(_), Some(_)) => {
-            errs.at(
-                &at("secret_file"),
-                "set either `secret` or `secret_file`, not both",
-            );
-            None
-        }
-        (None, None) => {
-            errs.at(&cpath, "a cluster needs `secret_file = \"PATH\"` (or `secret`): the key that authenticates peer messages");
-            None
-        }
-        (Some(s), None) => Some((s.trim().as_bytes().to_vec(), at("secret"))),
-        (None, Some(f)) => {
-            let p = base_dir.join(f);
-            match std::fs::read(&p) {
-                Ok(bytes) => Some((
-                    String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec(),
-                    at("secret_file"),
-                )),
-                Err(e) => {
-                    errs.at(
-                        &at("secret_file"),
-                        format!("cannot read cluster secret file {}: {e}", p.display()),
-                    );
-                    None
-                }
-            }
-        }
-    };
-    if let Some((s, path)) = &secret
-        && s.len() < MIN_CLUSTER_SECRET_LEN
-    {
-        errs.at(
-            path,
-            format!(
-                "cluster secret has {} bytes, at least {MIN_CLUSTER_SECRET_LEN} are needed; generate one with `head -c32 /dev/urandom | base64`",
-                s.len()
-            ),
-        );
-    }
+    let secret = cluster_secret(c, &cpath, base_dir, errs);
     let q = match &c.quorum {
         Some(q) => quorum(q, &at("quorum"), errs),
         None => Some(crate::agree::Quorum::Majority),
     };
+    let (heartbeat, vote_ttl) = cluster_timing(c, raw, &cpath, errs);
+    let self_check = self_check(c, &cpath, errs);
+    let peers = peers(c, node, &cpath, errs);
+    if let Some(crate::agree::Quorum::AtLeast(k)) = q
+        && k > c.peers.len() + 1
+    {
+        errs.at(
+            &at("quorum"),
+            format!(
+                "at_least = {k} is more than the {} configured nodes",
+                c.peers.len() + 1
+            ),
+        );
+    }
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(ClusterSettings {
+        secret: secret?,
+        quorum: q?,
+        vote_ttl,
+        heartbeat,
+        max_clock_skew: c.max_clock_skew.unwrap_or(DEFAULT_MAX_CLOCK_SKEW),
+        self_check,
+        peers,
+    })
+}
+
+/// The cluster secret: the text itself (trimmed) is the key, not base64, and it must be long enough.
+fn cluster_secret(
+    c: &RawCluster,
+    cpath: &[Seg],
+    base_dir: &Path,
+    errs: &mut Errors,
+) -> Option<Vec<u8>> {
+    let source = SecretSource {
+        inline: c.secret.as_deref(),
+        file: c.secret_file.as_deref(),
+    };
+    let missing = "a cluster needs `secret_file = \"PATH\"` (or `secret`): the key that authenticates peer messages";
+    let text = read_secret(source, cpath, "cluster", missing, base_dir, errs)?;
+    let secret = text.text().trim().as_bytes().to_vec();
+    if secret.len() < MIN_CLUSTER_SECRET_LEN {
+        errs.at(
+            text.at(),
+            format!(
+                "cluster secret has {} bytes, at least {MIN_CLUSTER_SECRET_LEN} are needed; generate one with `head -c32 /dev/urandom | base64`",
+                secret.len()
+            ),
+        );
+    }
+    Some(secret)
+}
+
+/// `heartbeat` and `vote_ttl`, defaulting from `[defaults].interval`; votes must outlive a heartbeat.
+fn cluster_timing(
+    c: &RawCluster,
+    raw: &RawConfig,
+    cpath: &[Seg],
+    errs: &mut Errors,
+) -> (Duration, Duration) {
     let interval = raw.defaults.interval.unwrap_or(DEFAULT_INTERVAL);
     let heartbeat = c.heartbeat.unwrap_or(interval);
     let vote_ttl = c.vote_ttl.unwrap_or(interval * DEFAULT_VOTE_TTL_INTERVALS);
     if vote_ttl <= heartbeat {
+        let key = if c.vote_ttl.is_some() {
+            "vote_ttl"
+        } else {
+            "heartbeat"
+        };
         errs.at(
-            &at(if c.vote_ttl.is_some() { "vote_ttl" } else { "heartbeat" }),
+            &with(cpath, &[Key(key)]),
             format!(
                 "vote_ttl ({}) must be longer than heartbeat ({}), or live peers would expire between two messages; 3 × heartbeat is a good value",
                 humantime::format_duration(vote_ttl),
@@ -661,21 +608,31 @@ fn cluster(
             ),
         );
     }
-    let mut self_check = Vec::new();
+    (heartbeat, vote_ttl)
+}
+
+/// `self_check` targets, `IP:PORT`.
+fn self_check(c: &RawCluster, cpath: &[Seg], errs: &mut Errors) -> Vec<SocketAddr> {
+    let mut targets = Vec::new();
     for (i, t) in c.self_check.iter().enumerate() {
         match t.parse::<SocketAddr>() {
-            Ok(a) => self_check.push(a),
+            Ok(a) => targets.push(a),
             Err(_) => errs.at(
-                &with(&cpath, &[Key("self_check"), Index(i)]),
+                &with(cpath, &[Key("self_check"), Index(i)]),
                 format!("self_check target {t:?} is not IP:PORT, like \"192.0.2.53:53\""),
             ),
         }
     }
+    targets
+}
+
+/// `[[cluster.peers]]`: at least one, each id once and not this node's, each with an http(s) URL.
+fn peers(c: &RawCluster, node: &NodeConfig, cpath: &[Seg], errs: &mut Errors) -> Vec<PeerConfig> {
     let mut peers = Vec::new();
     let mut ids = BTreeSet::new();
     ids.insert(node.id.clone());
     for (i, p) in c.peers.iter().enumerate() {
-        let ppath = with(&cpath, &[Key("peers"), Index(i)]);
+        let ppath = with(cpath, &[Key("peers"), Index(i)]);
         if p.id == node.id {
             errs.at(
                 &with(&ppath, &[Key("id")]),
@@ -707,31 +664,9 @@ fn cluster(
     }
     if c.peers.is_empty() {
         errs.at(
-            &cpath,
+            cpath,
             "a cluster needs at least one [[cluster.peers]] entry",
         );
     }
-    if let Some(crate::agree::Quorum::AtLeast(k)) = q
-        && k > c.peers.len() + 1
-    {
-        errs.at(
-            &at("quorum"),
-            format!(
-                "at_least = {k} is more than the {} configured nodes",
-                c.peers.len() + 1
-            ),
-        );
-    }
-    if errs.0.len() != before {
-        return None;
-    }
-    Some(ClusterSettings {
-        secret: secret?.0,
-        quorum: q?,
-        vote_ttl,
-        heartbeat,
-        max_clock_skew: c.max_clock_skew.unwrap_or(DEFAULT_MAX_CLOCK_SKEW),
-        self_check,
-        peers,
-    })
+    peers
 }

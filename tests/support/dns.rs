@@ -223,6 +223,19 @@ impl DnsServer {
         dig(self.addr, name, rtype)
     }
 
+    /// The answer to `name rtype` over TCP as `(ttl, rdata)` pairs, sorted; records owned by other names
+    /// (a CNAME's target followed in-zone) are left out. Panics like [`DnsServer::query`].
+    pub fn query_with_ttl(&self, name: &str, rtype: &str) -> Vec<(u32, String)> {
+        dig_records(self.addr, name, rtype).unwrap_or_else(|e| {
+            panic!(
+                "query {name} {rtype} to {:?} at {} failed: {e}\n--- server log ---\n{}",
+                self.kind,
+                self.addr,
+                self.log()
+            )
+        })
+    }
+
     /// The zone's current SOA serial.
     pub fn soa_serial(&self) -> u32 {
         let soa = self.query(&self.zone, "SOA");
@@ -584,6 +597,36 @@ pub fn dig(server: SocketAddr, name: &str, rtype: &str) -> Result<Vec<String>, S
         ));
     }
     parse_dig(&stdout).map_err(|e| format!("dig {name} {rtype} @{server}: {e}"))
+}
+
+/// Asks `server` like [`dig`] and returns the answer records owned by `name` as `(ttl, rdata)`, with
+/// their type, sorted: `(60, "A 127.0.0.2")`.
+pub fn dig_records(
+    server: SocketAddr,
+    name: &str,
+    rtype: &str,
+) -> Result<Vec<(u32, String)>, String> {
+    let out = run_with_timeout(
+        Command::new(tool("dig")).args(dig_args(server, name, rtype)),
+        None,
+        Duration::from_secs(10),
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    parse_dig(&stdout).map_err(|e| format!("dig {name} {rtype} @{server}: {e}"))?;
+    let owner = format!("{}.", name.trim_end_matches('.')).to_ascii_lowercase();
+    let mut records: Vec<(u32, String)> = stdout
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with(';'))
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (who, ttl) = (fields.next()?, fields.next()?.parse().ok()?);
+            let rtype = fields.nth(1)?;
+            let rdata = skip_fields(line, 4)?;
+            (who.to_ascii_lowercase() == owner).then(|| (ttl, format!("{rtype} {rdata}")))
+        })
+        .collect();
+    records.sort();
+    Ok(records)
 }
 
 /// The arguments of one TCP, non-recursive, single-try query that prints the status and the answer.

@@ -9,6 +9,9 @@
 //! TCP is used for every exchange: a UDP retry after a lost reply could turn a success into a spurious
 //! NXRRSET. A fresh connection per operation keeps the writer oblivious to server restarts.
 
+pub mod config;
+pub mod key_file;
+
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
