@@ -283,10 +283,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 .span()
                 .map(|s| locate::line_col(text, locate::refine_span(text, s, e.message())))
                 .unwrap_or((0, 0));
+            let message = e.message().trim_end().replace('\n', " ");
+            let at = e.span().map_or(0, |s| s.start);
             return Err(invalid(vec![Problem {
                 line,
                 col,
-                message: e.message().trim_end().replace('\n', " "),
+                message: humanize(&message, text, at),
             }]));
         }
     };
@@ -306,4 +308,82 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         problems.sort_by_key(|p| (p.line, p.col));
         invalid(problems)
     })
+}
+
+/// Rewords serde's and toml's messages in the terms of the file: what was written, what is expected,
+/// and the fix (`did you mean [[service]]?`, `write it without quotes`).
+fn humanize(message: &str, text: &str, at: usize) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        return match closest(field, &candidates) {
+            Some(near) => {
+                // A table header ([[services]]) gets the header back as the suggestion.
+                let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+                let line = text[line_start..].lines().next().unwrap_or("").trim_start();
+                let suggestion = if line.starts_with("[[") {
+                    format!("[[{near}]]")
+                } else if line.starts_with('[') {
+                    format!("[{near}]")
+                } else {
+                    format!("`{near}`")
+                };
+                format!("{message}; did you mean {suggestion}?")
+            }
+            None => message.to_owned(),
+        };
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        let expected = match expected {
+            "u8" | "u16" | "u32" | "u64" | "usize" => match expected {
+                "u8" => "a whole number from 0 to 255",
+                "u16" => "a whole number from 0 to 65535",
+                _ => "a whole number",
+            },
+            "a boolean" => "true or false",
+            other => other,
+        };
+        let fix = if found.starts_with("string") && expected.starts_with("a whole number") {
+            "; write the number without quotes"
+        } else if found.starts_with("string") && expected == "true or false" {
+            "; write true or false without quotes"
+        } else if (found.starts_with("integer") || found.starts_with("floating"))
+            && expected.starts_with("a string")
+        {
+            "; put the value in quotes"
+        } else {
+            ""
+        };
+        return format!("expected {expected}, found {found}{fix}");
+    }
+    message.to_owned()
+}
+
+/// The candidate nearest to `word` (a plural, a typo of one or two letters), if one is near enough.
+fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for i in 1..=a.len() {
+            let mut prev = row[0];
+            row[0] = i;
+            for j in 1..=b.len() {
+                let cur = row[j];
+                row[j] = (row[j] + 1)
+                    .min(row[j - 1] + 1)
+                    .min(prev + usize::from(a[i - 1] != b[j - 1]));
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    };
+    candidates
+        .iter()
+        .map(|c| (distance(word, c), *c))
+        .filter(|(d, c)| *d <= 2 && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
 }

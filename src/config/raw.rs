@@ -183,10 +183,30 @@ pub enum RawCheck {
 
 /// Durations are human strings: "500ms", "2s", "1m".
 pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    /// What a person may write where a duration goes; only text is valid.
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+    }
+    let bare = |n: String| {
+        serde::de::Error::custom(format!(
+            "durations are strings with a unit, like \"{n}s\" or \"{n}ms\": write \"{n}s\", not {n}"
+        ))
+    };
+    match Written::deserialize(d).map_err(|_: D::Error| {
+        serde::de::Error::custom(
+            "durations are strings with a unit, like \"500ms\", \"2s\" or \"1m\"",
+        )
+    })? {
+        Written::Text(s) => parse_duration(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        Written::Integer(n) => Err(bare(n.to_string())),
+        Written::Float(x) => Err(bare(x.to_string())),
+    }
 }
 
 /// Parses a human duration string.

@@ -96,7 +96,7 @@ fn secret_file_accepts_bare_bind_and_knot_formats() {
     ] {
         std::fs::write(dir.path().join(name), content).unwrap();
         let text = format!(
-            "[[writer]]\nname = \"w\"\ntype = \"rfc2136\"\nserver = \"127.0.0.1\"\ntsig = {{ name = \"k\", algorithm = \"hmac-sha256\", secret_file = \"{name}\" }}\n"
+            "[[writer]]\nname = \"w\"\ntype = \"rfc2136\"\nserver = \"127.0.0.1\"\ntsig = {{ name = \"k\", algorithm = \"hmac-sha256\", secret_file = \"{name}\" }}\n\n[[service]]\nfqdn = \"www.example.test\"\nzone = \"example.test\"\nwriter = \"w\"\nendpoints = [\"127.0.0.2\"]\n[service.check]\ntype = \"tcp\"\nport = 80\n"
         );
         let c = match parse(&dir.path().join("rrguard.toml"), &text) {
             Ok(c) => c,

@@ -60,6 +60,14 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         .cluster
         .as_ref()
         .and_then(|c| cluster(c, &raw, &node, base_dir, &mut errs));
+    if raw.service.is_empty() && errs.0.is_empty() {
+        // Nothing else (fleet naming, hosts sync) can give a node work yet: say so instead of running
+        // idle. Only once the rest is right, so that it does not bury the problems a person is fixing.
+        errs.at(
+            &[],
+            "this configuration manages nothing: add a [[service]] section with fqdn, zone, writer, endpoints and [service.check] (see etc/rrguard.example.toml)",
+        );
+    }
     if !errs.0.is_empty() {
         return Err(errs.0);
     }

@@ -669,11 +669,12 @@ impl ServiceCore {
 
     fn plan(&mut self, now: Instant, published: &Published) -> Plan {
         let mut plan = super::plan(&self.s.policy, &self.agreed, published, &self.doubts(now));
+        // Whether or not this plan already removes something (another hold may be keeping removals
+        // back for now), the service has just left its all-down fallback: endpoints may be recovering.
         let leaving_fallback = self.rules.hold_recovering
             && self.in_fallback
             && plan.policy_applied.is_none()
-            && self.recovering_since.is_none()
-            && !plan.removals().is_empty();
+            && self.recovering_since.is_none();
         if leaving_fallback {
             self.recovering_since = Some(now);
             plan = super::plan(&self.s.policy, &self.agreed, published, &self.doubts(now));

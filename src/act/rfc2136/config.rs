@@ -260,7 +260,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("keys.conf"), key_file).unwrap();
         let text = format!(
-            "[[writer]]\nname = \"w\"\ntype = \"rfc2136\"\nserver = \"127.0.0.1\"\ntsig = {{ name = \"{name}\", algorithm = \"hmac-sha256\", secret_file = \"keys.conf\" }}\n"
+            "[[writer]]\nname = \"w\"\ntype = \"rfc2136\"\nserver = \"127.0.0.1\"\ntsig = {{ name = \"{name}\", algorithm = \"hmac-sha256\", secret_file = \"keys.conf\" }}\n\n[[service]]\nfqdn = \"www.example.test\"\nzone = \"example.test\"\nwriter = \"w\"\nendpoints = [\"127.0.0.2\"]\n[service.check]\ntype = \"tcp\"\nport = 80\n"
         );
         match parse(&dir.path().join("rrguard.toml"), &text) {
             Ok(c) => {
