@@ -179,7 +179,7 @@ pub fn classify_parts(
         ))),
         ResponseCode::Refused => Some(WriteError::Auth(match op {
             Op::Read => format!(
-                "{server} refused the query for {fqdn} signed with key {key:?} (REFUSED): allow queries from this key for zone {zone} (BIND: allow-query, or a view whose match-clients names the key)"
+                "{server} refused the query for {fqdn} signed with key {key:?} (REFUSED): it serves no zone holding {fqdn} (point writer {writer:?} at a primary of {zone}), or it does not allow queries with this key (BIND: allow-query, or a view whose match-clients names the key)"
             ),
             Op::Update => format!(
                 "{server} refused the UPDATE of writer {writer:?} (REFUSED): allow updates from key {key:?} in the server's configuration of zone {zone} (Knot: acl with action update; BIND: allow-update or update-policy)"
