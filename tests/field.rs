@@ -585,3 +585,128 @@ battery!(
     name_below_a_zone_cut_is_refused,
     badkey_and_badsig_are_told_apart,
 );
+
+// ---- 6. Secondaries and stale reads ----
+
+/// `servers = [secondary, primary]`: the secondary forwards UPDATEs to the primary and serves the
+/// change only after it has transferred it. A flip is one accepted UPDATE at the primary, and the
+/// read-back (from the secondary) shows it: no anomaly, no re-plan, no refused UPDATE.
+#[test]
+fn knot_secondary_first_one_update_per_flip() {
+    let files = [(
+        "example.test.zone",
+        zone_text(
+            "example.test",
+            "ns1 A 127.0.0.1\nwww A 127.0.0.2\nwww A 127.0.0.3\nwww A 127.0.0.4",
+        ),
+    )];
+    let primary = CustomDns::start(DnsKind::Knot, &files, None, ZONE, &|site| {
+        format!(
+            "{head}zone:\n  - domain: example.test\n    storage: \"{dir}\"\n    file: example.test.zone\n    acl: upd\n",
+            head = knot_head(site),
+            dir = site.dir.display()
+        )
+    });
+    let primary_port = primary.addr.port();
+    let secondary = CustomDns::start(
+        DnsKind::Knot,
+        &[],
+        Some(&primary.secret_b64),
+        ZONE,
+        &|site| {
+            format!(
+                "{head}remote:\n  - id: primary\n    address: 127.0.0.1@{primary_port}\n    key: upd-key\n\
+                 zone:\n  - domain: example.test\n    storage: \"{dir}\"\n    file: example.test.zone\n    master: primary\n    acl: upd\n    refresh-min-interval: 2\n    refresh-max-interval: 2\n",
+                head = knot_head(site),
+                dir = site.dir.display()
+            )
+        },
+    );
+    let w = Rfc2136Writer::new(
+        "primary",
+        Rfc2136Config {
+            servers: vec![secondary.addr, primary.addr],
+            tsig: TsigConfig {
+                name: "upd-key.".to_owned(),
+                algorithm: TsigAlgorithm::HmacSha256,
+                secret: decode(&primary.secret_b64),
+            },
+            timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    let endpoints: Vec<IpAddr> = set(&["127.0.0.2", "127.0.0.3", "127.0.0.4"])
+        .into_iter()
+        .collect();
+    let svc = ServiceConfig {
+        fqdn: FQDN.to_owned(),
+        zone: ZONE.to_owned(),
+        writer: "primary".to_owned(),
+        ttl: 60,
+        endpoints: endpoints.clone(),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        fall: 1,
+        rise: 1,
+        min_healthy: 1,
+        all_down: AllDownPolicy::KeepAll,
+        remove_unlisted: false,
+        quorum: None,
+        check: CheckConfig::Tcp(TcpCheckConfig { port: 80 }),
+    };
+    let health = |down: Option<&str>| -> BTreeMap<IpAddr, Health> {
+        endpoints
+            .iter()
+            .map(|e| {
+                let h = if Some(*e) == down.map(ip) {
+                    Health::Down
+                } else {
+                    Health::Up
+                };
+                (*e, h)
+            })
+            .collect()
+    };
+    let ddns = |log: &str| log.matches("DDNS, finished").count();
+    rt().block_on(async {
+        let settings = Settings::of(&svc, w.capabilities(), Duration::from_secs(600), false);
+        let first = health(Some("127.0.0.3"));
+        let machines = endpoints
+            .iter()
+            .map(|e| (*e, HealthMachine::with_state(1, 1, first[e])))
+            .collect();
+        let mut core = ServiceCore::new(settings, machines, tokio::time::Instant::now());
+        for (down, expect) in [
+            (Some("127.0.0.3"), set(&["127.0.0.2", "127.0.0.4"])),
+            (None, set(&["127.0.0.2", "127.0.0.3", "127.0.0.4"])),
+        ] {
+            let before = ddns(&primary.log());
+            let h = health(down);
+            core.on_view(
+                tokio::time::Instant::now(),
+                &ServiceView {
+                    health: h,
+                    leader: true,
+                    live_nodes: 1,
+                },
+            );
+            let events = converge(&mut core, &w).await;
+            assert!(
+                !events.iter().any(|e| !matches!(e, Event::Updated(_))),
+                "{events:?}\n--- primary ---\n{}\n--- secondary ---\n{}",
+                primary.log(),
+                secondary.log()
+            );
+            assert_eq!(
+                core.published().map(|p| p.addresses()),
+                Some(expect.clone())
+            );
+            assert_eq!(
+                ddns(&primary.log()) - before,
+                1,
+                "--- primary ---\n{}",
+                primary.log()
+            );
+        }
+    });
+}

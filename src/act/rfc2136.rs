@@ -33,6 +33,12 @@
 //! `max-records-per-type` (default 100) refuses a larger RRset with SERVFAIL; the writer, which knows
 //! how large the RRset would become, reports that as an operator error naming the option.
 //!
+//! **Secondaries.** Reads and the UPDATE of one operation go to the same server: the first configured
+//! one that answers. When that is a secondary forwarding UPDATEs to its primary, it serves an accepted
+//! change only after its transfer (1–2 s); so after every accepted UPDATE the writer waits (at most
+//! [`WRITE_VISIBLE_WITHIN`]) until that server's zone serial moves, and the core's read-back then sees
+//! the write instead of a stale set to re-plan against.
+//!
 //! A fresh connection per exchange keeps the writer oblivious to server restarts; TCP throughout, as a
 //! UDP retry after a lost reply could turn a success into a spurious NXRRSET.
 
@@ -306,7 +312,10 @@ impl Rfc2136Writer {
         let ctx = self.context(server, &change.zone, &change.fqdn, Op::Update);
         let message = update_message(change)?;
         if fits(&message, &self.signer()?) {
-            return self.send_update(&ctx, change, message).await;
+            self.send_update(&ctx, change, message).await?;
+            self.await_own_write(server, &fqdn, &change.zone, &soa)
+                .await?;
+            return Ok(());
         }
         // Too large with the RRset pinned record by record: pin the zone's SOA instead, which was read
         // together with the RRset (see the module doc).
@@ -358,11 +367,34 @@ impl Rfc2136Writer {
             };
             self.send_update(&ctx, change, message).await?;
             next += n;
-            if next < units.len() {
-                soa = self.check_zone(server, &fqdn, &change.zone).await?;
-            }
+            soa = self
+                .await_own_write(server, &fqdn, &change.zone, &soa)
+                .await?;
         }
         Ok(())
+    }
+
+    /// Waits until `server` shows a zone serial other than the one `before` the accepted UPDATE, at
+    /// most [`WRITE_VISIBLE_WITHIN`], and returns the SOA it then shows. A secondary that forwarded
+    /// the UPDATE to its primary serves the change only after NOTIFY and IXFR (Knot 1.0–1.8 s, BIND
+    /// up to ~1 s, measured): reading back before that would show the old set, and the core would
+    /// take the write as not applied, or re-plan against stale data and send UPDATEs the primary
+    /// refuses. Reads and writes go to the same server, so after this the read-back sees the write.
+    async fn await_own_write(
+        &self,
+        server: SocketAddr,
+        fqdn: &Name,
+        zone: &str,
+        before: &Record,
+    ) -> Result<Record, WriteError> {
+        let deadline = tokio::time::Instant::now() + WRITE_VISIBLE_WITHIN;
+        loop {
+            let soa = self.check_zone(server, fqdn, zone).await?;
+            if serial(&soa) != serial(before) || tokio::time::Instant::now() >= deadline {
+                return Ok(soa);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn send_update(
@@ -382,6 +414,18 @@ impl Rfc2136Writer {
             },
             Err(e) => Err(e),
         }
+    }
+}
+
+/// How long an accepted UPDATE may take to show at the server that took it (a secondary forwarding to
+/// its primary), before the writer returns and leaves the verdict to the read-back. An UPDATE that
+/// changed nothing (the serial stays) waits this long too; the core does not send those.
+pub const WRITE_VISIBLE_WITHIN: Duration = Duration::from_secs(5);
+
+fn serial(soa: &Record) -> Option<u32> {
+    match &soa.data {
+        RData::SOA(s) => Some(s.serial),
+        _ => None,
     }
 }
 
