@@ -584,6 +584,7 @@ battery!(
     cname_is_one_operator_error_and_plan_flags_it,
     name_below_a_zone_cut_is_refused,
     badkey_and_badsig_are_told_apart,
+    clock_skew_is_badtime_with_the_measured_skew,
 );
 
 // ---- 6. Secondaries and stale reads ----
@@ -709,4 +710,50 @@ fn knot_secondary_first_one_update_per_flip() {
             );
         }
     });
+}
+
+/// libfaketime (Debian `faketime`) moves only rrguard's wall clock.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// rrguard's clock 310 s ahead of the server's (fudge 300): the server answers BADTIME, signed, with
+/// its own time; the operator reads BADTIME, the measured skew and what to do.
+fn clock_skew_is_badtime_with_the_measured_skew(kind: DnsKind) {
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} missing: apt-get install faketime (scripts/test does this)"
+    );
+    let dns = DnsServer::start(kind, "www A 127.0.0.2\nwww A 127.0.0.3\n");
+    let http = HttpEndpoints::start(&[ip("127.0.0.2"), ip("127.0.0.3")]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_config(
+        dns.addr,
+        &dns.secret_b64,
+        "www.example.test",
+        "example.test",
+        http.port,
+        dir.path(),
+    );
+    let daemon = Daemon::start_with_env(
+        &["run", "-c", config.to_str().unwrap()],
+        &[
+            ("DONT_FAKE_MONOTONIC", "1"),
+            ("FAKETIME", "+310"),
+            ("LD_PRELOAD", LIBFAKETIME),
+        ],
+    );
+    daemon.wait_for_log("BADTIME", Duration::from_secs(30));
+    let log = daemon.log();
+    let line = log.lines().find(|l| l.contains("BADTIME")).unwrap();
+    assert!(
+        line.contains("ERROR") && line.contains("synchronise the clocks"),
+        "{line}"
+    );
+    let skew: i64 = line
+        .split("a skew of ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no skew in {line}"));
+    assert!((-315..=-305).contains(&skew), "{line}");
+    assert!(!log.contains("DNS updated"), "{log}");
 }
