@@ -510,6 +510,36 @@ fn knot_large_rrset_shrinks_to_exactly_the_healthy_half() {
     assert_eq!(published, healthy);
 }
 
+/// A change whose update section alone exceeds one message (2,500 deletions, ~80 KB) goes as several
+/// SOA-pinned UPDATEs and ends exactly where planned.
+#[test]
+fn knot_change_larger_than_one_message_is_split() {
+    let all = many(3_000);
+    let body: String = all.iter().map(|ip| format!("www A {ip}\n")).collect();
+    let dns = DnsServer::start(DnsKind::Knot, &body);
+    let w = writer(&dns);
+    let remove: Vec<String> = all[500..].iter().map(ToString::to_string).collect();
+    let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
+    let before = dns.log().matches("DDNS, finished").count();
+    rt().block_on(async {
+        let read = w.read(FQDN, ZONE).await.unwrap();
+        assert_eq!(read.records.len(), 3_000);
+        w.apply(&change(FQDN, ZONE, &read.addresses(), &[], &remove))
+            .await
+            .unwrap();
+        let back = w.read(FQDN, ZONE).await.unwrap();
+        assert_eq!(back.addresses(), all[..500].iter().copied().collect());
+        // A stale plan (the set it was planned against is gone) is refused whole.
+        let e = w
+            .apply(&change(FQDN, ZONE, &read.addresses(), &[], &remove[..10]))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, WriteError::Conflict(_)), "{e:?}");
+    });
+    let updates = dns.log().matches("DDNS, finished").count() - before;
+    assert!(updates >= 2, "{updates} UPDATEs\n{}", dns.log());
+}
+
 /// BIND's default max-records-per-type (100): adding up to 150 is one operator error naming the
 /// option, and the zone keeps exactly what it had.
 #[test]
@@ -710,6 +740,36 @@ fn knot_secondary_first_one_update_per_flip() {
             );
         }
     });
+    // Primary gone: the secondary cannot forward and answers SERVFAIL, unsigned. Transient, and not
+    // a TSIG problem.
+    let secondary_only = Rfc2136Writer::new(
+        "primary",
+        Rfc2136Config {
+            servers: vec![secondary.addr],
+            tsig: TsigConfig {
+                name: "upd-key.".to_owned(),
+                algorithm: TsigAlgorithm::HmacSha256,
+                secret: decode(&primary.secret_b64),
+            },
+            timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    drop(primary);
+    let e = rt()
+        .block_on(secondary_only.apply(&change(
+            FQDN,
+            ZONE,
+            &set(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]),
+            &[],
+            &["127.0.0.4"],
+        )))
+        .unwrap_err();
+    assert!(
+        matches!(e, WriteError::Transient(ref m) if m.contains("SERVFAIL") && !m.contains("TSIG")),
+        "{e:?}\n--- secondary ---\n{}",
+        secondary.log()
+    );
 }
 
 /// libfaketime (Debian `faketime`) moves only rrguard's wall clock.
