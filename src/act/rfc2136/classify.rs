@@ -8,6 +8,12 @@
 //! | any | BADTIME | any | Auth | clocks differ beyond the fudge; the skew is shown |
 //! | any | BADKEY | any | Auth | the server does not know key K with algorithm A (or its ACL does not allow it: Knot) |
 //! | any | BADSIG | any | Auth | the server knows K but our MAC does not verify: the secret differs |
+//!
+//! (BADKEY and BADSIG messages both open with "rejected the TSIG signature", the wording operators
+//! search the log for; the parenthesis tells them apart.)
+//!
+//! | TSIG record | TSIG error | rcode | class | meaning |
+//! | --- | --- | --- | --- | --- |
 //! | any | other | any | Auth | named by its code |
 //! | does not verify | none | any | Auth | the server signs with another secret for K |
 //! | verified | none | NOERROR | ok | |
@@ -136,12 +142,12 @@ pub fn classify_parts(
         }
         Some(TsigError::BadKey) => {
             return Some(WriteError::Auth(format!(
-                "{server} does not know TSIG key {key:?} with algorithm {algorithm} (BADKEY) for the {what} of writer {writer:?}: define the key with this name and algorithm on the server, and allow it for zone {zone} (Knot also answers BADKEY when its ACL does not allow the key)"
+                "{server} rejected the TSIG signature of writer {writer:?} on its {what} (BADKEY: the server does not know key {key:?} with algorithm {algorithm}): check that key {key:?} is defined on the server with this name and algorithm, and allowed for zone {zone} (Knot also answers BADKEY when its ACL does not allow the key)"
             )));
         }
         Some(TsigError::BadSig) => {
             return Some(WriteError::Auth(format!(
-                "{server} knows TSIG key {key:?} but our signature does not verify (BADSIG) for the {what} of writer {writer:?}: the secret (or algorithm {algorithm}) configured for the key differs from the server's"
+                "{server} rejected the TSIG signature of writer {writer:?} on its {what} (BADSIG: the server knows key {key:?}, but our MAC does not verify): check that key {key:?}, its algorithm {algorithm} and its secret match the server's key"
             )));
         }
         Some(other) => {
@@ -308,7 +314,9 @@ mod tests {
         }
         assert_ne!(key, sig);
         assert!(format!("{key}").contains("does not know"));
-        assert!(format!("{sig}").contains("secret"));
+        assert!(
+            format!("{sig}").contains("MAC does not verify") && format!("{sig}").contains("secret")
+        );
     }
 
     #[test]
