@@ -26,3 +26,7 @@ pub use util::{free_tcp_port, wait_until};
 // Internals re-exported for the harness's own self-tests (tests/harness.rs).
 pub(crate) use procnet::{Ownership, port_ownership};
 pub(crate) use util::base64_encode;
+
+// Test-written server configurations (views, several zones, secondaries): tests/field.rs.
+mod custom;
+pub use custom::{CustomDns, Site, zone_text};

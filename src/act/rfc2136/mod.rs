@@ -1,13 +1,49 @@
 //! The `rfc2136` writer: DNS dynamic UPDATE (RFC 2136) signed with TSIG (RFC 8945), over TCP.
 //!
-//! Reads are plain queries to the primary (the first configured server that answers). Writes are one
-//! UPDATE per change whose prerequisite section pins each touched RRset (A and/or AAAA) to exactly the
-//! records that were read — "RRset exists (value dependent)", RFC 2136 §2.4.2 — or to "RRset does not
-//! exist" (§2.4.3) when it was empty. If anyone changed the RRset in between, the server answers NXRRSET
-//! (or YXRRSET) and nothing is applied: [`WriteError::Conflict`].
+//! **Every exchange is signed**, reads included, and every answer is verified with the writer's key
+//! ([`wire`]). A server that picks a view by key (BIND `match-clients { key K; }`) therefore answers
+//! reads from the view the UPDATEs change, and an unsigned or forged answer is never used. Each answer is
+//! read whole — rcode, TSIG error field, signed or not — and classified by one table ([`classify`]).
 //!
-//! TCP is used for every exchange: a UDP retry after a lost reply could turn a success into a spurious
-//! NXRRSET. A fresh connection per operation keeps the writer oblivious to server restarts.
+//! **The zone is checked before anything is read or written.** An SOA query for the service's name
+//! names the zone that holds it (in the answer at an apex, in the authority section otherwise, or a
+//! referral below a cut the server does not serve). When that is not the configured zone the writer
+//! refuses ([`WriteError::Rejected`] naming both zones): an UPDATE to the parent for a name below a
+//! zone cut is accepted by Knot and BIND but changes nothing anyone resolves.
+//!
+//! **Compare-and-swap.** A change is one UPDATE whose prerequisite section pins each touched RRset (A
+//! and/or AAAA) to exactly the records that were read — "RRset exists (value dependent)", RFC 2136
+//! §2.4.2 — or to "RRset does not exist" (§2.4.3) when it was empty. If anyone changed the RRset in
+//! between, the server answers NXRRSET (or YXRRSET) and nothing is applied: [`WriteError::Conflict`].
+//!
+//! **Large record sets.** That prerequisite grows with the RRset: hickory compresses at most 120 names
+//! per message, so each further A record costs 32 bytes and ~2,000 of them fill a 64 KiB message.
+//! Every message is measured *after* signing and never leaves truncated or unsigned. When the
+//! RRset-pinned UPDATE does not fit, the writer pins the zone's SOA record instead (value dependent:
+//! one record, whatever the RRset's size): it reads the SOA, the RRset, and the SOA again; if the two
+//! SOAs match and the RRset is the one the change was planned against, the RRset was that at that SOA,
+//! and an UPDATE conditional on the SOA applies only if nothing in the zone changed since. When the
+//! update section itself does not fit, the change goes as several such UPDATEs, each pinned to the SOA
+//! read after the previous one, additions first, then re-TTLs, then removals, so every intermediate
+//! state still holds every address the change keeps. Between two of them another writer can slip in;
+//! the core's read-back then sees a set it did not plan and re-plans. An unrelated change elsewhere in
+//! the zone costs a spurious conflict (re-read, re-plan), never a wrong write.
+//!
+//! **Reads are never partial**: an answer with TC set is an error, not a record set. BIND's
+//! `max-records-per-type` (default 100) refuses a larger RRset with SERVFAIL; the writer, which knows
+//! how large the RRset would become, reports that as an operator error naming the option.
+//!
+//! **Secondaries.** Reads and the UPDATE of one operation go to the same server: the first configured
+//! one that answers. When that is a secondary forwarding UPDATEs to its primary, it serves an accepted
+//! change only after its transfer (1–2 s); so after every accepted UPDATE the writer waits (at most
+//! [`WRITE_VISIBLE_WITHIN`]) until that server's zone serial moves, and the core's read-back then sees
+//! the write instead of a stale set to re-plan against.
+//!
+//! A fresh connection per exchange keeps the writer oblivious to server restarts; TCP throughout, as a
+//! UDP retry after a lost reply could turn a success into a spurious NXRRSET.
+
+mod classify;
+mod wire;
 
 pub mod config;
 pub mod key_file;
@@ -17,22 +53,16 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt as _;
-use hickory_net::client::Client;
-use hickory_net::proto::op::{
-    DnsRequest, DnsResponse, Message, OpCode, Query, ResponseCode, UpdateMessage,
-};
+use hickory_net::proto::op::{Message, OpCode, Query, UpdateMessage};
 use hickory_net::proto::rr::rdata::{A, AAAA};
 use hickory_net::proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
-use hickory_net::runtime::TokioRuntimeProvider;
-use hickory_net::tcp::TcpClientStream;
-use hickory_net::xfer::DnsHandle;
-use hickory_net::{DnsError, DnsMultiplexer, NetError};
 
 use super::{
     BuildError, Capabilities, Family, Precondition, Published, RecordChange, WriteError, Writer,
 };
 use crate::config::{Rfc2136Config, TsigAlgorithm};
+use classify::{Context, Op};
+use wire::SendError;
 
 /// Allowed clock difference for TSIG, seconds (RFC 8945 recommends 300).
 const TSIG_FUDGE: u16 = 300;
@@ -81,118 +111,6 @@ impl Rfc2136Writer {
         })
     }
 
-    async fn connect(
-        &self,
-        server: SocketAddr,
-        signed: bool,
-    ) -> Result<Client<TokioRuntimeProvider>, WriteError> {
-        let timeout = self.config.timeout;
-        let (stream, sender) =
-            TcpClientStream::new(server, None, Some(timeout), TokioRuntimeProvider::default());
-        let stream = match tokio::time::timeout(timeout, stream).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(WriteError::Transient(format!(
-                    "cannot connect to {server}: {e}"
-                )));
-            }
-            Err(_) => {
-                return Err(WriteError::Transient(format!(
-                    "connecting to {server} timed out"
-                )));
-            }
-        };
-        let mut mux = DnsMultiplexer::new(stream, sender).with_timeout(timeout);
-        if signed {
-            mux = mux.with_signer(self.signer()?);
-        }
-        let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(mux);
-        tokio::spawn(bg);
-        Ok(client)
-    }
-
-    /// Sends one message and returns the first response, classified.
-    async fn exchange(
-        &self,
-        client: &Client<TokioRuntimeProvider>,
-        server: SocketAddr,
-        message: Message,
-    ) -> Result<DnsResponse, WriteError> {
-        let mut responses = client.send(DnsRequest::from(message));
-        let first = tokio::time::timeout(self.config.timeout * 2, responses.next()).await;
-        match first {
-            Err(_) => Err(WriteError::Transient(format!(
-                "{server}: no answer within {:?}",
-                self.config.timeout
-            ))),
-            Ok(None) => Err(WriteError::Transient(format!(
-                "{server}: connection closed without an answer"
-            ))),
-            Ok(Some(Ok(resp))) => Ok(resp),
-            Ok(Some(Err(e))) => Err(self.classify_error(server, &e)),
-        }
-    }
-
-    fn classify_error(&self, server: SocketAddr, e: &NetError) -> WriteError {
-        if let NetError::Dns(DnsError::ResponseCode(code)) = e {
-            return self.classify_rcode(server, *code);
-        }
-        let text = e.to_string();
-        let lower = text.to_ascii_lowercase();
-        if lower.contains("tsig")
-            || lower.contains("signature")
-            || lower.contains("mac")
-            || lower.contains("unsigned")
-        {
-            // A server that rejects our key answers BADKEY/BADSIG with an empty MAC, which hickory reports
-            // as an unverifiable response; its wording would only confuse an operator.
-            tracing::debug!(%server, error = %text, "TSIG verification of the answer failed");
-            return WriteError::Auth(self.tsig_hint(
-                server,
-                "its answer was not signed with our key: BADKEY or BADSIG",
-            ));
-        }
-        WriteError::Transient(format!("{server}: {text}"))
-    }
-
-    fn tsig_hint(&self, server: SocketAddr, what: &str) -> String {
-        format!(
-            "{server} rejected the TSIG signature of writer {:?} ({what}): check that key {:?}, its algorithm and its secret match the server's key, and that the server allows this key to update the zone (Knot answers BADKEY when its ACL does not)",
-            self.name, self.config.tsig.name
-        )
-    }
-
-    fn classify_rcode(&self, server: SocketAddr, code: ResponseCode) -> WriteError {
-        match code {
-            ResponseCode::NXRRSet
-            | ResponseCode::YXRRSet
-            | ResponseCode::NXDomain
-            | ResponseCode::YXDomain => {
-                WriteError::Conflict(format!("{server} answered {}", rcode_name(code)))
-            }
-            ResponseCode::NotAuth => WriteError::Auth(format!(
-                "{server} answered NOTAUTH to writer {:?}: the server is not authoritative for the zone, the TSIG key {:?} is unknown or its secret is wrong, or the server's ACL does not allow this key to update the zone",
-                self.name, self.config.tsig.name
-            )),
-            ResponseCode::Refused => WriteError::Auth(format!(
-                "{server} answered REFUSED to writer {:?}: allow updates from key {:?} in the server's zone configuration (Knot: acl with action update; BIND: allow-update or update-policy)",
-                self.name, self.config.tsig.name
-            )),
-            ResponseCode::BADSIG | ResponseCode::BADKEY | ResponseCode::BADTIME => {
-                WriteError::Auth(self.tsig_hint(server, &rcode_name(code)))
-            }
-            ResponseCode::NotZone | ResponseCode::FormErr | ResponseCode::NotImp => {
-                WriteError::Rejected(format!(
-                    "{server} answered {} to writer {:?}: check that the service's zone is a zone this server is primary for",
-                    rcode_name(code),
-                    self.name
-                ))
-            }
-            ResponseCode::ServFail => WriteError::Transient(format!("{server} answered SERVFAIL")),
-            other => WriteError::Transient(format!("{server} answered {}", rcode_name(other))),
-        }
-    }
-
     /// Runs `op` against each server in order until one does not fail transiently.
     async fn each_server<'a, T, F, Fut>(&'a self, mut op: F) -> Result<T, WriteError>
     where
@@ -209,24 +127,162 @@ impl Rfc2136Writer {
         Err(last)
     }
 
-    async fn read_from(&self, server: SocketAddr, fqdn: &Name) -> Result<Published, WriteError> {
-        let client = self.connect(server, false).await?;
+    fn algorithm_name(&self) -> &'static str {
+        match self.config.tsig.algorithm {
+            TsigAlgorithm::HmacSha256 => "hmac-sha256",
+            TsigAlgorithm::HmacSha512 => "hmac-sha512",
+        }
+    }
+
+    fn context<'a>(
+        &'a self,
+        server: SocketAddr,
+        zone: &'a str,
+        fqdn: &'a str,
+        op: Op,
+    ) -> Context<'a> {
+        Context {
+            server,
+            writer: &self.name,
+            key: &self.config.tsig.name,
+            algorithm: self.algorithm_name(),
+            zone,
+            fqdn,
+            op,
+        }
+    }
+
+    /// Signs and sends `message`, reads the whole answer and classifies it; the answer only when it is
+    /// a verified success.
+    async fn ask(&self, ctx: &Context<'_>, message: Message) -> Result<Message, WriteError> {
+        let signer = self.signer()?;
+        let answer = wire::exchange(ctx.server, message, &signer, self.config.timeout)
+            .await
+            .map_err(|e| self.send_error(ctx, e))?;
+        match classify::classify(ctx, &answer) {
+            Some(e) => Err(e),
+            None => Ok(answer.message),
+        }
+    }
+
+    fn send_error(&self, ctx: &Context<'_>, e: SendError) -> WriteError {
+        match e {
+            SendError::TooLarge { bytes, why } => WriteError::Rejected(format!(
+                "writer {:?}: the {} for {} does not fit in one signed DNS message ({}{why}); nothing was sent",
+                self.name,
+                match ctx.op {
+                    Op::Read => "query",
+                    Op::Update => "UPDATE",
+                },
+                ctx.fqdn,
+                bytes.map_or(String::new(), |b| format!(
+                    "{b} bytes, at most {}: ",
+                    wire::MAX_MESSAGE
+                )),
+            )),
+            SendError::Network(m) | SendError::Garbled(m) => WriteError::Transient(m),
+        }
+    }
+
+    /// A signed, non-recursive query for `name`/`rtype`; a truncated answer is an error, never part of
+    /// a record set.
+    async fn query(
+        &self,
+        ctx: &Context<'_>,
+        name: &Name,
+        rtype: RecordType,
+    ) -> Result<Message, WriteError> {
+        let mut message = Message::query();
+        message.metadata.id = rand_id();
+        message.add_query(Query::query(name.clone(), rtype));
+        message.metadata.recursion_desired = false;
+        let answer = self.ask(ctx, message).await?;
+        if answer.metadata.truncation {
+            return Err(WriteError::Rejected(format!(
+                "{} truncated its answer for {name} {rtype} ({} records shown): the record set is larger than one DNS message (64 KiB); rrguard never acts on part of a record set: publish fewer addresses at {name}",
+                ctx.server,
+                answer.answers.len()
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// The zone that holds `fqdn` on `server`, by an SOA query for the name: the SOA in the answer (the
+    /// name is an apex) or in the authority section (RFC 2308 negative answer) names it; a referral
+    /// (NS in the authority section, no SOA) means the name lies below a zone cut the server does not
+    /// serve. Returns the zone's SOA record.
+    async fn holding_zone(
+        &self,
+        server: SocketAddr,
+        fqdn: &Name,
+        zone: &str,
+    ) -> Result<Record, WriteError> {
+        let fqdn_text = fqdn.to_string();
+        let ctx = self.context(server, zone, &fqdn_text, Op::Read);
+        let answer = self.query(&ctx, fqdn, RecordType::SOA).await?;
+        let soa = answer
+            .answers
+            .iter()
+            .chain(&answer.authorities)
+            .find(|r| r.record_type() == RecordType::SOA && r.name.zone_of(fqdn));
+        if let Some(soa) = soa {
+            return Ok(soa.clone());
+        }
+        let cut = answer
+            .authorities
+            .iter()
+            .find(|r| r.record_type() == RecordType::NS)
+            .map(|r| r.name.to_string());
+        Err(WriteError::Rejected(match cut {
+            Some(cut) => format!(
+                "{server}: {fqdn} lies below the zone cut {cut}, delegated away from zone {zone}: set the service's zone to {cut} and point writer {:?} at a primary of {cut}; rrguard never writes below a zone cut",
+                self.name
+            ),
+            None => format!(
+                "{server} names no zone holding {fqdn} in its answer to an SOA query: point writer {:?} at a primary of {zone}",
+                self.name
+            ),
+        }))
+    }
+
+    /// [`Self::holding_zone`], refused unless it is the configured `zone`.
+    async fn check_zone(
+        &self,
+        server: SocketAddr,
+        fqdn: &Name,
+        zone: &str,
+    ) -> Result<Record, WriteError> {
+        let soa = self.holding_zone(server, fqdn, zone).await?;
+        let configured = parse_name(zone)?;
+        if soa.name != configured {
+            return Err(WriteError::Rejected(format!(
+                "{server}: {fqdn} is held by zone {}, not by the configured zone {zone} (there is a zone cut between them): set zone = \"{}\" for the service; rrguard never writes below a zone cut",
+                soa.name, soa.name
+            )));
+        }
+        Ok(soa)
+    }
+
+    /// The A and AAAA records (and any CNAME) at `fqdn`, without the zone check.
+    async fn read_records(
+        &self,
+        server: SocketAddr,
+        fqdn: &Name,
+        zone: &str,
+    ) -> Result<Published, WriteError> {
+        let fqdn_text = fqdn.to_string();
+        let ctx = self.context(server, zone, &fqdn_text, Op::Read);
         let mut out = Published::default();
         for rtype in [RecordType::A, RecordType::AAAA] {
-            let mut message = Message::query();
-            message.add_query(Query::query(fqdn.clone(), rtype));
-            message.metadata.recursion_desired = false;
-            let resp = self.exchange(&client, server, message).await?;
-            match resp.response_code {
-                ResponseCode::NoError | ResponseCode::NXDomain => {}
-                code => return Err(self.classify_rcode(server, code)),
-            }
+            let resp = self.query(&ctx, fqdn, rtype).await?;
             if !resp.metadata.authoritative {
                 return Err(WriteError::Rejected(format!(
                     "{server} is not authoritative for {fqdn}: point writer {:?} at the zone's primary server",
                     self.name
                 )));
             }
+            // Only records owned by the name: a CNAME answer also carries the target's addresses
+            // when the target is in the zone.
             for record in resp.answers.iter().filter(|r| r.name == *fqdn) {
                 match &record.data {
                     RData::A(a) => {
@@ -243,37 +299,203 @@ impl Rfc2136Writer {
         Ok(out)
     }
 
-    async fn apply_to(&self, server: SocketAddr, message: Message) -> Result<(), WriteError> {
-        let client = self.connect(server, true).await?;
-        let resp = self.exchange(&client, server, message).await?;
-        match resp.response_code {
-            ResponseCode::NoError => Ok(()),
-            code => Err(self.classify_rcode(server, code)),
+    async fn read_from(
+        &self,
+        server: SocketAddr,
+        fqdn: &Name,
+        zone: &str,
+    ) -> Result<Published, WriteError> {
+        self.check_zone(server, fqdn, zone).await?;
+        self.read_records(server, fqdn, zone).await
+    }
+
+    async fn apply_to(&self, server: SocketAddr, change: &RecordChange) -> Result<(), WriteError> {
+        let fqdn = parse_name(&change.fqdn)?;
+        let soa = self.check_zone(server, &fqdn, &change.zone).await?;
+        let ctx = self.context(server, &change.zone, &change.fqdn, Op::Update);
+        let message = update_message(change)?;
+        if fits(&message, &self.signer()?) {
+            self.send_update(&ctx, change, message).await?;
+            self.await_own_write(server, &fqdn, &change.zone, &soa)
+                .await?;
+            return Ok(());
+        }
+        // Too large with the RRset pinned record by record: pin the zone's SOA instead, which was read
+        // together with the RRset (see the module doc).
+        let Precondition::RrsetEquals(expected) = &change.precondition else {
+            return Err(self.send_error(
+                &ctx,
+                SendError::TooLarge {
+                    bytes: None,
+                    why: "too many records".to_owned(),
+                },
+            ));
+        };
+        let current = self.read_records(server, &fqdn, &change.zone).await?;
+        let soa_after = self.check_zone(server, &fqdn, &change.zone).await?;
+        if soa_after != soa {
+            return Err(WriteError::Conflict(format!(
+                "{server}: zone {} changed while {} was read",
+                change.zone, change.fqdn
+            )));
+        }
+        if &current.addresses() != expected {
+            return Err(WriteError::Conflict(format!(
+                "{server}: {} no longer publishes the addresses read",
+                change.fqdn
+            )));
+        }
+        let units = update_units(change, &fqdn);
+        let signer = self.signer()?;
+        let zone = parse_name(&change.zone)?;
+        let mut soa = soa;
+        let mut next = 0;
+        while next < units.len() {
+            let mut n = units.len() - next;
+            let message = loop {
+                let m = soa_pinned_message(&zone, &soa, &units[next..next + n]);
+                if fits(&m, &signer) {
+                    break m;
+                }
+                if n == 1 {
+                    return Err(self.send_error(
+                        &ctx,
+                        SendError::TooLarge {
+                            bytes: None,
+                            why: "one record does not fit".to_owned(),
+                        },
+                    ));
+                }
+                n = (n * 2 / 3).max(1);
+            };
+            self.send_update(&ctx, change, message).await?;
+            next += n;
+            soa = self
+                .await_own_write(server, &fqdn, &change.zone, &soa)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `server` shows a zone serial other than the one `before` the accepted UPDATE, at
+    /// most [`WRITE_VISIBLE_WITHIN`], and returns the SOA it then shows. A secondary that forwarded
+    /// the UPDATE to its primary serves the change only after NOTIFY and IXFR (Knot 1.0–1.8 s, BIND
+    /// up to ~1 s, measured): reading back before that would show the old set, and the core would
+    /// take the write as not applied, or re-plan against stale data and send UPDATEs the primary
+    /// refuses. Reads and writes go to the same server, so after this the read-back sees the write.
+    async fn await_own_write(
+        &self,
+        server: SocketAddr,
+        fqdn: &Name,
+        zone: &str,
+        before: &Record,
+    ) -> Result<Record, WriteError> {
+        let deadline = tokio::time::Instant::now() + WRITE_VISIBLE_WITHIN;
+        loop {
+            let soa = self.check_zone(server, fqdn, zone).await?;
+            if serial(&soa) != serial(before) || tokio::time::Instant::now() >= deadline {
+                return Ok(soa);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn send_update(
+        &self,
+        ctx: &Context<'_>,
+        change: &RecordChange,
+        message: Message,
+    ) -> Result<(), WriteError> {
+        match self.ask(ctx, message).await {
+            Ok(_) => Ok(()),
+            Err(WriteError::Transient(why)) if why.contains("SERVFAIL") => match over_cap(change) {
+                Some((family, count)) => Err(WriteError::Rejected(format!(
+                    "{why}: the change leaves {count} {family} records at {}, and BIND refuses more than max-records-per-type (default 100 since 9.18.28) records of one type (\"too many records\"), rolling back the whole UPDATE: raise max-records-per-type in named.conf, or list fewer endpoints",
+                    change.fqdn
+                ))),
+                None => Err(WriteError::Transient(why)),
+            },
+            Err(e) => Err(e),
         }
     }
 }
 
-/// The standard mnemonic (RFC 2136 / RFC 8945 tables) that operators know from dig and server logs,
-/// rather than hickory's prose ("RR Set does not exist").
-fn rcode_name(code: ResponseCode) -> String {
-    let name = match code {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::YXDomain => "YXDOMAIN",
-        ResponseCode::YXRRSet => "YXRRSET",
-        ResponseCode::NXRRSet => "NXRRSET",
-        ResponseCode::NotAuth => "NOTAUTH",
-        ResponseCode::NotZone => "NOTZONE",
-        ResponseCode::BADSIG => "BADSIG",
-        ResponseCode::BADKEY => "BADKEY",
-        ResponseCode::BADTIME => "BADTIME",
-        other => return format!("rcode {}", u16::from(other)),
+/// How long an accepted UPDATE may take to show at the server that took it (a secondary forwarding to
+/// its primary), before the writer returns and leaves the verdict to the read-back. An UPDATE that
+/// changed nothing (the serial stays) waits this long too; the core does not send those.
+pub const WRITE_VISIBLE_WITHIN: Duration = Duration::from_secs(5);
+
+fn serial(soa: &Record) -> Option<u32> {
+    match &soa.data {
+        RData::SOA(s) => Some(s.serial),
+        _ => None,
+    }
+}
+
+/// BIND's default `max-records-per-type`.
+const BIND_MAX_RECORDS_PER_TYPE: usize = 100;
+
+/// The family `change` leaves with more records than BIND takes by default, and how many.
+fn over_cap(change: &RecordChange) -> Option<(Family, usize)> {
+    let expected = match &change.precondition {
+        Precondition::RrsetEquals(set) => set.clone(),
+        Precondition::NameNotInUse => Default::default(),
     };
-    name.to_owned()
+    [Family::V4, Family::V6].into_iter().find_map(|family| {
+        let after = expected
+            .iter()
+            .chain(&change.add)
+            .filter(|ip| Family::of(ip) == family && !change.remove.contains(ip))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        (after > BIND_MAX_RECORDS_PER_TYPE).then_some((family, after))
+    })
+}
+
+/// Whether `message`, signed with `signer`, fits in one DNS message.
+fn fits(message: &Message, signer: &TSigner) -> bool {
+    wire::sign_and_encode(message.clone(), signer, wire::now_secs()).is_ok()
+}
+
+/// The update section of `change` as units that must share a message, in the order they may be
+/// applied one message at a time: additions first, then re-TTLs (delete and add of one record
+/// together), then removals. Every intermediate state then still holds every address the change keeps.
+fn update_units(change: &RecordChange, fqdn: &Name) -> Vec<Vec<Record>> {
+    let delete = |ip: &IpAddr| {
+        let mut r = Record::from_rdata(fqdn.clone(), 0, rdata(*ip));
+        r.dns_class = DNSClass::NONE;
+        r
+    };
+    let add = |ip: &IpAddr| Record::from_rdata(fqdn.clone(), change.ttl, rdata(*ip));
+    let adds = change.add.iter().map(|ip| vec![add(ip)]);
+    let rettls = change.rettl.iter().map(|ip| vec![delete(ip), add(ip)]);
+    let removes = change.remove.iter().map(|ip| vec![delete(ip)]);
+    adds.chain(rettls).chain(removes).collect()
+}
+
+/// An UPDATE of `units` whose one prerequisite is the zone's SOA exactly as read (RFC 2136 §2.4.2
+/// "RRset exists (value dependent)" on the SOA RRset): it applies only if nothing in the zone changed
+/// since, whatever the size of the RRset.
+fn soa_pinned_message(zone: &Name, soa: &Record, units: &[Vec<Record>]) -> Message {
+    let mut message = Message::new(
+        rand_id(),
+        hickory_net::proto::op::MessageType::Query,
+        OpCode::Update,
+    );
+    message.metadata.recursion_desired = false;
+    let mut zq = Query::new();
+    zq.set_name(zone.clone())
+        .set_query_class(DNSClass::IN)
+        .set_query_type(RecordType::SOA);
+    message.add_zone(zq);
+    let mut pre = soa.clone();
+    pre.ttl = 0;
+    pre.dns_class = DNSClass::IN;
+    message.add_pre_requisite(pre);
+    for record in units.iter().flatten() {
+        message.add_update(record.clone());
+    }
+    message
 }
 
 fn parse_name(s: &str) -> Result<Name, WriteError> {
@@ -376,11 +598,11 @@ impl Writer for Rfc2136Writer {
         }
     }
 
-    async fn read(&self, fqdn: &str, _zone: &str) -> Result<Published, WriteError> {
+    async fn read(&self, fqdn: &str, zone: &str) -> Result<Published, WriteError> {
         let name = parse_name(fqdn)?;
         self.each_server(|server| {
             let name = name.clone();
-            async move { self.read_from(server, &name).await }
+            async move { self.read_from(server, &name, zone).await }
         })
         .await
     }
@@ -389,12 +611,8 @@ impl Writer for Rfc2136Writer {
         if change.is_empty() {
             return Ok(());
         }
-        let message = update_message(change)?;
-        self.each_server(|server| {
-            let message = message.clone();
-            async move { self.apply_to(server, message).await }
-        })
-        .await
+        self.each_server(|server| async move { self.apply_to(server, change).await })
+            .await
     }
 }
 
@@ -435,13 +653,6 @@ mod tests {
         assert_eq!(upd.len(), 1);
         assert_eq!(upd[0].dns_class, DNSClass::NONE);
         assert_eq!(upd[0].data, RData::A(A("192.0.2.2".parse().unwrap())));
-    }
-
-    #[test]
-    fn rcodes_use_standard_mnemonics() {
-        assert_eq!(rcode_name(ResponseCode::NXRRSet), "NXRRSET");
-        assert_eq!(rcode_name(ResponseCode::NotZone), "NOTZONE");
-        assert_eq!(rcode_name(ResponseCode::Unknown(3841)), "rcode 3841");
     }
 
     #[test]
