@@ -417,7 +417,7 @@ async fn key_file_with_another_key_first_signs_with_the_named_key(kind: DnsKind)
     for (i, file) in files.iter().enumerate() {
         std::fs::write(dir.path().join("keys.conf"), file).unwrap();
         let text = format!(
-            "[[writer]]\nname = \"primary\"\ntype = \"rfc2136\"\nserver = \"{}\"\ntsig = {{ name = \"{}\", algorithm = \"hmac-sha256\", secret_file = \"keys.conf\" }}\n",
+            "[[writer]]\nname = \"primary\"\ntype = \"rfc2136\"\nserver = \"{}\"\ntsig = {{ name = \"{}\", algorithm = \"hmac-sha256\", secret_file = \"keys.conf\" }}\n\n[[service]]\nfqdn = \"www.example.test\"\nzone = \"example.test\"\nwriter = \"primary\"\nendpoints = [\"127.0.0.2\"]\n[service.check]\ntype = \"tcp\"\nport = 80\n",
             dns.addr,
             key.to_uppercase()
         );
