@@ -127,7 +127,13 @@ impl Controller {
         let fqdn = self.svc.fqdn.as_str();
         log_event(fqdn, self.writer.name(), event);
         match event {
-            Event::Updated(_) => self.state.record_write(fqdn, Ok(())),
+            Event::Updated(plan) => {
+                // The plan first, so that the write's event names it (publish() runs only after the
+                // whole converge round).
+                self.state
+                    .record_plan(fqdn, &plan.to_string(), self.hold_text().as_deref());
+                self.state.record_write(fqdn, Ok(()));
+            }
             Event::Failed { doing, error, .. } => {
                 self.state.record_write(fqdn, Err(format!("{doing}: {error}")));
             }
@@ -169,11 +175,15 @@ impl Controller {
             .last_plan()
             .filter(|p| !p.is_empty())
             .map_or_else(String::new, ToString::to_string);
-        let hold = self
-            .core
+        self.state
+            .record_plan(fqdn, &plan, self.hold_text().as_deref());
+    }
+
+    /// Why removals are held back, for the node state; `None` when they are not.
+    fn hold_text(&self) -> Option<String> {
+        self.core
             .hold()
-            .map(|(reason, held)| format!("{reason}: {}", list(held)));
-        self.state.record_plan(fqdn, &plan, hold.as_deref());
+            .map(|(reason, held)| format!("{reason}: {}", list(held)))
     }
 
     /// Executes actions: votes go to the agreement actor, events to the log, writer work to the writer.
@@ -266,7 +276,7 @@ pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
             service,
             endpoint = %endpoint,
             last = %detail,
-            "endpoint has had no verdict for {}: its probe results alternate and never reach fall or rise in a row; it keeps its place in DNS and no longer holds back removals of other endpoints",
+            "endpoint never settles: no verdict for {}, its probe results alternate and never reach fall or rise in a row; it keeps its place in DNS and no longer holds back removals of other endpoints",
             humantime::format_duration(*after)
         ),
         Event::WaitingForVerdicts { unknown, bound } => info!(

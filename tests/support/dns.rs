@@ -223,6 +223,25 @@ impl DnsServer {
         dig(self.addr, name, rtype)
     }
 
+    /// The answer to `name rtype` over TCP as `(ttl, rdata)` pairs, sorted; like
+    /// [`DnsServer::query`] (same errors, same panic) but keeping each record's TTL.
+    pub fn query_with_ttl(&self, name: &str, rtype: &str) -> Vec<(u32, String)> {
+        let out = run_with_timeout(
+            Command::new(tool("dig")).args(dig_args(self.addr, name, rtype)),
+            None,
+            Duration::from_secs(10),
+        )
+        .and_then(|out| parse_dig_ttl(&String::from_utf8_lossy(&out.stdout)));
+        out.unwrap_or_else(|e| {
+            panic!(
+                "query {name} {rtype} to {:?} at {} failed: {e}\n--- server log ---\n{}",
+                self.kind,
+                self.addr,
+                self.log()
+            )
+        })
+    }
+
     /// The zone's current SOA serial.
     pub fn soa_serial(&self) -> u32 {
         let soa = self.query(&self.zone, "SOA");
@@ -627,6 +646,21 @@ pub(crate) fn parse_dig(stdout: &str) -> Result<Vec<String>, String> {
         .collect();
     rdata.sort();
     Ok(rdata)
+}
+
+/// Like [`parse_dig`], with each record's TTL (the second field of an answer line).
+pub(crate) fn parse_dig_ttl(stdout: &str) -> Result<Vec<(u32, String)>, String> {
+    parse_dig(stdout)?;
+    let mut records: Vec<(u32, String)> = stdout
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with(';'))
+        .filter_map(|line| {
+            let ttl = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some((ttl, skip_fields(line, 4)?.to_owned()))
+        })
+        .collect();
+    records.sort();
+    Ok(records)
 }
 
 /// What follows the first `n` whitespace-separated fields of `line`, trimmed (keeps the spacing inside
