@@ -6,7 +6,7 @@
 //! - [`observe`]: probes (`http`, `https`, `tcp`), the per-endpoint scheduler and the health state
 //!   machine that turns probe results into up/down verdicts.
 //! - [`agree`]: several monitor nodes agree by quorum: the sans-I/O cluster core (vote expiry,
-//!   isolation, writer election), the authenticated peer message format and the peer transport.
+//!   isolation, leader election), the authenticated peer message format and the peer transport.
 //! - [`decide`]: pure functions from verdicts and the published record set to the desired record set
 //!   (safety policies: `min_healthy`, `all_down`) and the plan, the diff to apply.
 //! - [`act`]: DNS writers behind the [`act::Writer`] trait; `rfc2136` (UPDATE + TSIG, compare-and-swap
@@ -16,7 +16,7 @@
 //!   [`state::NodeStatus`] snapshot, the one schema of everything rrguard shows about itself.
 //! - [`expose`]: the node's HTTP server: peer messages in, status out. It reads [`state`] and never
 //!   imports [`daemon`].
-//! - [`daemon`]: wires the above together: per-service controllers (probe, vote, and on the writer:
+//! - [`daemon`]: wires the above together: per-service controllers (probe, vote, and on the leader:
 //!   decide, write, verify, reconcile), the agreement actor, signals and config reload. Also the
 //!   one-shot `plan` used by the CLI.
 //!

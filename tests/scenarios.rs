@@ -503,7 +503,7 @@ fn single_node_status_api(kind: DnsKind) {
                 .is_some_and(|e| e.len() == 3 && e.iter().all(|e| e["cluster_state"] == "up"))
     });
     assert_eq!(status["node"], "test-node", "{status:#}");
-    assert_eq!(status["am_writer"], true, "{status:#}");
+    assert_eq!(status["am_leader"], true, "{status:#}");
     assert!(status["isolated"].is_null(), "{status:#}");
     // Peer messages to a node without [cluster] are refused, oversized bodies too; the node carries on.
     let (code, body) = http(port, "POST", "/cluster/v1/votes", b"{}");

@@ -15,11 +15,12 @@
 //!   makes it down; anything else, ties included, leaves the previous cluster state unchanged (unknown at
 //!   first, which the planner treats as "keep what is published"). Isolation forgets the previous state:
 //!   the majority may have decided otherwise meanwhile.
-//! - **Writer**: the live, non-isolated node with the lowest id among those that see a majority. Only it
-//!   writes, and not before it has been non-isolated for `settle` (two heartbeats) after start or after
-//!   an isolation, so that it acts on fresh snapshots from every peer (meanwhile it announces itself as
-//!   settling and its peers pass it over); writes stay compare-and-swap, so two nodes that briefly both think they are the writer
-//!   cannot corrupt a record set. `term` counts writer changes as seen by this node.
+//! - **Leader**: the live, non-isolated node with the lowest id among those that see a majority. Only it
+//!   writes to DNS (through the service's writer, the DNS back end), and not before it has been
+//!   non-isolated for `settle` (two heartbeats) after start or after an isolation, so that it acts on
+//!   fresh snapshots from every peer (meanwhile it announces itself as settling and its peers pass it
+//!   over); writes stay compare-and-swap, so two nodes that briefly both think they lead cannot
+//!   corrupt a record set. `term` counts leader changes as seen by this node.
 //!
 //! A single node without `[cluster]` is the one-node case of the same rules.
 
@@ -218,12 +219,12 @@ pub struct View {
     pub isolated: Option<Isolation>,
     /// Nodes heard within `vote_ttl`, this node included.
     pub live: BTreeSet<String>,
-    /// The writer this node recognises.
-    pub writer: Option<String>,
-    /// Writer changes seen by this node.
+    /// The leader this node recognises: the one node that writes to DNS.
+    pub leader: Option<String>,
+    /// Leader changes seen by this node.
     pub term: u64,
-    /// Whether this node should write.
-    pub am_writer: bool,
+    /// Whether this node is the leader, and should write.
+    pub am_leader: bool,
     /// Per endpoint: its cluster state and the votes behind it.
     pub endpoints: BTreeMap<VoteKey, Tally>,
 }
@@ -250,7 +251,7 @@ pub struct Cluster {
     self_check_ok: bool,
     peers: BTreeMap<String, Peer>,
     decided: BTreeMap<VoteKey, Health>,
-    writer: Option<String>,
+    leader: Option<String>,
     term: u64,
     dirty: bool,
     /// Since when this node has been continuously non-isolated.
@@ -276,7 +277,7 @@ impl Cluster {
             self_check_ok: true,
             peers,
             decided: BTreeMap::new(),
-            writer: None,
+            leader: None,
             term: 0,
             dirty: true,
             joined_at: None,
@@ -390,7 +391,7 @@ impl Cluster {
         self.cfg.nodes.len() / 2 + 1
     }
 
-    /// Computes this node's view at `now` and updates the sticky cluster states and writer term.
+    /// Computes this node's view at `now` and updates the sticky cluster states and leader term.
     pub fn view(&mut self, now: Instant) -> View {
         let live_peers: BTreeSet<String> = self
             .peers
@@ -484,16 +485,16 @@ impl Cluster {
         if me_eligible {
             candidates.push(&self.cfg.me);
         }
-        let writer = candidates.into_iter().min().map(str::to_owned);
-        if writer != self.writer {
+        let leader = candidates.into_iter().min().map(str::to_owned);
+        if leader != self.leader {
             self.term += 1;
-            self.writer = writer.clone();
+            self.leader = leader.clone();
         }
         View {
-            am_writer: me_eligible && writer.as_deref() == Some(self.cfg.me.as_str()),
+            am_leader: me_eligible && leader.as_deref() == Some(self.cfg.me.as_str()),
             isolated,
             live,
-            writer,
+            leader,
             term: self.term,
             endpoints,
         }
