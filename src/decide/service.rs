@@ -661,7 +661,9 @@ impl ServiceCore {
             && self.in_fallback
             && plan.policy_applied.is_none()
             && self.recovering_since.is_none()
-            && !plan.removals().is_empty();
+            // Removals the plan makes or holds back for doubt alike: a hold for doubt ends sooner
+            // than the recovery of every endpoint, which would then look removable.
+            && !(plan.removals().is_empty() && plan.deferred.is_empty());
         if leaving_fallback {
             self.recovering_since = Some(now);
             plan = super::plan(&self.s.policy, &self.agreed, published, &self.doubts(now));
