@@ -21,7 +21,9 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use hickory_net::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_net::proto::rr::{Name, RData, RecordType};
