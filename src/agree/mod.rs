@@ -401,23 +401,42 @@ impl Cluster {
             .collect();
         let mut live = live_peers.clone();
         live.insert(self.cfg.me.clone());
+        let isolated = self.isolation(live.len());
+        // Live peers that are not isolated: their votes count.
+        let voters: Vec<String> = live_peers
+            .into_iter()
+            .filter(|id| !self.peers[id].isolated)
+            .collect();
+        let endpoints = self.tally(isolated.is_some(), &voters);
+        let leader = self.elect(now, isolated.is_none(), &voters);
+        View {
+            am_leader: leader.as_deref() == Some(self.cfg.me.as_str()),
+            isolated,
+            live,
+            leader,
+            term: self.term,
+            endpoints,
+        }
+    }
+
+    /// Why this node is isolated, hearing `live` nodes (itself included), if it is.
+    fn isolation(&self, live: usize) -> Option<Isolation> {
         let needed = self.majority();
-        let isolated = if !self.self_check_ok {
+        if !self.self_check_ok {
             Some(Isolation::SelfCheckFailed)
-        } else if live.len() < needed && self.rules.minority_cannot_write {
+        } else if live < needed && self.rules.minority_cannot_write {
             Some(Isolation::NoMajority {
-                heard: live.len(),
+                heard: live,
                 needed,
             })
         } else {
             None
-        };
+        }
+    }
 
-        let voters: Vec<(&str, &Peer)> = live_peers
-            .iter()
-            .map(|id| (id.as_str(), &self.peers[id]))
-            .filter(|(_, p)| !p.isolated)
-            .collect();
+    /// Counts the votes of this node (unless `isolated`) and of `voters` on every endpoint, and
+    /// updates the sticky cluster states.
+    fn tally(&mut self, isolated: bool, voters: &[String]) -> BTreeMap<VoteKey, Tally> {
         let n = self.cfg.nodes.len();
         let mut endpoints = BTreeMap::new();
         for (key, local) in &self.local {
@@ -429,24 +448,24 @@ impl Cluster {
                 .threshold(n);
             let mut up = Vec::new();
             let mut down = Vec::new();
-            if isolated.is_none() {
+            if !isolated {
                 match local {
                     Health::Up => up.push(self.cfg.me.clone()),
                     Health::Down => down.push(self.cfg.me.clone()),
                     Health::Unknown => {}
                 }
             }
-            for (id, p) in &voters {
-                match p.votes.get(key) {
-                    Some(true) => up.push((*id).to_owned()),
-                    Some(false) => down.push((*id).to_owned()),
+            for id in voters {
+                match self.peers[id].votes.get(key) {
+                    Some(true) => up.push(id.clone()),
+                    Some(false) => down.push(id.clone()),
                     None => {}
                 }
             }
             // An isolated node's conclusions are not agreement, and what it agreed before may since
             // have been overruled by the majority it could not hear: forget it. Unknown makes the planner
             // keep what DNS publishes, exactly like a node that just started.
-            let state = if isolated.is_some() {
+            let state = if isolated {
                 self.decided.remove(key);
                 Health::Unknown
             } else {
@@ -469,35 +488,35 @@ impl Cluster {
                 },
             );
         }
+        endpoints
+    }
 
+    /// Elects the leader among `voters` and this node (when it is not isolated and has settled),
+    /// tracking when this node joined and counting leader changes in `term`.
+    fn elect(&mut self, now: Instant, not_isolated: bool, voters: &[String]) -> Option<String> {
+        let needed = self.majority();
         let mut candidates: Vec<&str> = voters
             .iter()
-            .filter(|(_, p)| !p.settling && p.sees.len() + 1 >= needed)
-            .map(|(id, _)| *id)
+            .filter(|id| {
+                let p = &self.peers[*id];
+                !p.settling && p.sees.len() + 1 >= needed
+            })
+            .map(String::as_str)
             .collect();
-        self.joined_at = match (&isolated, self.joined_at) {
-            (None, None) => Some(now),
-            (None, since) => since,
-            (Some(_), _) => None,
+        self.joined_at = match (not_isolated, self.joined_at) {
+            (true, None) => Some(now),
+            (true, since) => since,
+            (false, _) => None,
         };
-        let settled = self.settled(now);
-        let me_eligible = isolated.is_none() && settled;
-        if me_eligible {
+        if not_isolated && self.settled(now) {
             candidates.push(&self.cfg.me);
         }
         let leader = candidates.into_iter().min().map(str::to_owned);
         if leader != self.leader {
             self.term += 1;
-            self.leader = leader.clone();
+            self.leader.clone_from(&leader);
         }
-        View {
-            am_leader: me_eligible && leader.as_deref() == Some(self.cfg.me.as_str()),
-            isolated,
-            live,
-            leader,
-            term: self.term,
-            endpoints,
-        }
+        leader
     }
 
     /// The message to send to every peer now: a full snapshot of this node's votes. Bumps the sequence.

@@ -8,13 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::act::Writer;
+use crate::act::{WriteError, Writer};
 use crate::agree::{View, VoteKey};
 use crate::config::ServiceConfig;
 use crate::decide::Health;
@@ -322,19 +323,22 @@ pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
         ),
         Event::Failed {
             doing,
-            error: e,
+            error,
             retry,
-        } => {
-            let retry = humantime::format_duration(*retry);
-            if e.needs_operator() {
-                error!(
-                    service,
-                    writer, "configuration error while {doing}: {e}; retrying in {retry}"
-                );
-            } else {
-                warn!(service, writer, "{doing} failed: {e}; retrying in {retry}");
-            }
-        }
+        } => log_failure(service, writer, doing, error, *retry),
+    }
+}
+
+/// Logs a failed writer operation: an error when it needs an operator, a warning otherwise.
+fn log_failure(service: &str, writer: &str, doing: &str, e: &WriteError, retry: Duration) {
+    let retry = humantime::format_duration(retry);
+    if e.needs_operator() {
+        error!(
+            service,
+            writer, "configuration error while {doing}: {e}; retrying in {retry}"
+        );
+    } else {
+        warn!(service, writer, "{doing} failed: {e}; retrying in {retry}");
     }
 }
 

@@ -218,124 +218,189 @@ pub fn plan(
     published: &Published,
     doubts: &Doubts,
 ) -> Plan {
-    let verdict = |ip: &IpAddr| health.get(ip).copied().unwrap_or(Health::Unknown);
-    let addresses = published.addresses();
-    let managed: BTreeSet<IpAddr> = policy.endpoints.iter().copied().collect();
-    let up: BTreeSet<IpAddr> = managed
-        .iter()
-        .copied()
-        .filter(|ip| verdict(ip) == Health::Up)
-        .collect();
-    let published_managed: BTreeSet<IpAddr> = addresses.intersection(&managed).copied().collect();
-    let blocking_unknown: BTreeSet<IpAddr> = managed
-        .iter()
-        .copied()
-        .filter(|ip| verdict(ip) == Health::Unknown && !doubts.unsettled.contains(ip))
-        .collect();
-    let kept_unsettled = published_managed
-        .iter()
-        .copied()
-        .filter(|ip| verdict(ip) == Health::Unknown && doubts.unsettled.contains(ip));
+    let p = Planning::new(policy, health, published, doubts);
+    let blocking_unknown = p.blocking_unknown();
+    let base = p.base(&blocking_unknown);
+    let (mut desired_managed, policy_applied) = p.apply_all_down(base);
+    let deferred = p.defer_removals(&mut desired_managed);
 
-    let base: BTreeSet<IpAddr> = if blocking_unknown.is_empty() {
-        up.iter().copied().chain(kept_unsettled).collect()
-    } else {
-        published_managed.union(&up).copied().collect()
-    };
-
-    let mut policy_applied = None;
-    let mut desired_managed = if base.len() >= policy.min_healthy {
-        base
-    } else {
-        policy_applied = Some(policy.all_down);
-        match policy.all_down {
-            AllDownPolicy::KeepAll => managed.clone(),
-            AllDownPolicy::KeepLast => {
-                let kept: BTreeSet<IpAddr> = published_managed.union(&up).copied().collect();
-                if kept.len() >= policy.min_healthy {
-                    kept
-                } else {
-                    managed.clone()
-                }
-            }
-            AllDownPolicy::FailClosed => base,
-        }
-    };
-
-    let mut deferred = BTreeSet::new();
-    if policy.all_down != AllDownPolicy::FailClosed {
-        // Endpoints that would remain and that this node sees solidly up (or, unsettled, has stopped
-        // doubting once the hold ended: the caller then passes no in-doubt set).
-        let confirmed_up = desired_managed
-            .iter()
-            .filter(|ip| {
-                (verdict(ip) == Health::Up || doubts.unsettled.contains(ip))
-                    && !doubts.in_doubt.contains(ip)
-            })
-            .count();
-        let removals: Vec<IpAddr> = published_managed
-            .difference(&desired_managed)
-            .copied()
-            .collect();
-        for ip in removals {
-            // While any endpoint may be recovering, every removal waits: they go together, in one
-            // change, once the recovering ones are up or seen failing.
-            if confirmed_up < policy.min_healthy || !doubts.recovering.is_empty() {
-                deferred.insert(ip);
-                desired_managed.insert(ip);
-            }
-        }
-    }
-
-    let unlisted: BTreeSet<IpAddr> = addresses.difference(&managed).copied().collect();
+    let unlisted: BTreeSet<IpAddr> = p.addresses.difference(&p.managed).copied().collect();
     let mut desired = desired_managed;
     if !policy.remove_unlisted {
         desired.extend(unlisted.iter().copied());
     }
-
-    let mut changes = Vec::new();
-    for ip in desired.difference(&addresses) {
-        let why = match (verdict(ip), policy_applied) {
-            (Health::Up, _) => Reason::Verdict(Health::Up),
-            (h, Some(p)) => Reason::AllDown {
-                verdict: h,
-                min_healthy: policy.min_healthy,
-                policy: p,
-            },
-            (h, None) => Reason::Verdict(h),
-        };
-        changes.push((Change::Add(*ip), why));
-    }
-    for ip in addresses.difference(&desired) {
-        let why = if unlisted.contains(ip) {
-            Reason::Unlisted
-        } else if policy_applied == Some(AllDownPolicy::FailClosed) {
-            Reason::FailClosed(verdict(ip))
-        } else {
-            Reason::Verdict(verdict(ip))
-        };
-        changes.push((Change::Remove(*ip), why));
-    }
-    for ip in desired.intersection(&addresses) {
-        let from = published.records[ip];
-        if from != policy.ttl {
-            changes.push((
-                Change::Ttl(*ip),
-                Reason::Ttl {
-                    from,
-                    to: policy.ttl,
-                },
-            ));
-        }
-    }
+    let changes = p.changes(&desired, &unlisted, policy_applied);
 
     Plan {
-        expected: addresses,
+        expected: p.addresses,
         desired,
         ttl: policy.ttl,
         changes,
         policy_applied,
         deferred,
         blocking_unknown,
+    }
+}
+
+/// The inputs of [`plan`] and the sets every step derives from them.
+struct Planning<'a> {
+    policy: &'a Policy,
+    health: &'a BTreeMap<IpAddr, Health>,
+    published: &'a Published,
+    doubts: &'a Doubts,
+    /// Every published address.
+    addresses: BTreeSet<IpAddr>,
+    /// Configured endpoints.
+    managed: BTreeSet<IpAddr>,
+    /// Configured endpoints that are up.
+    up: BTreeSet<IpAddr>,
+    /// Configured endpoints that are published.
+    published_managed: BTreeSet<IpAddr>,
+}
+
+impl<'a> Planning<'a> {
+    fn new(
+        policy: &'a Policy,
+        health: &'a BTreeMap<IpAddr, Health>,
+        published: &'a Published,
+        doubts: &'a Doubts,
+    ) -> Self {
+        let addresses = published.addresses();
+        let managed: BTreeSet<IpAddr> = policy.endpoints.iter().copied().collect();
+        let published_managed = addresses.intersection(&managed).copied().collect();
+        let mut p = Planning {
+            policy,
+            health,
+            published,
+            doubts,
+            addresses,
+            managed,
+            up: BTreeSet::new(),
+            published_managed,
+        };
+        p.up = p
+            .managed
+            .iter()
+            .copied()
+            .filter(|ip| p.verdict(ip) == Health::Up)
+            .collect();
+        p
+    }
+
+    fn verdict(&self, ip: &IpAddr) -> Health {
+        self.health.get(ip).copied().unwrap_or(Health::Unknown)
+    }
+
+    /// Unknown endpoints, not yet unsettled, that keep every removal back.
+    fn blocking_unknown(&self) -> BTreeSet<IpAddr> {
+        self.managed
+            .iter()
+            .copied()
+            .filter(|ip| self.verdict(ip) == Health::Unknown && !self.doubts.unsettled.contains(ip))
+            .collect()
+    }
+
+    /// The endpoints the verdicts alone would publish.
+    fn base(&self, blocking_unknown: &BTreeSet<IpAddr>) -> BTreeSet<IpAddr> {
+        if blocking_unknown.is_empty() {
+            let kept_unsettled = self.published_managed.iter().copied().filter(|ip| {
+                self.verdict(ip) == Health::Unknown && self.doubts.unsettled.contains(ip)
+            });
+            self.up.iter().copied().chain(kept_unsettled).collect()
+        } else {
+            self.published_managed.union(&self.up).copied().collect()
+        }
+    }
+
+    /// `base`, or what the all-down policy publishes instead when it is below `min_healthy` (and
+    /// which policy decided).
+    fn apply_all_down(&self, base: BTreeSet<IpAddr>) -> (BTreeSet<IpAddr>, Option<AllDownPolicy>) {
+        let min_healthy = self.policy.min_healthy;
+        if base.len() >= min_healthy {
+            return (base, None);
+        }
+        let desired = match self.policy.all_down {
+            AllDownPolicy::KeepAll => self.managed.clone(),
+            AllDownPolicy::KeepLast => {
+                let kept: BTreeSet<IpAddr> =
+                    self.published_managed.union(&self.up).copied().collect();
+                if kept.len() >= min_healthy {
+                    kept
+                } else {
+                    self.managed.clone()
+                }
+            }
+            AllDownPolicy::FailClosed => base,
+        };
+        (desired, Some(self.policy.all_down))
+    }
+
+    /// Holds removals back (puts them back into `desired_managed`) while too few confirmed-up
+    /// endpoints would remain or any endpoint may be recovering; returns the held-back addresses.
+    fn defer_removals(&self, desired_managed: &mut BTreeSet<IpAddr>) -> BTreeSet<IpAddr> {
+        let mut deferred = BTreeSet::new();
+        if self.policy.all_down == AllDownPolicy::FailClosed {
+            return deferred;
+        }
+        // Endpoints that would remain and that this node sees solidly up (or, unsettled, has stopped
+        // doubting once the hold ended: the caller then passes no in-doubt set).
+        let confirmed_up = desired_managed
+            .iter()
+            .filter(|ip| {
+                (self.verdict(ip) == Health::Up || self.doubts.unsettled.contains(ip))
+                    && !self.doubts.in_doubt.contains(ip)
+            })
+            .count();
+        // While any endpoint may be recovering, every removal waits: they go together, in one
+        // change, once the recovering ones are up or seen failing.
+        if confirmed_up < self.policy.min_healthy || !self.doubts.recovering.is_empty() {
+            deferred = self
+                .published_managed
+                .difference(desired_managed)
+                .copied()
+                .collect();
+            desired_managed.extend(deferred.iter().copied());
+        }
+        deferred
+    }
+
+    /// The changes from what is published to `desired`, each with its reason.
+    fn changes(
+        &self,
+        desired: &BTreeSet<IpAddr>,
+        unlisted: &BTreeSet<IpAddr>,
+        policy_applied: Option<AllDownPolicy>,
+    ) -> Vec<(Change, Reason)> {
+        let mut changes = Vec::new();
+        for ip in desired.difference(&self.addresses) {
+            let why = match (self.verdict(ip), policy_applied) {
+                (Health::Up, _) => Reason::Verdict(Health::Up),
+                (h, Some(p)) => Reason::AllDown {
+                    verdict: h,
+                    min_healthy: self.policy.min_healthy,
+                    policy: p,
+                },
+                (h, None) => Reason::Verdict(h),
+            };
+            changes.push((Change::Add(*ip), why));
+        }
+        for ip in self.addresses.difference(desired) {
+            let why = if unlisted.contains(ip) {
+                Reason::Unlisted
+            } else if policy_applied == Some(AllDownPolicy::FailClosed) {
+                Reason::FailClosed(self.verdict(ip))
+            } else {
+                Reason::Verdict(self.verdict(ip))
+            };
+            changes.push((Change::Remove(*ip), why));
+        }
+        let ttl = self.policy.ttl;
+        for ip in desired.intersection(&self.addresses) {
+            let from = self.published.records[ip];
+            if from != ttl {
+                changes.push((Change::Ttl(*ip), Reason::Ttl { from, to: ttl }));
+            }
+        }
+        changes
     }
 }
