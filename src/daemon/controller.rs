@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -67,12 +68,21 @@ impl Controller {
         // Room for a few rounds of results; a full channel makes probe loops wait, never overlap.
         let (report_tx, mut report_rx) = mpsc::channel(self.svc.endpoints.len() * 4 + 8);
         let count = self.svc.endpoints.len();
+        // The probe loops live in this controller's set: they end with it, whatever happens.
+        let mut probe_tasks = JoinSet::new();
         for (i, ip) in self.svc.endpoints.iter().enumerate() {
             match probe::build(&self.svc.check, *ip, self.svc.timeout) {
                 Ok(p) => {
                     let schedule =
                         Schedule::staggered(self.svc.interval, self.svc.timeout, i, count);
-                    spawn_probe_loop(*ip, p, schedule, report_tx.clone(), probes.clone());
+                    spawn_probe_loop(
+                        &mut probe_tasks,
+                        *ip,
+                        p,
+                        schedule,
+                        report_tx.clone(),
+                        probes.clone(),
+                    );
                 }
                 Err(e) => error!(service = %self.svc.fqdn, endpoint = %ip, "cannot probe: {e}"),
             }
@@ -90,6 +100,10 @@ impl Controller {
             }
         }
         probes.cancel();
+        // Cancelled loops return at once, even mid-probe; one waiting to send a report gets an error
+        // once the receiver is gone.
+        drop(report_rx);
+        while probe_tasks.join_next().await.is_some() {}
         self.core.into_machines()
     }
 
