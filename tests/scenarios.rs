@@ -78,7 +78,8 @@ interval = "200ms"
 timeout = "150ms"
 fall = 2
 rise = 2
-ttl = 30
+# The harness zone's $TTL: no record needs a TTL rewrite at start.
+ttl = 60
 reconcile_interval = "{reconcile}"
 
 [[writer]]
@@ -447,7 +448,11 @@ port = PORT
     wait_until("api keeps all", EVENTUALLY, || {
         s.dns.query("api.example.test", "A") == vec!["127.0.0.3", "127.0.0.4"]
     });
-    assert!(d.log().contains("service=api.example.test."), "{}", d.log());
+    assert!(
+        d.log().contains("service=\"api.example.test.\""),
+        "{}",
+        d.log()
+    );
 }
 
 /// A minimal HTTP/1.1 request on loopback; returns the status code and body.
