@@ -21,7 +21,9 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use hickory_net::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_net::proto::rr::{Name, RData, RecordType};
@@ -219,7 +221,7 @@ struct Setup {
     /// One Knot per service, or one for all with `shared_zone` (see [`Plan::shared_zone`]).
     dns: Vec<DnsServer>,
     services: Vec<Service>,
-    /// One rrguard per monitor node; the first (lowest id) is the writer.
+    /// One rrguard per monitor node; the first (lowest id) is the leader.
     daemons: Vec<Daemon>,
     // Holds the config; dropped last.
     _dir: tempfile::TempDir,
@@ -372,15 +374,15 @@ path = "/health"
             });
         }
         if nodes > 1 {
-            wait_until("mon-0 is the writer", SETTLE, || {
-                setup.writer().log().contains("this node is the writer")
+            wait_until("mon-0 is the leader", SETTLE, || {
+                setup.leader().log().contains("this node is the leader")
             });
         }
         setup
     }
 
     /// The node that writes: mon-0, the lowest id.
-    fn writer(&self) -> &Daemon {
+    fn leader(&self) -> &Daemon {
         &self.daemons[0]
     }
 
@@ -395,10 +397,10 @@ path = "/health"
             });
             assert!(
                 done,
-                "{} did not get all of {:?} back within {SETTLE:?}: last answer {last:?}\n--- writer log ---\n{}",
+                "{} did not get all of {:?} back within {SETTLE:?}: last answer {last:?}\n--- leader log ---\n{}",
                 svc.fqdn,
                 svc.ips,
-                self.writer().log()
+                self.leader().log()
             );
         }
     }
@@ -598,7 +600,7 @@ impl Poller {
 }
 
 /// Wall-clock times at which the daemon logged `endpoint is down`, per (service, endpoint).
-/// When the writer concluded each endpoint was down: its own `endpoint is down` verdict on a single
+/// When the leader concluded each endpoint was down: its own `endpoint is down` verdict on a single
 /// node, `cluster agrees endpoint is down` in a cluster.
 fn down_verdicts(log: &str, message: &str) -> BTreeMap<(String, String), Vec<SystemTime>> {
     let mut out: BTreeMap<(String, String), Vec<SystemTime>> = BTreeMap::new();
@@ -740,7 +742,7 @@ fn print_table(rows: &[Row]) {
         );
     }
     println!(
-        "(detect: failure → the writer logs `endpoint is down` (1 node) or `cluster agrees endpoint is down` (3 nodes); write: → Knot answers without it, incl. ≤5 ms polling)"
+        "(detect: failure → the leader logs `endpoint is down` (1 node) or `cluster agrees endpoint is down` (3 nodes); write: → Knot answers without it, incl. ≤5 ms polling)"
     );
     for r in rows {
         for why in &r.lost {
@@ -866,7 +868,7 @@ fn run_setting(fall: u32, nodes: usize, plan: &Plan, rng: &mut XorShift) -> Vec<
         rows.push(row);
     }
     setup.wait_all_published();
-    let log = setup.writer().log();
+    let log = setup.leader().log();
     let message = if nodes > 1 {
         "cluster agrees endpoint is down"
     } else {
@@ -907,7 +909,7 @@ fn run_setting(fall: u32, nodes: usize, plan: &Plan, rng: &mut XorShift) -> Vec<
         .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
         .count();
     println!(
-        "{nodes} node(s), fall {fall}: {} services, {} rounds per mode, {:.1} s, writer WARN/ERROR lines: {problems}",
+        "{nodes} node(s), fall {fall}: {} services, {} rounds per mode, {:.1} s, leader WARN/ERROR lines: {problems}",
         plan.services,
         plan.rounds,
         started.elapsed().as_secs_f64()

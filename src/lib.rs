@@ -6,7 +6,7 @@
 //! - [`observe`]: probes (`http`, `https`, `tcp`), the per-endpoint scheduler and the health state
 //!   machine that turns probe results into up/down verdicts.
 //! - [`agree`]: several monitor nodes agree by quorum: the sans-I/O cluster core (vote expiry,
-//!   isolation, writer election), the authenticated peer message format and the peer transport.
+//!   isolation, leader election), the authenticated peer message format and the peer transport.
 //! - [`decide`]: the pure planner (verdicts and the published records → desired records and the plan,
 //!   with the safety policies `min_healthy`, `all_down`) and [`decide::service::ServiceCore`], the
 //!   sans-I/O state machine of one service (hold, settle, backoff, reconcile, conflicts, read-back)

@@ -18,7 +18,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use rrguard::agree::wire::{self, Key, Message, Vote};
 use serde_json::Value;
@@ -97,7 +99,7 @@ impl Cluster {
     }
 
     /// Builds the lab, starts everything and waits until the cluster agrees every endpoint is up with
-    /// mon-1 as the writer.
+    /// mon-1 as the leader.
     fn start(opts: Opts) -> Cluster {
         for (tool, package) in [("curl", "curl"), ("dig", "dnsutils"), ("knotd", "knot")] {
             required_tool(tool, package);
@@ -112,7 +114,11 @@ impl Cluster {
         let dns = lab.add_host("dns", &[DNS_HOST]);
         let eps = lab.add_host("eps", &ENDPOINTS);
 
-        let zone: String = eps.addrs.iter().map(|a| format!("www A {a}\n")).collect();
+        let zone: String = eps
+            .addrs
+            .iter()
+            .map(|a| format!("www 30 A {a}\n"))
+            .collect();
         let knot = NsKnot::start(&dns, &lab.dir().join("knot"), &zone);
 
         // python3 -m http.server serves the files of its directory: /health answers 200.
@@ -257,8 +263,8 @@ path = "/health"
                 || {
                     cluster.status(i).is_ok_and(|s| {
                         s["live_nodes"].as_array().map(Vec::len) == Some(3)
-                            && s["writer"] == "mon-1"
-                            && s["am_writer"] == (i == 0)
+                            && s["leader"] == "mon-1"
+                            && s["am_leader"] == (i == 0)
                             && s["endpoints"].as_array().is_some_and(|e| {
                                 e.len() == 3 && e.iter().all(|e| e["cluster_state"] == "up")
                             })
@@ -378,7 +384,7 @@ path = "/health"
     }
 
     /// Waits until monitor `i` has logged `needle` (a DNS change is visible to dig a moment before the
-    /// writer gets to log it).
+    /// leader gets to log it).
     fn wait_log(&self, i: usize, needle: &str) {
         self.monitors[i].process.wait_for_log(needle, EVENTUALLY);
     }
@@ -539,7 +545,7 @@ fn forged(c: &Cluster, node: &str, generation: u64, seq: u64, sent_at_ms: u64) -
 fn minority_view_changes_nothing_majority_view_removes() {
     let c = Cluster::start(Opts::default());
 
-    // mon-1, the writer, loses every endpoint; mon-2 and mon-3 still see them.
+    // mon-1, the leader, loses every endpoint; mon-2 and mon-3 still see them.
     c.cut(&[0], None);
     c.wait_status(0, "votes every endpoint down, cluster keeps it up", |s| {
         (0..3).all(|e| {
@@ -559,7 +565,7 @@ fn minority_view_changes_nothing_majority_view_removes() {
     );
     assert_eq!(c.serial(), 1, "a minority caused a zone change");
     let s = c.must_status(0);
-    assert_eq!(s["am_writer"], true, "{s:#}");
+    assert_eq!(s["am_leader"], true, "{s:#}");
     for e in 0..3 {
         assert_eq!(tally(&s, c.ep(e)).0, "up", "{s:#}");
     }
@@ -589,26 +595,26 @@ fn minority_view_changes_nothing_majority_view_removes() {
     c.wait_log(0, &format!("add {} (up)", c.ep(2)));
 }
 
-/// SIGKILL of the writer: the next node takes over and keeps converging; the old writer restarts and
+/// SIGKILL of the leader: the next node takes over and keeps converging; the old leader restarts and
 /// takes its place back. SIGKILL of two nodes: the survivor is a minority, stops writing, and DNS
 /// keeps the last published set.
 #[test]
-fn writer_crash_takeover_then_minority_freezes_dns() {
+fn leader_crash_takeover_then_minority_freezes_dns() {
     let mut c = Cluster::start(Opts::default());
     let term_before = c.must_status(1)["term"].as_u64().unwrap();
 
     c.monitors[0].process.kill();
-    c.wait_status(1, "takes over as writer with a new term", |s| {
-        s["am_writer"] == true
-            && s["writer"] == "mon-2"
+    c.wait_status(1, "takes over as leader with a new term", |s| {
+        s["am_leader"] == true
+            && s["leader"] == "mon-2"
             && s["term"].as_u64().is_some_and(|t| t > term_before)
     });
-    c.wait_status(2, "recognises mon-2 as writer", |s| {
-        s["writer"] == "mon-2" && s["am_writer"] == false && s["isolated"].is_null()
+    c.wait_status(2, "recognises mon-2 as leader", |s| {
+        s["leader"] == "mon-2" && s["am_leader"] == false && s["isolated"].is_null()
     });
-    c.wait_log(1, "this node is the writer");
+    c.wait_log(1, "this node is the leader");
 
-    // The new writer converges a new failure (every monitor loses endpoint 3), and its recovery.
+    // The new leader converges a new failure (every monitor loses endpoint 3), and its recovery.
     c.cut(&[0, 1, 2], Some(2));
     c.wait_a(&[0, 1]);
     c.wait_log(1, &format!("remove {} (down)", c.ep(2)));
@@ -617,13 +623,13 @@ fn writer_crash_takeover_then_minority_freezes_dns() {
     c.wait_log(1, &format!("add {} (up)", c.ep(2)));
 
     // mon-1 comes back with a new generation: its messages are not taken for replays, and as the
-    // lowest id it is the writer again and converges the next failure.
+    // lowest id it is the leader again and converges the next failure.
     c.restart(0);
-    c.wait_status(0, "is the writer again, hearing everybody", |s| {
-        s["am_writer"] == true && s["live_nodes"].as_array().map(Vec::len) == Some(3)
+    c.wait_status(0, "is the leader again, hearing everybody", |s| {
+        s["am_leader"] == true && s["live_nodes"].as_array().map(Vec::len) == Some(3)
     });
     c.wait_status(1, "stands by for the restarted mon-1", |s| {
-        s["writer"] == "mon-1" && s["am_writer"] == false
+        s["leader"] == "mon-1" && s["am_leader"] == false
     });
     for i in 1..3 {
         let s = c.must_status(i);
@@ -649,8 +655,8 @@ fn writer_crash_takeover_then_minority_freezes_dns() {
     // Two of three gone: mon-3 alone is a minority.
     c.monitors[0].process.kill();
     c.monitors[1].process.kill();
-    c.wait_status(2, "is isolated and not the writer", |s| {
-        !s["isolated"].is_null() && s["am_writer"] == false && s["writer"].is_null()
+    c.wait_status(2, "is isolated and not the leader", |s| {
+        !s["isolated"].is_null() && s["am_leader"] == false && s["leader"].is_null()
     });
     c.wait_log(2, "this node is isolated");
     // Endpoint 2 now fails for the survivor; it must not act on it alone.
@@ -676,24 +682,24 @@ fn writer_crash_takeover_then_minority_freezes_dns() {
     assert!(c.monitors[2].process.is_running());
 }
 
-/// The writer loses its peers but still reaches DNS and the endpoints: it isolates itself and stops
+/// The leader loses its peers but still reaches DNS and the endpoints: it isolates itself and stops
 /// writing, the majority side elects mon-2, which converges; after the partition heals mon-1 writes
 /// again.
 #[test]
-fn partitioned_writer_stops_writing() {
+fn partitioned_leader_stops_writing() {
     let c = Cluster::start(Opts::default());
     c.partition_mon1();
     c.wait_status(0, "is isolated and stops writing", |s| {
         s["isolated"]
             .as_str()
             .is_some_and(|w| w.contains("hears from 1 of the 2"))
-            && s["am_writer"] == false
+            && s["am_leader"] == false
     });
-    c.wait_status(1, "is the writer of the majority side", |s| {
-        s["am_writer"] == true && s["live_nodes"] == serde_json::json!(["mon-2", "mon-3"])
+    c.wait_status(1, "is the leader of the majority side", |s| {
+        s["am_leader"] == true && s["live_nodes"] == serde_json::json!(["mon-2", "mon-3"])
     });
 
-    // Everybody loses endpoint 3; only the majority side's writer may act on it.
+    // Everybody loses endpoint 3; only the majority side's leader may act on it.
     c.cut(&[0, 1, 2], Some(2));
     c.wait_a(&[0, 1]);
     c.wait_log(1, &format!("remove {} (down)", c.ep(2)));
@@ -706,8 +712,8 @@ fn partitioned_writer_stops_writing() {
     for m in &c.monitors {
         m.ns.heal();
     }
-    c.wait_status(0, "rejoins as the writer", |s| {
-        s["isolated"].is_null() && s["am_writer"] == true
+    c.wait_status(0, "rejoins as the leader", |s| {
+        s["isolated"].is_null() && s["am_leader"] == true
     });
     c.eps.heal();
     c.wait_a(&[0, 1, 2]);
@@ -803,7 +809,7 @@ fn failed_self_check_isolates_the_node() {
 
     c.dns.drop_from(&[c.mon_ip(2)], None);
     c.wait_status(2, "isolated by its self-check", |s| {
-        s["isolated"] == "self-check failed" && s["am_writer"] == false
+        s["isolated"] == "self-check failed" && s["am_leader"] == false
     });
     assert!(c.log(2).contains("self-check failed"), "{}", c.log(2));
     // The others still hear mon-3, but its (now empty) votes no longer count.
@@ -819,7 +825,7 @@ fn failed_self_check_isolates_the_node() {
     });
 }
 
-/// After a partition heals, the rejoining node (mon-1, the lowest id, so at once the writer again) must
+/// After a partition heals, the rejoining node (mon-1, the lowest id, so at once the leader again) must
 /// not undo what the majority decided while it was away: endpoint 3, which mon-2 and mon-3 see down
 /// but mon-1 sees up, stays removed.
 ///
@@ -827,12 +833,12 @@ fn failed_self_check_isolates_the_node() {
 /// the stale "up"), and a rejoining node settles for two heartbeats before writing, so a snapshot
 /// delayed across the healed partition is superseded by fresh ones first.
 #[test]
-fn rejoining_writer_keeps_the_majority_decision() {
+fn rejoining_leader_keeps_the_majority_decision() {
     let c = Cluster::start(Opts::default());
     c.partition_mon1();
     c.wait_status(0, "is isolated", |s| !s["isolated"].is_null());
-    c.wait_status(1, "is the writer of the majority side", |s| {
-        s["am_writer"] == true && s["live_nodes"] == serde_json::json!(["mon-2", "mon-3"])
+    c.wait_status(1, "is the leader of the majority side", |s| {
+        s["am_leader"] == true && s["live_nodes"] == serde_json::json!(["mon-2", "mon-3"])
     });
     // Only the majority side loses endpoint 3.
     c.cut(&[1, 2], Some(2));
@@ -842,9 +848,9 @@ fn rejoining_writer_keeps_the_majority_decision() {
     for m in &c.monitors {
         m.ns.heal();
     }
-    c.wait_status(0, "rejoins as the writer, hearing everybody", |s| {
+    c.wait_status(0, "rejoins as the leader, hearing everybody", |s| {
         s["isolated"].is_null()
-            && s["am_writer"] == true
+            && s["am_leader"] == true
             && s["live_nodes"].as_array().map(Vec::len) == Some(3)
     });
     thread::sleep(HOLD);
@@ -852,6 +858,6 @@ fn rejoining_writer_keeps_the_majority_decision() {
     assert_eq!(
         c.serial(),
         serial,
-        "the rejoining writer changed the zone against the majority"
+        "the rejoining leader changed the zone against the majority"
     );
 }

@@ -9,7 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use support::{DnsKind, DnsServer, HttpEndpoints, free_tcp_port, wait_until};
 

@@ -78,6 +78,7 @@ interval = "200ms"
 timeout = "150ms"
 fall = 2
 rise = 2
+# The harness zone's $TTL: no record needs a TTL rewrite at start.
 ttl = 60
 reconcile_interval = "{reconcile}"
 
@@ -451,7 +452,11 @@ port = PORT
     wait_until("api keeps all", EVENTUALLY, || {
         s.dns.query("api.example.test", "A") == vec!["127.0.0.3", "127.0.0.4"]
     });
-    assert!(d.log().contains("service=api.example.test."), "{}", d.log());
+    assert!(
+        d.log().contains("service=\"api.example.test.\""),
+        "{}",
+        d.log()
+    );
 }
 
 /// A minimal HTTP/1.1 request on loopback; returns the status code and body.
@@ -507,7 +512,7 @@ fn single_node_status_api(kind: DnsKind) {
                 .is_some_and(|e| e.len() == 3 && e.iter().all(|e| e["cluster_state"] == "up"))
     });
     assert_eq!(status["node"], "test-node", "{status:#}");
-    assert_eq!(status["am_writer"], true, "{status:#}");
+    assert_eq!(status["am_leader"], true, "{status:#}");
     assert!(status["isolated"].is_null(), "{status:#}");
     // Peer messages to a node without [cluster] are refused, oversized bodies too; the node carries on.
     let (code, body) = http(port, "POST", "/cluster/v1/votes", b"{}");

@@ -13,7 +13,7 @@
 //! After every step the DESIGN.md invariants are checked:
 //! 1. never fewer than `min_healthy` records published (keep_all);
 //! 2. no write from a node that is isolated or hears from fewer than a majority;
-//! 3. every published record set is one a single writer decided (CAS);
+//! 3. every published record set is one a single leader decided (CAS);
 //! 4. votes of nodes not heard within `vote_ttl` are not counted;
 //! 5. after faults heal, DNS equals the true healthy set, every record at the service TTL, within
 //!    [`CONVERGENCE_BOUND_MS`] — also with an endpoint that never settles (invariant 10: it holds
@@ -688,7 +688,7 @@ impl Sim {
         }
         match &result {
             Ok(()) => {
-                // Invariant 3: the record set is exactly what this writer decided.
+                // Invariant 3: the record set is exactly what this leader decided.
                 let Precondition::RrsetEquals(expected) = &change.precondition else {
                     self.fail("the service core sent a change without an RRset condition");
                 };
@@ -709,7 +709,7 @@ impl Sim {
         result
     }
 
-    /// Invariant 2: the writer is not isolated and has heard from a majority within the vote lifetime.
+    /// Invariant 2: the leader is not isolated and has heard from a majority within the vote lifetime.
     fn check_write_allowed(&self, i: usize) {
         let node = &self.nodes[i];
         if self.faults.self_check.contains_key(&i) {

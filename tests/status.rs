@@ -5,7 +5,9 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use support::{Daemon, free_tcp_port, wait_until};
 
@@ -82,8 +84,11 @@ fn status_lists_services_and_local_probe_slots() {
         status["endpoints"][0]["cluster_state"] == "down"
     });
     assert_eq!(status["node"], "status-node", "{status:#}");
+    assert_eq!(status["leader"], "status-node", "{status:#}");
+    // Deprecated aliases of the two keys above.
     assert_eq!(status["writer"], "status-node", "{status:#}");
     assert_eq!(status["am_writer"], true, "{status:#}");
+    assert_eq!(status["am_leader"], true, "{status:#}");
     let e = &status["endpoints"][0];
     assert_eq!(e["endpoint"], "127.0.0.1", "{status:#}");
     assert_eq!(

@@ -15,11 +15,12 @@
 //!   makes it down; anything else, ties included, leaves the previous cluster state unchanged (unknown at
 //!   first, which the planner treats as "keep what is published"). Isolation forgets the previous state:
 //!   the majority may have decided otherwise meanwhile.
-//! - **Writer**: the live, non-isolated node with the lowest id among those that see a majority. Only it
-//!   writes, and not before it has been non-isolated for `settle` (two heartbeats) after start or after
-//!   an isolation, so that it acts on fresh snapshots from every peer (meanwhile it announces itself as
-//!   settling and its peers pass it over); writes stay compare-and-swap, so two nodes that briefly both think they are the writer
-//!   cannot corrupt a record set. `term` counts writer changes as seen by this node.
+//! - **Leader**: the live, non-isolated node with the lowest id among those that see a majority. Only it
+//!   writes to DNS (through the service's writer, the DNS back end), and not before it has been
+//!   non-isolated for `settle` (two heartbeats) after start or after an isolation, so that it acts on
+//!   fresh snapshots from every peer (meanwhile it announces itself as settling and its peers pass it
+//!   over); writes stay compare-and-swap, so two nodes that briefly both think they lead cannot
+//!   corrupt a record set. `term` counts leader changes as seen by this node.
 //!
 //! A single node without `[cluster]` is the one-node case of the same rules.
 
@@ -218,12 +219,12 @@ pub struct View {
     pub isolated: Option<Isolation>,
     /// Nodes heard within `vote_ttl`, this node included.
     pub live: BTreeSet<String>,
-    /// The writer this node recognises.
-    pub writer: Option<String>,
-    /// Writer changes seen by this node.
+    /// The leader this node recognises: the one node that writes to DNS.
+    pub leader: Option<String>,
+    /// Leader changes seen by this node.
     pub term: u64,
-    /// Whether this node should write.
-    pub am_writer: bool,
+    /// Whether this node is the leader, and should write.
+    pub am_leader: bool,
     /// Per endpoint: its cluster state and the votes behind it.
     pub endpoints: BTreeMap<VoteKey, Tally>,
 }
@@ -250,7 +251,7 @@ pub struct Cluster {
     self_check_ok: bool,
     peers: BTreeMap<String, Peer>,
     decided: BTreeMap<VoteKey, Health>,
-    writer: Option<String>,
+    leader: Option<String>,
     term: u64,
     dirty: bool,
     /// Since when this node has been continuously non-isolated.
@@ -276,7 +277,7 @@ impl Cluster {
             self_check_ok: true,
             peers,
             decided: BTreeMap::new(),
-            writer: None,
+            leader: None,
             term: 0,
             dirty: true,
             joined_at: None,
@@ -390,7 +391,7 @@ impl Cluster {
         self.cfg.nodes.len() / 2 + 1
     }
 
-    /// Computes this node's view at `now` and updates the sticky cluster states and writer term.
+    /// Computes this node's view at `now` and updates the sticky cluster states and leader term.
     pub fn view(&mut self, now: Instant) -> View {
         let live_peers: BTreeSet<String> = self
             .peers
@@ -400,23 +401,42 @@ impl Cluster {
             .collect();
         let mut live = live_peers.clone();
         live.insert(self.cfg.me.clone());
+        let isolated = self.isolation(live.len());
+        // Live peers that are not isolated: their votes count.
+        let voters: Vec<String> = live_peers
+            .into_iter()
+            .filter(|id| !self.peers[id].isolated)
+            .collect();
+        let endpoints = self.tally(isolated.is_some(), &voters);
+        let leader = self.elect(now, isolated.is_none(), &voters);
+        View {
+            am_leader: leader.as_deref() == Some(self.cfg.me.as_str()),
+            isolated,
+            live,
+            leader,
+            term: self.term,
+            endpoints,
+        }
+    }
+
+    /// Why this node is isolated, hearing `live` nodes (itself included), if it is.
+    fn isolation(&self, live: usize) -> Option<Isolation> {
         let needed = self.majority();
-        let isolated = if !self.self_check_ok {
+        if !self.self_check_ok {
             Some(Isolation::SelfCheckFailed)
-        } else if live.len() < needed && self.rules.minority_cannot_write {
+        } else if live < needed && self.rules.minority_cannot_write {
             Some(Isolation::NoMajority {
-                heard: live.len(),
+                heard: live,
                 needed,
             })
         } else {
             None
-        };
+        }
+    }
 
-        let voters: Vec<(&str, &Peer)> = live_peers
-            .iter()
-            .map(|id| (id.as_str(), &self.peers[id]))
-            .filter(|(_, p)| !p.isolated)
-            .collect();
+    /// Counts the votes of this node (unless `isolated`) and of `voters` on every endpoint, and
+    /// updates the sticky cluster states.
+    fn tally(&mut self, isolated: bool, voters: &[String]) -> BTreeMap<VoteKey, Tally> {
         let n = self.cfg.nodes.len();
         let mut endpoints = BTreeMap::new();
         for (key, local) in &self.local {
@@ -428,24 +448,24 @@ impl Cluster {
                 .threshold(n);
             let mut up = Vec::new();
             let mut down = Vec::new();
-            if isolated.is_none() {
+            if !isolated {
                 match local {
                     Health::Up => up.push(self.cfg.me.clone()),
                     Health::Down => down.push(self.cfg.me.clone()),
                     Health::Unknown => {}
                 }
             }
-            for (id, p) in &voters {
-                match p.votes.get(key) {
-                    Some(true) => up.push((*id).to_owned()),
-                    Some(false) => down.push((*id).to_owned()),
+            for id in voters {
+                match self.peers[id].votes.get(key) {
+                    Some(true) => up.push(id.clone()),
+                    Some(false) => down.push(id.clone()),
                     None => {}
                 }
             }
             // An isolated node's conclusions are not agreement, and what it agreed before may since
             // have been overruled by the majority it could not hear: forget it. Unknown makes the planner
             // keep what DNS publishes, exactly like a node that just started.
-            let state = if isolated.is_some() {
+            let state = if isolated {
                 self.decided.remove(key);
                 Health::Unknown
             } else {
@@ -468,35 +488,35 @@ impl Cluster {
                 },
             );
         }
+        endpoints
+    }
 
+    /// Elects the leader among `voters` and this node (when it is not isolated and has settled),
+    /// tracking when this node joined and counting leader changes in `term`.
+    fn elect(&mut self, now: Instant, not_isolated: bool, voters: &[String]) -> Option<String> {
+        let needed = self.majority();
         let mut candidates: Vec<&str> = voters
             .iter()
-            .filter(|(_, p)| !p.settling && p.sees.len() + 1 >= needed)
-            .map(|(id, _)| *id)
+            .filter(|id| {
+                let p = &self.peers[*id];
+                !p.settling && p.sees.len() + 1 >= needed
+            })
+            .map(String::as_str)
             .collect();
-        self.joined_at = match (&isolated, self.joined_at) {
-            (None, None) => Some(now),
-            (None, since) => since,
-            (Some(_), _) => None,
+        self.joined_at = match (not_isolated, self.joined_at) {
+            (true, None) => Some(now),
+            (true, since) => since,
+            (false, _) => None,
         };
-        let settled = self.settled(now);
-        let me_eligible = isolated.is_none() && settled;
-        if me_eligible {
+        if not_isolated && self.settled(now) {
             candidates.push(&self.cfg.me);
         }
-        let writer = candidates.into_iter().min().map(str::to_owned);
-        if writer != self.writer {
+        let leader = candidates.into_iter().min().map(str::to_owned);
+        if leader != self.leader {
             self.term += 1;
-            self.writer = writer.clone();
+            self.leader.clone_from(&leader);
         }
-        View {
-            am_writer: me_eligible && writer.as_deref() == Some(self.cfg.me.as_str()),
-            isolated,
-            live,
-            writer,
-            term: self.term,
-            endpoints,
-        }
+        leader
     }
 
     /// The message to send to every peer now: a full snapshot of this node's votes. Bumps the sequence.

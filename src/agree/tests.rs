@@ -68,7 +68,7 @@ fn single_node_decides_alone() {
     c.set_local(key("192.0.2.1"), Health::Down);
     let v = c.view(now);
     assert_eq!(v.isolated, None);
-    assert!(v.am_writer);
+    assert!(v.am_leader);
     assert_eq!(v.endpoints[&key("192.0.2.1")].state, Health::Down);
 }
 
@@ -164,7 +164,7 @@ fn minority_node_is_isolated_and_does_not_write() {
             needed: 2
         })
     );
-    assert!(!v.am_writer);
+    assert!(!v.am_leader);
     assert_eq!(v.endpoints[&key("192.0.2.1")].state, Health::Unknown);
     assert_eq!(
         v.endpoints[&key("192.0.2.1")].down,
@@ -175,7 +175,7 @@ fn minority_node_is_isolated_and_does_not_write() {
     c.receive(&msg("b", 1, 1, None, &["a"]), t0, WALL).unwrap();
     let v = c.view(t0);
     assert_eq!(v.isolated, None);
-    assert!(v.am_writer, "lowest id among eligible nodes");
+    assert!(v.am_leader, "lowest id among eligible nodes");
 }
 
 #[test]
@@ -184,37 +184,37 @@ fn self_check_failure_isolates() {
     c.set_self_check(false);
     let v = c.view(Instant::now());
     assert_eq!(v.isolated, Some(Isolation::SelfCheckFailed));
-    assert!(!v.am_writer);
+    assert!(!v.am_leader);
     let out = c.outgoing(Instant::now(), WALL);
     assert!(out.isolated && out.votes.is_empty());
 }
 
 #[test]
-fn writer_is_lowest_eligible_id_and_term_counts_changes() {
+fn leader_is_lowest_eligible_id_and_term_counts_changes() {
     let mut c = Cluster::new(cfg("b", THREE, Quorum::Majority), 1);
     let t0 = Instant::now();
     c.receive(&msg("a", 1, 1, None, &["b", "c"]), t0, WALL)
         .unwrap();
     let v = c.view(t0);
-    assert_eq!(v.writer.as_deref(), Some("a"));
-    assert!(!v.am_writer);
+    assert_eq!(v.leader.as_deref(), Some("a"));
+    assert!(!v.am_leader);
     let term = v.term;
     // a goes silent: b takes over.
     c.receive(&msg("c", 1, 1, None, &["b"]), t0 + TTL, WALL)
         .unwrap();
     let v = c.view(t0 + TTL * 2);
-    assert_eq!(v.writer.as_deref(), Some("b"));
-    assert!(v.am_writer);
+    assert_eq!(v.leader.as_deref(), Some("b"));
+    assert!(v.am_leader);
     assert_eq!(v.term, term + 1);
     // A peer that does not see a majority is not eligible.
     let mut c = Cluster::new(cfg("b", THREE, Quorum::Majority), 1);
     c.receive(&msg("a", 1, 1, None, &[]), t0, WALL).unwrap();
-    assert_eq!(c.view(t0).writer.as_deref(), Some("b"));
+    assert_eq!(c.view(t0).leader.as_deref(), Some("b"));
     // An isolated peer is not eligible.
     let mut m = msg("a", 1, 2, None, &["b", "c"]);
     m.isolated = true;
     c.receive(&m, t0, WALL).unwrap();
-    assert_eq!(c.view(t0).writer.as_deref(), Some("b"));
+    assert_eq!(c.view(t0).leader.as_deref(), Some("b"));
 }
 
 #[test]
@@ -306,20 +306,20 @@ fn a_node_writes_only_after_settling() {
     c.receive(&msg("b", 1, 1, None, &["a"]), t0, WALL).unwrap();
     let v = c.view(t0);
     assert_eq!(v.isolated, None);
-    assert!(!v.am_writer, "just joined: gathering fresh snapshots first");
+    assert!(!v.am_leader, "just joined: gathering fresh snapshots first");
     let t1 = t0 + Duration::from_secs(2);
     c.receive(&msg("b", 1, 2, None, &["a"]), t1, WALL).unwrap();
-    assert!(c.view(t1).am_writer);
+    assert!(c.view(t1).am_leader);
     // Isolation resets the clock.
     let t2 = t1 + TTL * 2;
     assert!(c.view(t2).isolated.is_some());
     c.receive(&msg("b", 1, 3, None, &["a"]), t2, WALL).unwrap();
-    assert!(!c.view(t2).am_writer);
-    assert!(c.view(t2 + Duration::from_secs(2)).am_writer);
+    assert!(!c.view(t2).am_leader);
+    assert!(c.view(t2 + Duration::from_secs(2)).am_leader);
 }
 
 #[test]
-fn a_settling_peer_is_passed_over_as_writer() {
+fn a_settling_peer_is_passed_over_as_leader() {
     let mut c = Cluster::new(cfg("b", THREE, Quorum::Majority), 1);
     let t0 = Instant::now();
     let mut m = msg("a", 1, 1, None, &["b", "c"]);
@@ -327,15 +327,15 @@ fn a_settling_peer_is_passed_over_as_writer() {
     c.receive(&m, t0, WALL).unwrap();
     let v = c.view(t0);
     assert_eq!(
-        v.writer.as_deref(),
+        v.leader.as_deref(),
         Some("b"),
         "a is settling: b keeps writing"
     );
-    assert!(v.am_writer);
+    assert!(v.am_leader);
     let mut m = msg("a", 1, 2, None, &["b", "c"]);
     m.settling = false;
     c.receive(&m, t0, WALL).unwrap();
-    assert_eq!(c.view(t0).writer.as_deref(), Some("a"));
+    assert_eq!(c.view(t0).leader.as_deref(), Some("a"));
     // And a node announces its own settling.
     let mut config = cfg("a", THREE, Quorum::Majority);
     config.settle = Duration::from_secs(2);

@@ -52,7 +52,7 @@ pub struct Message {
     pub sent_at_ms: u64,
     /// Sender is isolated: its (empty) votes must not count.
     pub isolated: bool,
-    /// Sender has just started or rejoined and does not write yet: pass it over as writer.
+    /// Sender has just started or rejoined and does not write yet: pass it over as leader.
     #[serde(default)]
     pub settling: bool,
     /// Peers the sender heard within its vote lifetime.

@@ -405,8 +405,8 @@ impl Actor {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
-            leader: view.writer.clone(),
-            am_writer: view.am_writer,
+            leader: view.leader.clone(),
+            am_leader: view.am_leader,
             term: view.term,
             live_nodes: view.live.iter().cloned().collect(),
             peers,
@@ -423,11 +423,11 @@ fn log_changes(old: &View, new: &View) {
             None => info!(live = ?new.live, "this node is no longer isolated"),
         }
     }
-    if old.writer != new.writer || old.am_writer != new.am_writer {
-        match (&new.writer, new.am_writer) {
-            (Some(_), true) => info!(term = new.term, "this node is the writer"),
-            (Some(w), false) => info!(writer = %w, term = new.term, "writer is {w}; standing by"),
-            (None, _) => warn!(term = new.term, "no writer: no node is eligible"),
+    if old.leader != new.leader || old.am_leader != new.am_leader {
+        match (&new.leader, new.am_leader) {
+            (Some(_), true) => info!(term = new.term, "this node is the leader"),
+            (Some(l), false) => info!(leader = %l, term = new.term, "leader is {l}; standing by"),
+            (None, _) => warn!(term = new.term, "no leader: no node is eligible"),
         }
     }
 }

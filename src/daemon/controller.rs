@@ -8,13 +8,15 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::act::Writer;
+use crate::act::{WriteError, Writer};
 use crate::agree::{View, VoteKey};
 use crate::config::ServiceConfig;
 use crate::decide::Health;
@@ -66,12 +68,21 @@ impl Controller {
         // Room for a few rounds of results; a full channel makes probe loops wait, never overlap.
         let (report_tx, mut report_rx) = mpsc::channel(self.svc.endpoints.len() * 4 + 8);
         let count = self.svc.endpoints.len();
+        // The probe loops live in this controller's set: they end with it, whatever happens.
+        let mut probe_tasks = JoinSet::new();
         for (i, ip) in self.svc.endpoints.iter().enumerate() {
             match probe::build(&self.svc.check, *ip, self.svc.timeout) {
                 Ok(p) => {
                     let schedule =
                         Schedule::staggered(self.svc.interval, self.svc.timeout, i, count);
-                    spawn_probe_loop(*ip, p, schedule, report_tx.clone(), probes.clone());
+                    spawn_probe_loop(
+                        &mut probe_tasks,
+                        *ip,
+                        p,
+                        schedule,
+                        report_tx.clone(),
+                        probes.clone(),
+                    );
                 }
                 Err(e) => error!(service = %self.svc.fqdn, endpoint = %ip, "cannot probe: {e}"),
             }
@@ -89,6 +100,10 @@ impl Controller {
             }
         }
         probes.cancel();
+        // Cancelled loops return at once, even mid-probe; one waiting to send a report gets an error
+        // once the receiver is gone.
+        drop(report_rx);
+        while probe_tasks.join_next().await.is_some() {}
         self.core.into_machines()
     }
 
@@ -127,7 +142,13 @@ impl Controller {
         let fqdn = self.svc.fqdn.as_str();
         log_event(fqdn, self.writer.name(), event);
         match event {
-            Event::Updated(_) => self.state.record_write(fqdn, Ok(())),
+            Event::Updated(plan) => {
+                // The plan first, so that the write's event names it (publish() runs only after the
+                // whole converge round).
+                self.state
+                    .record_plan(fqdn, &plan.to_string(), self.hold_text().as_deref());
+                self.state.record_write(fqdn, Ok(()));
+            }
             Event::Failed { doing, error, .. } => {
                 self.state.record_write(fqdn, Err(format!("{doing}: {error}")));
             }
@@ -169,11 +190,15 @@ impl Controller {
             .last_plan()
             .filter(|p| !p.is_empty())
             .map_or_else(String::new, ToString::to_string);
-        let hold = self
-            .core
+        self.state
+            .record_plan(fqdn, &plan, self.hold_text().as_deref());
+    }
+
+    /// Why removals are held back, for the node state; `None` when they are not.
+    fn hold_text(&self) -> Option<String> {
+        self.core
             .hold()
-            .map(|(reason, held)| format!("{reason}: {}", list(held)));
-        self.state.record_plan(fqdn, &plan, hold.as_deref());
+            .map(|(reason, held)| format!("{reason}: {}", list(held)))
     }
 
     /// Executes actions: votes go to the agreement actor, events to the log, writer work to the writer.
@@ -270,8 +295,9 @@ pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
         } => warn!(service = %service,
             endpoint = %endpoint,
             last = %detail,
-            "endpoint has no verdict after {}: its results never reached fall failures or rise successes in a row (or the nodes do not agree on it); it keeps its place in DNS and no longer holds back removals of other endpoints",
+            "endpoint never settles: no verdict for {} (its results never reached fall failures or rise successes in a row, or the nodes do not agree on it); it keeps its place in DNS and no longer holds back removals of other endpoints",
             human(*after)
+
         ),
         Event::WaitingForVerdicts { unknown, bound } => info!(service = %service,
             unknown = %list(unknown),
@@ -313,18 +339,19 @@ pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
         ),
         Event::Failed {
             doing,
-            error: e,
+            error,
             retry,
-        } => {
-            let retry = human(*retry);
-            if e.needs_operator() {
-                error!(service = %service,
-                    writer, "configuration error while {doing}: {e}; retrying in {retry}"
-                );
-            } else {
-                warn!(service = %service, writer = %writer, "{doing} failed: {e}; retrying in {retry}");
-            }
-        }
+        } => log_failure(service, writer, doing, error, *retry),
+    }
+}
+
+/// Logs a failed writer operation: an error when it needs an operator, a warning otherwise.
+fn log_failure(service: &str, writer: &str, doing: &str, e: &WriteError, retry: Duration) {
+    let retry = human(retry);
+    if e.needs_operator() {
+        error!(service = %service, writer = %writer, "configuration error while {doing}: {e}; retrying in {retry}");
+    } else {
+        warn!(service = %service, writer = %writer, "{doing} failed: {e}; retrying in {retry}");
     }
 }
 

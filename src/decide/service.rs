@@ -128,7 +128,7 @@ impl ServiceView {
     pub fn of(view: &View, fqdn: &str) -> Self {
         ServiceView {
             health: view.service_health(fqdn),
-            leader: view.am_writer,
+            leader: view.am_leader,
             live_nodes: view.live.len(),
         }
     }

@@ -6,7 +6,7 @@
 //!   when malformed, 413 when too large, 404 when this node has no `[cluster]`, 503 while the node is
 //!   (re)starting.
 //! - `GET /api/v1/status`: [`NodeState::snapshot`] as JSON ([`crate::state::NodeStatus`]): isolation
-//!   and why, writer and term, live nodes and peers, per-endpoint cluster state with the votes behind
+//!   and why, leader and term, live nodes and peers, per-endpoint cluster state with the votes behind
 //!   it and this node's last probe, per-service published set, plan, write and events,
 //!   rejected-message counters. 503 until the agreement actor has published once.
 //!

@@ -1,4 +1,5 @@
-//! The probe scheduler: one task per endpoint.
+//! The probe scheduler: one task per endpoint, in its owner's `JoinSet` (a service controller's), so
+//! that the loops end with the generation that started them.
 //!
 //! Each task runs its probe every `interval`, starting after a per-endpoint offset so that the endpoints
 //! of a service are spread across the interval instead of probed in a burst. A probe never overlaps the
@@ -9,7 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -49,15 +50,17 @@ impl Schedule {
     }
 }
 
-/// Spawns the probe loop of one endpoint. It ends when `cancel` fires or the receiver is dropped.
+/// Spawns the probe loop of one endpoint into `tasks`. It ends when `cancel` fires, the receiver is
+/// dropped, or `tasks` is dropped or shut down.
 pub fn spawn_probe_loop(
+    tasks: &mut JoinSet<()>,
     endpoint: IpAddr,
     probe: Box<dyn Probe>,
     schedule: Schedule,
     report_tx: mpsc::Sender<ProbeReport>,
     cancel: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
+) -> AbortHandle {
+    tasks.spawn(async move {
         let mut ticker =
             tokio::time::interval_at(Instant::now() + schedule.offset, schedule.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -145,7 +148,9 @@ mod tests {
             timeout: Duration::from_millis(500),
             offset: Duration::from_millis(250),
         };
+        let mut tasks = JoinSet::new();
         spawn_probe_loop(
+            &mut tasks,
             "192.0.2.1".parse().unwrap(),
             probe,
             schedule,
@@ -178,7 +183,9 @@ mod tests {
             timeout: Duration::from_millis(300),
             offset: Duration::ZERO,
         };
+        let mut tasks = JoinSet::new();
         spawn_probe_loop(
+            &mut tasks,
             "192.0.2.1".parse().unwrap(),
             probe,
             schedule,
@@ -205,7 +212,9 @@ mod tests {
             timeout: Duration::from_secs(10),
             offset: Duration::ZERO,
         };
+        let mut tasks = JoinSet::new();
         spawn_probe_loop(
+            &mut tasks,
             "192.0.2.1".parse().unwrap(),
             probe,
             schedule,

@@ -11,7 +11,7 @@
 //! - the current generation's peer inbox ([`NodeState::set_inbox`], [`inbox`]).
 //!
 //! Readers get a consistent copy with [`NodeState::snapshot`], a [`NodeStatus`] that serializes to the
-//! status document. Writers never block on readers for long: every method holds a `std` lock for a few
+//! status document. Updates never wait on readers for long: every method holds a `std` lock for a few
 //! field updates and never across an `.await`. Times that leave the process are wall-clock Unix
 //! milliseconds (`*_unix_ms`); nothing here decides anything.
 //!
@@ -69,10 +69,10 @@ pub struct ClusterStatus {
     pub isolated: Option<String>,
     /// `[cluster].self_check` targets.
     pub self_check_targets: Vec<String>,
-    /// The node recognised as the one that writes to DNS.
+    /// The leader this node recognises: the one node that writes to DNS.
     pub leader: Option<String>,
     /// Whether that is this node.
-    pub am_writer: bool,
+    pub am_leader: bool,
     /// Leader changes seen.
     pub term: u64,
     /// Nodes heard within the vote lifetime, this node included.
@@ -377,8 +377,10 @@ impl NodeState {
             generation: c.generation,
             isolated: c.isolated,
             self_check_targets: c.self_check_targets,
+            writer: c.leader.clone(),
+            am_writer: c.am_leader,
             leader: c.leader,
-            am_writer: c.am_writer,
+            am_leader: c.am_leader,
             term: c.term,
             live_nodes: c.live_nodes,
             peers,

@@ -20,11 +20,14 @@ pub struct NodeStatus {
     pub isolated: Option<String>,
     /// `[cluster].self_check` targets.
     pub self_check_targets: Vec<String>,
-    /// The node this node recognises as the one that writes to DNS (JSON key `writer`, kept for
-    /// compatibility).
-    #[serde(rename = "writer")]
+    /// The leader this node recognises: the one node that writes to DNS.
     pub leader: Option<String>,
-    /// Whether this node is that node.
+    /// Whether this node is the leader.
+    pub am_leader: bool,
+    /// Deprecated alias of `leader` (the elected node used to be called the writer, which is the DNS
+    /// back end's name); same value. Will be removed in a future release.
+    pub writer: Option<String>,
+    /// Deprecated alias of `am_leader`; same value. Will be removed in a future release.
     pub am_writer: bool,
     /// Leader changes seen by this node.
     pub term: u64,

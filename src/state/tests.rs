@@ -26,7 +26,7 @@ fn cluster() -> ClusterStatus {
         isolated: None,
         self_check_targets: vec![],
         leader: Some("mon-1".to_owned()),
-        am_writer: true,
+        am_leader: true,
         term: 1,
         live_nodes: vec!["mon-1".to_owned(), "mon-2".to_owned()],
         peers: vec![PeerStatus {
@@ -212,6 +212,8 @@ fn status_document_keeps_its_keys() {
         "generation",
         "isolated",
         "self_check_targets",
+        "leader",
+        "am_leader",
         "writer",
         "am_writer",
         "term",
@@ -223,8 +225,11 @@ fn status_document_keeps_its_keys() {
     ] {
         assert!(v.get(key).is_some(), "missing {key}: {v:#}");
     }
-    assert!(v.get("leader").is_none(), "{v:#}");
+    assert_eq!(v["leader"], "mon-1");
+    assert_eq!(v["am_leader"], true);
+    // Deprecated aliases, same values.
     assert_eq!(v["writer"], "mon-1");
+    assert_eq!(v["am_writer"], true);
     assert_eq!(v["peers"][0]["id"], "mon-2");
     assert!(v["peers"][0]["last_heard_ms_ago"].is_u64());
     let e = &v["endpoints"][0];

@@ -50,6 +50,10 @@ struct Endpoint {
     hits: AtomicU64,
     connections: AtomicU64,
     delay_ms: AtomicU64,
+    /// Alternate mode: requests are answered 200, 503, 200, … regardless of `status`.
+    alternate: AtomicBool,
+    /// Requests answered in alternate mode so far (even: 200, odd: 503).
+    turn: AtomicU64,
     body: Mutex<String>,
     server: Mutex<Option<Server>>,
 }
@@ -96,6 +100,8 @@ impl HttpEndpoints {
                         hits: AtomicU64::new(0),
                         connections: AtomicU64::new(0),
                         delay_ms: AtomicU64::new(0),
+                        alternate: AtomicBool::new(false),
+                        turn: AtomicU64::new(0),
                         body: Mutex::new("ok\n".to_owned()),
                         server: Mutex::new(None),
                     });
@@ -146,6 +152,15 @@ impl HttpEndpoints {
     /// Answers requests on `ip` with `status` from now on.
     pub fn set_status(&self, ip: IpAddr, status: u16) {
         self.endpoint(ip).status.store(status, Ordering::SeqCst);
+    }
+
+    /// Alternate mode on `ip`: from now on requests are answered `200`, `503`, `200`, … in turn (the
+    /// first one after this call gets `200`), whatever [`HttpEndpoints::set_status`] said. An endpoint
+    /// that a health check can never settle on. `false` goes back to the configured status.
+    pub fn set_alternate(&self, ip: IpAddr, on: bool) {
+        let endpoint = self.endpoint(ip);
+        endpoint.turn.store(0, Ordering::SeqCst);
+        endpoint.alternate.store(on, Ordering::SeqCst);
     }
 
     /// Answers requests on `ip` with `body` from now on (default `ok\n`).
@@ -260,7 +275,19 @@ fn handle(mut stream: TcpStream, endpoint: &Endpoint) {
     if delay > 0 {
         thread::sleep(Duration::from_millis(delay));
     }
-    let status = endpoint.status.load(Ordering::SeqCst);
+    let status = if endpoint.alternate.load(Ordering::SeqCst) {
+        if endpoint
+            .turn
+            .fetch_add(1, Ordering::SeqCst)
+            .is_multiple_of(2)
+        {
+            200
+        } else {
+            503
+        }
+    } else {
+        endpoint.status.load(Ordering::SeqCst)
+    };
     let body = lock(&endpoint.body).clone();
     let is_head = head.starts_with(b"HEAD ");
     let response = format!(

@@ -284,6 +284,44 @@ fn without_the_recovery_hold_the_record_set_shrinks_first() {
     assert!(rig.applied.iter().any(|(_, c)| !c.remove.is_empty()));
 }
 
+/// In a cluster the agreed state can turn up before this node's own probes do: leaving the all-down
+/// fallback then starts as a hold for doubt (the endpoint that would remain is still down here), with
+/// no removal in the plan. The endpoints recovering together must still be held when that doubt ends.
+#[test]
+fn recovery_agreed_before_the_local_probes_never_shrinks_the_record_set() {
+    let eps = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let mut rig = Rig::new(&eps, 2, 2, 30, published(&eps, 30));
+    let step = |rig: &mut Rig, ok: bool| {
+        for ep in eps {
+            rig.probe(ep, ok);
+            let t = rig.at() + Duration::from_millis(333);
+            rig.until(t);
+        }
+    };
+    for _ in 0..2 {
+        step(&mut rig, true);
+    }
+    for _ in 0..3 {
+        step(&mut rig, false);
+    }
+    assert!(rig.applied.is_empty(), "{:?}", rig.applied);
+    // The peers' votes make .2 up first; this node still has it down.
+    rig.health.insert(ip(eps[0]), Health::Up);
+    rig.view();
+    for _ in 0..3 {
+        step(&mut rig, true);
+    }
+    assert!(rig.applied.is_empty(), "{:?}", rig.applied);
+    assert_eq!(rig.published().len(), 3);
+    assert!(rig.events.iter().any(|(_, e)| matches!(
+        e,
+        Event::Holding {
+            reason: HoldReason::Recovering,
+            ..
+        }
+    )));
+}
+
 #[test]
 fn a_cname_at_the_name_is_an_operator_error_and_nothing_is_written() {
     let mut rig = Rig::new(
