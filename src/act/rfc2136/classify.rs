@@ -106,19 +106,36 @@ pub fn classify_parts(
     signature: &Signature,
     our_time: u64,
 ) -> Option<WriteError> {
+    let what = match ctx.op {
+        Op::Read => "query",
+        Op::Update => "UPDATE",
+    };
+    if let Some(e) = tsig_failure(ctx, what, signature, our_time) {
+        return Some(e);
+    }
+    rcode_class(
+        ctx,
+        what,
+        rcode,
+        matches!(signature, Signature::Verified { .. }),
+    )
+}
+
+/// The first half of the table: the TSIG error field, then a signature that does not verify.
+fn tsig_failure(
+    ctx: &Context<'_>,
+    what: &str,
+    signature: &Signature,
+    our_time: u64,
+) -> Option<WriteError> {
     let Context {
         server,
         writer,
         key,
         algorithm,
         zone,
-        fqdn,
-        op,
+        ..
     } = *ctx;
-    let what = match op {
-        Op::Read => "query",
-        Op::Update => "UPDATE",
-    };
     let tsig_error = match signature {
         Signature::Unsigned => None,
         Signature::Verified { error, .. } | Signature::Unverified { error, .. } => *error,
@@ -163,7 +180,25 @@ pub fn classify_parts(
             "{server} signed its answer to writer {writer:?} with key {key:?}, but the signature does not verify with our secret ({why}): the secret (or algorithm {algorithm}) configured for the key differs from the server's"
         )));
     }
-    let signed = matches!(signature, Signature::Verified { .. });
+    None
+}
+
+/// The second half of the table: the rcode of an answer whose TSIG is in order (or absent).
+fn rcode_class(
+    ctx: &Context<'_>,
+    what: &str,
+    rcode: ResponseCode,
+    signed: bool,
+) -> Option<WriteError> {
+    let Context {
+        server,
+        writer,
+        key,
+        algorithm,
+        zone,
+        fqdn,
+        op,
+    } = *ctx;
     let name = rcode_name(rcode);
     match rcode {
         ResponseCode::NoError if signed => None,
