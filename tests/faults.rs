@@ -136,10 +136,17 @@ path = "/health"
     }
 
     /// The A and AAAA records with their TTLs.
+    /// The name's A and AAAA records as `(ttl, address)`.
     fn records(&self) -> Vec<(u32, String)> {
         let mut all = self.dns.query_with_ttl(FQDN, "A");
         all.extend(self.dns.query_with_ttl(FQDN, "AAAA"));
-        all
+        // query_with_ttl answers `TYPE RDATA`; only the address matters here.
+        all.into_iter()
+            .map(|(ttl, rr)| match rr.split_once(' ') {
+                Some((_, addr)) => (ttl, addr.to_owned()),
+                None => (ttl, rr),
+            })
+            .collect()
     }
 
     /// Replaces `from` by `to` in the config file (which must contain it).

@@ -672,21 +672,6 @@ pub(crate) fn parse_dig(stdout: &str) -> Result<Vec<String>, String> {
     Ok(rdata)
 }
 
-/// Like [`parse_dig`], with each record's TTL (the second field of an answer line).
-pub(crate) fn parse_dig_ttl(stdout: &str) -> Result<Vec<(u32, String)>, String> {
-    parse_dig(stdout)?;
-    let mut records: Vec<(u32, String)> = stdout
-        .lines()
-        .filter(|line| !line.trim().is_empty() && !line.starts_with(';'))
-        .filter_map(|line| {
-            let ttl = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some((ttl, skip_fields(line, 4)?.to_owned()))
-        })
-        .collect();
-    records.sort();
-    Ok(records)
-}
-
 /// What follows the first `n` whitespace-separated fields of `line`, trimmed (keeps the spacing inside
 /// TXT strings, which splitting and re-joining would not).
 fn skip_fields(line: &str, n: usize) -> Option<&str> {
