@@ -596,15 +596,19 @@ impl ServiceCore {
     }
 
     fn sync_soon(&mut self, now: Instant) {
-        self.sync_at = Some(self.sync_at.map_or(now, |t| t.min(now)));
+        self.sync_by(now);
     }
 
+    /// Makes a sync due at `at` at the latest.
     fn sync_by(&mut self, at: Instant) {
         self.sync_at = Some(self.sync_at.map_or(at, |t| t.min(at)));
     }
 
     /// Reports endpoints that have just passed the settle bound without a verdict.
     fn settle(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if !self.rules.settle_unknown {
+            return;
+        }
         let bound = self.s.settle_bound();
         let newly: Vec<(IpAddr, Instant)> = self
             .unknown_since
@@ -612,9 +616,6 @@ impl ServiceCore {
             .filter(|(ip, since)| !self.unsettled.contains(ip) && now >= **since + bound)
             .map(|(ip, since)| (*ip, *since))
             .collect();
-        if !self.rules.settle_unknown {
-            return;
-        }
         for (ip, since) in newly {
             self.unsettled.insert(ip);
             let detail = self
