@@ -510,6 +510,12 @@ fn single_node_status_api(kind: DnsKind) {
     });
     assert_eq!(status["node"], "test-node", "{status:#}");
     assert_eq!(status["am_leader"], true, "{status:#}");
+    // Alive at once; ready once every endpoint was probed and the leader has read DNS.
+    assert_eq!(http(port, "GET", "/health", b"").0, 200);
+    wait_until("GET /ready answers 200", EVENTUALLY, || {
+        let (code, body) = http(port, "GET", "/ready", b"");
+        code == 200 && body.contains("\"ready\":true")
+    });
     assert!(status["isolated"].is_null(), "{status:#}");
     // Peer messages to a node without [cluster] are refused, oversized bodies too; the node carries on.
     let (code, body) = http(port, "POST", "/cluster/v1/votes", b"{}");

@@ -136,3 +136,46 @@ fn a_slow_client_does_not_hold_the_exit() {
     );
     drop(slow);
 }
+
+/// `GET path` on the node: status code and body.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+#[test]
+fn alive_but_not_ready_while_dns_cannot_be_read() {
+    let (d, port) = start(&[]);
+    wait_until("GET /health answers", EVENTUALLY, || {
+        get(port, "/health").is_some_and(|(code, body)| code == 200 && body.contains("alive"))
+    });
+    // The endpoint is probed (refused), but the leader cannot read the zone: not ready, and it says why.
+    let mut last = None;
+    wait_until("GET /ready waits only for DNS", EVENTUALLY, || {
+        last = get(port, "/ready");
+        last.as_ref().is_some_and(|(code, body)| {
+            *code == 503
+                && body.contains("the records www.example.test. publishes (writer primary)")
+                && !body.contains("first probe")
+        })
+    });
+    let (_, body) = last.unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["ready"], false, "{json}");
+    assert_eq!(
+        json["waiting_for"].as_array().map(Vec::len),
+        Some(1),
+        "{json}"
+    );
+    drop(d);
+}

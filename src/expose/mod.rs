@@ -5,6 +5,11 @@
 //!   authentication fails, 409 when refused by the agreement core (replay, clock, unknown node), 400
 //!   when malformed, 413 when too large, 404 when this node has no `[cluster]`, 503 while the node is
 //!   (re)starting.
+//! - `GET /health`: 200 `{"status":"alive"}` while the process serves HTTP.
+//! - `GET /ready`: 200 `{"ready":true}` once the configuration is loaded, this node has probed every
+//!   endpoint once and, on the leader, has read every service's published records; until then 503
+//!   `{"ready":false,"waiting_for":[…]}` naming what it waits for (a DNS server that cannot be read
+//!   keeps the leader not ready).
 //! - `GET /api/v1/status`: [`NodeState::snapshot`] as JSON ([`crate::state::NodeStatus`]): isolation
 //!   and why, leader and term, live nodes and peers, per-endpoint cluster state with the votes behind
 //!   it and this node's last probe, per-service published set, plan, write and events,
@@ -36,6 +41,8 @@ pub async fn serve(
     let app = Router::new()
         .route(wire::VOTES_PATH, post(votes))
         .route("/api/v1/status", get(status))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
         .layer(DefaultBodyLimit::max(wire::MAX_BODY_BYTES))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app)
@@ -43,6 +50,26 @@ pub async fn serve(
         .await
     {
         error!("HTTP server failed: {e}");
+    }
+}
+
+async fn health() -> Response {
+    axum::Json(serde_json::json!({ "status": "alive" })).into_response()
+}
+
+async fn ready(State(state): State<NodeState>) -> Response {
+    let waiting = match state.snapshot() {
+        Some(status) => status.waiting_for(),
+        None => vec!["the agreement actor (starting)".to_owned()],
+    };
+    if waiting.is_empty() {
+        axum::Json(serde_json::json!({ "ready": true })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "ready": false, "waiting_for": waiting })),
+        )
+            .into_response()
     }
 }
 

@@ -163,6 +163,7 @@ impl NodeState {
                         zone: s.zone,
                         writer: s.writer,
                         published: Vec::new(),
+                        published_known_unix_ms: None,
                         last_plan: None,
                         last_write_unix_ms: None,
                         last_error: None,
@@ -322,9 +323,11 @@ impl NodeState {
         let mut addrs: Vec<IpAddr> = addrs.into_iter().collect();
         addrs.sort();
         addrs.dedup();
+        let now = now_unix_ms();
         let mut inner = self.write();
         if let Some(svc) = inner.services.get_mut(service) {
             svc.status.published = addrs.iter().map(ToString::to_string).collect();
+            svc.status.published_known_unix_ms = Some(now);
         }
     }
 

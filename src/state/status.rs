@@ -104,6 +104,9 @@ pub struct ServiceStatus {
     pub writer: String,
     /// The addresses last seen published (read from DNS or written), sorted.
     pub published: Vec<String>,
+    /// When this node last learned what DNS publishes for the service (a read, or a write read back);
+    /// `null` until it has.
+    pub published_known_unix_ms: Option<u64>,
     /// The last non-empty plan, as rendered for logs.
     pub last_plan: Option<String>,
     /// When the last successful write finished.
@@ -146,4 +149,27 @@ pub enum EventKind {
     Hold,
     /// Anything else worth a line.
     Note,
+}
+
+impl NodeStatus {
+    /// What this node still waits for before it is ready, for `GET /ready`: a first probe of every
+    /// endpoint by this node, and, on the leader, a first read of every service's published records.
+    /// Empty when ready.
+    pub fn waiting_for(&self) -> Vec<String> {
+        let mut waiting: Vec<String> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.local.is_none())
+            .map(|e| format!("first probe of {} ({})", e.endpoint, e.service))
+            .collect();
+        if self.am_leader {
+            waiting.extend(
+                self.services
+                    .iter()
+                    .filter(|s| s.published_known_unix_ms.is_none())
+                    .map(|s| format!("the records {} publishes (writer {})", s.fqdn, s.writer)),
+            );
+        }
+        waiting
+    }
 }

@@ -251,3 +251,42 @@ fn status_document_keeps_its_keys() {
     assert_eq!(v["services"][0]["events"][1]["kind"], "dns_updated");
     assert_eq!(v["services"][0]["events"][0]["kind"], "probe_transition");
 }
+
+#[test]
+fn ready_once_every_endpoint_is_probed_and_the_leader_has_read_dns() {
+    let state = state_with_www();
+    state.set_cluster(cluster());
+    let waiting = state.snapshot().unwrap().waiting_for();
+    assert_eq!(
+        waiting,
+        vec![
+            "first probe of 192.0.2.1 (www.example.test.)",
+            "first probe of 192.0.2.2 (www.example.test.)",
+            "the records www.example.test. publishes (writer primary)",
+        ]
+    );
+    state.record_probe(
+        WWW,
+        ip("192.0.2.1"),
+        &probe(true, "HTTP 200"),
+        Health::Unknown,
+    );
+    state.record_probe(
+        WWW,
+        ip("192.0.2.2"),
+        &probe(false, "connection refused"),
+        Health::Unknown,
+    );
+    assert_eq!(state.snapshot().unwrap().waiting_for().len(), 1);
+    state.set_published(WWW, [ip("192.0.2.1")]);
+    assert!(state.snapshot().unwrap().waiting_for().is_empty());
+    // A node that does not lead never reads DNS: probes are enough.
+    let follower = state_with_www();
+    follower.set_cluster(ClusterStatus {
+        am_leader: false,
+        ..cluster()
+    });
+    follower.record_probe(WWW, ip("192.0.2.1"), &probe(true, "ok"), Health::Up);
+    follower.record_probe(WWW, ip("192.0.2.2"), &probe(true, "ok"), Health::Up);
+    assert!(follower.snapshot().unwrap().waiting_for().is_empty());
+}
