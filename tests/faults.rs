@@ -10,6 +10,7 @@
 //!
 //! The same battery runs against both servers.
 
+#[macro_use]
 mod support;
 
 use std::net::IpAddr;
@@ -459,18 +460,7 @@ fn status_shows_a_failover(kind: DnsKind) {
     );
 }
 
-macro_rules! battery {
-    ($($name:ident),* $(,)?) => {
-        mod knot {
-            $( #[test] fn $name() { super::$name(super::DnsKind::Knot) } )*
-        }
-        mod bind {
-            $( #[test] fn $name() { super::$name(super::DnsKind::Bind) } )*
-        }
-    };
-}
-
-battery!(
+knot_and_bind!(
     ttl_change_reaches_dns,
     unsettled_endpoint_does_not_block_removal,
     recovery_from_all_down_never_shrinks,

@@ -3,6 +3,7 @@
 //! RRsets, BIND's record cap, truncated answers. Each test asserts the value today's wrong behaviour
 //! would not give.
 
+#[macro_use]
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,10 +12,7 @@ use std::time::Duration;
 
 use rrguard::act::rfc2136::Rfc2136Writer;
 use rrguard::act::{Precondition, Published, RecordChange, WriteError, Writer};
-use rrguard::config::{
-    AllDownPolicy, CheckConfig, Rfc2136Config, ServiceConfig, TcpCheckConfig, TsigAlgorithm,
-    TsigConfig,
-};
+use rrguard::config::{Rfc2136Config, TsigAlgorithm, TsigConfig};
 use rrguard::daemon::converge;
 use rrguard::decide::Health;
 use rrguard::decide::service::{Event, ServiceCore, ServiceView, Settings};
@@ -455,22 +453,7 @@ fn knot_large_rrset_shrinks_to_exactly_the_healthy_half() {
         .filter(|(_, h)| **h == Health::Up)
         .map(|(ip, _)| *ip)
         .collect();
-    let svc = ServiceConfig {
-        fqdn: FQDN.to_owned(),
-        zone: ZONE.to_owned(),
-        writer: "primary".to_owned(),
-        ttl: 60,
-        endpoints: all.clone(),
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_millis(500),
-        fall: 1,
-        rise: 1,
-        min_healthy: 1,
-        all_down: AllDownPolicy::KeepAll,
-        remove_unlisted: false,
-        quorum: None,
-        check: CheckConfig::Tcp(TcpCheckConfig { port: 80 }),
-    };
+    let svc = support::service_config(FQDN, ZONE, all.clone(), 60);
     let settings = Settings::of(&svc, w.capabilities(), Duration::from_secs(600), false);
     let machines = all
         .iter()
@@ -597,18 +580,7 @@ zone "example.test" {{ type primary; file "{dir}/example.test.zone"; allow-updat
     );
 }
 
-macro_rules! battery {
-    ($($name:ident),* $(,)?) => {
-        mod knot {
-            $( #[test] fn $name() { super::$name(super::DnsKind::Knot) } )*
-        }
-        mod bind {
-            $( #[test] fn $name() { super::$name(super::DnsKind::Bind) } )*
-        }
-    };
-}
-
-battery!(
+knot_and_bind!(
     signed_reads_work_and_a_wrong_key_is_not_trusted,
     read_reports_a_cname_even_with_in_zone_target,
     cname_is_one_operator_error_and_plan_flags_it,
@@ -669,22 +641,7 @@ fn knot_secondary_first_one_update_per_flip() {
     let endpoints: Vec<IpAddr> = set(&["127.0.0.2", "127.0.0.3", "127.0.0.4"])
         .into_iter()
         .collect();
-    let svc = ServiceConfig {
-        fqdn: FQDN.to_owned(),
-        zone: ZONE.to_owned(),
-        writer: "primary".to_owned(),
-        ttl: 60,
-        endpoints: endpoints.clone(),
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_millis(500),
-        fall: 1,
-        rise: 1,
-        min_healthy: 1,
-        all_down: AllDownPolicy::KeepAll,
-        remove_unlisted: false,
-        quorum: None,
-        check: CheckConfig::Tcp(TcpCheckConfig { port: 80 }),
-    };
+    let svc = support::service_config(FQDN, ZONE, endpoints.clone(), 60);
     let health = |down: Option<&str>| -> BTreeMap<IpAddr, Health> {
         endpoints
             .iter()

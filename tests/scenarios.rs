@@ -2,6 +2,7 @@
 //! real BIND (TSIG, RFC 2136 over TCP) while real HTTP endpoints on 127.0.0.x/::1 stop and start.
 //! The same battery runs against both servers.
 
+#[macro_use]
 mod support;
 
 use std::net::IpAddr;
@@ -532,18 +533,7 @@ fn single_node_status_api(kind: DnsKind) {
     s.wait_a(&[E2, E4]);
 }
 
-macro_rules! battery {
-    ($($name:ident),* $(,)?) => {
-        mod knot {
-            $( #[test] fn $name() { super::$name(super::DnsKind::Knot) } )*
-        }
-        mod bind {
-            $( #[test] fn $name() { super::$name(super::DnsKind::Bind) } )*
-        }
-    };
-}
-
-battery!(
+knot_and_bind!(
     endpoint_stops_and_comes_back,
     all_down_keep_all_keeps_every_record,
     all_down_fail_closed_removes_them,

@@ -20,10 +20,7 @@ use async_trait::async_trait;
 use rrguard::act::memory::MemoryWriter;
 use rrguard::act::rfc2136::Rfc2136Writer;
 use rrguard::act::{Capabilities, Precondition, Published, RecordChange, WriteError, Writer};
-use rrguard::config::{
-    AllDownPolicy, CheckConfig, Rfc2136Config, ServiceConfig, TcpCheckConfig, TsigAlgorithm,
-    TsigConfig,
-};
+use rrguard::config::{Rfc2136Config, TsigAlgorithm, TsigConfig};
 use rrguard::daemon::converge;
 use rrguard::decide::Health;
 use rrguard::decide::service::{Event, ServiceCore, ServiceView, Settings};
@@ -474,22 +471,7 @@ async fn concurrent_change_is_caught_and_replanned(kind: DnsKind) {
     let endpoints: Vec<IpAddr> = set(&["127.0.0.2", "127.0.0.3", "127.0.0.4"])
         .into_iter()
         .collect();
-    let svc = ServiceConfig {
-        fqdn: FQDN.to_owned(),
-        zone: ZONE.to_owned(),
-        writer: "primary".to_owned(),
-        ttl: 30,
-        endpoints: endpoints.clone(),
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_millis(500),
-        fall: 1,
-        rise: 1,
-        min_healthy: 1,
-        all_down: AllDownPolicy::KeepAll,
-        remove_unlisted: false,
-        quorum: None,
-        check: CheckConfig::Tcp(TcpCheckConfig { port: 80 }),
-    };
+    let svc = support::service_config(FQDN, ZONE, endpoints.clone(), 30);
     let health: BTreeMap<IpAddr, Health> = [
         ("127.0.0.2".parse().unwrap(), Health::Up),
         ("127.0.0.3".parse().unwrap(), Health::Down),

@@ -14,6 +14,20 @@
 // advance there, so its deadlines use `std::time::Instant` on purpose (.clippy.toml bans it elsewhere).
 #![allow(clippy::disallowed_types)]
 
+/// `knot_and_bind!(a, b)` runs each scenario function `fn a(kind: DnsKind)` as two tests,
+/// `knot::a` and `bind::a`. The calling file imports `DnsKind` and declares `#[macro_use] mod support;`.
+#[allow(unused_macros)]
+macro_rules! knot_and_bind {
+    ($($name:ident),* $(,)?) => {
+        mod knot {
+            $( #[test] fn $name() { super::$name(super::DnsKind::Knot) } )*
+        }
+        mod bind {
+            $( #[test] fn $name() { super::$name(super::DnsKind::Bind) } )*
+        }
+    };
+}
+
 mod daemon;
 mod dns;
 mod http;
@@ -25,7 +39,7 @@ pub use daemon::{Daemon, rrguard_bin};
 pub use dns::{DnsKind, DnsServer, KEY_NAME, TSIG_ALGORITHM, ZONE, dig};
 pub use http::HttpEndpoints;
 pub use netns::{Lab, Ns, NsKnot, NsProcess, required_tool};
-pub use util::{free_tcp_port, wait_until};
+pub use util::{free_tcp_port, service_config, wait_until};
 
 // Internals re-exported for the harness's own self-tests (tests/harness.rs).
 pub(crate) use procnet::{Ownership, port_ownership};

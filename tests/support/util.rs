@@ -228,3 +228,30 @@ pub(crate) fn append_file(path: &Path) -> File {
         .open(path)
         .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
 }
+
+/// A service for driving a `ServiceCore` directly in tests (no probing): `fqdn` in `zone` with these
+/// endpoints and `ttl` (s), `fall = rise = 1`, a tcp check on port 80, the default policies.
+pub fn service_config(
+    fqdn: &str,
+    zone: &str,
+    endpoints: Vec<std::net::IpAddr>,
+    ttl: u32,
+) -> rrguard::config::ServiceConfig {
+    use rrguard::config::{AllDownPolicy, CheckConfig, ServiceConfig, TcpCheckConfig};
+    ServiceConfig {
+        fqdn: fqdn.to_owned(),
+        zone: zone.to_owned(),
+        writer: "primary".to_owned(),
+        ttl,
+        endpoints,
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        fall: 1,
+        rise: 1,
+        min_healthy: 1,
+        all_down: AllDownPolicy::KeepAll,
+        remove_unlisted: false,
+        quorum: None,
+        check: CheckConfig::Tcp(TcpCheckConfig { port: 80 }),
+    }
+}
