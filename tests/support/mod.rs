@@ -28,6 +28,8 @@ macro_rules! knot_and_bind {
     };
 }
 
+#[macro_use]
+pub mod battery;
 mod daemon;
 mod dns;
 mod http;
