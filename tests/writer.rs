@@ -206,7 +206,7 @@ async fn key_file_with_another_key_first_signs_with_the_named_key(kind: DnsKind)
             key.to_uppercase()
         );
         let config = rrguard::config::parse(&dir.path().join("rrguard.toml"), &text).unwrap();
-        let w = rrguard::act::build(&config.writers[0]).unwrap();
+        let w = rrguard::act::build(&config.writers[0], &Default::default()).unwrap();
         let ip = format!("127.0.0.{}", 10 + i);
         let expected: Vec<String> = dns.query("www.example.test", "A");
         let expected: Vec<&str> = expected.iter().map(String::as_str).collect();

@@ -58,6 +58,7 @@ impl MemoryWriter {
                 compare_and_swap: true,
                 read_back: true,
                 weights: false,
+                per_node: false,
             },
         }
     }

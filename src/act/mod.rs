@@ -13,10 +13,12 @@
 pub mod memory;
 pub mod rfc2136;
 
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -183,6 +185,9 @@ pub struct Capabilities {
     pub read_back: bool,
     /// The back end can weight records. No writer uses weights yet.
     pub weights: bool,
+    /// Every node writes its own copy (its own served zone, its own file), so every node of a cluster
+    /// applies the agreed decision to it, not only the elected leader.
+    pub per_node: bool,
 }
 
 /// A DNS back end.
@@ -209,6 +214,68 @@ pub trait Writer: Send + Sync {
     /// # Errors
     /// [`WriteError::Conflict`] if the precondition failed; other variants as for [`Writer::read`].
     async fn apply(&self, change: &RecordChange) -> Result<(), WriteError>;
+
+    /// Starts what the writer needs while the daemon runs (the `serve` writer's DNS listeners). The
+    /// daemon calls it once per configuration generation, after [`build_all`] and before any read;
+    /// `check-config`, `plan` and the validation of a reload never do, so building stays free of side
+    /// effects. Long-lived parts belong in the [`Resources`] given to [`build`], which outlive
+    /// reloads. The default does nothing.
+    ///
+    /// # Errors
+    /// A message naming what could not start and how to fix it (an address already in use).
+    fn start(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What writers keep across configuration reloads, owned by the daemon for its whole run: one entry
+/// per writer name (the `serve` writer's zone data and listeners), so a SIGHUP neither empties a
+/// served zone nor rebinds its sockets. Dropping the last clone drops every entry.
+#[derive(Clone, Default)]
+pub struct Resources {
+    entries: Arc<Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>>,
+    state_dir: Option<PathBuf>,
+}
+
+impl fmt::Debug for Resources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resources")
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resources {
+    /// Resources whose writers may keep files under `state_dir` (`[node].state_dir`).
+    pub fn new(state_dir: Option<PathBuf>) -> Self {
+        Resources {
+            entries: Arc::default(),
+            state_dir,
+        }
+    }
+
+    /// The node's state directory, if one is configured.
+    pub fn state_dir(&self) -> Option<&std::path::Path> {
+        self.state_dir.as_deref()
+    }
+
+    /// The entry `key` of type `T`, made by `make` the first time (or when the entry held another
+    /// type, which replaces it).
+    pub fn get_or_insert_with<T: Any + Send + Sync>(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = entries.get(key).cloned()
+            && let Ok(entry) = found.downcast::<T>()
+        {
+            return entry;
+        }
+        let entry = Arc::new(make());
+        entries.insert(key.to_owned(), entry.clone());
+        entry
+    }
 }
 
 /// Why a writer could not be built from its configuration.
@@ -225,10 +292,13 @@ pub struct BuildError {
 ///
 /// # Errors
 /// The first [`BuildError`].
-pub fn build_all(configs: &[WriterConfig]) -> Result<HashMap<String, Arc<dyn Writer>>, BuildError> {
+pub fn build_all(
+    configs: &[WriterConfig],
+    resources: &Resources,
+) -> Result<HashMap<String, Arc<dyn Writer>>, BuildError> {
     configs
         .iter()
-        .map(|w| Ok((w.name.clone(), build(w)?)))
+        .map(|w| Ok((w.name.clone(), build(w, resources)?)))
         .collect()
 }
 
@@ -237,7 +307,8 @@ pub fn build_all(configs: &[WriterConfig]) -> Result<HashMap<String, Arc<dyn Wri
 /// # Errors
 /// [`BuildError`] when the section cannot make a working writer (for `rfc2136`: a TSIG key name that
 /// is not a DNS name).
-pub fn build(config: &WriterConfig) -> Result<Arc<dyn Writer>, BuildError> {
+pub fn build(config: &WriterConfig, resources: &Resources) -> Result<Arc<dyn Writer>, BuildError> {
+    let _ = resources;
     match &config.kind {
         WriterKind::Rfc2136(c) => Ok(Arc::new(rfc2136::Rfc2136Writer::new(
             &config.name,

@@ -145,6 +145,8 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    // Writers' long-lived parts (served zones, DNS listeners) outlive generations, like the HTTP server.
+    let resources = act::Resources::new(Some(config.node.state_dir.clone()));
     let mut carried = Carried::new();
     loop {
         let generation = shutdown.child_token();
@@ -152,8 +154,15 @@ pub async fn run(
         state.set_services(configured_services(&config));
         let agreement =
             agreement::spawn_agreement(&config, &state, generation.clone(), &mut background);
-        let mut controllers =
-            Generation::start(&config, opts, &mut carried, &agreement, &state, &generation)?;
+        let mut controllers = Generation::start(
+            &config,
+            opts,
+            &mut carried,
+            &agreement,
+            &state,
+            &generation,
+            &resources,
+        )?;
         info!(
             node = %config.node.id,
             services = config.services.len(),
@@ -174,7 +183,7 @@ pub async fn run(
                     return Ok(());
                 }
                 Some(()) = reload_rx.recv() => match config::load(&path).map_err(|e| e.to_string()).and_then(|new| {
-                    act::build_all(&new.writers).map(|_| new).map_err(|e| e.to_string())
+                    act::build_all(&new.writers, &resources).map(|_| new).map_err(|e| e.to_string())
                 }) {
                     Ok(new) => {
                         if new.node.listen != config.node.listen {
@@ -217,12 +226,20 @@ impl Generation {
         agreement: &AgreementHandle,
         state: &NodeState,
         cancel: &CancellationToken,
+        resources: &act::Resources,
     ) -> Result<Self, act::BuildError> {
+        let writers = act::build_all(&config.writers, resources)?;
+        for (name, w) in &writers {
+            w.start().map_err(|reason| act::BuildError {
+                name: name.clone(),
+                reason,
+            })?;
+        }
         let mut g = Generation {
             set: JoinSet::new(),
             state: state.clone(),
             services: HashMap::new(),
-            writers: act::build_all(&config.writers)?,
+            writers,
             reconcile_interval: config.reconcile_interval,
             dry_run: opts.dry_run,
             agreement: agreement.clone(),

@@ -50,7 +50,7 @@ pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
                 (ip, r)
             });
         }
-        let published = match act::build(config.writer_of(svc)) {
+        let published = match act::build(config.writer_of(svc), &act::Resources::default()) {
             Ok(writer) => writer.read(&svc.fqdn, &svc.zone).await,
             Err(e) => Err(WriteError::Rejected(e.to_string())),
         };

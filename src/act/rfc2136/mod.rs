@@ -595,6 +595,7 @@ impl Writer for Rfc2136Writer {
             compare_and_swap: true,
             read_back: true,
             weights: false,
+            per_node: false,
         }
     }
 
