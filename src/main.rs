@@ -113,7 +113,10 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             print!("{}", daemon::render_plan(&reports));
-            if reports.iter().any(|r| r.published.is_err()) {
+            if reports
+                .iter()
+                .any(|r| r.writers.iter().any(|w| w.published.is_err()))
+            {
                 ExitCode::from(EXIT_FAILURE)
             } else {
                 ExitCode::SUCCESS

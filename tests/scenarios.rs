@@ -42,6 +42,10 @@ struct Opts<'a> {
     secret: Option<&'a str>,
     /// Extra `[[service]]` sections appended to the config; `PORT` is replaced by the endpoints' port.
     more_services: &'a str,
+    /// How the service names its writers.
+    writers: &'a str,
+    /// Extra `[[writer]]` sections.
+    more_writers: String,
 }
 
 impl Default for Opts<'_> {
@@ -53,6 +57,8 @@ impl Default for Opts<'_> {
             reconcile: "60s",
             secret: None,
             more_services: "",
+            writers: r#"writer = "primary""#,
+            more_writers: String::new(),
         }
     }
 }
@@ -89,11 +95,11 @@ type = "rfc2136"
 server = "{server}"
 timeout = "2s"
 tsig = {{ name = "{key}", algorithm = "hmac-sha256", {tsig} }}
-
+{more_writers}
 [[service]]
 fqdn = "www.example.test"
 zone = "example.test"
-writer = "primary"
+{writers}
 endpoints = [{endpoints}]
 {extra}
 [service.check]
@@ -108,6 +114,8 @@ path = "/health"
             endpoints = endpoints.join(", "),
             extra = opts.service_extra,
             port = http.port,
+            more_writers = opts.more_writers,
+            writers = opts.writers,
         );
         let text = text + &opts.more_services.replace("PORT", &http.port.to_string());
         let config = dir.path().join("rrguard.toml");
@@ -458,6 +466,75 @@ port = PORT
 }
 
 /// A minimal HTTP/1.1 request on loopback; returns the status code and body.
+/// A `[[writer]]` section for `dns`, TSIG secret inline.
+fn writer_section(name: &str, dns: &DnsServer, timeout: &str) -> String {
+    format!(
+        "[[writer]]\nname = \"{name}\"\ntype = \"rfc2136\"\nserver = \"{}\"\ntimeout = \"{timeout}\"\ntsig = {{ name = \"{}\", algorithm = \"hmac-sha256\", secret = \"{}\" }}\n",
+        dns.addr, dns.key_name, dns.secret_b64
+    )
+}
+
+/// A service with two writers (two real servers) keeps both in step, each reconciled on its own.
+fn two_writers_both_follow(kind: DnsKind) {
+    let other = DnsServer::start(kind, ZONE_BODY);
+    let s = Setup::new(
+        kind,
+        Opts {
+            writers: r#"writers = ["primary", "second"]"#,
+            more_writers: writer_section("second", &other, "2s"),
+            reconcile: "1s",
+            ..Opts::default()
+        },
+    );
+    let d = s.start(&[]);
+    wait_verdicts(&d, 3);
+    s.http.stop(ip(E3));
+    s.wait_a(&[E2, E4]);
+    wait_until("the second writer's server follows", EVENTUALLY, || {
+        other.query("www.example.test", "A") == vec![E2, E4]
+    });
+    // Someone deletes a record at the second server only: only that writer repairs it.
+    let serial = s.dns.soa_serial();
+    other.nsupdate(&format!("update delete www.example.test. A {E4}"));
+    wait_until("the second writer restores its record", EVENTUALLY, || {
+        other.query("www.example.test", "A") == vec![E2, E4]
+    });
+    assert_eq!(
+        s.dns.soa_serial(),
+        serial,
+        "the first server was not written"
+    );
+}
+
+/// One writer whose server is gone never holds back another: the working one follows the endpoints
+/// while the broken one keeps failing (and says so), and the daemon keeps running.
+fn failing_writer_never_blocks_another(kind: DnsKind) {
+    // A port nobody listens on: every exchange is refused at once... or times out; both are failures.
+    let dead = support::free_tcp_port(ip("127.0.0.1"));
+    let broken = format!(
+        "[[writer]]\nname = \"broken\"\ntype = \"rfc2136\"\nserver = \"127.0.0.1:{dead}\"\ntimeout = \"2s\"\ntsig = {{ name = \"k\", algorithm = \"hmac-sha256\", secret = \"c2VjcmV0\" }}\n"
+    );
+    let s = Setup::new(
+        kind,
+        Opts {
+            // The broken writer first: the first lane also votes, and must not hold back the other.
+            writers: r#"writers = ["broken", "primary"]"#,
+            more_writers: broken,
+            ..Opts::default()
+        },
+    );
+    let mut d = s.start(&[]);
+    wait_verdicts(&d, 3);
+    s.http.stop(ip(E3));
+    s.wait_a(&[E2, E4]);
+    s.http.resume(ip(E3));
+    s.wait_a(&[E2, E3, E4]);
+    let log = d.log();
+    assert!(log.contains("writer=broken"), "{log}");
+    assert!(log.contains("failed"), "{log}");
+    assert_eq!(d.wait_exit(Duration::from_millis(200)), None, "{log}");
+}
+
 fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -548,4 +625,6 @@ knot_and_bind!(
     plan_command_prints_plan_and_writes_nothing,
     two_services_share_zone_and_writer,
     single_node_status_api,
+    two_writers_both_follow,
+    failing_writer_never_blocks_another,
 );

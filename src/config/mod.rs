@@ -80,12 +80,18 @@ pub struct Config {
 }
 
 impl Config {
-    /// The writer a service refers to. Validation guarantees it exists.
-    pub fn writer_of(&self, service: &ServiceConfig) -> &WriterConfig {
-        self.writers
+    /// The writers a service refers to, in its order. Validation guarantees they exist.
+    pub fn writers_of(&self, service: &ServiceConfig) -> Vec<&WriterConfig> {
+        service
+            .writers
             .iter()
-            .find(|w| w.name == service.writer)
-            .expect("validated: every service names an existing writer")
+            .map(|name| {
+                self.writers
+                    .iter()
+                    .find(|w| &w.name == name)
+                    .expect("validated: every service names existing writers")
+            })
+            .collect()
     }
 }
 
@@ -148,8 +154,9 @@ pub struct ServiceConfig {
     pub fqdn: String,
     /// Zone apex, lower case, with trailing dot.
     pub zone: String,
-    /// Name of the writer.
-    pub writer: String,
+    /// Names of its writers (`writer = "a"` or `writers = ["a", "b"]`), at least one, each once.
+    /// Each is reconciled on its own.
+    pub writers: Vec<String>,
     /// TTL of records added.
     pub ttl: u32,
     /// Configured endpoints, in file order, no duplicates.

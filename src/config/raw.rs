@@ -140,8 +140,10 @@ pub struct RawService {
     pub fqdn: String,
     /// Its zone.
     pub zone: String,
-    /// Writer name.
-    pub writer: String,
+    /// Writer name (one writer).
+    pub writer: Option<String>,
+    /// Writer names (several writers, each reconciled on its own).
+    pub writers: Option<Vec<String>>,
     /// Record TTL.
     pub ttl: Option<u32>,
     /// Endpoint addresses.

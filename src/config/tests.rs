@@ -190,3 +190,26 @@ port = 80
         "{p:?}"
     );
 }
+
+#[test]
+fn a_service_may_name_several_writers_in_order() {
+    let second = WRITER.replace("\"primary\"", "\"cloud\"");
+    let c = parse_ok(&format!(
+        r#"
+{WRITER}
+{second}
+[[service]]
+fqdn = "www.example.test"
+zone = "example.test"
+writers = ["cloud", "primary"]
+endpoints = ["127.0.0.2"]
+[service.check]
+type = "tcp"
+port = 80
+"#
+    ));
+    let s = &c.services[0];
+    assert_eq!(s.writers, vec!["cloud".to_owned(), "primary".to_owned()]);
+    let names: Vec<&str> = c.writers_of(s).iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, vec!["cloud", "primary"]);
+}

@@ -258,7 +258,7 @@ fn service(
     let d = &raw.defaults;
     let (fqdn, zone) = service_name(s, spath, errs);
     let label = fqdn.clone().unwrap_or_else(|| s.fqdn.clone());
-    writer_ref(s, &label, spath, writers, errs);
+    let writer_names = writer_refs(s, &label, spath, writers, errs);
     let endpoints = endpoints(s, &label, spath, errs);
     let counts = counts(s, d, &label, spath, errs);
     let check = check(
@@ -275,7 +275,7 @@ fn service(
     Some(ServiceConfig {
         fqdn: fqdn?,
         zone: zone?,
-        writer: s.writer.clone(),
+        writers: writer_names,
         ttl: counts.ttl,
         endpoints,
         interval: s.interval.or(d.interval).unwrap_or(DEFAULT_INTERVAL),
@@ -319,16 +319,37 @@ fn service_name(
     (fqdn, zone)
 }
 
-/// The service's `writer` names a configured writer.
-fn writer_ref(
+/// The service's `writer` or `writers`: at least one configured writer, each named once.
+fn writer_refs(
     s: &RawService,
     label: &str,
     spath: &[Seg],
     writers: &BTreeSet<String>,
     errs: &mut Errors,
-) {
-    if writers.contains(&s.writer) {
-        return;
+) -> Vec<String> {
+    let (key, names) = match (&s.writer, &s.writers) {
+        (Some(_), Some(_)) => {
+            errs.at(
+                &with(spath, &[Key("writers")]),
+                format!("service {label:?}: set either `writer = \"NAME\"` or `writers = [\"A\", \"B\"]`, not both"),
+            );
+            return Vec::new();
+        }
+        (Some(one), None) => ("writer", vec![one.clone()]),
+        (None, Some(many)) => ("writers", many.clone()),
+        (None, None) => {
+            errs.at(
+                spath,
+                format!("service {label:?} has no writer: add `writer = \"NAME\"` naming a [[writer]] section"),
+            );
+            return Vec::new();
+        }
+    };
+    if names.is_empty() {
+        errs.at(
+            &with(spath, &[Key(key)]),
+            format!("service {label:?}: `writers` is empty; name at least one [[writer]]"),
+        );
     }
     let known = if writers.is_empty() {
         "no [[writer]] is configured".to_owned()
@@ -338,10 +359,21 @@ fn writer_ref(
             writers.iter().cloned().collect::<Vec<_>>().join(", ")
         )
     };
-    errs.at(
-        &with(spath, &[Key("writer")]),
-        format!("service {label:?}: unknown writer {:?} ({known})", s.writer),
-    );
+    let mut seen = BTreeSet::new();
+    for name in &names {
+        if !writers.contains(name) {
+            errs.at(
+                &with(spath, &[Key(key)]),
+                format!("service {label:?}: unknown writer {name:?} ({known})"),
+            );
+        } else if !seen.insert(name) {
+            errs.at(
+                &with(spath, &[Key(key)]),
+                format!("service {label:?}: writer {name:?} is listed twice"),
+            );
+        }
+    }
+    names
 }
 
 /// The service's `endpoints`: unicast IP addresses, each once.

@@ -1,9 +1,12 @@
 //! The service controller: one task per service, the I/O shell around [`ServiceCore`].
 //!
-//! It runs its endpoints' probe loops, follows the cluster [`View`], and executes what the core asks
-//! for: votes go to the agreement actor, reads and writes to the service's [`Writer`], events to the
-//! log. Every decision (when to sync, hold, back off, re-plan, reconcile) is the core's; see
-//! [`crate::decide::service`]. A node that does not lead only probes and votes.
+//! It runs its endpoints' probe loops and hands every result to one lane per writer of the service.
+//! A lane is a task with its own core: it follows the cluster [`View`] and executes what its core
+//! asks for: votes (first lane only) go to the agreement actor, reads and writes to its [`Writer`],
+//! events to the log. Every decision (when to sync, hold, back off, re-plan, reconcile) is the
+//! core's; see [`crate::decide::service`]. On a node that does not lead, a lane of a shared writer
+//! only probes and votes; a lane of a per-node writer writes there too
+//! ([`ServiceView::for_writer`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
@@ -26,48 +29,46 @@ use crate::observe::probe;
 use crate::observe::scheduler::{ProbeReport, Schedule, spawn_probe_loop};
 use crate::state::{self, EventKind, NodeState};
 
-/// Drives one service: probes in, votes out; DNS reads and writes when this node leads.
+/// Drives one service: its probe loops, and one [`Lane`] per writer of the service.
 pub(super) struct Controller {
-    pub(super) svc: ServiceConfig,
-    core: ServiceCore,
-    writer: Arc<dyn Writer>,
-    state: NodeState,
-    votes_tx: mpsc::UnboundedSender<(VoteKey, Health)>,
-    view_rx: watch::Receiver<Arc<View>>,
+    pub(super) svc: Arc<ServiceConfig>,
+    lanes: Vec<Lane>,
 }
 
 impl Controller {
+    /// `lanes` pairs each writer of the service with its core, in configured order; the first lane
+    /// votes for the service (every lane's core sees the same probes, so they agree).
     pub(super) fn new(
         svc: ServiceConfig,
-        core: ServiceCore,
-        writer: Arc<dyn Writer>,
+        lanes: Vec<(ServiceCore, Arc<dyn Writer>)>,
         state: NodeState,
         votes_tx: mpsc::UnboundedSender<(VoteKey, Health)>,
         view_rx: watch::Receiver<Arc<View>>,
     ) -> Self {
-        Controller {
-            svc,
-            core,
-            writer,
-            state,
-            votes_tx,
-            view_rx,
-        }
+        let svc = Arc::new(svc);
+        let lanes = lanes
+            .into_iter()
+            .enumerate()
+            .map(|(i, (core, writer))| Lane {
+                svc: svc.clone(),
+                per_node: writer.capabilities().per_node,
+                core,
+                writer,
+                state: state.clone(),
+                votes_tx: (i == 0).then(|| votes_tx.clone()),
+                view_rx: view_rx.clone(),
+                isolated: false,
+            })
+            .collect();
+        Controller { svc, lanes }
     }
 
-    pub(super) async fn run(
-        mut self,
-        cancel: CancellationToken,
-    ) -> BTreeMap<IpAddr, HealthMachine> {
-        // Register every endpoint with its current (possibly carried-over) verdict.
-        let start = self.core.start();
-        self.execute(start).await;
-        // Act on the view as it is now, not only on later changes (a single node leads at once).
-        self.on_view().await;
+    /// Runs until `cancel`; returns the first lane's health machines, to carry over a reload.
+    pub(super) async fn run(self, cancel: CancellationToken) -> BTreeMap<IpAddr, HealthMachine> {
         let probes = cancel.child_token();
-        // Room for a few rounds of results; a full channel makes probe loops wait, never overlap.
-        let (report_tx, mut report_rx) = mpsc::channel(self.svc.endpoints.len() * 4 + 8);
         let count = self.svc.endpoints.len();
+        // Room for a few rounds of results; a full channel makes probe loops wait, never overlap.
+        let (report_tx, mut report_rx) = mpsc::channel(count * 4 + 8);
         // The probe loops live in this controller's set: they end with it, whatever happens.
         let mut probe_tasks = JoinSet::new();
         for (i, ip) in self.svc.endpoints.iter().enumerate() {
@@ -88,15 +89,28 @@ impl Controller {
             }
         }
         drop(report_tx);
+        // Each lane runs as its own task: a writer that is slow or failing never delays another
+        // (DESIGN.md invariant 10). Reports reach every lane; a lane that is busy writing gets them
+        // queued (unbounded, but bounded in practice by the probe rate over one write's timeout).
+        let mut lane_tasks = JoinSet::new();
+        let mut lane_txs = Vec::new();
+        for (i, lane) in self.lanes.into_iter().enumerate() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            lane_txs.push(tx);
+            let cancel = cancel.clone();
+            lane_tasks.spawn(async move { (i, lane.run(cancel, rx).await) });
+        }
         loop {
-            self.drive().await;
-            let wake = self.core.next_wake();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some(report) = report_rx.recv() => self.on_report(report).await,
-                Ok(()) = self.view_rx.changed() => self.on_view().await,
-                _ = sleep_until_opt(wake) => {}
+                Some(report) = report_rx.recv() => {
+                    let r = &report.result;
+                    debug!(service = %self.svc.fqdn, endpoint = %report.endpoint, ok = r.ok, latency_ms = r.latency.as_secs_f64() * 1000.0, detail = %r.detail, "probe");
+                    for tx in &lane_txs {
+                        let _ = tx.send(report.clone());
+                    }
+                }
             }
         }
         probes.cancel();
@@ -104,28 +118,89 @@ impl Controller {
         // once the receiver is gone.
         drop(report_rx);
         while probe_tasks.join_next().await.is_some() {}
+        drop(lane_txs);
+        let mut first = BTreeMap::new();
+        while let Some(joined) = lane_tasks.join_next().await {
+            match joined {
+                Ok((0, machines)) => first = machines,
+                Ok(_) => {}
+                // A panicking lane takes the service down with it, to be restarted by the supervisor.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {}
+            }
+        }
+        first
+    }
+}
+
+/// One writer of a service: its [`ServiceCore`] and the writer it executes against.
+struct Lane {
+    svc: Arc<ServiceConfig>,
+    core: ServiceCore,
+    writer: Arc<dyn Writer>,
+    per_node: bool,
+    state: NodeState,
+    /// The first lane votes and reports probes and health events; the others only write.
+    votes_tx: Option<mpsc::UnboundedSender<(VoteKey, Health)>>,
+    view_rx: watch::Receiver<Arc<View>>,
+    /// The last view said this node is isolated (a per-node lane then follows its own probes).
+    isolated: bool,
+}
+
+impl Lane {
+    fn primary(&self) -> bool {
+        self.votes_tx.is_some()
+    }
+
+    async fn run(
+        mut self,
+        cancel: CancellationToken,
+        mut reports: mpsc::UnboundedReceiver<ProbeReport>,
+    ) -> BTreeMap<IpAddr, HealthMachine> {
+        // Register every endpoint with its current (possibly carried-over) verdict.
+        let start = self.core.start();
+        self.execute(start).await;
+        // Act on the view as it is now, not only on later changes (a single node leads at once).
+        self.on_view().await;
+        loop {
+            self.drive().await;
+            let wake = self.core.next_wake();
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(report) = reports.recv() => self.on_report(report).await,
+                Ok(()) = self.view_rx.changed() => self.on_view().await,
+                _ = sleep_until_opt(wake) => {}
+            }
+        }
         self.core.into_machines()
     }
 
     async fn on_view(&mut self) {
         let view = self.view_rx.borrow_and_update().clone();
-        let actions = self
-            .core
-            .on_view(Instant::now(), &ServiceView::of(&view, &self.svc.fqdn));
+        self.isolated = view.isolated.is_some();
+        let local = self.core.local_health();
+        let service_view = ServiceView::for_writer(&view, &self.svc.fqdn, self.per_node, &local);
+        let actions = self.core.on_view(Instant::now(), &service_view);
         self.execute(actions).await;
     }
 
     async fn on_report(&mut self, report: ProbeReport) {
         let r = &report.result;
-        debug!(service = %self.svc.fqdn, endpoint = %report.endpoint, ok = r.ok, latency_ms = r.latency.as_secs_f64() * 1000.0, detail = %r.detail, "probe");
         let actions =
             self.core
                 .on_probe(Instant::now(), report.endpoint, r.ok, r.latency, &r.detail);
-        if let Some(m) = self.core.machines().get(&report.endpoint) {
+        if self.primary()
+            && let Some(m) = self.core.machines().get(&report.endpoint)
+        {
             self.state
                 .record_probe(&self.svc.fqdn, report.endpoint, r, m.state());
         }
         self.execute(actions).await;
+        // An isolated per-node lane follows its own verdicts, which only probes change.
+        if self.per_node && self.isolated {
+            self.on_view().await;
+        }
     }
 
     /// Polls the core until nothing is due.
@@ -137,23 +212,37 @@ impl Controller {
         self.publish();
     }
 
-    /// Logs an event and keeps it in the node state.
+    /// Logs an event and keeps it in the node state. Health events (the same in every lane) come
+    /// from the first lane only.
     fn report(&self, event: &Event) {
         let fqdn = self.svc.fqdn.as_str();
-        log_event(fqdn, self.writer.name(), event);
+        let writer = self.writer.name();
+        let health_event = matches!(
+            event,
+            Event::Transition { .. }
+                | Event::ClusterAgrees { .. }
+                | Event::Unsettled { .. }
+                | Event::WaitingForVerdicts { .. }
+        );
+        if health_event && !self.primary() {
+            return;
+        }
+        log_event(fqdn, writer, event);
         match event {
             Event::Updated(plan) => {
                 // The plan first, so that the write's event names it (publish() runs only after the
                 // whole converge round).
                 self.state
                     .record_plan(fqdn, &plan.to_string(), self.hold_text().as_deref());
-                self.state.record_write(fqdn, Ok(()));
+                self.state.record_write(fqdn, writer, Ok(()));
             }
             Event::Failed { doing, error, .. } => {
-                self.state.record_write(fqdn, Err(format!("{doing}: {error}")));
+                self.state
+                    .record_write(fqdn, writer, Err(format!("{doing}: {error}")));
             }
             Event::NotApplied { expected, found } => self.state.record_write(
                 fqdn,
+                writer,
                 Err(format!(
                     "the server accepted the update but does not publish it: expected {expected}, found {found}"
                 )),
@@ -173,7 +262,7 @@ impl Controller {
             Event::KeptChanging | Event::Conflict(_) => self.state.push_event(state::Event::now(
                 fqdn,
                 EventKind::Note,
-                "record set changed by someone else; re-planned",
+                format!("record set at writer {writer} changed by someone else; re-planned"),
             )),
             _ => {}
         }
@@ -183,7 +272,11 @@ impl Controller {
     fn publish(&self) {
         let fqdn = self.svc.fqdn.as_str();
         if let Some(p) = self.core.published() {
-            self.state.set_published(fqdn, p.records.keys().copied());
+            self.state
+                .set_published(fqdn, self.writer.name(), p.records.keys().copied());
+        }
+        if !self.primary() {
+            return;
         }
         let plan = self
             .core
@@ -201,14 +294,15 @@ impl Controller {
             .map(|(reason, held)| format!("{reason}: {}", list(held)))
     }
 
-    /// Executes actions: votes go to the agreement actor, events to the log, writer work to the writer.
+    /// Executes actions: votes go to the agreement actor (first lane only), events to the log,
+    /// writer work to the writer.
     async fn execute(&mut self, actions: Vec<Action>) {
         let mut out = Performed::default();
         perform(&mut self.core, self.writer.as_ref(), actions, &mut out).await;
-        for (endpoint, health) in out.votes {
-            let _ = self
-                .votes_tx
-                .send(((self.svc.fqdn.clone(), endpoint), health));
+        if let Some(votes_tx) = &self.votes_tx {
+            for (endpoint, health) in out.votes {
+                let _ = votes_tx.send(((self.svc.fqdn.clone(), endpoint), health));
+            }
         }
         for e in &out.events {
             self.report(e);

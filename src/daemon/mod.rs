@@ -265,18 +265,27 @@ impl Generation {
     }
 
     fn spawn(&mut self, svc: ServiceConfig, machines: BTreeMap<IpAddr, HealthMachine>) {
-        let writer = self.writers[&svc.writer].clone();
-        let settings = Settings::of(
-            &svc,
-            writer.capabilities(),
-            self.reconcile_interval,
-            self.dry_run,
-        );
-        let core = ServiceCore::new(settings, machines, Instant::now());
+        // One core per writer, each with the same carried-over verdicts.
+        let lanes = svc
+            .writers
+            .iter()
+            .map(|name| {
+                let writer = self.writers[name].clone();
+                let settings = Settings::of(
+                    &svc,
+                    writer.capabilities(),
+                    self.reconcile_interval,
+                    self.dry_run,
+                );
+                (
+                    ServiceCore::new(settings, machines.clone(), Instant::now()),
+                    writer,
+                )
+            })
+            .collect();
         let controller = Controller::new(
             svc.clone(),
-            core,
-            writer,
+            lanes,
             self.state.clone(),
             self.agreement.votes_tx.clone(),
             self.agreement.view_rx.clone(),
@@ -360,7 +369,7 @@ fn configured_services(config: &Config) -> Vec<ConfiguredService> {
         .map(|s| ConfiguredService {
             fqdn: s.fqdn.clone(),
             zone: s.zone.clone(),
-            writer: s.writer.clone(),
+            writers: s.writers.clone(),
             endpoints: s.endpoints.clone(),
         })
         .collect()

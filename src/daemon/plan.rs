@@ -17,11 +17,18 @@ use crate::observe::probe;
 pub struct ServiceReport {
     /// The service.
     pub fqdn: String,
-    /// Writer name.
-    pub writer: String,
     /// Each endpoint with its one-probe verdict and detail.
     pub endpoints: Vec<(IpAddr, Health, Duration, String)>,
-    /// What the name publishes, or why it could not be read.
+    /// Per writer of the service, in its order: what it publishes and the plan against it.
+    pub writers: Vec<WriterReport>,
+}
+
+/// What `rrguard plan` found at one writer of a service.
+#[derive(Debug, Clone)]
+pub struct WriterReport {
+    /// Writer name.
+    pub name: String,
+    /// What the name publishes there, or why it could not be read.
     pub published: Result<Published, WriteError>,
     /// The plan, when the published set was read.
     pub plan: Option<Plan>,
@@ -50,10 +57,14 @@ pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
                 (ip, r)
             });
         }
-        let published = match act::build(config.writer_of(svc), &act::Resources::default()) {
-            Ok(writer) => writer.read(&svc.fqdn, &svc.zone).await,
-            Err(e) => Err(WriteError::Rejected(e.to_string())),
-        };
+        let mut reads = Vec::new();
+        for w in config.writers_of(svc) {
+            let published = match act::build(w, &act::Resources::default()) {
+                Ok(writer) => writer.read(&svc.fqdn, &svc.zone).await,
+                Err(e) => Err(WriteError::Rejected(e.to_string())),
+            };
+            reads.push((w.name.clone(), published));
+        }
         let mut results: BTreeMap<IpAddr, probe::ProbeResult> = BTreeMap::new();
         while let Some(joined) = probes.join_next().await {
             if let Ok((ip, r)) = joined {
@@ -81,16 +92,21 @@ pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
         let health: BTreeMap<IpAddr, Health> =
             endpoints.iter().map(|(ip, h, _, _)| (*ip, *h)).collect();
         let policy = Policy::of(svc);
-        let plan = published
-            .as_ref()
-            .ok()
-            .map(|p| decide::plan(&policy, &health, p, &Doubts::default()));
+        let writers = reads
+            .into_iter()
+            .map(|(name, published)| WriterReport {
+                plan: published
+                    .as_ref()
+                    .ok()
+                    .map(|p| decide::plan(&policy, &health, p, &Doubts::default())),
+                name,
+                published,
+            })
+            .collect();
         reports.push(ServiceReport {
             fqdn: svc.fqdn.clone(),
-            writer: svc.writer.clone(),
             endpoints,
-            published,
-            plan,
+            writers,
         });
     }
     reports
@@ -100,7 +116,15 @@ pub async fn plan_once(config: &Config) -> Vec<ServiceReport> {
 pub fn render_plan(reports: &[ServiceReport]) -> String {
     let mut out = String::new();
     for r in reports {
-        let _ = writeln!(out, "{} (writer {})", r.fqdn, r.writer);
+        let names: Vec<&str> = r.writers.iter().map(|w| w.name.as_str()).collect();
+        let several = names.len() > 1;
+        let _ = writeln!(
+            out,
+            "{} ({} {})",
+            r.fqdn,
+            if several { "writers" } else { "writer" },
+            names.join(", ")
+        );
         for (ip, h, latency, detail) in &r.endpoints {
             let _ = writeln!(
                 out,
@@ -111,41 +135,52 @@ pub fn render_plan(reports: &[ServiceReport]) -> String {
                 detail
             );
         }
-        match &r.published {
-            Ok(p) => {
-                let list: Vec<String> = p.records.keys().map(ToString::to_string).collect();
-                let ttls: std::collections::BTreeSet<u32> = p.records.values().copied().collect();
-                let ttls: Vec<String> = ttls.iter().map(|t| format!("{t}s")).collect();
-                let _ = writeln!(
-                    out,
-                    "  published: {}",
-                    if list.is_empty() {
-                        "(none)".to_owned()
-                    } else {
-                        format!("{} (ttl {})", list.join(" "), ttls.join(", "))
-                    }
-                );
-                if let Some(target) = &p.cname {
-                    let _ = writeln!(
-                        out,
-                        "  conflict: {} has a CNAME to {target}; address records cannot be published beside it: remove the CNAME or point the service at {target}",
-                        r.fqdn
-                    );
-                }
-            }
-            Err(e) => {
-                let _ = writeln!(out, "  published: cannot read: {e}");
-            }
-        }
-        if let Some(plan) = &r.plan {
-            let _ = writeln!(out, "  plan: {plan}");
-            if let Some(p) = plan.policy_applied {
-                let _ = writeln!(
-                    out,
-                    "  note: fewer endpoints up than min_healthy; all_down = {p} decided"
-                );
-            }
+        for w in &r.writers {
+            render_writer(&mut out, &r.fqdn, w, several);
         }
     }
     out
+}
+
+/// The published set and plan at one writer; prefixed with the writer's name when there are several.
+fn render_writer(out: &mut String, fqdn: &str, w: &WriterReport, several: bool) {
+    let at = if several {
+        format!("  [{}] ", w.name)
+    } else {
+        "  ".to_owned()
+    };
+    match &w.published {
+        Ok(p) => {
+            let list: Vec<String> = p.records.keys().map(ToString::to_string).collect();
+            let ttls: std::collections::BTreeSet<u32> = p.records.values().copied().collect();
+            let ttls: Vec<String> = ttls.iter().map(|t| format!("{t}s")).collect();
+            let _ = writeln!(
+                out,
+                "{at}published: {}",
+                if list.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    format!("{} (ttl {})", list.join(" "), ttls.join(", "))
+                }
+            );
+            if let Some(target) = &p.cname {
+                let _ = writeln!(
+                    out,
+                    "{at}conflict: {fqdn} has a CNAME to {target}; address records cannot be published beside it: remove the CNAME or point the service at {target}",
+                );
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "{at}published: cannot read: {e}");
+        }
+    }
+    if let Some(plan) = &w.plan {
+        let _ = writeln!(out, "{at}plan: {plan}");
+        if let Some(p) = plan.policy_applied {
+            let _ = writeln!(
+                out,
+                "{at}note: fewer endpoints up than min_healthy; all_down = {p} decided"
+            );
+        }
+    }
 }

@@ -132,6 +132,43 @@ impl ServiceView {
             live_nodes: view.live.len(),
         }
     }
+
+    /// What the core of one writer of `fqdn` follows.
+    ///
+    /// - A shared writer (one DNS for the whole cluster) follows [`ServiceView::of`]: the agreed
+    ///   states, written by the leader only (DESIGN.md invariant 2).
+    /// - A per-node writer ([`crate::act::Capabilities::per_node`]: this node's own served zone or
+    ///   file) is written on every node. While the node is part of the majority it follows the agreed
+    ///   states, so every node serves the same set. While it is isolated it follows `local`, its own
+    ///   probes' verdicts, as a single node would, with the same `min_healthy` and `all_down` policy
+    ///   (DESIGN.md invariant 11). So an endpoint the majority withdraws because it fails is
+    ///   withdrawn by an isolated node too, within `vote_ttl` (the time to notice the isolation) plus
+    ///   `fall × interval + timeout` (its own verdict), and a total partition leaves every node
+    ///   answering by its own probes: the name never becomes unresolvable under `keep_all`. An
+    ///   endpoint that fails only as seen from the majority's side, and works from the isolated
+    ///   node's, stays in that node's answers until the partition heals.
+    pub fn for_writer(
+        view: &View,
+        fqdn: &str,
+        per_node: bool,
+        local: &BTreeMap<IpAddr, Health>,
+    ) -> Self {
+        if !per_node {
+            return ServiceView::of(view, fqdn);
+        }
+        if view.isolated.is_some() {
+            ServiceView {
+                health: local.clone(),
+                leader: true,
+                live_nodes: 1,
+            }
+        } else {
+            ServiceView {
+                leader: true,
+                ..ServiceView::of(view, fqdn)
+            }
+        }
+    }
 }
 
 /// Rule switches, all on by default. The simulator turns one off to show that its invariant checks
@@ -370,6 +407,14 @@ impl ServiceCore {
     /// The health machines, for carrying over a reload.
     pub fn into_machines(self) -> BTreeMap<IpAddr, HealthMachine> {
         self.machines
+    }
+
+    /// This node's own verdict on every endpoint (its health machines' states).
+    pub fn local_health(&self) -> BTreeMap<IpAddr, Health> {
+        self.machines
+            .iter()
+            .map(|(ip, m)| (*ip, m.state()))
+            .collect()
     }
 
     /// What DNS publishes, as last read or written; `None` until read (or after a failure).

@@ -34,6 +34,7 @@ use crate::observe::probe::ProbeResult;
 pub use inbox::{Inbound, InboundError};
 pub use status::{
     EndpointStatus, Event, EventKind, LocalProbe, NodeStatus, PeerStatus, ServiceStatus,
+    WriterStatus,
 };
 
 /// Events kept per service; older ones are dropped.
@@ -92,8 +93,8 @@ pub struct ConfiguredService {
     pub fqdn: String,
     /// Its zone.
     pub zone: String,
-    /// Its DNS writer's name.
-    pub writer: String,
+    /// Its DNS writers' names, in configured order (at least one).
+    pub writers: Vec<String>,
     /// Its endpoints.
     pub endpoints: Vec<IpAddr>,
 }
@@ -154,14 +155,26 @@ impl NodeState {
             let entry = match old.remove(&s.fqdn) {
                 Some(mut kept) => {
                     kept.status.zone = s.zone;
-                    kept.status.writer = s.writer;
+                    kept.status.writer = s.writers.first().cloned().unwrap_or_default();
+                    let mut old_writers = std::mem::take(&mut kept.status.writers);
+                    kept.status.writers = s
+                        .writers
+                        .iter()
+                        .map(
+                            |name| match old_writers.iter().position(|w| &w.name == name) {
+                                Some(i) => old_writers.swap_remove(i),
+                                None => WriterStatus::new(name),
+                            },
+                        )
+                        .collect();
                     kept
                 }
                 None => Service {
                     status: ServiceStatus {
                         fqdn: s.fqdn.clone(),
                         zone: s.zone,
-                        writer: s.writer,
+                        writer: s.writers.first().cloned().unwrap_or_default(),
+                        writers: s.writers.iter().map(|n| WriterStatus::new(n)).collect(),
                         published: Vec::new(),
                         published_known_unix_ms: None,
                         last_plan: None,
@@ -278,20 +291,33 @@ impl NodeState {
         }
     }
 
-    /// Records the outcome of a DNS write for `service`: `Ok(())` sets `last_write_unix_ms`, clears
-    /// `last_error` and adds a [`EventKind::DnsUpdated`] event (with the last plan); `Err(why)` sets
-    /// `last_error` and adds a [`EventKind::WriteFailed`] event unless the same error was the last one
-    /// (retries with backoff do not flood the ring).
-    pub fn record_write(&self, service: &str, outcome: Result<(), String>) {
+    /// Records the outcome of a DNS write for `service` through `writer`: `Ok(())` sets
+    /// `last_write_unix_ms`, clears `last_error` and adds a [`EventKind::DnsUpdated`] event (with the
+    /// last plan); `Err(why)` sets `last_error` and adds a [`EventKind::WriteFailed`] event unless the
+    /// same error was the last one (retries with backoff do not flood the ring). The service-level
+    /// fields follow the first writer; its `last_error` is the first failing writer's (named when
+    /// the service has several).
+    pub fn record_write(&self, service: &str, writer: &str, outcome: Result<(), String>) {
         let now = now_unix_ms();
         let mut inner = self.write();
         let Some(svc) = inner.services.get_mut(service) else {
             return;
         };
+        let several = svc.status.writers.len() > 1;
+        let named = |m: &str| {
+            if several {
+                format!("writer {writer}: {m}")
+            } else {
+                m.to_owned()
+            }
+        };
+        let Some(w) = svc.status.writers.iter_mut().find(|w| w.name == writer) else {
+            return;
+        };
         match outcome {
             Ok(()) => {
-                svc.status.last_write_unix_ms = Some(now);
-                svc.status.last_error = None;
+                w.last_write_unix_ms = Some(now);
+                w.last_error = None;
                 let message = svc
                     .status
                     .last_plan
@@ -301,33 +327,58 @@ impl NodeState {
                     unix_ms: now,
                     service: service.to_owned(),
                     kind: EventKind::DnsUpdated,
-                    message,
+                    message: named(&message),
                 });
             }
             Err(why) => {
-                if svc.status.last_error.as_deref() != Some(why.as_str()) {
+                let repeated = w.last_error.as_deref() == Some(why.as_str());
+                w.last_error = Some(why.clone());
+                if !repeated {
                     svc.push(Event {
                         unix_ms: now,
                         service: service.to_owned(),
                         kind: EventKind::WriteFailed,
-                        message: why.clone(),
+                        message: named(&why),
                     });
                 }
-                svc.status.last_error = Some(why);
             }
         }
+        let status = &mut svc.status;
+        status.last_write_unix_ms = status.writers.first().and_then(|w| w.last_write_unix_ms);
+        status.last_error = status.writers.iter().find_map(|w| {
+            w.last_error.as_ref().map(|e| {
+                if several {
+                    format!("writer {}: {e}", w.name)
+                } else {
+                    e.clone()
+                }
+            })
+        });
     }
 
-    /// Sets the addresses of `service` last seen published (read from DNS, or written and read back).
-    pub fn set_published(&self, service: &str, addrs: impl IntoIterator<Item = IpAddr>) {
+    /// Sets the addresses of `service` last seen published through `writer` (read, or written and
+    /// read back). The service-level `published` follows its first writer.
+    pub fn set_published(
+        &self,
+        service: &str,
+        writer: &str,
+        addrs: impl IntoIterator<Item = IpAddr>,
+    ) {
         let mut addrs: Vec<IpAddr> = addrs.into_iter().collect();
         addrs.sort();
         addrs.dedup();
+        let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
         let now = now_unix_ms();
         let mut inner = self.write();
         if let Some(svc) = inner.services.get_mut(service) {
-            svc.status.published = addrs.iter().map(ToString::to_string).collect();
-            svc.status.published_known_unix_ms = Some(now);
+            if svc.status.writer == writer {
+                svc.status.published = addrs.clone();
+                svc.status.published_known_unix_ms = Some(now);
+            }
+            if let Some(w) = svc.status.writers.iter_mut().find(|w| w.name == writer) {
+                w.published = addrs;
+                w.published_known_unix_ms = Some(now);
+            }
         }
     }
 

@@ -100,8 +100,11 @@ pub struct ServiceStatus {
     pub fqdn: String,
     /// The zone that holds it.
     pub zone: String,
-    /// The DNS writer (`[[writer]].name`) it is written through.
+    /// Its first DNS writer (`[[writer]].name`); `published`, `published_known_unix_ms` and
+    /// `last_write_unix_ms` describe it.
     pub writer: String,
+    /// Every writer of the service in configured order, each reconciled on its own.
+    pub writers: Vec<WriterStatus>,
     /// The addresses last seen published (read from DNS or written), sorted.
     pub published: Vec<String>,
     /// When this node last learned what DNS publishes for the service (a read, or a write read back);
@@ -117,6 +120,34 @@ pub struct ServiceStatus {
     pub hold: Option<String>,
     /// Recent events, oldest first, at most [`super::EVENTS_PER_SERVICE`].
     pub events: Vec<Event>,
+}
+
+/// One writer of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WriterStatus {
+    /// `[[writer]].name`.
+    pub name: String,
+    /// The addresses last seen published there, sorted.
+    pub published: Vec<String>,
+    /// When this node last learned what it publishes; `null` until it has.
+    pub published_known_unix_ms: Option<u64>,
+    /// When the last successful write to it finished.
+    pub last_write_unix_ms: Option<u64>,
+    /// Why the last write to it failed; `null` once a write succeeds.
+    pub last_error: Option<String>,
+}
+
+impl WriterStatus {
+    /// A writer nothing is known about yet.
+    pub fn new(name: &str) -> Self {
+        WriterStatus {
+            name: name.to_owned(),
+            published: Vec::new(),
+            published_known_unix_ms: None,
+            last_write_unix_ms: None,
+            last_error: None,
+        }
+    }
 }
 
 /// Something that happened to a service.
@@ -163,12 +194,12 @@ impl NodeStatus {
             .map(|e| format!("first probe of {} ({})", e.endpoint, e.service))
             .collect();
         if self.am_leader {
-            waiting.extend(
-                self.services
+            waiting.extend(self.services.iter().flat_map(|s| {
+                s.writers
                     .iter()
-                    .filter(|s| s.published_known_unix_ms.is_none())
-                    .map(|s| format!("the records {} publishes (writer {})", s.fqdn, s.writer)),
-            );
+                    .filter(|w| w.published_known_unix_ms.is_none())
+                    .map(|w| format!("the records {} publishes (writer {})", s.fqdn, w.name))
+            }));
         }
         waiting
     }

@@ -13,7 +13,7 @@ fn state_with_www() -> NodeState {
     state.set_services([ConfiguredService {
         fqdn: WWW.to_owned(),
         zone: "example.test.".to_owned(),
-        writer: "primary".to_owned(),
+        writers: vec!["primary".to_owned()],
         endpoints: vec![ip("192.0.2.1"), ip("192.0.2.2")],
     }]);
     state
@@ -78,7 +78,11 @@ fn snapshot_joins_cluster_local_probes_and_services() {
         Health::Up,
         5_000,
     );
-    state.set_published(WWW, [ip("192.0.2.2"), ip("192.0.2.1"), ip("192.0.2.2")]);
+    state.set_published(
+        WWW,
+        "primary",
+        [ip("192.0.2.2"), ip("192.0.2.1"), ip("192.0.2.2")],
+    );
     let s = state.snapshot_at(6_000).unwrap();
     assert_eq!(s.node, "mon-1");
     assert_eq!(s.leader.as_deref(), Some("mon-1"));
@@ -148,8 +152,8 @@ fn plans_holds_and_writes_are_recorded_without_repeats() {
     state.record_plan(WWW, "", None);
     state.record_plan(WWW, "-192.0.2.2 (down)", Some("192.0.2.1 in doubt"));
     state.record_plan(WWW, "-192.0.2.2 (down)", Some("192.0.2.1 in doubt"));
-    state.record_write(WWW, Err("REFUSED".to_owned()));
-    state.record_write(WWW, Err("REFUSED".to_owned()));
+    state.record_write(WWW, "primary", Err("REFUSED".to_owned()));
+    state.record_write(WWW, "primary", Err("REFUSED".to_owned()));
     let s = &state.snapshot().unwrap().services[0];
     assert_eq!(s.hold.as_deref(), Some("192.0.2.1 in doubt"));
     assert_eq!(s.last_error.as_deref(), Some("REFUSED"));
@@ -160,7 +164,7 @@ fn plans_holds_and_writes_are_recorded_without_repeats() {
         [EventKind::Plan, EventKind::Hold, EventKind::WriteFailed]
     );
     state.record_plan(WWW, "-192.0.2.2 (down)", None);
-    state.record_write(WWW, Ok(()));
+    state.record_write(WWW, "primary", Ok(()));
     let s = &state.snapshot().unwrap().services[0];
     assert_eq!(s.hold, None);
     assert_eq!(s.last_error, None);
@@ -183,7 +187,7 @@ fn unknown_services_are_ignored_and_removed_ones_forgotten() {
     state.set_services([ConfiguredService {
         fqdn: WWW.to_owned(),
         zone: "example.test.".to_owned(),
-        writer: "secondary".to_owned(),
+        writers: vec!["secondary".to_owned()],
         endpoints: vec![ip("192.0.2.2")],
     }]);
     let s = state.snapshot().unwrap();
@@ -278,7 +282,7 @@ fn ready_once_every_endpoint_is_probed_and_the_leader_has_read_dns() {
         Health::Unknown,
     );
     assert_eq!(state.snapshot().unwrap().waiting_for().len(), 1);
-    state.set_published(WWW, [ip("192.0.2.1")]);
+    state.set_published(WWW, "primary", [ip("192.0.2.1")]);
     assert!(state.snapshot().unwrap().waiting_for().is_empty());
     // A node that does not lead never reads DNS: probes are enough.
     let follower = state_with_www();
@@ -289,4 +293,36 @@ fn ready_once_every_endpoint_is_probed_and_the_leader_has_read_dns() {
     follower.record_probe(WWW, ip("192.0.2.1"), &probe(true, "ok"), Health::Up);
     follower.record_probe(WWW, ip("192.0.2.2"), &probe(true, "ok"), Health::Up);
     assert!(follower.snapshot().unwrap().waiting_for().is_empty());
+}
+
+#[test]
+fn each_writer_of_a_service_has_its_own_status() {
+    let state = NodeState::new();
+    state.set_services([ConfiguredService {
+        fqdn: WWW.to_owned(),
+        zone: "example.test.".to_owned(),
+        writers: vec!["primary".to_owned(), "cloud".to_owned()],
+        endpoints: vec![ip("192.0.2.1")],
+    }]);
+    state.set_cluster(cluster());
+    state.set_published(WWW, "primary", [ip("192.0.2.1")]);
+    state.record_write(WWW, "cloud", Err("HTTP 503".to_owned()));
+    let snap = state.snapshot().unwrap();
+    let s = &snap.services[0];
+    assert_eq!(s.writer, "primary");
+    assert_eq!(s.published, vec!["192.0.2.1"]);
+    assert_eq!(s.writers[0].published, vec!["192.0.2.1"]);
+    assert_eq!(s.writers[1].published, Vec::<String>::new());
+    assert_eq!(s.writers[1].last_error.as_deref(), Some("HTTP 503"));
+    // The failing writer is named at the service level, and is what readiness still waits for.
+    assert_eq!(s.last_error.as_deref(), Some("writer cloud: HTTP 503"));
+    assert_eq!(s.events.last().unwrap().message, "writer cloud: HTTP 503");
+    let waiting = snap.waiting_for();
+    assert!(
+        waiting.iter().any(|w| w.contains("(writer cloud)")),
+        "{waiting:?}"
+    );
+    assert!(!waiting.iter().any(|w| w.contains("(writer primary)")));
+    state.record_write(WWW, "cloud", Ok(()));
+    assert_eq!(state.snapshot().unwrap().services[0].last_error, None);
 }

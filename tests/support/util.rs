@@ -241,7 +241,7 @@ pub fn service_config(
     ServiceConfig {
         fqdn: fqdn.to_owned(),
         zone: zone.to_owned(),
-        writer: "primary".to_owned(),
+        writers: vec!["primary".to_owned()],
         ttl,
         endpoints,
         interval: Duration::from_secs(1),

@@ -399,3 +399,62 @@ fn conflicts_back_off_after_max_rounds() {
     rig.until(Duration::from_secs(1));
     assert_eq!(rig.published(), [ip(a), ip(b)].into());
 }
+
+/// A view of a three-node cluster in which this node is not the leader; `isolated` as given.
+fn cluster_view(isolated: bool) -> View {
+    use crate::agree::{Isolation, Tally};
+    let tally = |state| Tally {
+        state,
+        up: Vec::new(),
+        down: Vec::new(),
+        needed: 2,
+    };
+    View {
+        isolated: isolated.then_some(Isolation::NoMajority {
+            heard: 1,
+            needed: 2,
+        }),
+        live: ["a", "b"].iter().map(|s| s.to_string()).collect(),
+        leader: Some("a".to_owned()),
+        term: 1,
+        am_leader: false,
+        endpoints: [
+            ((FQDN.to_owned(), ip("192.0.2.1")), tally(Health::Up)),
+            ((FQDN.to_owned(), ip("192.0.2.2")), tally(Health::Down)),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
+
+#[test]
+fn shared_writers_follow_the_cluster_and_write_only_on_the_leader() {
+    let local: BTreeMap<IpAddr, Health> = [(ip("192.0.2.1"), Health::Down)].into_iter().collect();
+    let v = ServiceView::for_writer(&cluster_view(false), FQDN, false, &local);
+    assert!(!v.leader);
+    assert_eq!(v.health[&ip("192.0.2.1")], Health::Up);
+    assert_eq!(v, ServiceView::of(&cluster_view(false), FQDN));
+    let v = ServiceView::for_writer(&cluster_view(true), FQDN, false, &local);
+    assert!(!v.leader, "an isolated node never writes a shared writer");
+}
+
+#[test]
+fn per_node_writers_follow_the_majority_then_their_own_probes_when_isolated() {
+    let local: BTreeMap<IpAddr, Health> = [
+        (ip("192.0.2.1"), Health::Down),
+        (ip("192.0.2.2"), Health::Up),
+    ]
+    .into_iter()
+    .collect();
+    // Part of the majority: the agreed states, written on this non-leader node too.
+    let v = ServiceView::for_writer(&cluster_view(false), FQDN, true, &local);
+    assert!(v.leader);
+    assert_eq!(v.health[&ip("192.0.2.1")], Health::Up);
+    assert_eq!(v.health[&ip("192.0.2.2")], Health::Down);
+    assert_eq!(v.live_nodes, 2);
+    // Isolated: its own verdicts, as a single node.
+    let v = ServiceView::for_writer(&cluster_view(true), FQDN, true, &local);
+    assert!(v.leader);
+    assert_eq!(v.health, local);
+    assert_eq!(v.live_nodes, 1);
+}
