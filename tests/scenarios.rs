@@ -466,6 +466,54 @@ port = PORT
 }
 
 /// A minimal HTTP/1.1 request on loopback; returns the status code and body.
+/// A mass failure: one endpoint shared by 30 names of one zone stops. The daemon batches the changes
+/// of the names that are due together, so the zone takes far fewer UPDATEs than names.
+fn mass_failure_is_batched_per_zone(kind: DnsKind) {
+    const NAMES: usize = 30;
+    let mut zone = String::new();
+    let mut more = String::new();
+    for i in 0..NAMES {
+        zone.push_str(&format!("n{i} A 127.0.0.2\nn{i} A 127.0.0.3\n"));
+        more.push_str(&format!(
+            "[[service]]\nfqdn = \"n{i}.example.test\"\nzone = \"example.test\"\nwriter = \"primary\"\nendpoints = [\"127.0.0.2\", \"127.0.0.3\"]\n[service.check]\ntype = \"tcp\"\nport = PORT\n"
+        ));
+    }
+    zone.push_str(ZONE_BODY);
+    let s = Setup::new(
+        kind,
+        Opts {
+            zone_body: &zone,
+            more_services: &more,
+            ..Opts::default()
+        },
+    );
+    let d = s.start(&[]);
+    wait_verdicts(&d, 3 + 2 * NAMES);
+    let serial = s.dns.soa_serial();
+    let log_before = s.dns.log().len();
+    s.http.stop(ip(E3));
+    wait_until("every name loses 127.0.0.3", EVENTUALLY, || {
+        (0..NAMES).all(|i| s.dns.query(&format!("n{i}.example.test"), "A") == vec![E2])
+    });
+    s.wait_a(&[E2, E4]);
+    let updates = match kind {
+        // Knot may apply several queued UPDATE messages in one commit (one serial step): count the
+        // messages it reports instead ("DDNS, processing N updates").
+        DnsKind::Knot => s.dns.log()[log_before..]
+            .lines()
+            .filter_map(|l| l.split("DDNS, processing ").nth(1))
+            .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+            .sum(),
+        DnsKind::Bind => s.dns.soa_serial().wrapping_sub(serial) as usize,
+    };
+    let names = NAMES + 1;
+    assert!(
+        updates * 2 <= names,
+        "{updates} UPDATEs for {names} names: changes due together were not batched\n{}",
+        d.log()
+    );
+}
+
 /// A `[[writer]]` section for `dns`, TSIG secret inline.
 fn writer_section(name: &str, dns: &DnsServer, timeout: &str) -> String {
     format!(
@@ -627,4 +675,5 @@ knot_and_bind!(
     single_node_status_api,
     two_writers_both_follow,
     failing_writer_never_blocks_another,
+    mass_failure_is_batched_per_zone,
 );

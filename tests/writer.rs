@@ -265,7 +265,100 @@ macro_rules! rfc2136_rows {
     };
 }
 
+/// Changes of many names of one zone, written as one batch, go out in one UPDATE (the zone's serial
+/// moves once), and each name gets its records.
+async fn batch_of_one_zone_is_one_update(kind: DnsKind) {
+    let dns = DnsServer::start(kind, "");
+    let w = writer(&dns, secret(&dns));
+    let changes: Vec<RecordChange> = (0..40)
+        .map(|i| RecordChange {
+            fqdn: format!("n{i}.example.test."),
+            ..change(&[], &[&format!("127.0.1.{i}"), "127.0.0.2"], &[])
+        })
+        .collect();
+    let serial = dns.soa_serial();
+    let results = w.apply_batch(&changes).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        dns.soa_serial(),
+        serial.wrapping_add(1),
+        "one UPDATE for 40 names"
+    );
+    for i in [0, 17, 39] {
+        assert_eq!(
+            dns.query(&format!("n{i}.example.test"), "A"),
+            vec!["127.0.0.2".to_owned(), format!("127.0.1.{i}")]
+        );
+    }
+}
+
+/// One stale precondition refuses the whole UPDATE (RFC 2136 §3.4); the batch is then written one
+/// change per UPDATE, so only the stale change fails, as a conflict, and its neighbours land.
+async fn stale_change_in_a_batch_fails_alone(kind: DnsKind) {
+    let dns = DnsServer::start(kind, "b A 127.0.0.9\n");
+    let w = writer(&dns, secret(&dns));
+    let mut changes: Vec<RecordChange> = ["a", "b", "c"]
+        .iter()
+        .map(|l| RecordChange {
+            fqdn: format!("{l}.example.test."),
+            ..change(&[], &["127.0.0.2"], &[])
+        })
+        .collect();
+    // "b" is believed empty but publishes 127.0.0.9.
+    changes[1].precondition = Precondition::RrsetEquals(Default::default());
+    let results = w.apply_batch(&changes).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(WriteError::Conflict(_))),
+        "{results:?}"
+    );
+    assert!(results[2].is_ok(), "{results:?}");
+    assert_eq!(dns.query("a.example.test", "A"), vec!["127.0.0.2"]);
+    assert_eq!(dns.query("b.example.test", "A"), vec!["127.0.0.9"]);
+    assert_eq!(dns.query("c.example.test", "A"), vec!["127.0.0.2"]);
+}
+
+/// A batch larger than one signed message is split into messages that fit, none refused for size.
+async fn batch_larger_than_a_message_is_split(kind: DnsKind) {
+    let dns = DnsServer::start(kind, "");
+    let w = writer(&dns, secret(&dns));
+    // 600 names × 4 records ≈ 2,400 RRs with long owner names: well over 64 KiB in one message.
+    let changes: Vec<RecordChange> = (0..600)
+        .map(|i| RecordChange {
+            fqdn: format!("a-rather-long-label-to-fill-the-message-{i}.example.test."),
+            ..change(
+                &[],
+                &["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"],
+                &[],
+            )
+        })
+        .collect();
+    let serial = dns.soa_serial();
+    let results = w.apply_batch(&changes).await;
+    assert!(
+        results.iter().all(Result::is_ok),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    let updates = dns.soa_serial().wrapping_sub(serial);
+    assert!(
+        (2..=20).contains(&updates),
+        "{updates} UPDATEs for 600 names"
+    );
+    assert_eq!(
+        dns.query(
+            "a-rather-long-label-to-fill-the-message-599.example.test",
+            "A"
+        )
+        .len(),
+        4
+    );
+}
+
 rfc2136_rows!(
+    batch_of_one_zone_is_one_update,
+    stale_change_in_a_batch_fails_alone,
+    batch_larger_than_a_message_is_split,
     key_file_with_another_key_first_signs_with_the_named_key,
     refused_update_names_the_rcode_and_leaves_the_serial,
     wrong_key_is_an_operator_error,

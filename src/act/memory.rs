@@ -59,6 +59,7 @@ impl MemoryWriter {
                 read_back: true,
                 weights: false,
                 per_node: false,
+                batches: false,
             },
         }
     }

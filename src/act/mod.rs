@@ -9,7 +9,11 @@
 //!
 //! - [`rfc2136`]: dynamic UPDATE signed with TSIG, prerequisites for compare-and-swap.
 //! - [`memory`]: an in-memory zone with the same semantics, for the simulator and tests.
+//!
+//! [`batch::Batched`] wraps a writer that [`Capabilities::batches`] so that changes of many services
+//! due together go out in one write per zone.
 
+pub mod batch;
 pub mod memory;
 pub mod rfc2136;
 
@@ -188,6 +192,10 @@ pub struct Capabilities {
     /// Every node writes its own copy (its own served zone, its own file), so every node of a cluster
     /// applies the agreed decision to it, not only the elected leader.
     pub per_node: bool,
+    /// [`Writer::apply_batch`] puts changes of one zone into fewer writes than one per change. The
+    /// daemon then queues every service's changes to this writer and hands over, in one batch,
+    /// whatever queued while the previous batch was being written ([`batch::Batched`]).
+    pub batches: bool,
 }
 
 /// A DNS back end.
@@ -214,6 +222,19 @@ pub trait Writer: Send + Sync {
     /// # Errors
     /// [`WriteError::Conflict`] if the precondition failed; other variants as for [`Writer::read`].
     async fn apply(&self, change: &RecordChange) -> Result<(), WriteError>;
+
+    /// Applies several changes, each as [`Writer::apply`] would, and returns one result per change in
+    /// the same order. A writer that declares [`Capabilities::batches`] writes the changes of one zone
+    /// together (one RFC 2136 UPDATE, one API batch) and, when that fails on a precondition, falls
+    /// back to one write per change so that each change gets its own verdict. The default applies
+    /// them one by one.
+    async fn apply_batch(&self, changes: &[RecordChange]) -> Vec<Result<(), WriteError>> {
+        let mut results = Vec::with_capacity(changes.len());
+        for change in changes {
+            results.push(self.apply(change).await);
+        }
+        results
+    }
 
     /// Starts what the writer needs while the daemon runs (the `serve` writer's DNS listeners). The
     /// daemon calls it once per configuration generation, after [`build_all`] and before any read;

@@ -228,12 +228,16 @@ impl Generation {
         cancel: &CancellationToken,
         resources: &act::Resources,
     ) -> Result<Self, act::BuildError> {
-        let writers = act::build_all(&config.writers, resources)?;
-        for (name, w) in &writers {
+        let mut writers = act::build_all(&config.writers, resources)?;
+        for (name, w) in writers.iter_mut() {
             w.start().map_err(|reason| act::BuildError {
                 name: name.clone(),
                 reason,
             })?;
+            // Changes of many services due together go out as one write per zone.
+            if w.capabilities().batches {
+                *w = act::batch::Batched::spawn(w.clone());
+            }
         }
         let mut g = Generation {
             set: JoinSet::new(),

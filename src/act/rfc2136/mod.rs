@@ -48,6 +48,7 @@ mod wire;
 pub mod config;
 pub mod key_file;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
@@ -377,6 +378,28 @@ impl Rfc2136Writer {
         Ok(())
     }
 
+    /// Writes `changes` (all of one zone, each non-empty, together fitting one signed message) as one
+    /// UPDATE to `server`: the zone check for every name first (never below a zone cut), then the
+    /// message, then the wait until the server shows it.
+    async fn apply_pack_to(
+        &self,
+        server: SocketAddr,
+        changes: &[&RecordChange],
+    ) -> Result<(), WriteError> {
+        let zone_text = &changes[0].zone;
+        let zone = parse_name(zone_text)?;
+        for change in changes {
+            self.check_zone(server, &parse_name(&change.fqdn)?, &change.zone)
+                .await?;
+        }
+        let soa = self.check_zone(server, &zone, zone_text).await?;
+        let what = format!("{} names of {zone_text}", changes.len());
+        let ctx = self.context(server, zone_text, &what, Op::Update);
+        self.ask(&ctx, batch_message(changes)?).await?;
+        self.await_own_write(server, &zone, zone_text, &soa).await?;
+        Ok(())
+    }
+
     /// Waits until `server` shows a zone serial other than the one `before` the accepted UPDATE, at
     /// most [`WRITE_VISIBLE_WITHIN`], and returns the SOA it then shows. A secondary that forwarded
     /// the UPDATE to its primary serves the change only after NOTIFY and IXFR (Knot 1.0–1.8 s, BIND
@@ -521,8 +544,37 @@ fn rtype(family: Family) -> RecordType {
 /// # Errors
 /// [`WriteError::Rejected`] if a name does not parse.
 pub fn update_message(change: &RecordChange) -> Result<Message, WriteError> {
-    let zone = parse_name(&change.zone)?;
-    let fqdn = parse_name(&change.fqdn)?;
+    let mut message = empty_update(&parse_name(&change.zone)?);
+    add_change(&mut message, change)?;
+    Ok(message)
+}
+
+/// Builds one UPDATE carrying every change (all of one zone): each change's prerequisites and
+/// updates, as [`update_message`] would write them alone. The server applies all or nothing (RFC
+/// 2136 §3.4: a failed prerequisite refuses the whole message).
+///
+/// # Errors
+/// [`WriteError::Rejected`] if a name does not parse or the changes are not all of one zone.
+pub fn batch_message(changes: &[&RecordChange]) -> Result<Message, WriteError> {
+    let Some(first) = changes.first() else {
+        return Err(WriteError::Rejected("an empty batch".to_owned()));
+    };
+    let zone = parse_name(&first.zone)?;
+    let mut message = empty_update(&zone);
+    for change in changes {
+        if parse_name(&change.zone)? != zone {
+            return Err(WriteError::Rejected(format!(
+                "{} is in zone {}, not {zone}: one UPDATE changes one zone",
+                change.fqdn, change.zone
+            )));
+        }
+        add_change(&mut message, change)?;
+    }
+    Ok(message)
+}
+
+/// An UPDATE of `zone` with nothing in it yet.
+fn empty_update(zone: &Name) -> Message {
     let mut message = Message::new(
         rand_id(),
         hickory_net::proto::op::MessageType::Query,
@@ -530,11 +582,16 @@ pub fn update_message(change: &RecordChange) -> Result<Message, WriteError> {
     );
     message.metadata.recursion_desired = false;
     let mut zq = Query::new();
-    zq.set_name(zone)
+    zq.set_name(zone.clone())
         .set_query_class(DNSClass::IN)
         .set_query_type(RecordType::SOA);
     message.add_zone(zq);
+    message
+}
 
+/// Adds `change`'s prerequisites (compare-and-swap) and updates to `message`.
+fn add_change(message: &mut Message, change: &RecordChange) -> Result<(), WriteError> {
+    let fqdn = parse_name(&change.fqdn)?;
     match &change.precondition {
         Precondition::NameNotInUse => {
             // §2.4.5: name is not in use — class NONE, type ANY, TTL 0, empty RDATA.
@@ -572,7 +629,7 @@ pub fn update_message(change: &RecordChange) -> Result<Message, WriteError> {
     for ip in change.add.iter().chain(&change.rettl) {
         message.add_update(Record::from_rdata(fqdn.clone(), change.ttl, rdata(*ip)));
     }
-    Ok(message)
+    Ok(())
 }
 
 fn rand_id() -> u16 {
@@ -596,6 +653,7 @@ impl Writer for Rfc2136Writer {
             read_back: true,
             weights: false,
             per_node: false,
+            batches: true,
         }
     }
 
@@ -614,6 +672,65 @@ impl Writer for Rfc2136Writer {
         }
         self.each_server(|server| async move { self.apply_to(server, change).await })
             .await
+    }
+
+    /// Changes of one zone go out packed into as few UPDATEs as fit one signed message each (RFC 2136
+    /// §3.4: all or nothing per message). A pack refused for any reason but a transient one is
+    /// written again one change per UPDATE, so that each change gets its own verdict (one stale
+    /// precondition must not fail its neighbours). A change too large to share a message goes alone,
+    /// by [`Writer::apply`].
+    async fn apply_batch(&self, changes: &[RecordChange]) -> Vec<Result<(), WriteError>> {
+        let mut results: Vec<Option<Result<(), WriteError>>> = vec![None; changes.len()];
+        let mut by_zone: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, change) in changes.iter().enumerate() {
+            if change.is_empty() {
+                results[i] = Some(Ok(()));
+            } else {
+                by_zone
+                    .entry(change.zone.to_ascii_lowercase())
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let signer = match self.signer() {
+            Ok(s) => s,
+            Err(e) => return changes.iter().map(|_| Err(e.clone())).collect(),
+        };
+        for mut rest in by_zone.into_values() {
+            while !rest.is_empty() {
+                // The longest prefix that fits one message, shrinking by a third.
+                let mut n = rest.len();
+                while n > 1 {
+                    let pack: Vec<&RecordChange> = rest[..n].iter().map(|&i| &changes[i]).collect();
+                    if batch_message(&pack).is_ok_and(|m| fits(&m, &signer)) {
+                        break;
+                    }
+                    n = (n * 2 / 3).max(1);
+                }
+                let pack: Vec<usize> = rest.drain(..n).collect();
+                if let [only] = pack[..] {
+                    results[only] = Some(self.apply(&changes[only]).await);
+                    continue;
+                }
+                let refs: Vec<&RecordChange> = pack.iter().map(|&i| &changes[i]).collect();
+                let refs = &refs;
+                match self
+                    .each_server(|server| async move { self.apply_pack_to(server, refs).await })
+                    .await
+                {
+                    Ok(()) => pack.iter().for_each(|&i| results[i] = Some(Ok(()))),
+                    Err(e @ WriteError::Transient(_)) => {
+                        pack.iter().for_each(|&i| results[i] = Some(Err(e.clone())));
+                    }
+                    Err(_) => {
+                        for &i in &pack {
+                            results[i] = Some(self.apply(&changes[i]).await);
+                        }
+                    }
+                }
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
     }
 }
 
