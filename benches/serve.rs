@@ -139,14 +139,23 @@ ns = ["ns1.example.test"]
 /// One dnsperf run against `server`: queries per second and queries lost.
 fn dnsperf(server: SocketAddr, queries: &std::path::Path) -> (f64, u64) {
     let out = Command::new("dnsperf")
-        .args(["-s", &server.ip().to_string(), "-p", &server.port().to_string()])
+        .args([
+            "-s",
+            &server.ip().to_string(),
+            "-p",
+            &server.port().to_string(),
+        ])
         .arg("-d")
         .arg(queries)
         .args(["-l", &SECONDS.to_string()])
         .args(["-c", &CLIENTS.to_string(), "-T", &THREADS.to_string()])
         .args(["-q", &OUTSTANDING.to_string()])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run dnsperf ({e}): install the Debian package dnsperf (scripts/bench does)"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run dnsperf ({e}): install the Debian package dnsperf (scripts/bench does)"
+            )
+        });
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |label: &str| {
         text.lines()
@@ -228,13 +237,8 @@ fn main() {
             results.push((round, who, qps, lost));
         }
     }
-    let of = |who: &str| -> Vec<f64> {
-        results
-            .iter()
-            .filter(|r| r.1 == who)
-            .map(|r| r.2)
-            .collect()
-    };
+    let of =
+        |who: &str| -> Vec<f64> { results.iter().filter(|r| r.1 == who).map(|r| r.2).collect() };
     let (k, s) = (median(&of("knot")), median(&of("serve")));
     println!(
         "median queries/s: knot {k:.0}, serve {s:.0}; serve/knot = {:.2}",
@@ -244,7 +248,11 @@ fn main() {
     let ratio = s / k;
     println!(
         "best queries/s:   knot {k:.0}, serve {s:.0}; serve/knot = {ratio:.2} (target ≥ {TARGET_RATIO}: {})",
-        if ratio >= TARGET_RATIO { "PASS" } else { "FAIL" }
+        if ratio >= TARGET_RATIO {
+            "PASS"
+        } else {
+            "FAIL"
+        }
     );
     same_answers(&servers).expect("answers changed during the run");
     if ratio < TARGET_RATIO {

@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use hickory_net::proto::rr::RecordType;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -215,6 +216,25 @@ impl Store {
             return;
         }
         data.zones = Some(zones.clone());
+        for zone in &zones.0 {
+            for name in data.managed.keys() {
+                let shadowed: Vec<String> = zone
+                    .statics
+                    .get(name)
+                    .into_iter()
+                    .flat_map(|sets| sets.keys())
+                    .filter(|t| matches!(t, RecordType::A | RecordType::AAAA))
+                    .map(ToString::to_string)
+                    .collect();
+                if !shadowed.is_empty() {
+                    warn!(
+                        writer = %self.writer,
+                        "serve: static {} records at {name} are not served: rrguard manages this name's addresses",
+                        shadowed.join("/")
+                    );
+                }
+            }
+        }
         let managed = data.managed.clone();
         if let Err(e) = self.commit(&mut data, managed) {
             // Served anyway: the zones come from the configuration, not from the file.
