@@ -110,6 +110,7 @@ fn example_config_documents_every_option() {
             "[[service]]\nfqdn = \"a.example\"\nzone = \"example\"\nwriter = \"w\"\nendpoints = [\"192.0.2.1\"]\nBOGUS_SERVICE\n[service.check]\ntype = \"{check}\"\nport = 1\nBOGUS_CHECK\n"
         )
     };
+    let serve = "[[writer]]\nname = \"d\"\ntype = \"serve\"\nlisten = [\"127.0.0.1:53\"]\nBOGUS_SERVE\n[[writer.zone]]\nname = \"example\"\nns = [\"ns1.example\"]\nBOGUS_ZONE\n";
     let cluster = "[cluster]\nsecret = \"0123456789abcdef\"\nBOGUS_CLUSTER\n[[cluster.peers]]\nid = \"b\"\nurl = \"http://127.0.0.1:1\"\nBOGUS_PEER\n";
     let sections: Vec<(&str, String)> = vec![
         ("[node]", "[node]\nzzz_bogus = 1\n".to_owned()),
@@ -125,6 +126,18 @@ fn example_config_documents_every_option() {
             writer
                 .replace(" BOGUS_TSIG", "")
                 .replace("BOGUS_WRITER", "zzz_bogus = 1"),
+        ),
+        (
+            "serve [[writer]]",
+            serve
+                .replace("BOGUS_SERVE", "zzz_bogus = 1")
+                .replace("BOGUS_ZONE", ""),
+        ),
+        (
+            "[[writer.zone]]",
+            serve
+                .replace("BOGUS_SERVE", "")
+                .replace("BOGUS_ZONE", "zzz_bogus = 1"),
         ),
         (
             "[[service]]",

@@ -142,8 +142,9 @@ impl MemoryWriter {
     }
 }
 
-/// Checks `change.precondition` against `current`: `Err` says which part failed.
-fn check(current: &Published, change: &RecordChange) -> Result<(), String> {
+/// Checks `change.precondition` against `current`: `Err` says which part failed. Shared with the
+/// `serve` writer, whose store follows the same rules.
+pub(crate) fn check(current: &Published, change: &RecordChange) -> Result<(), String> {
     match &change.precondition {
         Precondition::NameNotInUse => {
             if current.records.is_empty() && current.cname.is_none() {
@@ -172,8 +173,8 @@ fn check(current: &Published, change: &RecordChange) -> Result<(), String> {
     }
 }
 
-/// `current` after `change`.
-fn applied(mut current: Published, change: &RecordChange) -> Published {
+/// `current` after `change` (see the module documentation for the rules). Shared with `serve`.
+pub(crate) fn applied(mut current: Published, change: &RecordChange) -> Published {
     for ip in &change.remove {
         current.records.remove(ip);
     }

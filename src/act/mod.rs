@@ -8,6 +8,8 @@
 //! [`Writer::capabilities`], and the service core acts on it (see [`Capabilities`]).
 //!
 //! - [`rfc2136`]: dynamic UPDATE signed with TSIG, prerequisites for compare-and-swap.
+//! - [`serve`]: rrguard's own authoritative DNS server (UDP and TCP) for zones delegated to the
+//!   nodes; every node answers from its own store.
 //! - [`memory`]: an in-memory zone with the same semantics, for the simulator and tests.
 //!
 //! [`batch::Batched`] wraps a writer that [`Capabilities::batches`] so that changes of many services
@@ -16,6 +18,7 @@
 pub mod batch;
 pub mod memory;
 pub mod rfc2136;
+pub mod serve;
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -329,11 +332,15 @@ pub fn build_all(
 /// [`BuildError`] when the section cannot make a working writer (for `rfc2136`: a TSIG key name that
 /// is not a DNS name).
 pub fn build(config: &WriterConfig, resources: &Resources) -> Result<Arc<dyn Writer>, BuildError> {
-    let _ = resources;
     match &config.kind {
         WriterKind::Rfc2136(c) => Ok(Arc::new(rfc2136::Rfc2136Writer::new(
             &config.name,
             c.clone(),
         )?)),
+        WriterKind::Serve(c) => Ok(Arc::new(serve::ServeWriter::new(
+            &config.name,
+            c.clone(),
+            resources,
+        ))),
     }
 }
