@@ -22,6 +22,8 @@
 //! - [`daemon`]: wires the above together: per-service controllers (the I/O shells of the service
 //!   cores: probe loops, votes, the core's reads and writes), the agreement actor, signals and config
 //!   reload. Also the one-shot `plan` used by the CLI.
+//! - [`demo`]: `rrguard demo`, the daemon with built-in endpoints and its own served zone, nothing
+//!   else needed.
 //!
 //! The decision core (`observe::health`, `agree` apart from `agree::transport`, `decide`) is sans-I/O:
 //! it never reads a clock, sleeps or opens a socket; callers pass `now` and inputs in and get decisions
@@ -34,6 +36,7 @@ pub mod agree;
 pub mod config;
 pub mod daemon;
 pub mod decide;
+pub mod demo;
 pub mod expose;
 pub mod observe;
 pub mod state;

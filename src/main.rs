@@ -20,6 +20,7 @@ const EXIT_FAILURE: u8 = 1;
     version,
     about = "Keeps DNS names pointing only at healthy servers",
     after_help = "Examples:\n  \
+        rrguard demo                            # try it: nothing else needed\n  \
         rrguard check-config -c /etc/rrguard/rrguard.toml\n  \
         rrguard plan -c rrguard.toml            # probe once, print what would change\n  \
         rrguard run -c rrguard.toml --dry-run   # run, log the plans, write nothing\n  \
@@ -74,6 +75,16 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Try rrguard with nothing else installed: three built-in endpoints, a zone served by rrguard
+    /// itself on loopback, and a prompt to stop and start the endpoints.
+    Demo {
+        /// UDP/TCP port of the served zone on 127.0.0.1 [default: a free one]
+        #[arg(long, default_value_t = 0)]
+        dns_port: u16,
+        /// Port of the HTTP status API on 127.0.0.1 [default: a free one]
+        #[arg(long, default_value_t = 0)]
+        http_port: u16,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +100,29 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Demo {
+            dns_port,
+            http_port,
+        } => {
+            init_logging(cli.log_format);
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let result = rt.block_on(rrguard::demo::run(rrguard::demo::DemoOptions {
+                dns_port,
+                http_port,
+            }));
+            // The prompt's stdin read blocks a runtime thread until a line arrives: don't wait for it.
+            rt.shutdown_background();
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rrguard demo: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
         Command::CheckConfig { config } => match config::load(&config.config) {
             Ok(c) => {
                 println!(

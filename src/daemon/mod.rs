@@ -95,11 +95,23 @@ pub async fn run_until_signal(
     config: Config,
     opts: RunOptions,
 ) -> Result<(), RunError> {
+    run_until_signal_or(path, config, opts, CancellationToken::new()).await
+}
+
+/// [`run_until_signal`], also stopping when `shutdown` is cancelled (the demo's `quit`).
+///
+/// # Errors
+/// As [`run_until_signal`].
+pub async fn run_until_signal_or(
+    path: PathBuf,
+    config: Config,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
-    let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::channel(4);
     let stop = shutdown.clone();
     // Aborted when `run` returns (the set is dropped).
