@@ -9,9 +9,14 @@
 //!
 //! - [`rfc2136`]: dynamic UPDATE signed with TSIG, prerequisites for compare-and-swap.
 //! - [`memory`]: an in-memory zone with the same semantics, for the simulator and tests.
+//! - [`script`]: runs a user command per operation, the change as JSON on stdin ([`plugin`]).
+//! - [`webhook`]: POSTs the same JSON, HMAC-signed, to a URL.
 
 pub mod memory;
+pub mod plugin;
 pub mod rfc2136;
+pub mod script;
+pub mod webhook;
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -311,6 +316,11 @@ pub fn build(config: &WriterConfig, resources: &Resources) -> Result<Arc<dyn Wri
     let _ = resources;
     match &config.kind {
         WriterKind::Rfc2136(c) => Ok(Arc::new(rfc2136::Rfc2136Writer::new(
+            &config.name,
+            c.clone(),
+        )?)),
+        WriterKind::Script(c) => Ok(Arc::new(script::ScriptWriter::new(&config.name, c.clone()))),
+        WriterKind::Webhook(c) => Ok(Arc::new(webhook::WebhookWriter::new(
             &config.name,
             c.clone(),
         )?)),

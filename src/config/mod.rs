@@ -31,6 +31,8 @@ pub use crate::observe::check::{CheckConfig, HttpCheckConfig, TcpCheckConfig};
 pub use crate::act::rfc2136::config::{
     DEFAULT_DNS_PORT, DEFAULT_DNS_TIMEOUT, Rfc2136Config, TsigAlgorithm, TsigConfig,
 };
+pub use crate::act::script::config::ScriptConfig;
+pub use crate::act::webhook::config::WebhookConfig;
 
 // What plug-ins (checks, writers) need to validate their options and report problems by key path.
 pub(crate) use locate::Seg;
@@ -139,6 +141,10 @@ pub struct WriterConfig {
 pub enum WriterKind {
     /// RFC 2136 dynamic UPDATE signed with TSIG.
     Rfc2136(Rfc2136Config),
+    /// A user command per operation, the change as JSON on stdin.
+    Script(ScriptConfig),
+    /// An HMAC-signed HTTP POST per operation, the change as JSON body.
+    Webhook(WebhookConfig),
 }
 
 /// `[[service]]`: one DNS name whose A/AAAA records rrguard manages.

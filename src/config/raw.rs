@@ -11,6 +11,8 @@ pub use crate::observe::check::http::{RawHttpCheck, StatusSpec};
 pub use crate::observe::check::tcp::RawTcpCheck;
 // Each writer type owns its options; `RawWriter` below only picks one by `type`.
 pub use crate::act::rfc2136::config::{RawRfc2136, RawTsig};
+pub use crate::act::script::config::RawScript;
+pub use crate::act::webhook::config::RawWebhook;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -130,6 +132,10 @@ pub struct RawDefaults {
 pub enum RawWriter {
     /// `type = "rfc2136"`.
     Rfc2136(RawRfc2136),
+    /// `type = "script"`.
+    Script(RawScript),
+    /// `type = "webhook"`.
+    Webhook(RawWebhook),
 }
 
 /// `[[service]]`.

@@ -10,7 +10,7 @@ use super::locate::Seg::{self, Index, Key};
 use super::raw::{RawCheck, RawCluster, RawConfig, RawDefaults, RawService, RawWriter};
 use super::secret::{SecretSource, read_secret};
 use super::*;
-use crate::act::rfc2136;
+use crate::act::{rfc2136, script, webhook};
 use crate::observe::check;
 
 /// A validation problem at a key path.
@@ -114,6 +114,14 @@ fn writers(
             RawWriter::Rfc2136(r) => (
                 &r.name,
                 rfc2136::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Rfc2136),
+            ),
+            RawWriter::Script(r) => (
+                &r.name,
+                script::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Script),
+            ),
+            RawWriter::Webhook(r) => (
+                &r.name,
+                webhook::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Webhook),
             ),
         };
         let npath = with(&wpath, &[Key("name")]);
