@@ -157,7 +157,12 @@ fn program(
         return Err("the program name is empty".to_owned());
     }
     if first.contains('/') {
-        let path = base_dir.join(first);
+        // "./dns.py" names base_dir/dns.py; drop the "." so messages show a clean path.
+        let relative: PathBuf = Path::new(first)
+            .components()
+            .filter(|c| *c != std::path::Component::CurDir)
+            .collect();
+        let path = base_dir.join(relative);
         check_executable(&path)?;
         return Ok(path);
     }

@@ -70,7 +70,7 @@ impl fmt::Debug for WebhookConfig {
     // Never print the secret, nor header values (they often carry tokens).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookConfig")
-            .field("url", &self.url.as_str())
+            .field("url", &shown_url(&self.url))
             .field("secret", &"<redacted>")
             .field("timeout", &self.timeout)
             .field(
@@ -126,6 +126,17 @@ pub(crate) fn validate(
         compare_and_swap: r.compare_and_swap.unwrap_or(false),
         read_back: r.read_back.unwrap_or(true),
     })
+}
+
+/// `url` as logs and messages show it: the query string, which may carry a token, replaced by `?…`.
+pub fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    shown.set_fragment(None);
+    if url.query().is_some() {
+        shown.set_query(None);
+        return format!("{shown}?…");
+    }
+    shown.to_string()
 }
 
 /// An absolute `http://` or `https://` URL without credentials.
@@ -197,6 +208,12 @@ mod tests {
 
     #[test]
     fn defaults_file_secret_and_redaction() {
+        let q = webhook(
+            "url = \"https://hooks.example.net/dns?token=t0ken\"\nsecret = \"0123456789abcdef\"",
+        )
+        .unwrap();
+        assert_eq!(super::shown_url(&q.url), "https://hooks.example.net/dns?…");
+        assert!(!format!("{q:?}").contains("t0ken"));
         let w = webhook("url = \"https://hooks.example.net/dns\"\nsecret_file = \"hook.secret\"\nheaders = { Authorization = \"Bearer t0ken\" }").unwrap();
         assert_eq!(w.secret, b"0123456789abcdef-from-file");
         assert_eq!(w.timeout, super::DEFAULT_WEBHOOK_TIMEOUT);

@@ -35,6 +35,8 @@ pub struct WebhookWriter {
     name: String,
     config: WebhookConfig,
     client: reqwest::Client,
+    /// The URL as messages show it: without its query string, which may carry a token.
+    shown_url: String,
 }
 
 /// The signature header value for `body` sent at `timestamp` (Unix seconds):
@@ -70,6 +72,7 @@ impl WebhookWriter {
             })?;
         Ok(WebhookWriter {
             name: name.to_owned(),
+            shown_url: config::shown_url(&config.url),
             config,
             client,
         })
@@ -81,7 +84,7 @@ impl WebhookWriter {
         let what = format!(
             "writer {:?}: POST {} ({} {})",
             self.name,
-            self.config.url,
+            self.shown_url,
             op.as_str(),
             request.fqdn
         );
@@ -174,7 +177,7 @@ impl Writer for WebhookWriter {
         plugin::parse_read_reply(&body).map_err(|m| {
             WriteError::Rejected(format!(
                 "writer {:?}: POST {} (read {fqdn}): {m}",
-                self.name, self.config.url
+                self.name, self.shown_url
             ))
         })
     }
@@ -184,7 +187,7 @@ impl Writer for WebhookWriter {
         plugin::check_apply_reply(&body).map_err(|m| {
             WriteError::Rejected(format!(
                 "writer {:?}: POST {} (apply {}): {m}",
-                self.name, self.config.url, change.fqdn
+                self.name, self.shown_url, change.fqdn
             ))
         })
     }
