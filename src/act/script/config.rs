@@ -101,6 +101,8 @@ pub(crate) fn validate(
     errs: &mut Errors,
 ) -> Option<ScriptConfig> {
     let before = errs.len();
+    // The script runs later, from the daemon: pin the directory now (`-c rrguard.toml` gives "").
+    let base_dir = &absolute(base_dir);
     let cpath = with(wpath, &[Key("command")]);
     let program = match r.command.first() {
         None => {
@@ -144,6 +146,15 @@ pub(crate) fn validate(
         compare_and_swap: r.compare_and_swap.unwrap_or(false),
         read_back: r.read_back.unwrap_or(true),
     })
+}
+
+/// `dir` as an absolute path without `.` components (the current directory for an empty one).
+fn absolute(dir: &Path) -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    cwd.join(dir)
+        .components()
+        .filter(|c| *c != std::path::Component::CurDir)
+        .collect()
 }
 
 /// The program to run for `first`: a path (relative ones joined to `base_dir`) that must be an
@@ -249,6 +260,24 @@ mod tests {
         assert_eq!(s.timeout, std::time::Duration::from_secs(2));
         // Environment values stay out of logs.
         assert!(!format!("{s:?}").contains("t0ps3cret"));
+    }
+
+    /// `rrguard check-config -c rrguard.toml` (a bare file name) must still run the script from the
+    /// config's directory, whatever the daemon's directory is later.
+    #[test]
+    fn a_relative_config_path_gives_absolute_program_and_directory() {
+        let text = "[[writer]]\nname = \"w\"\ntype = \"script\"\ncommand = [\"./etc/examples/rrguard-script-example.py\"]\n\n[[service]]\nfqdn = \"www.example.test\"\nzone = \"example.test\"\nwriter = \"w\"\nendpoints = [\"127.0.0.2\"]\n[service.check]\ntype = \"tcp\"\nport = 80\n";
+        // Tests run in the package root.
+        let c = parse(std::path::Path::new("rrguard.toml"), text).unwrap();
+        let WriterKind::Script(s) = &c.writers[0].kind else {
+            panic!("a script writer")
+        };
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert_eq!(s.dir, root);
+        assert_eq!(
+            s.program,
+            root.join("etc/examples/rrguard-script-example.py")
+        );
     }
 
     #[test]
