@@ -105,10 +105,20 @@ impl ScriptDir {
         self.dir.path()
     }
 
-    /// Writes an executable file `name` in the directory.
+    /// Writes an executable file `name` in the directory. The executable itself is written by a
+    /// `cp` child: had this process opened it for writing, a process forked meanwhile by another
+    /// test thread could hold that descriptor until its exec, and running the script would fail
+    /// with ETXTBSY ("Text file busy").
     fn script(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path().join(name);
-        std::fs::write(&path, text).unwrap();
+        let source = self.path().join(format!("{name}.source"));
+        std::fs::write(&source, text).unwrap();
+        let cp = std::process::Command::new("cp")
+            .arg(&source)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(cp.success(), "cp {}", path.display());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
     }
@@ -157,7 +167,8 @@ impl ScriptFixture {
     }
 
     fn boxed(dir: ScriptDir, command: &str, env: &str, options: &str) -> Box<dyn Fixture> {
-        let options = format!("{options}\ntimeout = \"5s\"");
+        // Generous: the battery is not about timeouts, and Python starts slowly on a loaded machine.
+        let options = format!("{options}\ntimeout = \"30s\"");
         let writer = dir.writer(
             "script",
             &format!("command = [{command}]\nenv = {{ {env} }}\n{options}"),
@@ -297,9 +308,9 @@ async fn wait_gone(pid: u32) -> bool {
     false
 }
 
-/// A script that starts a child, records both pids, and sleeps: on timeout both die.
-const SLEEPER: &str =
-    "#!/bin/sh\nsleep 60 &\necho $! > child.pid\necho $$ > script.pid\nsleep 60\n";
+/// A script that starts a child, records both pids, and sleeps: on timeout both die. `script.pid`
+/// appears whole (renamed into place), after `child.pid` is written.
+const SLEEPER: &str = "#!/bin/sh\nsleep 60 &\necho $! > child.pid\necho $$ > script.tmp\nmv script.tmp script.pid\nsleep 60\n";
 
 #[tokio::test]
 async fn timeout_kills_the_script_and_its_child() {
