@@ -10,7 +10,7 @@ use super::locate::Seg::{self, Index, Key};
 use super::raw::{RawCheck, RawCluster, RawConfig, RawDefaults, RawService, RawWriter};
 use super::secret::{SecretSource, read_secret};
 use super::*;
-use crate::act::{rfc2136, script, webhook};
+use crate::act::rfc2136;
 use crate::observe::check;
 
 /// A validation problem at a key path.
@@ -117,11 +117,13 @@ fn writers(
             ),
             RawWriter::Script(r) => (
                 &r.name,
-                script::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Script),
+                crate::act::script::config::validate(r, &wpath, base_dir, errs)
+                    .map(WriterKind::Script),
             ),
             RawWriter::Webhook(r) => (
                 &r.name,
-                webhook::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Webhook),
+                crate::act::webhook::config::validate(r, &wpath, base_dir, errs)
+                    .map(WriterKind::Webhook),
             ),
         };
         let npath = with(&wpath, &[Key("name")]);
