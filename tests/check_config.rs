@@ -140,6 +140,16 @@ fn example_config_documents_every_option() {
                 .replace("BOGUS_ZONE", "zzz_bogus = 1"),
         ),
         (
+            "script writer",
+            "[[writer]]\nname = \"w\"\ntype = \"script\"\ncommand = [\"sh\"]\nzzz_bogus = 1\n"
+                .to_owned(),
+        ),
+        (
+            "webhook writer",
+            "[[writer]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://h/\"\nzzz_bogus = 1\n"
+                .to_owned(),
+        ),
+        (
             "[[service]]",
             service("tcp")
                 .replace("BOGUS_SERVICE", "zzz_bogus = 1")

@@ -11,13 +11,18 @@
 //! - [`serve`]: rrguard's own authoritative DNS server (UDP and TCP) for zones delegated to the
 //!   nodes; every node answers from its own store.
 //! - [`memory`]: an in-memory zone with the same semantics, for the simulator and tests.
+//! - [`script`]: runs a user command per operation, the change as JSON on stdin ([`plugin`]).
+//! - [`webhook`]: POSTs the same JSON, HMAC-signed, to a URL.
 //!
 //! [`batch::Batched`] wraps a writer that [`Capabilities::batches`] so that changes of many services
 //! due together go out in one write per zone.
 
 pub mod batch;
 pub mod memory;
+pub mod plugin;
 pub mod rfc2136;
+pub mod script;
+pub mod webhook;
 pub mod serve;
 
 use std::any::Any;
@@ -334,6 +339,11 @@ pub fn build_all(
 pub fn build(config: &WriterConfig, resources: &Resources) -> Result<Arc<dyn Writer>, BuildError> {
     match &config.kind {
         WriterKind::Rfc2136(c) => Ok(Arc::new(rfc2136::Rfc2136Writer::new(
+            &config.name,
+            c.clone(),
+        )?)),
+        WriterKind::Script(c) => Ok(Arc::new(script::ScriptWriter::new(&config.name, c.clone()))),
+        WriterKind::Webhook(c) => Ok(Arc::new(webhook::WebhookWriter::new(
             &config.name,
             c.clone(),
         )?)),

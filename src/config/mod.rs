@@ -32,6 +32,8 @@ pub use crate::act::rfc2136::config::{
     DEFAULT_DNS_PORT, DEFAULT_DNS_TIMEOUT, Rfc2136Config, TsigAlgorithm, TsigConfig,
 };
 pub use crate::act::serve::config::{ServeConfig, ZoneConfig as ServeZoneConfig};
+pub use crate::act::script::config::ScriptConfig;
+pub use crate::act::webhook::config::WebhookConfig;
 
 // What plug-ins (checks, writers) need to validate their options and report problems by key path.
 pub(crate) use locate::Seg;
@@ -148,6 +150,10 @@ pub enum WriterKind {
     Rfc2136(Rfc2136Config),
     /// rrguard's own authoritative DNS server.
     Serve(ServeConfig),
+    /// A user command per operation, the change as JSON on stdin.
+    Script(ScriptConfig),
+    /// An HMAC-signed HTTP POST per operation, the change as JSON body.
+    Webhook(WebhookConfig),
 }
 
 /// `[[service]]`: one DNS name whose A/AAAA records rrguard manages.

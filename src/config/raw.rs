@@ -12,6 +12,8 @@ pub use crate::observe::check::tcp::RawTcpCheck;
 // Each writer type owns its options; `RawWriter` below only picks one by `type`.
 pub use crate::act::rfc2136::config::{RawRfc2136, RawTsig};
 pub use crate::act::serve::config::{RawServe, RawServeZone};
+pub use crate::act::script::config::RawScript;
+pub use crate::act::webhook::config::RawWebhook;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -133,6 +135,10 @@ pub enum RawWriter {
     Rfc2136(RawRfc2136),
     /// `type = "serve"`.
     Serve(RawServe),
+    /// `type = "script"`.
+    Script(RawScript),
+    /// `type = "webhook"`.
+    Webhook(RawWebhook),
 }
 
 /// `[[service]]`.

@@ -119,6 +119,16 @@ fn writers(
                 &r.name,
                 serve::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Serve),
             ),
+            RawWriter::Script(r) => (
+                &r.name,
+                crate::act::script::config::validate(r, &wpath, base_dir, errs)
+                    .map(WriterKind::Script),
+            ),
+            RawWriter::Webhook(r) => (
+                &r.name,
+                crate::act::webhook::config::validate(r, &wpath, base_dir, errs)
+                    .map(WriterKind::Webhook),
+            ),
         };
         let npath = with(&wpath, &[Key("name")]);
         if name.trim().is_empty() {
