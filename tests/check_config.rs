@@ -127,6 +127,11 @@ fn example_config_documents_every_option() {
                 .replace("BOGUS_WRITER", "zzz_bogus = 1"),
         ),
         (
+            "route53 writer",
+            "[[writer]]\nname = \"w\"\ntype = \"route53\"\nhosted_zone_id = \"Z1\"\nzzz_bogus = 1\n"
+                .to_owned(),
+        ),
+        (
             "[[service]]",
             service("tcp")
                 .replace("BOGUS_SERVICE", "zzz_bogus = 1")

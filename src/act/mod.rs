@@ -8,10 +8,16 @@
 //! [`Writer::capabilities`], and the service core acts on it (see [`Capabilities`]).
 //!
 //! - [`rfc2136`]: dynamic UPDATE signed with TSIG, prerequisites for compare-and-swap.
+//! - [`route53`]: Amazon Route 53's API; one change batch of DELETE-as-read plus CREATE is a
+//!   compare-and-swap.
 //! - [`memory`]: an in-memory zone with the same semantics, for the simulator and tests.
+//!
+//! [`api`] holds what the HTTP API writers share (client, retries, rate limit, token).
 
+pub mod api;
 pub mod memory;
 pub mod rfc2136;
+pub mod route53;
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -311,6 +317,10 @@ pub fn build(config: &WriterConfig, resources: &Resources) -> Result<Arc<dyn Wri
     let _ = resources;
     match &config.kind {
         WriterKind::Rfc2136(c) => Ok(Arc::new(rfc2136::Rfc2136Writer::new(
+            &config.name,
+            c.clone(),
+        )?)),
+        WriterKind::Route53(c) => Ok(Arc::new(route53::Route53Writer::new(
             &config.name,
             c.clone(),
         )?)),

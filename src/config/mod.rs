@@ -34,7 +34,7 @@ pub use crate::act::rfc2136::config::{
 
 // What plug-ins (checks, writers) need to validate their options and report problems by key path.
 pub(crate) use locate::Seg;
-pub(crate) use secret::{SecretSource, SecretText, read_secret};
+pub(crate) use secret::{SecretKeys, SecretSource, SecretText, read_secret, read_secret_as};
 pub(crate) use validate::{Errors, normalize_name, with};
 
 /// Default path of the configuration file.
@@ -139,6 +139,8 @@ pub struct WriterConfig {
 pub enum WriterKind {
     /// RFC 2136 dynamic UPDATE signed with TSIG.
     Rfc2136(Rfc2136Config),
+    /// Amazon Route 53's API, signed with AWS Signature Version 4.
+    Route53(crate::act::route53::config::Route53Config),
 }
 
 /// `[[service]]`: one DNS name whose A/AAAA records rrguard manages.

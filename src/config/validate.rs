@@ -115,6 +115,11 @@ fn writers(
                 &r.name,
                 rfc2136::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Rfc2136),
             ),
+            RawWriter::Route53(r) => (
+                &r.name,
+                crate::act::route53::config::validate(r, &wpath, base_dir, errs)
+                    .map(WriterKind::Route53),
+            ),
         };
         let npath = with(&wpath, &[Key("name")]);
         if name.trim().is_empty() {
