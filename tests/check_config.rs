@@ -132,6 +132,19 @@ fn example_config_documents_every_option() {
                 .to_owned(),
         ),
         (
+            "cloudflare writer",
+            "[[writer]]\nname = \"w\"\ntype = \"cloudflare\"\nzone_id = \"z\"\nzzz_bogus = 1\n"
+                .to_owned(),
+        ),
+        (
+            "digitalocean writer",
+            "[[writer]]\nname = \"w\"\ntype = \"digitalocean\"\nzzz_bogus = 1\n".to_owned(),
+        ),
+        (
+            "dynu writer",
+            "[[writer]]\nname = \"w\"\ntype = \"dynu\"\nzzz_bogus = 1\n".to_owned(),
+        ),
+        (
             "[[service]]",
             service("tcp")
                 .replace("BOGUS_SERVICE", "zzz_bogus = 1")

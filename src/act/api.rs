@@ -21,6 +21,8 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+pub mod records;
+
 use super::WriteError;
 use crate::config::Seg::Key;
 use crate::config::{Errors, SecretKeys, SecretSource, Seg, read_secret_as, with};
@@ -236,6 +238,33 @@ impl ApiClient {
         &self.http
     }
 
+    /// Retries by `retry` from now on.
+    pub fn set_retry(&mut self, retry: RetryPolicy) {
+        self.retry = retry;
+    }
+
+    /// The label failures are prefixed with.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// `next` (a URL an API gave, such as a next-page link) re-rooted on the base URL: only its path
+    /// and query are kept, so that a token is never sent to another host.
+    ///
+    /// # Errors
+    /// [`WriteError::Transient`] when `next` is not a URL (a broken answer).
+    pub fn same_origin(&self, next: &str) -> Result<Url, WriteError> {
+        let next = Url::parse(next)
+            .or_else(|_| self.base.join(next))
+            .map_err(|e| {
+                WriteError::Transient(format!("{}: bad next-page link {next:?}: {e}", self.label))
+            })?;
+        let mut url = self.base.clone();
+        url.set_path(next.path());
+        url.set_query(next.query());
+        Ok(url)
+    }
+
     /// `path` (which starts with `/`) under the base URL, with `query` pairs.
     ///
     /// # Errors
@@ -321,6 +350,32 @@ impl ApiClient {
     }
 }
 
+/// A JSON API request: `method` on `url` with the header `auth` (`Authorization: Bearer …`,
+/// `API-Key: …`), `Accept: application/json`, and `body` as JSON (`Content-Type: application/json`).
+///
+/// # Errors
+/// [`WriteError::Rejected`] when the request cannot be built (a header value with a newline).
+pub fn json_request(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &Url,
+    auth: (&str, &str),
+    body: Option<&serde_json::Value>,
+) -> Result<reqwest::Request, WriteError> {
+    let mut builder = http
+        .request(method, url.clone())
+        .header(auth.0, auth.1)
+        .header(reqwest::header::ACCEPT, "application/json");
+    if let Some(body) = body {
+        builder = builder
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+    }
+    builder
+        .build()
+        .map_err(|e| WriteError::Rejected(format!("cannot build the request: {e}")))
+}
+
 /// A network error in words, with its causes (reqwest's top level says only "error sending request").
 fn network_error(e: &reqwest::Error) -> String {
     let mut message = if e.is_timeout() {
@@ -390,7 +445,6 @@ pub(crate) fn endpoint(
 
 /// Validates the `token` / `token_file` pair of the table at `table`; `what` names the API in
 /// messages ("Cloudflare API token").
-#[allow(dead_code)] // The token writers (cloudflare, …) use it.
 pub(crate) fn token(
     inline: Option<&str>,
     file: Option<&str>,

@@ -10,11 +10,17 @@
 //! - [`rfc2136`]: dynamic UPDATE signed with TSIG, prerequisites for compare-and-swap.
 //! - [`route53`]: Amazon Route 53's API; one change batch of DELETE-as-read plus CREATE is a
 //!   compare-and-swap.
+//! - [`cloudflare`]: Cloudflare's API v4 (per-record, no compare-and-swap).
+//! - [`digitalocean`]: DigitalOcean's Domain Records API (per-record, no compare-and-swap).
+//! - [`dynu`]: Dynu's API v2 (per-record, no compare-and-swap).
 //! - [`memory`]: an in-memory zone with the same semantics, for the simulator and tests.
 //!
 //! [`api`] holds what the HTTP API writers share (client, retries, rate limit, token).
 
 pub mod api;
+pub mod cloudflare;
+pub mod digitalocean;
+pub mod dynu;
 pub mod memory;
 pub mod rfc2136;
 pub mod route53;
@@ -324,5 +330,8 @@ pub fn build(config: &WriterConfig, resources: &Resources) -> Result<Arc<dyn Wri
             &config.name,
             c.clone(),
         )?)),
+        WriterKind::Cloudflare(c) => Ok(Arc::new(cloudflare::writer(&config.name, c.clone())?)),
+        WriterKind::DigitalOcean(c) => Ok(Arc::new(digitalocean::writer(&config.name, c.clone())?)),
+        WriterKind::Dynu(c) => Ok(Arc::new(dynu::writer(&config.name, c.clone())?)),
     }
 }

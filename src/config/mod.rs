@@ -141,6 +141,12 @@ pub enum WriterKind {
     Rfc2136(Rfc2136Config),
     /// Amazon Route 53's API, signed with AWS Signature Version 4.
     Route53(crate::act::route53::config::Route53Config),
+    /// Cloudflare's API v4, with an API token.
+    Cloudflare(crate::act::cloudflare::config::CloudflareConfig),
+    /// DigitalOcean's Domain Records API, with an API token.
+    DigitalOcean(crate::act::digitalocean::config::DigitalOceanConfig),
+    /// Dynu's API, with an API key.
+    Dynu(crate::act::dynu::config::DynuConfig),
 }
 
 /// `[[service]]`: one DNS name whose A/AAAA records rrguard manages.

@@ -10,6 +10,9 @@ use super::AllDownPolicy;
 pub use crate::observe::check::http::{RawHttpCheck, StatusSpec};
 pub use crate::observe::check::tcp::RawTcpCheck;
 // Each writer type owns its options; `RawWriter` below only picks one by `type`.
+pub use crate::act::cloudflare::config::RawCloudflare;
+pub use crate::act::digitalocean::config::RawDigitalOcean;
+pub use crate::act::dynu::config::RawDynu;
 pub use crate::act::rfc2136::config::{RawRfc2136, RawTsig};
 pub use crate::act::route53::config::RawRoute53;
 
@@ -133,6 +136,12 @@ pub enum RawWriter {
     Rfc2136(RawRfc2136),
     /// `type = "route53"`.
     Route53(RawRoute53),
+    /// `type = "cloudflare"`.
+    Cloudflare(RawCloudflare),
+    /// `type = "digitalocean"`.
+    DigitalOcean(RawDigitalOcean),
+    /// `type = "dynu"`.
+    Dynu(RawDynu),
 }
 
 /// `[[service]]`.
