@@ -212,7 +212,7 @@ fn moto() -> &'static Moto {
         let port = support::free_tcp_port("127.0.0.1".parse().unwrap());
         let mut shell = Command::new("sh")
             .arg("-c")
-            .arg("moto_server -H 127.0.0.1 -p \"$0\" >/dev/null 2>&1 & pid=$!; read _; kill $pid")
+            .arg("moto_server -H 127.0.0.1 -p \"$0\" >/dev/null 2>&1 & pid=$!; read _; kill $pid; wait $pid")
             .arg(port.to_string())
             .stdin(Stdio::piped())
             .spawn()
