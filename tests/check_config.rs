@@ -150,6 +150,24 @@ fn example_config_documents_every_option() {
                 .to_owned(),
         ),
         (
+            "route53 writer",
+            "[[writer]]\nname = \"w\"\ntype = \"route53\"\nhosted_zone_id = \"Z1\"\nzzz_bogus = 1\n"
+                .to_owned(),
+        ),
+        (
+            "cloudflare writer",
+            "[[writer]]\nname = \"w\"\ntype = \"cloudflare\"\nzone_id = \"z\"\nzzz_bogus = 1\n"
+                .to_owned(),
+        ),
+        (
+            "digitalocean writer",
+            "[[writer]]\nname = \"w\"\ntype = \"digitalocean\"\nzzz_bogus = 1\n".to_owned(),
+        ),
+        (
+            "dynu writer",
+            "[[writer]]\nname = \"w\"\ntype = \"dynu\"\nzzz_bogus = 1\n".to_owned(),
+        ),
+        (
             "[[service]]",
             service("tcp")
                 .replace("BOGUS_SERVICE", "zzz_bogus = 1")

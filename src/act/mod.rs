@@ -10,20 +10,31 @@
 //! - [`rfc2136`]: dynamic UPDATE signed with TSIG, prerequisites for compare-and-swap.
 //! - [`serve`]: rrguard's own authoritative DNS server (UDP and TCP) for zones delegated to the
 //!   nodes; every node answers from its own store.
+//! - [`route53`]: Amazon Route 53's API; one change batch of DELETE-as-read plus CREATE is a
+//!   compare-and-swap.
+//! - [`cloudflare`]: Cloudflare's API v4 (per-record, no compare-and-swap).
+//! - [`digitalocean`]: DigitalOcean's Domain Records API (per-record, no compare-and-swap).
+//! - [`dynu`]: Dynu's API v2 (per-record, no compare-and-swap).
 //! - [`memory`]: an in-memory zone with the same semantics, for the simulator and tests.
 //! - [`script`]: runs a user command per operation, the change as JSON on stdin ([`plugin`]).
 //! - [`webhook`]: POSTs the same JSON, HMAC-signed, to a URL.
 //!
 //! [`batch::Batched`] wraps a writer that [`Capabilities::batches`] so that changes of many services
-//! due together go out in one write per zone.
+//! due together go out in one write per zone; [`api`] holds what the HTTP API writers share (client,
+//! retries, rate limit, token).
 
+pub mod api;
 pub mod batch;
+pub mod cloudflare;
+pub mod digitalocean;
+pub mod dynu;
 pub mod memory;
 pub mod plugin;
 pub mod rfc2136;
 pub mod script;
 pub mod webhook;
 pub mod serve;
+pub mod route53;
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -352,5 +363,12 @@ pub fn build(config: &WriterConfig, resources: &Resources) -> Result<Arc<dyn Wri
             c.clone(),
             resources,
         ))),
+        WriterKind::Route53(c) => Ok(Arc::new(route53::Route53Writer::new(
+            &config.name,
+            c.clone(),
+        )?)),
+        WriterKind::Cloudflare(c) => Ok(Arc::new(cloudflare::writer(&config.name, c.clone())?)),
+        WriterKind::DigitalOcean(c) => Ok(Arc::new(digitalocean::writer(&config.name, c.clone())?)),
+        WriterKind::Dynu(c) => Ok(Arc::new(dynu::writer(&config.name, c.clone())?)),
     }
 }

@@ -37,7 +37,7 @@ pub use crate::act::webhook::config::WebhookConfig;
 
 // What plug-ins (checks, writers) need to validate their options and report problems by key path.
 pub(crate) use locate::Seg;
-pub(crate) use secret::{SecretSource, SecretText, read_secret};
+pub(crate) use secret::{SecretKeys, SecretSource, SecretText, read_secret, read_secret_as};
 pub(crate) use validate::{Errors, normalize_name, with};
 
 /// Default path of the configuration file.
@@ -154,6 +154,14 @@ pub enum WriterKind {
     Script(ScriptConfig),
     /// An HMAC-signed HTTP POST per operation, the change as JSON body.
     Webhook(WebhookConfig),
+    /// Amazon Route 53's API, signed with AWS Signature Version 4.
+    Route53(crate::act::route53::config::Route53Config),
+    /// Cloudflare's API v4, with an API token.
+    Cloudflare(crate::act::cloudflare::config::CloudflareConfig),
+    /// DigitalOcean's Domain Records API, with an API token.
+    DigitalOcean(crate::act::digitalocean::config::DigitalOceanConfig),
+    /// Dynu's API, with an API key.
+    Dynu(crate::act::dynu::config::DynuConfig),
 }
 
 /// `[[service]]`: one DNS name whose A/AAAA records rrguard manages.

@@ -10,10 +10,14 @@ use super::AllDownPolicy;
 pub use crate::observe::check::http::{RawHttpCheck, StatusSpec};
 pub use crate::observe::check::tcp::RawTcpCheck;
 // Each writer type owns its options; `RawWriter` below only picks one by `type`.
+pub use crate::act::cloudflare::config::RawCloudflare;
+pub use crate::act::digitalocean::config::RawDigitalOcean;
+pub use crate::act::dynu::config::RawDynu;
 pub use crate::act::rfc2136::config::{RawRfc2136, RawTsig};
 pub use crate::act::serve::config::{RawServe, RawServeZone};
 pub use crate::act::script::config::RawScript;
 pub use crate::act::webhook::config::RawWebhook;
+pub use crate::act::route53::config::RawRoute53;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -139,6 +143,14 @@ pub enum RawWriter {
     Script(RawScript),
     /// `type = "webhook"`.
     Webhook(RawWebhook),
+    /// `type = "route53"`.
+    Route53(RawRoute53),
+    /// `type = "cloudflare"`.
+    Cloudflare(RawCloudflare),
+    /// `type = "digitalocean"`.
+    DigitalOcean(RawDigitalOcean),
+    /// `type = "dynu"`.
+    Dynu(RawDynu),
 }
 
 /// `[[service]]`.

@@ -67,10 +67,40 @@ pub(crate) fn read_secret(
     base_dir: &Path,
     errs: &mut Errors,
 ) -> Option<SecretText> {
-    let file_at = with(table, &[Key("secret_file")]);
+    let keys = SecretKeys {
+        inline: "secret",
+        file: "secret_file",
+    };
+    read_secret_as(source, keys, table, what, missing, base_dir, errs)
+}
+
+/// The names of the two keys a secret is given by, when they are not `secret` and `secret_file`
+/// (an API writer's `token` and `token_file`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SecretKeys {
+    /// The inline key, such as `token`.
+    pub inline: &'static str,
+    /// The file key, such as `token_file`.
+    pub file: &'static str,
+}
+
+/// [`read_secret`] with the keys named `keys`.
+pub(crate) fn read_secret_as(
+    source: SecretSource<'_>,
+    keys: SecretKeys,
+    table: &[Seg],
+    what: &str,
+    missing: &str,
+    base_dir: &Path,
+    errs: &mut Errors,
+) -> Option<SecretText> {
+    let file_at = with(table, &[Key(keys.file)]);
     match (source.inline, source.file) {
         (Some(_), Some(_)) => {
-            errs.at(&file_at, "set either `secret` or `secret_file`, not both");
+            errs.at(
+                &file_at,
+                format!("set either `{}` or `{}`, not both", keys.inline, keys.file),
+            );
             None
         }
         (None, None) => {
@@ -79,7 +109,7 @@ pub(crate) fn read_secret(
         }
         (Some(text), None) => Some(SecretText::Inline {
             text: text.to_owned(),
-            at: with(table, &[Key("secret")]),
+            at: with(table, &[Key(keys.inline)]),
         }),
         (None, Some(file)) => {
             let path = base_dir.join(file);

@@ -129,6 +129,25 @@ fn writers(
                 crate::act::webhook::config::validate(r, &wpath, base_dir, errs)
                     .map(WriterKind::Webhook),
             ),
+            RawWriter::Route53(r) => (
+                &r.name,
+                crate::act::route53::config::validate(r, &wpath, base_dir, errs)
+                    .map(WriterKind::Route53),
+            ),
+            RawWriter::Cloudflare(r) => (
+                &r.name,
+                crate::act::cloudflare::config::validate(r, &wpath, base_dir, errs)
+                    .map(WriterKind::Cloudflare),
+            ),
+            RawWriter::DigitalOcean(r) => (
+                &r.name,
+                crate::act::digitalocean::config::validate(r, &wpath, base_dir, errs)
+                    .map(WriterKind::DigitalOcean),
+            ),
+            RawWriter::Dynu(r) => (
+                &r.name,
+                crate::act::dynu::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Dynu),
+            ),
         };
         let npath = with(&wpath, &[Key("name")]);
         if name.trim().is_empty() {
