@@ -1136,7 +1136,7 @@ async fn a_batch_of_several_names_is_one_request() {
         ..change(&[], &["127.0.0.7"], &[])
     };
     f.writer
-        .apply_batch(&[change(&["127.0.0.2"], &["127.0.0.3"], &[]), api.clone()])
+        .apply_all(&[change(&["127.0.0.2"], &["127.0.0.3"], &[]), api.clone()])
         .await
         .unwrap();
     let posts = f.fake.changes_seen();
@@ -1165,7 +1165,7 @@ async fn a_batch_of_several_names_is_one_request() {
     };
     let r = f
         .writer
-        .apply_batch(&[
+        .apply_all(&[
             change(&["127.0.0.2", "127.0.0.3"], &["127.0.0.4"], &[]),
             stale,
         ])
@@ -1174,7 +1174,7 @@ async fn a_batch_of_several_names_is_one_request() {
     assert_eq!(f.fake.changes_seen().len(), 1);
     assert_eq!(addresses_of(&f, WWW), set(&["127.0.0.2", "127.0.0.3"]));
     // A name twice, and a batch over Route 53's 1,000 records, are refused without a request.
-    let twice = f.writer.apply_batch(&[api.clone(), api]).await;
+    let twice = f.writer.apply_all(&[api.clone(), api]).await;
     assert!(
         matches!(twice, Err(WriteError::Rejected(ref m)) if m.contains("twice")),
         "{twice:?}"
@@ -1187,12 +1187,53 @@ async fn a_batch_of_several_names_is_one_request() {
         add: many.iter().map(|s| s.parse().unwrap()).collect(),
         ..change(&[], &[], &[])
     };
-    let r = f.writer.apply_batch(&[big]).await;
+    let r = f.writer.apply_all(&[big]).await;
     assert!(
         matches!(r, Err(WriteError::Rejected(ref m)) if m.contains("split it")),
         "{r:?}"
     );
     assert_eq!(f.fake.changes_seen().len(), 1);
+}
+
+/// What the daemon's batching calls: the valid changes of a batch go in one request; a stale change
+/// refuses that request, and the batch is then sent one change per request so that only the stale
+/// change fails, as a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_batch_is_one_request_and_a_stale_change_fails_alone() {
+    let f = FakeFixture::new();
+    assert!(f.writer.capabilities().batches);
+    let names = ["a.example.test.", "b.example.test.", "c.example.test."];
+    let batch: Vec<RecordChange> = names
+        .iter()
+        .map(|n| RecordChange {
+            fqdn: (*n).into(),
+            ..change(&[], &["127.0.0.7"], &[])
+        })
+        .collect();
+    let results = Writer::apply_batch(&f.writer, &batch).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        f.fake.changes_seen().len(),
+        1,
+        "one request for three names"
+    );
+    let mut next: Vec<RecordChange> = names
+        .iter()
+        .map(|n| RecordChange {
+            fqdn: (*n).into(),
+            ..change(&["127.0.0.7"], &["127.0.0.8"], &[])
+        })
+        .collect();
+    next[1].precondition = Precondition::RrsetEquals(set(&["127.0.0.99"]));
+    let results = Writer::apply_batch(&f.writer, &next).await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(WriteError::Conflict(_))),
+        "{results:?}"
+    );
+    assert_eq!(addresses_of(&f, names[0]), set(&["127.0.0.7", "127.0.0.8"]));
+    assert_eq!(addresses_of(&f, names[1]), set(&["127.0.0.7"]));
+    assert_eq!(addresses_of(&f, names[2]), set(&["127.0.0.7", "127.0.0.8"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1260,7 +1301,7 @@ async fn moto_pages_are_followed_and_other_names_left_out() {
     assert_eq!(w.read(&www, &m.zone).await.unwrap(), want);
     // A batch of two names through moto.
     let other = format!("www2.{}", m.zone);
-    w.apply_batch(&[
+    w.apply_all(&[
         RecordChange {
             fqdn: www.clone(),
             zone: m.zone.clone(),

@@ -31,10 +31,10 @@ pub mod dynu;
 pub mod memory;
 pub mod plugin;
 pub mod rfc2136;
-pub mod script;
-pub mod webhook;
-pub mod serve;
 pub mod route53;
+pub mod script;
+pub mod serve;
+pub mod webhook;
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -31,8 +31,8 @@ pub use crate::observe::check::{CheckConfig, HttpCheckConfig, TcpCheckConfig};
 pub use crate::act::rfc2136::config::{
     DEFAULT_DNS_PORT, DEFAULT_DNS_TIMEOUT, Rfc2136Config, TsigAlgorithm, TsigConfig,
 };
-pub use crate::act::serve::config::{ServeConfig, ZoneConfig as ServeZoneConfig};
 pub use crate::act::script::config::ScriptConfig;
+pub use crate::act::serve::config::{ServeConfig, ZoneConfig as ServeZoneConfig};
 pub use crate::act::webhook::config::WebhookConfig;
 
 // What plug-ins (checks, writers) need to validate their options and report problems by key path.

@@ -49,6 +49,10 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Most `<ResourceRecord>` elements in one ChangeResourceRecordSets request
 /// (<https://docs.aws.amazon.com/Route53/latest/DeveloperGuide/DNSLimitations.html#limits-api-requests-changeresourcerecordsets>).
 pub const MAX_BATCH_RECORDS: usize = 1000;
+/// Most names the daemon's batching puts in one request: a name changes at most two RRsets, each a
+/// DELETE and a CREATE, so 50 names of up to 5 addresses stay under [`MAX_BATCH_RECORDS`]; a request
+/// over the limits is refused before it is sent and its changes go one by one.
+pub const BATCH_CHANGES: usize = 50;
 /// Most characters of `<Value>`s in one ChangeResourceRecordSets request (same source).
 pub const MAX_BATCH_VALUE_CHARS: usize = 32_000;
 /// How often GetChange is asked while waiting for `INSYNC`.
@@ -192,7 +196,7 @@ impl Route53Writer {
     /// a changed RRset; [`WriteError::Rejected`] for a name given twice, a CNAME at a name, or a
     /// batch over Route 53's limits ([`MAX_BATCH_RECORDS`] records, [`MAX_BATCH_VALUE_CHARS`]
     /// characters of values: split it); otherwise as [`Writer::apply`].
-    pub async fn apply_batch(&self, changes: &[RecordChange]) -> Result<(), WriteError> {
+    pub async fn apply_all(&self, changes: &[RecordChange]) -> Result<(), WriteError> {
         let mut names = BTreeSet::new();
         for change in changes {
             if !names.insert(xml::normalize_name(&change.fqdn)) {
@@ -640,8 +644,41 @@ impl Writer for Route53Writer {
         Capabilities {
             compare_and_swap: true,
             read_back: self.config.wait_insync,
+            batches: true,
             ..Capabilities::default()
         }
+    }
+
+    /// The changes go out as few ChangeResourceRecordSets requests as Route 53's limits allow
+    /// ([`BATCH_CHANGES`] names per request), each all or nothing ([`Route53Writer::apply_all`]). A
+    /// request refused for any reason but a transient one is sent again one change per request, so
+    /// that one stale change does not fail its neighbours. At 5 requests a second per account, a mass
+    /// failure of 500 names is a few requests instead of 100 seconds of them.
+    async fn apply_batch(&self, changes: &[RecordChange]) -> Vec<Result<(), WriteError>> {
+        let mut results = Vec::with_capacity(changes.len());
+        for chunk in changes.chunks(BATCH_CHANGES) {
+            let mut names = BTreeSet::new();
+            let distinct = chunk
+                .iter()
+                .all(|c| names.insert(xml::normalize_name(&c.fqdn)));
+            let together = if distinct && chunk.len() > 1 {
+                Some(self.apply_all(chunk).await)
+            } else {
+                None
+            };
+            match together {
+                Some(Ok(())) => results.extend(chunk.iter().map(|_| Ok(()))),
+                Some(Err(e @ WriteError::Transient(_))) => {
+                    results.extend(chunk.iter().map(|_| Err(e.clone())));
+                }
+                _ => {
+                    for change in chunk {
+                        results.push(self.apply(change).await);
+                    }
+                }
+            }
+        }
+        results
     }
 
     async fn read(&self, fqdn: &str, _zone: &str) -> Result<Published, WriteError> {
@@ -649,6 +686,6 @@ impl Writer for Route53Writer {
     }
 
     async fn apply(&self, change: &RecordChange) -> Result<(), WriteError> {
-        self.apply_batch(std::slice::from_ref(change)).await
+        self.apply_all(std::slice::from_ref(change)).await
     }
 }
