@@ -45,6 +45,9 @@ const ENDPOINTS: [u8; 3] = [101, 102, 103];
 struct Opts {
     /// Give mon-3 `[cluster] self_check` = the DNS server.
     self_check_on_mon3: bool,
+    /// Every node also serves the zone itself (`type = "serve"` on its own address, port 53), a
+    /// second writer of the service beside the shared Knot primary.
+    serve: bool,
 }
 
 struct Monitor {
@@ -184,6 +187,17 @@ impl Cluster {
                 };
                 let state = lab.dir().join(&ids[i]);
                 fs::create_dir(&state).unwrap();
+                let (serve, writers) = if opts.serve {
+                    (
+                        format!(
+                            "[[writer]]\nname = \"dns\"\ntype = \"serve\"\nlisten = [\"{}:53\"]\n\n[[writer.zone]]\nname = \"example.test\"\nns = [\"ns1.example.test\"]\n\n",
+                            ns.ip()
+                        ),
+                        r#"writers = ["primary", "dns"]"#,
+                    )
+                } else {
+                    (String::new(), r#"writer = "primary""#)
+                };
                 let endpoints: Vec<String> = eps.addrs.iter().map(|a| format!("\"{a}\"")).collect();
                 let config = format!(
                     r#"[node]
@@ -210,10 +224,10 @@ server = "{dns}"
 timeout = "1s"
 tsig = {{ name = "{KEY_NAME}", algorithm = "{TSIG_ALGORITHM}", secret_file = "{tsig}" }}
 
-[[service]]
+{serve}[[service]]
 fqdn = "{FQDN}"
 zone = "example.test"
-writer = "primary"
+{writers}
 endpoints = [{endpoints}]
 
 [service.check]
@@ -328,6 +342,32 @@ path = "/health"
 
     fn serial(&self) -> u32 {
         self.knot.soa_serial(self.lab.hub())
+    }
+
+    /// The A records monitor `i` serves itself (`Opts::serve`), asked from the hub; empty when it
+    /// does not answer.
+    fn served(&self, i: usize) -> Vec<String> {
+        let server = std::net::SocketAddr::from((self.mon_ip(i), 53));
+        self.lab.hub().dig(server, FQDN, "A").unwrap_or_default()
+    }
+
+    /// Waits until monitor `i` serves exactly endpoints `es`.
+    fn wait_served(&self, i: usize, es: &[usize]) {
+        let want = self.ep_strings(es);
+        let mut last = Vec::new();
+        self.wait(&format!("{} serves {want:?}", self.id(i)), || {
+            last = self.served(i);
+            last == want
+        });
+    }
+
+    /// Cuts every node off from every other (a total partition).
+    fn partition_all(&self) {
+        for i in 0..3 {
+            let others: Vec<Ipv4Addr> =
+                (0..3).filter(|j| *j != i).map(|j| self.mon_ip(j)).collect();
+            self.monitors[i].ns.drop_from(&others, None);
+        }
     }
 
     /// Polls `f` every 50 ms until it is true; panics after [`EVENTUALLY`] (the logs are printed by
@@ -592,6 +632,68 @@ fn minority_view_changes_nothing_majority_view_removes() {
     c.wait_log(0, &format!("add {} (up)", c.ep(2)));
 }
 
+/// Every node serves the zone itself (`serve`, a per-node writer) beside the shared Knot primary,
+/// by the rule of docs/cluster.md: the agreed set while in the majority; its own probes while
+/// isolated; never empty in a total partition.
+#[test]
+fn every_node_serves_the_majority_set_and_its_own_probes_when_isolated() {
+    let c = Cluster::start(Opts {
+        serve: true,
+        ..Opts::default()
+    });
+    for i in 0..3 {
+        c.wait_served(i, &[0, 1, 2]);
+    }
+    // A minority: mon-1 alone.
+    c.partition_mon1();
+    c.wait_status(0, "is isolated", |s| s["isolated"].is_string());
+    // Endpoint 3 fails for everybody: the majority withdraws it (Knot and its own answers), and the
+    // isolated mon-1 withdraws it by its own probes within fall × interval + timeout.
+    c.cut(&[0, 1, 2], Some(2));
+    c.wait_a(&[0, 1]);
+    for i in 0..3 {
+        c.wait_served(i, &[0, 1]);
+    }
+    c.eps.heal();
+    for i in 0..3 {
+        c.wait_served(i, &[0, 1, 2]);
+    }
+    // The stated exception: endpoint 2 fails only as seen from the majority's side. The majority
+    // withdraws it; mon-1, which still reaches it, keeps serving it while it is cut off.
+    c.cut(&[1, 2], Some(1));
+    c.wait_served(1, &[0, 2]);
+    c.wait_served(2, &[0, 2]);
+    thread::sleep(HOLD);
+    assert_eq!(c.served(0), c.ep_strings(&[0, 1, 2]));
+    c.eps.heal();
+    for m in &c.monitors {
+        m.ns.heal();
+    }
+    for i in 0..3 {
+        c.wait_served(i, &[0, 1, 2]);
+    }
+
+    // A total partition: every node is isolated and answers by its own probes.
+    c.partition_all();
+    for i in 0..3 {
+        c.wait_status(i, "is isolated", |s| s["isolated"].is_string());
+    }
+    c.cut(&[0, 1, 2], Some(2));
+    for i in 0..3 {
+        c.wait_served(i, &[0, 1]);
+    }
+    // Every endpoint fails from everywhere: all_down = keep_all keeps the whole set on every node,
+    // so the name stays resolvable.
+    c.cut(&[0, 1, 2], None);
+    for i in 0..3 {
+        c.wait_served(i, &[0, 1, 2]);
+    }
+    thread::sleep(HOLD);
+    for i in 0..3 {
+        assert_eq!(c.served(i), c.ep_strings(&[0, 1, 2]), "{}", c.id(i));
+    }
+}
+
 /// SIGKILL of the leader: the next node takes over and keeps converging; the old leader restarts and
 /// takes its place back. SIGKILL of two nodes: the survivor is a minority, stops writing, and DNS
 /// keeps the last published set.
@@ -796,6 +898,7 @@ fn forged_and_replayed_messages_are_rejected() {
 fn failed_self_check_isolates_the_node() {
     let c = Cluster::start(Opts {
         self_check_on_mon3: true,
+        ..Opts::default()
     });
     let s = c.must_status(2);
     assert_eq!(
