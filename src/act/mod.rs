@@ -10,6 +10,7 @@
 //! - [`rfc2136`]: dynamic UPDATE signed with TSIG, prerequisites for compare-and-swap.
 //! - [`memory`]: an in-memory zone with the same semantics, for the simulator and tests.
 
+pub mod file;
 pub mod memory;
 pub mod rfc2136;
 
