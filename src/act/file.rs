@@ -199,7 +199,7 @@ impl Staged {
         let mut backup = target.clone().into_os_string();
         backup.push(".bak");
         let staged = Staged::write_like(PathBuf::from(backup), previous, like.as_ref())?;
-        staged.commit_unchecked()
+        staged.replace()
     }
 
     fn write_like(
@@ -252,10 +252,15 @@ impl Staged {
                 self.target.display()
             )));
         }
-        self.commit_unchecked()
+        self.replace()
     }
 
-    fn commit_unchecked(self) -> Result<(), WriteError> {
+    /// Renames the new version over the file, whatever it is now, then fsyncs the directory (for
+    /// putting back a version the lock holder itself replaced).
+    ///
+    /// # Errors
+    /// [`io_error`] classifications.
+    pub fn replace(self) -> Result<(), WriteError> {
         let Staged { temp, target } = self;
         temp.persist(&target)
             .map_err(|e| io_error(&e.error, "replace", &target))?;

@@ -9,10 +9,15 @@
 //!
 //! - [`rfc2136`]: dynamic UPDATE signed with TSIG, prerequisites for compare-and-swap.
 //! - [`memory`]: an in-memory zone with the same semantics, for the simulator and tests.
+//! - [`zonefile`]: renders a whole zone file (SOA serial, NS, static records, managed records),
+//!   replaces it atomically, optionally checks it and has the DNS server reload it.
+//!
+//! [`file`] holds what the file writers share: atomic replacement, the per-path lock, marked sections.
 
 pub mod file;
 pub mod memory;
 pub mod rfc2136;
+pub mod zonefile;
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -309,11 +314,15 @@ pub fn build_all(
 /// [`BuildError`] when the section cannot make a working writer (for `rfc2136`: a TSIG key name that
 /// is not a DNS name).
 pub fn build(config: &WriterConfig, resources: &Resources) -> Result<Arc<dyn Writer>, BuildError> {
-    let _ = resources;
     match &config.kind {
         WriterKind::Rfc2136(c) => Ok(Arc::new(rfc2136::Rfc2136Writer::new(
             &config.name,
             c.clone(),
         )?)),
+        WriterKind::Zonefile(c) => Ok(Arc::new(zonefile::ZonefileWriter::new(
+            &config.name,
+            c.clone(),
+            resources,
+        ))),
     }
 }

@@ -31,6 +31,7 @@ pub use crate::observe::check::{CheckConfig, HttpCheckConfig, TcpCheckConfig};
 pub use crate::act::rfc2136::config::{
     DEFAULT_DNS_PORT, DEFAULT_DNS_TIMEOUT, Rfc2136Config, TsigAlgorithm, TsigConfig,
 };
+pub use crate::act::zonefile::config::ZonefileConfig;
 
 // What plug-ins (checks, writers) need to validate their options and report problems by key path.
 pub(crate) use locate::Seg;
@@ -139,6 +140,8 @@ pub struct WriterConfig {
 pub enum WriterKind {
     /// RFC 2136 dynamic UPDATE signed with TSIG.
     Rfc2136(Rfc2136Config),
+    /// A zone file rendered whole, checked and reloaded.
+    Zonefile(ZonefileConfig),
 }
 
 /// `[[service]]`: one DNS name whose A/AAAA records rrguard manages.

@@ -11,6 +11,7 @@ pub use crate::observe::check::http::{RawHttpCheck, StatusSpec};
 pub use crate::observe::check::tcp::RawTcpCheck;
 // Each writer type owns its options; `RawWriter` below only picks one by `type`.
 pub use crate::act::rfc2136::config::{RawRfc2136, RawTsig};
+pub use crate::act::zonefile::config::RawZonefile;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -130,6 +131,8 @@ pub struct RawDefaults {
 pub enum RawWriter {
     /// `type = "rfc2136"`.
     Rfc2136(RawRfc2136),
+    /// `type = "zonefile"`.
+    Zonefile(RawZonefile),
 }
 
 /// `[[service]]`.

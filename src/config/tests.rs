@@ -63,7 +63,9 @@ type = "https"
     assert_eq!(h.host, "www.example.test");
     assert_eq!(h.expect_status, vec![DEFAULT_HTTP_STATUS]);
     assert_eq!(c.reconcile_interval, DEFAULT_RECONCILE_INTERVAL);
-    let WriterKind::Rfc2136(w) = &c.writers[0].kind;
+    let WriterKind::Rfc2136(w) = &c.writers[0].kind else {
+        panic!("an rfc2136 writer")
+    };
     assert_eq!(
         w.servers,
         vec![
@@ -102,7 +104,9 @@ fn secret_file_accepts_bare_bind_and_knot_formats() {
             Ok(c) => c,
             Err(e) => panic!("{name}: {e}"),
         };
-        let WriterKind::Rfc2136(w) = &c.writers[0].kind;
+        let WriterKind::Rfc2136(w) = &c.writers[0].kind else {
+            panic!("an rfc2136 writer")
+        };
         assert_eq!(w.tsig.secret, b"secret", "{name}");
     }
 }

@@ -10,7 +10,7 @@ use super::locate::Seg::{self, Index, Key};
 use super::raw::{RawCheck, RawCluster, RawConfig, RawDefaults, RawService, RawWriter};
 use super::secret::{SecretSource, read_secret};
 use super::*;
-use crate::act::rfc2136;
+use crate::act::{rfc2136, zonefile};
 use crate::observe::check;
 
 /// A validation problem at a key path.
@@ -114,6 +114,10 @@ fn writers(
             RawWriter::Rfc2136(r) => (
                 &r.name,
                 rfc2136::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Rfc2136),
+            ),
+            RawWriter::Zonefile(r) => (
+                &r.name,
+                zonefile::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Zonefile),
             ),
         };
         let npath = with(&wpath, &[Key("name")]);

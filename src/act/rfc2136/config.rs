@@ -264,7 +264,9 @@ mod tests {
         );
         match parse(&dir.path().join("rrguard.toml"), &text) {
             Ok(c) => {
-                let WriterKind::Rfc2136(w) = &c.writers[0].kind;
+                let WriterKind::Rfc2136(w) = &c.writers[0].kind else {
+                    panic!("an rfc2136 writer")
+                };
                 Ok(w.tsig.clone())
             }
             Err(ConfigError::Invalid { problems, .. }) => Err(problems[0].message.clone()),
