@@ -11,10 +11,12 @@
 //! - [`memory`]: an in-memory zone with the same semantics, for the simulator and tests.
 //! - [`zonefile`]: renders a whole zone file (SOA serial, NS, static records, managed records),
 //!   replaces it atomically, optionally checks it and has the DNS server reload it.
+//! - [`hosts`]: keeps rrguard's marked section of a hosts file.
 //!
 //! [`file`] holds what the file writers share: atomic replacement, the per-path lock, marked sections.
 
 pub mod file;
+pub mod hosts;
 pub mod memory;
 pub mod rfc2136;
 pub mod zonefile;
@@ -320,6 +322,11 @@ pub fn build(config: &WriterConfig, resources: &Resources) -> Result<Arc<dyn Wri
             c.clone(),
         )?)),
         WriterKind::Zonefile(c) => Ok(Arc::new(zonefile::ZonefileWriter::new(
+            &config.name,
+            c.clone(),
+            resources,
+        ))),
+        WriterKind::Hosts(c) => Ok(Arc::new(hosts::HostsWriter::new(
             &config.name,
             c.clone(),
             resources,

@@ -28,6 +28,7 @@ pub use crate::observe::check::http::{DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS};
 pub use crate::observe::check::{CheckConfig, HttpCheckConfig, TcpCheckConfig};
 
 // The writers own their config (`crate::act::rfc2136::config`); these keep the config paths working.
+pub use crate::act::hosts::config::HostsConfig;
 pub use crate::act::rfc2136::config::{
     DEFAULT_DNS_PORT, DEFAULT_DNS_TIMEOUT, Rfc2136Config, TsigAlgorithm, TsigConfig,
 };
@@ -142,6 +143,8 @@ pub enum WriterKind {
     Rfc2136(Rfc2136Config),
     /// A zone file rendered whole, checked and reloaded.
     Zonefile(ZonefileConfig),
+    /// rrguard's section of a hosts file.
+    Hosts(HostsConfig),
 }
 
 /// `[[service]]`: one DNS name whose A/AAAA records rrguard manages.

@@ -10,6 +10,7 @@ use super::AllDownPolicy;
 pub use crate::observe::check::http::{RawHttpCheck, StatusSpec};
 pub use crate::observe::check::tcp::RawTcpCheck;
 // Each writer type owns its options; `RawWriter` below only picks one by `type`.
+pub use crate::act::hosts::config::RawHosts;
 pub use crate::act::rfc2136::config::{RawRfc2136, RawTsig};
 pub use crate::act::zonefile::config::RawZonefile;
 
@@ -133,6 +134,8 @@ pub enum RawWriter {
     Rfc2136(RawRfc2136),
     /// `type = "zonefile"`.
     Zonefile(RawZonefile),
+    /// `type = "hosts"`.
+    Hosts(RawHosts),
 }
 
 /// `[[service]]`.

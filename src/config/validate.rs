@@ -10,7 +10,7 @@ use super::locate::Seg::{self, Index, Key};
 use super::raw::{RawCheck, RawCluster, RawConfig, RawDefaults, RawService, RawWriter};
 use super::secret::{SecretSource, read_secret};
 use super::*;
-use crate::act::{rfc2136, zonefile};
+use crate::act::{hosts, rfc2136, zonefile};
 use crate::observe::check;
 
 /// A validation problem at a key path.
@@ -118,6 +118,10 @@ fn writers(
             RawWriter::Zonefile(r) => (
                 &r.name,
                 zonefile::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Zonefile),
+            ),
+            RawWriter::Hosts(r) => (
+                &r.name,
+                hosts::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Hosts),
             ),
         };
         let npath = with(&wpath, &[Key("name")]);
