@@ -858,3 +858,85 @@ fn strace_child_one_write() {
         .block_on(w.apply(&www_change(&[], &["127.0.0.2"], &[])))
         .unwrap();
 }
+
+/// `knotc -b zone-reload` returns once Knot has loaded the file: the very next query shows the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_command_reloads_a_running_knot() {
+    let f = ZoneFixture::start();
+    for (expected, add) in [(&[][..], "127.0.0.2"), (&["127.0.0.2"][..], "127.0.0.3")] {
+        f.writer()
+            .apply(&www_change(expected, &[add], &[]))
+            .await
+            .unwrap();
+        // No waiting: the reload is done when the write returns.
+        assert_eq!(f.served_serial(), f.file_serial());
+        assert!(f.knot.query(FQDN, "A").contains(&add.to_owned()));
+    }
+    assert!(f.knot.log().contains("received command 'zone-reload'"));
+}
+
+/// The same with BIND and `rndc reload`, over a control channel with its own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_command_reloads_a_running_bind_with_rndc() {
+    let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=";
+    let control = support::free_tcp_port("127.0.0.1".parse().unwrap());
+    let key = format!("key \"rndc-key\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n");
+    let bind = CustomDns::start(
+        DnsKind::Bind,
+        &[
+            (
+                "example.test.zone",
+                zone_text("example.test", "ns1 A 127.0.0.1"),
+            ),
+            ("static.zone", STATIC.to_owned()),
+            ("rndc.key", key.clone()),
+        ],
+        None,
+        ZONE,
+        &|site| {
+            let d = site.dir.display();
+            format!(
+                "{key}controls {{ inet 127.0.0.1 port {control} allow {{ 127.0.0.1; }} keys {{ \"rndc-key\"; }}; }};\noptions {{ directory \"{d}\"; pid-file \"{d}/run/named.pid\"; session-keyfile none; listen-on port {} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; recursion no; dnssec-validation no; notify no; }};\nzone \"example.test\" {{ type primary; file \"{d}/example.test.zone\"; }};\n",
+                site.port
+            )
+        },
+    );
+    let path = bind.dir().join("example.test.zone");
+    let extra = format!(
+        "check_command = [\"{}\", \"{{zone}}\", \"{{path}}\"]\nreload_command = [\"{}\", \"-k\", \"{}\", \"-s\", \"127.0.0.1\", \"-p\", \"{control}\", \"reload\", \"{{zone}}\"]\n",
+        program("named-checkzone"),
+        program("rndc"),
+        bind.dir().join("rndc.key").display()
+    );
+    let w = build_writer(bind.dir(), &path, &extra, &Resources::default());
+    w.apply(&www_change(&[], &["127.0.0.2", "::2"], &[]))
+        .await
+        .unwrap();
+    let serial = serial_in(&fs::read_to_string(&path).unwrap());
+    // rndc queues the reload: BIND serves the new file moments later.
+    support::wait_until("BIND serves the new serial", Duration::from_secs(5), || {
+        let soa = bind.query(ZONE, "SOA");
+        soa[0].split_whitespace().nth(2) == Some(&serial.to_string())
+    });
+    assert_eq!(bind.query(FQDN, "A"), vec!["127.0.0.2"]);
+    assert_eq!(bind.query(FQDN, "AAAA"), vec!["::2"]);
+    // A key BIND does not know: rndc fails, the write is transient and the file put back.
+    fs::write(
+        bind.dir().join("wrong.key"),
+        key.replace(secret, "d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3I="),
+    )
+    .unwrap();
+    let wrong = build_writer(
+        bind.dir(),
+        &path,
+        &extra.replace("rndc.key", "wrong.key"),
+        &Resources::default(),
+    );
+    let before = fs::read_to_string(&path).unwrap();
+    let err = wrong
+        .apply(&www_change(&["127.0.0.2"], &["127.0.0.3"], &[]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Transient(_)), "{err:?}");
+    assert_eq!(fs::read_to_string(&path).unwrap(), before);
+}

@@ -305,9 +305,13 @@ pub struct Locked {
 }
 
 impl FileLock {
-    /// The lock of `path` among `resources` (made on first use).
+    /// The lock of `path` among `resources` (made on first use). Paths are compared after symbolic
+    /// links are resolved, when the file exists.
     pub fn of(resources: &Resources, path: &Path) -> Arc<FileLock> {
-        resources.get_or_insert_with(&format!("file-lock:{}", path.display()), FileLock::default)
+        resources.get_or_insert_with(
+            &format!("file-lock:{}", resolved(path).display()),
+            FileLock::default,
+        )
     }
 
     /// Waits at most `timeout` for this process's other writers of `path`, then for other processes'
@@ -356,9 +360,10 @@ impl FileLock {
     }
 }
 
-/// `PATH.lock`: the file whose `flock` guards `path` across processes.
+/// `PATH.lock`: the file whose `flock` guards `path` across processes (`PATH` with symbolic links
+/// resolved, so that writers naming one file by two paths take one lock).
 pub fn lock_path(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
+    let mut p = resolved(path).into_os_string();
     p.push(".lock");
     PathBuf::from(p)
 }

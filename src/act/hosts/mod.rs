@@ -276,6 +276,31 @@ mod tests {
     }
 
     #[test]
+    fn config_defaults_to_etc_hosts_with_a_backup() {
+        let text = "[[writer]]\nname = \"h\"\ntype = \"hosts\"\n\n[[service]]\nfqdn = \"www.example.test\"\nzone = \"example.test\"\nwriter = \"h\"\nendpoints = [\"127.0.0.2\"]\n[service.check]\ntype = \"tcp\"\nport = 80\n";
+        let c = crate::config::parse(Path::new("/nonexistent/rrguard.toml"), text).unwrap();
+        let crate::config::WriterKind::Hosts(h) = &c.writers[0].kind else {
+            panic!("{c:?}")
+        };
+        assert_eq!(h.path, Path::new("/etc/hosts"));
+        assert!(h.backup && h.prefix_file.is_none());
+        assert_eq!(h.timeout, config::DEFAULT_LOCK_TIMEOUT);
+        // A prefix file with a marker line is refused at its line.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p"), "10.0.0.1 a\n# END rrguard\n").unwrap();
+        let text = text.replace(
+            "type = \"hosts\"\n",
+            "type = \"hosts\"\nprefix_file = \"p\"\n",
+        );
+        let err = crate::config::parse(&dir.path().join("rrguard.toml"), &text).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("p:2: the prefix file holds a `# END rrguard` line"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn managed_lines_are_the_ones_with_a_ttl_comment() {
         assert_eq!(
             managed_line(b"192.0.2.1\tWWW.example.test.\talias # ttl=30"),
