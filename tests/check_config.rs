@@ -112,8 +112,12 @@ fn example_config_documents_every_option() {
     };
     let serve = "[[writer]]\nname = \"d\"\ntype = \"serve\"\nlisten = [\"127.0.0.1:53\"]\nBOGUS_SERVE\n[[writer.zone]]\nname = \"example\"\nns = [\"ns1.example\"]\nBOGUS_ZONE\n";
     let cluster = "[cluster]\nsecret = \"0123456789abcdef\"\nBOGUS_CLUSTER\n[[cluster.peers]]\nid = \"b\"\nurl = \"http://127.0.0.1:1\"\nBOGUS_PEER\n";
+    let zonefile = "[[writer]]\nname = \"z\"\ntype = \"zonefile\"\npath = \"/tmp/z.zone\"\nzone = \"example\"\nns = [\"ns1.example\"]\nzzz_bogus = 1\n";
+    let hosts = "[[writer]]\nname = \"h\"\ntype = \"hosts\"\nzzz_bogus = 1\n";
     let sections: Vec<(&str, String)> = vec![
         ("[node]", "[node]\nzzz_bogus = 1\n".to_owned()),
+        ("zonefile [[writer]]", zonefile.to_owned()),
+        ("hosts [[writer]]", hosts.to_owned()),
         ("[defaults]", "[defaults]\nzzz_bogus = 1\n".to_owned()),
         (
             "tsig",

@@ -18,16 +18,22 @@
 //! - [`memory`]: an in-memory zone with the same semantics, for the simulator and tests.
 //! - [`script`]: runs a user command per operation, the change as JSON on stdin ([`plugin`]).
 //! - [`webhook`]: POSTs the same JSON, HMAC-signed, to a URL.
+//! - [`zonefile`]: renders a whole zone file (SOA serial, NS, static records, managed records),
+//!   replaces it atomically, optionally checks it and has the DNS server reload it.
+//! - [`hosts`]: keeps rrguard's marked section of a hosts file.
 //!
 //! [`batch::Batched`] wraps a writer that [`Capabilities::batches`] so that changes of many services
 //! due together go out in one write per zone; [`api`] holds what the HTTP API writers share (client,
-//! retries, rate limit, token).
+//! retries, rate limit, token); [`file`] what the file writers share (atomic replacement, the
+//! per-path lock, marked sections).
 
 pub mod api;
 pub mod batch;
 pub mod cloudflare;
 pub mod digitalocean;
 pub mod dynu;
+pub mod file;
+pub mod hosts;
 pub mod memory;
 pub mod plugin;
 pub mod rfc2136;
@@ -35,6 +41,7 @@ pub mod route53;
 pub mod script;
 pub mod serve;
 pub mod webhook;
+pub mod zonefile;
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -363,6 +370,11 @@ pub fn build(config: &WriterConfig, resources: &Resources) -> Result<Arc<dyn Wri
             c.clone(),
             resources,
         ))),
+        WriterKind::Zonefile(c) => Ok(Arc::new(zonefile::ZonefileWriter::new(
+            &config.name,
+            c.clone(),
+            resources,
+        ))),
         WriterKind::Route53(c) => Ok(Arc::new(route53::Route53Writer::new(
             &config.name,
             c.clone(),
@@ -370,5 +382,10 @@ pub fn build(config: &WriterConfig, resources: &Resources) -> Result<Arc<dyn Wri
         WriterKind::Cloudflare(c) => Ok(Arc::new(cloudflare::writer(&config.name, c.clone())?)),
         WriterKind::DigitalOcean(c) => Ok(Arc::new(digitalocean::writer(&config.name, c.clone())?)),
         WriterKind::Dynu(c) => Ok(Arc::new(dynu::writer(&config.name, c.clone())?)),
+        WriterKind::Hosts(c) => Ok(Arc::new(hosts::HostsWriter::new(
+            &config.name,
+            c.clone(),
+            resources,
+        ))),
     }
 }

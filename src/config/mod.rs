@@ -28,12 +28,14 @@ pub use crate::observe::check::http::{DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS};
 pub use crate::observe::check::{CheckConfig, HttpCheckConfig, TcpCheckConfig};
 
 // The writers own their config (`crate::act::rfc2136::config`); these keep the config paths working.
+pub use crate::act::hosts::config::HostsConfig;
 pub use crate::act::rfc2136::config::{
     DEFAULT_DNS_PORT, DEFAULT_DNS_TIMEOUT, Rfc2136Config, TsigAlgorithm, TsigConfig,
 };
 pub use crate::act::script::config::ScriptConfig;
 pub use crate::act::serve::config::{ServeConfig, ZoneConfig as ServeZoneConfig};
 pub use crate::act::webhook::config::WebhookConfig;
+pub use crate::act::zonefile::config::ZonefileConfig;
 
 // What plug-ins (checks, writers) need to validate their options and report problems by key path.
 pub(crate) use locate::Seg;
@@ -162,6 +164,10 @@ pub enum WriterKind {
     DigitalOcean(crate::act::digitalocean::config::DigitalOceanConfig),
     /// Dynu's API, with an API key.
     Dynu(crate::act::dynu::config::DynuConfig),
+    /// A zone file rendered whole, checked and reloaded.
+    Zonefile(ZonefileConfig),
+    /// rrguard's section of a hosts file.
+    Hosts(HostsConfig),
 }
 
 /// `[[service]]`: one DNS name whose A/AAAA records rrguard manages.

@@ -18,6 +18,8 @@ pub use crate::act::route53::config::RawRoute53;
 pub use crate::act::script::config::RawScript;
 pub use crate::act::serve::config::{RawServe, RawServeZone};
 pub use crate::act::webhook::config::RawWebhook;
+pub use crate::act::hosts::config::RawHosts;
+pub use crate::act::zonefile::config::RawZonefile;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -151,6 +153,10 @@ pub enum RawWriter {
     DigitalOcean(RawDigitalOcean),
     /// `type = "dynu"`.
     Dynu(RawDynu),
+    /// `type = "zonefile"`.
+    Zonefile(RawZonefile),
+    /// `type = "hosts"`.
+    Hosts(RawHosts),
 }
 
 /// `[[service]]`.

@@ -10,7 +10,7 @@ use super::locate::Seg::{self, Index, Key};
 use super::raw::{RawCheck, RawCluster, RawConfig, RawDefaults, RawService, RawWriter};
 use super::secret::{SecretSource, read_secret};
 use super::*;
-use crate::act::{rfc2136, serve};
+use crate::act::{hosts, rfc2136, serve, zonefile};
 use crate::observe::check;
 
 /// A validation problem at a key path.
@@ -147,6 +147,14 @@ fn writers(
             RawWriter::Dynu(r) => (
                 &r.name,
                 crate::act::dynu::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Dynu),
+            ),
+            RawWriter::Zonefile(r) => (
+                &r.name,
+                zonefile::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Zonefile),
+            ),
+            RawWriter::Hosts(r) => (
+                &r.name,
+                hosts::config::validate(r, &wpath, base_dir, errs).map(WriterKind::Hosts),
             ),
         };
         let npath = with(&wpath, &[Key("name")]);
