@@ -13,12 +13,12 @@ pub use crate::observe::check::tcp::RawTcpCheck;
 pub use crate::act::cloudflare::config::RawCloudflare;
 pub use crate::act::digitalocean::config::RawDigitalOcean;
 pub use crate::act::dynu::config::RawDynu;
+pub use crate::act::hosts::config::RawHosts;
 pub use crate::act::rfc2136::config::{RawRfc2136, RawTsig};
 pub use crate::act::route53::config::RawRoute53;
 pub use crate::act::script::config::RawScript;
 pub use crate::act::serve::config::{RawServe, RawServeZone};
 pub use crate::act::webhook::config::RawWebhook;
-pub use crate::act::hosts::config::RawHosts;
 pub use crate::act::zonefile::config::RawZonefile;
 
 /// The whole file.
