@@ -659,4 +659,25 @@ path = "/health"
         "{}",
         daemon.log()
     );
+    // SIGHUP to a configuration whose serve writer has another name and port: the new one answers,
+    // and the removed one stops answering (its sockets close).
+    let other = free_dns_port();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{other}"))
+        .replace("name = \"primary\"", "name = \"renamed\"")
+        .replace("writer = \"primary\"", "writer = \"renamed\"");
+    std::fs::write(&config, text).unwrap();
+    daemon.signal("HUP");
+    let new_addr = SocketAddr::from(([127, 0, 0, 1], other));
+    wait_until(
+        "the renamed writer answers on its port",
+        Duration::from_secs(15),
+        || dig(new_addr, "www.example.test", "A", &[]).rdata("A") == ["127.0.0.2", "127.0.0.4"],
+    );
+    wait_until(
+        "the removed writer's port is closed",
+        Duration::from_secs(15),
+        || std::net::TcpStream::connect(addr).is_err(),
+    );
 }

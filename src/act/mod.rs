@@ -306,6 +306,15 @@ impl Resources {
         self.state_dir.as_deref()
     }
 
+    /// Forgets the entry `key` (a writer removed from the configuration); it is dropped once its last
+    /// user (the old generation's writer) is.
+    pub fn remove(&self, key: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
     /// The entry `key` of type `T`, made by `make` the first time (or when the entry held another
     /// type, which replaces it).
     pub fn get_or_insert_with<T: Any + Send + Sync>(

@@ -204,6 +204,13 @@ pub async fn run(
                         generation.cancel();
                         carried = drain(&mut controllers.set, opts.drain_grace).await;
                         background.shutdown().await;
+                        // A writer gone from the file lets go of what it kept (a served zone stops
+                        // answering and closes its sockets once the old generation is dropped).
+                        for old in &config.writers {
+                            if !new.writers.iter().any(|w| w.name == old.name) {
+                                resources.remove(&old.name);
+                            }
+                        }
                         config = new;
                         info!(path = %path.display(), "configuration reloaded");
                         break;
