@@ -248,6 +248,7 @@ pub fn service_config(
         timeout: Duration::from_millis(500),
         fall: 1,
         rise: 1,
+        confirm_interval: None,
         min_healthy: 1,
         all_down: AllDownPolicy::KeepAll,
         remove_unlisted: false,
