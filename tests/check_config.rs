@@ -180,6 +180,12 @@ fn example_config_documents_every_option() {
                 .replace("BOGUS_CHECK", "zzz_bogus = 1"),
         ),
         (
+            "exec check",
+            service("exec")
+                .replace("BOGUS_SERVICE", "")
+                .replace("BOGUS_CHECK", "zzz_bogus = 1"),
+        ),
+        (
             "[cluster]",
             cluster
                 .replace("BOGUS_CLUSTER", "zzz_bogus = 1")

@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::AllDownPolicy;
 // Each check type owns its options; `RawCheck` below only picks one by `type`.
+pub use crate::observe::check::exec::RawExecCheck;
 pub use crate::observe::check::http::{RawHttpCheck, StatusSpec};
 pub use crate::observe::check::tcp::RawTcpCheck;
 // Each writer type owns its options; `RawWriter` below only picks one by `type`.
@@ -208,6 +209,8 @@ pub enum RawCheck {
     Https(RawHttpCheck),
     /// TCP connect.
     Tcp(RawTcpCheck),
+    /// A command, Monitoring Plugins style.
+    Exec(RawExecCheck),
 }
 
 /// Durations are human strings: "500ms", "2s", "1m".

@@ -602,6 +602,9 @@ fn check(
     };
     match c {
         RawCheck::Tcp(t) => check::tcp::validate(t, label, cpath, errs).map(CheckConfig::Tcp),
+        RawCheck::Exec(e) => {
+            check::exec::validate(e, label, cpath, base_dir, errs).map(CheckConfig::Exec)
+        }
         RawCheck::Http(h) => http(h, false, errs),
         RawCheck::Https(h) => http(h, true, errs),
     }

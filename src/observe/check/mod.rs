@@ -4,17 +4,20 @@
 //!
 //! - [`http`]: `type = "http"` and `type = "https"`.
 //! - [`tcp`]: `type = "tcp"`.
+//! - [`exec`]: `type = "exec"`, a command with Monitoring Plugins exit codes.
 //!
 //! The central config (`crate::config`) only wires them in: `RawCheck` picks the plug-in by `type`,
 //! and [`CheckConfig`] is the validated choice. A new check type adds a module here, a variant to both
 //! enums and an arm to [`CheckConfig::build`]; the scheduler and the health machine do not change.
 
+pub mod exec;
 pub mod http;
 pub mod tcp;
 
 use std::net::IpAddr;
 use std::time::Duration;
 
+pub use exec::{ExecCheckConfig, ExecProbe, RawExecCheck};
 pub use http::{HttpCheckConfig, HttpProbe, RawHttpCheck};
 pub use tcp::{RawTcpCheck, TcpCheckConfig, TcpProbe};
 
@@ -28,6 +31,8 @@ pub enum CheckConfig {
     Http(HttpCheckConfig),
     /// TCP connect.
     Tcp(TcpCheckConfig),
+    /// A command, Monitoring Plugins style.
+    Exec(ExecCheckConfig),
 }
 
 impl CheckConfig {
@@ -39,6 +44,7 @@ impl CheckConfig {
         Ok(match self {
             CheckConfig::Http(h) => Box::new(h.build(ip, timeout)?),
             CheckConfig::Tcp(t) => Box::new(t.build(ip, timeout)),
+            CheckConfig::Exec(e) => Box::new(e.build(ip, timeout)),
         })
     }
 }
