@@ -3,8 +3,8 @@
 //! Modules, in the order data flows through them:
 //!
 //! - [`config`]: the TOML file, parsed and validated before anything binds a port.
-//! - [`observe`]: probes (`http`, `https`, `tcp`, `exec`), the per-endpoint scheduler and the health
-//!   state machine that turns probe results into up/down verdicts.
+//! - [`observe`]: probes (`http`, `https`, `tcp`, `exec`, `dns`), the per-endpoint scheduler and the
+//!   health state machine that turns probe results into up/down verdicts.
 //! - [`agree`]: several monitor nodes agree by quorum: the sans-I/O cluster core (vote expiry,
 //!   isolation, leader election), the authenticated peer message format and the peer transport.
 //! - [`decide`]: the pure planner (verdicts and the published records → desired records and the plan,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::AllDownPolicy;
 // Each check type owns its options; `RawCheck` below only picks one by `type`.
+pub use crate::observe::check::dns::RawDnsCheck;
 pub use crate::observe::check::exec::RawExecCheck;
 pub use crate::observe::check::http::{RawHttpCheck, StatusSpec};
 pub use crate::observe::check::tcp::RawTcpCheck;
@@ -211,6 +212,8 @@ pub enum RawCheck {
     Tcp(RawTcpCheck),
     /// A command, Monitoring Plugins style.
     Exec(RawExecCheck),
+    /// A DNS query to the endpoint.
+    Dns(RawDnsCheck),
 }
 
 /// Durations are human strings: "500ms", "2s", "1m".

@@ -602,6 +602,7 @@ fn check(
     };
     match c {
         RawCheck::Tcp(t) => check::tcp::validate(t, label, cpath, errs).map(CheckConfig::Tcp),
+        RawCheck::Dns(d) => check::dns::validate(d, label, cpath, errs).map(CheckConfig::Dns),
         RawCheck::Exec(e) => {
             check::exec::validate(e, label, cpath, base_dir, errs).map(CheckConfig::Exec)
         }

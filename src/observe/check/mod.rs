@@ -5,11 +5,13 @@
 //! - [`http`]: `type = "http"` and `type = "https"`.
 //! - [`tcp`]: `type = "tcp"`.
 //! - [`exec`]: `type = "exec"`, a command with Monitoring Plugins exit codes.
+//! - [`dns`]: `type = "dns"`, a query to the endpoint as a DNS server.
 //!
 //! The central config (`crate::config`) only wires them in: `RawCheck` picks the plug-in by `type`,
 //! and [`CheckConfig`] is the validated choice. A new check type adds a module here, a variant to both
 //! enums and an arm to [`CheckConfig::build`]; the scheduler and the health machine do not change.
 
+pub mod dns;
 pub mod exec;
 pub mod http;
 pub mod tcp;
@@ -17,6 +19,7 @@ pub mod tcp;
 use std::net::IpAddr;
 use std::time::Duration;
 
+pub use dns::{DnsCheckConfig, DnsProbe, RawDnsCheck};
 pub use exec::{ExecCheckConfig, ExecProbe, RawExecCheck};
 pub use http::{HttpCheckConfig, HttpProbe, RawHttpCheck};
 pub use tcp::{RawTcpCheck, TcpCheckConfig, TcpProbe};
@@ -33,6 +36,8 @@ pub enum CheckConfig {
     Tcp(TcpCheckConfig),
     /// A command, Monitoring Plugins style.
     Exec(ExecCheckConfig),
+    /// A DNS query to the endpoint.
+    Dns(DnsCheckConfig),
 }
 
 impl CheckConfig {
@@ -45,6 +50,7 @@ impl CheckConfig {
             CheckConfig::Http(h) => Box::new(h.build(ip, timeout)?),
             CheckConfig::Tcp(t) => Box::new(t.build(ip, timeout)),
             CheckConfig::Exec(e) => Box::new(e.build(ip, timeout)),
+            CheckConfig::Dns(d) => Box::new(d.build(ip, timeout)),
         })
     }
 }
