@@ -174,6 +174,12 @@ fn example_config_documents_every_option() {
                 .replace("BOGUS_CHECK", ""),
         ),
         (
+            "tcp check",
+            service("tcp")
+                .replace("BOGUS_SERVICE", "")
+                .replace("BOGUS_CHECK", "zzz_bogus = 1"),
+        ),
+        (
             "http check",
             service("https")
                 .replace("BOGUS_SERVICE", "")

@@ -1,5 +1,5 @@
 //! One battery of checks written against `&dyn Probe`, run for every check type (`http`, `https`,
-//! `tcp`). Each check type brings a [`Fixture`]: how to build its probe and how to make a healthy, a
+//! `tcp`, `tcp` with `send`/`expect`). Each check type brings a [`Fixture`]: how to build its probe and how to make a healthy, a
 //! hanging, a slow-bodied and a garbage-speaking endpoint of its kind on loopback. A new check type adds
 //! a fixture and a one-line test.
 //!
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rrguard::config::{CheckConfig, HttpCheckConfig, TcpCheckConfig};
+use rrguard::observe::check::tcp::Expect;
 use rrguard::observe::probe::{self, Probe};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -134,6 +135,11 @@ async fn tcp() {
     battery(&TCP, "127.0.0.4".parse().unwrap()).await;
 }
 
+#[tokio::test]
+async fn tcp_send_expect() {
+    battery(&TCP_SEND_EXPECT, "127.0.0.6".parse().unwrap()).await;
+}
+
 const HTTP: Fixture = Fixture {
     probe: |ip, port, timeout| build(CheckConfig::Http(http_check(false, port)), ip, timeout),
     healthy: |ip| {
@@ -158,7 +164,7 @@ const HTTPS: Fixture = Fixture {
 };
 
 const TCP: Fixture = Fixture {
-    probe: |ip, port, timeout| build(CheckConfig::Tcp(TcpCheckConfig { port }), ip, timeout),
+    probe: |ip, port, timeout| build(CheckConfig::Tcp(TcpCheckConfig::connect(port)), ip, timeout),
     healthy: |ip| {
         let endpoints = HttpEndpoints::start(&[ip]);
         Running {
@@ -170,6 +176,31 @@ const TCP: Fixture = Fixture {
     // A TCP check ends at the handshake: it reads neither a body nor an answer.
     slow_body: None,
     garbage: None,
+};
+
+/// `tcp` with `send` and `expect`, speaking HTTP by hand: the whole answer, body included, must
+/// arrive for `expect` to match.
+const TCP_SEND_EXPECT: Fixture = Fixture {
+    probe: |ip, port, timeout| {
+        let check = TcpCheckConfig {
+            send: Some(b"GET /health HTTP/1.1\r\nHost: www.example.test\r\n\r\n".to_vec()),
+            expect: Some(
+                Expect::new(r"^HTTP/1\.1 200 [\s\S]*\r\n\r\n(ok\n|healthy)").expect("regex"),
+            ),
+            ..TcpCheckConfig::connect(port)
+        };
+        build(CheckConfig::Tcp(check), ip, timeout)
+    },
+    healthy: |ip| {
+        let endpoints = HttpEndpoints::start(&[ip]);
+        Running {
+            port: endpoints.port,
+            _guard: Box::new(endpoints),
+        }
+    },
+    hanging: |ip| serve(ip, None, Answer::Nothing),
+    slow_body: Some(|ip| serve(ip, None, Answer::SlowBody)),
+    garbage: Some(|ip| serve(ip, None, Answer::Garbage)),
 };
 
 fn build(check: CheckConfig, ip: IpAddr, timeout: Duration) -> Box<dyn Probe> {

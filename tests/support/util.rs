@@ -253,6 +253,6 @@ pub fn service_config(
         all_down: AllDownPolicy::KeepAll,
         remove_unlisted: false,
         quorum: None,
-        check: CheckConfig::Tcp(TcpCheckConfig { port: 80 }),
+        check: CheckConfig::Tcp(TcpCheckConfig::connect(80)),
     }
 }
