@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rrguard::config::{CheckConfig, HttpCheckConfig, TcpCheckConfig};
-use rrguard::observe::check::tcp::Expect;
+use rrguard::observe::check::Pattern;
 use rrguard::observe::probe::{self, Probe};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -185,7 +185,7 @@ const TCP_SEND_EXPECT: Fixture = Fixture {
         let check = TcpCheckConfig {
             send: Some(b"GET /health HTTP/1.1\r\nHost: www.example.test\r\n\r\n".to_vec()),
             expect: Some(
-                Expect::new(r"^HTTP/1\.1 200 [\s\S]*\r\n\r\n(ok\n|healthy)").expect("regex"),
+                Pattern::new(r"^HTTP/1\.1 200 [\s\S]*\r\n\r\n(ok\n|healthy)").expect("regex"),
             ),
             ..TcpCheckConfig::connect(port)
         };
@@ -220,6 +220,10 @@ fn http_check(tls: bool, port: u16) -> HttpCheckConfig {
         // The battery is about the probe's behaviour, not trust; the unit tests of probe.rs cover that.
         tls_verify: false,
         ca_file: None,
+        body_regex: None,
+        body_sha256: None,
+        max_latency: None,
+        user_agent: None,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod http;
 pub mod tcp;
 
+use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -52,5 +53,48 @@ impl CheckConfig {
             CheckConfig::Exec(e) => Box::new(e.build(ip, timeout)),
             CheckConfig::Dns(d) => Box::new(d.build(ip, timeout)),
         })
+    }
+}
+
+/// A regex over bytes (the `regex` crate's syntax), compiled once; equal when written the same. Used by
+/// the tcp check's `expect` and the http check's `body_regex`.
+#[derive(Clone)]
+pub struct Pattern(regex::bytes::Regex);
+
+impl Pattern {
+    /// Compiles `pattern` (the `regex` crate's syntax, matched against bytes).
+    ///
+    /// # Errors
+    /// What is wrong with the pattern, on one line.
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        regex::bytes::RegexBuilder::new(pattern)
+            .size_limit(1 << 20)
+            .build()
+            .map(Pattern)
+            .map_err(|e| e.to_string().replace('\n', " "))
+    }
+
+    /// Whether it matches somewhere in `bytes`.
+    pub fn is_match(&self, bytes: &[u8]) -> bool {
+        self.0.is_match(bytes)
+    }
+
+    /// The regex as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.as_str())
     }
 }

@@ -4,7 +4,6 @@
 //! bytes the endpoint sends match the `expect` regex (SMTP/IMAP banners, Redis `PING` → `+PONG`).
 //! At most [`MAX_EXPECT_BYTES`] are read, within the probe's timeout.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 
+use super::Pattern;
 use crate::config::Seg::Key;
 use crate::config::{Errors, Seg, with};
 use crate::observe::probe::{Probe, ProbeResult, io_detail, timed_out};
@@ -30,44 +30,7 @@ pub struct TcpCheckConfig {
     /// Bytes written once connected.
     pub send: Option<Vec<u8>>,
     /// What the first bytes read must match.
-    pub expect: Option<Expect>,
-}
-
-/// The `expect` regex, compiled; equal when written the same.
-#[derive(Clone)]
-pub struct Expect(regex::bytes::Regex);
-
-impl Expect {
-    /// Compiles `pattern` (the `regex` crate's syntax, matched against bytes).
-    ///
-    /// # Errors
-    /// What is wrong with the pattern, on one line.
-    pub fn new(pattern: &str) -> Result<Self, String> {
-        regex::bytes::RegexBuilder::new(pattern)
-            .size_limit(1 << 20)
-            .build()
-            .map(Expect)
-            .map_err(|e| e.to_string().replace('\n', " "))
-    }
-
-    /// The regex as written.
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
-impl PartialEq for Expect {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Expect {}
-
-impl fmt::Debug for Expect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Expect({:?})", self.as_str())
-    }
+    pub expect: Option<Pattern>,
 }
 
 /// `[service.check]` options of `type = "tcp"`, as written.
@@ -137,7 +100,7 @@ pub(crate) fn validate(
             );
             None
         }
-        Some(re) => match Expect::new(re) {
+        Some(re) => match Pattern::new(re) {
             Ok(r) => Some(r),
             Err(why) => {
                 errs.at(
@@ -163,7 +126,7 @@ pub struct TcpProbe {
     addr: SocketAddr,
     timeout: Duration,
     send: Option<Vec<u8>>,
-    expect: Option<Expect>,
+    expect: Option<Pattern>,
 }
 
 impl TcpProbe {
@@ -198,7 +161,7 @@ impl TcpProbe {
         let mut got = Vec::new();
         let mut buf = [0u8; 1024];
         loop {
-            if expect.0.is_match(&got) {
+            if expect.is_match(&got) {
                 return Ok(format!("connected, got {}", excerpt(&got)));
             }
             if got.len() >= MAX_EXPECT_BYTES {
