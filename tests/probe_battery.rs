@@ -1,7 +1,7 @@
 //! One battery of checks written against `&dyn Probe`, run for every check type (`http`, `https`,
-//! `tcp`, `tcp` with `send`/`expect`). Each check type brings a [`Fixture`]: how to build its probe and how to make a healthy, a
-//! hanging, a slow-bodied and a garbage-speaking endpoint of its kind on loopback. A new check type adds
-//! a fixture and a one-line test.
+//! `tcp`, `tcp` with `send`/`expect`, `dns` over TCP). Each check type brings a [`Fixture`]: how to
+//! build its probe and how to make a healthy, a hanging, a slow-bodied and a garbage-speaking endpoint
+//! of its kind on loopback. A new check type adds a fixture and a one-line test.
 //!
 //! Every server binds port 0 (or a free port) on a 127.0.0.x address and is stopped when its guard is
 //! dropped.
@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rrguard::config::{CheckConfig, HttpCheckConfig, TcpCheckConfig};
+use rrguard::config::{CheckConfig, DnsCheckConfig, HttpCheckConfig, TcpCheckConfig};
 use rrguard::observe::check::Pattern;
 use rrguard::observe::probe::{self, Probe};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use support::{HttpEndpoints, free_tcp_port};
+use support::{DnsKind, DnsServer, HttpEndpoints, free_tcp_port};
 
 /// The timeout of probes expected to succeed.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -136,6 +136,12 @@ async fn tcp() {
 }
 
 #[tokio::test]
+async fn dns_over_tcp() {
+    // The harness's Knot listens on 127.0.0.1 only.
+    battery(&DNS_TCP, "127.0.0.1".parse().unwrap()).await;
+}
+
+#[tokio::test]
 async fn tcp_send_expect() {
     battery(&TCP_SEND_EXPECT, "127.0.0.6".parse().unwrap()).await;
 }
@@ -201,6 +207,33 @@ const TCP_SEND_EXPECT: Fixture = Fixture {
     hanging: |ip| serve(ip, None, Answer::Nothing),
     slow_body: Some(|ip| serve(ip, None, Answer::SlowBody)),
     garbage: Some(|ip| serve(ip, None, Answer::Garbage)),
+};
+
+/// `dns` with `transport = "tcp"` (so the closed port and the silent listener are TCP's), against a
+/// real Knot. No slow-body row (one DNS message, no body) and no garbage row (the battery's garbage
+/// listener waits for an HTTP request head, which a DNS query never completes).
+const DNS_TCP: Fixture = Fixture {
+    probe: |ip, port, timeout| {
+        let check = DnsCheckConfig {
+            port,
+            name: "ns1.example.test.".parse().expect("name"),
+            record_type: "A".parse().expect("type"),
+            expect_rcode: 0,
+            expect_answer: vec!["127.0.0.1".to_owned()],
+            tcp_only: true,
+        };
+        build(CheckConfig::Dns(check), ip, timeout)
+    },
+    healthy: |_| {
+        let knot = DnsServer::start(DnsKind::Knot, "");
+        Running {
+            port: knot.port(),
+            _guard: Box::new(knot),
+        }
+    },
+    hanging: |ip| serve(ip, None, Answer::Nothing),
+    slow_body: None,
+    garbage: None,
 };
 
 fn build(check: CheckConfig, ip: IpAddr, timeout: Duration) -> Box<dyn Probe> {
