@@ -71,7 +71,15 @@ impl Pattern {
             .size_limit(1 << 20)
             .build()
             .map(Pattern)
-            .map_err(|e| e.to_string().replace('\n', " "))
+            .map_err(|e| {
+                // A syntax error is several lines (the pattern, a caret, "error: why"): keep the why.
+                let text = e.to_string();
+                text.rsplit("error: ")
+                    .next()
+                    .unwrap_or(&text)
+                    .trim()
+                    .to_owned()
+            })
     }
 
     /// Whether it matches somewhere in `bytes`.
