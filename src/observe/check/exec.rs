@@ -248,8 +248,15 @@ fn verdict(status: ExitStatus, warning_is_down: bool) -> (bool, String) {
 impl Probe for ExecProbe {
     async fn probe(&self) -> ProbeResult {
         let start = Instant::now();
-        let spawned = in_own_group(&mut Command::new(&self.argv[0]))
-            .args(&self.argv[1..])
+        let Some((program, args)) = self.argv.split_first() else {
+            return ProbeResult {
+                ok: false,
+                latency: Duration::ZERO,
+                detail: "no command to run".to_owned(),
+            };
+        };
+        let spawned = in_own_group(&mut Command::new(program))
+            .args(args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -261,7 +268,7 @@ impl Probe for ExecProbe {
                 return ProbeResult {
                     ok: false,
                     latency: start.elapsed(),
-                    detail: format!("cannot run {}: {e}", self.argv[0]),
+                    detail: format!("cannot run {program}: {e}"),
                 };
             }
         };
@@ -305,7 +312,7 @@ impl Probe for ExecProbe {
                 ProbeResult {
                     ok: false,
                     latency: start.elapsed(),
-                    detail: format!("cannot wait for {}: {e}", self.argv[0]),
+                    detail: format!("cannot wait for {program}: {e}"),
                 }
             }
             Err(_) => {
