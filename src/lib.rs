@@ -3,8 +3,8 @@
 //! Modules, in the order data flows through them:
 //!
 //! - [`config`]: the TOML file, parsed and validated before anything binds a port.
-//! - [`observe`]: probes (`http`, `https`, `tcp`), the per-endpoint scheduler and the health state
-//!   machine that turns probe results into up/down verdicts.
+//! - [`observe`]: probes (`http`, `https`, `tcp`, `exec`, `dns`), the per-endpoint scheduler and the
+//!   health state machine that turns probe results into up/down verdicts.
 //! - [`agree`]: several monitor nodes agree by quorum: the sans-I/O cluster core (vote expiry,
 //!   isolation, leader election), the authenticated peer message format and the peer transport.
 //! - [`decide`]: the pure planner (verdicts and the published records → desired records and the plan,
@@ -22,6 +22,8 @@
 //! - [`daemon`]: wires the above together: per-service controllers (the I/O shells of the service
 //!   cores: probe loops, votes, the core's reads and writes), the agreement actor, signals and config
 //!   reload. Also the one-shot `plan` used by the CLI.
+//! - [`subprocess`]: child processes in their own process group, killed with the group on timeout
+//!   and reaped; shared by the `exec` check and the `script` writer.
 //! - [`demo`]: `rrguard demo`, the daemon with built-in endpoints and its own served zone, nothing
 //!   else needed.
 //!
@@ -40,3 +42,4 @@ pub mod demo;
 pub mod expose;
 pub mod observe;
 pub mod state;
+pub mod subprocess;

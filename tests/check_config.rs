@@ -178,10 +178,28 @@ fn example_config_documents_every_option() {
                 .replace("BOGUS_CHECK", ""),
         ),
         (
+            "tcp check",
+            service("tcp")
+                .replace("BOGUS_SERVICE", "")
+                .replace("BOGUS_CHECK", "zzz_bogus = 1"),
+        ),
+        (
             "http check",
             service("https")
                 .replace("BOGUS_SERVICE", "")
                 .replace("BOGUS_CHECK", "zzz_bogus = 1"),
+        ),
+        (
+            "exec check",
+            service("exec")
+                .replace("BOGUS_SERVICE", "")
+                .replace("BOGUS_CHECK", "zzz_bogus = 1"),
+        ),
+        (
+            "dns check",
+            service("dns")
+                .replace("BOGUS_SERVICE", "")
+                .replace("BOGUS_CHECK", "name = \"a.example\"\nzzz_bogus = 1"),
         ),
         (
             "[cluster]",

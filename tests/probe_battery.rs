@@ -1,7 +1,7 @@
 //! One battery of checks written against `&dyn Probe`, run for every check type (`http`, `https`,
-//! `tcp`). Each check type brings a [`Fixture`]: how to build its probe and how to make a healthy, a
-//! hanging, a slow-bodied and a garbage-speaking endpoint of its kind on loopback. A new check type adds
-//! a fixture and a one-line test.
+//! `tcp`, `tcp` with `send`/`expect`, `dns` over TCP). Each check type brings a [`Fixture`]: how to
+//! build its probe and how to make a healthy, a hanging, a slow-bodied and a garbage-speaking endpoint
+//! of its kind on loopback. A new check type adds a fixture and a one-line test.
 //!
 //! Every server binds port 0 (or a free port) on a 127.0.0.x address and is stopped when its guard is
 //! dropped.
@@ -13,14 +13,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rrguard::config::{CheckConfig, HttpCheckConfig, TcpCheckConfig};
+use rrguard::config::{CheckConfig, DnsCheckConfig, HttpCheckConfig, TcpCheckConfig};
+use rrguard::observe::check::Pattern;
 use rrguard::observe::probe::{self, Probe};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use support::{HttpEndpoints, free_tcp_port};
+use support::{DnsKind, DnsServer, HttpEndpoints, free_tcp_port};
 
 /// The timeout of probes expected to succeed.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -134,6 +135,17 @@ async fn tcp() {
     battery(&TCP, "127.0.0.4".parse().unwrap()).await;
 }
 
+#[tokio::test]
+async fn dns_over_tcp() {
+    // The harness's Knot listens on 127.0.0.1 only.
+    battery(&DNS_TCP, "127.0.0.1".parse().unwrap()).await;
+}
+
+#[tokio::test]
+async fn tcp_send_expect() {
+    battery(&TCP_SEND_EXPECT, "127.0.0.6".parse().unwrap()).await;
+}
+
 const HTTP: Fixture = Fixture {
     probe: |ip, port, timeout| build(CheckConfig::Http(http_check(false, port)), ip, timeout),
     healthy: |ip| {
@@ -158,7 +170,7 @@ const HTTPS: Fixture = Fixture {
 };
 
 const TCP: Fixture = Fixture {
-    probe: |ip, port, timeout| build(CheckConfig::Tcp(TcpCheckConfig { port }), ip, timeout),
+    probe: |ip, port, timeout| build(CheckConfig::Tcp(TcpCheckConfig::connect(port)), ip, timeout),
     healthy: |ip| {
         let endpoints = HttpEndpoints::start(&[ip]);
         Running {
@@ -168,6 +180,58 @@ const TCP: Fixture = Fixture {
     },
     hanging: full_backlog,
     // A TCP check ends at the handshake: it reads neither a body nor an answer.
+    slow_body: None,
+    garbage: None,
+};
+
+/// `tcp` with `send` and `expect`, speaking HTTP by hand: the whole answer, body included, must
+/// arrive for `expect` to match.
+const TCP_SEND_EXPECT: Fixture = Fixture {
+    probe: |ip, port, timeout| {
+        let check = TcpCheckConfig {
+            send: Some(b"GET /health HTTP/1.1\r\nHost: www.example.test\r\n\r\n".to_vec()),
+            expect: Some(
+                Pattern::new(r"^HTTP/1\.1 200 [\s\S]*\r\n\r\n(ok\n|healthy)").expect("regex"),
+            ),
+            ..TcpCheckConfig::connect(port)
+        };
+        build(CheckConfig::Tcp(check), ip, timeout)
+    },
+    healthy: |ip| {
+        let endpoints = HttpEndpoints::start(&[ip]);
+        Running {
+            port: endpoints.port,
+            _guard: Box::new(endpoints),
+        }
+    },
+    hanging: |ip| serve(ip, None, Answer::Nothing),
+    slow_body: Some(|ip| serve(ip, None, Answer::SlowBody)),
+    garbage: Some(|ip| serve(ip, None, Answer::Garbage)),
+};
+
+/// `dns` with `transport = "tcp"` (so the closed port and the silent listener are TCP's), against a
+/// real Knot. No slow-body row (one DNS message, no body) and no garbage row (the battery's garbage
+/// listener waits for an HTTP request head, which a DNS query never completes).
+const DNS_TCP: Fixture = Fixture {
+    probe: |ip, port, timeout| {
+        let check = DnsCheckConfig {
+            port,
+            name: "ns1.example.test.".parse().expect("name"),
+            record_type: "A".parse().expect("type"),
+            expect_rcode: 0,
+            expect_answer: vec!["127.0.0.1".to_owned()],
+            tcp_only: true,
+        };
+        build(CheckConfig::Dns(check), ip, timeout)
+    },
+    healthy: |_| {
+        let knot = DnsServer::start(DnsKind::Knot, "");
+        Running {
+            port: knot.port(),
+            _guard: Box::new(knot),
+        }
+    },
+    hanging: |ip| serve(ip, None, Answer::Nothing),
     slow_body: None,
     garbage: None,
 };
@@ -189,6 +253,10 @@ fn http_check(tls: bool, port: u16) -> HttpCheckConfig {
         // The battery is about the probe's behaviour, not trust; the unit tests of probe.rs cover that.
         tls_verify: false,
         ca_file: None,
+        body_regex: None,
+        body_sha256: None,
+        max_latency: None,
+        user_agent: None,
     }
 }
 

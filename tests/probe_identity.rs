@@ -142,6 +142,10 @@ fn check(tls: bool, host: &str, port: u16, ca_file: Option<CaBundle>) -> HttpChe
         body_contains: None,
         tls_verify: true,
         ca_file,
+        body_regex: None,
+        body_sha256: None,
+        max_latency: None,
+        user_agent: None,
     }
 }
 

@@ -25,7 +25,9 @@ pub use validate::validate;
 
 // The check types own their config (`crate::observe::check`); these keep the config paths working.
 pub use crate::observe::check::http::{DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS};
-pub use crate::observe::check::{CheckConfig, HttpCheckConfig, TcpCheckConfig};
+pub use crate::observe::check::{
+    CheckConfig, DnsCheckConfig, ExecCheckConfig, HttpCheckConfig, TcpCheckConfig,
+};
 
 // The writers own their config (`crate::act::rfc2136::config`); these keep the config paths working.
 pub use crate::act::hosts::config::HostsConfig;
@@ -52,6 +54,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const DEFAULT_FALL: u32 = 3;
 /// Default number of consecutive successes that mark an endpoint up.
 pub const DEFAULT_RISE: u32 = 2;
+/// Default `confirm_interval`: this fraction of `interval` …
+pub const DEFAULT_CONFIRM_DIVISOR: u32 = 10;
+/// … but never below this.
+pub const MIN_CONFIRM_INTERVAL: Duration = Duration::from_millis(10);
 /// Default TTL of records rrguard adds.
 pub const DEFAULT_TTL: u32 = 30;
 /// Default minimum number of records a service keeps published.
@@ -192,6 +198,8 @@ pub struct ServiceConfig {
     pub fall: u32,
     /// Successes in a row that mark an endpoint up.
     pub rise: u32,
+    /// Probe interval while a verdict change is being confirmed (fast confirmation); `None`: off.
+    pub confirm_interval: Option<Duration>,
     /// Fewest records kept published.
     pub min_healthy: usize,
     /// Policy below `min_healthy`.

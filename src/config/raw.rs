@@ -7,6 +7,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::AllDownPolicy;
 // Each check type owns its options; `RawCheck` below only picks one by `type`.
+pub use crate::observe::check::dns::RawDnsCheck;
+pub use crate::observe::check::exec::RawExecCheck;
 pub use crate::observe::check::http::{RawHttpCheck, StatusSpec};
 pub use crate::observe::check::tcp::RawTcpCheck;
 // Each writer type owns its options; `RawWriter` below only picks one by `type`.
@@ -122,6 +124,9 @@ pub struct RawDefaults {
     pub fall: Option<u32>,
     /// Successes in a row to mark up.
     pub rise: Option<u32>,
+    /// Probe interval while a verdict change is being confirmed, or off.
+    #[serde(default, deserialize_with = "opt_confirm_interval")]
+    pub confirm_interval: Option<ConfirmInterval>,
     /// Record TTL.
     pub ttl: Option<u32>,
     /// Fewest records kept.
@@ -185,6 +190,9 @@ pub struct RawService {
     pub fall: Option<u32>,
     /// Successes in a row to mark up.
     pub rise: Option<u32>,
+    /// Probe interval while a verdict change is being confirmed, or off.
+    #[serde(default, deserialize_with = "opt_confirm_interval")]
+    pub confirm_interval: Option<ConfirmInterval>,
     /// Fewest records kept.
     pub min_healthy: Option<usize>,
     /// Policy below `min_healthy`.
@@ -208,6 +216,10 @@ pub enum RawCheck {
     Https(RawHttpCheck),
     /// TCP connect.
     Tcp(RawTcpCheck),
+    /// A command, Monitoring Plugins style.
+    Exec(RawExecCheck),
+    /// A DNS query to the endpoint.
+    Dns(RawDnsCheck),
 }
 
 /// Durations are human strings: "500ms", "2s", "1m".
@@ -235,6 +247,45 @@ pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dur
             .map_err(serde::de::Error::custom),
         Written::Integer(n) => Err(bare(n.to_string())),
         Written::Float(x) => Err(bare(x.to_string())),
+    }
+}
+
+/// `confirm_interval` as written: a duration, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmInterval {
+    /// `"off"`: no fast confirmation, every probe waits `interval`.
+    Off,
+    /// A duration.
+    Every(Duration),
+}
+
+/// `confirm_interval = "100ms"` or `confirm_interval = "off"`.
+pub(crate) fn opt_confirm_interval<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<ConfirmInterval>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let wrong = |what: String| {
+        serde::de::Error::custom(format!(
+            "confirm_interval is a duration with a unit, like \"100ms\", or \"off\" to turn fast confirmation off; not {what}"
+        ))
+    };
+    match Written::deserialize(d).map_err(|_: D::Error| wrong("this value".to_owned()))? {
+        Written::Text(s) if s.trim().eq_ignore_ascii_case("off") => Ok(Some(ConfirmInterval::Off)),
+        Written::Text(s) => parse_duration(&s)
+            .map(|d| Some(ConfirmInterval::Every(d)))
+            .map_err(|e| {
+                serde::de::Error::custom(format!("{e}, or \"off\" to turn fast confirmation off"))
+            }),
+        Written::Integer(n) => Err(wrong(n.to_string())),
+        Written::Float(x) => Err(wrong(x.to_string())),
+        Written::Bool(b) => Err(wrong(b.to_string())),
     }
 }
 

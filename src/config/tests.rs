@@ -217,3 +217,72 @@ port = 80
     let names: Vec<&str> = c.writers_of(s).iter().map(|w| w.name.as_str()).collect();
     assert_eq!(names, vec!["cloud", "primary"]);
 }
+
+fn confirm_service(defaults: &str, own: &str) -> String {
+    format!(
+        r#"[defaults]
+{defaults}
+{WRITER}
+[[service]]
+fqdn = "a.example.test"
+zone = "example.test"
+writer = "primary"
+endpoints = ["127.0.0.2"]
+{own}
+[service.check]
+type = "tcp"
+port = 80
+"#
+    )
+}
+
+#[test]
+fn confirm_interval_defaults_to_a_tenth_of_interval_and_can_be_off() {
+    let ms = Duration::from_millis;
+    let confirm = |d: &str, o: &str| parse_ok(&confirm_service(d, o)).services[0].confirm_interval;
+    assert_eq!(confirm("", ""), Some(ms(100)));
+    assert_eq!(confirm("interval = \"5s\"", ""), Some(ms(500)));
+    // Never below 10 ms by default, and never longer than the interval.
+    assert_eq!(confirm("interval = \"50ms\"", ""), Some(ms(10)));
+    assert_eq!(confirm("interval = \"5ms\"", ""), Some(ms(5)));
+    assert_eq!(confirm("confirm_interval = \"off\"", ""), None);
+    assert_eq!(
+        confirm("confirm_interval = \"off\"", "confirm_interval = \"200ms\""),
+        Some(ms(200))
+    );
+    assert_eq!(confirm("", "confirm_interval = \"off\""), None);
+    // An inherited value is shortened to a service's shorter interval.
+    assert_eq!(
+        confirm("confirm_interval = \"2s\"", "interval = \"500ms\""),
+        Some(ms(500))
+    );
+}
+
+#[test]
+fn confirm_interval_problems_name_the_key_and_the_fix() {
+    let msgs = |d: &str, o: &str| -> Vec<String> {
+        problems(&confirm_service(d, o))
+            .iter()
+            .map(|p| format!("{}:{} {}", p.line, p.col, p.message))
+            .collect()
+    };
+    let m = msgs("", "confirm_interval = \"2s\"");
+    assert_eq!(m.len(), 1, "{m:#?}");
+    assert!(
+        m[0].starts_with("15:20 ") && m[0].contains("longer than interval 1s"),
+        "{m:#?}"
+    );
+    let m = msgs("confirm_interval = \"5ms\"", "");
+    assert_eq!(m.len(), 1, "{m:#?}");
+    assert!(
+        m[0].starts_with("2:20 ") && m[0].contains("write at least \"10ms\", or \"off\""),
+        "{m:#?}"
+    );
+    let m = msgs("confirm_interval = false", "");
+    assert!(
+        m[0].contains("or \"off\" to turn fast confirmation off"),
+        "{m:#?}"
+    );
+    let m = msgs("", "confirm_interval = \"soon\"");
+    assert!(m[0].contains("invalid duration \"soon\""), "{m:#?}");
+}

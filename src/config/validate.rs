@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::locate::Seg::{self, Index, Key};
-use super::raw::{RawCheck, RawCluster, RawConfig, RawDefaults, RawService, RawWriter};
+use super::raw::{
+    ConfirmInterval, RawCheck, RawCluster, RawConfig, RawDefaults, RawService, RawWriter,
+};
 use super::secret::{SecretSource, read_secret};
 use super::*;
 use crate::act::{hosts, rfc2136, serve, zonefile};
@@ -97,6 +99,19 @@ fn defaults(d: &RawDefaults, errs: &mut Errors) {
     }
     if let Some(ttl) = d.ttl {
         check_ttl(ttl, &with(&dpath, &[Key("ttl")]), errs);
+    }
+    if let Some(ConfirmInterval::Every(c)) = d.confirm_interval
+        && c < MIN_CONFIRM_INTERVAL
+    {
+        errs.at(
+            &with(&dpath, &[Key("confirm_interval")]),
+            format!(
+                "confirm_interval {} is below the {} minimum; write at least \"{}\", or \"off\"",
+                humantime::format_duration(c),
+                humantime::format_duration(MIN_CONFIRM_INTERVAL),
+                humantime::format_duration(MIN_CONFIRM_INTERVAL),
+            ),
+        );
     }
 }
 
@@ -310,6 +325,8 @@ fn service(
         errs,
     );
     let quorum = service_quorum(s, raw, &label, spath, errs);
+    let interval = s.interval.or(d.interval).unwrap_or(DEFAULT_INTERVAL);
+    let confirm_interval = confirm_interval(s, d, interval, &label, spath, errs);
     if errs.0.len() != before {
         return None;
     }
@@ -319,10 +336,11 @@ fn service(
         writers: writer_names,
         ttl: counts.ttl,
         endpoints,
-        interval: s.interval.or(d.interval).unwrap_or(DEFAULT_INTERVAL),
+        interval,
         timeout: s.timeout.or(d.timeout).unwrap_or(DEFAULT_TIMEOUT),
         fall: counts.fall,
         rise: counts.rise,
+        confirm_interval,
         min_healthy: counts.min_healthy,
         all_down: s.all_down.or(d.all_down).unwrap_or_default(),
         remove_unlisted: s.remove_unlisted,
@@ -447,6 +465,54 @@ fn endpoints(s: &RawService, label: &str, spath: &[Seg], errs: &mut Errors) -> V
     endpoints
 }
 
+/// A service's `confirm_interval`, its own or inherited from `[defaults]` (then shortened to the
+/// service's `interval` if longer), by default `interval` / 10 but at least 10 ms; `None`: off.
+fn confirm_interval(
+    s: &RawService,
+    d: &RawDefaults,
+    interval: Duration,
+    label: &str,
+    spath: &[Seg],
+    errs: &mut Errors,
+) -> Option<Duration> {
+    let default = (interval / DEFAULT_CONFIRM_DIVISOR)
+        .max(MIN_CONFIRM_INTERVAL)
+        .min(interval);
+    match s.confirm_interval {
+        Some(ConfirmInterval::Off) => None,
+        Some(ConfirmInterval::Every(c)) => {
+            let problem = if c < MIN_CONFIRM_INTERVAL {
+                Some(format!(
+                    "confirm_interval {} is below the {} minimum; write at least \"{}\", or \"off\"",
+                    humantime::format_duration(c),
+                    humantime::format_duration(MIN_CONFIRM_INTERVAL),
+                    humantime::format_duration(MIN_CONFIRM_INTERVAL),
+                ))
+            } else if c > interval {
+                Some(format!(
+                    "confirm_interval {} is longer than interval {}; make it shorter (default: a tenth of interval), or \"off\"",
+                    humantime::format_duration(c),
+                    humantime::format_duration(interval),
+                ))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                errs.at(
+                    &with(spath, &[Key("confirm_interval")]),
+                    format!("service {label:?}: {p}"),
+                );
+            }
+            Some(c)
+        }
+        None => match d.confirm_interval {
+            Some(ConfirmInterval::Off) => None,
+            Some(ConfirmInterval::Every(c)) => Some(c.min(interval)),
+            None => Some(default),
+        },
+    }
+}
+
 /// A service's counts, its own or inherited from `[defaults]`.
 struct Counts {
     fall: u32,
@@ -544,6 +610,10 @@ fn check(
     };
     match c {
         RawCheck::Tcp(t) => check::tcp::validate(t, label, cpath, errs).map(CheckConfig::Tcp),
+        RawCheck::Dns(d) => check::dns::validate(d, label, cpath, errs).map(CheckConfig::Dns),
+        RawCheck::Exec(e) => {
+            check::exec::validate(e, label, cpath, base_dir, errs).map(CheckConfig::Exec)
+        }
         RawCheck::Http(h) => http(h, false, errs),
         RawCheck::Https(h) => http(h, true, errs),
     }

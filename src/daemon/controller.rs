@@ -75,7 +75,8 @@ impl Controller {
             match probe::build(&self.svc.check, *ip, self.svc.timeout) {
                 Ok(p) => {
                     let schedule =
-                        Schedule::staggered(self.svc.interval, self.svc.timeout, i, count);
+                        Schedule::staggered(self.svc.interval, self.svc.timeout, i, count)
+                            .confirming(self.svc.confirm_interval, self.svc.fall, self.svc.rise);
                     spawn_probe_loop(
                         &mut probe_tasks,
                         *ip,

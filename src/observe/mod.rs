@@ -1,7 +1,7 @@
 //! Observe: probe every endpoint on its schedule and keep its health verdict.
 //!
-//! - [`check`]: the check types (`http`/`https`, `tcp`), one plug-in module each owning its options,
-//!   their validation and its probe; [`check::CheckConfig`] is the validated choice.
+//! - [`check`]: the check types (`http`/`https`, `tcp`, `exec`, `dns`), one plug-in module each owning
+//!   its options, their validation and its probe; [`check::CheckConfig`] is the validated choice.
 //! - [`probe`]: the [`probe::Probe`] trait, its result and what every check shares.
 //! - [`scheduler`]: one task per endpoint running its probe every interval, staggered, never overlapping
 //!   itself, with a hard timeout; results go to the service's controller over a channel.

@@ -5,15 +5,22 @@
 //! of a service are spread across the interval instead of probed in a burst. A probe never overlaps the
 //! previous one of the same endpoint (the loop awaits it), and is cut off at the hard `timeout`. If a
 //! probe overruns the interval the next one starts right after it, and missed ticks are not made up.
+//!
+//! **Fast confirmation**: while the endpoint's results are heading for a verdict different from its
+//! current one (a failure of an up or unknown endpoint, a success of a down or unknown one), the next
+//! probe starts [`Confirm::interval`] after the previous start instead of `interval`, so the `fall`/`rise`
+//! streak completes quickly. The loop keeps its own copy of the endpoint's fall/rise machine
+//! ([`Pacer`], sans-I/O) to know that; a steady endpoint keeps the plain interval.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::health::{Health, HealthMachine};
 use super::probe::{self, Probe, ProbeResult};
 
 /// One probe result, tagged with its endpoint.
@@ -36,6 +43,53 @@ pub struct Schedule {
     pub timeout: Duration,
     /// Delay of the first probe.
     pub offset: Duration,
+    /// Fast confirmation; `None`: always `interval`.
+    pub confirm: Option<Confirm>,
+}
+
+/// Fast confirmation settings of one probe loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirm {
+    /// Time between probe starts while a verdict change is being confirmed.
+    pub interval: Duration,
+    /// The service's `fall`.
+    pub fall: u32,
+    /// The service's `rise`.
+    pub rise: u32,
+}
+
+/// Chooses the gap before the next probe (sans-I/O): [`Confirm::interval`] while the results are
+/// heading for another verdict, the plain interval otherwise.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    confirm: Confirm,
+    machine: HealthMachine,
+}
+
+impl Pacer {
+    /// A pacer for an endpoint without a verdict yet.
+    pub fn new(confirm: Confirm) -> Self {
+        Pacer {
+            confirm,
+            machine: HealthMachine::new(confirm.fall, confirm.rise),
+        }
+    }
+
+    /// Feeds one result; returns the gap between this probe's start and the next one's.
+    pub fn next_gap(&mut self, ok: bool, interval: Duration) -> Duration {
+        self.machine.observe(ok, Duration::ZERO, "");
+        let state = self.machine.state();
+        let changing = if ok {
+            state != Health::Up
+        } else {
+            state != Health::Down
+        };
+        if changing {
+            self.confirm.interval.min(interval)
+        } else {
+            interval
+        }
+    }
 }
 
 impl Schedule {
@@ -46,6 +100,20 @@ impl Schedule {
             interval,
             timeout,
             offset: interval / count * (index as u32 % count),
+            confirm: None,
+        }
+    }
+
+    /// This schedule with fast confirmation at `interval` for a service's `fall` and `rise`; `None`
+    /// turns it off.
+    pub fn confirming(self, interval: Option<Duration>, fall: u32, rise: u32) -> Self {
+        Schedule {
+            confirm: interval.map(|interval| Confirm {
+                interval,
+                fall,
+                rise,
+            }),
+            ..self
         }
     }
 }
@@ -61,13 +129,12 @@ pub fn spawn_probe_loop(
     cancel: CancellationToken,
 ) -> AbortHandle {
     tasks.spawn(async move {
-        let mut ticker =
-            tokio::time::interval_at(Instant::now() + schedule.offset, schedule.interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pacer = schedule.confirm.map(Pacer::new);
+        let mut next = Instant::now() + schedule.offset;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = ticker.tick() => {}
+                _ = tokio::time::sleep_until(next) => {}
             }
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -75,10 +142,18 @@ pub fn spawn_probe_loop(
                     r.unwrap_or_else(|_| probe::timed_out(schedule.timeout))
                 }
             };
+            let now = Instant::now();
+            let gap = match pacer.as_mut() {
+                Some(p) => p.next_gap(result.ok, schedule.interval),
+                None => schedule.interval,
+            };
+            // Counted from the planned start; after an overrun the next probe starts right away and
+            // the missed starts are not made up.
+            next = (next + gap).max(now);
             let report = ProbeReport {
                 endpoint,
                 result,
-                at: Instant::now(),
+                at: now,
             };
             if report_tx.send(report).await.is_err() {
                 return;
@@ -147,6 +222,7 @@ mod tests {
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             offset: Duration::from_millis(250),
+            confirm: None,
         };
         let mut tasks = JoinSet::new();
         spawn_probe_loop(
@@ -182,6 +258,7 @@ mod tests {
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(300),
             offset: Duration::ZERO,
+            confirm: None,
         };
         let mut tasks = JoinSet::new();
         spawn_probe_loop(
@@ -211,6 +288,7 @@ mod tests {
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
             offset: Duration::ZERO,
+            confirm: None,
         };
         let mut tasks = JoinSet::new();
         spawn_probe_loop(
@@ -227,6 +305,147 @@ mod tests {
         assert_eq!(a, Duration::from_millis(1500));
         assert_eq!(b, Duration::from_millis(3000));
         assert_eq!(peak.load(Ordering::SeqCst), 1);
+    }
+
+    /// Answers from a script (then ok forever), taking 10 ms per probe.
+    struct ScriptProbe(std::sync::Mutex<std::collections::VecDeque<bool>>);
+
+    #[async_trait]
+    impl Probe for ScriptProbe {
+        async fn probe(&self) -> ProbeResult {
+            let ok = self.0.lock().unwrap().pop_front().unwrap_or(true);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            ProbeResult {
+                ok,
+                latency: Duration::from_millis(10),
+                detail: String::new(),
+            }
+        }
+    }
+
+    /// Runs `script` with interval 1 s, timeout 500 ms, offset 0 and `confirm`; returns the time of each
+    /// report (ms since start) and the transitions of a health machine fed with them.
+    async fn run_script(
+        script: &[bool],
+        confirm: Option<Duration>,
+        fall: u32,
+        rise: u32,
+    ) -> (Vec<u64>, Vec<(u64, Health)>) {
+        let (tx, mut rx) = mpsc::channel(64);
+        let cancel = CancellationToken::new();
+        let probe = ScriptProbe(std::sync::Mutex::new(script.iter().copied().collect()));
+        let schedule =
+            Schedule::staggered(Duration::from_secs(1), Duration::from_millis(500), 0, 1)
+                .confirming(confirm, fall, rise);
+        let mut tasks = JoinSet::new();
+        let start = Instant::now();
+        spawn_probe_loop(
+            &mut tasks,
+            "192.0.2.1".parse().unwrap(),
+            Box::new(probe),
+            schedule,
+            tx,
+            cancel.clone(),
+        );
+        let mut machine = HealthMachine::new(fall, rise);
+        let (mut at, mut verdicts) = (Vec::new(), Vec::new());
+        for _ in script {
+            let r = rx.recv().await.unwrap();
+            let ms = (r.at - start).as_millis() as u64;
+            at.push(ms);
+            if let Some(t) = machine.observe(r.result.ok, r.result.latency, "") {
+                verdicts.push((ms, t.to));
+            }
+        }
+        cancel.cancel();
+        (at, verdicts)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fast_confirmation_probes_at_confirm_interval_until_verdict() {
+        let script = [
+            true, true, true, false, false, false, false, true, true, true,
+        ];
+        let (at, verdicts) = run_script(&script, Some(Duration::from_millis(100)), 3, 2).await;
+        // Reports come 10 ms after each start. Unknown -> up: starts 0, 100; up -> down: failures
+        // start at 2100, 2200, 2300; down -> up: 4300, 4400; steady in between: 1 s apart.
+        assert_eq!(
+            at,
+            vec![10, 110, 1110, 2110, 2210, 2310, 3310, 4310, 4410, 5410]
+        );
+        assert_eq!(
+            verdicts,
+            vec![(110, Health::Up), (2310, Health::Down), (4410, Health::Up)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_confirmation_every_probe_waits_the_interval() {
+        let script = [true, true, false, false, false];
+        let (at, verdicts) = run_script(&script, None, 3, 2).await;
+        assert_eq!(at, vec![10, 1010, 2010, 3010, 4010]);
+        assert_eq!(verdicts, vec![(1010, Health::Up), (4010, Health::Down)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steady_and_noisy_endpoints_keep_the_plain_interval() {
+        // Steady up after the first verdict: 1 s apart.
+        let (at, _) = run_script(&[true; 5], Some(Duration::from_millis(100)), 3, 2).await;
+        assert_eq!(at, vec![10, 110, 1110, 2110, 3110]);
+        // A lone failure of an up endpoint gets one quick re-check; the success that follows ends
+        // the confirmation and the plain interval resumes.
+        let script = [true, true, false, true, true];
+        let (at, verdicts) = run_script(&script, Some(Duration::from_millis(100)), 3, 2).await;
+        assert_eq!(at, vec![10, 110, 1110, 1210, 2210]);
+        assert_eq!(verdicts, vec![(110, Health::Up)]);
+        // Steady down: only the streak towards the first verdict is fast.
+        let (at, _) = run_script(&[false; 5], Some(Duration::from_millis(100)), 3, 2).await;
+        assert_eq!(at, vec![10, 110, 210, 1210, 2210]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn confirmation_keeps_hard_timeout_and_never_overlaps() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let cancel = CancellationToken::new();
+        // Every probe hangs for 5 s: cut at 300 ms, and the next starts right after it although the
+        // confirm interval (100 ms) has long passed.
+        let (probe, peak) = slow(Duration::from_secs(5));
+        let start = Instant::now();
+        let schedule =
+            Schedule::staggered(Duration::from_secs(1), Duration::from_millis(300), 0, 1)
+                .confirming(Some(Duration::from_millis(100)), 3, 2);
+        let mut tasks = JoinSet::new();
+        spawn_probe_loop(
+            &mut tasks,
+            "192.0.2.1".parse().unwrap(),
+            probe,
+            schedule,
+            tx,
+            cancel.clone(),
+        );
+        let mut at = Vec::new();
+        for _ in 0..4 {
+            let r = rx.recv().await.unwrap();
+            assert_eq!(r.result.detail, "timed out after 300ms");
+            at.push((r.at - start).as_millis());
+        }
+        cancel.cancel();
+        assert_eq!(at, vec![300, 600, 900, 1900]);
+        assert_eq!(peak.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn pacer_confirm_interval_never_exceeds_interval() {
+        let confirm = Confirm {
+            interval: Duration::from_secs(5),
+            fall: 2,
+            rise: 2,
+        };
+        let mut p = Pacer::new(confirm);
+        assert_eq!(
+            p.next_gap(false, Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

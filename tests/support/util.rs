@@ -248,10 +248,11 @@ pub fn service_config(
         timeout: Duration::from_millis(500),
         fall: 1,
         rise: 1,
+        confirm_interval: None,
         min_healthy: 1,
         all_down: AllDownPolicy::KeepAll,
         remove_unlisted: false,
         quorum: None,
-        check: CheckConfig::Tcp(TcpCheckConfig { port: 80 }),
+        check: CheckConfig::Tcp(TcpCheckConfig::connect(80)),
     }
 }

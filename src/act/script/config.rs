@@ -75,7 +75,7 @@ impl fmt::Debug for ScriptConfig {
 }
 
 /// `command = [...]`, with a message that says what to write when it is a single string.
-fn argv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn argv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Written {
@@ -149,7 +149,7 @@ pub(crate) fn validate(
 }
 
 /// `dir` as an absolute path without `.` components (the current directory for an empty one).
-fn absolute(dir: &Path) -> PathBuf {
+pub(crate) fn absolute(dir: &Path) -> PathBuf {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     cwd.join(dir)
         .components()
@@ -159,7 +159,7 @@ fn absolute(dir: &Path) -> PathBuf {
 
 /// The program to run for `first`: a path (relative ones joined to `base_dir`) that must be an
 /// executable file, or a bare name that must be found in `PATH` (the configured `env.PATH` if set).
-fn program(
+pub(crate) fn program(
     first: &str,
     env: &BTreeMap<String, String>,
     base_dir: &Path,

@@ -20,23 +20,20 @@ pub mod config;
 
 use std::io;
 use std::process::Stdio;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::{Child, Command};
 
 use super::plugin::{self, MAX_REPLY_BYTES, Outcome, Request, excerpt};
 use super::{Capabilities, Published, RecordChange, WriteError, Writer};
+use crate::subprocess::{GroupGuard, in_own_group, read_head};
 pub use config::{DEFAULT_SCRIPT_TIMEOUT, RawScript, ScriptConfig};
 
 /// How much of a script's stderr is kept for messages, bytes; the rest is read and dropped.
 pub const STDERR_KEPT_BYTES: usize = 4096;
 /// How many lines of stderr an error message quotes.
 const STDERR_LINES: usize = 5;
-/// How long to wait for a killed script to be reaped before leaving it to the runtime.
-const REAP_WITHIN: Duration = Duration::from_secs(5);
 
 /// Runs a user command per operation.
 #[derive(Debug)]
@@ -105,18 +102,16 @@ impl ScriptWriter {
     /// Spawns the script in its own process group, feeds `input`, collects its output, all within the
     /// timeout; the group is killed on timeout, on too much output, or when this future is dropped.
     async fn run(&self, input: &[u8], what: &str) -> Result<Finished, WriteError> {
-        let mut child = Command::new(&self.config.program)
+        let mut child = in_own_group(&mut Command::new(&self.config.program))
             .args(&self.config.args)
             .current_dir(&self.config.dir)
             .envs(&self.config.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| self.spawn_error(&e))?;
-        let mut group = GroupGuard(child.id().and_then(|id| Pid::from_raw(id as i32)));
+        let mut group = GroupGuard::of(&child);
         let timeout = self.config.timeout;
         let result = tokio::time::timeout(timeout, exchange(&mut child, input)).await;
         let failed = match result {
@@ -135,10 +130,7 @@ impl ScriptWriter {
                 humantime::format_duration(timeout)
             )),
         };
-        // Kill the group while its leader is still unreaped, so the group id cannot be reused yet.
-        group.kill();
-        let _ = tokio::time::timeout(REAP_WITHIN, child.wait()).await;
-        group.disarm();
+        group.kill_and_reap(&mut child).await;
         Err(failed)
     }
 
@@ -184,7 +176,7 @@ async fn exchange(child: &mut Child, input: &[u8]) -> Result<Finished, IoFail> {
     };
     let err = async {
         match stderr {
-            Some(s) => read_head(s).await.map_err(IoFail::Io),
+            Some(s) => read_head(s, STDERR_KEPT_BYTES).await.map_err(IoFail::Io),
             None => Ok(Vec::new()),
         }
     };
@@ -211,20 +203,6 @@ async fn read_bounded(r: impl AsyncRead + Unpin) -> Result<Vec<u8>, IoFail> {
     Ok(out)
 }
 
-/// Reads `r` to its end, keeping the first [`STDERR_KEPT_BYTES`].
-async fn read_head(mut r: impl AsyncRead + Unpin) -> io::Result<Vec<u8>> {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = r.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(kept);
-        }
-        let room = STDERR_KEPT_BYTES.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..n.min(room)]);
-    }
-}
-
 /// The first lines of stderr, quoted, for a message.
 fn stderr_head(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
@@ -235,28 +213,6 @@ fn stderr_head(stderr: &[u8]) -> String {
         .take(STDERR_LINES)
         .collect();
     excerpt(head.join("\n").as_bytes())
-}
-
-/// Kills the script's process group when dropped, unless disarmed once the leader was reaped.
-struct GroupGuard(Option<Pid>);
-
-impl GroupGuard {
-    fn kill(&self) {
-        if let Some(pgid) = self.0 {
-            // ESRCH (already gone) is fine.
-            let _ = kill_process_group(pgid, Signal::KILL);
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 #[async_trait]

@@ -2,8 +2,10 @@
 //! validated [`HttpCheckConfig`] and the [`HttpProbe`] built from it.
 //!
 //! The probe connects to the endpoint's IP while sending the service's Host header and TLS SNI,
-//! expects a status in `expect_status`, optionally looks for `body_contains`, and always reads the
-//! body (up to [`MAX_BODY_BYTES`]) so that its latency covers the whole answer.
+//! expects a status in `expect_status`, optionally looks for `body_contains` and `body_regex` in the
+//! first [`MAX_BODY_BYTES`] of the body, compares the body's SHA-256 with `body_sha256` (reading up
+//! to [`MAX_HASHED_BODY_BYTES`]), fails answers slower than `max_latency`, and always reads the body
+//! (up to [`MAX_BODY_BYTES`]) so that its latency covers the whole answer.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,6 +16,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::Pattern;
 use crate::config::Seg::{Index, Key};
 use crate::config::{Errors, Seg, normalize_name, with};
 use crate::observe::probe::{
@@ -33,6 +36,11 @@ pub const DEFAULT_HTTP_STATUS: (u16, u16) = (200, 399);
 /// Largest body read: when looking for `body_contains`, or read and discarded so that the response
 /// completes before the probe ends.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest body hashed for `body_sha256`; a larger body fails the check.
+pub const MAX_HASHED_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// The User-Agent sent unless `user_agent` is set.
+pub const DEFAULT_USER_AGENT: &str =
+    concat!("rrguard/", env!("CARGO_PKG_VERSION"), " health check");
 
 /// An HTTP(S) check, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +65,14 @@ pub struct HttpCheckConfig {
     pub tls_verify: bool,
     /// https: trust only these certificates instead of the system's roots.
     pub ca_file: Option<CaBundle>,
+    /// The first [`MAX_BODY_BYTES`] of the body must match this.
+    pub body_regex: Option<Pattern>,
+    /// The body's SHA-256 must be this.
+    pub body_sha256: Option<[u8; 32]>,
+    /// An answer slower than this fails.
+    pub max_latency: Option<Duration>,
+    /// User-Agent header; [`DEFAULT_USER_AGENT`] if `None`.
+    pub user_agent: Option<String>,
 }
 
 /// `[service.check]` options of `type = "http"` and `type = "https"`, as written.
@@ -82,6 +98,17 @@ pub struct RawHttpCheck {
     pub tls_verify: Option<bool>,
     /// PEM file of the certificates to trust instead of the system's.
     pub ca_file: Option<String>,
+    /// Regex the body must match.
+    pub body_regex: Option<String>,
+    /// Expected SHA-256 of the body, hex.
+    pub body_sha256: Option<String>,
+    /// A file whose SHA-256 the body's must equal.
+    pub body_sha256_file: Option<String>,
+    /// Slower answers fail.
+    #[serde(default, deserialize_with = "crate::config::raw::opt_duration")]
+    pub max_latency: Option<Duration>,
+    /// User-Agent header.
+    pub user_agent: Option<String>,
 }
 
 /// One entry of `expect_status`.
@@ -162,6 +189,27 @@ pub(crate) fn validate(
         );
     }
     let ca_file = ca_file(h, tls, base_dir, &mut at);
+    let body_regex = h.body_regex.as_ref().and_then(|re| {
+        Pattern::new(re)
+            .map_err(|why| {
+                at(
+                    &[Key("body_regex")],
+                    format!("body_regex {re:?} is not a valid regex: {why}"),
+                );
+            })
+            .ok()
+    });
+    let body_sha256 = body_sha256(h, base_dir, &mut at);
+    if let Some(ua) = &h.user_agent
+        && (ua.is_empty() || reqwest::header::HeaderValue::from_str(ua).is_err())
+    {
+        at(
+            &[Key("user_agent")],
+            format!(
+                "user_agent {ua:?} is not a valid header value; use printable text without line breaks"
+            ),
+        );
+    }
     if errs.len() != before {
         return None;
     }
@@ -176,7 +224,78 @@ pub(crate) fn validate(
         body_contains: h.body_contains.clone(),
         tls_verify: h.tls_verify.unwrap_or(true),
         ca_file,
+        body_regex,
+        body_sha256,
+        max_latency: h.max_latency,
+        user_agent: h.user_agent.clone(),
     })
+}
+
+/// The expected body digest: `body_sha256` as 64 hex digits, or the SHA-256 of `body_sha256_file`
+/// (read from `base_dir` when relative, now); not both.
+fn body_sha256(
+    h: &RawHttpCheck,
+    base_dir: &Path,
+    at: &mut impl FnMut(&[Seg], String),
+) -> Option<[u8; 32]> {
+    match (&h.body_sha256, &h.body_sha256_file) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            at(
+                &[Key("body_sha256_file")],
+                "set one of body_sha256 (the digest) and body_sha256_file (a reference copy of the body), not both".to_owned(),
+            );
+            None
+        }
+        (Some(hex), None) => {
+            let digest = parse_hex_digest(hex.trim());
+            if digest.is_none() {
+                at(
+                    &[Key("body_sha256")],
+                    format!(
+                        "body_sha256 {hex:?} is not a SHA-256 digest; write its 64 hex digits, as `sha256sum FILE` prints them"
+                    ),
+                );
+            }
+            digest
+        }
+        (None, Some(file)) => {
+            let path = base_dir.join(file);
+            match std::fs::read(&path) {
+                Ok(bytes) => Some(sha256(&bytes)),
+                Err(e) => {
+                    at(
+                        &[Key("body_sha256_file")],
+                        format!("cannot read body_sha256_file {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn parse_hex_digest(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The first 12 hex digits of `digest`, for messages.
+fn short_hex(digest: &[u8]) -> String {
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The certificates of `ca_file`, read from `base_dir` when relative; reported if the file is unusable
@@ -302,6 +421,9 @@ pub struct HttpProbe {
     headers: reqwest::header::HeaderMap,
     expect_status: Vec<(u16, u16)>,
     body_contains: Option<String>,
+    body_regex: Option<Pattern>,
+    body_sha256: Option<[u8; 32]>,
+    max_latency: Option<Duration>,
     timeout: Duration,
 }
 
@@ -352,6 +474,9 @@ impl HttpProbe {
             headers,
             expect_status: h.expect_status.clone(),
             body_contains: h.body_contains.clone(),
+            body_regex: h.body_regex.clone(),
+            body_sha256: h.body_sha256,
+            max_latency: h.max_latency,
             timeout,
         })
     }
@@ -383,9 +508,9 @@ impl HttpProbe {
         }
         // The body is read even when nobody looks into it: the probe (and its latency) ends when the
         // response is complete, so a server that answers its headers at once and then stalls is slow.
-        let needle = self.body_contains.as_deref().map(str::as_bytes);
-        let found = match read_body(&mut resp, needle).await {
-            Ok(found) => found,
+        let keep = self.body_contains.is_some() || self.body_regex.is_some();
+        let body = match read_body(&mut resp, keep, self.body_sha256.is_some()).await {
+            Ok(body) => body,
             Err(e) if e.is_timeout() => return timed_out(self.timeout),
             Err(e) => {
                 return failed(format!(
@@ -394,12 +519,54 @@ impl HttpProbe {
                 ));
             }
         };
-        if let (Some(needle), false) = (&self.body_contains, found) {
+        if let Some(needle) = &self.body_contains
+            && !contains(&body.kept, needle.as_bytes())
+        {
             return failed(format!("HTTP {status}, body does not contain {needle:?}"));
+        }
+        if let Some(re) = &self.body_regex
+            && !re.is_match(&body.kept)
+        {
+            return failed(format!(
+                "HTTP {status}, body does not match /{}/",
+                re.as_str()
+            ));
+        }
+        if let Some(expected) = &self.body_sha256 {
+            match body.digest {
+                None => {
+                    return failed(format!(
+                        "HTTP {status}, body larger than {} MiB: cannot check body_sha256",
+                        MAX_HASHED_BODY_BYTES >> 20
+                    ));
+                }
+                Some(got) if got != *expected => {
+                    return failed(format!(
+                        "HTTP {status}, body sha256 {}… is not the expected {}…",
+                        short_hex(&got),
+                        short_hex(expected)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let latency = start.elapsed();
+        if let Some(max) = self.max_latency
+            && latency > max
+        {
+            return ProbeResult {
+                ok: false,
+                latency,
+                detail: format!(
+                    "HTTP {status} in {}, slower than max_latency {}",
+                    humantime::format_duration(Duration::from_millis(latency.as_millis() as u64)),
+                    humantime::format_duration(max)
+                ),
+            };
         }
         ProbeResult {
             ok: true,
-            latency: start.elapsed(),
+            latency,
             detail: format!("HTTP {status}"),
         }
     }
@@ -426,11 +593,7 @@ fn client_builder(
         .pool_max_idle_per_host(0)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .user_agent(concat!(
-            "rrguard/",
-            env!("CARGO_PKG_VERSION"),
-            " health check"
-        ))
+        .user_agent(h.user_agent.as_deref().unwrap_or(DEFAULT_USER_AGENT))
         .tls_danger_accept_invalid_certs(!h.tls_verify);
     Ok(match tls::client_config(h)? {
         Some(config) => builder.tls_backend_preconfigured(config),
@@ -438,24 +601,41 @@ fn client_builder(
     })
 }
 
-/// Reads the body until it ends, `needle` is found or [`MAX_BODY_BYTES`] have been read; returns
-/// whether `needle` was found (always true without a needle).
-async fn read_body(resp: &mut reqwest::Response, needle: Option<&[u8]>) -> reqwest::Result<bool> {
-    let mut body = Vec::new();
+/// What was read of a body.
+struct Body {
+    /// Its first [`MAX_BODY_BYTES`], if asked to keep them.
+    kept: Vec<u8>,
+    /// Its SHA-256, if asked to hash it and it ended within [`MAX_HASHED_BODY_BYTES`].
+    digest: Option<[u8; 32]>,
+}
+
+/// Reads the body until it ends or [`MAX_BODY_BYTES`] have been read ([`MAX_HASHED_BODY_BYTES`] when
+/// hashing), keeping its start if `keep`.
+async fn read_body(resp: &mut reqwest::Response, keep: bool, hash: bool) -> reqwest::Result<Body> {
+    let mut kept = Vec::new();
     let mut read = 0;
+    let mut hasher = hash.then(|| ring::digest::Context::new(&ring::digest::SHA256));
     while let Some(chunk) = resp.chunk().await? {
         read += chunk.len();
-        if let Some(needle) = needle {
-            body.extend_from_slice(&chunk);
-            if contains(&body, needle) {
-                return Ok(true);
-            }
+        if keep && kept.len() < MAX_BODY_BYTES {
+            let room = MAX_BODY_BYTES - kept.len();
+            kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
-        if read >= MAX_BODY_BYTES {
-            break;
+        match &mut hasher {
+            Some(_) if read > MAX_HASHED_BODY_BYTES => {
+                return Ok(Body { kept, digest: None });
+            }
+            Some(h) => h.update(&chunk),
+            None if read >= MAX_BODY_BYTES => break,
+            None => {}
         }
     }
-    Ok(needle.is_none())
+    let digest = hasher.map(|h| {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(h.finish().as_ref());
+        out
+    });
+    Ok(Body { kept, digest })
 }
 
 #[async_trait]

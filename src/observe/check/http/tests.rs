@@ -50,6 +50,10 @@ fn http_check(port: u16) -> HttpCheckConfig {
         body_contains: None,
         tls_verify: true,
         ca_file: None,
+        body_regex: None,
+        body_sha256: None,
+        max_latency: None,
+        user_agent: None,
     }
 }
 
