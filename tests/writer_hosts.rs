@@ -208,9 +208,15 @@ struct Holder(std::process::Child);
 
 impl Holder {
     fn new(lock: &Path) -> Holder {
+        // --no-fork: flock execs sleep itself, so killing the child ends the holder (a forked sleep
+        // would outlive it); no stdout/stderr, so nothing keeps the test's output pipe open.
         let child = Command::new("flock")
+            .arg("--no-fork")
             .arg(lock)
             .args(["sleep", "600"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("flock(1) from util-linux");
         // Wait until it holds the lock.
