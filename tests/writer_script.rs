@@ -245,26 +245,7 @@ impl Fixture for ScriptFixture {
             self.options.replace("CODE", code)
         );
         let w = self.dir.writer("failing", &options);
-        Ok(Box::new(Shared(w)))
-    }
-}
-
-/// An `Arc<dyn Writer>` as a `Box<dyn Writer>`.
-struct Shared(Arc<dyn Writer>);
-
-#[async_trait::async_trait]
-impl Writer for Shared {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-    fn capabilities(&self) -> rrguard::act::Capabilities {
-        self.0.capabilities()
-    }
-    async fn read(&self, fqdn: &str, zone: &str) -> Result<Published, WriteError> {
-        self.0.read(fqdn, zone).await
-    }
-    async fn apply(&self, change: &RecordChange) -> Result<(), WriteError> {
-        self.0.apply(change).await
+        Ok(Box::new(w))
     }
 }
 

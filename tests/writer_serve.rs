@@ -680,4 +680,24 @@ path = "/health"
         Duration::from_secs(15),
         || std::net::TcpStream::connect(addr).is_err(),
     );
+    // A reload whose serve writer cannot listen (its new port is taken) is rejected before the
+    // running configuration stops: the daemon keeps running and keeps answering where it did.
+    let taken = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("127.0.0.1:{other}"),
+        &format!("127.0.0.1:{taken_port}"),
+    );
+    std::fs::write(&config, text).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for_log("reload rejected", Duration::from_secs(15));
+    assert!(daemon.log().contains("address in use"), "{}", daemon.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        dig(new_addr, "www.example.test", "A", &[]).rdata("A"),
+        ["127.0.0.2", "127.0.0.4"],
+        "{}",
+        daemon.log()
+    );
+    drop(taken);
 }

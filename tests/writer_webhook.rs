@@ -293,9 +293,7 @@ fn webhook_writer(url: &str, secret: &str, options: &str) -> Box<dyn Writer> {
     );
     let config = rrguard::config::parse(&dir.path().join("rrguard.toml"), &text)
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
-    Box::new(Shared(
-        rrguard::act::build(&config.writers[0], &Default::default()).unwrap(),
-    ))
+    Box::new(rrguard::act::build(&config.writers[0], &Default::default()).unwrap())
 }
 
 impl Drop for Receiver {
@@ -303,25 +301,6 @@ impl Drop for Receiver {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-/// An `Arc<dyn Writer>` as a `Box<dyn Writer>`.
-struct Shared(Arc<dyn Writer>);
-
-#[async_trait::async_trait]
-impl Writer for Shared {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-    async fn read(&self, fqdn: &str, zone: &str) -> Result<Published, WriteError> {
-        self.0.read(fqdn, zone).await
-    }
-    async fn apply(&self, change: &RecordChange) -> Result<(), WriteError> {
-        self.0.apply(change).await
     }
 }
 

@@ -329,7 +329,7 @@ impl Fixture for ZoneFixture {
             Failure::ServerError => {
                 let absent = self.knot.dir().join("run/absent.sock");
                 let extra = self.reload_with(&absent);
-                Ok(Box::new(Shared(self.writer_with(&extra, &self.resources))))
+                Ok(Box::new(self.writer_with(&extra, &self.resources)))
             }
             // Tests run as root, whom file modes do not stop; an immutable directory (chattr +i)
             // refuses even root with EPERM. A copy of the zone file lives there.
@@ -339,61 +339,9 @@ impl Fixture for ZoneFixture {
                 )?;
                 let w = self.writer_of(&guard.file(), "", &Resources::default());
                 self.immutable.lock().unwrap().push(guard);
-                Ok(Box::new(Shared(w)))
+                Ok(Box::new(w))
             }
         }
-    }
-}
-
-/// A shared writer as a boxed one.
-struct Shared(Arc<dyn Writer>);
-
-#[async_trait::async_trait]
-impl Writer for Shared {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-    fn capabilities(&self) -> rrguard::act::Capabilities {
-        self.0.capabilities()
-    }
-    async fn read(&self, fqdn: &str, zone: &str) -> Result<Published, WriteError> {
-        self.0.read(fqdn, zone).await
-    }
-    async fn apply(&self, change: &RecordChange) -> Result<(), WriteError> {
-        self.0.apply(change).await
-    }
-}
-
-/// A directory holding a copy of a file, made immutable (`chattr +i`) until dropped.
-struct Immutable {
-    dir: tempfile::TempDir,
-    name: std::ffi::OsString,
-}
-
-impl Immutable {
-    fn new(file: &Path) -> Option<Immutable> {
-        let dir = tempfile::tempdir().ok()?;
-        let name = file.file_name()?.to_owned();
-        fs::copy(file, dir.path().join(&name)).ok()?;
-        let ok = Command::new("chattr")
-            .arg("+i")
-            .arg(dir.path())
-            .output()
-            .is_ok_and(|o| o.status.success());
-        ok.then_some(Immutable { dir, name })
-    }
-
-    fn file(&self) -> PathBuf {
-        self.dir.path().join(&self.name)
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr")
-            .arg("-i")
-            .arg(self.dir.path())
-            .output();
     }
 }
 

@@ -275,6 +275,35 @@ pub trait Writer: Send + Sync {
     }
 }
 
+/// A shared writer is a writer: every call goes to the one it points to (so an `Arc<dyn Writer>` can
+/// be boxed, wrapped or handed on where a `Writer` is expected).
+#[async_trait]
+impl<W: Writer + ?Sized> Writer for Arc<W> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+
+    async fn read(&self, fqdn: &str, zone: &str) -> Result<Published, WriteError> {
+        (**self).read(fqdn, zone).await
+    }
+
+    async fn apply(&self, change: &RecordChange) -> Result<(), WriteError> {
+        (**self).apply(change).await
+    }
+
+    async fn apply_batch(&self, changes: &[RecordChange]) -> Vec<Result<(), WriteError>> {
+        (**self).apply_batch(changes).await
+    }
+
+    fn start(&self) -> Result<(), String> {
+        (**self).start()
+    }
+}
+
 /// What writers keep across configuration reloads, owned by the daemon for its whole run: one entry
 /// per writer name (the `serve` writer's zone data and listeners), so a SIGHUP neither empties a
 /// served zone nor rebinds its sockets. Dropping the last clone drops every entry.

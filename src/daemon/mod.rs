@@ -195,7 +195,17 @@ pub async fn run(
                     return Ok(());
                 }
                 Some(()) = reload_rx.recv() => match config::load(&path).map_err(|e| e.to_string()).and_then(|new| {
-                    act::build_all(&new.writers, &resources).map(|_| new).map_err(|e| e.to_string())
+                    // Built and started before the running generation stops, so that a writer that
+                    // cannot start (a listen address in use) rejects the reload instead of ending the
+                    // daemon; starting is idempotent, the new generation starts them again.
+                    act::build_all(&new.writers, &resources)
+                        .map_err(|e| e.to_string())
+                        .and_then(|writers| {
+                            writers
+                                .iter()
+                                .try_for_each(|(name, w)| w.start().map_err(|e| format!("writer {name:?}: {e}")))
+                        })
+                        .map(|()| new)
                 }) {
                     Ok(new) => {
                         if new.node.listen != config.node.listen {

@@ -390,6 +390,40 @@ pub async fn bad_credentials_need_an_operator(f: &dyn Fixture) {
     assert_eq!(addresses_of(f, &www), set(&["127.0.0.2"]));
 }
 
+/// For a file writer's `Failure::BadCredentials`: a directory holding a copy of a file, made
+/// immutable (`chattr +i`, which denies even root) until dropped.
+pub struct Immutable {
+    dir: tempfile::TempDir,
+    name: std::ffi::OsString,
+}
+
+impl Immutable {
+    pub fn new(file: &std::path::Path) -> Option<Immutable> {
+        let dir = tempfile::tempdir().ok()?;
+        let name = file.file_name()?.to_owned();
+        std::fs::copy(file, dir.path().join(&name)).ok()?;
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(dir.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then_some(Immutable { dir, name })
+    }
+
+    pub fn file(&self) -> std::path::PathBuf {
+        self.dir.path().join(&self.name)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
 /// Wraps the writer under test; before its first `apply` it makes an external change through the
 /// fixture, between the core's read and its write.
 struct Interferer<'a> {

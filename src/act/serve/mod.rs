@@ -263,9 +263,13 @@ impl Store {
         for addr in &new {
             match listen::bind(*addr) {
                 Ok(b) => bound.push((*addr, b)),
-                Err(e) if !leaving.is_empty() && e.contains("address in use") => {
-                    // Perhaps one of our own leaving sockets (a wildcard giving way to a specific
-                    // address): close them, then try again while their tasks wind down.
+                Err(e)
+                    if e.contains("address in use")
+                        && leaving.iter().any(|a| a.port() == addr.port()) =>
+                {
+                    // Perhaps one of our own leaving sockets on that port (a wildcard giving way to
+                    // a specific address): close them, then try again while their tasks wind down.
+                    // Another port in use is someone else's: fail and keep every socket we have.
                     for a in &leaving {
                         if let Some(token) = current.remove(a) {
                             token.cancel();
