@@ -54,9 +54,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const DEFAULT_FALL: u32 = 3;
 /// Default number of consecutive successes that mark an endpoint up.
 pub const DEFAULT_RISE: u32 = 2;
-/// Default `confirm_interval`: this fraction of `interval` …
-pub const DEFAULT_CONFIRM_DIVISOR: u32 = 10;
-/// … but never below this.
+/// The shortest `confirm_interval` (fast confirmation is off unless set).
 pub const MIN_CONFIRM_INTERVAL: Duration = Duration::from_millis(10);
 /// Default TTL of records rrguard adds.
 pub const DEFAULT_TTL: u32 = 30;

@@ -466,7 +466,11 @@ fn endpoints(s: &RawService, label: &str, spath: &[Seg], errs: &mut Errors) -> V
 }
 
 /// A service's `confirm_interval`, its own or inherited from `[defaults]` (then shortened to the
-/// service's `interval` if longer), by default `interval` / 10 but at least 10 ms; `None`: off.
+/// service's `interval` if longer); `None`: off, the default. Off by default because confirming a
+/// failure faster than the other endpoints of the service are probed defeats the all-down hold:
+/// when every endpoint fails at once, the first ones would be removed before the others are seen
+/// failing (measured: `tests/faults.rs` `recovery_from_all_down_never_shrinks` removes two records
+/// with it on). It becomes the default once a confirming failure also re-checks the siblings.
 fn confirm_interval(
     s: &RawService,
     d: &RawDefaults,
@@ -475,9 +479,6 @@ fn confirm_interval(
     spath: &[Seg],
     errs: &mut Errors,
 ) -> Option<Duration> {
-    let default = (interval / DEFAULT_CONFIRM_DIVISOR)
-        .max(MIN_CONFIRM_INTERVAL)
-        .min(interval);
     match s.confirm_interval {
         Some(ConfirmInterval::Off) => None,
         Some(ConfirmInterval::Every(c)) => {
@@ -490,7 +491,7 @@ fn confirm_interval(
                 ))
             } else if c > interval {
                 Some(format!(
-                    "confirm_interval {} is longer than interval {}; make it shorter (default: a tenth of interval), or \"off\"",
+                    "confirm_interval {} is longer than interval {}; make it shorter (a tenth of interval is a good start), or \"off\"",
                     humantime::format_duration(c),
                     humantime::format_duration(interval),
                 ))
@@ -508,7 +509,7 @@ fn confirm_interval(
         None => match d.confirm_interval {
             Some(ConfirmInterval::Off) => None,
             Some(ConfirmInterval::Every(c)) => Some(c.min(interval)),
-            None => Some(default),
+            None => None,
         },
     }
 }
