@@ -206,11 +206,21 @@ impl Lane {
 
     /// Polls the core until nothing is due.
     async fn drive(&mut self) {
-        let events = converge(&mut self.core, self.writer.as_ref()).await;
-        for e in &events {
+        let mut out = Performed::default();
+        converge_into(&mut self.core, self.writer.as_ref(), &mut out).await;
+        self.record_writes(&out);
+        for e in &out.events {
             self.report(e);
         }
         self.publish();
+    }
+
+    /// Keeps how long each write took, for the write-duration metric.
+    fn record_writes(&self, out: &Performed) {
+        for took in &out.writes {
+            self.state
+                .record_write_duration(&self.svc.fqdn, self.writer.name(), *took);
+        }
     }
 
     /// Logs an event and keeps it in the node state. Health events (the same in every lane) come
@@ -300,6 +310,7 @@ impl Lane {
     async fn execute(&mut self, actions: Vec<Action>) {
         let mut out = Performed::default();
         perform(&mut self.core, self.writer.as_ref(), actions, &mut out).await;
+        self.record_writes(&out);
         if let Some(votes_tx) = &self.votes_tx {
             for (endpoint, health) in out.votes {
                 let _ = votes_tx.send(((self.svc.fqdn.clone(), endpoint), health));
@@ -316,6 +327,8 @@ impl Lane {
 struct Performed {
     votes: Vec<(IpAddr, Health)>,
     events: Vec<Event>,
+    /// How long each `apply` took.
+    writes: Vec<Duration>,
 }
 
 /// Executes `actions` against `writer`, feeding each result back into `core`, until none is left.
@@ -337,7 +350,9 @@ async fn perform(
                 queue.extend(core.on_read(Instant::now(), result));
             }
             Action::Apply(change) => {
+                let started = Instant::now();
                 let result = writer.apply(&change).await;
+                out.writes.push(started.elapsed());
                 queue.extend(core.on_applied(Instant::now(), result));
             }
         }
@@ -349,12 +364,18 @@ async fn perform(
 /// it after every input; tests call it to drive a core against a real writer.
 pub async fn converge(core: &mut ServiceCore, writer: &dyn Writer) -> Vec<Event> {
     let mut out = Performed::default();
+    converge_into(core, writer, &mut out).await;
+    out.events
+}
+
+/// [`converge`], collecting into `out`.
+async fn converge_into(core: &mut ServiceCore, writer: &dyn Writer, out: &mut Performed) {
     loop {
         let actions = core.poll(Instant::now());
         if actions.is_empty() {
-            return out.events;
+            return;
         }
-        perform(core, writer, actions, &mut out).await;
+        perform(core, writer, actions, out).await;
     }
 }
 

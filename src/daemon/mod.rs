@@ -403,6 +403,13 @@ fn configured_services(config: &Config) -> Vec<ConfiguredService> {
             fqdn: s.fqdn.clone(),
             zone: s.zone.clone(),
             writers: s.writers.clone(),
+            check: match &s.check {
+                config::CheckConfig::Http(_) => "http",
+                config::CheckConfig::Tcp(_) => "tcp",
+                config::CheckConfig::Exec(_) => "exec",
+                config::CheckConfig::Dns(_) => "dns",
+            }
+            .to_owned(),
             endpoints: s.endpoints.clone(),
         })
         .collect()

@@ -15,8 +15,13 @@
 //!   it and this node's last probe, per-service published set, plan, write and events,
 //!   rejected-message counters. 503 until the agreement actor has published once.
 //!
+//! - `GET /metrics`: Prometheus text exposition ([`metrics`]): this node's probes under
+//!   blackbox_exporter's names, cluster state, DNS writes and their latency under `rrguard_`.
+//!
 //! It reads [`crate::state`] and speaks [`crate::agree::wire`]; it never imports the daemon, which
 //! hands it the state and a cancellation token.
+
+pub mod metrics;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -41,6 +46,7 @@ pub async fn serve(
     let app = Router::new()
         .route(wire::VOTES_PATH, post(votes))
         .route("/api/v1/status", get(status))
+        .route("/metrics", get(metrics_text))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(DefaultBodyLimit::max(wire::MAX_BODY_BYTES))
@@ -108,6 +114,20 @@ async fn votes(State(state): State<NodeState>, headers: HeaderMap, body: Bytes) 
 async fn status(State(state): State<NodeState>) -> Response {
     match state.snapshot() {
         Some(status) => axum::Json(status).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<NodeState>) -> Response {
+    match state.snapshot() {
+        Some(status) => {
+            let text = metrics::render(&status, &state.write_counters(), env!("CARGO_PKG_VERSION"));
+            (
+                [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+                text,
+            )
+                .into_response()
+        }
         None => (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response(),
     }
 }

@@ -8,6 +8,8 @@
 //!   and a bounded ring of [`Event`]s ([`NodeState::record_plan`], [`NodeState::record_write`],
 //!   [`NodeState::set_published`], [`NodeState::push_event`]);
 //! - per endpoint, this node's last probe ([`NodeState::record_probe`]);
+//! - per (service, writer), DNS write counters and a write-duration histogram for metrics
+//!   ([`NodeState::record_write`], [`NodeState::record_write_duration`], [`NodeState::write_counters`]);
 //! - the current generation's peer inbox ([`NodeState::set_inbox`], [`inbox`]).
 //!
 //! Readers get a consistent copy with [`NodeState::snapshot`], a [`NodeStatus`] that serializes to the
@@ -18,19 +20,21 @@
 //! Calls about a service that [`NodeState::set_services`] did not list are ignored, so a controller of
 //! an old generation cannot resurrect a removed service.
 
+mod counters;
 pub mod inbox;
 mod status;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
 use crate::observe::health::Health;
 use crate::observe::probe::ProbeResult;
 
+pub use counters::{Histogram, WRITE_DURATION_BUCKETS, WriteCounters};
 pub use inbox::{Inbound, InboundError};
 pub use status::{
     EndpointStatus, Event, EventKind, LocalProbe, NodeStatus, PeerStatus, ServiceStatus,
@@ -95,6 +99,8 @@ pub struct ConfiguredService {
     pub zone: String,
     /// Its DNS writers' names, in configured order (at least one).
     pub writers: Vec<String>,
+    /// Its check type (`http`, `tcp`, `exec`, `dns`).
+    pub check: String,
     /// Its endpoints.
     pub endpoints: Vec<IpAddr>,
 }
@@ -112,6 +118,8 @@ struct Inner {
     /// Keyed by (service, endpoint as text), the way [`EndpointStatus`] names it.
     local: BTreeMap<(String, String), LocalProbe>,
     services: BTreeMap<String, Service>,
+    /// DNS write counters by (service, writer); kept across reloads so that counters never go back.
+    writes: BTreeMap<(String, String), WriteCounters>,
 }
 
 #[derive(Debug)]
@@ -155,6 +163,7 @@ impl NodeState {
             let entry = match old.remove(&s.fqdn) {
                 Some(mut kept) => {
                     kept.status.zone = s.zone;
+                    kept.status.check = s.check;
                     kept.status.writer = s.writers.first().cloned().unwrap_or_default();
                     let mut old_writers = std::mem::take(&mut kept.status.writers);
                     kept.status.writers = s
@@ -173,6 +182,7 @@ impl NodeState {
                     status: ServiceStatus {
                         fqdn: s.fqdn.clone(),
                         zone: s.zone,
+                        check: s.check,
                         writer: s.writers.first().cloned().unwrap_or_default(),
                         writers: s.writers.iter().map(|n| WriterStatus::new(n)).collect(),
                         published: Vec::new(),
@@ -300,7 +310,10 @@ impl NodeState {
     pub fn record_write(&self, service: &str, writer: &str, outcome: Result<(), String>) {
         let now = now_unix_ms();
         let mut inner = self.write();
-        let Some(svc) = inner.services.get_mut(service) else {
+        let Inner {
+            services, writes, ..
+        } = &mut *inner;
+        let Some(svc) = services.get_mut(service) else {
             return;
         };
         let several = svc.status.writers.len() > 1;
@@ -314,6 +327,14 @@ impl NodeState {
         let Some(w) = svc.status.writers.iter_mut().find(|w| w.name == writer) else {
             return;
         };
+        let counters = writes
+            .entry((service.to_owned(), writer.to_owned()))
+            .or_default();
+        if outcome.is_ok() {
+            counters.ok += 1;
+        } else {
+            counters.error += 1;
+        }
         match outcome {
             Ok(()) => {
                 w.last_write_unix_ms = Some(now);
@@ -354,6 +375,30 @@ impl NodeState {
                 }
             })
         });
+    }
+
+    /// Records how long one DNS write (one `apply` call, whatever its outcome) of `service` through
+    /// `writer` took.
+    pub fn record_write_duration(&self, service: &str, writer: &str, took: Duration) {
+        let mut inner = self.write();
+        if !inner.services.contains_key(service) {
+            return;
+        }
+        inner
+            .writes
+            .entry((service.to_owned(), writer.to_owned()))
+            .or_default()
+            .duration
+            .observe(took.as_secs_f64());
+    }
+
+    /// The DNS write counters, by (service, writer), for metrics.
+    pub fn write_counters(&self) -> BTreeMap<(String, String), WriteCounters> {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .writes
+            .clone()
     }
 
     /// Sets the addresses of `service` last seen published through `writer` (read, or written and

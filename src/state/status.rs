@@ -100,6 +100,8 @@ pub struct ServiceStatus {
     pub fqdn: String,
     /// The zone that holds it.
     pub zone: String,
+    /// How its endpoints are checked: `http`, `tcp`, `exec` or `dns`.
+    pub check: String,
     /// Its first DNS writer (`[[writer]].name`); `published`, `published_known_unix_ms` and
     /// `last_write_unix_ms` describe it.
     pub writer: String,

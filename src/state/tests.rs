@@ -11,6 +11,7 @@ fn ip(s: &str) -> IpAddr {
 fn state_with_www() -> NodeState {
     let state = NodeState::new();
     state.set_services([ConfiguredService {
+        check: "http".to_owned(),
         fqdn: WWW.to_owned(),
         zone: "example.test.".to_owned(),
         writers: vec!["primary".to_owned()],
@@ -185,6 +186,7 @@ fn unknown_services_are_ignored_and_removed_ones_forgotten() {
     assert_eq!(state.snapshot().unwrap().services.len(), 1);
     // A reload that keeps www but drops 192.0.2.1 keeps www's history and forgets that probe.
     state.set_services([ConfiguredService {
+        check: "http".to_owned(),
         fqdn: WWW.to_owned(),
         zone: "example.test.".to_owned(),
         writers: vec!["secondary".to_owned()],
@@ -299,6 +301,7 @@ fn ready_once_every_endpoint_is_probed_and_the_leader_has_read_dns() {
 fn each_writer_of_a_service_has_its_own_status() {
     let state = NodeState::new();
     state.set_services([ConfiguredService {
+        check: "http".to_owned(),
         fqdn: WWW.to_owned(),
         zone: "example.test.".to_owned(),
         writers: vec!["primary".to_owned(), "cloud".to_owned()],
