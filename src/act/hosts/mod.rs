@@ -236,9 +236,8 @@ impl Writer for HostsWriter {
         Capabilities {
             compare_and_swap: true,
             read_back: true,
-            weights: false,
             per_node: true,
-            batches: false,
+            ..Capabilities::default()
         }
     }
 

@@ -651,9 +651,8 @@ impl Writer for Rfc2136Writer {
         Capabilities {
             compare_and_swap: true,
             read_back: true,
-            weights: false,
-            per_node: false,
             batches: true,
+            ..Capabilities::default()
         }
     }
 

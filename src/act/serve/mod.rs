@@ -383,9 +383,8 @@ impl Writer for ServeWriter {
         Capabilities {
             compare_and_swap: true,
             read_back: true,
-            weights: false,
             per_node: true,
-            batches: false,
+            ..Capabilities::default()
         }
     }
 

@@ -167,9 +167,7 @@ impl Writer for WebhookWriter {
         Capabilities {
             compare_and_swap: self.config.compare_and_swap,
             read_back: self.config.read_back,
-            weights: false,
-            per_node: false,
-            batches: false,
+            ..Capabilities::default()
         }
     }
 

@@ -306,9 +306,8 @@ impl Writer for ZonefileWriter {
         Capabilities {
             compare_and_swap: true,
             read_back: true,
-            weights: false,
             per_node: true,
-            batches: false,
+            ..Capabilities::default()
         }
     }
 
