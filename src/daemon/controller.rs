@@ -105,6 +105,17 @@ impl Controller {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
+                // Lanes end only when cancelled: one that ends now panicked. Take the controller
+                // down with it, so that the supervisor restarts the whole service (fresh lanes)
+                // instead of leaving one writer unmanaged until the next reload.
+                Some(joined) = lane_tasks.join_next() => {
+                    if let Err(e) = joined
+                        && e.is_panic()
+                    {
+                        probes.cancel();
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                }
                 Some(report) = report_rx.recv() => {
                     let r = &report.result;
                     debug!(service = %self.svc.fqdn, endpoint = %report.endpoint, ok = r.ok, latency_ms = r.latency.as_secs_f64() * 1000.0, detail = %r.detail, "probe");
