@@ -1,8 +1,9 @@
 //! Fast confirmation end to end: the real `rrguard` binary, a real Knot and real HTTP endpoints.
 //! With `interval = "2s"`, `fall = 3` an endpoint that starts failing is removed from DNS within the
-//! interval it takes to notice plus two quick re-checks (`confirm_interval = "100ms"`), instead of two
-//! more intervals; with `confirm_interval = "off"` it takes at least those two intervals. The
-//! endpoints' request counts show a steady endpoint is probed only every interval.
+//! interval it takes to notice plus two quick re-checks (by default `confirm_interval` is a tenth of
+//! the interval, 200 ms here; or `"100ms"` set), instead of two more intervals; with
+//! `confirm_interval = "off"` it takes at least those two intervals. The endpoints' request counts show
+//! a steady endpoint is probed only every interval (plus the one re-check a failing sibling asks for).
 
 mod support;
 
@@ -28,7 +29,8 @@ struct Setup {
     config: PathBuf,
 }
 
-fn setup(confirm: &str) -> Setup {
+/// `confirm`: the `confirm_interval` value, or `None` to leave the key out (the default).
+fn setup(confirm: Option<&str>) -> Setup {
     let dns = DnsServer::start(DnsKind::Knot, "www A 127.0.0.2\nwww A 127.0.0.3\n");
     let http = HttpEndpoints::start(&[ip(E2), ip(E3)]);
     let dir = tempfile::tempdir().unwrap();
@@ -44,7 +46,7 @@ timeout = "500ms"
 fall = 3
 rise = 2
 ttl = 60
-confirm_interval = "{confirm}"
+{confirm}
 
 [[writer]]
 name = "primary"
@@ -68,6 +70,7 @@ path = "/health"
         key = dns.key_name,
         secret = secret_file.display(),
         port = http.port,
+        confirm = confirm.map_or_else(String::new, |c| format!("confirm_interval = \"{c}\"")),
     );
     let config = dir.path().join("rrguard.toml");
     std::fs::write(&config, text).unwrap();
@@ -97,11 +100,25 @@ fn time_to_removal(s: &Setup) -> (Daemon, Duration) {
 }
 
 #[test]
+fn a_failing_endpoint_is_removed_after_quick_rechecks_by_default() {
+    let s = setup(None);
+    let (d, took) = time_to_removal(&s);
+    // At worst: one interval until the first failed probe, 2 × 200 ms of re-checks (a tenth of the
+    // interval), the UPDATE. Without confirmation it cannot be less than 2 intervals (`off` below),
+    // so this fails if fast confirmation is not on by default.
+    assert!(
+        took < Duration::from_millis(3900),
+        "took {took:?}\n{}",
+        d.log()
+    );
+}
+
+#[test]
 fn a_failing_endpoint_is_removed_after_quick_rechecks() {
-    let s = setup("100ms");
+    let s = setup(Some("100ms"));
     let (d, took) = time_to_removal(&s);
     // At worst: one interval until the first failed probe, 2 × 100 ms of re-checks, the UPDATE.
-    // Without confirmation it cannot be less than 2 intervals (the second test).
+    // Without confirmation it cannot be less than 2 intervals (the last test).
     assert!(
         took < Duration::from_millis(3900),
         "took {took:?}\n{}",
@@ -122,7 +139,7 @@ fn a_failing_endpoint_is_removed_after_quick_rechecks() {
 
 #[test]
 fn off_waits_whole_intervals() {
-    let s = setup("off");
+    let s = setup(Some("off"));
     let (d, took) = time_to_removal(&s);
     assert!(took >= Duration::from_secs(4), "took {took:?}\n{}", d.log());
 }

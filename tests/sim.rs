@@ -94,6 +94,7 @@ impl Mutations {
             end_holds: !self.endless_hold,
             settle_unknown: !self.no_settle,
             hold_recovering: !self.no_recovery_hold,
+            ..service::Rules::default()
         }
     }
 }

@@ -466,11 +466,8 @@ fn endpoints(s: &RawService, label: &str, spath: &[Seg], errs: &mut Errors) -> V
 }
 
 /// A service's `confirm_interval`, its own or inherited from `[defaults]` (then shortened to the
-/// service's `interval` if longer); `None`: off, the default. Off by default because confirming a
-/// failure faster than the other endpoints of the service are probed defeats the all-down hold:
-/// when every endpoint fails at once, the first ones would be removed before the others are seen
-/// failing (measured: `tests/faults.rs` `recovery_from_all_down_never_shrinks` removes two records
-/// with it on). It becomes the default once a confirming failure also re-checks the siblings.
+/// service's `interval` if longer), or by default a tenth of its `interval`, never below
+/// [`MIN_CONFIRM_INTERVAL`] nor above `interval` ([`default_confirm_interval`]); `None`: `"off"`.
 fn confirm_interval(
     s: &RawService,
     d: &RawDefaults,
@@ -509,9 +506,17 @@ fn confirm_interval(
         None => match d.confirm_interval {
             Some(ConfirmInterval::Off) => None,
             Some(ConfirmInterval::Every(c)) => Some(c.min(interval)),
-            None => None,
+            None => Some(default_confirm_interval(interval)),
         },
     }
+}
+
+/// The `confirm_interval` of a service that sets none: `interval` / [`CONFIRM_DIVISOR`], at least
+/// [`MIN_CONFIRM_INTERVAL`], at most `interval`.
+pub(crate) fn default_confirm_interval(interval: Duration) -> Duration {
+    (interval / CONFIRM_DIVISOR)
+        .max(MIN_CONFIRM_INTERVAL)
+        .min(interval)
 }
 
 /// A service's counts, its own or inherited from `[defaults]`.

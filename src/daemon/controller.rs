@@ -26,7 +26,7 @@ use crate::decide::Health;
 use crate::decide::service::{Action, Event, ServiceCore, ServiceView};
 use crate::observe::health::HealthMachine;
 use crate::observe::probe;
-use crate::observe::scheduler::{ProbeReport, Schedule, spawn_probe_loop};
+use crate::observe::scheduler::{ProbeReport, Recheck, Schedule, spawn_probe_loop};
 use crate::state::{self, EventKind, NodeState};
 
 /// Drives one service: its probe loops, and one [`Lane`] per writer of the service.
@@ -71,12 +71,16 @@ impl Controller {
         let (report_tx, mut report_rx) = mpsc::channel(count * 4 + 8);
         // The probe loops live in this controller's set: they end with it, whatever happens.
         let mut probe_tasks = JoinSet::new();
+        // A failure being confirmed re-checks the other endpoints at once (fast confirmation only).
+        let mut rechecks = Recheck::group(count).into_iter();
         for (i, ip) in self.svc.endpoints.iter().enumerate() {
+            let recheck = rechecks.next();
             match probe::build(&self.svc.check, *ip, self.svc.timeout) {
                 Ok(p) => {
                     let schedule =
                         Schedule::staggered(self.svc.interval, self.svc.timeout, i, count)
-                            .confirming(self.svc.confirm_interval, self.svc.fall, self.svc.rise);
+                            .confirming(self.svc.confirm_interval, self.svc.fall, self.svc.rise)
+                            .rechecking(recheck);
                     spawn_probe_loop(
                         &mut probe_tasks,
                         *ip,

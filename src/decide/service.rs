@@ -14,6 +14,16 @@
 //!   while the endpoints that would remain are in doubt by this node's own probes, or while the
 //!   endpoints to remove may be recovering together after an all-down (this node has not seen them
 //!   fail since the first one came back). After the bound the removal goes: delayed, never lost.
+//! - **Re-check of the siblings** ([`Settings::recheck_bound`] = interval + timeout): when an endpoint
+//!   starts failing (its first failure while not down, the start of a `fall` streak), every other
+//!   endpoint counts as in doubt until this node has a probe result of it reported after that
+//!   failure. With fast confirmation an endpoint can be confirmed down before the staggered probes
+//!   of the others have run once; if they all failed together (a shared switch, a bad deploy), the
+//!   first ones would be removed before the all-down policy could see the whole failure, and put
+//!   back when it does. Waiting for one fresh result of each sibling lets the removal hold see it;
+//!   the probe loops re-check the siblings at once ([`crate::observe::scheduler`]), so a lone
+//!   failure is not delayed beyond a probe time. A sibling that is never probed stops counting
+//!   after the bound (it is probed at least once per interval, within its timeout).
 //! - **Settle bound** ([`Settings::settle_bound`] = (max(fall, rise) + 1) × interval + timeout): an
 //!   endpoint still without a verdict that long after this node's first probe of it (or after the core
 //!   started, if it has not been probed) — its results alternate and never reach `fall` or `rise` in a
@@ -105,6 +115,13 @@ impl Settings {
         self.interval * self.fall.max(self.rise) + self.timeout
     }
 
+    /// Longest an endpoint counts as in doubt while waiting to be re-checked after a sibling started
+    /// failing: interval + timeout (a probe loop starts a probe at least once per interval, and the
+    /// probe ends within its timeout).
+    pub fn recheck_bound(&self) -> Duration {
+        self.interval + self.timeout
+    }
+
     /// How long an endpoint may stay without a verdict before it is unsettled:
     /// (max(fall, rise) + 1) × interval + timeout.
     pub fn settle_bound(&self) -> Duration {
@@ -183,6 +200,8 @@ pub struct Rules {
     pub settle_unknown: bool,
     /// Hold back removals of endpoints that may be recovering together after an all-down.
     pub hold_recovering: bool,
+    /// Count the other endpoints as in doubt until re-checked after an endpoint starts failing.
+    pub recheck_siblings: bool,
 }
 
 impl Default for Rules {
@@ -192,6 +211,7 @@ impl Default for Rules {
             end_holds: true,
             settle_unknown: true,
             hold_recovering: true,
+            recheck_siblings: true,
         }
     }
 }
@@ -203,6 +223,9 @@ pub enum HoldReason {
     RemainingInDoubt,
     /// The service is leaving its all-down fallback; these endpoints may be recovering together.
     Recovering,
+    /// An endpoint just started failing: the others are being re-checked, to see whether they fail
+    /// too (at most [`Settings::recheck_bound`]).
+    Rechecking,
 }
 
 impl fmt::Display for HoldReason {
@@ -210,6 +233,9 @@ impl fmt::Display for HoldReason {
         f.write_str(match self {
             HoldReason::RemainingInDoubt => "the endpoints that would remain are failing too",
             HoldReason::Recovering => "endpoints are recovering together after an all-down",
+            HoldReason::Rechecking => {
+                "an endpoint just started failing and the others are being re-checked"
+            }
         })
     }
 }
@@ -321,6 +347,13 @@ pub struct ServiceCore {
     machines: BTreeMap<IpAddr, HealthMachine>,
     /// When this node last probed each endpoint, and whether that probe passed.
     last_probe: BTreeMap<IpAddr, (Instant, bool)>,
+    /// Probe results taken so far: orders results exactly, also when they share an instant.
+    probe_seq: u64,
+    /// The sequence number of each endpoint's last probe result.
+    last_seq: BTreeMap<IpAddr, u64>,
+    /// Endpoints whose failure streak started while they were not down: when (and at which
+    /// sequence number) the streak's first failure came in. Cleared by a success.
+    failing_since: BTreeMap<IpAddr, (Instant, u64)>,
     /// When the core was made: the settle clock of an endpoint runs from its first probe, or from
     /// here when it has none.
     created: Instant,
@@ -368,6 +401,9 @@ impl ServiceCore {
             rules: Rules::default(),
             machines,
             last_probe: BTreeMap::new(),
+            probe_seq: 0,
+            last_seq: BTreeMap::new(),
+            failing_since: BTreeMap::new(),
             created: now,
             agreed: BTreeMap::new(),
             unknown_since,
@@ -458,10 +494,20 @@ impl ServiceCore {
         detail: &str,
     ) -> Vec<Action> {
         let mut out = Vec::new();
+        let was_unchecked = self.unchecked(now, endpoint);
         let Some(m) = self.machines.get_mut(&endpoint) else {
             return out;
         };
         let was_in_doubt = m.in_doubt();
+        // The first failure of an endpoint that is not down starts a `fall` streak.
+        let streak_starts = !ok && m.streaks().1 == 0 && m.state() != Health::Down;
+        self.probe_seq += 1;
+        self.last_seq.insert(endpoint, self.probe_seq);
+        if ok {
+            self.failing_since.remove(&endpoint);
+        } else if streak_starts {
+            self.failing_since.insert(endpoint, (now, self.probe_seq));
+        }
         if self.last_probe.insert(endpoint, (now, ok)).is_none()
             && let Some(since) = self.unknown_since.get_mut(&endpoint)
             && *since == self.created
@@ -482,7 +528,7 @@ impl ServiceCore {
                 health: t.to,
             });
         } else if self.leader
-            && ((self.hold_since.is_some() && m.in_doubt() != was_in_doubt)
+            && ((self.hold_since.is_some() && (m.in_doubt() != was_in_doubt || was_unchecked))
                 || (self.recovering_since.is_some() && !ok))
         {
             // A held-back removal may now go (doubt resolved, or a recovery candidate failed).
@@ -679,6 +725,29 @@ impl ServiceCore {
         }
     }
 
+    /// Whether `ip` waits to be re-checked: another endpoint started failing (within the last
+    /// [`Settings::recheck_bound`]) after this node's last probe result of `ip`.
+    fn unchecked(&self, now: Instant, ip: IpAddr) -> bool {
+        if !self.rules.recheck_siblings {
+            return false;
+        }
+        let last = self.last_seq.get(&ip).copied().unwrap_or(0);
+        let bound = self.s.recheck_bound();
+        self.failing_since
+            .iter()
+            .any(|(other, (at, seq))| *other != ip && *seq > last && now < *at + bound)
+    }
+
+    /// When the earliest wait for a re-check ends, if any endpoint waits.
+    fn recheck_deadline(&self, now: Instant) -> Option<Instant> {
+        let bound = self.s.recheck_bound();
+        self.failing_since
+            .values()
+            .map(|(at, _)| *at + bound)
+            .filter(|end| *end > now)
+            .min()
+    }
+
     fn doubts(&self, now: Instant) -> Doubts {
         let bound = self.s.hold_bound();
         let expired = |since: Instant| self.rules.end_holds && now >= since + bound;
@@ -687,7 +756,7 @@ impl ServiceCore {
         } else {
             self.machines
                 .iter()
-                .filter(|(_, m)| m.in_doubt())
+                .filter(|(ip, m)| m.in_doubt() || self.unchecked(now, **ip))
                 .map(|(ip, _)| *ip)
                 .collect()
         };
@@ -785,8 +854,13 @@ impl ServiceCore {
         let since = match self.hold_since {
             Some(t) => t,
             None => {
+                let rechecking = self.machines.iter().any(|(ip, m)| {
+                    !m.in_doubt() && !plan.deferred.contains(ip) && self.unchecked(now, *ip)
+                });
                 let reason = if self.recovering_since.is_some() {
                     HoldReason::Recovering
+                } else if rechecking {
+                    HoldReason::Rechecking
                 } else {
                     HoldReason::RemainingInDoubt
                 };
@@ -803,6 +877,10 @@ impl ServiceCore {
         self.sync_by(since + bound);
         if let Some(t) = self.recovering_since {
             self.sync_by(t + bound);
+        }
+        // A sibling that is never re-checked stops holding the removal back at the recheck bound.
+        if let Some(t) = self.recheck_deadline(now) {
+            self.sync_by(t);
         }
     }
 

@@ -11,11 +11,22 @@
 //! probe starts [`Confirm::interval`] after the previous start instead of `interval`, so the `fall`/`rise`
 //! streak completes quickly. The loop keeps its own copy of the endpoint's fall/rise machine
 //! ([`Pacer`], sans-I/O) to know that; a steady endpoint keeps the plain interval.
+//!
+//! **Re-checking the siblings**: the first failure of an endpoint that is not down (the start of a
+//! `fall` streak) also kicks the probe loops of the service's other endpoints ([`Recheck`]): each
+//! probes at once, but never sooner than the confirm interval after its previous start and never
+//! overlapping its own probe in flight (a kick during a probe is kept and served right after it).
+//! The service core waits for those results before it removes the failing endpoint
+//! ([`crate::decide::service`], `recheck_bound`), so when every endpoint fails at once the all-down
+//! policy sees the whole failure before the first endpoint is confirmed down, and a lone failure is
+//! removed after `fall` quick probes as before. A kicked probe that finds its endpoint steady keeps
+//! the endpoint's staggered slot.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +46,7 @@ pub struct ProbeReport {
 }
 
 /// Timing of one endpoint's probe loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Schedule {
     /// Time between probe starts.
     pub interval: Duration,
@@ -45,6 +56,55 @@ pub struct Schedule {
     pub offset: Duration,
     /// Fast confirmation; `None`: always `interval`.
     pub confirm: Option<Confirm>,
+    /// Links to the probe loops of the service's other endpoints; `None`: no re-checks.
+    pub recheck: Option<Recheck>,
+}
+
+/// One probe loop's link to the loops of its service's other endpoints (see the module
+/// documentation): it can kick them all, and be kicked by any of them.
+#[derive(Debug, Clone)]
+pub struct Recheck {
+    kicks: Arc<[Notify]>,
+    index: usize,
+}
+
+impl Recheck {
+    /// The links of a service's `count` endpoints, one per endpoint in order.
+    pub fn group(count: usize) -> Vec<Recheck> {
+        let kicks: Arc<[Notify]> = (0..count).map(|_| Notify::new()).collect();
+        (0..count)
+            .map(|index| Recheck {
+                kicks: kicks.clone(),
+                index,
+            })
+            .collect()
+    }
+
+    /// Asks every other loop of the group to probe now. A loop that is probing keeps the kick for
+    /// when its probe ends; several kicks before it serves one count once.
+    pub fn kick_siblings(&self) {
+        for (i, kick) in self.kicks.iter().enumerate() {
+            if i != self.index {
+                kick.notify_one();
+            }
+        }
+    }
+
+    /// Resolves when a sibling kicked this loop.
+    async fn kicked(&self) {
+        if let Some(kick) = self.kicks.get(self.index) {
+            kick.notified().await;
+        }
+    }
+}
+
+/// What [`Pacer::next`] decides after one result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// The gap between this probe's start and the next one's.
+    pub gap: Duration,
+    /// This failure starts a `fall` streak of an endpoint that is not down: re-check the siblings.
+    pub recheck_siblings: bool,
 }
 
 /// Fast confirmation settings of one probe loop.
@@ -77,6 +137,13 @@ impl Pacer {
 
     /// Feeds one result; returns the gap between this probe's start and the next one's.
     pub fn next_gap(&mut self, ok: bool, interval: Duration) -> Duration {
+        self.next(ok, interval).gap
+    }
+
+    /// Feeds one result; returns the gap to the next probe and whether to re-check the siblings.
+    pub fn next(&mut self, ok: bool, interval: Duration) -> Pace {
+        let streak_starts =
+            !ok && self.machine.streaks().1 == 0 && self.machine.state() != Health::Down;
         self.machine.observe(ok, Duration::ZERO, "");
         let state = self.machine.state();
         let changing = if ok {
@@ -84,10 +151,14 @@ impl Pacer {
         } else {
             state != Health::Down
         };
-        if changing {
+        let gap = if changing {
             self.confirm.interval.min(interval)
         } else {
             interval
+        };
+        Pace {
+            gap,
+            recheck_siblings: streak_starts,
         }
     }
 }
@@ -101,6 +172,7 @@ impl Schedule {
             timeout,
             offset: interval / count * (index as u32 % count),
             confirm: None,
+            recheck: None,
         }
     }
 
@@ -113,6 +185,15 @@ impl Schedule {
                 fall,
                 rise,
             }),
+            ..self
+        }
+    }
+
+    /// This schedule linked to its siblings' loops (only while fast confirmation is on: a kicked
+    /// probe runs at the confirm pace).
+    pub fn rechecking(self, recheck: Option<Recheck>) -> Self {
+        Schedule {
+            recheck: recheck.filter(|_| self.confirm.is_some()),
             ..self
         }
     }
@@ -130,12 +211,28 @@ pub fn spawn_probe_loop(
 ) -> AbortHandle {
     tasks.spawn(async move {
         let mut pacer = schedule.confirm.map(Pacer::new);
+        let confirm_interval = schedule
+            .confirm
+            .map_or(schedule.interval, |c| c.interval.min(schedule.interval));
         let mut next = Instant::now() + schedule.offset;
+        let mut last_start: Option<Instant> = None;
         loop {
-            tokio::select! {
+            let kicked = tokio::select! {
+                // A due slot wins over a kick; a kick left over is served at the confirm pace.
+                biased;
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(next) => {}
+                _ = tokio::time::sleep_until(next) => false,
+                _ = kicked(schedule.recheck.as_ref()) => true,
+            };
+            if kicked && let Some(earliest) = last_start.map(|t| t + confirm_interval) {
+                // At the confirm pace, never faster.
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(earliest) => {}
+                }
             }
+            let started = Instant::now();
+            last_start = Some(started);
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = tokio::time::timeout(schedule.timeout, probe.probe()) => {
@@ -143,13 +240,14 @@ pub fn spawn_probe_loop(
                 }
             };
             let now = Instant::now();
-            let gap = match pacer.as_mut() {
-                Some(p) => p.next_gap(result.ok, schedule.interval),
-                None => schedule.interval,
+            let pace = match pacer.as_mut() {
+                Some(p) => p.next(result.ok, schedule.interval),
+                None => Pace {
+                    gap: schedule.interval,
+                    recheck_siblings: false,
+                },
             };
-            // Counted from the planned start; after an overrun the next probe starts right away and
-            // the missed starts are not made up.
-            next = (next + gap).max(now);
+            next = next_start(next, started, now, kicked, pace.gap, schedule.interval);
             let report = ProbeReport {
                 endpoint,
                 result,
@@ -158,8 +256,44 @@ pub fn spawn_probe_loop(
             if report_tx.send(report).await.is_err() {
                 return;
             }
+            // After the report, so that the service core has this failure before the siblings'
+            // re-checks.
+            if pace.recheck_siblings
+                && let Some(recheck) = &schedule.recheck
+            {
+                recheck.kick_siblings();
+            }
         }
     })
+}
+
+/// The next planned start. A regular probe counts from its planned start `planned`; after an overrun
+/// the next probe starts right away and the missed starts are not made up. A kicked probe (`kicked`,
+/// started at `started`) that goes on confirming counts from its own start; one that finds the
+/// endpoint steady (`gap` is the plain `interval`) keeps the regular slot if that is still ahead.
+fn next_start(
+    planned: Instant,
+    started: Instant,
+    now: Instant,
+    kicked: bool,
+    gap: Duration,
+    interval: Duration,
+) -> Instant {
+    let at = if kicked && gap < interval {
+        started + gap
+    } else if kicked && planned > started {
+        planned
+    } else {
+        planned + gap
+    };
+    at.max(now)
+}
+
+async fn kicked(recheck: Option<&Recheck>) {
+    match recheck {
+        Some(r) => r.kicked().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +357,7 @@ mod tests {
             timeout: Duration::from_millis(500),
             offset: Duration::from_millis(250),
             confirm: None,
+            recheck: None,
         };
         let mut tasks = JoinSet::new();
         spawn_probe_loop(
@@ -259,6 +394,7 @@ mod tests {
             timeout: Duration::from_millis(300),
             offset: Duration::ZERO,
             confirm: None,
+            recheck: None,
         };
         let mut tasks = JoinSet::new();
         spawn_probe_loop(
@@ -289,6 +425,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             offset: Duration::ZERO,
             confirm: None,
+            recheck: None,
         };
         let mut tasks = JoinSet::new();
         spawn_probe_loop(
@@ -432,6 +569,108 @@ mod tests {
         cancel.cancel();
         assert_eq!(at, vec![300, 600, 900, 1900]);
         assert_eq!(peak.load(Ordering::SeqCst), 1);
+    }
+
+    /// Passes until `fails_from` (by the probe's start), fails from then on; 10 ms per probe.
+    struct FailsFrom(Instant);
+
+    #[async_trait]
+    impl Probe for FailsFrom {
+        async fn probe(&self) -> ProbeResult {
+            let ok = Instant::now() < self.0;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            ProbeResult {
+                ok,
+                latency: Duration::from_millis(10),
+                detail: String::new(),
+            }
+        }
+    }
+
+    /// Two endpoints A and B of one service (offsets 0 and 500 ms), interval 1 s, confirm 100 ms,
+    /// fall 3, rise 2; each fails from the given time (ms) on. Returns the report times (ms) of A and
+    /// B until 3.4 s.
+    async fn run_pair(a_fails: u64, b_fails: Option<u64>, recheck: bool) -> (Vec<u64>, Vec<u64>) {
+        let (tx, mut rx) = mpsc::channel(64);
+        let cancel = CancellationToken::new();
+        let start = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut links = Recheck::group(2).into_iter();
+        let mut tasks = JoinSet::new();
+        for (i, (ip, fails)) in [(a, Some(a_fails)), (b, b_fails)].into_iter().enumerate() {
+            let fails_from = start + Duration::from_millis(fails.unwrap_or(u64::MAX / 4));
+            let schedule =
+                Schedule::staggered(Duration::from_secs(1), Duration::from_millis(500), i, 2)
+                    .confirming(Some(Duration::from_millis(100)), 3, 2)
+                    .rechecking(links.next().filter(|_| recheck));
+            spawn_probe_loop(
+                &mut tasks,
+                ip,
+                Box::new(FailsFrom(fails_from)),
+                schedule,
+                tx.clone(),
+                cancel.clone(),
+            );
+        }
+        let (mut at_a, mut at_b) = (Vec::new(), Vec::new());
+        let end = start + Duration::from_millis(3400);
+        while let Ok(Some(r)) = tokio::time::timeout_at(end, rx.recv()).await {
+            let ms = (r.at - start).as_millis() as u64;
+            if r.endpoint == a {
+                at_a.push(ms);
+            } else {
+                at_b.push(ms);
+            }
+        }
+        cancel.cancel();
+        (at_a, at_b)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_failure_rechecks_the_sibling_once_and_keeps_its_pace() {
+        let (a, b) = run_pair(2000, None, true).await;
+        // A: up at 110, fails from its 2100 probe, down at 2310 after two 100 ms re-checks.
+        assert_eq!(a, vec![10, 110, 1110, 2110, 2210, 2310, 3310]);
+        // B: re-checked right after A's first failure (2110 + 10 ms), then back on its own slots.
+        assert_eq!(b, vec![510, 610, 1610, 2120, 2610]);
+        // Without the links, B keeps its slots only.
+        let (a, b) = run_pair(2000, None, false).await;
+        assert_eq!(a, vec![10, 110, 1110, 2110, 2210, 2310, 3310]);
+        assert_eq!(b, vec![510, 610, 1610, 2610]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_all_at_once_failure_shows_on_the_sibling_before_the_first_is_confirmed() {
+        let (a, b) = run_pair(2000, Some(2000), true).await;
+        assert_eq!(a, vec![10, 110, 1110, 2110, 2210, 2310, 3310]);
+        // B's re-check fails at 2120, before A's third failure (2310): the service core sees B in
+        // doubt when A goes down. B's kick back to A does not make A probe faster than 100 ms.
+        assert_eq!(b, vec![510, 610, 1610, 2120, 2220, 2320, 3320]);
+        // Without the links B's first failure comes at 2610, after A is down.
+        let (_, b) = run_pair(2000, Some(2000), false).await;
+        assert_eq!(b, vec![510, 610, 1610, 2610, 2710, 2810]);
+    }
+
+    #[test]
+    fn pacer_rechecks_siblings_only_when_a_fall_streak_starts() {
+        let confirm = Confirm {
+            interval: Duration::from_millis(100),
+            fall: 3,
+            rise: 2,
+        };
+        let i = Duration::from_secs(1);
+        let mut p = Pacer::new(confirm);
+        let kicks: Vec<bool> = [true, true, false, false, false, false, true, false]
+            .into_iter()
+            .map(|ok| p.next(ok, i).recheck_siblings)
+            .collect();
+        // Up after two; the first failure kicks; the streak and the down endpoint's failures do
+        // not; a failure right after one success of a down endpoint does not either.
+        assert_eq!(
+            kicks,
+            vec![false, false, true, false, false, false, false, false]
+        );
     }
 
     #[test]

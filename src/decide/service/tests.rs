@@ -458,3 +458,118 @@ fn per_node_writers_follow_the_majority_then_their_own_probes_when_isolated() {
     assert_eq!(v.health, local);
     assert_eq!(v.live_nodes, 1);
 }
+
+/// Fast confirmation's pace: three endpoints up (fall = 2, rise = 2), then A starts failing; the rest
+/// of the scenario is the caller's. Returns the rig at the moment of A's first failure.
+fn first_failure_of_a(rules: Rules) -> Rig {
+    let eps = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let mut rig = Rig::new(&eps, 2, 2, 30, published(&eps, 30));
+    rig.core.set_rules(rules);
+    for _ in 0..2 {
+        for ep in eps {
+            rig.probe(ep, true);
+            let t = rig.at() + Duration::from_millis(333);
+            rig.until(t);
+        }
+    }
+    assert!(eps.iter().all(|e| rig.health[&ip(e)] == Health::Up));
+    rig.probe(eps[0], false);
+    rig
+}
+
+fn ms_later(rig: &mut Rig, ms: u64) {
+    let t = rig.at() + Duration::from_millis(ms);
+    rig.until(t);
+}
+
+/// Every endpoint fails at once. A is confirmed down 20 ms after its first failure, before the
+/// others' next probes: the removal waits for them, they fail too, and the all-down policy keeps
+/// the whole set. Nothing is written.
+fn all_at_once(rules: Rules) -> Rig {
+    let (a, b, c) = ("127.0.0.2", "127.0.0.3", "127.0.0.4");
+    let mut rig = first_failure_of_a(rules);
+    ms_later(&mut rig, 20);
+    rig.probe(a, false);
+    assert_eq!(rig.health[&ip(a)], Health::Down);
+    // The re-checks of B and C, kicked by A's first failure, land 5 ms later; their own
+    // confirmations 20 ms after that.
+    ms_later(&mut rig, 5);
+    rig.probe(b, false);
+    rig.probe(c, false);
+    ms_later(&mut rig, 20);
+    rig.probe(b, false);
+    rig.probe(c, false);
+    ms_later(&mut rig, 3000);
+    rig
+}
+
+#[test]
+fn an_all_at_once_failure_never_shrinks_before_the_siblings_are_rechecked() {
+    let rig = all_at_once(Rules::default());
+    assert!(rig.applied.is_empty(), "{:?}", rig.applied);
+    assert_eq!(rig.published().len(), 3);
+    assert!(rig.events.iter().any(|(_, e)| matches!(
+        e,
+        Event::Holding {
+            reason: HoldReason::Rechecking,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn without_the_sibling_recheck_an_all_at_once_failure_removes_then_restores() {
+    let rig = all_at_once(Rules {
+        recheck_siblings: false,
+        ..Rules::default()
+    });
+    assert!(rig.applied.len() >= 2, "{:?}", rig.applied);
+    assert!(!rig.applied[0].1.remove.is_empty(), "{:?}", rig.applied);
+    assert_eq!(rig.published().len(), 3, "keep_all puts them back");
+}
+
+#[test]
+fn a_lone_failure_is_removed_at_its_confirmation_once_the_siblings_answer() {
+    let (a, b, c) = ("127.0.0.2", "127.0.0.3", "127.0.0.4");
+    let mut rig = first_failure_of_a(Rules::default());
+    let failed_at = rig.at();
+    ms_later(&mut rig, 5);
+    rig.probe(b, true);
+    rig.probe(c, true);
+    ms_later(&mut rig, 15);
+    rig.probe(a, false);
+    assert_eq!(rig.applied.len(), 1, "{:?}", rig.applied);
+    let (at, change) = &rig.applied[0];
+    assert_eq!(change.remove, [ip(a)].into());
+    assert_eq!(*at - failed_at, Duration::from_millis(20), "not delayed");
+    assert_eq!(rig.published(), [ip(b), ip(c)].into());
+}
+
+#[test]
+fn a_sibling_never_rechecked_holds_the_removal_for_the_recheck_bound_only() {
+    let (a, b, c) = ("127.0.0.2", "127.0.0.3", "127.0.0.4");
+    let mut rig = first_failure_of_a(Rules::default());
+    let failed_at = rig.at();
+    // B answers; C's probe loop is stuck and C is never probed again.
+    ms_later(&mut rig, 5);
+    rig.probe(b, true);
+    ms_later(&mut rig, 15);
+    rig.probe(a, false);
+    assert_eq!(rig.health[&ip(a)], Health::Down);
+    // min_healthy = 1: B, re-checked and up, is enough.
+    assert_eq!(rig.applied.len(), 1, "{:?}", rig.applied);
+    assert_eq!(rig.applied[0].0 - failed_at, Duration::from_millis(20));
+
+    // Same, but neither sibling answers: the removal waits the recheck bound, then goes.
+    let mut rig = first_failure_of_a(Rules::default());
+    let failed_at = rig.at();
+    ms_later(&mut rig, 20);
+    rig.probe(a, false);
+    assert!(rig.applied.is_empty(), "{:?}", rig.applied);
+    let bound = rig.core.settings().recheck_bound();
+    let t = rig.at() + bound;
+    rig.until(t);
+    assert_eq!(rig.applied.len(), 1, "{:?}", rig.applied);
+    assert_eq!(rig.applied[0].0 - failed_at, bound, "removed at the bound");
+    assert_eq!(rig.published(), [ip(b), ip(c)].into());
+}
