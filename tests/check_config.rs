@@ -202,6 +202,12 @@ fn example_config_documents_every_option() {
                 .replace("BOGUS_CHECK", "name = \"a.example\"\nzzz_bogus = 1"),
         ),
         (
+            "icmp check",
+            service("icmp")
+                .replace("BOGUS_SERVICE", "")
+                .replace("BOGUS_CHECK", "zzz_bogus = 1"),
+        ),
+        (
             "[cluster]",
             cluster
                 .replace("BOGUS_CLUSTER", "zzz_bogus = 1")

@@ -7,8 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rrguard::config::{CheckConfig, ConfigError, parse};
-use rrguard::observe::probe::{self, ProbeResult};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
+use rrguard::config::{CheckConfig, ConfigError, HttpCheckConfig, parse};
+use rrguard::observe::check::http::HttpProbe;
+use rrguard::observe::probe::{self, Probe as _, ProbeResult};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -16,6 +22,10 @@ use tokio::task::JoinHandle;
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 fn config(dir: &Path, check: &str) -> Result<rrguard::config::Config, ConfigError> {
+    config_of("http", dir, check)
+}
+
+fn config_of(kind: &str, dir: &Path, check: &str) -> Result<rrguard::config::Config, ConfigError> {
     let text = format!(
         r#"
 [[writer]]
@@ -30,7 +40,7 @@ zone = "example.test"
 writer = "w"
 endpoints = ["127.0.0.1"]
 [service.check]
-type = "http"
+type = "{kind}"
 {check}
 "#
     );
@@ -48,7 +58,9 @@ async fn run(dir: &Path, check: &str) -> ProbeResult {
 }
 
 /// An HTTP/1.1 server on a free loopback port: `/file` serves `file` (read per request), `/page` a
-/// small HTML page, `/slow` the page after 300 ms, `/ua` the request's User-Agent. Aborted on drop.
+/// small HTML page, `/slow` the page after 300 ms, `/ua` the request's User-Agent, `/peer` the
+/// client's address; `/r2` redirects to `/r1`, which redirects to `/page`, and `/away` to another
+/// host. Aborted on drop.
 struct Server {
     port: u16,
     task: JoinHandle<()>,
@@ -83,7 +95,22 @@ async fn answer(mut s: TcpStream, file: PathBuf) {
     let head = String::from_utf8_lossy(&head).into_owned();
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
     let page = b"<html><p>build 1234 ok</p></html>".to_vec();
+    let location = match path.as_str() {
+        "/r2" => Some("/r1"),
+        "/r1" => Some("/page"),
+        "/away" => Some("http://elsewhere.example.test/page"),
+        _ => None,
+    };
+    if let Some(location) = location {
+        let reply = format!(
+            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let _ = s.write_all(reply.as_bytes()).await;
+        let _ = s.shutdown().await;
+        return;
+    }
     let body = match path.as_str() {
+        "/peer" => format!("peer={};", s.peer_addr().unwrap().ip()).into_bytes(),
         "/file" => std::fs::read(&file).unwrap(),
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -108,9 +135,15 @@ async fn answer(mut s: TcpStream, file: PathBuf) {
 
 /// `sha256sum FILE`'s digest.
 fn sha256sum(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    digest_of("sha256sum", path)
+}
+
+/// `TOOL FILE`'s digest (`sha256sum`, `md5sum`).
+fn digest_of(tool: &str, path: &Path) -> String {
+    let out = Command::new(tool).arg(path).output().unwrap();
     assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split_whitespace().next().unwrap().to_owned()
 }
 
 /// 300 kB that are not all alike: larger than the 64 KiB kept for body_contains/body_regex, so the
@@ -267,4 +300,340 @@ fn configuration_problems_name_the_key_and_the_fix() {
         "0".repeat(64)
     ));
     assert!(m[0].contains("not both"), "{m:#?}");
+}
+
+/// An HTTP/1.1 server on every loopback address (port 0) that answers with the address the client
+/// connected to (`ip=127.0.0.N;`), so a probe shows which endpoint it reached. Aborted on drop.
+async fn whoami_server() -> Server {
+    let l = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = format!("ip={};", s.local_addr().unwrap().ip());
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    Server { port, task }
+}
+
+fn http_check(c: &rrguard::config::Config) -> &HttpCheckConfig {
+    match &c.services[0].check {
+        CheckConfig::Http(h) => h,
+        other => panic!("not an http check: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_endpoints_share_one_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), "port = 8080").unwrap();
+    let h = http_check(&c);
+    let probes: Vec<HttpProbe> = (0..1000u32)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::from(0x7f00_0002 + i);
+            HttpProbe::new(h, ip.into(), TIMEOUT).unwrap()
+        })
+        .collect();
+    assert!(
+        probes.iter().all(|p| p.shares_client_with(&probes[0])),
+        "every probe of one check uses one client"
+    );
+    // Another service with the same client settings (other host, path, headers, user agent) too.
+    let other = config(
+        dir.path(),
+        "port = 9090\npath = \"/x\"\nhost = \"other.example.test\"\nuser_agent = \"x\"\nheaders = { X-A = \"b\" }",
+    )
+    .unwrap();
+    let p = HttpProbe::new(http_check(&other), "127.0.0.1".parse().unwrap(), TIMEOUT).unwrap();
+    assert!(p.shares_client_with(&probes[0]));
+}
+
+#[tokio::test]
+async fn a_shared_client_connects_each_probe_to_its_own_endpoint() {
+    let srv = whoami_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), &format!("port = {}", srv.port)).unwrap();
+    let h = http_check(&c).clone();
+    let mut probes = tokio::task::JoinSet::new();
+    let built: Vec<(String, HttpProbe)> = (10..50u8)
+        .map(|n| {
+            let ip = format!("127.0.0.{n}");
+            let mut check = h.clone();
+            check.body_contains = Some(format!("ip={ip};"));
+            let p = HttpProbe::new(&check, ip.parse().unwrap(), TIMEOUT).unwrap();
+            (ip, p)
+        })
+        .collect();
+    assert!(built.iter().all(|(_, p)| p.shares_client_with(&built[0].1)));
+    for (ip, p) in built {
+        // All at once, several rounds: concurrent probes on one client never swap endpoints.
+        probes.spawn(async move {
+            for _ in 0..3 {
+                let r = p.probe().await;
+                assert!(r.ok, "{ip}: {r:?}");
+            }
+        });
+    }
+    while let Some(joined) = probes.join_next().await {
+        joined.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn body_md5_against_a_served_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served.bin");
+    std::fs::write(&served, object(1)).unwrap();
+    let reference = dir.path().join("reference.bin");
+    std::fs::write(&reference, object(1)).unwrap();
+    let srv = server(served.clone()).await;
+    let md5 = digest_of("md5sum", &served);
+    let by_value = format!(
+        "port = {}\npath = \"/file\"\nbody_md5 = \"{md5}\"",
+        srv.port
+    );
+    let by_file = format!(
+        "port = {}\npath = \"/file\"\nbody_md5_file = \"reference.bin\"",
+        srv.port
+    );
+    for check in [&by_value, &by_file] {
+        let r = run(dir.path(), check).await;
+        assert!(r.ok && r.detail == "HTTP 200", "{r:?}");
+    }
+    // One byte changes on the server: both fail, naming the digests.
+    let mut changed = object(1);
+    changed[150_000] ^= 1;
+    std::fs::write(&served, &changed).unwrap();
+    for check in [&by_value, &by_file] {
+        let r = run(dir.path(), check).await;
+        assert!(!r.ok, "{r:?}");
+        assert!(
+            r.detail.starts_with("HTTP 200, body md5 ")
+                && r.detail
+                    .contains(&format!("is not the expected {}…", &md5[..12])),
+            "{r:?}"
+        );
+    }
+    // Both digests at once: each is checked.
+    std::fs::write(&served, object(1)).unwrap();
+    let both = format!("{by_value}\nbody_sha256 = \"{}\"", sha256sum(&reference));
+    assert!(run(dir.path(), &both).await.ok);
+}
+
+#[tokio::test]
+async fn redirects_are_followed_only_when_asked_and_only_on_the_same_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path().join("none")).await;
+    let check = |rest: &str| format!("port = {}\n{rest}", srv.port);
+    // The default: not followed; a 302 is judged by expect_status.
+    let r = run(dir.path(), &check("path = \"/r1\"")).await;
+    assert!(r.ok && r.detail == "HTTP 302", "{r:?}");
+    let r = run(dir.path(), &check("path = \"/r1\"\nexpect_status = [200]")).await;
+    assert!(
+        !r.ok && r.detail == "HTTP 302 not in expected statuses",
+        "{r:?}"
+    );
+    // Followed to the page, whose body is then checked.
+    let r = run(
+        dir.path(),
+        &check("path = \"/r1\"\nfollow_redirects = 1\nexpect_status = [200]\nbody_contains = \"build 1234\""),
+    )
+    .await;
+    assert!(r.ok && r.detail == "HTTP 200", "{r:?}");
+    // Two hops with a limit of one.
+    let r = run(dir.path(), &check("path = \"/r2\"\nfollow_redirects = 1")).await;
+    assert!(!r.ok && r.detail.contains("more than 1 redirect"), "{r:?}");
+    let r = run(dir.path(), &check("path = \"/r2\"\nfollow_redirects = 2")).await;
+    assert!(r.ok && r.detail == "HTTP 200", "{r:?}");
+    // Another host is never followed: the check probes one endpoint.
+    let r = run(dir.path(), &check("path = \"/away\"\nfollow_redirects = 5")).await;
+    assert!(
+        !r.ok
+            && r.detail
+                .contains("redirect to another host \"elsewhere.example.test\""),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn source_address_is_the_local_end_of_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path().join("none")).await;
+    let check = format!(
+        "port = {}\npath = \"/peer\"\nsource_address = \"127.0.0.5\"\nbody_contains = \"peer=127.0.0.5;\"",
+        srv.port
+    );
+    let r = run(dir.path(), &check).await;
+    assert!(r.ok, "{r:?}");
+    let check = format!(
+        "port = {}\npath = \"/peer\"\nbody_contains = \"peer=127.0.0.5;\"",
+        srv.port
+    );
+    assert!(
+        !run(dir.path(), &check).await.ok,
+        "without it the client's address is another"
+    );
+}
+
+/// A test CA, its PEM in `dir/name`.
+fn ca(dir: &Path, name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("rrguard test {name}"));
+    let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join(name), issuer.pem()).unwrap();
+    issuer
+}
+
+/// A certificate for `www.example.test` signed by `ca`, valid for `days` more days; with its key.
+fn leaf(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    days: i64,
+    client: bool,
+) -> (rcgen::Certificate, KeyPair) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["www.example.test".to_owned()]).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    params.not_after = x509_parser::prelude::ASN1Time::from_timestamp(now + days * 86_400)
+        .unwrap()
+        .to_datetime();
+    if client {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    }
+    let cert = params.signed_by(&key, ca).unwrap();
+    (cert, key)
+}
+
+/// An HTTPS server on a free loopback port presenting `cert`, requiring a client certificate signed
+/// by `client_ca` if given; answers like [`server`]. Aborted on drop.
+async fn tls_server(
+    cert: &rcgen::Certificate,
+    key: &KeyPair,
+    client_ca: Option<&CertifiedIssuer<'static, KeyPair>>,
+) -> Server {
+    probe::ensure_crypto_provider();
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.der().clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let config = builder
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A handshake the client fails ends here.
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut buf = [0u8; 2048];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    Server { port, task }
+}
+
+async fn run_https(dir: &Path, check: &str) -> ProbeResult {
+    let c = config_of("https", dir, check).unwrap_or_else(|e| panic!("{e}"));
+    probe::build(&c.services[0].check, "127.0.0.1".parse().unwrap(), TIMEOUT)
+        .unwrap()
+        .probe()
+        .await
+}
+
+#[tokio::test]
+async fn client_certificate_is_presented_to_a_server_that_requires_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = ca(dir.path(), "server-ca.pem");
+    let client_ca = ca(dir.path(), "client-ca.pem");
+    let (cert, key) = leaf(&server_ca, 90, false);
+    let srv = tls_server(&cert, &key, Some(&client_ca)).await;
+    let (client_cert, client_key) = leaf(&client_ca, 90, true);
+    std::fs::write(dir.path().join("client.pem"), client_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).unwrap();
+    let base = format!("port = {}\nca_file = \"server-ca.pem\"", srv.port);
+    let r = run_https(dir.path(), &base).await;
+    assert!(
+        !r.ok,
+        "without a client certificate the server refuses: {r:?}"
+    );
+    let with =
+        format!("{base}\nclient_cert_file = \"client.pem\"\nclient_key_file = \"client.key\"");
+    let r = run_https(dir.path(), &with).await;
+    assert!(r.ok && r.detail == "HTTP 200", "{r:?}");
+    // A certificate of another CA is refused too.
+    let (other_cert, other_key) = leaf(&server_ca, 90, true);
+    std::fs::write(dir.path().join("other.pem"), other_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("other.key"), other_key.serialize_pem()).unwrap();
+    let other =
+        format!("{base}\nclient_cert_file = \"other.pem\"\nclient_key_file = \"other.key\"");
+    assert!(!run_https(dir.path(), &other).await.ok);
+}
+
+#[tokio::test]
+async fn a_certificate_expiring_in_three_days_is_a_warning_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = ca(dir.path(), "ca.pem");
+    let (cert, key) = leaf(&server_ca, 3, false);
+    let srv = tls_server(&cert, &key, None).await;
+    let base = format!("port = {}\nca_file = \"ca.pem\"", srv.port);
+    let r = run_https(
+        dir.path(),
+        &format!("{base}\ncert_expiry_warning = \"14d\""),
+    )
+    .await;
+    assert!(r.ok, "{r:?}");
+    assert!(
+        r.detail
+            .starts_with("HTTP 200, warning: certificate expires in 3days (")
+            && r.detail.ends_with("within cert_expiry_warning 14days"),
+        "{r:?}"
+    );
+    let r = run_https(dir.path(), &format!("{base}\ncert_expiry_warning = \"1d\"")).await;
+    assert!(r.ok && r.detail == "HTTP 200", "{r:?}");
+    let r = run_https(dir.path(), &base).await;
+    assert!(r.ok && r.detail == "HTTP 200", "{r:?}");
 }

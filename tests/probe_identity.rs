@@ -146,6 +146,7 @@ fn check(tls: bool, host: &str, port: u16, ca_file: Option<CaBundle>) -> HttpChe
         body_sha256: None,
         max_latency: None,
         user_agent: None,
+        ..HttpCheckConfig::new(false, 0, "")
     }
 }
 

@@ -26,7 +26,7 @@ pub use validate::validate;
 // The check types own their config (`crate::observe::check`); these keep the config paths working.
 pub use crate::observe::check::http::{DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS};
 pub use crate::observe::check::{
-    CheckConfig, DnsCheckConfig, ExecCheckConfig, HttpCheckConfig, TcpCheckConfig,
+    CheckConfig, DnsCheckConfig, ExecCheckConfig, HttpCheckConfig, IcmpCheckConfig, TcpCheckConfig,
 };
 
 // The writers own their config (`crate::act::rfc2136::config`); these keep the config paths working.

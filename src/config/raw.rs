@@ -10,6 +10,7 @@ use super::AllDownPolicy;
 pub use crate::observe::check::dns::RawDnsCheck;
 pub use crate::observe::check::exec::RawExecCheck;
 pub use crate::observe::check::http::{RawHttpCheck, StatusSpec};
+pub use crate::observe::check::icmp::RawIcmpCheck;
 pub use crate::observe::check::tcp::RawTcpCheck;
 // Each writer type owns its options; `RawWriter` below only picks one by `type`.
 pub use crate::act::cloudflare::config::RawCloudflare;
@@ -202,8 +203,50 @@ pub struct RawService {
     pub remove_unlisted: bool,
     /// Quorum override for this service (cluster only).
     pub quorum: Option<RawQuorum>,
-    /// How to probe.
-    pub check: RawCheck,
+    /// How several checks combine: `"all"` (default) or `"any"`.
+    pub check_mode: Option<crate::observe::check::CheckMode>,
+    /// How to probe: `[service.check]`, or several `[[service.check]]`.
+    pub check: RawChecks,
+}
+
+/// `[service.check]` (one table) or `[[service.check]]` (an array of tables).
+// Parsed once per service and dropped after validation: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum RawChecks {
+    /// `[service.check]`.
+    One(RawCheck),
+    /// `[[service.check]]`, in file order.
+    Several(Vec<RawCheck>),
+}
+
+impl<'de> Deserialize<'de> for RawChecks {
+    // By hand rather than `#[serde(untagged)]`, which would replace every error inside a check
+    // (unknown key, wrong type) with "did not match any variant".
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawChecks;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a [service.check] table or [[service.check]] tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawChecks, A::Error> {
+                RawCheck::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawChecks::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<RawChecks, A::Error> {
+                Vec::<RawCheck>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawChecks::Several)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `[service.check]`, by `type`.
@@ -220,6 +263,8 @@ pub enum RawCheck {
     Exec(RawExecCheck),
     /// A DNS query to the endpoint.
     Dns(RawDnsCheck),
+    /// ICMP/ICMPv6 echo.
+    Icmp(RawIcmpCheck),
 }
 
 /// Durations are human strings: "500ms", "2s", "1m".

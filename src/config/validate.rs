@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::locate::Seg::{self, Index, Key};
 use super::raw::{
-    ConfirmInterval, RawCheck, RawCluster, RawConfig, RawDefaults, RawService, RawWriter,
+    ConfirmInterval, RawCheck, RawChecks, RawCluster, RawConfig, RawDefaults, RawService, RawWriter,
 };
 use super::secret::{SecretSource, read_secret};
 use super::*;
@@ -317,13 +317,14 @@ fn service(
     let writer_names = writer_refs(s, &label, spath, writers, errs);
     let endpoints = endpoints(s, &label, spath, errs);
     let counts = counts(s, d, &label, spath, errs);
-    let check = check(
-        &s.check,
-        &label,
-        &with(spath, &[Key("check")]),
+    let timeout = s.timeout.or(d.timeout).unwrap_or(DEFAULT_TIMEOUT);
+    let ctx = CheckContext {
+        label: &label,
         base_dir,
-        errs,
-    );
+        timeout,
+        endpoints: &endpoints,
+    };
+    let check = checks(s, &ctx, spath, errs);
     let quorum = service_quorum(s, raw, &label, spath, errs);
     let interval = s.interval.or(d.interval).unwrap_or(DEFAULT_INTERVAL);
     let confirm_interval = confirm_interval(s, d, interval, &label, spath, errs);
@@ -337,7 +338,7 @@ fn service(
         ttl: counts.ttl,
         endpoints,
         interval,
-        timeout: s.timeout.or(d.timeout).unwrap_or(DEFAULT_TIMEOUT),
+        timeout,
         fall: counts.fall,
         rise: counts.rise,
         confirm_interval,
@@ -602,26 +603,120 @@ fn service_quorum(
     Some(q)
 }
 
-/// Hands the check to the plug-in of its `type`.
-/// Relative paths in it (`ca_file`) are read from `base_dir`.
-fn check(
-    c: &RawCheck,
-    label: &str,
-    cpath: &[Seg],
-    base_dir: &Path,
+/// What validating a service's checks needs to know about the service.
+struct CheckContext<'a> {
+    /// The service, for messages.
+    label: &'a str,
+    /// Relative paths in checks (`ca_file`, `body_sha256_file`, …) are read from here.
+    base_dir: &'a Path,
+    /// The service's probe timeout.
+    timeout: Duration,
+    /// The service's endpoints.
+    endpoints: &'a [IpAddr],
+}
+
+/// The service's `[service.check]`, or its `[[service.check]]` combined by `check_mode`.
+fn checks(
+    s: &RawService,
+    ctx: &CheckContext<'_>,
+    spath: &[Seg],
     errs: &mut Errors,
 ) -> Option<CheckConfig> {
+    let cpath = with(spath, &[Key("check")]);
+    match &s.check {
+        RawChecks::One(c) => {
+            if s.check_mode.is_some() {
+                errs.at(
+                    &with(spath, &[Key("check_mode")]),
+                    format!(
+                        "service {:?}: check_mode combines several checks; write each as a [[service.check]] table, or remove check_mode",
+                        ctx.label
+                    ),
+                );
+            }
+            check(c, ctx, &cpath, errs)
+        }
+        RawChecks::Several(list) => {
+            if list.is_empty() {
+                errs.at(
+                    &cpath,
+                    format!(
+                        "service {:?}: add at least one [[service.check]]",
+                        ctx.label
+                    ),
+                );
+                return None;
+            }
+            let before = errs.len();
+            let mut checks = Vec::new();
+            for (j, c) in list.iter().enumerate() {
+                if let Some(c) = check(c, ctx, &with(&cpath, &[Index(j)]), errs) {
+                    checks.push(c);
+                }
+            }
+            if errs.len() != before {
+                return None;
+            }
+            if checks.len() == 1 {
+                return checks.pop();
+            }
+            Some(CheckConfig::Several(check::MultiCheckConfig {
+                mode: s.check_mode.unwrap_or_default(),
+                checks,
+            }))
+        }
+    }
+}
+
+/// Hands one check at `cpath` to the plug-in of its `type`, then checks it against the service.
+fn check(
+    c: &RawCheck,
+    ctx: &CheckContext<'_>,
+    cpath: &[Seg],
+    errs: &mut Errors,
+) -> Option<CheckConfig> {
+    let (label, base_dir) = (ctx.label, ctx.base_dir);
     let http = |h, tls, errs: &mut Errors| {
         check::http::validate(h, tls, label, cpath, base_dir, errs).map(CheckConfig::Http)
     };
-    match c {
+    let checked = match c {
         RawCheck::Tcp(t) => check::tcp::validate(t, label, cpath, errs).map(CheckConfig::Tcp),
         RawCheck::Dns(d) => check::dns::validate(d, label, cpath, errs).map(CheckConfig::Dns),
+        RawCheck::Icmp(i) => check::icmp::validate(i, label, cpath, errs).map(CheckConfig::Icmp),
         RawCheck::Exec(e) => {
             check::exec::validate(e, label, cpath, base_dir, errs).map(CheckConfig::Exec)
         }
         RawCheck::Http(h) => http(h, false, errs),
         RawCheck::Https(h) => http(h, true, errs),
+    }?;
+    match &checked {
+        CheckConfig::Icmp(i) if i.spread() >= ctx.timeout => {
+            errs.at(
+                &with(cpath, &[Key("echo_interval")]),
+                format!(
+                    "service {label:?}: {} echoes {} apart do not fit in timeout {}; lower count or echo_interval, or raise timeout",
+                    i.count,
+                    humantime::format_duration(i.echo_interval),
+                    humantime::format_duration(ctx.timeout),
+                ),
+            );
+            None
+        }
+        CheckConfig::Http(h) => {
+            if let Some(src) = h.source_address
+                && let Some(other) = ctx.endpoints.iter().find(|e| e.is_ipv4() != src.is_ipv4())
+            {
+                errs.at(
+                    &with(cpath, &[Key("source_address")]),
+                    format!(
+                        "service {label:?}: source_address {src} cannot reach endpoint {other} (another address family); split the service's IPv4 and IPv6 endpoints, or drop source_address"
+                    ),
+                );
+                return None;
+            }
+            Some(checked)
+        }
+        _ => Some(checked),
     }
 }
 

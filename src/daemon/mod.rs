@@ -403,13 +403,7 @@ fn configured_services(config: &Config) -> Vec<ConfiguredService> {
             fqdn: s.fqdn.clone(),
             zone: s.zone.clone(),
             writers: s.writers.clone(),
-            check: match &s.check {
-                config::CheckConfig::Http(_) => "http",
-                config::CheckConfig::Tcp(_) => "tcp",
-                config::CheckConfig::Exec(_) => "exec",
-                config::CheckConfig::Dns(_) => "dns",
-            }
-            .to_owned(),
+            check: s.check.type_name(),
             endpoints: s.endpoints.clone(),
         })
         .collect()

@@ -1,6 +1,6 @@
 //! Observe: probe every endpoint on its schedule and keep its health verdict.
 //!
-//! - [`check`]: the check types (`http`/`https`, `tcp`, `exec`, `dns`), one plug-in module each owning
+//! - [`check`]: the check types (`http`/`https`, `tcp`, `exec`, `dns`, `icmp`), one plug-in module each owning
 //!   its options, their validation and its probe; [`check::CheckConfig`] is the validated choice.
 //! - [`probe`]: the [`probe::Probe`] trait, its result and what every check shares.
 //! - [`scheduler`]: one task per endpoint running its probe every interval, staggered, never overlapping

@@ -3,13 +3,16 @@
 //!
 //! The probe connects to the endpoint's IP while sending the service's Host header and TLS SNI,
 //! expects a status in `expect_status`, optionally looks for `body_contains` and `body_regex` in the
-//! first [`MAX_BODY_BYTES`] of the body, compares the body's SHA-256 with `body_sha256` (reading up
-//! to [`MAX_HASHED_BODY_BYTES`]), fails answers slower than `max_latency`, and always reads the body
+//! first [`MAX_BODY_BYTES`] of the body, compares the body's SHA-256 with `body_sha256` and its MD5
+//! with `body_md5` (reading up to [`MAX_HASHED_BODY_BYTES`]), fails answers slower than
+//! `max_latency`, warns in the detail of a certificate expiring within `cert_expiry_warning`
+//! (the probe still passes), follows up to `follow_redirects` redirects, and always reads the body
 //! (up to [`MAX_BODY_BYTES`]) so that its latency covers the whole answer.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,11 +26,13 @@ use crate::observe::probe::{
     Probe, ProbeBuildError, ProbeResult, ensure_crypto_provider, io_detail, timed_out,
 };
 
+mod client;
 #[cfg(test)]
 mod tests;
 mod tls;
 
-pub use tls::CaBundle;
+pub use client::clients_built;
+pub use tls::{CaBundle, ClientIdentity};
 
 /// Default HTTP path probed.
 pub const DEFAULT_HTTP_PATH: &str = "/";
@@ -38,6 +43,8 @@ pub const DEFAULT_HTTP_STATUS: (u16, u16) = (200, 399);
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest body hashed for `body_sha256`; a larger body fails the check.
 pub const MAX_HASHED_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Most redirects `follow_redirects` may ask for.
+pub const MAX_REDIRECTS: u32 = 20;
 /// The User-Agent sent unless `user_agent` is set.
 pub const DEFAULT_USER_AGENT: &str =
     concat!("rrguard/", env!("CARGO_PKG_VERSION"), " health check");
@@ -69,10 +76,64 @@ pub struct HttpCheckConfig {
     pub body_regex: Option<Pattern>,
     /// The body's SHA-256 must be this.
     pub body_sha256: Option<[u8; 32]>,
+    /// The body's MD5 must be this.
+    pub body_md5: Option<[u8; 16]>,
     /// An answer slower than this fails.
     pub max_latency: Option<Duration>,
     /// User-Agent header; [`DEFAULT_USER_AGENT`] if `None`.
     pub user_agent: Option<String>,
+    /// Redirects followed, on the same host and endpoint; 0 (the default): a 3xx answer is judged by
+    /// `expect_status` like any other.
+    pub follow_redirects: u32,
+    /// https: the client certificate presented.
+    pub client_identity: Option<ClientIdentity>,
+    /// Local address connections are made from.
+    pub source_address: Option<IpAddr>,
+    /// https: a server certificate that expires within this is reported in the probe detail (the
+    /// probe still passes).
+    pub cert_expiry_warning: Option<Duration>,
+}
+
+impl HttpCheckConfig {
+    /// A check with every option at its default: `GET /`, statuses 200-399, certificates verified
+    /// against the system roots.
+    pub fn new(tls: bool, port: u16, host: &str) -> Self {
+        HttpCheckConfig {
+            tls,
+            port,
+            path: DEFAULT_HTTP_PATH.to_owned(),
+            method: "GET".to_owned(),
+            headers: Vec::new(),
+            host: host.trim_end_matches('.').to_owned(),
+            expect_status: vec![DEFAULT_HTTP_STATUS],
+            body_contains: None,
+            tls_verify: true,
+            ca_file: None,
+            body_regex: None,
+            body_sha256: None,
+            body_md5: None,
+            max_latency: None,
+            user_agent: None,
+            follow_redirects: 0,
+            client_identity: None,
+            source_address: None,
+            cert_expiry_warning: None,
+        }
+    }
+
+    /// What the shared client of this check depends on ([`client`]).
+    fn client_key(&self) -> client::ClientKey {
+        client::ClientKey {
+            tls: tls::TlsKey {
+                verify: self.tls_verify,
+                ca: self.ca_file.clone(),
+                verify_as: self.host.parse().ok(),
+                identity: self.client_identity.clone(),
+            },
+            source_address: self.source_address,
+            follow_redirects: self.follow_redirects,
+        }
+    }
 }
 
 /// `[service.check]` options of `type = "http"` and `type = "https"`, as written.
@@ -109,6 +170,21 @@ pub struct RawHttpCheck {
     pub max_latency: Option<Duration>,
     /// User-Agent header.
     pub user_agent: Option<String>,
+    /// Expected MD5 of the body, hex.
+    pub body_md5: Option<String>,
+    /// A file whose MD5 the body's must equal.
+    pub body_md5_file: Option<String>,
+    /// Redirects followed.
+    pub follow_redirects: Option<i64>,
+    /// PEM client certificate (chain).
+    pub client_cert_file: Option<String>,
+    /// PEM private key of the client certificate.
+    pub client_key_file: Option<String>,
+    /// Warn when the server certificate expires within this.
+    #[serde(default, deserialize_with = "crate::config::raw::opt_duration")]
+    pub cert_expiry_warning: Option<Duration>,
+    /// Local address to connect from.
+    pub source_address: Option<String>,
 }
 
 /// One entry of `expect_status`.
@@ -199,7 +275,58 @@ pub(crate) fn validate(
             })
             .ok()
     });
-    let body_sha256 = body_sha256(h, base_dir, &mut at);
+    let body_sha256 = body_digest(
+        [
+            (&h.body_sha256, "body_sha256"),
+            (&h.body_sha256_file, "body_sha256_file"),
+        ],
+        ("a SHA-256", "sha256sum"),
+        sha256,
+        base_dir,
+        &mut at,
+    );
+    let body_md5 = body_digest(
+        [
+            (&h.body_md5, "body_md5"),
+            (&h.body_md5_file, "body_md5_file"),
+        ],
+        ("an MD5", "md5sum"),
+        md5,
+        base_dir,
+        &mut at,
+    );
+    let follow_redirects = match h.follow_redirects {
+        None => 0,
+        Some(n) if (0..=i64::from(MAX_REDIRECTS)).contains(&n) => n as u32,
+        Some(n) => {
+            at(
+                &[Key("follow_redirects")],
+                format!(
+                    "follow_redirects = {n} must be from 0 (none, the default) to {MAX_REDIRECTS}"
+                ),
+            );
+            0
+        }
+    };
+    let client_identity = client_identity(h, tls, base_dir, &mut at);
+    if !tls && h.cert_expiry_warning.is_some() {
+        at(
+            &[Key("cert_expiry_warning")],
+            "cert_expiry_warning only applies to type = \"https\" checks".to_owned(),
+        );
+    }
+    let source_address = h.source_address.as_ref().and_then(|a| {
+        match a.trim().parse::<IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() && !ip.is_multicast() => Some(ip),
+            _ => {
+                at(
+                    &[Key("source_address")],
+                    format!("source_address {a:?} is not a unicast IP address of this host, like \"192.0.2.7\" or \"2001:db8::7\""),
+                );
+                None
+            }
+        }
+    });
     if let Some(ua) = &h.user_agent
         && (ua.is_empty() || reqwest::header::HeaderValue::from_str(ua).is_err())
     {
@@ -226,24 +353,34 @@ pub(crate) fn validate(
         ca_file,
         body_regex,
         body_sha256,
+        body_md5,
         max_latency: h.max_latency,
         user_agent: h.user_agent.clone(),
+        follow_redirects,
+        client_identity,
+        source_address,
+        cert_expiry_warning: h.cert_expiry_warning,
     })
 }
 
-/// The expected body digest: `body_sha256` as 64 hex digits, or the SHA-256 of `body_sha256_file`
-/// (read from `base_dir` when relative, now); not both.
-fn body_sha256(
-    h: &RawHttpCheck,
+/// An expected body digest: given as hex (`[value, _]`), or the digest of a file (`[_, file]`, read
+/// from `base_dir` when relative, now); not both. `(algorithm, tool)` word the messages ("a SHA-256",
+/// "sha256sum").
+fn body_digest<const N: usize>(
+    [(value, value_key), (file, file_key)]: [(&Option<String>, &'static str); 2],
+    (algorithm, tool): (&str, &str),
+    hash: fn(&[u8]) -> [u8; N],
     base_dir: &Path,
     at: &mut impl FnMut(&[Seg], String),
-) -> Option<[u8; 32]> {
-    match (&h.body_sha256, &h.body_sha256_file) {
+) -> Option<[u8; N]> {
+    match (value, file) {
         (None, None) => None,
         (Some(_), Some(_)) => {
             at(
-                &[Key("body_sha256_file")],
-                "set one of body_sha256 (the digest) and body_sha256_file (a reference copy of the body), not both".to_owned(),
+                &[Key(file_key)],
+                format!(
+                    "set one of {value_key} (the digest) and {file_key} (a reference copy of the body), not both"
+                ),
             );
             None
         }
@@ -251,9 +388,10 @@ fn body_sha256(
             let digest = parse_hex_digest(hex.trim());
             if digest.is_none() {
                 at(
-                    &[Key("body_sha256")],
+                    &[Key(value_key)],
                     format!(
-                        "body_sha256 {hex:?} is not a SHA-256 digest; write its 64 hex digits, as `sha256sum FILE` prints them"
+                        "{value_key} {hex:?} is not {algorithm} digest; write its {} hex digits, as `{tool} FILE` prints them",
+                        2 * N
                     ),
                 );
             }
@@ -262,11 +400,11 @@ fn body_sha256(
         (None, Some(file)) => {
             let path = base_dir.join(file);
             match std::fs::read(&path) {
-                Ok(bytes) => Some(sha256(&bytes)),
+                Ok(bytes) => Some(hash(&bytes)),
                 Err(e) => {
                     at(
-                        &[Key("body_sha256_file")],
-                        format!("cannot read body_sha256_file {}: {e}", path.display()),
+                        &[Key(file_key)],
+                        format!("cannot read {file_key} {}: {e}", path.display()),
                     );
                     None
                 }
@@ -275,15 +413,60 @@ fn body_sha256(
     }
 }
 
-fn parse_hex_digest(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 || !hex.is_ascii() {
+fn parse_hex_digest<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    if hex.len() != 2 * N || !hex.is_ascii() {
         return None;
     }
-    let mut out = [0u8; 32];
+    let mut out = [0u8; N];
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
     }
     Some(out)
+}
+
+fn md5(bytes: &[u8]) -> [u8; 16] {
+    use md5::Digest as _;
+    md5::Md5::digest(bytes).into()
+}
+
+/// `client_cert_file` and `client_key_file`, read from `base_dir` when relative: both or neither,
+/// https only.
+fn client_identity(
+    h: &RawHttpCheck,
+    tls: bool,
+    base_dir: &Path,
+    at: &mut impl FnMut(&[Seg], String),
+) -> Option<ClientIdentity> {
+    let (cert, key) = match (&h.client_cert_file, &h.client_key_file) {
+        (None, None) => return None,
+        (Some(c), Some(k)) => (c, k),
+        (Some(_), None) => {
+            at(
+                &[Key("client_cert_file")],
+                "client_cert_file needs client_key_file, the PEM file of its private key"
+                    .to_owned(),
+            );
+            return None;
+        }
+        (None, Some(_)) => {
+            at(
+                &[Key("client_key_file")],
+                "client_key_file needs client_cert_file, the PEM file of the certificate"
+                    .to_owned(),
+            );
+            return None;
+        }
+    };
+    if !tls {
+        at(
+            &[Key("client_cert_file")],
+            "client_cert_file only applies to type = \"https\" checks".to_owned(),
+        );
+        return None;
+    }
+    ClientIdentity::load(&base_dir.join(cert), &base_dir.join(key))
+        .map_err(|m| at(&[Key("client_cert_file")], m))
+        .ok()
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -413,9 +596,11 @@ fn status_range(spec: &StatusSpec) -> Result<(u16, u16), String> {
     }
 }
 
-/// HTTP(S) check: connects to the endpoint's IP, sends the configured Host header and TLS SNI.
+/// HTTP(S) check: connects to the endpoint's IP, sends the configured Host header and TLS SNI. Its
+/// client is shared with every probe of the same client configuration (see [`client`]).
 pub struct HttpProbe {
-    client: reqwest::Client,
+    client: Arc<reqwest::Client>,
+    endpoint: IpAddr,
     url: String,
     method: reqwest::Method,
     headers: reqwest::header::HeaderMap,
@@ -423,7 +608,9 @@ pub struct HttpProbe {
     body_contains: Option<String>,
     body_regex: Option<Pattern>,
     body_sha256: Option<[u8; 32]>,
+    body_md5: Option<[u8; 16]>,
     max_latency: Option<Duration>,
+    cert_expiry_warning: Option<Duration>,
     timeout: Duration,
 }
 
@@ -431,7 +618,7 @@ impl HttpProbe {
     /// The probe of endpoint `ip` for check `h`, giving up after `timeout`.
     ///
     /// # Errors
-    /// [`ProbeBuildError::Http`] if the HTTP client cannot be built (TLS setup).
+    /// [`ProbeBuildError`] if the shared HTTP client cannot be built (TLS setup).
     pub fn new(
         h: &HttpCheckConfig,
         ip: IpAddr,
@@ -450,7 +637,10 @@ impl HttpProbe {
                 headers.insert(k, v);
             }
         }
-        let mut builder = client_builder(h, timeout)?;
+        let agent = h.user_agent.as_deref().unwrap_or(DEFAULT_USER_AGENT);
+        if let Ok(v) = reqwest::header::HeaderValue::from_str(agent) {
+            headers.insert(reqwest::header::USER_AGENT, v);
+        }
         let url = if h.host.parse::<IpAddr>().is_ok() {
             // A literal IP host cannot be re-resolved: connect to the endpoint, send `host` in the
             // Host header and check the certificate against it (see `tls`).
@@ -460,15 +650,15 @@ impl HttpProbe {
             }
             format!("{scheme}://{target}{}", h.path)
         } else {
-            // Resolve the service name to this endpoint only: Host header and SNI carry the name while
-            // the connection goes to the endpoint's IP.
-            builder = builder.resolve(&h.host, target);
+            // The shared client resolves the service name to this endpoint only (`client`): Host
+            // header and SNI carry the name while the connection goes to the endpoint's IP.
             format!("{scheme}://{}:{}{}", h.host, h.port, h.path)
         };
         let method =
             reqwest::Method::from_bytes(h.method.as_bytes()).unwrap_or(reqwest::Method::GET);
         Ok(HttpProbe {
-            client: builder.build()?,
+            client: client::shared(&h.client_key())?,
+            endpoint: ip,
             url,
             method,
             headers,
@@ -476,9 +666,16 @@ impl HttpProbe {
             body_contains: h.body_contains.clone(),
             body_regex: h.body_regex.clone(),
             body_sha256: h.body_sha256,
+            body_md5: h.body_md5,
             max_latency: h.max_latency,
+            cert_expiry_warning: h.cert_expiry_warning.filter(|_| h.tls),
             timeout,
         })
+    }
+
+    /// Whether this probe and `other` use one HTTP client (their client configurations are equal).
+    pub fn shares_client_with(&self, other: &HttpProbe) -> bool {
+        Arc::ptr_eq(&self.client, &other.client)
     }
 
     async fn run(&self) -> ProbeResult {
@@ -492,6 +689,7 @@ impl HttpProbe {
             .client
             .request(self.method.clone(), &self.url)
             .headers(self.headers.clone())
+            .timeout(self.timeout)
             .send()
             .await;
         let mut resp = match sent {
@@ -509,7 +707,19 @@ impl HttpProbe {
         // The body is read even when nobody looks into it: the probe (and its latency) ends when the
         // response is complete, so a server that answers its headers at once and then stalls is slow.
         let keep = self.body_contains.is_some() || self.body_regex.is_some();
-        let body = match read_body(&mut resp, keep, self.body_sha256.is_some()).await {
+        // Read before the body: the certificate of the connection the answer came on.
+        let expiry = self.cert_expiry_warning.and_then(|within| {
+            let der = resp
+                .extensions()
+                .get::<reqwest::tls::TlsInfo>()?
+                .peer_certificate()?;
+            expiry_warning(der, within, std::time::SystemTime::now())
+        });
+        let hashes = Hashes {
+            sha256: self.body_sha256.is_some(),
+            md5: self.body_md5.is_some(),
+        };
+        let body = match read_body(&mut resp, keep, hashes).await {
             Ok(body) => body,
             Err(e) if e.is_timeout() => return timed_out(self.timeout),
             Err(e) => {
@@ -532,23 +742,29 @@ impl HttpProbe {
                 re.as_str()
             ));
         }
-        if let Some(expected) = &self.body_sha256 {
-            match body.digest {
-                None => {
-                    return failed(format!(
-                        "HTTP {status}, body larger than {} MiB: cannot check body_sha256",
-                        MAX_HASHED_BODY_BYTES >> 20
-                    ));
-                }
-                Some(got) if got != *expected => {
-                    return failed(format!(
-                        "HTTP {status}, body sha256 {}… is not the expected {}…",
-                        short_hex(&got),
-                        short_hex(expected)
-                    ));
-                }
-                Some(_) => {}
-            }
+        if body.too_large_to_hash {
+            return failed(format!(
+                "HTTP {status}, body larger than {} MiB: cannot check its digest",
+                MAX_HASHED_BODY_BYTES >> 20
+            ));
+        }
+        if let (Some(expected), Some(got)) = (&self.body_sha256, &body.sha256)
+            && got != expected
+        {
+            return failed(format!(
+                "HTTP {status}, body sha256 {}… is not the expected {}…",
+                short_hex(got),
+                short_hex(expected)
+            ));
+        }
+        if let (Some(expected), Some(got)) = (&self.body_md5, &body.md5)
+            && got != expected
+        {
+            return failed(format!(
+                "HTTP {status}, body md5 {}… is not the expected {}…",
+                short_hex(got),
+                short_hex(expected)
+            ));
         }
         let latency = start.elapsed();
         if let Some(max) = self.max_latency
@@ -567,7 +783,10 @@ impl HttpProbe {
         ProbeResult {
             ok: true,
             latency,
-            detail: format!("HTTP {status}"),
+            detail: match expiry {
+                Some(warning) => format!("HTTP {status}, warning: {warning}"),
+                None => format!("HTTP {status}"),
+            },
         }
     }
 
@@ -581,67 +800,106 @@ impl HttpProbe {
     }
 }
 
-/// The HTTP client settings every probe of check `h` shares.
-fn client_builder(
-    h: &HttpCheckConfig,
-    timeout: Duration,
-) -> Result<reqwest::ClientBuilder, ProbeBuildError> {
-    let builder = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        // A fresh connection per probe: a pooled one could hide a dead listener.
-        .pool_max_idle_per_host(0)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .user_agent(h.user_agent.as_deref().unwrap_or(DEFAULT_USER_AGENT))
-        .tls_danger_accept_invalid_certs(!h.tls_verify);
-    Ok(match tls::client_config(h)? {
-        Some(config) => builder.tls_backend_preconfigured(config),
-        None => builder,
-    })
+/// The digests to compute of a body.
+#[derive(Clone, Copy)]
+struct Hashes {
+    sha256: bool,
+    md5: bool,
 }
 
 /// What was read of a body.
 struct Body {
     /// Its first [`MAX_BODY_BYTES`], if asked to keep them.
     kept: Vec<u8>,
-    /// Its SHA-256, if asked to hash it and it ended within [`MAX_HASHED_BODY_BYTES`].
-    digest: Option<[u8; 32]>,
+    /// Its SHA-256, if asked for and it ended within [`MAX_HASHED_BODY_BYTES`].
+    sha256: Option<[u8; 32]>,
+    /// Its MD5, likewise.
+    md5: Option<[u8; 16]>,
+    /// A digest was asked for but the body went past [`MAX_HASHED_BODY_BYTES`].
+    too_large_to_hash: bool,
 }
 
 /// Reads the body until it ends or [`MAX_BODY_BYTES`] have been read ([`MAX_HASHED_BODY_BYTES`] when
 /// hashing), keeping its start if `keep`.
-async fn read_body(resp: &mut reqwest::Response, keep: bool, hash: bool) -> reqwest::Result<Body> {
+async fn read_body(
+    resp: &mut reqwest::Response,
+    keep: bool,
+    hashes: Hashes,
+) -> reqwest::Result<Body> {
+    use md5::Digest as _;
     let mut kept = Vec::new();
     let mut read = 0;
-    let mut hasher = hash.then(|| ring::digest::Context::new(&ring::digest::SHA256));
+    let mut sha256 = hashes
+        .sha256
+        .then(|| ring::digest::Context::new(&ring::digest::SHA256));
+    let mut md5 = hashes.md5.then(md5::Md5::new);
+    let hashing = hashes.sha256 || hashes.md5;
     while let Some(chunk) = resp.chunk().await? {
         read += chunk.len();
         if keep && kept.len() < MAX_BODY_BYTES {
             let room = MAX_BODY_BYTES - kept.len();
             kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
-        match &mut hasher {
-            Some(_) if read > MAX_HASHED_BODY_BYTES => {
-                return Ok(Body { kept, digest: None });
-            }
-            Some(h) => h.update(&chunk),
-            None if read >= MAX_BODY_BYTES => break,
-            None => {}
+        if hashing && read > MAX_HASHED_BODY_BYTES {
+            return Ok(Body {
+                kept,
+                sha256: None,
+                md5: None,
+                too_large_to_hash: true,
+            });
+        }
+        if let Some(h) = &mut sha256 {
+            h.update(&chunk);
+        }
+        if let Some(h) = &mut md5 {
+            h.update(&chunk);
+        }
+        if !hashing && read >= MAX_BODY_BYTES {
+            break;
         }
     }
-    let digest = hasher.map(|h| {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(h.finish().as_ref());
-        out
-    });
-    Ok(Body { kept, digest })
+    Ok(Body {
+        kept,
+        sha256: sha256.map(|h| {
+            let mut out = [0u8; 32];
+            out.copy_from_slice(h.finish().as_ref());
+            out
+        }),
+        md5: md5.map(|h| h.finalize().into()),
+        too_large_to_hash: false,
+    })
+}
+
+/// The warning for a server certificate (`der`) that expires within `within` of `now`, or has expired
+/// (possible with `tls_verify = false`); `None` if it does not, or cannot be parsed.
+fn expiry_warning(der: &[u8], within: Duration, now: std::time::SystemTime) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let not_after = cert.validity().not_after;
+    let now = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
+    let left = not_after.timestamp() - now;
+    let when = not_after
+        .to_rfc2822()
+        .unwrap_or_else(|_| not_after.timestamp().to_string());
+    if left < 0 {
+        Some(format!("certificate expired on {when}"))
+    } else if (left as u64) < within.as_secs() {
+        // Whole minutes (rounded up) are enough to read.
+        let left = Duration::from_secs((left as u64).div_ceil(60) * 60);
+        Some(format!(
+            "certificate expires in {} ({when}), within cert_expiry_warning {}",
+            humantime::format_duration(left),
+            humantime::format_duration(within)
+        ))
+    } else {
+        None
+    }
 }
 
 #[async_trait]
 impl Probe for HttpProbe {
     async fn probe(&self) -> ProbeResult {
-        match tokio::time::timeout(self.timeout, self.run()).await {
+        let run = client::with_endpoint(self.endpoint, self.run());
+        match tokio::time::timeout(self.timeout, run).await {
             Ok(r) => r,
             Err(_) => timed_out(self.timeout),
         }

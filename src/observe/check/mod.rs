@@ -6,6 +6,8 @@
 //! - [`tcp`]: `type = "tcp"`.
 //! - [`exec`]: `type = "exec"`, a command with Monitoring Plugins exit codes.
 //! - [`dns`]: `type = "dns"`, a query to the endpoint as a DNS server.
+//! - [`icmp`]: `type = "icmp"`, ICMP/ICMPv6 echo.
+//! - [`multi`]: several checks of one service (`[[service.check]]`), combined by `check_mode`.
 //!
 //! The central config (`crate::config`) only wires them in: `RawCheck` picks the plug-in by `type`,
 //! and [`CheckConfig`] is the validated choice. A new check type adds a module here, a variant to both
@@ -14,6 +16,8 @@
 pub mod dns;
 pub mod exec;
 pub mod http;
+pub mod icmp;
+pub mod multi;
 pub mod tcp;
 
 use std::fmt;
@@ -23,11 +27,16 @@ use std::time::Duration;
 pub use dns::{DnsCheckConfig, DnsProbe, RawDnsCheck};
 pub use exec::{ExecCheckConfig, ExecProbe, RawExecCheck};
 pub use http::{HttpCheckConfig, HttpProbe, RawHttpCheck};
+pub use icmp::{IcmpCheckConfig, IcmpProbe, RawIcmpCheck};
+pub use multi::{CheckMode, MultiCheckConfig, MultiProbe};
 pub use tcp::{RawTcpCheck, TcpCheckConfig, TcpProbe};
 
 use super::probe::{Probe, ProbeBuildError};
 
 /// `[service.check]`, validated.
+// One per service (and per check of several), never in a hot path: boxing the http variant would only
+// make every match and construction noisier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum CheckConfig {
@@ -39,6 +48,10 @@ pub enum CheckConfig {
     Exec(ExecCheckConfig),
     /// A DNS query to the endpoint.
     Dns(DnsCheckConfig),
+    /// ICMP/ICMPv6 echo.
+    Icmp(IcmpCheckConfig),
+    /// Several of the above (`[[service.check]]`), combined by `check_mode`.
+    Several(MultiCheckConfig),
 }
 
 impl CheckConfig {
@@ -52,7 +65,36 @@ impl CheckConfig {
             CheckConfig::Tcp(t) => Box::new(t.build(ip, timeout)),
             CheckConfig::Exec(e) => Box::new(e.build(ip, timeout)),
             CheckConfig::Dns(d) => Box::new(d.build(ip, timeout)),
+            CheckConfig::Icmp(i) => Box::new(i.build(ip, timeout)),
+            CheckConfig::Several(m) => Box::new(m.build(ip, timeout)?),
         })
+    }
+
+    /// The check's `type` as written (`"http"` for https too); several checks are their types joined
+    /// by `+` in file order (`"http+tcp"`). This is the status document's `check` field and the
+    /// metrics' `check` label.
+    pub fn type_name(&self) -> String {
+        match self {
+            CheckConfig::Http(_) => "http".to_owned(),
+            CheckConfig::Tcp(_) => "tcp".to_owned(),
+            CheckConfig::Exec(_) => "exec".to_owned(),
+            CheckConfig::Dns(_) => "dns".to_owned(),
+            CheckConfig::Icmp(_) => "icmp".to_owned(),
+            CheckConfig::Several(m) => m
+                .checks
+                .iter()
+                .map(CheckConfig::type_name)
+                .collect::<Vec<_>>()
+                .join("+"),
+        }
+    }
+
+    /// The single checks: itself, or each of several.
+    pub fn each(&self) -> &[CheckConfig] {
+        match self {
+            CheckConfig::Several(m) => &m.checks,
+            one => std::slice::from_ref(one),
+        }
     }
 }
 

@@ -54,6 +54,7 @@ fn http_check(port: u16) -> HttpCheckConfig {
         body_sha256: None,
         max_latency: None,
         user_agent: None,
+        ..HttpCheckConfig::new(false, 0, "")
     }
 }
 

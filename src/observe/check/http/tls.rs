@@ -1,7 +1,7 @@
-//! Certificate verification of `https` checks when reqwest's defaults do not fit: a `ca_file`, or a
-//! `host` that is an IP address.
+//! The rustls configuration of the shared HTTP clients: certificate verification (system roots read
+//! once per process, a `ca_file`, an IP `host`, or none) and the client certificate.
 //!
-//! By default reqwest verifies with `rustls-platform-verifier`, which on Linux trusts the system store
+//! Without a preconfigured TLS setup reqwest verifies with `rustls-platform-verifier`, which on Linux trusts the system store
 //! (`rustls-native-certs`: `SSL_CERT_FILE`/`SSL_CERT_DIR` when set, else the OpenSSL locations such as
 //! `/etc/ssl/certs/ca-certificates.crt`) and checks the certificate against the URL's host. rrguard
 //! connects to the endpoint's address, so with an IP `host` the URL's host is the endpoint, not `host`:
@@ -10,20 +10,19 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::DigitallySignedStruct;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-use super::HttpCheckConfig;
 use crate::observe::probe::ProbeBuildError;
 
 /// The certificates of a `ca_file`, read when the configuration is loaded.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CaBundle {
     path: PathBuf,
     certs: Vec<CertificateDer<'static>>,
@@ -72,44 +71,194 @@ impl fmt::Debug for CaBundle {
     }
 }
 
-/// The rustls configuration of check `h`, or `None` where reqwest's own (system roots, certificate
-/// checked against the URL's host, or no verification with `tls_verify = false`) is right.
-pub(super) fn client_config(
-    h: &HttpCheckConfig,
-) -> Result<Option<rustls::ClientConfig>, ProbeBuildError> {
-    let ip_host = h.host.parse::<IpAddr>().ok();
-    if !h.tls || !h.tls_verify || (h.ca_file.is_none() && ip_host.is_none()) {
-        return Ok(None);
-    }
+/// The rustls configuration of one shared client (see [`super::client`]): the server certificate
+/// checked against the system roots (one verifier for the whole process, so the system store is read
+/// once), against a `ca_file`'s certificates, or not at all (`tls_verify = false`); against the
+/// check's `host` when it is an IP address; and the client certificate, if any.
+pub(super) fn client_config(key: &TlsKey) -> Result<rustls::ClientConfig, ProbeBuildError> {
     let provider = CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
     let tls = |e: rustls::Error| ProbeBuildError::Tls(e.to_string());
-    let mut verifier: Arc<dyn ServerCertVerifier> = match &h.ca_file {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in &ca.certs {
-                roots.add(cert.clone()).map_err(tls)?;
+    let mut verifier: Arc<dyn ServerCertVerifier> = if !key.verify {
+        Arc::new(AcceptAnyCert(provider.clone()))
+    } else {
+        match &key.ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in &ca.certs {
+                    roots.add(cert.clone()).map_err(tls)?;
+                }
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| ProbeBuildError::Tls(e.to_string()))?
             }
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| ProbeBuildError::Tls(e.to_string()))?
+            None => system_verifier(&provider)?,
         }
-        None => Arc::new(rustls_platform_verifier::Verifier::new(provider.clone()).map_err(tls)?),
     };
-    if let Some(ip) = ip_host {
+    if key.verify
+        && let Some(ip) = key.verify_as
+    {
         verifier = Arc::new(VerifyAs {
             inner: verifier,
             name: ServerName::IpAddress(ip.into()),
         });
     }
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(tls)?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(Some(config))
+        .with_custom_certificate_verifier(verifier);
+    match &key.identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain.clone(), id.key()?)
+            .map_err(|e| {
+                ProbeBuildError::Tls(format!(
+                    "client certificate {}: {e}",
+                    id.cert_path.display()
+                ))
+            }),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// The verifier over the system's roots, built once per process: building it reads the system store
+/// (~110 KB and ~1.4 ms), which used to happen for every endpoint.
+fn system_verifier(
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>, ProbeBuildError> {
+    static SYSTEM: OnceLock<Result<Arc<rustls_platform_verifier::Verifier>, String>> =
+        OnceLock::new();
+    SYSTEM
+        .get_or_init(|| {
+            rustls_platform_verifier::Verifier::new(provider.clone())
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map(|v| v as Arc<dyn ServerCertVerifier>)
+        .map_err(ProbeBuildError::Tls)
+}
+
+/// What one client's TLS depends on; part of [`super::client::ClientKey`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct TlsKey {
+    /// Verify the server certificate.
+    pub verify: bool,
+    /// Trust only these instead of the system's roots.
+    pub ca: Option<CaBundle>,
+    /// Check the certificate against this address (an IP `host`) instead of the URL's host.
+    pub verify_as: Option<IpAddr>,
+    /// Present this client certificate.
+    pub identity: Option<ClientIdentity>,
+}
+
+/// A client certificate (`client_cert_file`) and its private key (`client_key_file`), PEM, read when
+/// the configuration is loaded. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClientIdentity {
+    cert_path: PathBuf,
+    chain: Vec<CertificateDer<'static>>,
+    key_pem: Vec<u8>,
+}
+
+impl ClientIdentity {
+    /// Reads the certificate chain of `cert` (leaf first) and the private key of `key` (PKCS#8, PKCS#1
+    /// or SEC1 PEM); both may be the same file.
+    ///
+    /// # Errors
+    /// A message naming the file if it cannot be read or holds no certificate or key.
+    pub fn load(cert: &Path, key: &Path) -> Result<ClientIdentity, String> {
+        let pem = std::fs::read(cert)
+            .map_err(|e| format!("cannot read client certificate {}: {e}", cert.display()))?;
+        let chain = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("client certificate {}: {e}", cert.display()))?;
+        if chain.is_empty() {
+            return Err(format!(
+                "client certificate {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                cert.display()
+            ));
+        }
+        let key_pem = std::fs::read(key)
+            .map_err(|e| format!("cannot read client key {}: {e}", key.display()))?;
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            format!(
+                "client key {} holds no usable PEM private key (-----BEGIN PRIVATE KEY-----): {e}",
+                key.display()
+            )
+        })?;
+        Ok(ClientIdentity {
+            cert_path: cert.to_owned(),
+            chain,
+            key_pem,
+        })
+    }
+
+    fn key(&self) -> Result<PrivateKeyDer<'static>, ProbeBuildError> {
+        PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .map_err(|e| ProbeBuildError::Tls(format!("client key: {e}")))
+    }
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("cert_path", &self.cert_path)
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `tls_verify = false`: any certificate is accepted, but the handshake's signatures are still
+/// checked (the same as reqwest's `danger_accept_invalid_certs`, which a preconfigured client cannot
+/// use).
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// Verifies certificates against a fixed name instead of the one of the connection: the check's
