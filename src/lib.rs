@@ -22,6 +22,8 @@
 //! - [`daemon`]: wires the above together: per-service controllers (the I/O shells of the service
 //!   cores: probe loops, votes, the core's reads and writes), the agreement actor, signals and config
 //!   reload. Also the one-shot `plan` used by the CLI.
+//! - [`naming`]: fleet naming in DNS (`web-0`, `db-master`): registration, leases, change of
+//!   master by compare-and-swap UPDATEs, and `/etc/hosts` sync from the naming zone.
 //! - [`subprocess`]: child processes in their own process group, killed with the group on timeout
 //!   and reaped; shared by the `exec` check and the `script` writer.
 //! - [`demo`]: `rrguard demo`, the daemon with built-in endpoints and its own served zone, nothing
@@ -40,6 +42,7 @@ pub mod daemon;
 pub mod decide;
 pub mod demo;
 pub mod expose;
+pub mod naming;
 pub mod observe;
 pub mod state;
 pub mod subprocess;

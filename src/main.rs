@@ -75,6 +75,9 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Fleet naming in DNS: register, renew, release, change-master, list, hosts-sync (docs/naming.md).
+    /// Exit codes: 0 ok, 1 runtime failure, 2 lost a race or nothing free, 3 not registered, 64 usage.
+    Naming(rrguard::naming::cli::NamingArgs),
     /// Try rrguard with nothing else installed: three built-in endpoints, a zone served by rrguard
     /// itself on loopback, and a prompt to stop and start the endpoints.
     Demo {
@@ -100,6 +103,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Naming(args) => {
+            init_logging(cli.log_format);
+            ExitCode::from(rrguard::naming::cli::run(args))
+        }
         Command::Demo {
             dns_port,
             http_port,

@@ -208,6 +208,12 @@ fn example_config_documents_every_option() {
                 .replace("BOGUS_CHECK", "zzz_bogus = 1"),
         ),
         (
+            "[naming]",
+            format!("{writer}[naming]\nwriter = \"w\"\nzone = \"example\"\nzzz_bogus = 1\n")
+                .replace(" BOGUS_TSIG", "")
+                .replace("BOGUS_WRITER", ""),
+        ),
+        (
             "[cluster]",
             cluster
                 .replace("BOGUS_CLUSTER", "zzz_bogus = 1")

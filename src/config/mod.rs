@@ -89,6 +89,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// Several monitor nodes; `None` for a single node.
     pub cluster: Option<ClusterSettings>,
+    /// Fleet naming (`[naming]`), when configured.
+    pub naming: Option<crate::naming::config::NamingConfig>,
 }
 
 impl Config {

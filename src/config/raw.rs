@@ -42,6 +42,8 @@ pub struct RawConfig {
     pub service: Vec<RawService>,
     /// `[cluster]`: absent for a single node.
     pub cluster: Option<RawCluster>,
+    /// `[naming]`: fleet naming (`rrguard naming …`); absent when unused.
+    pub naming: Option<crate::naming::config::RawNaming>,
 }
 
 /// `[cluster]`.

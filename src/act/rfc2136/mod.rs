@@ -42,8 +42,9 @@
 //! A fresh connection per exchange keeps the writer oblivious to server restarts; TCP throughout, as a
 //! UDP retry after a lost reply could turn a success into a spurious NXRRSET.
 
-mod classify;
-mod wire;
+// `pub(crate)`: fleet naming (`crate::naming`) sends its UPDATEs and zone transfers through them.
+pub(crate) mod classify;
+pub(crate) mod wire;
 
 pub mod config;
 pub mod key_file;
@@ -92,22 +93,7 @@ impl Rfc2136Writer {
     }
 
     fn signer(&self) -> Result<TSigner, WriteError> {
-        let algorithm = match self.config.tsig.algorithm {
-            TsigAlgorithm::HmacSha256 => {
-                hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256
-            }
-            TsigAlgorithm::HmacSha512 => {
-                hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha512
-            }
-        };
-        let key_name = parse_name(&self.config.tsig.name)?;
-        TSigner::new(
-            self.config.tsig.secret.clone(),
-            algorithm,
-            key_name,
-            TSIG_FUDGE,
-        )
-        .map_err(|e| {
+        tsig_signer(&self.config.tsig).map_err(|e| {
             WriteError::Rejected(format!("writer {:?}: cannot set up TSIG: {e}", self.name))
         })
     }
@@ -443,6 +429,20 @@ impl Rfc2136Writer {
     }
 }
 
+/// The signer of `tsig` (fudge [`TSIG_FUDGE`]).
+///
+/// # Errors
+/// Why hickory refuses the key (its name is not a DNS name).
+pub(crate) fn tsig_signer(tsig: &crate::config::TsigConfig) -> Result<TSigner, String> {
+    let algorithm = match tsig.algorithm {
+        TsigAlgorithm::HmacSha256 => hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+        TsigAlgorithm::HmacSha512 => hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha512,
+    };
+    let key_name = Name::from_str(&tsig.name)
+        .map_err(|e| format!("{:?} is not a DNS name: {e}", tsig.name))?;
+    TSigner::new(tsig.secret.clone(), algorithm, key_name, TSIG_FUDGE).map_err(|e| e.to_string())
+}
+
 /// How long an accepted UPDATE may take to show at the server that took it (a secondary forwarding to
 /// its primary), before the writer returns and leaves the verdict to the read-back. An UPDATE that
 /// changed nothing (the serial stays) waits this long too; the core does not send those.
@@ -632,7 +632,7 @@ fn add_change(message: &mut Message, change: &RecordChange) -> Result<(), WriteE
     Ok(())
 }
 
-fn rand_id() -> u16 {
+pub(crate) fn rand_id() -> u16 {
     // Message ids only need to be unpredictable enough to pair replies on our own TCP connection.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
