@@ -245,6 +245,7 @@ impl Lane {
                 | Event::ClusterAgrees { .. }
                 | Event::Unsettled { .. }
                 | Event::WaitingForVerdicts { .. }
+                | Event::Override { .. }
         );
         if health_event && !self.primary() {
             return;
@@ -280,6 +281,19 @@ impl Lane {
                 fqdn,
                 EventKind::Note,
                 format!("removals wait for a first verdict on {}", list(unknown)),
+            )),
+            Event::Override {
+                endpoint,
+                kind,
+                id,
+                active,
+            } => self.state.push_event(state::Event::now(
+                fqdn,
+                EventKind::Override,
+                format!(
+                    "{kind} of {endpoint} {} (override {id})",
+                    if *active { "in effect" } else { "ended" }
+                ),
             )),
             Event::KeptChanging | Event::Conflict(_) => self.state.push_event(state::Event::now(
                 fqdn,
@@ -446,6 +460,18 @@ pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
                 .policy_applied
                 .map_or_else(|| "none".to_owned(), |p| p.to_string());
             info!(service = %service, writer = %writer, plan = %plan, policy = %policy, "DNS updated");
+        }
+        Event::Override {
+            endpoint,
+            kind,
+            id,
+            active,
+        } => {
+            if *active {
+                info!(service = %service, endpoint = %endpoint, kind = %kind, id = %id, "override in effect: {kind} of {endpoint}");
+            } else {
+                info!(service = %service, endpoint = %endpoint, kind = %kind, id = %id, "override ended: {kind} of {endpoint}");
+            }
         }
         Event::WouldUpdate(plan) => {
             info!(service = %service, plan = %plan, "dry run: would change DNS")

@@ -180,6 +180,8 @@ pub enum EventKind {
     WriteFailed,
     /// Removals started or stopped being held back.
     Hold,
+    /// An operator's override took effect, ended, was set or deleted.
+    Override,
     /// Anything else worth a line.
     Note,
 }
