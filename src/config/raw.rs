@@ -41,6 +41,8 @@ pub struct RawConfig {
     pub service: Vec<RawService>,
     /// `[cluster]`: absent for a single node.
     pub cluster: Option<RawCluster>,
+    /// `[api]`: who may use the HTTP API.
+    pub api: Option<super::RawApi>,
 }
 
 /// `[cluster]`.

@@ -62,6 +62,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         .cluster
         .as_ref()
         .and_then(|c| cluster(c, &raw, &node, base_dir, &mut errs));
+    let api = super::api::api(raw.api.as_ref(), base_dir, &mut errs);
     if raw.service.is_empty() && errs.0.is_empty() {
         // Nothing else (fleet naming, hosts sync) can give a node work yet: say so instead of running
         // idle. Only once the rest is right, so that it does not bury the problems a person is fixing.
@@ -83,6 +84,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         writers,
         services,
         cluster,
+        api,
     })
 }
 

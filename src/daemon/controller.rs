@@ -174,6 +174,8 @@ impl Lane {
         self.execute(start).await;
         // Act on the view as it is now, not only on later changes (a single node leads at once).
         self.on_view().await;
+        let mut overrides_rx = self.state.overrides().subscribe();
+        overrides_rx.mark_changed();
         loop {
             self.drive().await;
             let wake = self.core.next_wake();
@@ -182,6 +184,10 @@ impl Lane {
                 _ = cancel.cancelled() => break,
                 Some(report) = reports.recv() => self.on_report(report).await,
                 Ok(()) = self.view_rx.changed() => self.on_view().await,
+                Ok(()) = overrides_rx.changed() => {
+                    let set = overrides_rx.borrow_and_update().clone();
+                    self.on_overrides(&set).await;
+                }
                 _ = sleep_until_opt(wake) => {}
             }
         }
@@ -194,6 +200,20 @@ impl Lane {
         let local = self.core.local_health();
         let service_view = ServiceView::for_writer(&view, &self.svc.fqdn, self.per_node, &local);
         let actions = self.core.on_view(Instant::now(), &service_view);
+        self.execute(actions).await;
+    }
+
+    /// The operator's overrides changed: hand this service's part to the core, its wall-clock
+    /// windows placed on the monotonic clock now.
+    async fn on_overrides(&mut self, set: &crate::decide::overrides::OverrideSet) {
+        let now = Instant::now();
+        let mine = set.for_service(
+            &self.svc.fqdn,
+            &self.svc.endpoints,
+            now,
+            state::now_unix_ms(),
+        );
+        let actions = self.core.on_overrides(now, mine);
         self.execute(actions).await;
     }
 
