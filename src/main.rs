@@ -1,5 +1,7 @@
 //! The `rrguard` binary: parse arguments, set up logging, run the library, map errors to exit codes.
 
+mod overrides_cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,8 +27,12 @@ const EXIT_FAILURE: u8 = 1;
         rrguard plan -c rrguard.toml            # probe once, print what would change\n  \
         rrguard run -c rrguard.toml --dry-run   # run, log the plans, write nothing\n  \
         rrguard run                             # run with /etc/rrguard/rrguard.toml\n\n\
+        rrguard drain 192.0.2.10 --for 1h --comment \"kernel upgrade\"\n  \
+        rrguard undrain 192.0.2.10\n\n\
         Signals: SIGTERM/SIGINT finish in-flight writes and exit 0; SIGHUP reloads the configuration.\n\
-        Exit codes: 0 ok, 1 runtime failure, 64 bad usage or configuration."
+        Exit codes: 0 ok, 1 runtime failure (or the node cannot be reached), 64 bad usage or\n\
+        configuration (or the node refused the request: bad input, unknown endpoint), 77 the API\n\
+        token is missing or wrong, or changes are off on the node."
 )]
 struct Cli {
     /// Log format: `auto` is journald under systemd (when its socket exists), text otherwise.
@@ -78,6 +84,32 @@ enum Command {
     /// Fleet naming in DNS: register, renew, release, change-master, list, hosts-sync (docs/naming.md).
     /// Exit codes: 0 ok, 1 runtime failure, 2 lost a race or nothing free, 3 not registered, 64 usage.
     Naming(rrguard::naming::cli::NamingArgs),
+    /// Take an endpoint out of DNS even if healthy (never below min_healthy), until it ends.
+    Drain(overrides_cli::NewOverride),
+    /// Delete the drains of an endpoint.
+    Undrain {
+        /// The endpoint address.
+        endpoint: String,
+        /// Only the drain of this service.
+        #[arg(long)]
+        service: Option<String>,
+        #[command(flatten)]
+        target: overrides_cli::Target,
+    },
+    /// Maintenance window: the endpoint's failures are ignored and its DNS state kept.
+    Maintenance(overrides_cli::NewOverride),
+    /// Publish an endpoint as if healthy, until the override ends.
+    ForceUp(overrides_cli::NewOverride),
+    /// Withdraw an endpoint as if failed (never below min_healthy's all-down policy).
+    ForceDown(overrides_cli::NewOverride),
+    /// List the node's overrides (or delete one with --delete ID).
+    Overrides {
+        /// Delete the override with this id.
+        #[arg(long, value_name = "ID")]
+        delete: Option<String>,
+        #[command(flatten)]
+        target: overrides_cli::Target,
+    },
     /// Try rrguard with nothing else installed: three built-in endpoints, a zone served by rrguard
     /// itself on loopback, and a prompt to stop and start the endpoints.
     Demo {
@@ -106,6 +138,18 @@ fn main() -> ExitCode {
         Command::Naming(args) => {
             init_logging(cli.log_format);
             ExitCode::from(rrguard::naming::cli::run(args))
+        }
+        Command::Drain(o) => overrides_cli::set("drain", o),
+        Command::Maintenance(o) => overrides_cli::set("maintenance", o),
+        Command::ForceUp(o) => overrides_cli::set("force_up", o),
+        Command::ForceDown(o) => overrides_cli::set("force_down", o),
+        Command::Undrain {
+            endpoint,
+            service,
+            target,
+        } => overrides_cli::undrain(&endpoint, service.as_deref(), &target),
+        Command::Overrides { delete, target } => {
+            overrides_cli::overrides(delete.as_deref(), &target)
         }
         Command::Demo {
             dns_port,

@@ -24,6 +24,7 @@
 //!
 //! A single node without `[cluster]` is the one-node case of the same rules.
 
+pub mod override_sync;
 pub mod transport;
 pub mod wire;
 

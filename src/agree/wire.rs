@@ -92,6 +92,22 @@ impl Key {
     pub fn mac(&self, body: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(ring::hmac::sign(&self.0, body).as_ref())
     }
+
+    /// Verifies the base64 MAC `mac` of `body`, in constant time.
+    ///
+    /// # Errors
+    /// [`WireError::MissingMac`] when there is none or it is not base64; [`WireError::BadMac`] when
+    /// it does not match.
+    pub fn verify(&self, body: &[u8], mac: Option<&str>) -> Result<(), WireError> {
+        let tag = mac
+            .and_then(|m| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(m.trim())
+                    .ok()
+            })
+            .ok_or(WireError::MissingMac)?;
+        ring::hmac::verify(&self.0, body, &tag).map_err(|_| WireError::BadMac)
+    }
 }
 
 impl std::fmt::Debug for Key {

@@ -8,6 +8,7 @@
 //! errors, unknown keys and wrong types, with toml's own spans), then [`validate`] checks semantics and
 //! reports errors by key path, which [`locate`] turns back into a position in the file.
 
+mod api;
 mod locate;
 pub mod raw;
 mod secret;
@@ -21,6 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use api::{ApiSettings, MIN_API_TOKEN_LEN, RawApi, ReadAccess};
 pub use validate::validate;
 
 // The check types own their config (`crate::observe::check`); these keep the config paths working.
@@ -91,6 +93,8 @@ pub struct Config {
     pub cluster: Option<ClusterSettings>,
     /// Fleet naming (`[naming]`), when configured.
     pub naming: Option<crate::naming::config::NamingConfig>,
+    /// `[api]`: who may use the HTTP API.
+    pub api: ApiSettings,
 }
 
 impl Config {

@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub cluster: Option<RawCluster>,
     /// `[naming]`: fleet naming (`rrguard naming …`); absent when unused.
     pub naming: Option<crate::naming::config::RawNaming>,
+    /// `[api]`: who may use the HTTP API.
+    pub api: Option<super::RawApi>,
 }
 
 /// `[cluster]`.

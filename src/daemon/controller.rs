@@ -178,6 +178,8 @@ impl Lane {
         self.execute(start).await;
         // Act on the view as it is now, not only on later changes (a single node leads at once).
         self.on_view().await;
+        let mut overrides_rx = self.state.overrides().subscribe();
+        overrides_rx.mark_changed();
         loop {
             self.drive().await;
             let wake = self.core.next_wake();
@@ -186,6 +188,10 @@ impl Lane {
                 _ = cancel.cancelled() => break,
                 Some(report) = reports.recv() => self.on_report(report).await,
                 Ok(()) = self.view_rx.changed() => self.on_view().await,
+                Ok(()) = overrides_rx.changed() => {
+                    let set = overrides_rx.borrow_and_update().clone();
+                    self.on_overrides(&set).await;
+                }
                 _ = sleep_until_opt(wake) => {}
             }
         }
@@ -198,6 +204,20 @@ impl Lane {
         let local = self.core.local_health();
         let service_view = ServiceView::for_writer(&view, &self.svc.fqdn, self.per_node, &local);
         let actions = self.core.on_view(Instant::now(), &service_view);
+        self.execute(actions).await;
+    }
+
+    /// The operator's overrides changed: hand this service's part to the core, its wall-clock
+    /// windows placed on the monotonic clock now.
+    async fn on_overrides(&mut self, set: &crate::decide::overrides::OverrideSet) {
+        let now = Instant::now();
+        let mine = set.for_service(
+            &self.svc.fqdn,
+            &self.svc.endpoints,
+            now,
+            state::now_unix_ms(),
+        );
+        let actions = self.core.on_overrides(now, mine);
         self.execute(actions).await;
     }
 
@@ -249,6 +269,7 @@ impl Lane {
                 | Event::ClusterAgrees { .. }
                 | Event::Unsettled { .. }
                 | Event::WaitingForVerdicts { .. }
+                | Event::Override { .. }
         );
         if health_event && !self.primary() {
             return;
@@ -284,6 +305,19 @@ impl Lane {
                 fqdn,
                 EventKind::Note,
                 format!("removals wait for a first verdict on {}", list(unknown)),
+            )),
+            Event::Override {
+                endpoint,
+                kind,
+                id,
+                active,
+            } => self.state.push_event(state::Event::now(
+                fqdn,
+                EventKind::Override,
+                format!(
+                    "{kind} of {endpoint} {} (override {id})",
+                    if *active { "in effect" } else { "ended" }
+                ),
             )),
             Event::KeptChanging | Event::Conflict(_) => self.state.push_event(state::Event::now(
                 fqdn,
@@ -450,6 +484,18 @@ pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
                 .policy_applied
                 .map_or_else(|| "none".to_owned(), |p| p.to_string());
             info!(service = %service, writer = %writer, plan = %plan, policy = %policy, "DNS updated");
+        }
+        Event::Override {
+            endpoint,
+            kind,
+            id,
+            active,
+        } => {
+            if *active {
+                info!(service = %service, endpoint = %endpoint, kind = %kind, id = %id, "override in effect: {kind} of {endpoint}");
+            } else {
+                info!(service = %service, endpoint = %endpoint, kind = %kind, id = %id, "override ended: {kind} of {endpoint}");
+            }
         }
         Event::WouldUpdate(plan) => {
             info!(service = %service, plan = %plan, "dry run: would change DNS")

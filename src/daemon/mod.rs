@@ -16,6 +16,7 @@
 pub mod agreement;
 pub mod controller;
 pub mod plan;
+pub mod replicate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -144,6 +145,14 @@ pub async fn run(
     mut reload_rx: mpsc::Receiver<()>,
 ) -> Result<(), RunError> {
     let state = NodeState::new();
+    match state
+        .overrides()
+        .open(&config.node.state_dir, &config.node.id)
+    {
+        Ok(0) => {}
+        Ok(n) => info!(count = n, "overrides restored from the state directory"),
+        Err(e) => error!("{e}; starting without the saved overrides"),
+    }
     // The HTTP server outlives generations; it stops with `shutdown`, drained within the grace.
     let mut servers = JoinSet::new();
     if let Some(addr) = config.node.listen {
@@ -164,6 +173,15 @@ pub async fn run(
         let generation = shutdown.child_token();
         let mut background = JoinSet::new();
         state.set_services(configured_services(&config));
+        state.overrides().set_services(
+            config
+                .services
+                .iter()
+                .map(|s| (s.fqdn.clone(), s.endpoints.clone()))
+                .collect(),
+        );
+        state.set_api_access(api_access(&config));
+        replicate::spawn_overrides(&config, &state, generation.clone(), &mut background);
         let agreement =
             agreement::spawn_agreement(&config, &state, generation.clone(), &mut background);
         let mut controllers = Generation::start(
@@ -391,6 +409,19 @@ async fn drain_servers(servers: &mut JoinSet<()>, deadline: Instant) {
                 return;
             }
         }
+    }
+}
+
+/// Who may use the API, and what authenticates peer messages, as the HTTP server needs it.
+fn api_access(config: &Config) -> crate::state::ApiAccess {
+    crate::state::ApiAccess {
+        token: config.api.token.clone(),
+        read_needs_token: config.api.read == config::ReadAccess::Token,
+        peer_secret: config.cluster.as_ref().map(|c| c.secret.clone()),
+        max_clock_skew: config
+            .cluster
+            .as_ref()
+            .map_or(config::DEFAULT_MAX_CLOCK_SKEW, |c| c.max_clock_skew),
     }
 }
 

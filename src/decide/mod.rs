@@ -1,6 +1,8 @@
 //! Decide: turn verdicts and the published record set into the desired record set and a plan (sans-I/O).
 //!
 //! - [`plan`]: the pure planner, below.
+//! - [`overrides`]: an operator's drain, maintenance, force-up and force-down, applied between the
+//!   verdicts and the planner.
 //! - [`service`]: the service core, the state machine around the planner that the daemon's controller
 //!   and the simulator both drive (hold, backoff, reconcile, conflicts, read-back).
 //!
@@ -24,6 +26,7 @@
 //! - Every record at the name ends with the service's TTL: a record whose TTL differs is rewritten
 //!   ([`Change::Ttl`]); an RRset has one TTL (RFC 2181 §5.2).
 
+pub mod overrides;
 pub mod service;
 #[cfg(test)]
 mod tests;
@@ -93,6 +96,26 @@ pub enum Reason {
     FailClosed(Health),
     /// Not a configured endpoint, and the service sets `remove_unlisted = true`.
     Unlisted,
+    /// An operator drained the endpoint ([`overrides`]): out of DNS although healthy.
+    Drained {
+        /// The override's id.
+        id: String,
+    },
+    /// The endpoint is in maintenance ([`overrides`]): failures ignored, published state kept.
+    Maintenance {
+        /// The override's id.
+        id: String,
+    },
+    /// An operator forced the endpoint up ([`overrides`]).
+    ForcedUp {
+        /// The override's id.
+        id: String,
+    },
+    /// An operator forced the endpoint down ([`overrides`]).
+    ForcedDown {
+        /// The override's id.
+        id: String,
+    },
     /// The record's TTL (s) is not the service's.
     Ttl {
         /// Published TTL, seconds.
@@ -116,6 +139,10 @@ impl fmt::Display for Reason {
             ),
             Reason::FailClosed(h) => write!(f, "{h}; all_down=fail_closed"),
             Reason::Unlisted => f.write_str("not a configured endpoint; remove_unlisted=true"),
+            Reason::Drained { id } => write!(f, "drained (override {id})"),
+            Reason::Maintenance { id } => write!(f, "in maintenance (override {id})"),
+            Reason::ForcedUp { id } => write!(f, "forced up (override {id})"),
+            Reason::ForcedDown { id } => write!(f, "forced down (override {id})"),
             Reason::Ttl { from, to } => write!(f, "ttl {from}s, service ttl is {to}s"),
         }
     }

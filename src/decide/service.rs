@@ -48,6 +48,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::overrides::{OverrideKind, ServiceOverrides};
 use super::{Doubts, Health, Plan, Policy};
 use crate::act::{Capabilities, Precondition, Published, RecordChange, WriteError};
 use crate::agree::View;
@@ -290,6 +291,17 @@ pub enum Event {
     Updated(Plan),
     /// Dry run: a plan that would have been written.
     WouldUpdate(Plan),
+    /// An operator's override on an endpoint took effect (`active`) or ended.
+    Override {
+        /// The endpoint.
+        endpoint: IpAddr,
+        /// What it does.
+        kind: OverrideKind,
+        /// Its id.
+        id: String,
+        /// Took effect (true) or ended (false).
+        active: bool,
+    },
     /// The precondition was refused: someone else changed the record set.
     Conflict(String),
     /// Conflicts [`MAX_CONFLICT_ROUNDS`] times in a row; backing off.
@@ -379,6 +391,12 @@ pub struct ServiceCore {
     recovering_since: Option<Instant>,
     waiting_reported: BTreeSet<IpAddr>,
     last_dry_run: Option<Plan>,
+    /// The operator's overrides of this service ([`super::overrides`]).
+    overrides: ServiceOverrides,
+    /// The overrides in effect as last seen, by endpoint: (kind, id).
+    overrides_active: BTreeMap<IpAddr, (OverrideKind, String)>,
+    /// Override boundaries up to here have been looked at.
+    overrides_checked: Instant,
 }
 
 impl ServiceCore {
@@ -422,6 +440,9 @@ impl ServiceCore {
             recovering_since: None,
             waiting_reported: BTreeSet::new(),
             last_dry_run: None,
+            overrides: ServiceOverrides::default(),
+            overrides_active: BTreeMap::new(),
+            overrides_checked: now,
         }
     }
 
@@ -471,6 +492,58 @@ impl ServiceCore {
     /// Endpoints reported unsettled (no verdict within the settle bound).
     pub fn unsettled(&self) -> &BTreeSet<IpAddr> {
         &self.unsettled
+    }
+
+    /// The operator's overrides this core applies.
+    pub fn overrides(&self) -> &ServiceOverrides {
+        &self.overrides
+    }
+
+    /// New overrides for this service (the whole set, replacing the previous one). A change in what
+    /// is in effect makes a sync due on the leader; each start and end is reported.
+    pub fn on_overrides(&mut self, now: Instant, overrides: ServiceOverrides) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.overrides = overrides;
+        self.track_overrides(now, &mut out);
+        out
+    }
+
+    /// Reports overrides that took effect or ended by `now`, and makes a sync due if any did.
+    fn track_overrides(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.overrides_checked = self.overrides_checked.max(now);
+        let active: BTreeMap<IpAddr, (OverrideKind, String)> = self
+            .overrides
+            .active(now)
+            .into_iter()
+            .map(|(ip, w)| (ip, (w.kind, w.id.clone())))
+            .collect();
+        if active == self.overrides_active {
+            return;
+        }
+        for (ip, (kind, id)) in &self.overrides_active {
+            if active.get(ip) != Some(&(*kind, id.clone())) {
+                out.push(Action::Event(Event::Override {
+                    endpoint: *ip,
+                    kind: *kind,
+                    id: id.clone(),
+                    active: false,
+                }));
+            }
+        }
+        for (ip, (kind, id)) in &active {
+            if self.overrides_active.get(ip) != Some(&(*kind, id.clone())) {
+                out.push(Action::Event(Event::Override {
+                    endpoint: *ip,
+                    kind: *kind,
+                    id: id.clone(),
+                    active: true,
+                }));
+            }
+        }
+        self.overrides_active = active;
+        if self.leader {
+            self.sync_soon(now);
+        }
     }
 
     /// This node's current verdicts, as votes: call once when the core starts.
@@ -591,13 +664,20 @@ impl ServiceCore {
             .map(|(_, t)| *t + self.s.settle_bound())
             .min();
         let reconcile = self.leader.then_some(self.reconcile_at);
-        [sync, settle, reconcile].into_iter().flatten().min()
+        // An override starting or ending changes the plan; boundaries already past are handled by
+        // the poll that follows them.
+        let overrides = self.overrides.next_boundary(self.overrides_checked);
+        [sync, settle, reconcile, overrides]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Does whatever is due at `now`: at most one writer operation is asked for at a time.
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         self.settle(now, &mut out);
+        self.track_overrides(now, &mut out);
         if now >= self.reconcile_at {
             self.reconcile_at = now + self.s.reconcile_interval;
             if self.leader && self.io == Io::Idle {
@@ -782,8 +862,23 @@ impl ServiceCore {
         }
     }
 
+    /// The planner over the verdicts after the overrides in effect at `now`, with the overrides'
+    /// reasons on the changes they caused.
+    fn plan_with_overrides(&self, now: Instant, published: &Published) -> Plan {
+        let applied = self.overrides.apply(
+            now,
+            &self.s.policy,
+            &self.agreed,
+            published,
+            &self.doubts(now),
+        );
+        let mut plan = super::plan(&self.s.policy, &applied.health, published, &applied.doubts);
+        applied.explain(&mut plan);
+        plan
+    }
+
     fn plan(&mut self, now: Instant, published: &Published) -> Plan {
-        let mut plan = super::plan(&self.s.policy, &self.agreed, published, &self.doubts(now));
+        let mut plan = self.plan_with_overrides(now, published);
         // Whether or not this plan already removes something (another hold may be keeping removals
         // back for now), the service has just left its all-down fallback: endpoints may be recovering.
         let leaving_fallback = self.rules.hold_recovering
@@ -792,7 +887,7 @@ impl ServiceCore {
             && self.recovering_since.is_none();
         if leaving_fallback {
             self.recovering_since = Some(now);
-            plan = super::plan(&self.s.policy, &self.agreed, published, &self.doubts(now));
+            plan = self.plan_with_overrides(now, published);
         }
         if self.rules.end_holds
             && self

@@ -73,6 +73,38 @@ pub fn render(
     }
 
     out.family(
+        "rrguard_overrides",
+        "gauge",
+        "Operator overrides in effect on this node, by kind (drain, maintenance, force_up, force_down).",
+    );
+    for kind in crate::decide::overrides::OverrideKind::ALL {
+        let n = status
+            .overrides
+            .iter()
+            .filter(|o| o.active && o.o.kind == kind)
+            .count();
+        out.sample("rrguard_overrides", &[("kind", kind.as_str())], n as f64);
+    }
+    out.family(
+        "rrguard_override_active",
+        "gauge",
+        "1 for each override in effect, by endpoint, service (\"*\": every service listing it), kind and id.",
+    );
+    for o in status.overrides.iter().filter(|o| o.active) {
+        let endpoint = o.o.endpoint.to_string();
+        out.sample(
+            "rrguard_override_active",
+            &[
+                ("endpoint", &endpoint),
+                ("service", o.o.service.as_deref().unwrap_or("*")),
+                ("kind", o.o.kind.as_str()),
+                ("id", &o.o.id),
+            ],
+            1.0,
+        );
+    }
+
+    out.family(
         "rrguard_endpoint_up",
         "gauge",
         "The endpoint's agreed state: 1 up, 0 down; absent while unknown.",

@@ -15,20 +15,26 @@
 //!   it and this node's last probe, per-service published set, plan, write and events,
 //!   rejected-message counters. 503 until the agreement actor has published once.
 //!
+//! - `GET /api/v1/overrides`, `POST /api/v1/overrides`, `DELETE /api/v1/overrides/{id}`, and the
+//!   peer route `POST /cluster/v1/overrides`: the operator's overrides ([`overrides`]), behind the
+//!   bearer-token checks of [`auth`].
+//!
 //! - `GET /metrics`: Prometheus text exposition ([`metrics`]): this node's probes under
 //!   blackbox_exporter's names, cluster state, DNS writes and their latency under `rrguard_`.
 //!
 //! It reads [`crate::state`] and speaks [`crate::agree::wire`]; it never imports the daemon, which
 //! hands it the state and a cancellation token.
 
+pub mod auth;
 pub mod metrics;
+pub mod overrides;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
@@ -45,6 +51,15 @@ pub async fn serve(
 ) {
     let app = Router::new()
         .route(wire::VOTES_PATH, post(votes))
+        .route(
+            crate::agree::override_sync::OVERRIDES_PATH,
+            post(overrides::from_peer),
+        )
+        .route(
+            "/api/v1/overrides",
+            get(overrides::list).post(overrides::create),
+        )
+        .route("/api/v1/overrides/{id}", delete(overrides::delete))
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics_text))
         .route("/health", get(health))
@@ -111,14 +126,14 @@ async fn votes(State(state): State<NodeState>, headers: HeaderMap, body: Bytes) 
     }
 }
 
-async fn status(State(state): State<NodeState>) -> Response {
+async fn status(_: auth::Reader, State(state): State<NodeState>) -> Response {
     match state.snapshot() {
         Some(status) => axum::Json(status).into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response(),
     }
 }
 
-async fn metrics_text(State(state): State<NodeState>) -> Response {
+async fn metrics_text(_: auth::Reader, State(state): State<NodeState>) -> Response {
     match state.snapshot() {
         Some(status) => {
             let text = metrics::render(&status, &state.write_counters(), env!("CARGO_PKG_VERSION"));

@@ -22,6 +22,7 @@
 
 mod counters;
 pub mod inbox;
+pub mod overrides;
 mod status;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -37,8 +38,8 @@ use crate::observe::probe::ProbeResult;
 pub use counters::{Histogram, WRITE_DURATION_BUCKETS, WriteCounters};
 pub use inbox::{Inbound, InboundError};
 pub use status::{
-    EndpointStatus, Event, EventKind, LocalProbe, NodeStatus, PeerStatus, ServiceStatus,
-    WriterStatus,
+    EndpointStatus, Event, EventKind, LocalProbe, NodeStatus, OverrideStatus, PeerStatus,
+    ServiceStatus, WriterStatus,
 };
 
 /// Events kept per service; older ones are dropped.
@@ -110,6 +111,37 @@ pub struct ConfiguredService {
 pub struct NodeState {
     inner: Arc<RwLock<Inner>>,
     inbox: Arc<RwLock<Option<mpsc::Sender<Inbound>>>>,
+    overrides: overrides::OverrideStore,
+    api: Arc<RwLock<ApiAccess>>,
+}
+
+/// Who may use the HTTP API, as `[api]` configures it; kept here so that a reload takes effect
+/// without rebinding, and so that `expose` never reads the configuration.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ApiAccess {
+    /// The bearer token mutations (and, with `read_needs_token`, reads) need; `None`: mutations are
+    /// refused (403).
+    pub token: Option<Vec<u8>>,
+    /// Reads need the token too (`[api] read = "token"`).
+    pub read_needs_token: bool,
+    /// The cluster's shared secret, which authenticates peer messages other than votes (overrides).
+    pub peer_secret: Option<Vec<u8>>,
+    /// Largest accepted clock difference in peer messages.
+    pub max_clock_skew: Duration,
+}
+
+impl std::fmt::Debug for ApiAccess {
+    // Never print the token or the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiAccess")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("read_needs_token", &self.read_needs_token)
+            .field(
+                "peer_secret",
+                &self.peer_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -142,6 +174,24 @@ impl NodeState {
     /// An empty state: no cluster status yet, no services, no inbox.
     pub fn new() -> NodeState {
         NodeState::default()
+    }
+
+    /// The operator's overrides ([`overrides::OverrideStore`]).
+    pub fn overrides(&self) -> &overrides::OverrideStore {
+        &self.overrides
+    }
+
+    /// Sets who may use the API (at start and on every reload).
+    pub fn set_api_access(&self, access: ApiAccess) {
+        *self.api.write().unwrap_or_else(PoisonError::into_inner) = access;
+    }
+
+    /// Who may use the API.
+    pub fn api_access(&self) -> ApiAccess {
+        self.api
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
@@ -486,6 +536,16 @@ impl NodeState {
             rejected_messages: c.rejected_messages,
             endpoints,
             services,
+            overrides: {
+                self.overrides
+                    .list()
+                    .into_iter()
+                    .map(|o| OverrideStatus {
+                        active: o.active_at(now_unix_ms),
+                        o,
+                    })
+                    .collect()
+            },
         })
     }
 

@@ -42,6 +42,19 @@ pub struct NodeStatus {
     pub endpoints: Vec<EndpointStatus>,
     /// Every configured service: what is published, the last plan and write, recent events.
     pub services: Vec<ServiceStatus>,
+    /// The operator's overrides not deleted and not ended (active or scheduled), in id order.
+    pub overrides: Vec<OverrideStatus>,
+}
+
+/// One override, as the status document shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OverrideStatus {
+    /// The override: id, endpoint, service (`null`: every service listing it), kind, comment,
+    /// `starts_unix_ms`, `ends_unix_ms`, `created_unix_ms`, `updated_unix_ms`, origin node.
+    #[serde(flatten)]
+    pub o: crate::decide::overrides::Override,
+    /// In effect now (false: scheduled, not started yet).
+    pub active: bool,
 }
 
 /// One other node of the cluster.
@@ -180,6 +193,8 @@ pub enum EventKind {
     WriteFailed,
     /// Removals started or stopped being held back.
     Hold,
+    /// An operator's override took effect, ended, was set or deleted.
+    Override,
     /// Anything else worth a line.
     Note,
 }

@@ -63,6 +63,22 @@ fn status() -> NodeStatus {
             hold: None,
             events: vec![],
         }],
+        overrides: vec![crate::state::OverrideStatus {
+            o: crate::decide::overrides::Override {
+                id: "d1".to_owned(),
+                endpoint: "192.0.2.1".parse().unwrap(),
+                service: None,
+                kind: crate::decide::overrides::OverrideKind::Drain,
+                comment: "disk swap".to_owned(),
+                starts_unix_ms: 1,
+                ends_unix_ms: 10,
+                created_unix_ms: 1,
+                updated_unix_ms: 1,
+                origin: "n1".to_owned(),
+                deleted: false,
+            },
+            active: true,
+        }],
     }
 }
 
@@ -195,5 +211,25 @@ fn every_family_has_help_and_type_once_and_every_sample_a_family() {
         }
     }
     assert_eq!(typed.len(), helped.len());
-    assert_eq!(typed.len(), 15, "{typed:?}");
+    assert_eq!(typed.len(), 17, "{typed:?}");
+}
+
+#[test]
+fn overrides_are_counted_by_kind_and_listed_per_endpoint() {
+    let text = render(&status(), &writes(), "1.0.0");
+    let l = lines(&text);
+    assert!(
+        l.contains(&r#"rrguard_overrides{kind="drain"} 1"#),
+        "{text}"
+    );
+    assert!(
+        l.contains(&r#"rrguard_overrides{kind="force_up"} 0"#),
+        "{text}"
+    );
+    assert!(
+        l.contains(
+            &r#"rrguard_override_active{endpoint="192.0.2.1",service="*",kind="drain",id="d1"} 1"#
+        ),
+        "{text}"
+    );
 }
