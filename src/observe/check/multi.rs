@@ -158,3 +158,101 @@ impl Probe for MultiProbe {
         self.combine(results)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::check::TcpCheckConfig;
+
+    /// A probe that always gives `result`.
+    struct Fixed(ProbeResult);
+
+    #[async_trait]
+    impl Probe for Fixed {
+        async fn probe(&self) -> ProbeResult {
+            self.0.clone()
+        }
+    }
+
+    fn result(ok: bool, ms: u64, detail: &str) -> ProbeResult {
+        ProbeResult {
+            ok,
+            latency: Duration::from_millis(ms),
+            detail: detail.to_owned(),
+        }
+    }
+
+    fn multi(mode: CheckMode, results: Vec<ProbeResult>) -> MultiProbe {
+        let config = MultiCheckConfig {
+            mode,
+            checks: vec![
+                CheckConfig::Tcp(TcpCheckConfig::connect(25)),
+                CheckConfig::Icmp(Default::default()),
+                CheckConfig::Tcp(TcpCheckConfig::connect(80)),
+            ],
+        };
+        MultiProbe {
+            mode,
+            labels: config.labels(),
+            probes: results
+                .into_iter()
+                .map(|r| std::sync::Arc::new(Fixed(r)) as std::sync::Arc<dyn Probe>)
+                .collect(),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn all_fails_on_one_failure_and_names_it_first() {
+        let p = multi(
+            CheckMode::All,
+            vec![
+                result(true, 5, "connected"),
+                result(true, 30, "3/3 echo replies"),
+                result(false, 10, "connection refused"),
+            ],
+        );
+        let r = p.probe().await;
+        assert!(!r.ok);
+        assert_eq!(r.latency, Duration::from_millis(30), "the slowest check's");
+        assert_eq!(
+            r.detail,
+            "failed tcp#2: connection refused; passed tcp#1: connected; passed icmp: 3/3 echo replies"
+        );
+    }
+
+    #[tokio::test]
+    async fn any_passes_on_one_success_and_fails_on_none() {
+        let one = multi(
+            CheckMode::Any,
+            vec![
+                result(false, 5, "refused"),
+                result(true, 1, "ok"),
+                result(false, 5, "refused"),
+            ],
+        );
+        let r = one.probe().await;
+        assert!(r.ok);
+        assert!(
+            r.detail.starts_with("passed icmp: ok; failed tcp#1"),
+            "{r:?}"
+        );
+        let none = multi(CheckMode::Any, vec![result(false, 1, "x"); 3]);
+        assert!(!none.probe().await.ok);
+        let all = multi(CheckMode::All, vec![result(true, 1, "y"); 3]);
+        assert!(all.probe().await.ok);
+    }
+
+    #[test]
+    fn type_name_joins_the_checks() {
+        let c = CheckConfig::Several(MultiCheckConfig {
+            mode: CheckMode::All,
+            checks: vec![
+                CheckConfig::Icmp(Default::default()),
+                CheckConfig::Tcp(TcpCheckConfig::connect(80)),
+            ],
+        });
+        assert_eq!(c.type_name(), "icmp+tcp");
+        assert_eq!(c.each().len(), 2);
+    }
+}

@@ -170,3 +170,27 @@ async fn https_sends_service_name_as_sni_and_verifies_by_default() {
         r.detail
     );
 }
+
+#[test]
+fn expiry_warning_only_within_the_window_and_for_expired_certificates() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["www.example.test".to_owned()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+    let der = params.self_signed(&key).unwrap().der().to_vec();
+    let at = |y: u64| std::time::UNIX_EPOCH + Duration::from_secs(y);
+    // 2030-01-01T00:00:00Z is 1893456000.
+    let week = Duration::from_secs(7 * 86_400);
+    let w = expiry_warning(&der, week, at(1_893_456_000 - 86_400)).unwrap();
+    assert!(
+        w.starts_with("certificate expires in 1day (")
+            && w.ends_with("within cert_expiry_warning 7days"),
+        "{w}"
+    );
+    assert_eq!(
+        expiry_warning(&der, week, at(1_893_456_000 - 8 * 86_400)),
+        None
+    );
+    let w = expiry_warning(&der, week, at(1_893_456_000 + 60)).unwrap();
+    assert!(w.starts_with("certificate expired on "), "{w}");
+    assert_eq!(expiry_warning(b"not a certificate", week, at(0)), None);
+}
