@@ -37,8 +37,8 @@ use crate::observe::probe::ProbeResult;
 pub use counters::{Histogram, WRITE_DURATION_BUCKETS, WriteCounters};
 pub use inbox::{Inbound, InboundError};
 pub use status::{
-    EndpointStatus, Event, EventKind, LocalProbe, NodeStatus, PeerStatus, ServiceStatus,
-    WriterStatus,
+    EndpointStatus, EngineStatus, Event, EventKind, LocalProbe, NodeStatus, PeerStatus,
+    ServiceStatus, WriterStatus,
 };
 
 /// Events kept per service; older ones are dropped.
@@ -120,6 +120,7 @@ struct Inner {
     services: BTreeMap<String, Service>,
     /// DNS write counters by (service, writer); kept across reloads so that counters never go back.
     writes: BTreeMap<(String, String), WriteCounters>,
+    engine: EngineStatus,
 }
 
 #[derive(Debug)]
@@ -486,7 +487,20 @@ impl NodeState {
             rejected_messages: c.rejected_messages,
             endpoints,
             services,
+            engine: inner.engine.clone(),
         })
+    }
+
+    /// Records the probe engine's current lag and its abstention counters by reason.
+    pub fn set_engine(&self, lag: std::time::Duration, abstained: &[(&str, u64)]) {
+        let mut inner = self.write();
+        inner.engine.scheduler_lag_ms = lag.as_secs_f64() * 1000.0;
+        for (reason, n) in abstained {
+            inner
+                .engine
+                .probes_abstained
+                .insert((*reason).to_owned(), *n);
+        }
     }
 
     /// Sets the peer inbox of the current generation's agreement actor (`None` while there is none).

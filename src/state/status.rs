@@ -42,6 +42,18 @@ pub struct NodeStatus {
     pub endpoints: Vec<EndpointStatus>,
     /// Every configured service: what is published, the last plan and write, recent events.
     pub services: Vec<ServiceStatus>,
+    /// The probe engine's own health: its lateness and the probes it abstained from.
+    pub engine: EngineStatus,
+}
+
+/// The probe engine's own health ([`crate::observe::lag`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EngineStatus {
+    /// How late the runtime's timers fire now (the lag monitor's last measurement), ms.
+    pub scheduler_lag_ms: f64,
+    /// Probes whose failure was discarded because rrguard itself was late, by reason (`lag`); they
+    /// counted neither for nor against their endpoints.
+    pub probes_abstained: BTreeMap<String, u64>,
 }
 
 /// One other node of the cluster.

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::state::{EndpointStatus, LocalProbe, ServiceStatus, WriterStatus};
+use crate::state::{EndpointStatus, EngineStatus, LocalProbe, ServiceStatus, WriterStatus};
 
 fn status() -> NodeStatus {
     let endpoint = |ip: &str, state: &str, local: Option<bool>| EndpointStatus {
@@ -63,7 +63,24 @@ fn status() -> NodeStatus {
             hold: None,
             events: vec![],
         }],
+        engine: EngineStatus {
+            scheduler_lag_ms: 12.0,
+            probes_abstained: BTreeMap::from([("lag".to_owned(), 7)]),
+        },
     }
+}
+
+#[test]
+fn engine_lag_and_abstentions_are_exposed() {
+    let text = render(&status(), &writes(), "0.1.0");
+    assert!(
+        text.contains("\nrrguard_scheduler_lag_seconds 0.012\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nrrguard_probes_abstained_total{reason=\"lag\"} 7\n"),
+        "{text}"
+    );
 }
 
 fn writes() -> BTreeMap<(String, String), WriteCounters> {
@@ -195,5 +212,5 @@ fn every_family_has_help_and_type_once_and_every_sample_a_family() {
         }
     }
     assert_eq!(typed.len(), helped.len());
-    assert_eq!(typed.len(), 15, "{typed:?}");
+    assert_eq!(typed.len(), 17, "{typed:?}");
 }
