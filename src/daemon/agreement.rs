@@ -70,6 +70,13 @@ pub fn cluster_config(config: &Config) -> ClusterConfig {
     }
 }
 
+/// Shortest time between two copies of the view into the node state (the status API and metrics).
+const PUBLISH_GAP: Duration = Duration::from_millis(100);
+
+/// Most verdicts taken from the queue before the view is recomputed (bounds the delay of peer
+/// messages and ticks behind a flood of verdicts).
+const MAX_VOTE_BATCH: usize = 4096;
+
 /// The latest signed snapshot for one peer: body and MAC.
 type Snapshot = Option<(Arc<Vec<u8>>, String)>;
 
@@ -270,18 +277,33 @@ impl Actor {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut next_heartbeat = Instant::now();
+        // A change not yet copied into the node state, and when it last was.
+        let mut pending = false;
+        let mut published_at = Instant::now();
         loop {
             // Peer messages change counters and last-heard times that the view does not show.
             let mut news = false;
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                Some((key, health)) = votes_rx.recv() => cluster.set_local(key, health),
+                Some((key, health)) = votes_rx.recv() => {
+                    cluster.set_local(key, health);
+                    // Take every verdict already queued before recomputing the view: at start-up
+                    // thousands arrive within a second, and one view (and one wake-up of every
+                    // service) per batch instead of per verdict keeps that linear.
+                    for _ in 0..MAX_VOTE_BATCH {
+                        match votes_rx.try_recv() {
+                            Ok((key, health)) => cluster.set_local(key, health),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Some(inbound) = inbox_rx.recv() => {
                     self.receive(&mut cluster, inbound);
                     news = true;
                 }
                 Some(ok) = self_check_rx.recv() => cluster.set_self_check(ok),
                 _ = ticker.tick() => {}
+                _ = tokio::time::sleep_until(published_at + PUBLISH_GAP), if pending => {}
             }
             let now = Instant::now();
             if self.key.is_some() && (cluster.has_news() || now >= next_heartbeat) {
@@ -292,10 +314,17 @@ impl Actor {
             let old = view_tx.borrow().clone();
             if *old != view {
                 log_changes(&old, &view);
-                self.publish(&cluster, &view);
+                pending = true;
                 let _ = view_tx.send(Arc::new(view));
             } else if news {
-                self.publish(&cluster, &view);
+                pending = true;
+            }
+            // The status copy lists every endpoint: refreshed at most every PUBLISH_GAP (the tick
+            // brings a late one), not after every batch of verdicts, which made start-up quadratic.
+            if pending && now.saturating_duration_since(published_at) >= PUBLISH_GAP {
+                self.publish(&cluster, &view_tx.borrow());
+                published_at = now;
+                pending = false;
             }
         }
     }
@@ -387,7 +416,7 @@ impl Actor {
             .endpoints
             .iter()
             .map(|((service, ip), t)| EndpointStatus {
-                service: service.clone(),
+                service: service.to_owned(),
                 endpoint: ip.to_string(),
                 cluster_state: t.state.to_string(),
                 up_votes: t.up.clone(),

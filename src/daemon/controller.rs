@@ -25,14 +25,17 @@ use crate::config::ServiceConfig;
 use crate::decide::Health;
 use crate::decide::service::{Action, Event, ServiceCore, ServiceView};
 use crate::observe::health::HealthMachine;
+use crate::observe::lag::LagHandle;
 use crate::observe::probe;
-use crate::observe::scheduler::{ProbeReport, Recheck, Schedule, spawn_probe_loop};
+use crate::observe::scheduler::{ProbeReport, Recheck, Schedule, spawn_watched_probe_loop};
 use crate::state::{self, EventKind, NodeState};
 
 /// Drives one service: its probe loops, and one [`Lane`] per writer of the service.
 pub(super) struct Controller {
     pub(super) svc: Arc<ServiceConfig>,
     lanes: Vec<Lane>,
+    /// Failed probes while rrguard itself was late abstain ([`crate::observe::lag`]).
+    lag: Option<LagHandle>,
 }
 
 impl Controller {
@@ -58,9 +61,23 @@ impl Controller {
                 votes_tx: (i == 0).then(|| votes_tx.clone()),
                 view_rx: view_rx.clone(),
                 isolated: false,
+                shown: Shown::default(),
             })
             .collect();
-        Controller { svc, lanes }
+        Controller {
+            svc,
+            lanes,
+            lag: None,
+        }
+    }
+
+    /// This controller with its probe loops watched by `lag`: a failure while rrguard itself was
+    /// late abstains instead of counting against the endpoint.
+    pub(super) fn watched_by(self, lag: LagHandle) -> Self {
+        Controller {
+            lag: Some(lag),
+            ..self
+        }
     }
 
     /// Runs until `cancel`; returns the first lane's health machines, to carry over a reload.
@@ -81,11 +98,12 @@ impl Controller {
                         Schedule::staggered(self.svc.interval, self.svc.timeout, i, count)
                             .confirming(self.svc.confirm_interval, self.svc.fall, self.svc.rise)
                             .rechecking(recheck);
-                    spawn_probe_loop(
+                    spawn_watched_probe_loop(
                         &mut probe_tasks,
                         *ip,
                         p,
                         schedule,
+                        self.lag.clone(),
                         report_tx.clone(),
                         probes.clone(),
                     );
@@ -161,6 +179,21 @@ struct Lane {
     view_rx: watch::Receiver<Arc<View>>,
     /// The last view said this node is isolated (a per-node lane then follows its own probes).
     isolated: bool,
+    /// What [`Lane::publish`] last put into the node state.
+    shown: Shown,
+}
+
+/// What a lane last published into the node state. [`Lane::publish`] runs after every probe and
+/// skips a round in which none of it changed and the writer was not used: formatting a service's
+/// addresses and plan into the status costs more than the probe itself (at 10,000 endpoints it was
+/// a third of rrguard's CPU).
+#[derive(Debug, Default)]
+struct Shown {
+    /// The writer was read or written since the last publish (the published set is known anew).
+    io: bool,
+    published: Option<crate::act::Published>,
+    plan: Option<crate::decide::Plan>,
+    hold: Option<(crate::decide::service::HoldReason, BTreeSet<IpAddr>)>,
 }
 
 impl Lane {
@@ -243,6 +276,7 @@ impl Lane {
     async fn drive(&mut self) {
         let mut out = Performed::default();
         converge_into(&mut self.core, self.writer.as_ref(), &mut out).await;
+        self.shown.io |= out.io;
         self.record_writes(&out);
         for e in &out.events {
             self.report(e);
@@ -329,7 +363,20 @@ impl Lane {
     }
 
     /// Publishes what the core knows into the node state: published set, last plan, hold.
-    fn publish(&self) {
+    fn publish(&mut self) {
+        let unchanged = !self.shown.io
+            && self.shown.published.as_ref() == self.core.published()
+            && self.shown.plan.as_ref() == self.core.last_plan()
+            && self.shown.hold.as_ref().map(|(r, h)| (*r, h)) == self.core.hold();
+        if unchanged {
+            return;
+        }
+        self.shown = Shown {
+            io: false,
+            published: self.core.published().cloned(),
+            plan: self.core.last_plan().cloned(),
+            hold: self.core.hold().map(|(r, h)| (r, h.clone())),
+        };
         let fqdn = self.svc.fqdn.as_str();
         if let Some(p) = self.core.published() {
             self.state
@@ -359,6 +406,7 @@ impl Lane {
     async fn execute(&mut self, actions: Vec<Action>) {
         let mut out = Performed::default();
         perform(&mut self.core, self.writer.as_ref(), actions, &mut out).await;
+        self.shown.io |= out.io;
         self.record_writes(&out);
         if let Some(votes_tx) = &self.votes_tx {
             for (endpoint, health) in out.votes {
@@ -378,6 +426,8 @@ struct Performed {
     events: Vec<Event>,
     /// How long each `apply` took.
     writes: Vec<Duration>,
+    /// The writer was read or written.
+    io: bool,
 }
 
 /// Executes `actions` against `writer`, feeding each result back into `core`, until none is left.
@@ -393,12 +443,14 @@ async fn perform(
             Action::Vote { endpoint, health } => out.votes.push((endpoint, health)),
             Action::Event(e) => out.events.push(e),
             Action::Read => {
+                out.io = true;
                 let result = writer
                     .read(&core.settings().fqdn, &core.settings().zone)
                     .await;
                 queue.extend(core.on_read(Instant::now(), result));
             }
             Action::Apply(change) => {
+                out.io = true;
                 let started = Instant::now();
                 let result = writer.apply(&change).await;
                 out.writes.push(started.elapsed());

@@ -37,6 +37,7 @@ use crate::act::{self, Writer};
 use crate::config::{self, CheckConfig, Config, ServiceConfig};
 use crate::decide::service::{ServiceCore, Settings};
 use crate::observe::health::HealthMachine;
+use crate::observe::lag::LagHandle;
 use crate::state::{ConfiguredService, NodeState};
 use agreement::AgreementHandle;
 use controller::Controller;
@@ -166,6 +167,8 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    // The probe engine's lateness is watched across generations, so its counters never go back.
+    let lag = crate::observe::lag::spawn_lag_monitor(&mut servers, state.clone(), shutdown.clone());
     // Writers' long-lived parts (served zones, DNS listeners) outlive generations, like the HTTP server.
     let resources = act::Resources::new(Some(config.node.state_dir.clone()));
     let mut carried = Carried::new();
@@ -192,6 +195,7 @@ pub async fn run(
             &state,
             &generation,
             &resources,
+            &lag,
         )?;
         info!(
             node = %config.node.id,
@@ -263,9 +267,11 @@ struct Generation {
     dry_run: bool,
     agreement: AgreementHandle,
     cancel: CancellationToken,
+    lag: LagHandle,
 }
 
 impl Generation {
+    #[allow(clippy::too_many_arguments)]
     fn start(
         config: &Config,
         opts: RunOptions,
@@ -274,6 +280,7 @@ impl Generation {
         state: &NodeState,
         cancel: &CancellationToken,
         resources: &act::Resources,
+        lag: &LagHandle,
     ) -> Result<Self, act::BuildError> {
         let mut writers = act::build_all(&config.writers, resources)?;
         for (name, w) in writers.iter_mut() {
@@ -295,6 +302,7 @@ impl Generation {
             dry_run: opts.dry_run,
             agreement: agreement.clone(),
             cancel: cancel.clone(),
+            lag: lag.clone(),
         };
         for svc in &config.services {
             let mut machines = BTreeMap::new();
@@ -340,7 +348,8 @@ impl Generation {
             self.state.clone(),
             self.agreement.votes_tx.clone(),
             self.agreement.view_rx.clone(),
-        );
+        )
+        .watched_by(self.lag.clone());
         let cancel = self.cancel.clone();
         let fqdn = svc.fqdn.clone();
         let check = svc.check.clone();

@@ -248,6 +248,29 @@ pub fn render(
     }
 
     out.family(
+        "rrguard_scheduler_lag_seconds",
+        "gauge",
+        "How late the probe engine's timers fire now, in seconds (rrguard's own overload).",
+    );
+    out.sample(
+        "rrguard_scheduler_lag_seconds",
+        &[],
+        status.engine.scheduler_lag_ms / 1000.0,
+    );
+    out.family(
+        "rrguard_probes_abstained_total",
+        "counter",
+        "Failed probes discarded because rrguard itself was late while they ran, by reason; they counted neither for nor against their endpoints.",
+    );
+    for (reason, n) in &status.engine.probes_abstained {
+        out.sample(
+            "rrguard_probes_abstained_total",
+            &[("reason", reason)],
+            *n as f64,
+        );
+    }
+
+    out.family(
         "rrguard_build_info",
         "gauge",
         "Always 1; the version label names the running build.",

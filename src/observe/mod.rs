@@ -6,8 +6,11 @@
 //! - [`scheduler`]: one task per endpoint running its probe every interval, staggered, never overlapping
 //!   itself, with a hard timeout; results go to the service's controller over a channel.
 //! - [`health`]: the sans-I/O fall/rise state machine.
+//! - [`lag`]: the probe engine's own lateness; a failure while rrguard itself was late abstains
+//!   instead of counting against the endpoint.
 
 pub mod check;
 pub mod health;
+pub mod lag;
 pub mod probe;
 pub mod scheduler;

@@ -30,8 +30,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use super::health::{Health, HealthMachine};
+use super::lag::LagHandle;
 use super::probe::{self, Probe, ProbeResult};
 
 /// One probe result, tagged with its endpoint.
@@ -209,6 +211,22 @@ pub fn spawn_probe_loop(
     report_tx: mpsc::Sender<ProbeReport>,
     cancel: CancellationToken,
 ) -> AbortHandle {
+    spawn_watched_probe_loop(tasks, endpoint, probe, schedule, None, report_tx, cancel)
+}
+
+/// [`spawn_probe_loop`], with the runtime's lateness watched by `lag`: a failed probe during which
+/// rrguard itself was late ([`LagHandle::judge`]) abstains. It is counted in `lag` and reported to
+/// nobody, so it moves neither the endpoint's health machine nor fast confirmation, and the next
+/// probe comes an interval later as usual.
+pub fn spawn_watched_probe_loop(
+    tasks: &mut JoinSet<()>,
+    endpoint: IpAddr,
+    probe: Box<dyn Probe>,
+    schedule: Schedule,
+    lag: Option<LagHandle>,
+    report_tx: mpsc::Sender<ProbeReport>,
+    cancel: CancellationToken,
+) -> AbortHandle {
     tasks.spawn(async move {
         let mut pacer = schedule.confirm.map(Pacer::new);
         let confirm_interval = schedule
@@ -240,6 +258,14 @@ pub fn spawn_probe_loop(
                 }
             };
             let now = Instant::now();
+            if let Some(lag) = &lag
+                && let Some(why) = lag.judge(result.ok, started, now, schedule.timeout)
+            {
+                lag.abstained(why);
+                debug!(%endpoint, detail = %result.detail, ?why, "probe abstains: rrguard itself was late");
+                next = (next + schedule.interval).max(now);
+                continue;
+            }
             let pace = match pacer.as_mut() {
                 Some(p) => p.next(result.ok, schedule.interval),
                 None => Pace {
@@ -587,6 +613,31 @@ mod tests {
         }
     }
 
+    /// Fails quickly, then fails while the runtime is starved (the clock jumps 300 ms while no task
+    /// runs, as under CPU starvation), then passes.
+    struct StarvedProbe(std::sync::Mutex<u32>);
+
+    #[async_trait]
+    impl Probe for StarvedProbe {
+        async fn probe(&self) -> ProbeResult {
+            let n = {
+                let mut n = self.0.lock().unwrap();
+                *n += 1;
+                *n
+            };
+            if n == 2 {
+                tokio::time::advance(Duration::from_millis(300)).await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ProbeResult {
+                ok: n > 2,
+                latency: Duration::from_millis(10),
+                detail: format!("probe {n}"),
+            }
+        }
+    }
+
     /// Two endpoints A and B of one service (offsets 0 and 500 ms), interval 1 s, confirm 100 ms,
     /// fall 3, rise 2; each fails from the given time (ms) on. Returns the report times (ms) of A and
     /// B until 3.4 s.
@@ -671,6 +722,63 @@ mod tests {
             kicks,
             vec![false, false, true, false, false, false, false, false]
         );
+    }
+
+    /// Runs [`StarvedProbe`] three times (interval 1 s, timeout 500 ms), watched by a lag monitor or
+    /// not; returns the reported (ms since start, detail) and the abstentions counted.
+    async fn run_starved(watched: bool) -> (Vec<(u64, String)>, u64) {
+        let (tx, mut rx) = mpsc::channel(16);
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let lag = crate::observe::lag::spawn_lag_monitor(
+            &mut tasks,
+            crate::state::NodeState::new(),
+            cancel.clone(),
+        );
+        let start = Instant::now();
+        let schedule =
+            Schedule::staggered(Duration::from_secs(1), Duration::from_millis(500), 0, 1);
+        spawn_watched_probe_loop(
+            &mut tasks,
+            "192.0.2.1".parse().unwrap(),
+            Box::new(StarvedProbe(std::sync::Mutex::new(0))),
+            schedule,
+            watched.then(|| lag.clone()),
+            tx,
+            cancel.clone(),
+        );
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let r = rx.recv().await.unwrap();
+            got.push(((r.at - start).as_millis() as u64, r.result.detail));
+        }
+        // The third probe has been judged by now (reports come in order).
+        if !watched {
+            let r = rx.recv().await.unwrap();
+            got.push(((r.at - start).as_millis() as u64, r.result.detail));
+        }
+        cancel.cancel();
+        let abstained = lag.abstained_total().iter().map(|(_, n)| n).sum();
+        (got, abstained)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_while_rrguard_was_late_abstains() {
+        let (got, abstained) = run_starved(true).await;
+        // Probe 2 failed during a 300 ms stall: neither reported nor counted against the endpoint;
+        // the quick failure before it and the success after it are reported.
+        assert_eq!(
+            got,
+            vec![(10, "probe 1".to_owned()), (2010, "probe 3".to_owned())]
+        );
+        assert_eq!(abstained, 1);
+        // Without the lag monitor the same failure counts.
+        let (got, abstained) = run_starved(false).await;
+        assert_eq!(
+            got.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(),
+            ["probe 1", "probe 2", "probe 3"]
+        );
+        assert_eq!(abstained, 0);
     }
 
     #[test]

@@ -38,7 +38,8 @@ use crate::observe::probe::ProbeResult;
 pub use counters::{Histogram, WRITE_DURATION_BUCKETS, WriteCounters};
 pub use inbox::{Inbound, InboundError};
 pub use status::{
-    EndpointStatus, Event, EventKind, LocalProbe, NodeStatus, OverrideStatus, PeerStatus,
+    EndpointStatus, EngineStatus, Event, EventKind, LocalProbe, NodeStatus, OverrideStatus,
+    PeerStatus,
     ServiceStatus, WriterStatus,
 };
 
@@ -152,6 +153,7 @@ struct Inner {
     services: BTreeMap<String, Service>,
     /// DNS write counters by (service, writer); kept across reloads so that counters never go back.
     writes: BTreeMap<(String, String), WriteCounters>,
+    engine: EngineStatus,
 }
 
 #[derive(Debug)]
@@ -546,7 +548,20 @@ impl NodeState {
                     })
                     .collect()
             },
+            engine: inner.engine.clone(),
         })
+    }
+
+    /// Records the probe engine's current lag and its abstention counters by reason.
+    pub fn set_engine(&self, lag: std::time::Duration, abstained: &[(&str, u64)]) {
+        let mut inner = self.write();
+        inner.engine.scheduler_lag_ms = lag.as_secs_f64() * 1000.0;
+        for (reason, n) in abstained {
+            inner
+                .engine
+                .probes_abstained
+                .insert((*reason).to_owned(), *n);
+        }
     }
 
     /// Sets the peer inbox of the current generation's agreement actor (`None` while there is none).

@@ -44,6 +44,8 @@ pub struct NodeStatus {
     pub services: Vec<ServiceStatus>,
     /// The operator's overrides not deleted and not ended (active or scheduled), in id order.
     pub overrides: Vec<OverrideStatus>,
+    /// The probe engine's own health: its lateness and the probes it abstained from.
+    pub engine: EngineStatus,
 }
 
 /// One override, as the status document shows it.
@@ -55,6 +57,16 @@ pub struct OverrideStatus {
     pub o: crate::decide::overrides::Override,
     /// In effect now (false: scheduled, not started yet).
     pub active: bool,
+}
+
+/// The probe engine's own health ([`crate::observe::lag`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EngineStatus {
+    /// How late the runtime's timers fire now (the lag monitor's last measurement), ms.
+    pub scheduler_lag_ms: f64,
+    /// Probes whose failure was discarded because rrguard itself was late, by reason (`lag`); they
+    /// counted neither for nor against their endpoints.
+    pub probes_abstained: BTreeMap<String, u64>,
 }
 
 /// One other node of the cluster.

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::state::{EndpointStatus, LocalProbe, ServiceStatus, WriterStatus};
+use crate::state::{EndpointStatus, EngineStatus, LocalProbe, ServiceStatus, WriterStatus};
 
 fn status() -> NodeStatus {
     let endpoint = |ip: &str, state: &str, local: Option<bool>| EndpointStatus {
@@ -79,7 +79,24 @@ fn status() -> NodeStatus {
             },
             active: true,
         }],
+        engine: EngineStatus {
+            scheduler_lag_ms: 12.0,
+            probes_abstained: BTreeMap::from([("lag".to_owned(), 7)]),
+        },
     }
+}
+
+#[test]
+fn engine_lag_and_abstentions_are_exposed() {
+    let text = render(&status(), &writes(), "0.1.0");
+    assert!(
+        text.contains("\nrrguard_scheduler_lag_seconds 0.012\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nrrguard_probes_abstained_total{reason=\"lag\"} 7\n"),
+        "{text}"
+    );
 }
 
 fn writes() -> BTreeMap<(String, String), WriteCounters> {

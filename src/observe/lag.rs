@@ -1,0 +1,325 @@
+//! The probe engine's own lateness, so that rrguard's overload is never taken for an endpoint's failure.
+//!
+//! A monitor task ([`spawn_lag_monitor`]) sleeps [`TICK`] at a time on the same runtime as the probes
+//! and records every wake-up that came more than [`STALL_MIN`] late as a **stall**: time in which no
+//! task of the runtime ran on time (CPU starvation, a busy worker, the whole process descheduled).
+//! A probe loop asks [`LagHandle::judge`] about each failed probe: if stalls overlapped the probe by at
+//! least [`LagHandle::threshold`] of its timeout (a tenth, at least 10 ms), the failure may be
+//! rrguard's own lateness — the answer may have arrived and waited unread, or the timer fired late —
+//! so the probe **abstains**: its result counts neither as a success nor as a failure. A failure
+//! that was quick (a refused connection) is judged on its own short window, so overload does not hide
+//! a dead endpoint that refuses; a success always counts.
+//!
+//! Abstentions are counted by reason, logged at most once per [`LOG_EVERY`] with their number and
+//! the worst lag, and published in the node state (`probes_abstained`, `scheduler_lag_ms` in the
+//! status document; `rrguard_probes_abstained_total{reason}` and `rrguard_scheduler_lag_seconds` in
+//! the metrics).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::state::NodeState;
+
+/// The monitor's sleep between two measurements.
+pub const TICK: Duration = Duration::from_millis(10);
+/// A wake-up later than this is recorded as a stall (timer granularity and ordinary scheduling
+/// noise stay below it).
+pub const STALL_MIN: Duration = Duration::from_millis(5);
+/// Stalls remembered, newest last: at one per tick, the last ~40 s, longer than any probe.
+const STALLS_KEPT: usize = 4096;
+/// At most one log line about abstentions per this period.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Smallest overlap with stalls that makes a failed probe abstain.
+const MIN_THRESHOLD: Duration = Duration::from_millis(10);
+
+/// Why a probe's result was discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abstain {
+    /// rrguard itself was late while the probe ran, by `lost` in all.
+    Lag {
+        /// Time the runtime lost to stalls during the probe.
+        lost: Duration,
+    },
+}
+
+impl Abstain {
+    /// The reason as a label value: `lag`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Abstain::Lag { .. } => "lag",
+        }
+    }
+}
+
+/// Shared view of the runtime's lateness; cheap to clone. Made by [`spawn_lag_monitor`], or by
+/// [`LagHandle::new`] and fed by hand (tests).
+#[derive(Debug, Clone)]
+pub struct LagHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    epoch: Instant,
+    /// When the monitor last woke up, ns since `epoch`.
+    last_tick_ns: AtomicU64,
+    /// Lateness of the monitor's last wake-up, ns.
+    last_lag_ns: AtomicU64,
+    /// Worst lateness since the last log line, ns.
+    worst_lag_ns: AtomicU64,
+    /// Probes abstained because of lag.
+    abstained_lag: AtomicU64,
+    /// (planned, woke) of recent late wake-ups, ordered.
+    stalls: Mutex<VecDeque<(Instant, Instant)>>,
+}
+
+impl LagHandle {
+    /// A handle with no stall recorded, whose monitor last ran at `now`.
+    pub fn new(now: Instant) -> Self {
+        LagHandle {
+            inner: Arc::new(Inner {
+                epoch: now,
+                last_tick_ns: AtomicU64::new(0),
+                last_lag_ns: AtomicU64::new(0),
+                worst_lag_ns: AtomicU64::new(0),
+                abstained_lag: AtomicU64::new(0),
+                stalls: Mutex::new(VecDeque::new()),
+            }),
+        }
+    }
+
+    fn ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.inner.epoch).as_nanos() as u64
+    }
+
+    /// Records one wake-up of the monitor, planned for `planned`, happening at `woke`.
+    pub fn tick(&self, planned: Instant, woke: Instant) {
+        let late = woke.saturating_duration_since(planned);
+        let i = &self.inner;
+        i.last_tick_ns.store(self.ns(woke), Ordering::Relaxed);
+        i.last_lag_ns
+            .store(late.as_nanos() as u64, Ordering::Relaxed);
+        i.worst_lag_ns
+            .fetch_max(late.as_nanos() as u64, Ordering::Relaxed);
+        if late > STALL_MIN {
+            let mut stalls = i.stalls.lock().unwrap_or_else(PoisonError::into_inner);
+            if stalls.len() == STALLS_KEPT {
+                stalls.pop_front();
+            }
+            stalls.push_back((planned, woke));
+        }
+    }
+
+    /// Time in `[start, end]` during which the runtime was stalled: recorded stalls, and a stall in
+    /// progress if the monitor has not woken up for longer than a tick plus [`STALL_MIN`] (it is
+    /// starved too, and cannot have recorded it yet).
+    pub fn lost_during(&self, start: Instant, end: Instant) -> Duration {
+        let overlap = |a: Instant, b: Instant| b.min(end).saturating_duration_since(a.max(start));
+        let mut lost = Duration::ZERO;
+        {
+            let stalls = self
+                .inner
+                .stalls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for &(a, b) in stalls.iter().rev() {
+                if b <= start {
+                    break;
+                }
+                lost += overlap(a, b);
+            }
+        }
+        let last = self.inner.epoch
+            + Duration::from_nanos(self.inner.last_tick_ns.load(Ordering::Relaxed));
+        let due = last + TICK;
+        if end.saturating_duration_since(due) > STALL_MIN {
+            lost += overlap(due, end);
+        }
+        lost
+    }
+
+    /// The overlap with stalls that makes a failed probe with `timeout` abstain: a tenth of the
+    /// timeout, at least 10 ms.
+    pub fn threshold(timeout: Duration) -> Duration {
+        (timeout / 10).max(MIN_THRESHOLD)
+    }
+
+    /// Whether a probe that ran from `start` to `end` with `timeout` and passed (`ok`) or failed
+    /// must abstain. A success never does.
+    pub fn judge(
+        &self,
+        ok: bool,
+        start: Instant,
+        end: Instant,
+        timeout: Duration,
+    ) -> Option<Abstain> {
+        if ok {
+            return None;
+        }
+        let lost = self.lost_during(start, end);
+        (lost >= Self::threshold(timeout)).then_some(Abstain::Lag { lost })
+    }
+
+    /// Counts one abstention.
+    pub fn abstained(&self, why: Abstain) {
+        match why {
+            Abstain::Lag { .. } => self.inner.abstained_lag.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Abstentions so far, by reason.
+    pub fn abstained_total(&self) -> Vec<(&'static str, u64)> {
+        vec![("lag", self.inner.abstained_lag.load(Ordering::Relaxed))]
+    }
+
+    /// The monitor's latest measured lateness, or the time since it was due if it is late now.
+    pub fn current_lag(&self, now: Instant) -> Duration {
+        let i = &self.inner;
+        let last = i.epoch + Duration::from_nanos(i.last_tick_ns.load(Ordering::Relaxed));
+        let overdue = now.saturating_duration_since(last + TICK);
+        Duration::from_nanos(i.last_lag_ns.load(Ordering::Relaxed)).max(overdue)
+    }
+
+    /// The worst lateness since the last call, and resets it.
+    fn take_worst(&self) -> Duration {
+        Duration::from_nanos(self.inner.worst_lag_ns.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// Spawns the monitor into `set`; it stops when `cancel` fires. Every second it publishes the lag
+/// and the abstention counters into `state`; it logs abstentions at most once per [`LOG_EVERY`].
+pub fn spawn_lag_monitor(
+    set: &mut JoinSet<()>,
+    state: NodeState,
+    cancel: CancellationToken,
+) -> LagHandle {
+    let lag = LagHandle::new(Instant::now());
+    let handle = lag.clone();
+    set.spawn(async move {
+        let mut planned = Instant::now() + TICK;
+        let mut next_publish = Instant::now();
+        let mut next_log = Instant::now() + LOG_EVERY;
+        let mut logged = 0u64;
+        let mut worst = Duration::ZERO;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(planned) => {}
+            }
+            let now = Instant::now();
+            lag.tick(planned, now);
+            planned = now + TICK;
+            if now >= next_publish {
+                next_publish = now + Duration::from_secs(1);
+                worst = worst.max(lag.take_worst());
+                state.set_engine(lag.current_lag(now), &lag.abstained_total());
+            }
+            if now >= next_log {
+                next_log = now + LOG_EVERY;
+                let total: u64 = lag.abstained_total().iter().map(|(_, n)| n).sum();
+                worst = worst.max(lag.take_worst());
+                if total > logged {
+                    warn!(
+                        abstained = total - logged,
+                        worst_lag_ms = worst.as_millis() as u64,
+                        "{} failed probes in the last {}s ran while rrguard itself was late (worst lag {} ms: CPU starvation or too many endpoints for this machine); they count neither for nor against their endpoints",
+                        total - logged,
+                        LOG_EVERY.as_secs(),
+                        worst.as_millis()
+                    );
+                    logged = total;
+                }
+                worst = Duration::ZERO;
+            }
+        }
+    });
+    handle
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_during_a_stall_abstains_success_and_quick_failure_do_not() {
+        let t0 = Instant::now();
+        let lag = LagHandle::new(t0);
+        // The monitor runs on time until 100 ms, then wakes up 300 ms late.
+        for k in 1..=10 {
+            lag.tick(t0 + TICK * k, t0 + TICK * k);
+        }
+        lag.tick(t0 + 110 * MS, t0 + 410 * MS);
+        for k in 42..=60 {
+            lag.tick(t0 + TICK * k, t0 + TICK * k);
+        }
+        let timeout = 500 * MS;
+        // A timed-out probe over the stall: 300 ms lost ≥ 50 ms.
+        assert_eq!(
+            lag.judge(false, t0 + 50 * MS, t0 + 550 * MS, timeout),
+            Some(Abstain::Lag { lost: 300 * MS })
+        );
+        // The same probe passing counts.
+        assert_eq!(lag.judge(true, t0 + 50 * MS, t0 + 550 * MS, timeout), None);
+        // A refusal after the stall, within 2 ms, counts.
+        assert_eq!(
+            lag.judge(false, t0 + 412 * MS, t0 + 414 * MS, timeout),
+            None
+        );
+        // A probe overlapping only 20 ms of it: below a tenth of the timeout.
+        assert_eq!(
+            lag.judge(false, t0 + 390 * MS, t0 + 415 * MS, timeout),
+            None
+        );
+        // With a 100 ms timeout the threshold is 10 ms: the same 20 ms overlap abstains.
+        assert!(
+            lag.judge(false, t0 + 390 * MS, t0 + 415 * MS, 100 * MS)
+                .is_some()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_in_progress_counts_before_the_monitor_records_it() {
+        let t0 = Instant::now();
+        let lag = LagHandle::new(t0);
+        lag.tick(t0, t0);
+        // The monitor has not run for 400 ms: it is starved as well.
+        let lost = lag.lost_during(t0 + 100 * MS, t0 + 400 * MS);
+        assert_eq!(lost, 300 * MS);
+        assert!(
+            lag.judge(false, t0 + 100 * MS, t0 + 400 * MS, 500 * MS)
+                .is_some()
+        );
+        assert_eq!(lag.current_lag(t0 + 400 * MS), 390 * MS);
+        // On time: nothing lost.
+        assert_eq!(lag.lost_during(t0, t0 + 12 * MS), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_monitor_records_a_starved_runtime() {
+        let state = NodeState::new();
+        let cancel = CancellationToken::new();
+        let mut set = JoinSet::new();
+        let lag = spawn_lag_monitor(&mut set, state, cancel.clone());
+        tokio::time::sleep(100 * MS).await;
+        let start = Instant::now();
+        // The clock jumps 300 ms while no task runs: what a starved runtime looks like to it.
+        tokio::time::advance(300 * MS).await;
+        tokio::time::sleep(50 * MS).await;
+        let end = Instant::now();
+        let lost = lag.lost_during(start, end);
+        assert!(lost >= 250 * MS, "lost {lost:?}");
+        cancel.cancel();
+        // On time afterwards: a later window has nothing lost.
+        let later = Instant::now();
+        assert_eq!(lag.lost_during(later, later + MS), Duration::ZERO);
+    }
+}
