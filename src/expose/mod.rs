@@ -15,12 +15,16 @@
 //!   it and this node's last probe, per-service published set, plan, write and events,
 //!   rejected-message counters. 503 until the agreement actor has published once.
 //!
+//! - `GET /api/v1/services/{fqdn}`, `GET /api/v1/plan`, `GET /api/v1/events`,
+//!   `GET /api/v1/openapi.json`: the read API ([`api`]).
 //! - `GET /metrics`: Prometheus text exposition ([`metrics`]): this node's probes under
 //!   blackbox_exporter's names, cluster state, DNS writes and their latency under `rrguard_`.
 //!
 //! It reads [`crate::state`] and speaks [`crate::agree::wire`]; it never imports the daemon, which
 //! hands it the state and a cancellation token.
 
+pub mod api;
+pub mod client;
 pub mod metrics;
 
 use axum::Router;
@@ -46,6 +50,10 @@ pub async fn serve(
     let app = Router::new()
         .route(wire::VOTES_PATH, post(votes))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/services/{fqdn}", get(api::service))
+        .route("/api/v1/plan", get(api::plan))
+        .route("/api/v1/events", get(api::events))
+        .route("/api/v1/openapi.json", get(api::openapi))
         .route("/metrics", get(metrics_text))
         .route("/health", get(health))
         .route("/ready", get(ready))
