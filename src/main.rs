@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rrguard::config::{self, ConfigError};
 use rrguard::daemon::{self, RunOptions};
+use rrguard::expose::client;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
@@ -26,7 +27,10 @@ const EXIT_FAILURE: u8 = 1;
         rrguard check-config -c /etc/rrguard/rrguard.toml\n  \
         rrguard plan -c rrguard.toml            # probe once, print what would change\n  \
         rrguard run -c rrguard.toml --dry-run   # run, log the plans, write nothing\n  \
-        rrguard run                             # run with /etc/rrguard/rrguard.toml\n\n\
+        rrguard run                             # run with /etc/rrguard/rrguard.toml\n  \
+        rrguard status                          # ask the running node: endpoints, why in or out\n  \
+        rrguard events --since 1h               # its events and DNS writes\n  \
+        rrguard nagios www.example.com          # Monitoring Plugins check\n  \
         rrguard drain 192.0.2.10 --for 1h --comment \"kernel upgrade\"\n  \
         rrguard undrain 192.0.2.10\n\n\
         Signals: SIGTERM/SIGINT finish in-flight writes and exit 0; SIGHUP reloads the configuration.\n\
@@ -55,6 +59,32 @@ struct ConfigArg {
     /// Configuration file.
     #[arg(short, long, env = "RRGUARD_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
     config: PathBuf,
+}
+
+/// Which running node the client commands ask.
+#[derive(Args)]
+struct NodeArg {
+    /// Configuration file of the node to ask (its `[node].listen`).
+    #[arg(short, long, env = "RRGUARD_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Ask the node at this URL instead (http://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+}
+
+impl NodeArg {
+    fn node(&self) -> Result<client::Node, String> {
+        if let Some(url) = &self.url {
+            return client::Node::from_url(url).map_err(|e| e.to_string());
+        }
+        let c = config::load(&self.config).map_err(|e| e.to_string())?;
+        c.node.listen.map(client::Node::at).ok_or_else(|| {
+            format!(
+                "{}: [node].listen is not set, so the node serves no API; set it, or pass --url",
+                self.config.display()
+            )
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -110,6 +140,41 @@ enum Command {
         #[command(flatten)]
         target: overrides_cli::Target,
     },
+    /// Show a running node's services: endpoints, state, since, last probe, why each is in or out
+    /// of DNS, and the published records.
+    Status {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Only this service (its fqdn).
+        service: Option<String>,
+    },
+    /// Show a running node's events and DNS writes (audit log), oldest first.
+    Events {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only events this recent (e.g. 1h, 30m) [default: all kept]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only these kinds, comma-separated (dns_updated, write_failed, endpoint_state, …).
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Monitoring Plugins check (Nagios, Icinga): exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Nagios {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Only this service [default: all].
+        service: Option<String>,
+        /// WARNING above this many DNS writes in the last hour per service (flapping).
+        #[arg(long, default_value_t = client::DEFAULT_ROTATIONS_WARNING)]
+        rotations_warning: u64,
+    },
     /// Try rrguard with nothing else installed: three built-in endpoints, a zone served by rrguard
     /// itself on loopback, and a prompt to stop and start the endpoints.
     Demo {
@@ -150,6 +215,26 @@ fn main() -> ExitCode {
         } => overrides_cli::undrain(&endpoint, service.as_deref(), &target),
         Command::Overrides { delete, target } => {
             overrides_cli::overrides(delete.as_deref(), &target)
+        }
+        Command::Status { node, service } => status_command(&node, service.as_deref()),
+        Command::Events {
+            node,
+            service,
+            since,
+            kind,
+            limit,
+        } => events_command(&node, service, since, kind, limit),
+        Command::Nagios {
+            node,
+            service,
+            rotations_warning,
+        } => {
+            let (line, verdict) = match node.node() {
+                Ok(n) => client::nagios(&n, service.as_deref(), rotations_warning, now_ms()),
+                Err(e) => (format!("RRGUARD UNKNOWN - {e}"), client::Verdict::Unknown),
+            };
+            println!("{line}");
+            ExitCode::from(verdict as u8)
         }
         Command::Demo {
             dns_port,
@@ -235,6 +320,81 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_FAILURE)
                 }
             }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    rrguard::state::now_unix_ms()
+}
+
+fn status_command(node: &NodeArg, service: Option<&str>) -> ExitCode {
+    let run = || -> Result<String, String> {
+        let n = node.node()?;
+        let status = n.get("/api/v1/status").map_err(|e| e.to_string())?;
+        let fqdns: Vec<String> = match service {
+            Some(f) => vec![f.to_owned()],
+            None => status["services"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s["fqdn"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let details = fqdns
+            .iter()
+            .map(|f| n.get(&format!("/api/v1/services/{}", client::encode(f))))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        Ok(client::render_status(&status, &details, now_ms()))
+    };
+    match run() {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rrguard status: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn events_command(
+    node: &NodeArg,
+    service: Option<String>,
+    since: Option<std::time::Duration>,
+    kind: Option<String>,
+    limit: usize,
+) -> ExitCode {
+    let run = || -> Result<String, String> {
+        let n = node.node()?;
+        let mut path = format!("/api/v1/events?limit={limit}");
+        if let Some(s) = &service {
+            path += &format!("&service={}", client::encode(s));
+        }
+        if let Some(k) = &kind {
+            path += &format!("&kind={}", client::encode(k));
+        }
+        if let Some(d) = since {
+            path += &format!(
+                "&since={}",
+                now_ms().saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            );
+        }
+        let page = n.get(&path).map_err(|e| e.to_string())?;
+        Ok(client::render_events(&page))
+    };
+    match run() {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rrguard events: {e}");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }

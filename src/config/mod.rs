@@ -75,6 +75,12 @@ pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
 pub const MIN_CLUSTER_SECRET_LEN: usize = 16;
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rrguard";
+/// Default `[node].audit_max_age`: audit log records are kept 30 days.
+pub const DEFAULT_AUDIT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Default `[node].audit_max_size_mib`: 64 MiB of audit log records.
+pub const DEFAULT_AUDIT_MAX_SIZE_MIB: u64 = 64;
+/// Shortest `[node].audit_max_age`.
+pub const MIN_AUDIT_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// A fully validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,8 +126,12 @@ pub struct NodeConfig {
     pub id: String,
     /// HTTP listen address (peers, status API). `None`: no HTTP server (single node without `listen`).
     pub listen: Option<SocketAddr>,
-    /// Where durable state lives (later capabilities).
+    /// Where durable state lives: the audit log (`audit.redb`), served zones.
     pub state_dir: PathBuf,
+    /// Audit log records older than this are dropped.
+    pub audit_max_age: Duration,
+    /// Audit log records beyond this many bytes are dropped, oldest first.
+    pub audit_max_bytes: u64,
 }
 
 /// What to publish when fewer than `min_healthy` endpoints are healthy.

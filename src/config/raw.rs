@@ -113,6 +113,11 @@ pub struct RawNode {
     pub listen: Option<String>,
     /// State directory.
     pub state_dir: Option<String>,
+    /// Audit log records older than this are dropped.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub audit_max_age: Option<Duration>,
+    /// Audit log records beyond this many MiB are dropped, oldest first.
+    pub audit_max_size_mib: Option<u64>,
 }
 
 /// `[defaults]`: values every service inherits unless it sets its own.

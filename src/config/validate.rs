@@ -258,10 +258,31 @@ fn node(raw: &RawConfig, errs: &mut Errors) -> NodeConfig {
             "state_dir must not be empty",
         );
     }
+    let audit_max_age = n.audit_max_age.unwrap_or(DEFAULT_AUDIT_MAX_AGE);
+    if audit_max_age < MIN_AUDIT_MAX_AGE {
+        errs.at(
+            &[Key("node"), Key("audit_max_age")],
+            format!(
+                "audit_max_age {} is too short: use at least \"1m\" (the default is \"30days\")",
+                humantime::format_duration(audit_max_age)
+            ),
+        );
+    }
+    let audit_max_size_mib = n.audit_max_size_mib.unwrap_or(DEFAULT_AUDIT_MAX_SIZE_MIB);
+    if !(1..=1 << 20).contains(&audit_max_size_mib) {
+        errs.at(
+            &[Key("node"), Key("audit_max_size_mib")],
+            format!(
+                "audit_max_size_mib {audit_max_size_mib} is out of range: use 1 to 1048576 (MiB; the default is {DEFAULT_AUDIT_MAX_SIZE_MIB})"
+            ),
+        );
+    }
     NodeConfig {
         id,
         listen,
         state_dir,
+        audit_max_age,
+        audit_max_bytes: audit_max_size_mib * 1024 * 1024,
     }
 }
 

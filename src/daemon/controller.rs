@@ -316,10 +316,17 @@ impl Lane {
                 self.state
                     .record_plan(fqdn, &plan.to_string(), self.hold_text().as_deref());
                 self.state.record_write(fqdn, writer, Ok(()));
+                self.audit_write(plan, &plan.to_string(), None);
             }
             Event::Failed { doing, error, .. } => {
-                self.state
-                    .record_write(fqdn, writer, Err(format!("{doing}: {error}")));
+                let why = format!("{doing}: {error}");
+                self.state.record_write(fqdn, writer, Err(why.clone()));
+                // Only a write that was sent counts as a DNS write (not a failed read or plan).
+                if *doing == "writing"
+                    && let Some(plan) = self.core.last_plan().filter(|p| !p.is_empty())
+                {
+                    self.audit_write(&plan.clone(), &why, Some(why.clone()));
+                }
             }
             Event::NotApplied { expected, found } => self.state.record_write(
                 fqdn,
@@ -362,6 +369,14 @@ impl Lane {
         }
     }
 
+    /// Records a DNS write (or a failed one) with its evidence in the audit log.
+    fn audit_write(&self, plan: &crate::decide::Plan, message: &str, error: Option<String>) {
+        let view = self.view_rx.borrow().clone();
+        let record = super::audit::write_record(self.core.settings(), &view, plan, error);
+        self.state
+            .audit_write(&self.svc.fqdn, self.writer.name(), message, record);
+    }
+
     /// Publishes what the core knows into the node state: published set, last plan, hold.
     fn publish(&mut self) {
         let unchanged = !self.shown.io
@@ -382,6 +397,21 @@ impl Lane {
             self.state
                 .set_published(fqdn, self.writer.name(), p.records.keys().copied());
         }
+        let (standing, pending) = self
+            .core
+            .preview(Instant::now())
+            .map(|plan| (super::audit::standing(&plan), super::audit::changes(&plan)))
+            .unwrap_or_default();
+        self.state.set_writer_plan(
+            fqdn,
+            self.writer.name(),
+            self.core
+                .published()
+                .map(super::audit::records)
+                .unwrap_or_default(),
+            standing,
+            pending,
+        );
         if !self.primary() {
             return;
         }

@@ -14,6 +14,7 @@
 //! open connections within the same grace, and `run` returns.
 
 pub mod agreement;
+mod audit;
 pub mod controller;
 pub mod plan;
 pub mod replicate;
@@ -154,6 +155,27 @@ pub async fn run(
         Ok(n) => info!(count = n, "overrides restored from the state directory"),
         Err(e) => error!("{e}; starting without the saved overrides"),
     }
+    // The audit log outlives generations (its limits and place are read once, at start). A node
+    // whose state_dir cannot hold it still runs: DNS failover matters more than its record.
+    let audit = {
+        match crate::state::AuditLog::open(
+            &config.node.state_dir,
+            crate::state::audit::Limits {
+                max_age: config.node.audit_max_age,
+                max_bytes: config.node.audit_max_bytes,
+            },
+        ) {
+            Ok(log) => {
+                info!(path = %log.path().display(), "audit log open");
+                state.attach_audit(log.clone(), &config.node.id);
+                Some(log)
+            }
+            Err(e) => {
+                error!("{e}; running without an audit log (events are kept in memory only)");
+                None
+            }
+        }
+    };
     // The HTTP server outlives generations; it stops with `shutdown`, drained within the grace.
     let mut servers = JoinSet::new();
     if let Some(addr) = config.node.listen {
@@ -213,6 +235,9 @@ pub async fn run(
                     background.shutdown().await;
                     state.set_inbox(None);
                     drain_servers(&mut servers, deadline).await;
+                    if let Some(log) = audit.clone() {
+                        let _ = tokio::task::spawn_blocking(move || log.flush()).await;
+                    }
                     info!("stopped");
                     return Ok(());
                 }

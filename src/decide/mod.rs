@@ -78,7 +78,8 @@ pub enum Change {
     Ttl(IpAddr),
 }
 
-/// Why a change is in the plan. Displayed in config spelling (`all_down=keep_all`).
+/// Why a change is in the plan, and why an address is in or out of the published set
+/// ([`Standing`]). Displayed in config spelling (`all_down=keep_all`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     /// The endpoint's verdict: up for an add, down for a removal, unknown for an add by fallback.
@@ -123,6 +124,16 @@ pub enum Reason {
         /// The service's TTL, seconds.
         to: u32,
     },
+    /// Published although its verdict says otherwise: its removal is held back while the endpoints
+    /// that would remain are in doubt or endpoints are recovering ([`Plan::deferred`]).
+    HeldBack(Health),
+    /// Published although down: removals wait for a first verdict on the endpoints still unknown
+    /// ([`Plan::blocking_unknown`]).
+    AwaitingVerdicts(Health),
+    /// Unknown for longer than the settle bound: kept if published, never added.
+    Unsettled,
+    /// Published, not a configured endpoint, left alone (`remove_unlisted = false`).
+    UnlistedKept,
 }
 
 impl fmt::Display for Reason {
@@ -144,6 +155,17 @@ impl fmt::Display for Reason {
             Reason::ForcedUp { id } => write!(f, "forced up (override {id})"),
             Reason::ForcedDown { id } => write!(f, "forced down (override {id})"),
             Reason::Ttl { from, to } => write!(f, "ttl {from}s, service ttl is {to}s"),
+            Reason::HeldBack(h) => write!(f, "{h}, removal held back"),
+            Reason::AwaitingVerdicts(h) => {
+                write!(
+                    f,
+                    "{h}, removal waits for a first verdict on unknown endpoints"
+                )
+            }
+            Reason::Unsettled => f.write_str("unknown past the settle bound (unsettled)"),
+            Reason::UnlistedKept => {
+                f.write_str("not a configured endpoint; kept (remove_unlisted=false)")
+            }
         }
     }
 }
@@ -161,6 +183,34 @@ pub struct Doubts {
     /// node has not seen them fail since). While there is one, every removal waits, so that the
     /// removals that do follow go together in one change.
     pub recovering: BTreeSet<IpAddr>,
+}
+
+impl Reason {
+    /// A stable machine name for the reason, `snake_case` (`verdict`, `all_down`, `fail_closed`,
+    /// `unlisted`, `ttl`, `held_back`, `awaiting_verdicts`, `unsettled`, `unlisted_kept`), for the
+    /// API and the audit log; [`fmt::Display`] is the sentence for a person.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reason::Verdict(_) => "verdict",
+            Reason::AllDown { .. } => "all_down",
+            Reason::FailClosed(_) => "fail_closed",
+            Reason::Unlisted => "unlisted",
+            Reason::Ttl { .. } => "ttl",
+            Reason::HeldBack(_) => "held_back",
+            Reason::AwaitingVerdicts(_) => "awaiting_verdicts",
+            Reason::Unsettled => "unsettled",
+            Reason::UnlistedKept => "unlisted_kept",
+        }
+    }
+}
+
+/// Why one address is in or out of the desired record set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// Whether the address is in [`Plan::desired`].
+    pub published: bool,
+    /// The rule that put it there or kept it out.
+    pub reason: Reason,
 }
 
 /// What the planner decided for one service.
@@ -181,6 +231,8 @@ pub struct Plan {
     pub deferred: BTreeSet<IpAddr>,
     /// Endpoints still unknown that keep every removal back (none once they are unsettled).
     pub blocking_unknown: BTreeSet<IpAddr>,
+    /// Every configured endpoint and every published address: in or out of `desired`, and why.
+    pub standing: BTreeMap<IpAddr, Standing>,
 }
 
 impl Plan {
@@ -286,7 +338,7 @@ pub fn plan(
 ) -> Plan {
     let verdict = |ip: &IpAddr| health.get(ip).copied().unwrap_or(Health::Unknown);
     let sets = Sets::new(policy, &verdict, published, doubts);
-    let (mut desired, policy_applied) = managed_target(policy, &verdict, &sets, doubts);
+    let (base, mut desired, policy_applied) = managed_target(policy, &verdict, &sets, doubts);
     let deferred = hold_back(policy, &verdict, &sets, doubts, &mut desired);
     let unlisted: BTreeSet<IpAddr> = sets.addresses.difference(&sets.managed).copied().collect();
     if !policy.remove_unlisted {
@@ -300,6 +352,16 @@ pub fn plan(
         &unlisted,
         policy_applied,
     );
+    let standing = standing(
+        policy,
+        &verdict,
+        &sets,
+        doubts,
+        &base,
+        &desired,
+        &deferred,
+        policy_applied,
+    );
     Plan {
         expected: sets.addresses,
         desired,
@@ -308,16 +370,69 @@ pub fn plan(
         policy_applied,
         deferred,
         blocking_unknown: sets.blocking_unknown,
+        standing,
     }
 }
 
-/// The configured endpoints to publish, and the all-down policy if it decided.
+/// Why each configured endpoint and each published address is in or out of `desired`, by the same
+/// rules that built it: `base` is what the endpoints' verdicts alone keep (before the all-down
+/// policy), `deferred` the removals held back.
+#[allow(clippy::too_many_arguments)]
+fn standing(
+    policy: &Policy,
+    verdict: &impl Fn(&IpAddr) -> Health,
+    sets: &Sets,
+    doubts: &Doubts,
+    base: &BTreeSet<IpAddr>,
+    desired: &BTreeSet<IpAddr>,
+    deferred: &BTreeSet<IpAddr>,
+    policy_applied: Option<AllDownPolicy>,
+) -> BTreeMap<IpAddr, Standing> {
+    sets.managed
+        .union(&sets.addresses)
+        .map(|ip| {
+            let published = desired.contains(ip);
+            let v = verdict(ip);
+            let reason = if !sets.managed.contains(ip) {
+                if published {
+                    Reason::UnlistedKept
+                } else {
+                    Reason::Unlisted
+                }
+            } else if deferred.contains(ip) {
+                Reason::HeldBack(v)
+            } else if published {
+                match (v, policy_applied) {
+                    (Health::Up, _) => Reason::Verdict(Health::Up),
+                    (_, Some(p)) if !base.contains(ip) => Reason::AllDown {
+                        verdict: v,
+                        min_healthy: policy.min_healthy,
+                        policy: p,
+                    },
+                    (Health::Unknown, _) if doubts.unsettled.contains(ip) => Reason::Unsettled,
+                    (Health::Unknown, _) => Reason::Verdict(Health::Unknown),
+                    (Health::Down, _) => Reason::AwaitingVerdicts(Health::Down),
+                }
+            } else if policy_applied == Some(AllDownPolicy::FailClosed) && v != Health::Unknown {
+                Reason::FailClosed(v)
+            } else if v == Health::Unknown && doubts.unsettled.contains(ip) {
+                Reason::Unsettled
+            } else {
+                Reason::Verdict(v)
+            };
+            (*ip, Standing { published, reason })
+        })
+        .collect()
+}
+
+/// What the verdicts alone keep, the configured endpoints to publish, and the all-down policy if it
+/// decided.
 fn managed_target(
     policy: &Policy,
     verdict: &impl Fn(&IpAddr) -> Health,
     sets: &Sets,
     doubts: &Doubts,
-) -> (BTreeSet<IpAddr>, Option<AllDownPolicy>) {
+) -> (BTreeSet<IpAddr>, BTreeSet<IpAddr>, Option<AllDownPolicy>) {
     let base: BTreeSet<IpAddr> = if sets.blocking_unknown.is_empty() {
         let kept_unsettled = sets
             .published_managed
@@ -329,7 +444,7 @@ fn managed_target(
         sets.published_managed.union(&sets.up).copied().collect()
     };
     if base.len() >= policy.min_healthy {
-        return (base, None);
+        return (base.clone(), base, None);
     }
     let target = match policy.all_down {
         AllDownPolicy::KeepAll => sets.managed.clone(),
@@ -341,9 +456,9 @@ fn managed_target(
                 sets.managed.clone()
             }
         }
-        AllDownPolicy::FailClosed => base,
+        AllDownPolicy::FailClosed => base.clone(),
     };
-    (target, Some(policy.all_down))
+    (base, target, Some(policy.all_down))
 }
 
 /// Puts back into `desired` the removals that must wait, and returns them.

@@ -484,6 +484,19 @@ impl ServiceCore {
         self.last_plan.as_ref()
     }
 
+    /// The plan this core would make at `now` against what DNS publishes, as last read or written,
+    /// without acting on it (for the API: what would change now, and why each address is in or
+    /// out); `None` until the published records are known.
+    pub fn preview(&self, now: Instant) -> Option<Plan> {
+        let published = self.published.as_ref()?;
+        Some(super::plan(
+            &self.s.policy,
+            &self.agreed,
+            published,
+            &self.doubts(now),
+        ))
+    }
+
     /// The current removal hold: why, and the addresses it holds back.
     pub fn hold(&self) -> Option<(HoldReason, &BTreeSet<IpAddr>)> {
         self.hold.as_ref().map(|(r, held)| (*r, held))

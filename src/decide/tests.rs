@@ -339,3 +339,149 @@ fn reasons_print_in_config_spelling() {
         "down; all_down=fail_closed"
     );
 }
+
+/// The reason (machine name) of each address's standing, for short assertions.
+fn standing_kinds(plan: &Plan) -> Vec<(IpAddr, bool, &'static str)> {
+    plan.standing
+        .iter()
+        .map(|(ip, s)| (*ip, s.published, s.reason.kind()))
+        .collect()
+}
+
+#[test]
+fn standing_names_the_rule_for_every_endpoint_and_published_address() {
+    let p = policy(&[A, B, C], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Up), (B, Health::Down)]);
+    // C is unknown and not published; X is published but not configured.
+    let pl = plan(&p, &h, &set(&[A, B, X]), &none());
+    assert_eq!(
+        standing_kinds(&pl),
+        vec![
+            (ip(A), true, "verdict"),
+            // C unknown keeps every removal back: B waits for its verdict.
+            (ip(B), true, "awaiting_verdicts"),
+            (ip(X), true, "unlisted_kept"),
+            (ip(C), false, "verdict"),
+        ]
+    );
+    assert_eq!(pl.standing[&ip(C)].reason, Reason::Verdict(Health::Unknown));
+    // Once C has a verdict, B goes out because it is down.
+    let h = health(&[(A, Health::Up), (B, Health::Down), (C, Health::Up)]);
+    let pl = plan(&p, &h, &set(&[A, B]), &none());
+    assert_eq!(
+        pl.standing[&ip(B)],
+        Standing {
+            published: false,
+            reason: Reason::Verdict(Health::Down)
+        }
+    );
+    assert_eq!(pl.standing[&ip(B)].reason.to_string(), "down");
+}
+
+#[test]
+fn standing_shows_all_down_policy_hold_and_fail_closed() {
+    // Everything down, keep_all: all kept by the policy.
+    let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Down), (B, Health::Down)]);
+    let pl = plan(&p, &h, &set(&[A]), &none());
+    for ipx in [A, B] {
+        let s = &pl.standing[&ip(ipx)];
+        assert!(s.published, "{ipx}");
+        assert_eq!(
+            s.reason,
+            Reason::AllDown {
+                verdict: Health::Down,
+                min_healthy: 1,
+                policy: AllDownPolicy::KeepAll
+            }
+        );
+    }
+    assert_eq!(
+        pl.standing[&ip(A)].reason.to_string(),
+        "down, but fewer than min_healthy=1 up: all_down=keep_all"
+    );
+    // fail_closed: out, and the reason says so.
+    let p = policy(&[A, B], 1, AllDownPolicy::FailClosed);
+    let pl = plan(&p, &h, &set(&[A]), &none());
+    assert_eq!(
+        pl.standing[&ip(A)],
+        Standing {
+            published: false,
+            reason: Reason::FailClosed(Health::Down)
+        }
+    );
+    // A removal held back because the one that would remain is in doubt.
+    let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Up), (B, Health::Down)]);
+    let pl = plan(&p, &h, &set(&[A, B]), &set(&[A]));
+    assert_eq!(pl.deferred, set(&[B]));
+    assert_eq!(
+        pl.standing[&ip(B)],
+        Standing {
+            published: true,
+            reason: Reason::HeldBack(Health::Down)
+        }
+    );
+    // An unlisted address with remove_unlisted goes.
+    let mut p = policy(&[A], 1, AllDownPolicy::KeepAll);
+    p.remove_unlisted = true;
+    let pl = plan(&p, &health(&[(A, Health::Up)]), &set(&[A, X]), &none());
+    assert_eq!(pl.standing[&ip(X)].reason, Reason::Unlisted);
+    assert!(!pl.standing[&ip(X)].published);
+}
+
+#[test]
+fn standing_of_an_unsettled_endpoint() {
+    let p = policy(&[A, B], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Up)]);
+    let pl = super::plan(
+        &p,
+        &h,
+        &Published::with_ttl([ip(A), ip(B)], TTL),
+        &Doubts {
+            unsettled: set(&[B]),
+            ..Doubts::default()
+        },
+    );
+    assert_eq!(
+        pl.standing[&ip(B)],
+        Standing {
+            published: true,
+            reason: Reason::Unsettled
+        }
+    );
+}
+
+proptest! {
+    /// Every configured endpoint and every published address has a standing, and it agrees with the
+    /// desired set; a change's address stands where the change puts it.
+    #[test]
+    fn standing_agrees_with_desired(
+        verdicts in prop::collection::vec(0u8..3, 1..6),
+        published_mask in any::<u8>(),
+        doubt_mask in any::<u8>(),
+        unsettled_mask in any::<u8>(),
+        extra in any::<bool>(),
+        min_healthy in 1usize..4,
+        all_down in prop_oneof![Just(AllDownPolicy::KeepAll), Just(AllDownPolicy::KeepLast), Just(AllDownPolicy::FailClosed)],
+        remove_unlisted in any::<bool>(),
+    ) {
+        let endpoints: Vec<IpAddr> = (0..verdicts.len()).map(|i| ip(&format!("192.0.2.{}", i + 1))).collect();
+        let mut p = policy(&[], min_healthy, all_down);
+        p.endpoints = endpoints.clone();
+        p.remove_unlisted = remove_unlisted;
+        let h: BTreeMap<IpAddr, Health> = endpoints.iter().zip(&verdicts).filter_map(|(ip, v)| match v {
+            0 => Some((*ip, Health::Up)), 1 => Some((*ip, Health::Down)), _ => None,
+        }).collect();
+        let pick = |mask: u8| -> BTreeSet<IpAddr> { endpoints.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, ip)| *ip).collect() };
+        let mut published = pick(published_mask);
+        if extra { published.insert(ip(X)); }
+        let doubts = Doubts { in_doubt: pick(doubt_mask), unsettled: pick(unsettled_mask).into_iter().filter(|ip| !h.contains_key(ip)).collect(), recovering: BTreeSet::new() };
+        let pl = super::plan(&p, &h, &Published::with_ttl(published.iter().copied(), TTL), &doubts);
+        let all: BTreeSet<IpAddr> = endpoints.iter().copied().chain(published.iter().copied()).collect();
+        prop_assert_eq!(pl.standing.keys().copied().collect::<BTreeSet<_>>(), all);
+        for (ip, s) in &pl.standing {
+            prop_assert_eq!(s.published, pl.desired.contains(ip), "{} {:?}", ip, s);
+        }
+    }
+}

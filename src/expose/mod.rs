@@ -19,6 +19,8 @@
 //!   peer route `POST /cluster/v1/overrides`: the operator's overrides ([`overrides`]), behind the
 //!   bearer-token checks of [`auth`].
 //!
+//! - `GET /api/v1/services/{fqdn}`, `GET /api/v1/plan`, `GET /api/v1/events`,
+//!   `GET /api/v1/openapi.json`: the read API ([`api`]).
 //! - `GET /metrics`: Prometheus text exposition ([`metrics`]): this node's probes under
 //!   blackbox_exporter's names, cluster state, DNS writes and their latency under `rrguard_`.
 //!
@@ -26,6 +28,8 @@
 //! hands it the state and a cancellation token.
 
 pub mod auth;
+pub mod api;
+pub mod client;
 pub mod metrics;
 pub mod overrides;
 
@@ -61,6 +65,10 @@ pub async fn serve(
         )
         .route("/api/v1/overrides/{id}", delete(overrides::delete))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/services/{fqdn}", get(api::service))
+        .route("/api/v1/plan", get(api::plan))
+        .route("/api/v1/events", get(api::events))
+        .route("/api/v1/openapi.json", get(api::openapi))
         .route("/metrics", get(metrics_text))
         .route("/health", get(health))
         .route("/ready", get(ready))

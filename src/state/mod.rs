@@ -20,6 +20,7 @@
 //! Calls about a service that [`NodeState::set_services`] did not list are ignored, so a controller of
 //! an old generation cannot resurrect a removed service.
 
+pub mod audit;
 mod counters;
 pub mod inbox;
 pub mod overrides;
@@ -35,12 +36,12 @@ use tokio::sync::mpsc;
 use crate::observe::health::Health;
 use crate::observe::probe::ProbeResult;
 
+pub use audit::{AuditLog, AuditRecord, Evidence, VoteEvidence, WriteRecord};
 pub use counters::{Histogram, WRITE_DURATION_BUCKETS, WriteCounters};
 pub use inbox::{Inbound, InboundError};
 pub use status::{
-    EndpointStatus, EngineStatus, Event, EventKind, LocalProbe, NodeStatus, OverrideStatus,
-    PeerStatus,
-    ServiceStatus, WriterStatus,
+    ChangeStatus, EndpointStatus, EngineStatus, Event, EventKind, LocalProbe, NodeStatus,
+    OverrideStatus, PeerStatus, RecordStatus, ServiceStatus, StandingStatus, WriterStatus,
 };
 
 /// Events kept per service; older ones are dropped.
@@ -51,6 +52,16 @@ pub fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl EventKind {
+    /// The kind as serialized (`snake_case`), as the API and the audit log name it.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
 }
 
 impl Event {
@@ -154,6 +165,32 @@ struct Inner {
     /// DNS write counters by (service, writer); kept across reloads so that counters never go back.
     writes: BTreeMap<(String, String), WriteCounters>,
     engine: EngineStatus,
+    /// The durable audit log and this node's id, once attached.
+    audit: Option<Audited>,
+    /// Per (service, endpoint as text): the agreed state and since when (Unix ms).
+    cluster_since: BTreeMap<(String, String), (String, u64)>,
+}
+
+/// The audit log and the node id its records carry.
+#[derive(Debug, Clone)]
+struct Audited {
+    log: AuditLog,
+    node: String,
+}
+
+impl Audited {
+    fn event(&self, event: &Event) -> AuditRecord {
+        AuditRecord {
+            seq: 0,
+            unix_ms: event.unix_ms,
+            node: self.node.clone(),
+            service: event.service.clone(),
+            kind: event.kind.name(),
+            message: event.message.clone(),
+            writer: None,
+            write: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -161,10 +198,18 @@ struct Service {
     /// Everything but `events`, which live in the ring.
     status: ServiceStatus,
     events: VecDeque<Event>,
+    /// Where events also go, durably.
+    audit: Option<Audited>,
 }
 
 impl Service {
     fn push(&mut self, event: Event) {
+        // DNS writes reach the audit log with their evidence ([`NodeState::audit_write`]).
+        if let Some(a) = &self.audit
+            && !matches!(event.kind, EventKind::DnsUpdated | EventKind::WriteFailed)
+        {
+            a.log.append(a.event(&event));
+        }
         if self.events.len() == EVENTS_PER_SERVICE {
             self.events.pop_front();
         }
@@ -204,6 +249,7 @@ impl NodeState {
     /// configured keep their history; the others are forgotten.
     pub fn set_services(&self, services: impl IntoIterator<Item = ConfiguredService>) {
         let mut inner = self.write();
+        let audit = inner.audit.clone();
         let mut old = std::mem::take(&mut inner.services);
         let mut keep_local = std::collections::BTreeSet::new();
         for s in services {
@@ -246,17 +292,156 @@ impl NodeState {
                         events: Vec::new(),
                     },
                     events: VecDeque::new(),
+                    audit: None,
                 },
             };
+            let mut entry = entry;
+            entry.audit = audit.clone();
             inner.services.insert(s.fqdn, entry);
         }
         inner.local.retain(|key, _| keep_local.contains(key));
+        inner
+            .cluster_since
+            .retain(|key, _| keep_local.contains(key));
+    }
+
+    /// Attaches the durable audit log: from now on every event, and every DNS write with
+    /// [`NodeState::audit_write`], is also appended there, stamped with `node`. Call before
+    /// [`NodeState::set_services`].
+    pub fn attach_audit(&self, log: AuditLog, node: &str) {
+        let audited = Audited {
+            log,
+            node: node.to_owned(),
+        };
+        let mut inner = self.write();
+        for svc in inner.services.values_mut() {
+            svc.audit = Some(audited.clone());
+        }
+        inner.audit = Some(audited);
+    }
+
+    /// The audit log, if one is attached.
+    pub fn audit_log(&self) -> Option<AuditLog> {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .audit
+            .as_ref()
+            .map(|a| a.log.clone())
+    }
+
+    /// Records one DNS write of `service` through `writer` in the audit log, with its records and
+    /// evidence (`message` is the event's line for a person). No-op without an audit log.
+    pub fn audit_write(&self, service: &str, writer: &str, message: &str, write: WriteRecord) {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(a) = &inner.audit else { return };
+        let kind = if write.result == "ok" {
+            EventKind::DnsUpdated
+        } else {
+            EventKind::WriteFailed
+        };
+        a.log.append(AuditRecord {
+            seq: 0,
+            unix_ms: now_unix_ms(),
+            node: a.node.clone(),
+            service: service.to_owned(),
+            kind: kind.name(),
+            message: message.to_owned(),
+            writer: Some(writer.to_owned()),
+            write: Some(write),
+        });
     }
 
     /// Publishes what the agreement actor knows. Called by the actor after every recompute that
-    /// changed something.
+    /// changed something. A changed agreed state of an endpoint adds an
+    /// [`EventKind::EndpointState`] event; isolation starting or ending an [`EventKind::Isolation`]
+    /// event in the audit log (node-wide: no service).
     pub fn set_cluster(&self, cluster: ClusterStatus) {
-        self.write().cluster = Some(cluster);
+        let now = now_unix_ms();
+        let mut inner = self.write();
+        let Inner {
+            cluster: old,
+            services,
+            cluster_since,
+            audit,
+            ..
+        } = &mut *inner;
+        for e in &cluster.endpoints {
+            let key = (e.service.clone(), e.endpoint.clone());
+            match cluster_since.get(&key) {
+                Some((state, _)) if *state == e.cluster_state => {}
+                previous => {
+                    let was = previous.map(|(s, _)| s.clone());
+                    cluster_since.insert(key, (e.cluster_state.clone(), now));
+                    if let (Some(was), Some(svc)) = (was, services.get_mut(&e.service)) {
+                        svc.push(Event {
+                            unix_ms: now,
+                            service: e.service.clone(),
+                            kind: EventKind::EndpointState,
+                            message: format!(
+                                "{} is {} by agreement (was {was}; up votes: {}; down votes: {}; needed {})",
+                                e.endpoint,
+                                e.cluster_state,
+                                e.up_votes.join(" "),
+                                e.down_votes.join(" "),
+                                e.needed
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        let was_isolated = old.as_ref().and_then(|c| c.isolated.clone());
+        if was_isolated != cluster.isolated
+            && let Some(a) = audit
+            && (old.is_some() || cluster.isolated.is_some())
+        {
+            let message = match &cluster.isolated {
+                Some(why) => format!("this node is isolated: {why}; it neither votes nor writes"),
+                None => "this node is no longer isolated (quorum regained)".to_owned(),
+            };
+            a.log.append(a.event(&Event {
+                unix_ms: now,
+                service: String::new(),
+                kind: EventKind::Isolation,
+                message,
+            }));
+        }
+        *old = Some(cluster);
+    }
+
+    /// Per (service, endpoint as text), since when (Unix ms) the agreed state shown in the status is
+    /// in force, as this node saw it change.
+    pub fn cluster_since(&self) -> BTreeMap<(String, String), u64> {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cluster_since
+            .iter()
+            .map(|(k, (_, since))| (k.clone(), *since))
+            .collect()
+    }
+
+    /// Sets, for `service` through `writer`, the records last seen published with their TTLs, and
+    /// what this node would plan now: why each address is in or out, and the pending changes.
+    pub fn set_writer_plan(
+        &self,
+        service: &str,
+        writer: &str,
+        records: Vec<RecordStatus>,
+        standing: Vec<StandingStatus>,
+        pending: Vec<ChangeStatus>,
+    ) {
+        let mut inner = self.write();
+        if let Some(w) = inner
+            .services
+            .get_mut(service)
+            .and_then(|s| s.status.writers.iter_mut().find(|w| w.name == writer))
+        {
+            w.records = records;
+            w.standing = standing;
+            w.pending = pending;
+        }
     }
 
     /// Records this node's latest probe of `endpoint` of `service` and the local verdict after it

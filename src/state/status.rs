@@ -102,7 +102,7 @@ pub struct EndpointStatus {
 }
 
 /// This node's last probe of an endpoint and the local verdict it led to.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LocalProbe {
     /// The local verdict: `up`, `down` or `unknown`.
     pub state: String,
@@ -162,6 +162,49 @@ pub struct WriterStatus {
     pub last_write_unix_ms: Option<u64>,
     /// Why the last write to it failed; `null` once a write succeeds.
     pub last_error: Option<String>,
+    /// The records last seen published there, with their TTLs, sorted by address.
+    pub records: Vec<RecordStatus>,
+    /// Why each configured endpoint and published address is in or out, by the plan this node would
+    /// make now (empty while this node does not plan for the writer: not the leader, or nothing read).
+    pub standing: Vec<StandingStatus>,
+    /// What that plan would change now (empty: nothing).
+    pub pending: Vec<ChangeStatus>,
+}
+
+/// One published address record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RecordStatus {
+    /// The address.
+    pub address: String,
+    /// Its TTL, seconds (`null` when not known, as for a removed record in the audit log).
+    pub ttl: Option<u32>,
+}
+
+/// Why one address is in or out of the set a writer should publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct StandingStatus {
+    /// The address.
+    pub address: String,
+    /// Whether it is in the desired set.
+    pub published: bool,
+    /// The rule's machine name (`verdict`, `all_down`, `fail_closed`, `held_back`,
+    /// `awaiting_verdicts`, `unsettled`, `unlisted`, `unlisted_kept`, …).
+    pub reason_kind: String,
+    /// The rule, for a person (`down, but fewer than min_healthy=1 up: all_down=keep_all`).
+    pub reason: String,
+}
+
+/// One change of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ChangeStatus {
+    /// `add`, `remove` or `ttl` (rewrite with the service's TTL).
+    pub op: String,
+    /// The address.
+    pub address: String,
+    /// The reason's machine name, as in [`StandingStatus::reason_kind`].
+    pub reason_kind: String,
+    /// The reason, for a person.
+    pub reason: String,
 }
 
 impl WriterStatus {
@@ -173,6 +216,9 @@ impl WriterStatus {
             published_known_unix_ms: None,
             last_write_unix_ms: None,
             last_error: None,
+            records: Vec::new(),
+            standing: Vec::new(),
+            pending: Vec::new(),
         }
     }
 }
@@ -191,7 +237,7 @@ pub struct Event {
 }
 
 /// The kinds of [`Event`], serialized in `snake_case`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
@@ -207,6 +253,10 @@ pub enum EventKind {
     Hold,
     /// An operator's override took effect, ended, was set or deleted.
     Override,
+    /// The cluster's agreed state of an endpoint changed.
+    EndpointState,
+    /// This node became isolated (lost quorum, or its self-check failed) or rejoined.
+    Isolation,
     /// Anything else worth a line.
     Note,
 }

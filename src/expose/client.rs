@@ -1,0 +1,485 @@
+//! The CLI side of the API: `rrguard status`, `rrguard events` and `rrguard nagios` fetch JSON from a
+//! running node (plain HTTP/1.1 over `[node].listen`, or `--url`) and render it for a person or for a
+//! monitoring system.
+//!
+//! `rrguard nagios` follows the Monitoring Plugins guidelines: one line `RRGUARD STATE - summary |
+//! perfdata`, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. Per service (all services without an
+//! argument), the worst of:
+//! - CRITICAL: no endpoint agreed up, or the first writer publishes no record of the service;
+//! - WARNING: an endpoint down or unknown, a writer whose last write failed, this node isolated, or
+//!   more DNS writes in the last hour than `--rotations-warning` (default 6: an endpoint flapping);
+//! - UNKNOWN: the node cannot be reached, answers with an error, or the service is not configured.
+//!
+//! Perfdata: `services`, `endpoints_up` (with the endpoint count as max), `latency` (ms, mean of this
+//! node's last probes), `rotations_1h` (DNS writes in the last hour).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long the CLI waits for the node.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `--rotations-warning` of `rrguard nagios`: DNS writes per hour per service.
+pub const DEFAULT_ROTATIONS_WARNING: u64 = 6;
+
+/// Why the node could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is not `http://HOST:PORT`. Not retryable.
+    #[error("bad URL {0:?}: use http://HOST:PORT (the node's [node].listen)")]
+    Url(String),
+    /// The node did not answer: not running, wrong address, firewall. Retryable.
+    #[error(
+        "cannot reach rrguard at {addr}: {reason} (is `rrguard run` running, and is [node].listen this address?)"
+    )]
+    Unreachable {
+        /// host:port.
+        addr: String,
+        /// The socket error.
+        reason: String,
+    },
+    /// The node answered with an error status.
+    #[error("{path}: HTTP {code}: {message}")]
+    Status {
+        /// The request path.
+        path: String,
+        /// The status code.
+        code: u16,
+        /// The `error` field of the JSON body, or the body.
+        message: String,
+    },
+    /// The answer is not the JSON expected. Not retryable.
+    #[error("{path}: unexpected answer: {reason}")]
+    Malformed {
+        /// The request path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A node's HTTP address.
+#[derive(Debug, Clone)]
+pub struct Node {
+    host_port: String,
+}
+
+impl Node {
+    /// The node at `addr` (`[node].listen`); an unspecified address (`0.0.0.0`, `::`) is asked on
+    /// loopback.
+    pub fn at(addr: SocketAddr) -> Node {
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+                "127.0.0.1".parse().unwrap_or(addr.ip())
+            }
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => "::1".parse().unwrap_or(addr.ip()),
+            ip => ip,
+        };
+        Node {
+            host_port: SocketAddr::new(ip, addr.port()).to_string(),
+        }
+    }
+
+    /// The node at `http://HOST:PORT[/]`.
+    ///
+    /// # Errors
+    /// [`ClientError::Url`] for anything else.
+    pub fn from_url(url: &str) -> Result<Node, ClientError> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| ClientError::Url(url.to_owned()))?;
+        let host_port = rest.trim_end_matches('/');
+        if host_port.is_empty() || host_port.contains('/') || !host_port.contains(':') {
+            return Err(ClientError::Url(url.to_owned()));
+        }
+        Ok(Node {
+            host_port: host_port.to_owned(),
+        })
+    }
+
+    /// `GET path` and its JSON body.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the node cannot be reached, answers an error status or no JSON.
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable {
+            addr: self.host_port.clone(),
+            reason,
+        };
+        let addr = self
+            .host_port
+            .to_socket_addrs()
+            .map_err(|e| unreachable(e.to_string()))?
+            .next()
+            .ok_or_else(|| unreachable("no address".to_owned()))?;
+        let mut s =
+            TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| unreachable(e.to_string()))?;
+        s.set_read_timeout(Some(TIMEOUT))
+            .and_then(|()| s.set_write_timeout(Some(TIMEOUT)))
+            .map_err(|e| unreachable(e.to_string()))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+            self.host_port
+        )
+        .map_err(|e| unreachable(e.to_string()))?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let malformed = |reason: &str| ClientError::Malformed {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| malformed("no HTTP header"))?;
+        let code: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| malformed("no HTTP status"))?;
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        let body = if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        let json: Result<Value, _> = serde_json::from_str(&body);
+        if code != 200 {
+            let message = json
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| body.trim().to_owned());
+            return Err(ClientError::Status {
+                path: path.to_owned(),
+                code,
+                message,
+            });
+        }
+        json.map_err(|e| malformed(&e.to_string()))
+    }
+}
+
+/// The body of a `Transfer-Encoding: chunked` answer.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Percent-encodes a query value.
+pub fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// `1234 ms ago` style age of a Unix-ms time, for a person.
+fn ago(unix_ms: Option<u64>, now_ms: u64) -> String {
+    match unix_ms {
+        Some(t) => {
+            let secs = now_ms.saturating_sub(t) / 1000;
+            humantime::format_duration(Duration::from_secs(secs)).to_string() + " ago"
+        }
+        None => "-".to_owned(),
+    }
+}
+
+/// Renders `rrguard status`: the node line, then per service its published records per writer and
+/// a table of endpoints (state, since, last probe, reason). `details` are the
+/// `/api/v1/services/{fqdn}` documents, in order.
+pub fn render_status(status: &Value, details: &[Value], now_ms: u64) -> String {
+    let mut out = String::new();
+    let isolated = status.get("isolated").and_then(Value::as_str);
+    out.push_str(&format!(
+        "node {}  leader {}  term {}{}\n",
+        s(status, "node"),
+        status
+            .get("leader")
+            .and_then(Value::as_str)
+            .unwrap_or("none"),
+        status.get("term").and_then(Value::as_u64).unwrap_or(0),
+        isolated.map_or(String::new(), |w| format!("  ISOLATED: {w}"))
+    ));
+    for d in details {
+        out.push_str(&format!(
+            "\n{}  (zone {}, check {})\n",
+            s(d, "fqdn"),
+            s(d, "zone"),
+            s(d, "check")
+        ));
+        for w in arr(d, "writers") {
+            let records: Vec<String> = arr(w, "records")
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} ttl={}",
+                        s(r, "address"),
+                        r.get("ttl")
+                            .and_then(Value::as_u64)
+                            .map_or("?".to_owned(), |t| t.to_string())
+                    )
+                })
+                .collect();
+            out.push_str(&format!(
+                "  writer {}: {}{}\n",
+                s(w, "name"),
+                if records.is_empty() {
+                    "(nothing known)".to_owned()
+                } else {
+                    records.join(", ")
+                },
+                w.get("last_error")
+                    .and_then(Value::as_str)
+                    .map_or(String::new(), |e| format!("  LAST WRITE FAILED: {e}"))
+            ));
+        }
+        if let Some(h) = d.get("hold").and_then(Value::as_str) {
+            out.push_str(&format!("  removals held back: {h}\n"));
+        }
+        out.push_str(&format!(
+            "  {:<40} {:<8} {:<12} {:<30} {}\n",
+            "ENDPOINT", "STATE", "SINCE", "LAST PROBE", "REASON"
+        ));
+        for e in arr(d, "endpoints") {
+            let probe = e
+                .get("last_probe")
+                .filter(|p| !p.is_null())
+                .map_or("-".to_owned(), |p| {
+                    format!(
+                        "{} {:.1}ms",
+                        s(p, "detail"),
+                        p.get("latency_ms").and_then(Value::as_f64).unwrap_or(0.0)
+                    )
+                });
+            let reason = match (
+                e.get("published").and_then(Value::as_bool),
+                e.get("reason").and_then(Value::as_str),
+            ) {
+                (Some(true), Some(r)) => format!("in: {r}"),
+                (Some(false), Some(r)) => format!("out: {r}"),
+                _ => "-".to_owned(),
+            };
+            out.push_str(&format!(
+                "  {:<40} {:<8} {:<12} {:<30} {}\n",
+                s(e, "endpoint"),
+                s(e, "state"),
+                ago(e.get("since_unix_ms").and_then(Value::as_u64), now_ms),
+                probe,
+                reason
+            ));
+        }
+    }
+    out
+}
+
+/// Renders `rrguard events`: one line per event, oldest first.
+pub fn render_events(page: &Value) -> String {
+    let mut lines: Vec<String> = arr(page, "events")
+        .iter()
+        .map(|e| {
+            let when = e
+                .get("unix_ms")
+                .and_then(Value::as_u64)
+                .map(|ms| {
+                    humantime::format_rfc3339_millis(
+                        std::time::UNIX_EPOCH + Duration::from_millis(ms),
+                    )
+                    .to_string()
+                })
+                .unwrap_or_default();
+            let writer = e
+                .get("writer")
+                .and_then(Value::as_str)
+                .map_or(String::new(), |w| format!(" writer={w}"));
+            let result = e
+                .get("write")
+                .and_then(|w| w.get("result"))
+                .and_then(Value::as_str)
+                .map_or(String::new(), |r| format!(" result={r}"));
+            let service = match s(e, "service") {
+                "" => "-",
+                svc => svc,
+            };
+            format!(
+                "{when} #{} {} {service}{writer}{result}: {}",
+                e.get("seq").and_then(Value::as_u64).unwrap_or(0),
+                s(e, "kind"),
+                s(e, "message")
+            )
+        })
+        .collect();
+    lines.reverse();
+    let mut out = lines.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+/// A Monitoring Plugins verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// 0.
+    Ok = 0,
+    /// 1.
+    Warning = 1,
+    /// 2.
+    Critical = 2,
+    /// 3.
+    Unknown = 3,
+}
+
+impl Verdict {
+    /// The word in the output line.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Warning => "WARNING",
+            Verdict::Critical => "CRITICAL",
+            Verdict::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Runs the `rrguard nagios` check against `node` for `service` (all when `None`): the output line
+/// and the verdict (its exit code).
+pub fn nagios(
+    node: &Node,
+    service: Option<&str>,
+    rotations_warning: u64,
+    now_ms: u64,
+) -> (String, Verdict) {
+    match nagios_checked(node, service, rotations_warning, now_ms) {
+        Ok(r) => r,
+        Err(e) => (format!("RRGUARD UNKNOWN - {e}"), Verdict::Unknown),
+    }
+}
+
+fn nagios_checked(
+    node: &Node,
+    service: Option<&str>,
+    rotations_warning: u64,
+    now_ms: u64,
+) -> Result<(String, Verdict), ClientError> {
+    let status = node.get("/api/v1/status")?;
+    let fqdns: Vec<String> = match service {
+        Some(f) => vec![f.to_owned()],
+        None => arr(&status, "services")
+            .iter()
+            .map(|v| s(v, "fqdn").to_owned())
+            .collect(),
+    };
+    let hour_ago = now_ms.saturating_sub(3_600_000);
+    let mut verdict = Verdict::Ok;
+    let mut problems = Vec::new();
+    let (mut up, mut total, mut latency_sum, mut latency_n, mut rotations) = (0, 0, 0.0, 0, 0u64);
+    if let Some(why) = status.get("isolated").and_then(Value::as_str) {
+        verdict = verdict.max(Verdict::Warning);
+        problems.push(format!("node isolated: {why}"));
+    }
+    for fqdn in &fqdns {
+        let d = node.get(&format!("/api/v1/services/{}", encode(fqdn)))?;
+        let fqdn = s(&d, "fqdn");
+        let endpoints = arr(&d, "endpoints");
+        let svc_up = endpoints.iter().filter(|e| s(e, "state") == "up").count();
+        total += endpoints.len();
+        up += svc_up;
+        for e in endpoints {
+            if let Some(l) = e
+                .get("last_probe")
+                .and_then(|p| p.get("latency_ms"))
+                .and_then(Value::as_f64)
+            {
+                latency_sum += l;
+                latency_n += 1;
+            }
+        }
+        let first = arr(&d, "writers").first();
+        let published = first.map_or(0, |w| arr(w, "records").len());
+        let known = first.is_some_and(|w| {
+            w.get("published_known_unix_ms")
+                .is_some_and(|v| !v.is_null())
+        });
+        if svc_up == 0 {
+            verdict = verdict.max(Verdict::Critical);
+            problems.push(format!("{fqdn}: no endpoint up"));
+        } else if known && published == 0 {
+            verdict = verdict.max(Verdict::Critical);
+            problems.push(format!("{fqdn}: no record published"));
+        } else if svc_up < endpoints.len() {
+            verdict = verdict.max(Verdict::Warning);
+            let down: Vec<&str> = endpoints
+                .iter()
+                .filter(|e| s(e, "state") != "up")
+                .map(|e| s(e, "endpoint"))
+                .collect();
+            problems.push(format!("{fqdn}: {} not up", down.join(" ")));
+        }
+        for w in arr(&d, "writers") {
+            if let Some(err) = w.get("last_error").and_then(Value::as_str) {
+                verdict = verdict.max(Verdict::Warning);
+                problems.push(format!("{fqdn}: writer {} failing: {err}", s(w, "name")));
+            }
+        }
+        let page = node.get(&format!(
+            "/api/v1/events?service={}&kind=dns_updated&since={hour_ago}&limit=1000",
+            encode(fqdn)
+        ))?;
+        let n = arr(&page, "events").len() as u64;
+        rotations += n;
+        if n > rotations_warning {
+            verdict = verdict.max(Verdict::Warning);
+            problems.push(format!(
+                "{fqdn}: {n} DNS writes in the last hour (flapping?)"
+            ));
+        }
+    }
+    let summary = if problems.is_empty() {
+        format!("{} services, {up}/{total} endpoints up", fqdns.len())
+    } else {
+        problems.join("; ")
+    };
+    let latency = if latency_n == 0 {
+        0.0
+    } else {
+        latency_sum / latency_n as f64
+    };
+    Ok((
+        format!(
+            "RRGUARD {} - {summary} | services={} endpoints_up={up};;;0;{total} latency={latency:.3}ms rotations_1h={rotations};{rotations_warning};;0",
+            verdict.word(),
+            fqdns.len()
+        ),
+        verdict,
+    ))
+}
