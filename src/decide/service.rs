@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Doubts, Health, Plan, Policy};
+use super::damping::{Damping, DampingEvent, Figure};
+use super::{Doubts, Health, Plan, Policies, Policy, Reason};
 use crate::act::{Capabilities, Precondition, Published, RecordChange, WriteError};
 use crate::agree::View;
 use crate::config::ServiceConfig;
@@ -62,6 +63,8 @@ pub struct Settings {
     pub zone: String,
     /// The planner's policy (endpoints, min_healthy, all_down, remove_unlisted, ttl).
     pub policy: Policy,
+    /// Selection and change-safety policies (damping, ...).
+    pub policies: Policies,
     /// Probe interval.
     pub interval: Duration,
     /// Probe timeout.
@@ -90,6 +93,7 @@ impl Settings {
             fqdn: svc.fqdn.clone(),
             zone: svc.zone.clone(),
             policy: Policy::of(svc),
+            policies: svc.policies.clone(),
             interval: svc.interval,
             timeout: svc.timeout,
             fall: svc.fall,
@@ -275,6 +279,8 @@ pub enum Event {
         /// What is.
         found: Published,
     },
+    /// Flap damping suppressed or reused an endpoint.
+    Damping(DampingEvent),
     /// A writer operation failed; retried after `retry`.
     Failed {
         /// What was being done.
@@ -346,6 +352,8 @@ pub struct ServiceCore {
     recovering_since: Option<Instant>,
     waiting_reported: BTreeSet<IpAddr>,
     last_dry_run: Option<Plan>,
+    /// Flap damping, when the service has it.
+    damping: Option<Damping>,
 }
 
 impl ServiceCore {
@@ -364,7 +372,6 @@ impl ServiceCore {
             .collect();
         ServiceCore {
             reconcile_at: now + settings.reconcile_interval,
-            s: settings,
             rules: Rules::default(),
             machines,
             last_probe: BTreeMap::new(),
@@ -386,6 +393,8 @@ impl ServiceCore {
             recovering_since: None,
             waiting_reported: BTreeSet::new(),
             last_dry_run: None,
+            damping: settings.policies.damping.map(Damping::new),
+            s: settings,
         }
     }
 
@@ -430,6 +439,14 @@ impl ServiceCore {
     /// The current removal hold: why, and the addresses it holds back.
     pub fn hold(&self) -> Option<(HoldReason, &BTreeSet<IpAddr>)> {
         self.hold.as_ref().map(|(r, held)| (*r, held))
+    }
+
+    /// Every endpoint's flap-damping figure at `now` (empty without damping).
+    pub fn damping(&self, now: Instant) -> BTreeMap<IpAddr, Figure> {
+        self.damping
+            .as_ref()
+            .map(|d| d.figures(now))
+            .unwrap_or_default()
     }
 
     /// Endpoints reported unsettled (no verdict within the settle bound).
@@ -515,6 +532,14 @@ impl ServiceCore {
                 self.waiting_reported.remove(ip);
             }
         }
+        if let Some(d) = &mut self.damping {
+            // Every node follows the agreed states, leader or not, so a new leader knows the penalties.
+            for (ip, h) in &view.health {
+                if let Some(e) = d.observe(now, *ip, *h) {
+                    out.push(Action::Event(Event::Damping(e)));
+                }
+            }
+        }
         let became_leader = view.leader && !self.leader;
         self.agreed.clone_from(&view.health);
         self.leader = view.leader;
@@ -545,13 +570,24 @@ impl ServiceCore {
             .map(|(_, t)| *t + self.s.settle_bound())
             .min();
         let reconcile = self.leader.then_some(self.reconcile_at);
-        [sync, settle, reconcile].into_iter().flatten().min()
+        let damping = self.damping.as_ref().and_then(Damping::next_wake);
+        [sync, settle, reconcile, damping]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Does whatever is due at `now`: at most one writer operation is asked for at a time.
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         self.settle(now, &mut out);
+        if let Some(d) = &mut self.damping {
+            let reused = d.poll(now);
+            if !reused.is_empty() && self.leader {
+                self.sync_soon(now);
+            }
+            out.extend(reused.into_iter().map(|e| Action::Event(Event::Damping(e))));
+        }
         if now >= self.reconcile_at {
             self.reconcile_at = now + self.s.reconcile_interval;
             if self.leader && self.io == Io::Idle {
@@ -710,7 +746,24 @@ impl ServiceCore {
             in_doubt,
             unsettled: self.unsettled.clone(),
             recovering,
+            held_out: self.held_out(now),
         }
+    }
+
+    /// Up endpoints the policies keep out, with their reasons.
+    fn held_out(&self, now: Instant) -> BTreeMap<IpAddr, Reason> {
+        let mut held = BTreeMap::new();
+        if let Some(d) = &self.damping {
+            for (ip, penalty) in d.suppressed(now) {
+                held.insert(
+                    ip,
+                    Reason::Damped {
+                        penalty: penalty.round() as u64,
+                    },
+                );
+            }
+        }
+        held
     }
 
     fn plan(&mut self, now: Instant, published: &Published) -> Plan {

@@ -37,8 +37,8 @@ use crate::observe::probe::ProbeResult;
 pub use counters::{Histogram, WRITE_DURATION_BUCKETS, WriteCounters};
 pub use inbox::{Inbound, InboundError};
 pub use status::{
-    EndpointStatus, Event, EventKind, LocalProbe, NodeStatus, PeerStatus, ServiceStatus,
-    WriterStatus,
+    DampingStatus, EndpointStatus, Event, EventKind, LocalProbe, NodeStatus, PeerStatus,
+    ServiceStatus, WriterStatus,
 };
 
 /// Events kept per service; older ones are dropped.
@@ -120,6 +120,8 @@ struct Inner {
     services: BTreeMap<String, Service>,
     /// DNS write counters by (service, writer); kept across reloads so that counters never go back.
     writes: BTreeMap<(String, String), WriteCounters>,
+    /// Flap-damping figures by service, then endpoint as text.
+    damping: BTreeMap<String, BTreeMap<String, DampingStatus>>,
 }
 
 #[derive(Debug)]
@@ -427,6 +429,15 @@ impl NodeState {
         }
     }
 
+    /// Sets the flap-damping figures of `service`'s endpoints (replacing the previous ones).
+    pub fn set_damping(&self, service: &str, figures: BTreeMap<IpAddr, DampingStatus>) {
+        let figures = figures
+            .into_iter()
+            .map(|(ip, f)| (ip.to_string(), f))
+            .collect();
+        self.write().damping.insert(service.to_owned(), figures);
+    }
+
     /// Adds an event to its service's ring (see [`Event::now`]); the oldest is dropped beyond
     /// [`EVENTS_PER_SERVICE`].
     pub fn push_event(&self, event: Event) {
@@ -459,6 +470,11 @@ impl NodeState {
                 local: inner
                     .local
                     .get(&(e.service.clone(), e.endpoint.clone()))
+                    .cloned(),
+                damping: inner
+                    .damping
+                    .get(&e.service)
+                    .and_then(|m| m.get(&e.endpoint))
                     .cloned(),
                 ..e
             })
