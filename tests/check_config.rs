@@ -178,6 +178,12 @@ fn example_config_documents_every_option() {
                 .replace("BOGUS_CHECK", ""),
         ),
         (
+            "[service.damping]",
+            service("tcp")
+                .replace("BOGUS_SERVICE", "[service.damping]\nzzz_bogus = 1")
+                .replace("BOGUS_CHECK", ""),
+        ),
+        (
             "tcp check",
             service("tcp")
                 .replace("BOGUS_SERVICE", "")

@@ -336,6 +336,7 @@ impl Sim {
             fqdn: SERVICE.to_owned(),
             zone: "example.test.".to_owned(),
             policy: self.policy.clone(),
+            policies: Default::default(),
             interval: Duration::from_millis(INTERVAL_MS),
             timeout: Duration::from_millis(TIMEOUT_MS),
             fall: self.fall,

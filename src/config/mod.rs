@@ -226,6 +226,8 @@ pub struct ServiceConfig {
     pub remove_unlisted: bool,
     /// Quorum override (cluster only).
     pub quorum: Option<crate::agree::Quorum>,
+    /// Selection and change-safety policies (`[service.damping]`, ...); all off by default.
+    pub policies: crate::decide::Policies,
     /// How endpoints are probed.
     pub check: CheckConfig,
 }

@@ -212,6 +212,8 @@ pub struct RawService {
     pub remove_unlisted: bool,
     /// Quorum override for this service (cluster only).
     pub quorum: Option<RawQuorum>,
+    /// `[service.damping]`: flap damping; absent: off.
+    pub damping: Option<RawDamping>,
     /// How several checks combine: `"all"` (default) or `"any"`.
     pub check_mode: Option<crate::observe::check::CheckMode>,
     /// How to probe: `[service.check]`, or several `[[service.check]]`.
@@ -256,6 +258,24 @@ impl<'de> Deserialize<'de> for RawChecks {
         }
         d.deserialize_any(Visitor)
     }
+}
+
+/// `[service.damping]`, every key optional (defaults in [`crate::decide::damping`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDamping {
+    /// Penalty per change of agreed state.
+    pub penalty: Option<u32>,
+    /// Suppress above this penalty.
+    pub suppress: Option<u32>,
+    /// Reuse below this penalty.
+    pub reuse: Option<u32>,
+    /// Half-life of the penalty.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub half_life: Option<Duration>,
+    /// Longest suppression after the last change.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub max_suppress: Option<Duration>,
 }
 
 /// `[service.check]`, by `type`.

@@ -356,6 +356,7 @@ fn service(
     let quorum = service_quorum(s, raw, &label, spath, errs);
     let interval = s.interval.or(d.interval).unwrap_or(DEFAULT_INTERVAL);
     let confirm_interval = confirm_interval(s, d, interval, &label, spath, errs);
+    let policies = policies(s, &label, spath, errs);
     if errs.0.len() != before {
         return None;
     }
@@ -374,8 +375,76 @@ fn service(
         all_down: s.all_down.or(d.all_down).unwrap_or_default(),
         remove_unlisted: s.remove_unlisted,
         quorum,
+        policies,
         check: check?,
     })
+}
+
+/// The service's selection and change-safety policies (issue 11).
+fn policies(
+    s: &RawService,
+    label: &str,
+    spath: &[Seg],
+    errs: &mut Errors,
+) -> crate::decide::Policies {
+    crate::decide::Policies {
+        damping: s
+            .damping
+            .as_ref()
+            .map(|d| damping(d, label, &with(spath, &[Key("damping")]), errs)),
+    }
+}
+
+/// `[service.damping]`: thresholds that can suppress and reuse (RFC 2439 §4.2).
+fn damping(
+    d: &super::raw::RawDamping,
+    label: &str,
+    dpath: &[Seg],
+    errs: &mut Errors,
+) -> crate::decide::damping::DampingConfig {
+    use crate::decide::damping::DampingConfig;
+    let def = DampingConfig::default();
+    for (key, v) in [
+        ("penalty", d.penalty),
+        ("suppress", d.suppress),
+        ("reuse", d.reuse),
+    ] {
+        if v == Some(0) {
+            errs.at(
+                &with(dpath, &[Key(key)]),
+                format!("service {label:?}: damping {key} must be at least 1"),
+            );
+        }
+    }
+    let cfg = DampingConfig {
+        penalty: d.penalty.map_or(def.penalty, f64::from),
+        suppress: d.suppress.map_or(def.suppress, f64::from),
+        reuse: d.reuse.map_or(def.reuse, f64::from),
+        half_life: d.half_life.unwrap_or(def.half_life),
+        max_suppress: d.max_suppress.unwrap_or(def.max_suppress),
+    };
+    if cfg.reuse >= cfg.suppress {
+        errs.at(
+            &with(dpath, &[Key(if d.reuse.is_some() { "reuse" } else { "suppress" })]),
+            format!(
+                "service {label:?}: damping reuse = {} must be below suppress = {}; an endpoint is reused once its penalty decays below reuse",
+                cfg.reuse, cfg.suppress
+            ),
+        );
+    } else if cfg.reuse * 2f64.powf(cfg.max_suppress.as_secs_f64() / cfg.half_life.as_secs_f64())
+        <= cfg.suppress
+    {
+        errs.at(
+            &with(dpath, &[Key(if d.max_suppress.is_some() { "max_suppress" } else { "half_life" })]),
+            format!(
+                "service {label:?}: damping max_suppress = {} is too short for half_life = {}: the penalty ceiling reuse × 2^(max_suppress / half_life) must exceed suppress = {}, or nothing is ever suppressed; raise max_suppress",
+                humantime::format_duration(cfg.max_suppress),
+                humantime::format_duration(cfg.half_life),
+                cfg.suppress
+            ),
+        );
+    }
+    cfg
 }
 
 /// The service's `fqdn` and `zone`, normalized, and the name inside the zone.

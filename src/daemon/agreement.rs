@@ -423,6 +423,7 @@ impl Actor {
                 down_votes: t.down.clone(),
                 needed: t.needed,
                 local: None,
+                damping: None,
             })
             .collect();
         self.state.set_cluster(ClusterStatus {

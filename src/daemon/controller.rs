@@ -304,6 +304,7 @@ impl Lane {
                 | Event::Unsettled { .. }
                 | Event::WaitingForVerdicts { .. }
                 | Event::Override { .. }
+                | Event::Damping(_)
         );
         if health_event && !self.primary() {
             return;
@@ -360,6 +361,11 @@ impl Lane {
                     if *active { "in effect" } else { "ended" }
                 ),
             )),
+            Event::Damping(e) => self.state.push_event(state::Event::now(
+                fqdn,
+                EventKind::Damping,
+                e.to_string(),
+            )),
             Event::KeptChanging | Event::Conflict(_) => self.state.push_event(state::Event::now(
                 fqdn,
                 EventKind::Note,
@@ -414,6 +420,27 @@ impl Lane {
         );
         if !self.primary() {
             return;
+        }
+        if self.svc.policies.damping.is_some() {
+            let now = Instant::now();
+            let wall = state::now_unix_ms();
+            let figures = self
+                .core
+                .damping(now)
+                .into_iter()
+                .map(|(ip, f)| {
+                    let status = state::DampingStatus {
+                        penalty: f.penalty,
+                        suppressed: f.suppressed,
+                        reuse_unix_ms: f.reuse_at.map(|t| {
+                            wall + u64::try_from(t.saturating_duration_since(now).as_millis())
+                                .unwrap_or(u64::MAX / 2)
+                        }),
+                    };
+                    (ip, status)
+                })
+                .collect();
+            self.state.set_damping(fqdn, figures);
         }
         let plan = self
             .core
@@ -585,6 +612,7 @@ pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
         Event::Conflict(why) => info!(service = %service,
             "record set changed by someone else since it was read ({why}); re-reading and re-planning"
         ),
+        Event::Damping(e) => warn!(service = %service, "{e}"),
         Event::KeptChanging => warn!(service = %service,
             "record set kept changing under us for {} rounds; backing off",
             crate::decide::service::MAX_CONFLICT_ROUNDS

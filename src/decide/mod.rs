@@ -27,6 +27,7 @@
 //!   ([`Change::Ttl`]); an RRset has one TTL (RFC 2181 §5.2).
 
 pub mod overrides;
+pub mod damping;
 pub mod service;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::act::Published;
 use crate::config::AllDownPolicy;
@@ -65,6 +67,14 @@ impl Policy {
             ttl: svc.ttl,
         }
     }
+}
+
+/// The selection and change-safety policies of a service (issue 11), applied by the service core
+/// around [`plan`]; all off by default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policies {
+    /// `[service.damping]`: flap damping; `None`: off.
+    pub damping: Option<damping::DampingConfig>,
 }
 
 /// One change to one record.
@@ -134,6 +144,24 @@ pub enum Reason {
     Unsettled,
     /// Published, not a configured endpoint, left alone (`remove_unlisted = false`).
     UnlistedKept,
+    /// Kept out although up: its agreed state changed so often that its flap-damping penalty passed
+    /// `suppress`; it returns once the penalty decays below `reuse` ([`damping`], RFC 2439).
+    Damped {
+        /// The penalty when the plan was made (rounded).
+        penalty: u64,
+    },
+    /// Kept out although up: it recovered less than `readd_delay` ago (failback hold-down).
+    ReaddDelay {
+        /// The service's `readd_delay`.
+        delay: Duration,
+    },
+    /// A policy keeps it out, but it is published so that `min_healthy` records remain.
+    KeptForMinHealthy {
+        /// The service's `min_healthy`.
+        min_healthy: usize,
+        /// Why the policy would keep it out.
+        held_out: Box<Reason>,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -166,6 +194,18 @@ impl fmt::Display for Reason {
             Reason::UnlistedKept => {
                 f.write_str("not a configured endpoint; kept (remove_unlisted=false)")
             }
+            Reason::Damped { penalty } => {
+                write!(f, "up, but damped: flap penalty {penalty} above suppress")
+            }
+            Reason::ReaddDelay { delay } => write!(
+                f,
+                "up, but recovered less than readd_delay={} ago",
+                humantime::format_duration(*delay)
+            ),
+            Reason::KeptForMinHealthy {
+                min_healthy,
+                held_out,
+            } => write!(f, "{held_out}; kept for min_healthy={min_healthy}"),
         }
     }
 }
@@ -183,6 +223,11 @@ pub struct Doubts {
     /// node has not seen them fail since). While there is one, every removal waits, so that the
     /// removals that do follow go together in one change.
     pub recovering: BTreeSet<IpAddr>,
+    /// Up endpoints a policy keeps out of the record set (flap damping, failback hold-down,
+    /// selection), each with its reason. They are treated as not up, except that the planner puts
+    /// them back (preferring published ones, then configured order) before the all-down policy
+    /// applies, so that no policy takes the service below `min_healthy` while enough endpoints are up.
+    pub held_out: BTreeMap<IpAddr, Reason>,
 }
 
 impl Reason {
@@ -233,6 +278,10 @@ pub struct Plan {
     pub blocking_unknown: BTreeSet<IpAddr>,
     /// Every configured endpoint and every published address: in or out of `desired`, and why.
     pub standing: BTreeMap<IpAddr, Standing>,
+    /// Up endpoints a policy keeps out of `desired`, each with its reason (see [`Doubts::held_out`]).
+    pub held_out: BTreeMap<IpAddr, Reason>,
+    /// Endpoints a policy would keep out, published to keep `min_healthy` records.
+    pub kept_for_min_healthy: BTreeSet<IpAddr>,
 }
 
 impl Plan {
@@ -290,6 +339,8 @@ impl fmt::Display for Plan {
 struct Sets {
     managed: BTreeSet<IpAddr>,
     up: BTreeSet<IpAddr>,
+    /// Up endpoints a policy keeps out, in refill order (published first, then configured order).
+    up_held: Vec<IpAddr>,
     addresses: BTreeSet<IpAddr>,
     published_managed: BTreeSet<IpAddr>,
     blocking_unknown: BTreeSet<IpAddr>,
@@ -307,9 +358,25 @@ impl Sets {
         let up = managed
             .iter()
             .copied()
-            .filter(|ip| verdict(ip) == Health::Up)
+            .filter(|ip| verdict(ip) == Health::Up && !doubts.held_out.contains_key(ip))
             .collect();
-        let published_managed = addresses.intersection(&managed).copied().collect();
+        let published_managed: BTreeSet<IpAddr> =
+            addresses.intersection(&managed).copied().collect();
+        let held_up = |ip: &&IpAddr| verdict(ip) == Health::Up && doubts.held_out.contains_key(ip);
+        let up_held = policy
+            .endpoints
+            .iter()
+            .filter(held_up)
+            .filter(|ip| published_managed.contains(ip))
+            .chain(
+                policy
+                    .endpoints
+                    .iter()
+                    .filter(held_up)
+                    .filter(|ip| !published_managed.contains(ip)),
+            )
+            .copied()
+            .collect();
         let blocking_unknown = managed
             .iter()
             .copied()
@@ -318,6 +385,7 @@ impl Sets {
         Sets {
             managed,
             up,
+            up_held,
             addresses,
             published_managed,
             blocking_unknown,
@@ -338,7 +406,8 @@ pub fn plan(
 ) -> Plan {
     let verdict = |ip: &IpAddr| health.get(ip).copied().unwrap_or(Health::Unknown);
     let sets = Sets::new(policy, &verdict, published, doubts);
-    let (base, mut desired, policy_applied) = managed_target(policy, &verdict, &sets, doubts);
+    let (base, mut desired, policy_applied, kept_for_min_healthy) =
+        managed_target(policy, &verdict, &sets, doubts);
     let deferred = hold_back(policy, &verdict, &sets, doubts, &mut desired);
     let unlisted: BTreeSet<IpAddr> = sets.addresses.difference(&sets.managed).copied().collect();
     if !policy.remove_unlisted {
@@ -351,6 +420,8 @@ pub fn plan(
         &desired,
         &unlisted,
         policy_applied,
+        doubts,
+        &kept_for_min_healthy,
     );
     let standing = standing(
         policy,
@@ -361,7 +432,14 @@ pub fn plan(
         &desired,
         &deferred,
         policy_applied,
+        &kept_for_min_healthy,
     );
+    let held_out = doubts
+        .held_out
+        .iter()
+        .filter(|(ip, _)| !desired.contains(ip))
+        .map(|(ip, why)| (*ip, why.clone()))
+        .collect();
     Plan {
         expected: sets.addresses,
         desired,
@@ -371,6 +449,8 @@ pub fn plan(
         deferred,
         blocking_unknown: sets.blocking_unknown,
         standing,
+        held_out,
+        kept_for_min_healthy,
     }
 }
 
@@ -387,6 +467,7 @@ fn standing(
     desired: &BTreeSet<IpAddr>,
     deferred: &BTreeSet<IpAddr>,
     policy_applied: Option<AllDownPolicy>,
+    kept: &BTreeSet<IpAddr>,
 ) -> BTreeMap<IpAddr, Standing> {
     sets.managed
         .union(&sets.addresses)
@@ -399,6 +480,19 @@ fn standing(
                 } else {
                     Reason::Unlisted
                 }
+            } else if published && kept.contains(ip) {
+                Reason::KeptForMinHealthy {
+                    min_healthy: policy.min_healthy,
+                    held_out: Box::new(
+                        doubts
+                            .held_out
+                            .get(ip)
+                            .cloned()
+                            .unwrap_or(Reason::Verdict(v)),
+                    ),
+                }
+            } else if !published && let Some(why) = doubts.held_out.get(ip) {
+                why.clone()
             } else if deferred.contains(ip) {
                 Reason::HeldBack(v)
             } else if published {
@@ -425,15 +519,21 @@ fn standing(
         .collect()
 }
 
-/// What the verdicts alone keep, the configured endpoints to publish, and the all-down policy if it
-/// decided.
+/// What the verdicts alone keep (with held-out endpoints put back to keep `min_healthy`), the
+/// configured endpoints to publish, the all-down policy if it decided, and the held-out endpoints put
+/// back.
 fn managed_target(
     policy: &Policy,
     verdict: &impl Fn(&IpAddr) -> Health,
     sets: &Sets,
     doubts: &Doubts,
-) -> (BTreeSet<IpAddr>, BTreeSet<IpAddr>, Option<AllDownPolicy>) {
-    let base: BTreeSet<IpAddr> = if sets.blocking_unknown.is_empty() {
+) -> (
+    BTreeSet<IpAddr>,
+    BTreeSet<IpAddr>,
+    Option<AllDownPolicy>,
+    BTreeSet<IpAddr>,
+) {
+    let mut base: BTreeSet<IpAddr> = if sets.blocking_unknown.is_empty() {
         let kept_unsettled = sets
             .published_managed
             .iter()
@@ -443,13 +543,24 @@ fn managed_target(
     } else {
         sets.published_managed.union(&sets.up).copied().collect()
     };
-    if base.len() >= policy.min_healthy {
-        return (base.clone(), base, None);
+    // A policy keeps up endpoints out only while enough others remain: put them back first.
+    let mut kept = BTreeSet::new();
+    for ip in &sets.up_held {
+        if base.len() >= policy.min_healthy {
+            break;
+        }
+        if base.insert(*ip) {
+            kept.insert(*ip);
+        }
     }
+    if base.len() >= policy.min_healthy {
+        return (base.clone(), base, None, kept);
+    }
+    let up_all: BTreeSet<IpAddr> = sets.up.iter().chain(&sets.up_held).copied().collect();
     let target = match policy.all_down {
         AllDownPolicy::KeepAll => sets.managed.clone(),
         AllDownPolicy::KeepLast => {
-            let kept: BTreeSet<IpAddr> = sets.published_managed.union(&sets.up).copied().collect();
+            let kept: BTreeSet<IpAddr> = sets.published_managed.union(&up_all).copied().collect();
             if kept.len() >= policy.min_healthy {
                 kept
             } else {
@@ -458,7 +569,7 @@ fn managed_target(
         }
         AllDownPolicy::FailClosed => base.clone(),
     };
-    (base, target, Some(policy.all_down))
+    (base, target, Some(policy.all_down), kept)
 }
 
 /// Puts back into `desired` the removals that must wait, and returns them.
@@ -499,6 +610,7 @@ fn hold_back(
 }
 
 /// The changes from `published` to `desired`, each with its reason.
+#[allow(clippy::too_many_arguments)]
 fn changes(
     policy: &Policy,
     verdict: &impl Fn(&IpAddr) -> Health,
@@ -506,11 +618,17 @@ fn changes(
     desired: &BTreeSet<IpAddr>,
     unlisted: &BTreeSet<IpAddr>,
     policy_applied: Option<AllDownPolicy>,
+    doubts: &Doubts,
+    kept_for_min_healthy: &BTreeSet<IpAddr>,
 ) -> Vec<(Change, Reason)> {
     let addresses = published.addresses();
     let mut changes = Vec::new();
     for ip in desired.difference(&addresses) {
         let why = match (verdict(ip), policy_applied) {
+            (Health::Up, _) if kept_for_min_healthy.contains(ip) => Reason::KeptForMinHealthy {
+                min_healthy: policy.min_healthy,
+                held_out: Box::new(doubts.held_out[ip].clone()),
+            },
             (Health::Up, _) => Reason::Verdict(Health::Up),
             (h, Some(p)) => Reason::AllDown {
                 verdict: h,
@@ -524,6 +642,10 @@ fn changes(
     for ip in addresses.difference(desired) {
         let why = if unlisted.contains(ip) {
             Reason::Unlisted
+        } else if let Some(held) = doubts.held_out.get(ip)
+            && verdict(ip) == Health::Up
+        {
+            held.clone()
         } else if policy_applied == Some(AllDownPolicy::FailClosed) {
             Reason::FailClosed(verdict(ip))
         } else {

@@ -48,8 +48,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::damping::{Damping, DampingEvent, Figure};
 use super::overrides::{OverrideKind, ServiceOverrides};
-use super::{Doubts, Health, Plan, Policy};
+use super::{Doubts, Health, Plan, Policies, Policy, Reason};
 use crate::act::{Capabilities, Precondition, Published, RecordChange, WriteError};
 use crate::agree::View;
 use crate::config::ServiceConfig;
@@ -73,6 +74,8 @@ pub struct Settings {
     pub zone: String,
     /// The planner's policy (endpoints, min_healthy, all_down, remove_unlisted, ttl).
     pub policy: Policy,
+    /// Selection and change-safety policies (damping, ...).
+    pub policies: Policies,
     /// Probe interval.
     pub interval: Duration,
     /// Probe timeout.
@@ -101,6 +104,7 @@ impl Settings {
             fqdn: svc.fqdn.clone(),
             zone: svc.zone.clone(),
             policy: Policy::of(svc),
+            policies: svc.policies.clone(),
             interval: svc.interval,
             timeout: svc.timeout,
             fall: svc.fall,
@@ -313,6 +317,8 @@ pub enum Event {
         /// What is.
         found: Published,
     },
+    /// Flap damping suppressed or reused an endpoint.
+    Damping(DampingEvent),
     /// A writer operation failed; retried after `retry`.
     Failed {
         /// What was being done.
@@ -397,6 +403,8 @@ pub struct ServiceCore {
     overrides_active: BTreeMap<IpAddr, (OverrideKind, String)>,
     /// Override boundaries up to here have been looked at.
     overrides_checked: Instant,
+    /// Flap damping, when the service has it.
+    damping: Option<Damping>,
 }
 
 impl ServiceCore {
@@ -415,7 +423,6 @@ impl ServiceCore {
             .collect();
         ServiceCore {
             reconcile_at: now + settings.reconcile_interval,
-            s: settings,
             rules: Rules::default(),
             machines,
             last_probe: BTreeMap::new(),
@@ -443,6 +450,8 @@ impl ServiceCore {
             overrides: ServiceOverrides::default(),
             overrides_active: BTreeMap::new(),
             overrides_checked: now,
+            damping: settings.policies.damping.map(Damping::new),
+            s: settings,
         }
     }
 
@@ -489,17 +498,20 @@ impl ServiceCore {
     /// out); `None` until the published records are known.
     pub fn preview(&self, now: Instant) -> Option<Plan> {
         let published = self.published.as_ref()?;
-        Some(super::plan(
-            &self.s.policy,
-            &self.agreed,
-            published,
-            &self.doubts(now),
-        ))
+        Some(self.plan_with_overrides(now, published))
     }
 
     /// The current removal hold: why, and the addresses it holds back.
     pub fn hold(&self) -> Option<(HoldReason, &BTreeSet<IpAddr>)> {
         self.hold.as_ref().map(|(r, held)| (*r, held))
+    }
+
+    /// Every endpoint's flap-damping figure at `now` (empty without damping).
+    pub fn damping(&self, now: Instant) -> BTreeMap<IpAddr, Figure> {
+        self.damping
+            .as_ref()
+            .map(|d| d.figures(now))
+            .unwrap_or_default()
     }
 
     /// Endpoints reported unsettled (no verdict within the settle bound).
@@ -647,6 +659,14 @@ impl ServiceCore {
                 self.waiting_reported.remove(ip);
             }
         }
+        if let Some(d) = &mut self.damping {
+            // Every node follows the agreed states, leader or not, so a new leader knows the penalties.
+            for (ip, h) in &view.health {
+                if let Some(e) = d.observe(now, *ip, *h) {
+                    out.push(Action::Event(Event::Damping(e)));
+                }
+            }
+        }
         let became_leader = view.leader && !self.leader;
         self.agreed.clone_from(&view.health);
         self.leader = view.leader;
@@ -680,7 +700,8 @@ impl ServiceCore {
         // An override starting or ending changes the plan; boundaries already past are handled by
         // the poll that follows them.
         let overrides = self.overrides.next_boundary(self.overrides_checked);
-        [sync, settle, reconcile, overrides]
+        let damping = self.damping.as_ref().and_then(Damping::next_wake);
+        [sync, settle, reconcile, overrides, damping]
             .into_iter()
             .flatten()
             .min()
@@ -691,6 +712,13 @@ impl ServiceCore {
         let mut out = Vec::new();
         self.settle(now, &mut out);
         self.track_overrides(now, &mut out);
+        if let Some(d) = &mut self.damping {
+            let reused = d.poll(now);
+            if !reused.is_empty() && self.leader {
+                self.sync_soon(now);
+            }
+            out.extend(reused.into_iter().map(|e| Action::Event(Event::Damping(e))));
+        }
         if now >= self.reconcile_at {
             self.reconcile_at = now + self.s.reconcile_interval;
             if self.leader && self.io == Io::Idle {
@@ -872,6 +900,7 @@ impl ServiceCore {
             in_doubt,
             unsettled: self.unsettled.clone(),
             recovering,
+            held_out: self.held_out(now),
         }
     }
 
@@ -888,6 +917,22 @@ impl ServiceCore {
         let mut plan = super::plan(&self.s.policy, &applied.health, published, &applied.doubts);
         applied.explain(&mut plan);
         plan
+    }
+
+    /// Up endpoints the policies keep out, with their reasons.
+    fn held_out(&self, now: Instant) -> BTreeMap<IpAddr, Reason> {
+        let mut held = BTreeMap::new();
+        if let Some(d) = &self.damping {
+            for (ip, penalty) in d.suppressed(now) {
+                held.insert(
+                    ip,
+                    Reason::Damped {
+                        penalty: penalty.round() as u64,
+                    },
+                );
+            }
+        }
+        held
     }
 
     fn plan(&mut self, now: Instant, published: &Published) -> Plan {

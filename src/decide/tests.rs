@@ -485,3 +485,92 @@ proptest! {
         }
     }
 }
+
+fn held(pairs: &[(&str, Reason)]) -> Doubts {
+    Doubts {
+        held_out: pairs.iter().map(|(s, r)| (ip(s), r.clone())).collect(),
+        ..Doubts::default()
+    }
+}
+
+#[test]
+fn a_held_out_endpoint_is_removed_with_its_policy_reason() {
+    let p = policy(&[A, B, C], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Up), (B, Health::Up), (C, Health::Up)]);
+    let damped = Reason::Damped { penalty: 2100 };
+    let pl = super::plan(
+        &p,
+        &h,
+        &Published::with_ttl(set(&[A, B, C]), TTL),
+        &held(&[(B, damped.clone())]),
+    );
+    assert_eq!(pl.removals(), set(&[B]));
+    assert_eq!(pl.changes, vec![(Change::Remove(ip(B)), damped.clone())]);
+    assert_eq!(pl.held_out, [(ip(B), damped)].into());
+    assert!(pl.kept_for_min_healthy.is_empty());
+}
+
+#[test]
+fn held_out_endpoints_refill_min_healthy_before_the_all_down_policy() {
+    // Only B and C are up, both held out; min_healthy = 2 puts both back (published one first), and
+    // the down endpoint A is not published by keep_all.
+    let p = policy(&[A, B, C], 2, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Down), (B, Health::Up), (C, Health::Up)]);
+    let why = Reason::ReaddDelay {
+        delay: std::time::Duration::from_secs(30),
+    };
+    let doubts = held(&[(B, why.clone()), (C, why.clone())]);
+    let pl = super::plan(&p, &h, &Published::with_ttl(set(&[A, C]), TTL), &doubts);
+    assert_eq!(pl.desired, set(&[B, C]));
+    assert_eq!(pl.policy_applied, None);
+    assert_eq!(pl.kept_for_min_healthy, set(&[B, C]));
+    assert!(pl.changes.contains(&(
+        Change::Add(ip(B)),
+        Reason::KeptForMinHealthy {
+            min_healthy: 2,
+            held_out: Box::new(why)
+        }
+    )));
+    // With min_healthy = 1 only the published one is put back.
+    let p = policy(&[A, B, C], 1, AllDownPolicy::KeepAll);
+    let pl = super::plan(&p, &h, &Published::with_ttl(set(&[A, C]), TTL), &doubts);
+    assert_eq!(pl.desired, set(&[C]));
+}
+
+proptest! {
+    /// Whatever the policies hold out, the planner never publishes fewer than min_healthy records
+    /// while that many endpoints are configured (keep_all and keep_last; DESIGN.md invariant 1).
+    #[test]
+    fn held_out_never_takes_the_set_below_min_healthy(
+        states in proptest::collection::vec(0u8..3, 4),
+        held_mask in proptest::collection::vec(any::<bool>(), 4),
+        pub_mask in proptest::collection::vec(any::<bool>(), 4),
+        min_healthy in 1usize..=4,
+        keep_last in any::<bool>(),
+    ) {
+        let eps = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"];
+        let all_down = if keep_last { AllDownPolicy::KeepLast } else { AllDownPolicy::KeepAll };
+        let p = policy(&eps, min_healthy, all_down);
+        let h: BTreeMap<IpAddr, Health> = eps.iter().zip(&states).map(|(e, s)| (ip(e), match s {
+            0 => Health::Up,
+            1 => Health::Down,
+            _ => Health::Unknown,
+        })).collect();
+        let doubts = Doubts {
+            held_out: eps.iter().zip(&held_mask).filter(|(_, m)| **m)
+                .map(|(e, _)| (ip(e), Reason::Damped { penalty: 3000 })).collect(),
+            ..Doubts::default()
+        };
+        let published: BTreeSet<IpAddr> =
+            eps.iter().zip(&pub_mask).filter(|(_, m)| **m).map(|(e, _)| ip(e)).collect();
+        let pl = super::plan(&p, &h, &Published::with_ttl(published, TTL), &doubts);
+        prop_assert!(pl.desired.len() >= min_healthy, "{pl:?}");
+        // Up endpoints held out stay out unless min_healthy needs them.
+        let up_free = h.iter().filter(|(ip, s)| **s == Health::Up && !doubts.held_out.contains_key(ip)).count();
+        if up_free >= min_healthy && h.values().all(|s| *s != Health::Unknown) {
+            for ip in doubts.held_out.keys() {
+                prop_assert!(!pl.desired.contains(ip) || pl.deferred.contains(ip), "{pl:?}");
+            }
+        }
+    }
+}

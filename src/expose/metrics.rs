@@ -168,6 +168,35 @@ pub fn render(
     }
 
     out.family(
+        "rrguard_endpoint_penalty",
+        "gauge",
+        "The endpoint's flap-damping penalty (RFC 2439 figure of merit); only with [service.damping].",
+    );
+    for e in &status.endpoints {
+        if let Some(d) = &e.damping {
+            out.sample(
+                "rrguard_endpoint_penalty",
+                &[("service", &e.service), ("endpoint", &e.endpoint)],
+                d.penalty,
+            );
+        }
+    }
+    out.family(
+        "rrguard_endpoint_suppressed",
+        "gauge",
+        "Whether flap damping keeps the endpoint out of DNS (1); only with [service.damping].",
+    );
+    for e in &status.endpoints {
+        if let Some(d) = &e.damping {
+            out.sample(
+                "rrguard_endpoint_suppressed",
+                &[("service", &e.service), ("endpoint", &e.endpoint)],
+                f64::from(u8::from(d.suppressed)),
+            );
+        }
+    }
+
+    out.family(
         "rrguard_isolated",
         "gauge",
         "Whether this node is isolated (1): it then neither votes nor writes.",

@@ -40,8 +40,9 @@ pub use audit::{AuditLog, AuditRecord, Evidence, VoteEvidence, WriteRecord};
 pub use counters::{Histogram, WRITE_DURATION_BUCKETS, WriteCounters};
 pub use inbox::{Inbound, InboundError};
 pub use status::{
-    ChangeStatus, EndpointStatus, EngineStatus, Event, EventKind, LocalProbe, NodeStatus,
-    OverrideStatus, PeerStatus, RecordStatus, ServiceStatus, StandingStatus, WriterStatus,
+    ChangeStatus, DampingStatus, EndpointStatus, EngineStatus, Event, EventKind, LocalProbe,
+    NodeStatus, OverrideStatus, PeerStatus, RecordStatus, ServiceStatus, StandingStatus,
+    WriterStatus,
 };
 
 /// Events kept per service; older ones are dropped.
@@ -165,6 +166,8 @@ struct Inner {
     /// DNS write counters by (service, writer); kept across reloads so that counters never go back.
     writes: BTreeMap<(String, String), WriteCounters>,
     engine: EngineStatus,
+    /// Flap-damping figures by service, then endpoint as text.
+    damping: BTreeMap<String, BTreeMap<String, DampingStatus>>,
     /// The durable audit log and this node's id, once attached.
     audit: Option<Audited>,
     /// Per (service, endpoint as text): the agreed state and since when (Unix ms).
@@ -664,6 +667,15 @@ impl NodeState {
         }
     }
 
+    /// Sets the flap-damping figures of `service`'s endpoints (replacing the previous ones).
+    pub fn set_damping(&self, service: &str, figures: BTreeMap<IpAddr, DampingStatus>) {
+        let figures = figures
+            .into_iter()
+            .map(|(ip, f)| (ip.to_string(), f))
+            .collect();
+        self.write().damping.insert(service.to_owned(), figures);
+    }
+
     /// Adds an event to its service's ring (see [`Event::now`]); the oldest is dropped beyond
     /// [`EVENTS_PER_SERVICE`].
     pub fn push_event(&self, event: Event) {
@@ -696,6 +708,11 @@ impl NodeState {
                 local: inner
                     .local
                     .get(&(e.service.clone(), e.endpoint.clone()))
+                    .cloned(),
+                damping: inner
+                    .damping
+                    .get(&e.service)
+                    .and_then(|m| m.get(&e.endpoint))
                     .cloned(),
                 ..e
             })

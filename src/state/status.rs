@@ -99,6 +99,20 @@ pub struct EndpointStatus {
     pub needed: usize,
     /// This node's own last probe, `null` until one is recorded.
     pub local: Option<LocalProbe>,
+    /// Its flap-damping figure, `null` when the service has no `[service.damping]` or the endpoint
+    /// has not changed state yet.
+    pub damping: Option<DampingStatus>,
+}
+
+/// An endpoint's flap-damping figure (RFC 2439 figure of merit).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DampingStatus {
+    /// The penalty, decayed to when the service last published its state.
+    pub penalty: f64,
+    /// Kept out of DNS until the penalty decays below `reuse`.
+    pub suppressed: bool,
+    /// When it will be reused if it changes no more, while suppressed.
+    pub reuse_unix_ms: Option<u64>,
 }
 
 /// This node's last probe of an endpoint and the local verdict it led to.
@@ -257,6 +271,8 @@ pub enum EventKind {
     EndpointState,
     /// This node became isolated (lost quorum, or its self-check failed) or rejoined.
     Isolation,
+    /// Flap damping suppressed or reused an endpoint.
+    Damping,
     /// Anything else worth a line.
     Note,
 }

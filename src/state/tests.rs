@@ -47,6 +47,7 @@ fn cluster() -> ClusterStatus {
                 down_votes: vec![],
                 needed: 1,
                 local: None,
+                damping: None,
             })
             .collect(),
     }

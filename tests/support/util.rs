@@ -253,6 +253,7 @@ pub fn service_config(
         all_down: AllDownPolicy::KeepAll,
         remove_unlisted: false,
         quorum: None,
+        policies: Default::default(),
         check: CheckConfig::Tcp(TcpCheckConfig::connect(80)),
     }
 }

@@ -30,6 +30,17 @@ struct Rig {
 
 impl Rig {
     fn new(endpoints: &[&str], fall: u32, rise: u32, ttl: u32, published: Published) -> Rig {
+        Rig::with_policies(endpoints, fall, rise, ttl, published, Policies::default())
+    }
+
+    fn with_policies(
+        endpoints: &[&str],
+        fall: u32,
+        rise: u32,
+        ttl: u32,
+        published: Published,
+        policies: Policies,
+    ) -> Rig {
         let endpoints: Vec<IpAddr> = endpoints.iter().map(|s| ip(s)).collect();
         let settings = Settings {
             fqdn: FQDN.into(),
@@ -41,6 +52,7 @@ impl Rig {
                 remove_unlisted: false,
                 ttl,
             },
+            policies,
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             fall,
@@ -572,4 +584,108 @@ fn a_sibling_never_rechecked_holds_the_removal_for_the_recheck_bound_only() {
     assert_eq!(rig.applied.len(), 1, "{:?}", rig.applied);
     assert_eq!(rig.applied[0].0 - failed_at, bound, "removed at the bound");
     assert_eq!(rig.published(), [ip(b), ip(c)].into());
+}
+
+/// Flap damping as the acceptance of issue 11 states it: interval 1 s, fall 3, rise 2, the endpoint
+/// fails three probes and passes two, forever.
+mod damping {
+    use super::*;
+    use crate::decide::damping::{DampingConfig, DampingEvent};
+
+    const A: &str = "127.0.0.2";
+    const B: &str = "127.0.0.3";
+
+    fn damped() -> Policies {
+        Policies {
+            damping: Some(DampingConfig {
+                penalty: 1000.0,
+                suppress: 1500.0,
+                reuse: 750.0,
+                half_life: Duration::from_secs(60),
+                max_suppress: Duration::from_secs(600),
+            }),
+        }
+    }
+
+    /// Runs A through fail-3/pass-2 for `flap` seconds, B always up, then A up for `calm` seconds;
+    /// returns the rig and the writes during the flapping.
+    fn flap_then_calm(policies: Policies, b_up: bool, flap: u32, calm: u32) -> (Rig, usize) {
+        let mut rig = Rig::with_policies(&[A, B], 3, 2, 30, published(&[A, B], 30), policies);
+        for _ in 0..10 {
+            rig.probe(A, true);
+            rig.probe(B, b_up);
+            let t = rig.at() + Duration::from_secs(1);
+            rig.until(t);
+        }
+        let before = rig.applied.len();
+        for second in 0..flap {
+            rig.probe(A, second % 5 >= 3);
+            rig.probe(B, b_up);
+            let t = rig.at() + Duration::from_secs(1);
+            rig.until(t);
+        }
+        let during = rig.applied.len() - before;
+        for _ in 0..calm {
+            rig.probe(A, true);
+            rig.probe(B, b_up);
+            let t = rig.at() + Duration::from_secs(1);
+            rig.until(t);
+        }
+        (rig, during)
+    }
+
+    #[test]
+    fn fail_three_pass_two_costs_at_most_two_writes_in_five_minutes_then_is_reused() {
+        let (rig, during) = flap_then_calm(damped(), true, 300, 700);
+        assert!(
+            during <= 2,
+            "{during} writes while flapping: {:?}",
+            rig.applied
+        );
+        assert!(!rig.published().is_empty());
+        assert_eq!(rig.published(), [ip(A), ip(B)].into(), "reused once calm");
+        let suppressed = rig
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Damping(DampingEvent::Suppressed { .. })))
+            .count();
+        assert_eq!(suppressed, 1, "{:?}", rig.events);
+        let reused_at = rig
+            .events
+            .iter()
+            .find(|(_, e)| matches!(e, Event::Damping(DampingEvent::Reused { .. })))
+            .map(|(at, _)| *at)
+            .expect("a reuse event");
+        // Within max_suppress of the last change (at most rise probes into the calm).
+        assert!(
+            reused_at <= Duration::from_secs(10 + 300 + 2 + 600 + 1),
+            "{reused_at:?}"
+        );
+        assert_eq!(
+            rig.applied.last().map(|(_, c)| c.add.clone()),
+            Some([ip(A)].into()),
+            "the last write puts A back"
+        );
+    }
+
+    #[test]
+    fn without_damping_the_same_pattern_writes_every_cycle() {
+        let (rig, during) = flap_then_calm(Policies::default(), true, 300, 0);
+        assert!(during >= 100, "{during} writes: {:?}", rig.applied.len());
+    }
+
+    #[test]
+    fn a_suppressed_endpoint_still_counts_for_min_healthy() {
+        // B is down: A is the only endpoint up, suppressed or not, so it stays.
+        let (rig, _) = flap_then_calm(damped(), false, 60, 10);
+        let plan = rig.core.last_plan().expect("planned");
+        assert!(rig.published().contains(&ip(A)));
+        assert!(!rig.published().contains(&ip(B)));
+        assert_eq!(plan.kept_for_min_healthy, [ip(A)].into(), "{plan:?}");
+        assert!(
+            rig.core.damping(rig.now)[&ip(A)].suppressed,
+            "{:?}",
+            rig.core.damping(rig.now)
+        );
+    }
 }

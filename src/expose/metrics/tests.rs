@@ -27,6 +27,7 @@ fn status() -> NodeStatus {
             since_unix_ms: 1,
             last_probe_unix_ms: 2,
         }),
+        damping: None,
     };
     let mut writer = WriterStatus::new("primary");
     writer.published = vec!["192.0.2.1".to_owned(), "192.0.2.2".to_owned()];
@@ -45,7 +46,14 @@ fn status() -> NodeStatus {
         peers: vec![],
         rejected_messages: BTreeMap::from([("replay".to_owned(), 3)]),
         endpoints: vec![
-            endpoint("192.0.2.1", "up", Some(true)),
+            EndpointStatus {
+                damping: Some(crate::state::DampingStatus {
+                    penalty: 1800.5,
+                    suppressed: true,
+                    reuse_unix_ms: Some(9),
+                }),
+                ..endpoint("192.0.2.1", "up", Some(true))
+            },
             endpoint("192.0.2.2", "down", Some(false)),
             endpoint("192.0.2.3", "unknown", None),
         ],
@@ -174,6 +182,8 @@ fn probe_and_cluster_values_follow_the_snapshot() {
             e("192.0.2.3")
         ),
         format!("rrguard_votes{{{},vote=\"down\"}} 1", e("192.0.2.2")),
+        format!("rrguard_endpoint_penalty{{{}}} 1800.5", e("192.0.2.1")),
+        format!("rrguard_endpoint_suppressed{{{}}} 1", e("192.0.2.1")),
         "rrguard_leader 1".to_owned(),
         "rrguard_isolated 0".to_owned(),
         "rrguard_term 4".to_owned(),
@@ -190,6 +200,11 @@ fn probe_and_cluster_values_follow_the_snapshot() {
     );
     assert!(
         !text.contains(&format!("probe_success{{{}", e("192.0.2.3"))),
+        "{text}"
+    );
+    // Damping figures only where the service has damping.
+    assert!(
+        !text.contains(&format!("rrguard_endpoint_penalty{{{}}}", e("192.0.2.2"))),
         "{text}"
     );
 }
