@@ -232,7 +232,8 @@ pub struct Doubts {
 
 impl Reason {
     /// A stable machine name for the reason, `snake_case` (`verdict`, `all_down`, `fail_closed`,
-    /// `unlisted`, `ttl`, `held_back`, `awaiting_verdicts`, `unsettled`, `unlisted_kept`), for the
+    /// `unlisted`, `ttl`, `held_back`, `awaiting_verdicts`, `unsettled`, `unlisted_kept`, `drained`,
+    /// `maintenance`, `forced_up`, `forced_down`, `damped`, `readd_delay`, `kept_for_min_healthy`), for the
     /// API and the audit log; [`fmt::Display`] is the sentence for a person.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -245,6 +246,13 @@ impl Reason {
             Reason::AwaitingVerdicts(_) => "awaiting_verdicts",
             Reason::Unsettled => "unsettled",
             Reason::UnlistedKept => "unlisted_kept",
+            Reason::Drained { .. } => "drained",
+            Reason::Maintenance { .. } => "maintenance",
+            Reason::ForcedUp { .. } => "forced_up",
+            Reason::ForcedDown { .. } => "forced_down",
+            Reason::Damped { .. } => "damped",
+            Reason::ReaddDelay { .. } => "readd_delay",
+            Reason::KeptForMinHealthy { .. } => "kept_for_min_healthy",
         }
     }
 }

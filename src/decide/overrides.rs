@@ -719,7 +719,8 @@ impl ServiceOverrides {
 }
 
 impl Applied {
-    /// Gives each change of `plan` that an override caused the override's reason.
+    /// Gives each change of `plan` that an override caused, and the standing of each endpoint it
+    /// decided, the override's reason.
     pub fn explain(&self, plan: &mut Plan) {
         for (change, why) in &mut plan.changes {
             let (ip, added) = match change {
@@ -732,6 +733,19 @@ impl Applied {
             };
             let id = e.id.clone();
             *why = match (e.kind, added) {
+                (OverrideKind::Drain, false) => Reason::Drained { id },
+                (OverrideKind::ForceDown, false) => Reason::ForcedDown { id },
+                (OverrideKind::ForceUp, true) => Reason::ForcedUp { id },
+                (OverrideKind::Maintenance, _) => Reason::Maintenance { id },
+                _ => continue,
+            };
+        }
+        for (ip, standing) in &mut plan.standing {
+            let Some(e) = self.effects.get(ip) else {
+                continue;
+            };
+            let id = e.id.clone();
+            standing.reason = match (e.kind, standing.published) {
                 (OverrideKind::Drain, false) => Reason::Drained { id },
                 (OverrideKind::ForceDown, false) => Reason::ForcedDown { id },
                 (OverrideKind::ForceUp, true) => Reason::ForcedUp { id },

@@ -476,7 +476,7 @@ proptest! {
         let pick = |mask: u8| -> BTreeSet<IpAddr> { endpoints.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, ip)| *ip).collect() };
         let mut published = pick(published_mask);
         if extra { published.insert(ip(X)); }
-        let doubts = Doubts { in_doubt: pick(doubt_mask), unsettled: pick(unsettled_mask).into_iter().filter(|ip| !h.contains_key(ip)).collect(), recovering: BTreeSet::new() };
+        let doubts = Doubts { in_doubt: pick(doubt_mask), unsettled: pick(unsettled_mask).into_iter().filter(|ip| !h.contains_key(ip)).collect(), recovering: BTreeSet::new(), held_out: BTreeMap::new() };
         let pl = super::plan(&p, &h, &Published::with_ttl(published.iter().copied(), TTL), &doubts);
         let all: BTreeSet<IpAddr> = endpoints.iter().copied().chain(published.iter().copied()).collect();
         prop_assert_eq!(pl.standing.keys().copied().collect::<BTreeSet<_>>(), all);

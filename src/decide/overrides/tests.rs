@@ -417,6 +417,7 @@ impl Rig {
             reconcile_interval: Duration::from_secs(3600 * 24),
             dry_run: false,
             capabilities: MemoryWriter::new("m").capabilities(),
+            policies: Default::default(),
         };
         let machines = p
             .endpoints
