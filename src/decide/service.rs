@@ -15,7 +15,7 @@
 //!   endpoints to remove may be recovering together after an all-down (this node has not seen them
 //!   fail since the first one came back). After the bound the removal goes: delayed, never lost.
 //! - **Re-check of the siblings** ([`Settings::recheck_bound`] = interval + timeout): when an endpoint
-//!   starts failing (its first failure while not down, the start of a `fall` streak), every other
+//!   starts failing (its first failure while up, the start of a `fall` streak), every other
 //!   endpoint counts as in doubt until this node has a probe result of it reported after that
 //!   failure. With fast confirmation an endpoint can be confirmed down before the staggered probes
 //!   of the others have run once; if they all failed together (a shared switch, a bad deploy), the
@@ -369,7 +369,7 @@ pub struct ServiceCore {
     probe_seq: u64,
     /// The sequence number of each endpoint's last probe result.
     last_seq: BTreeMap<IpAddr, u64>,
-    /// Endpoints whose failure streak started while they were not down: when (and at which
+    /// Endpoints whose failure streak started while they were up: when (and at which
     /// sequence number) the streak's first failure came in. Cleared by a success.
     failing_since: BTreeMap<IpAddr, (Instant, u64)>,
     /// When the core was made: the settle clock of an endpoint runs from its first probe, or from
@@ -597,8 +597,9 @@ impl ServiceCore {
             return out;
         };
         let was_in_doubt = m.in_doubt();
-        // The first failure of an endpoint that is not down starts a `fall` streak.
-        let streak_starts = !ok && m.streaks().1 == 0 && m.state() != Health::Down;
+        // The first failure of an up endpoint starts a `fall` streak. (Not of an unknown one: an
+        // endpoint that never settles must not keep its siblings in doubt.)
+        let streak_starts = !ok && m.streaks().1 == 0 && m.state() == Health::Up;
         self.probe_seq += 1;
         self.last_seq.insert(endpoint, self.probe_seq);
         if ok {

@@ -12,7 +12,7 @@
 //! streak completes quickly. The loop keeps its own copy of the endpoint's fall/rise machine
 //! ([`Pacer`], sans-I/O) to know that; a steady endpoint keeps the plain interval.
 //!
-//! **Re-checking the siblings**: the first failure of an endpoint that is not down (the start of a
+//! **Re-checking the siblings**: the first failure of an up endpoint (the start of a
 //! `fall` streak) also kicks the probe loops of the service's other endpoints ([`Recheck`]): each
 //! probes at once, but never sooner than the confirm interval after its previous start and never
 //! overlapping its own probe in flight (a kick during a probe is kept and served right after it).
@@ -105,7 +105,7 @@ impl Recheck {
 pub struct Pace {
     /// The gap between this probe's start and the next one's.
     pub gap: Duration,
-    /// This failure starts a `fall` streak of an endpoint that is not down: re-check the siblings.
+    /// This failure starts a `fall` streak of an up endpoint: re-check the siblings.
     pub recheck_siblings: bool,
 }
 
@@ -145,7 +145,7 @@ impl Pacer {
     /// Feeds one result; returns the gap to the next probe and whether to re-check the siblings.
     pub fn next(&mut self, ok: bool, interval: Duration) -> Pace {
         let streak_starts =
-            !ok && self.machine.streaks().1 == 0 && self.machine.state() != Health::Down;
+            !ok && self.machine.streaks().1 == 0 && self.machine.state() == Health::Up;
         self.machine.observe(ok, Duration::ZERO, "");
         let state = self.machine.state();
         let changing = if ok {
