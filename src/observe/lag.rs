@@ -6,9 +6,10 @@
 //! A probe loop asks [`LagHandle::judge`] about each failed probe: if stalls overlapped the probe by at
 //! least [`LagHandle::threshold`] of its timeout (a tenth, at least 10 ms), the failure may be
 //! rrguard's own lateness — the answer may have arrived and waited unread, or the timer fired late —
-//! so the probe **abstains**: its result counts neither as a success nor as a failure. A failure
-//! that was quick (a refused connection) is judged on its own short window, so overload does not hide
-//! a dead endpoint that refuses; a success always counts.
+//! so the probe **abstains**: its result counts neither as a success nor as a failure. Only failures
+//! that lateness can cause abstain ([`time_bound`]: a timeout, an answer slower than `max_latency`);
+//! a refused or reset connection, a wrong status or body, and every success always count, so
+//! overload never hides an endpoint that refuses.
 //!
 //! Abstentions are counted by reason, logged at most once per [`LOG_EVERY`] with their number and
 //! the worst lag, and published in the node state (`probes_abstained`, `scheduler_lag_ms` in the
@@ -25,7 +26,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::observe::probe::ProbeResult;
 use crate::state::NodeState;
+
+/// Whether a failed result is one that rrguard's own lateness can cause: a timeout (every check
+/// reports it through [`crate::observe::probe::timed_out`]) or an answer slower than `max_latency`.
+pub fn time_bound(result: &ProbeResult) -> bool {
+    result.detail.starts_with("timed out after")
+        || result.detail.contains("slower than max_latency")
+}
 
 /// The monitor's sleep between two measurements.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -151,16 +160,18 @@ impl LagHandle {
         (timeout / 10).max(MIN_THRESHOLD)
     }
 
-    /// Whether a probe that ran from `start` to `end` with `timeout` and passed (`ok`) or failed
-    /// must abstain. A success never does.
+    /// Whether a probe that ran from `start` to `end` with `timeout` and gave `result` must abstain.
+    /// Only a failure that lateness can cause does: a timeout, or an answer slower than
+    /// `max_latency`. A success, a refused or reset connection, a wrong status or body always count,
+    /// stall or not (the all-down hold relies on seeing the other endpoints fail too).
     pub fn judge(
         &self,
-        ok: bool,
+        result: &ProbeResult,
         start: Instant,
         end: Instant,
         timeout: Duration,
     ) -> Option<Abstain> {
-        if ok {
+        if result.ok || !time_bound(result) {
             return None;
         }
         let lost = self.lost_during(start, end);
@@ -249,8 +260,28 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    fn timed_out() -> ProbeResult {
+        crate::observe::probe::timed_out(500 * MS)
+    }
+
+    fn refused() -> ProbeResult {
+        ProbeResult {
+            ok: false,
+            latency: 2 * MS,
+            detail: "connection refused".to_owned(),
+        }
+    }
+
+    fn passed() -> ProbeResult {
+        ProbeResult {
+            ok: true,
+            latency: 2 * MS,
+            detail: "connected".to_owned(),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn failure_during_a_stall_abstains_success_and_quick_failure_do_not() {
+    async fn a_timeout_during_a_stall_abstains_success_and_refusal_do_not() {
         let t0 = Instant::now();
         let lag = LagHandle::new(t0);
         // The monitor runs on time until 100 ms, then wakes up 300 ms late.
@@ -263,27 +294,23 @@ mod tests {
         }
         let timeout = 500 * MS;
         // A timed-out probe over the stall: 300 ms lost ≥ 50 ms.
+        let (a, b) = (t0 + 50 * MS, t0 + 550 * MS);
         assert_eq!(
-            lag.judge(false, t0 + 50 * MS, t0 + 550 * MS, timeout),
+            lag.judge(&timed_out(), a, b, timeout),
             Some(Abstain::Lag { lost: 300 * MS })
         );
-        // The same probe passing counts.
-        assert_eq!(lag.judge(true, t0 + 50 * MS, t0 + 550 * MS, timeout), None);
-        // A refusal after the stall, within 2 ms, counts.
-        assert_eq!(
-            lag.judge(false, t0 + 412 * MS, t0 + 414 * MS, timeout),
-            None
-        );
-        // A probe overlapping only 20 ms of it: below a tenth of the timeout.
-        assert_eq!(
-            lag.judge(false, t0 + 390 * MS, t0 + 415 * MS, timeout),
-            None
-        );
+        // The same probe passing counts, and so does a refusal, even during the stall: lateness
+        // cannot refuse a connection.
+        assert_eq!(lag.judge(&passed(), a, b, timeout), None);
+        assert_eq!(lag.judge(&refused(), a, b, timeout), None);
+        // A timeout overlapping only 20 ms of it: below a tenth of the timeout.
+        let (a, b) = (t0 + 390 * MS, t0 + 415 * MS);
+        assert_eq!(lag.judge(&timed_out(), a, b, timeout), None);
         // With a 100 ms timeout the threshold is 10 ms: the same 20 ms overlap abstains.
-        assert!(
-            lag.judge(false, t0 + 390 * MS, t0 + 415 * MS, 100 * MS)
-                .is_some()
-        );
+        assert!(lag.judge(&timed_out(), a, b, 100 * MS).is_some());
+        // A timeout after the stall counts.
+        let (a, b) = (t0 + 420 * MS, t0 + 590 * MS);
+        assert_eq!(lag.judge(&timed_out(), a, b, timeout), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -295,7 +322,7 @@ mod tests {
         let lost = lag.lost_during(t0 + 100 * MS, t0 + 400 * MS);
         assert_eq!(lost, 300 * MS);
         assert!(
-            lag.judge(false, t0 + 100 * MS, t0 + 400 * MS, 500 * MS)
+            lag.judge(&timed_out(), t0 + 100 * MS, t0 + 400 * MS, 500 * MS)
                 .is_some()
         );
         assert_eq!(lag.current_lag(t0 + 400 * MS), 390 * MS);

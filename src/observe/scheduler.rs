@@ -259,7 +259,7 @@ pub fn spawn_watched_probe_loop(
             };
             let now = Instant::now();
             if let Some(lag) = &lag
-                && let Some(why) = lag.judge(result.ok, started, now, schedule.timeout)
+                && let Some(why) = lag.judge(&result, started, now, schedule.timeout)
             {
                 lag.abstained(why);
                 debug!(%endpoint, detail = %result.detail, ?why, "probe abstains: rrguard itself was late");
@@ -613,8 +613,8 @@ mod tests {
         }
     }
 
-    /// Fails quickly, then fails while the runtime is starved (the clock jumps 300 ms while no task
-    /// runs, as under CPU starvation), then passes.
+    /// Is refused quickly, then times out while the runtime is starved (the clock jumps 300 ms while
+    /// no task runs, as under CPU starvation), then passes.
     struct StarvedProbe(std::sync::Mutex<u32>);
 
     #[async_trait]
@@ -629,6 +629,9 @@ mod tests {
                 tokio::time::advance(Duration::from_millis(300)).await;
             } else {
                 tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if n == 2 {
+                return probe::timed_out(Duration::from_millis(300));
             }
             ProbeResult {
                 ok: n > 2,
@@ -776,7 +779,7 @@ mod tests {
         let (got, abstained) = run_starved(false).await;
         assert_eq!(
             got.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(),
-            ["probe 1", "probe 2", "probe 3"]
+            ["probe 1", "timed out after 300ms", "probe 3"]
         );
         assert_eq!(abstained, 0);
     }
