@@ -13,8 +13,14 @@ use tempfile::TempDir;
 use super::util::{append_file, send_signal, wait_child};
 
 /// The `rrguard` binary cargo built for this test run.
+///
+/// `RRGUARD_TEST_BIN` overrides it: several worktrees sharing one `CARGO_TARGET_DIR` overwrite each
+/// other's `debug/rrguard`, so a run can pin a copy of its own build.
 pub fn rrguard_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_rrguard"))
+    std::env::var_os("RRGUARD_TEST_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_rrguard")),
+        PathBuf::from,
+    )
 }
 
 /// A running `rrguard` subprocess. Its stdout and stderr go to one log file; dropping it kills it.
