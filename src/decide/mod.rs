@@ -26,8 +26,8 @@
 //! - Every record at the name ends with the service's TTL: a record whose TTL differs is rewritten
 //!   ([`Change::Ttl`]); an RRset has one TTL (RFC 2181 §5.2).
 
-pub mod overrides;
 pub mod damping;
+pub mod overrides;
 pub mod service;
 #[cfg(test)]
 mod tests;

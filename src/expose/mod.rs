@@ -27,8 +27,8 @@
 //! It reads [`crate::state`] and speaks [`crate::agree::wire`]; it never imports the daemon, which
 //! hands it the state and a cancellation token.
 
-pub mod auth;
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod metrics;
 pub mod overrides;
@@ -53,7 +53,18 @@ pub async fn serve(
     state: NodeState,
     shutdown: CancellationToken,
 ) {
+    // The read API follows `[api] read` like `/api/v1/status` does.
+    let reads = Router::new()
+        .route("/api/v1/services/{fqdn}", get(api::service))
+        .route("/api/v1/plan", get(api::plan))
+        .route("/api/v1/events", get(api::events))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_read,
+        ));
     let app = Router::new()
+        .merge(reads)
         .route(wire::VOTES_PATH, post(votes))
         .route(
             crate::agree::override_sync::OVERRIDES_PATH,
@@ -65,10 +76,6 @@ pub async fn serve(
         )
         .route("/api/v1/overrides/{id}", delete(overrides::delete))
         .route("/api/v1/status", get(status))
-        .route("/api/v1/services/{fqdn}", get(api::service))
-        .route("/api/v1/plan", get(api::plan))
-        .route("/api/v1/events", get(api::events))
-        .route("/api/v1/openapi.json", get(api::openapi))
         .route("/metrics", get(metrics_text))
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -243,7 +243,7 @@ fn every_family_has_help_and_type_once_and_every_sample_a_family() {
         }
     }
     assert_eq!(typed.len(), helped.len());
-    assert_eq!(typed.len(), 17, "{typed:?}");
+    assert_eq!(typed.len(), 21, "{typed:?}");
 }
 
 #[test]
