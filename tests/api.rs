@@ -128,13 +128,15 @@ fn cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn endpoint<'a>(detail: &'a Value, ip: &str) -> &'a Value {
+fn find_endpoint<'a>(detail: &'a Value, ip: &str) -> Option<&'a Value> {
     detail["endpoints"]
-        .as_array()
-        .unwrap()
+        .as_array()?
         .iter()
         .find(|e| e["endpoint"] == ip)
-        .unwrap_or_else(|| panic!("no {ip} in {detail}"))
+}
+
+fn endpoint<'a>(detail: &'a Value, ip: &str) -> &'a Value {
+    find_endpoint(detail, ip).unwrap_or_else(|| panic!("no {ip} in {detail}"))
 }
 
 #[test]
@@ -144,9 +146,11 @@ fn service_plan_and_events_follow_a_failure() {
     let mut detail = Value::Null;
     wait_until("both endpoints up with a standing", EVENTUALLY, || {
         detail = get_json(s.port, "/api/v1/services/www.example.test").1;
+        // The endpoints appear once the node has a first cluster view.
         [E2, E3].iter().all(|ip| {
-            let e = endpoint(&detail, ip);
-            e["state"] == "up" && e["reason_kind"] == "verdict" && e["published"] == true
+            find_endpoint(&detail, ip).is_some_and(|e| {
+                e["state"] == "up" && e["reason_kind"] == "verdict" && e["published"] == true
+            })
         })
     });
     let e2 = endpoint(&detail, E2);
