@@ -867,7 +867,13 @@ fn forged_and_replayed_messages_are_rejected() {
     let (code, text) = c.post_votes(0, garbage, Some(&key.mac(garbage.as_bytes())));
     assert_eq!(code, 400, "{text}");
 
-    let s = c.must_status(0);
+    // The node copies its agreement state into the status at most every 100 ms: wait for the last
+    // rejection to show.
+    let mut s = c.must_status(0);
+    eventually("the last rejection in the status", || {
+        s = c.must_status(0);
+        rejected(&s, "malformed") >= 1
+    });
     assert!(rejected(&s, "authentication") >= 3, "{s:#}");
     assert!(rejected(&s, "replay") >= 2, "{s:#}");
     assert!(rejected(&s, "clock") >= 1, "{s:#}");
