@@ -6,8 +6,8 @@
 //! both over the same three HTTP endpoints on 127.0.77.2-4, with a 500 ms probe interval. The tools
 //! run one after the other (never together: Knot delays an UPDATE that arrives within a second of
 //! another change, which would make one tool pay for the other's writes).
-//! - rrguard: `fall = 3`, `rise = 2`, timeout 250 ms, fast confirmation at its default (a tenth of
-//!   the interval, 50 ms), TSIG-signed RFC 2136.
+//! - rrguard: `fall = 3`, `rise = 2`, timeout 250 ms, fast confirmation at a tenth of the interval
+//!   (`confirm_interval = "50ms"`, set: it is off by default for now), TSIG-signed RFC 2136.
 //! - rrdnsd: its only mode, one probe decides (no thresholds); updates by unsigned `knsupdate`, which
 //!   Knot accepts from 127.0.0.1 for this zone. rrdnsd logs to journald only and aborts without
 //!   `/run/systemd/journal/socket`: the bench binds a datagram socket in a temporary directory and
@@ -524,6 +524,7 @@ interval = "{interval}ms"
 timeout = "{timeout}ms"
 fall = {fall}
 rise = {RISE}
+confirm_interval = "{confirm}ms"
 ttl = 60
 
 [[writer]]
@@ -545,6 +546,7 @@ path = "/health"
 "#,
         state = dir.display(),
         interval = INTERVAL.as_millis(),
+        confirm = INTERVAL.as_millis() / 10,
         timeout = TIMEOUT.as_millis(),
         server = dns.addr,
         secret = dns.secret_b64,
@@ -629,7 +631,7 @@ fn run(full: bool) -> bool {
     let seed = seed();
     let mut rng = XorShift::new(seed);
     println!(
-        "rrguard vs rrdnsd, fast confirmation ({}): interval {} ms; rrguard fall {fall} rise {RISE} timeout {} ms, confirm_interval default; {trials} trials per tool; {LOSS_PERCENT} % connection loss for {loss_secs} s; seed {seed} (RRGUARD_BENCH_SEED)",
+        "rrguard vs rrdnsd, fast confirmation ({}): interval {} ms; rrguard fall {fall} rise {RISE} timeout {} ms, confirm_interval a tenth of interval; {trials} trials per tool; {LOSS_PERCENT} % connection loss for {loss_secs} s; seed {seed} (RRGUARD_BENCH_SEED)",
         if full {
             "full"
         } else {
