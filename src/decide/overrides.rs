@@ -728,30 +728,28 @@ impl Applied {
                 Change::Remove(ip) => (*ip, false),
                 Change::Ttl(_) => continue,
             };
-            let Some(e) = self.effects.get(&ip) else {
-                continue;
-            };
-            let id = e.id.clone();
-            *why = match (e.kind, added) {
-                (OverrideKind::Drain, false) => Reason::Drained { id },
-                (OverrideKind::ForceDown, false) => Reason::ForcedDown { id },
-                (OverrideKind::ForceUp, true) => Reason::ForcedUp { id },
-                (OverrideKind::Maintenance, _) => Reason::Maintenance { id },
-                _ => continue,
-            };
+            if let Some(r) = self.reason(&ip, added) {
+                *why = r;
+            }
         }
         for (ip, standing) in &mut plan.standing {
-            let Some(e) = self.effects.get(ip) else {
-                continue;
-            };
-            let id = e.id.clone();
-            standing.reason = match (e.kind, standing.published) {
-                (OverrideKind::Drain, false) => Reason::Drained { id },
-                (OverrideKind::ForceDown, false) => Reason::ForcedDown { id },
-                (OverrideKind::ForceUp, true) => Reason::ForcedUp { id },
-                (OverrideKind::Maintenance, _) => Reason::Maintenance { id },
-                _ => continue,
-            };
+            if let Some(r) = self.reason(ip, standing.published) {
+                standing.reason = r;
+            }
+        }
+    }
+
+    /// The override's reason for `ip` ending up in DNS (`in_dns`) or out of it, if an override
+    /// decided that.
+    fn reason(&self, ip: &IpAddr, in_dns: bool) -> Option<Reason> {
+        let e = self.effects.get(ip)?;
+        let id = e.id.clone();
+        match (e.kind, in_dns) {
+            (OverrideKind::Drain, false) => Some(Reason::Drained { id }),
+            (OverrideKind::ForceDown, false) => Some(Reason::ForcedDown { id }),
+            (OverrideKind::ForceUp, true) => Some(Reason::ForcedUp { id }),
+            (OverrideKind::Maintenance, _) => Some(Reason::Maintenance { id }),
+            _ => None,
         }
     }
 
