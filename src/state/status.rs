@@ -163,6 +163,16 @@ pub struct Event {
     pub kind: EventKind,
     /// For a person.
     pub message: String,
+    /// The endpoint concerned (`probe_transition`, `endpoint_state`); omitted otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The state entered (`up`, `down`; `isolated`, `joined` for the node); omitted when the kind has
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The state left (`unknown` before the first verdict); omitted when `state` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 /// The kinds of [`Event`], serialized in `snake_case`.
@@ -182,6 +192,65 @@ pub enum EventKind {
     Hold,
     /// Anything else worth a line.
     Note,
+    /// The agreed (cluster) state of an endpoint changed between `up` and `down`, or was first
+    /// agreed. On a single node it follows this node's verdicts.
+    EndpointState,
+    /// This node became isolated (it lost the majority of the cluster, or its self-check failed): it
+    /// stops voting and writing. A node-wide event: `service` is empty.
+    Isolated,
+    /// This node is no longer isolated (quorum regained, self-check passes). A node-wide event:
+    /// `service` is empty.
+    Rejoined,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 9] = [
+        EventKind::ProbeTransition,
+        EventKind::Plan,
+        EventKind::DnsUpdated,
+        EventKind::WriteFailed,
+        EventKind::Hold,
+        EventKind::Note,
+        EventKind::EndpointState,
+        EventKind::Isolated,
+        EventKind::Rejoined,
+    ];
+
+    /// The kind as serialized and written in config (`endpoint_state`, `dns_updated`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ProbeTransition => "probe_transition",
+            EventKind::Plan => "plan",
+            EventKind::DnsUpdated => "dns_updated",
+            EventKind::WriteFailed => "write_failed",
+            EventKind::Hold => "hold",
+            EventKind::Note => "note",
+            EventKind::EndpointState => "endpoint_state",
+            EventKind::Isolated => "isolated",
+            EventKind::Rejoined => "rejoined",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown event kind {s:?}; one of: {}", names.join(", "))
+            })
+    }
 }
 
 impl NodeStatus {
