@@ -202,6 +202,11 @@ fn example_config_documents_every_option() {
                 .replace("BOGUS_CHECK", "name = \"a.example\"\nzzz_bogus = 1"),
         ),
         (
+            "[[alert]]",
+            "[[alert]]\nname = \"a\"\ntype = \"webhook\"\nzzz_bogus = 1\n".to_owned(),
+        ),
+        ("[metrics]", "[metrics]\nzzz_bogus = 1\n".to_owned()),
+        (
             "[cluster]",
             cluster
                 .replace("BOGUS_CLUSTER", "zzz_bogus = 1")

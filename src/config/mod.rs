@@ -86,6 +86,10 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// Several monitor nodes; `None` for a single node.
     pub cluster: Option<ClusterSettings>,
+    /// `[[alert]]`: where events are sent.
+    pub alerts: Vec<crate::expose::alert::AlertConfig>,
+    /// `[metrics]`: the StatsD push.
+    pub metrics: crate::expose::statsd::MetricsConfig,
 }
 
 impl Config {

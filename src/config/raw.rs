@@ -22,6 +22,9 @@ pub use crate::act::script::config::RawScript;
 pub use crate::act::serve::config::{RawServe, RawServeZone};
 pub use crate::act::webhook::config::RawWebhook;
 pub use crate::act::zonefile::config::RawZonefile;
+// Alerts and the StatsD push own their options.
+pub use crate::expose::alert::config::RawAlert;
+pub use crate::expose::statsd::RawMetrics;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -41,6 +44,11 @@ pub struct RawConfig {
     pub service: Vec<RawService>,
     /// `[cluster]`: absent for a single node.
     pub cluster: Option<RawCluster>,
+    /// `[[alert]]`.
+    #[serde(default)]
+    pub alert: Vec<RawAlert>,
+    /// `[metrics]`.
+    pub metrics: Option<RawMetrics>,
 }
 
 /// `[cluster]`.

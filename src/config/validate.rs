@@ -62,6 +62,8 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         .cluster
         .as_ref()
         .and_then(|c| cluster(c, &raw, &node, base_dir, &mut errs));
+    let alerts = crate::expose::alert::config::validate_all(&raw.alert, base_dir, &mut errs);
+    let metrics = crate::expose::statsd::validate(raw.metrics.as_ref(), &mut errs);
     if raw.service.is_empty() && errs.0.is_empty() {
         // Nothing else (fleet naming, hosts sync) can give a node work yet: say so instead of running
         // idle. Only once the rest is right, so that it does not bury the problems a person is fixing.
@@ -83,6 +85,8 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         writers,
         services,
         cluster,
+        alerts,
+        metrics,
     })
 }
 

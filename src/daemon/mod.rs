@@ -164,6 +164,15 @@ pub async fn run(
         let generation = shutdown.child_token();
         let mut background = JoinSet::new();
         state.set_services(configured_services(&config));
+        // Subscribed before anything of this generation happens.
+        crate::expose::alert::spawn_alerts(
+            &config.alerts,
+            &config.node.id,
+            &state,
+            &generation,
+            &mut background,
+        );
+        crate::expose::statsd::spawn_statsd(&config.metrics, &state, &generation, &mut background);
         let agreement =
             agreement::spawn_agreement(&config, &state, generation.clone(), &mut background);
         let mut controllers = Generation::start(
