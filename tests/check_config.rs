@@ -220,6 +220,11 @@ fn example_config_documents_every_option() {
                 .replace("BOGUS_WRITER", ""),
         ),
         (
+            "[[alert]]",
+            "[[alert]]\nname = \"a\"\ntype = \"webhook\"\nzzz_bogus = 1\n".to_owned(),
+        ),
+        ("[metrics]", "[metrics]\nzzz_bogus = 1\n".to_owned()),
+        (
             "[cluster]",
             cluster
                 .replace("BOGUS_CLUSTER", "zzz_bogus = 1")

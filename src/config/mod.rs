@@ -98,6 +98,10 @@ pub struct Config {
     pub naming: Option<crate::naming::config::NamingConfig>,
     /// `[api]`: who may use the HTTP API.
     pub api: ApiSettings,
+    /// `[[alert]]`: where events are sent.
+    pub alerts: Vec<crate::expose::alert::AlertConfig>,
+    /// `[metrics]`: the StatsD push.
+    pub metrics: crate::expose::statsd::MetricsConfig,
 }
 
 impl Config {

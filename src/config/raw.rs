@@ -23,6 +23,9 @@ pub use crate::act::script::config::RawScript;
 pub use crate::act::serve::config::{RawServe, RawServeZone};
 pub use crate::act::webhook::config::RawWebhook;
 pub use crate::act::zonefile::config::RawZonefile;
+// Alerts and the StatsD push own their options.
+pub use crate::expose::alert::config::RawAlert;
+pub use crate::expose::statsd::RawMetrics;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -46,6 +49,11 @@ pub struct RawConfig {
     pub naming: Option<crate::naming::config::RawNaming>,
     /// `[api]`: who may use the HTTP API.
     pub api: Option<super::RawApi>,
+    /// `[[alert]]`.
+    #[serde(default)]
+    pub alert: Vec<RawAlert>,
+    /// `[metrics]`.
+    pub metrics: Option<RawMetrics>,
 }
 
 /// `[cluster]`.

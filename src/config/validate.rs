@@ -67,6 +67,8 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         .as_ref()
         .and_then(|n| crate::naming::config::validate(n, &writers, base_dir, &mut errs));
     let api = super::api::api(raw.api.as_ref(), base_dir, &mut errs);
+    let alerts = crate::expose::alert::config::validate_all(&raw.alert, base_dir, &mut errs);
+    let metrics = crate::expose::statsd::validate(raw.metrics.as_ref(), &mut errs);
     if raw.service.is_empty() && raw.naming.is_none() && errs.0.is_empty() {
         // Nothing else (fleet naming, hosts sync) can give a node work yet: say so instead of running
         // idle. Only once the rest is right, so that it does not bury the problems a person is fixing.
@@ -90,6 +92,8 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         cluster,
         naming,
         api,
+        alerts,
+        metrics,
     })
 }
 

@@ -207,6 +207,15 @@ pub async fn run(
         );
         state.set_api_access(api_access(&config));
         replicate::spawn_overrides(&config, &state, generation.clone(), &mut background);
+        // Subscribed before anything of this generation happens.
+        crate::expose::alert::spawn_alerts(
+            &config.alerts,
+            &config.node.id,
+            &state,
+            &generation,
+            &mut background,
+        );
+        crate::expose::statsd::spawn_statsd(&config.metrics, &state, &generation, &mut background);
         let agreement =
             agreement::spawn_agreement(&config, &state, generation.clone(), &mut background);
         let mut controllers = Generation::start(

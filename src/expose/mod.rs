@@ -24,14 +24,19 @@
 //! - `GET /metrics`: Prometheus text exposition ([`metrics`]): this node's probes under
 //!   blackbox_exporter's names, cluster state, DNS writes and their latency under `rrguard_`.
 //!
+//! Beside the server: [`alert`] (`[[alert]]` webhooks and emails fed by the event stream) and
+//! [`statsd`] (the `[metrics]` StatsD push), tasks the daemon starts with each configuration.
+//!
 //! It reads [`crate::state`] and speaks [`crate::agree::wire`]; it never imports the daemon, which
 //! hands it the state and a cancellation token.
 
+pub mod alert;
 pub mod api;
 pub mod auth;
 pub mod client;
 pub mod metrics;
 pub mod overrides;
+pub mod statsd;
 
 use axum::Router;
 use axum::body::Bytes;

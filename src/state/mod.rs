@@ -10,7 +10,20 @@
 //! - per endpoint, this node's last probe ([`NodeState::record_probe`]);
 //! - per (service, writer), DNS write counters and a write-duration histogram for metrics
 //!   ([`NodeState::record_write`], [`NodeState::record_write_duration`], [`NodeState::write_counters`]);
-//! - the current generation's peer inbox ([`NodeState::set_inbox`], [`inbox`]).
+//! - the current generation's peer inbox ([`NodeState::set_inbox`], [`inbox`]);
+//! - the event stream: every [`Event`] recorded in a ring is also sent to the subscribers of
+//!   [`NodeState::subscribe`] (alerts), and every probe to those of [`NodeState::subscribe_probes`]
+//!   (StatsD). Both are `tokio::sync::broadcast` channels: sending never waits, and a subscriber that
+//!   falls more than [`EVENT_STREAM_CAPACITY`] (or [`PROBE_STREAM_CAPACITY`]) behind loses the oldest
+//!   and is told how many (`RecvError::Lagged`), so a slow consumer never slows the daemon.
+//!
+//! Two kinds of event are derived here from what the agreement actor publishes
+//! ([`NodeState::set_cluster`]), because only this state outlives a reload: `endpoint_state` when an
+//! endpoint's agreed state changes between up and down (or is first agreed), and `isolated` /
+//! `rejoined` when this node loses or regains its place in the cluster. A reload starts a fresh
+//! agreement core that knows nothing yet; comparing with what this state remembers keeps it from
+//! reporting every endpoint again, and from reporting the moments every new generation spends
+//! hearing its peers as an isolation.
 //!
 //! Readers get a consistent copy with [`NodeState::snapshot`], a [`NodeStatus`] that serializes to the
 //! status document. Updates never wait on readers for long: every method holds a `std` lock for a few
@@ -31,7 +44,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::observe::health::Health;
 use crate::observe::probe::ProbeResult;
@@ -47,6 +60,24 @@ pub use status::{
 
 /// Events kept per service; older ones are dropped.
 pub const EVENTS_PER_SERVICE: usize = 50;
+/// Events a subscriber of [`NodeState::subscribe`] may fall behind before it loses the oldest.
+pub const EVENT_STREAM_CAPACITY: usize = 1024;
+/// Probe samples a subscriber of [`NodeState::subscribe_probes`] may fall behind before it loses the
+/// oldest.
+pub const PROBE_STREAM_CAPACITY: usize = 8192;
+
+/// One probe of one endpoint, as [`NodeState::subscribe_probes`] delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSample {
+    /// The service's fqdn.
+    pub service: String,
+    /// The endpoint probed.
+    pub endpoint: IpAddr,
+    /// Whether the probe passed.
+    pub ok: bool,
+    /// How long it took.
+    pub latency: Duration,
+}
 
 /// Milliseconds since the Unix epoch, by the wall clock (0 if the clock is before 1970).
 pub fn now_unix_ms() -> u64 {
@@ -58,22 +89,35 @@ pub fn now_unix_ms() -> u64 {
 impl EventKind {
     /// The kind as serialized (`snake_case`), as the API and the audit log name it.
     pub fn name(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
+        self.as_str().to_owned()
     }
 }
 
 impl Event {
     /// An event stamped now.
     pub fn now(service: &str, kind: EventKind, message: impl Into<String>) -> Event {
+        Event::at(now_unix_ms(), service, kind, message)
+    }
+
+    /// An event stamped `unix_ms`, with no endpoint or state.
+    pub fn at(unix_ms: u64, service: &str, kind: EventKind, message: impl Into<String>) -> Event {
         Event {
-            unix_ms: now_unix_ms(),
+            unix_ms,
             service: service.to_owned(),
             kind,
             message: message.into(),
+            endpoint: None,
+            state: None,
+            previous: None,
         }
+    }
+
+    /// This event about `endpoint`, which went from `previous` to `state`.
+    pub fn about(mut self, endpoint: &str, state: &str, previous: &str) -> Event {
+        self.endpoint = Some(endpoint.to_owned());
+        self.state = Some(state.to_owned());
+        self.previous = Some(previous.to_owned());
+        self
     }
 }
 
@@ -120,12 +164,14 @@ pub struct ConfiguredService {
 }
 
 /// The shared handle: cheap to clone, one per daemon, kept across reloads.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NodeState {
     inner: Arc<RwLock<Inner>>,
     inbox: Arc<RwLock<Option<mpsc::Sender<Inbound>>>>,
     overrides: overrides::OverrideStore,
     api: Arc<RwLock<ApiAccess>>,
+    events_tx: broadcast::Sender<Event>,
+    probes_tx: broadcast::Sender<ProbeSample>,
 }
 
 /// Who may use the HTTP API, as `[api]` configures it; kept here so that a reload takes effect
@@ -157,6 +203,19 @@ impl std::fmt::Debug for ApiAccess {
     }
 }
 
+impl Default for NodeState {
+    fn default() -> Self {
+        NodeState {
+            inner: Arc::default(),
+            inbox: Arc::default(),
+            overrides: overrides::OverrideStore::default(),
+            api: Arc::default(),
+            events_tx: broadcast::channel(EVENT_STREAM_CAPACITY).0,
+            probes_tx: broadcast::channel(PROBE_STREAM_CAPACITY).0,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     cluster: Option<ClusterStatus>,
@@ -165,6 +224,10 @@ struct Inner {
     services: BTreeMap<String, Service>,
     /// DNS write counters by (service, writer); kept across reloads so that counters never go back.
     writes: BTreeMap<(String, String), WriteCounters>,
+    /// The last agreed `up`/`down` per (service, endpoint as text), kept across reloads.
+    agreed: BTreeMap<(String, String), String>,
+    /// What the isolation events have said so far.
+    isolation: IsolationMemo,
     engine: EngineStatus,
     /// Flap-damping figures by service, then endpoint as text.
     damping: BTreeMap<String, BTreeMap<String, DampingStatus>>,
@@ -196,6 +259,17 @@ impl Audited {
     }
 }
 
+/// Remembers enough to report isolation once per episode, and not the start of each generation.
+#[derive(Debug, Default)]
+struct IsolationMemo {
+    /// The agreement generation last published.
+    generation: u64,
+    /// That generation has been part of the cluster (not isolated) at least once.
+    joined: bool,
+    /// An `isolated` event was sent and no `rejoined` since.
+    reported: bool,
+}
+
 #[derive(Debug)]
 struct Service {
     /// Everything but `events`, which live in the ring.
@@ -206,7 +280,8 @@ struct Service {
 }
 
 impl Service {
-    fn push(&mut self, event: Event) {
+    /// Adds `event` to the ring, to the audit log, and sends it to the subscribers.
+    fn push(&mut self, events_tx: &broadcast::Sender<Event>, event: Event) {
         // DNS writes reach the audit log with their evidence ([`NodeState::audit_write`]).
         if let Some(a) = &self.audit
             && !matches!(event.kind, EventKind::DnsUpdated | EventKind::WriteFailed)
@@ -216,6 +291,8 @@ impl Service {
         if self.events.len() == EVENTS_PER_SERVICE {
             self.events.pop_front();
         }
+        // An error only means nobody subscribes.
+        let _ = events_tx.send(event.clone());
         self.events.push_back(event);
     }
 }
@@ -306,6 +383,7 @@ impl NodeState {
         inner
             .cluster_since
             .retain(|key, _| keep_local.contains(key));
+        inner.agreed.retain(|key, _| keep_local.contains(key));
     }
 
     /// Attaches the durable audit log: from now on every event, and every DNS write with
@@ -356,61 +434,110 @@ impl NodeState {
     }
 
     /// Publishes what the agreement actor knows. Called by the actor after every recompute that
-    /// changed something. A changed agreed state of an endpoint adds an
-    /// [`EventKind::EndpointState`] event; isolation starting or ending an [`EventKind::Isolation`]
-    /// event in the audit log (node-wide: no service).
+    /// changed something.
+    ///
+    /// Adds an [`EventKind::EndpointState`] event to the service's ring for every endpoint whose
+    /// agreed state is now `up` or `down` and differs from the last one agreed (`unknown` — no
+    /// agreement, votes expired, this node isolated — is no change). Sends an
+    /// [`EventKind::Isolated`] event when this node becomes isolated after its current agreement
+    /// generation had been part of the cluster, and [`EventKind::Rejoined`] when an isolation so
+    /// reported ends; both node-wide events are also added to every service's ring and, once, to the
+    /// audit log. Keeps, per endpoint, since when its agreed state (`unknown` included) is in force.
     pub fn set_cluster(&self, cluster: ClusterStatus) {
-        let now = now_unix_ms();
+        self.set_cluster_at(cluster, now_unix_ms());
+    }
+
+    fn set_cluster_at(&self, cluster: ClusterStatus, now_unix_ms: u64) {
         let mut inner = self.write();
         let Inner {
-            cluster: old,
             services,
+            agreed,
+            isolation,
             cluster_since,
             audit,
             ..
         } = &mut *inner;
         for e in &cluster.endpoints {
             let key = (e.service.clone(), e.endpoint.clone());
-            match cluster_since.get(&key) {
-                Some((state, _)) if *state == e.cluster_state => {}
-                previous => {
-                    let was = previous.map(|(s, _)| s.clone());
-                    cluster_since.insert(key, (e.cluster_state.clone(), now));
-                    if let (Some(was), Some(svc)) = (was, services.get_mut(&e.service)) {
-                        svc.push(Event {
-                            unix_ms: now,
-                            service: e.service.clone(),
-                            kind: EventKind::EndpointState,
-                            message: format!(
-                                "{} is {} by agreement (was {was}; up votes: {}; down votes: {}; needed {})",
-                                e.endpoint,
-                                e.cluster_state,
-                                e.up_votes.join(" "),
-                                e.down_votes.join(" "),
-                                e.needed
-                            ),
-                        });
-                    }
+            if cluster_since
+                .get(&key)
+                .is_none_or(|(state, _)| *state != e.cluster_state)
+            {
+                cluster_since.insert(key, (e.cluster_state.clone(), now_unix_ms));
+            }
+            let state = e.cluster_state.as_str();
+            if !matches!(state, "up" | "down") {
+                continue;
+            }
+            let Some(svc) = services.get_mut(&e.service) else {
+                continue;
+            };
+            let key = (e.service.clone(), e.endpoint.clone());
+            let previous = agreed.get(&key).map_or("unknown", String::as_str);
+            if previous == state {
+                continue;
+            }
+            let votes = if state == "up" {
+                &e.up_votes
+            } else {
+                &e.down_votes
+            };
+            let message = format!(
+                "{} is {state} (agreed by {}; was {previous})",
+                e.endpoint,
+                votes.join(", ")
+            );
+            let event = Event::at(now_unix_ms, &e.service, EventKind::EndpointState, message)
+                .about(&e.endpoint, state, previous);
+            svc.push(&self.events_tx, event);
+            agreed.insert(key, state.to_owned());
+        }
+        if isolation.generation != cluster.generation {
+            isolation.generation = cluster.generation;
+            isolation.joined = false;
+        }
+        let node_event = match &cluster.isolated {
+            None => {
+                isolation.joined = true;
+                std::mem::take(&mut isolation.reported).then(|| {
+                    (
+                        EventKind::Rejoined,
+                        "this node is part of the cluster again: it votes and may write".to_owned(),
+                        "joined",
+                        "isolated",
+                    )
+                })
+            }
+            Some(why) if isolation.joined && !isolation.reported => {
+                isolation.reported = true;
+                Some((
+                    EventKind::Isolated,
+                    format!("this node is isolated ({why}): it stops voting and writing"),
+                    "isolated",
+                    "joined",
+                ))
+            }
+            Some(_) => None,
+        };
+        if let Some((kind, message, state, previous)) = node_event {
+            let mut event = Event::at(now_unix_ms, "", kind, message);
+            event.state = Some(state.to_owned());
+            event.previous = Some(previous.to_owned());
+            if let Some(a) = audit {
+                a.log.append(a.event(&event));
+            }
+            let _ = self.events_tx.send(event.clone());
+            for (fqdn, svc) in services.iter_mut() {
+                if svc.events.len() == EVENTS_PER_SERVICE {
+                    svc.events.pop_front();
                 }
+                svc.events.push_back(Event {
+                    service: fqdn.clone(),
+                    ..event.clone()
+                });
             }
         }
-        let was_isolated = old.as_ref().and_then(|c| c.isolated.clone());
-        if was_isolated != cluster.isolated
-            && let Some(a) = audit
-            && (old.is_some() || cluster.isolated.is_some())
-        {
-            let message = match &cluster.isolated {
-                Some(why) => format!("this node is isolated: {why}; it neither votes nor writes"),
-                None => "this node is no longer isolated (quorum regained)".to_owned(),
-            };
-            a.log.append(a.event(&Event {
-                unix_ms: now,
-                service: String::new(),
-                kind: EventKind::Isolation,
-                message,
-            }));
-        }
-        *old = Some(cluster);
+        inner.cluster = Some(cluster);
     }
 
     /// Per (service, endpoint as text), since when (Unix ms) the agreed state shown in the status is
@@ -447,6 +574,20 @@ impl NodeState {
         }
     }
 
+    /// A receiver of every event recorded from now on: each one added to a service's ring, and the
+    /// node-wide ones (`isolated`, `rejoined`, with an empty `service`) once. A receiver more than
+    /// [`EVENT_STREAM_CAPACITY`] events behind loses the oldest (`RecvError::Lagged`); senders never
+    /// wait for it.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events_tx.subscribe()
+    }
+
+    /// A receiver of every probe recorded from now on ([`NodeState::record_probe`]), for metrics
+    /// pushed elsewhere. Lags like [`NodeState::subscribe`], beyond [`PROBE_STREAM_CAPACITY`].
+    pub fn subscribe_probes(&self) -> broadcast::Receiver<ProbeSample> {
+        self.probes_tx.subscribe()
+    }
+
     /// Records this node's latest probe of `endpoint` of `service` and the local verdict after it
     /// (`verdict`: the endpoint's `HealthMachine` state). A changed verdict restarts `since_unix_ms`
     /// and adds a [`EventKind::ProbeTransition`] event.
@@ -475,6 +616,14 @@ impl NodeState {
         let Some(svc) = services.get_mut(service) else {
             return;
         };
+        if self.probes_tx.receiver_count() > 0 {
+            let _ = self.probes_tx.send(ProbeSample {
+                service: service.to_owned(),
+                endpoint,
+                ok: result.ok,
+                latency: result.latency,
+            });
+        }
         let state = verdict.to_string();
         let key = (service.to_owned(), endpoint.to_string());
         let previous = local.get(&key).map(|p| (p.state.clone(), p.since_unix_ms));
@@ -484,15 +633,19 @@ impl NodeState {
         };
         let before = previous.map_or_else(|| Health::Unknown.to_string(), |(s, _)| s);
         if before != state {
-            svc.push(Event {
-                unix_ms: now_unix_ms,
-                service: service.to_owned(),
-                kind: EventKind::ProbeTransition,
-                message: format!(
-                    "{endpoint} is {state} by this node's probes ({}; was {before})",
-                    result.detail
-                ),
-            });
+            svc.push(
+                &self.events_tx,
+                Event::at(
+                    now_unix_ms,
+                    service,
+                    EventKind::ProbeTransition,
+                    format!(
+                        "{endpoint} is {state} by this node's probes ({}; was {before})",
+                        result.detail
+                    ),
+                )
+                .about(&endpoint.to_string(), &state, &before),
+            );
         }
         local.insert(
             key,
@@ -519,12 +672,10 @@ impl NodeState {
         };
         if !plan.is_empty() && svc.status.last_plan.as_deref() != Some(plan) {
             svc.status.last_plan = Some(plan.to_owned());
-            svc.push(Event {
-                unix_ms: now,
-                service: service.to_owned(),
-                kind: EventKind::Plan,
-                message: plan.to_owned(),
-            });
+            svc.push(
+                &self.events_tx,
+                Event::at(now, service, EventKind::Plan, plan.to_owned()),
+            );
         }
         if svc.status.hold.as_deref() != hold {
             let message = match hold {
@@ -532,12 +683,10 @@ impl NodeState {
                 None => "removals no longer held back".to_owned(),
             };
             svc.status.hold = hold.map(str::to_owned);
-            svc.push(Event {
-                unix_ms: now,
-                service: service.to_owned(),
-                kind: EventKind::Hold,
-                message,
-            });
+            svc.push(
+                &self.events_tx,
+                Event::at(now, service, EventKind::Hold, message),
+            );
         }
     }
 
@@ -584,23 +733,19 @@ impl NodeState {
                     .last_plan
                     .clone()
                     .unwrap_or_else(|| "records written".to_owned());
-                svc.push(Event {
-                    unix_ms: now,
-                    service: service.to_owned(),
-                    kind: EventKind::DnsUpdated,
-                    message: named(&message),
-                });
+                svc.push(
+                    &self.events_tx,
+                    Event::at(now, service, EventKind::DnsUpdated, named(&message)),
+                );
             }
             Err(why) => {
                 let repeated = w.last_error.as_deref() == Some(why.as_str());
                 w.last_error = Some(why.clone());
                 if !repeated {
-                    svc.push(Event {
-                        unix_ms: now,
-                        service: service.to_owned(),
-                        kind: EventKind::WriteFailed,
-                        message: named(&why),
-                    });
+                    svc.push(
+                        &self.events_tx,
+                        Event::at(now, service, EventKind::WriteFailed, named(&why)),
+                    );
                 }
             }
         }
@@ -681,7 +826,7 @@ impl NodeState {
     pub fn push_event(&self, event: Event) {
         let mut inner = self.write();
         if let Some(svc) = inner.services.get_mut(&event.service) {
-            svc.push(event);
+            svc.push(&self.events_tx, event);
         }
     }
 

@@ -248,10 +248,22 @@ pub struct Event {
     pub kind: EventKind,
     /// For a person.
     pub message: String,
+    /// The endpoint concerned (`probe_transition`, `endpoint_state`); omitted otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The state entered (`up`, `down`; `isolated`, `joined` for the node); omitted when the kind has
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The state left (`unknown` before the first verdict); omitted when `state` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 /// The kinds of [`Event`], serialized in `snake_case`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
@@ -267,14 +279,73 @@ pub enum EventKind {
     Hold,
     /// An operator's override took effect, ended, was set or deleted.
     Override,
-    /// The cluster's agreed state of an endpoint changed.
+    /// The agreed (cluster) state of an endpoint changed between `up` and `down`, or was first
+    /// agreed. On a single node it follows this node's verdicts.
     EndpointState,
-    /// This node became isolated (lost quorum, or its self-check failed) or rejoined.
-    Isolation,
+    /// This node became isolated (it lost the majority of the cluster, or its self-check failed): it
+    /// stops voting and writing. A node-wide event: `service` is empty.
+    Isolated,
+    /// This node is no longer isolated (quorum regained, self-check passes). A node-wide event:
+    /// `service` is empty.
+    Rejoined,
     /// Flap damping suppressed or reused an endpoint.
     Damping,
     /// Anything else worth a line.
     Note,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 11] = [
+        EventKind::ProbeTransition,
+        EventKind::Plan,
+        EventKind::DnsUpdated,
+        EventKind::WriteFailed,
+        EventKind::Hold,
+        EventKind::Override,
+        EventKind::EndpointState,
+        EventKind::Isolated,
+        EventKind::Rejoined,
+        EventKind::Damping,
+        EventKind::Note,
+    ];
+
+    /// The kind as serialized and written in config (`endpoint_state`, `dns_updated`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ProbeTransition => "probe_transition",
+            EventKind::Plan => "plan",
+            EventKind::DnsUpdated => "dns_updated",
+            EventKind::WriteFailed => "write_failed",
+            EventKind::Hold => "hold",
+            EventKind::Override => "override",
+            EventKind::EndpointState => "endpoint_state",
+            EventKind::Isolated => "isolated",
+            EventKind::Rejoined => "rejoined",
+            EventKind::Damping => "damping",
+            EventKind::Note => "note",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown event kind {s:?}; one of: {}", names.join(", "))
+            })
+    }
 }
 
 impl NodeStatus {

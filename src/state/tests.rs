@@ -42,7 +42,9 @@ fn cluster() -> ClusterStatus {
             .map(|e| EndpointStatus {
                 service: WWW.to_owned(),
                 endpoint: (*e).to_owned(),
-                cluster_state: "up".to_owned(),
+                // Not agreed yet: agreed states add events (tested below), which would change the
+                // counts the snapshot tests check.
+                cluster_state: "unknown".to_owned(),
                 up_votes: vec!["mon-1".to_owned()],
                 down_votes: vec![],
                 needed: 1,
@@ -329,4 +331,139 @@ fn each_writer_of_a_service_has_its_own_status() {
     assert!(!waiting.iter().any(|w| w.contains("(writer primary)")));
     state.record_write(WWW, "cloud", Ok(()));
     assert_eq!(state.snapshot().unwrap().services[0].last_error, None);
+}
+
+fn agreed(state: &str, generation: u64, isolated: Option<&str>) -> ClusterStatus {
+    let mut c = cluster();
+    c.generation = generation;
+    c.isolated = isolated.map(str::to_owned);
+    c.endpoints[0].cluster_state = state.to_owned();
+    c
+}
+
+fn drain(rx: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Event> {
+    let mut got = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        got.push(e);
+    }
+    got
+}
+
+#[test]
+fn subscribers_get_every_recorded_event() {
+    let state = state_with_www();
+    let mut rx = state.subscribe();
+    state.record_probe(WWW, ip("192.0.2.1"), &probe(false, "refused"), Health::Down);
+    state.record_plan(WWW, "remove 192.0.2.1", None);
+    state.record_write(WWW, "primary", Ok(()));
+    state.record_write(WWW, "primary", Err("SERVFAIL".to_owned()));
+    state.push_event(Event::now(WWW, EventKind::Note, "hello"));
+    let got = drain(&mut rx);
+    let kinds: Vec<EventKind> = got.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::ProbeTransition,
+            EventKind::Plan,
+            EventKind::DnsUpdated,
+            EventKind::WriteFailed,
+            EventKind::Note
+        ]
+    );
+    assert_eq!(got[0].endpoint.as_deref(), Some("192.0.2.1"));
+    assert_eq!(got[0].state.as_deref(), Some("down"));
+    assert_eq!(got[0].previous.as_deref(), Some("unknown"));
+    // The stream carries what the ring holds.
+    state.set_cluster(cluster());
+    assert_eq!(state.snapshot().unwrap().services[0].events, got);
+}
+
+#[test]
+fn a_lagging_subscriber_loses_the_oldest_and_never_blocks() {
+    let state = state_with_www();
+    let mut rx = state.subscribe();
+    let n = EVENT_STREAM_CAPACITY + 10;
+    for i in 0..n {
+        state.push_event(Event::now(WWW, EventKind::Note, format!("note {i}")));
+    }
+    match rx.try_recv() {
+        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(lost)) => assert_eq!(lost, 10),
+        other => panic!("expected a lag, got {other:?}"),
+    }
+    assert_eq!(rx.try_recv().unwrap().message, "note 10");
+}
+
+#[test]
+fn agreed_state_changes_are_events_once_and_survive_a_reload() {
+    let state = state_with_www();
+    let mut rx = state.subscribe();
+    state.set_cluster(agreed("up", 1, None));
+    state.set_cluster(agreed("up", 1, None));
+    state.set_cluster(agreed("down", 1, None));
+    // No agreement is no change; the same state afterwards is no event either.
+    state.set_cluster(agreed("unknown", 1, None));
+    state.set_cluster(agreed("down", 1, None));
+    // A reload: a new generation starts from unknown and agrees on what was known.
+    state.set_cluster(agreed("unknown", 2, None));
+    state.set_cluster(agreed("down", 2, None));
+    let got = drain(&mut rx);
+    let states: Vec<(Option<&str>, Option<&str>)> = got
+        .iter()
+        .map(|e| (e.previous.as_deref(), e.state.as_deref()))
+        .collect();
+    assert!(
+        got.iter().all(|e| e.kind == EventKind::EndpointState),
+        "{got:?}"
+    );
+    assert_eq!(
+        states,
+        [(Some("unknown"), Some("up")), (Some("up"), Some("down"))]
+    );
+    assert_eq!(got[1].endpoint.as_deref(), Some("192.0.2.1"));
+    assert!(got[1].message.contains("192.0.2.1 is down"), "{got:?}");
+}
+
+#[test]
+fn isolation_is_reported_once_per_episode_and_not_at_generation_start() {
+    let state = state_with_www();
+    let mut rx = state.subscribe();
+    let lost = Some("hears from 1 of the 2 nodes needed for a majority");
+    // A generation starts isolated until it hears its peers: no event.
+    state.set_cluster(agreed("unknown", 1, lost));
+    state.set_cluster(agreed("unknown", 1, None));
+    assert!(drain(&mut rx).is_empty());
+    state.set_cluster(agreed("unknown", 1, lost));
+    state.set_cluster(agreed("unknown", 1, lost));
+    let got = drain(&mut rx);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].kind, EventKind::Isolated);
+    assert_eq!(got[0].service, "");
+    assert!(got[0].message.contains("majority"), "{got:?}");
+    // Reloaded while isolated: the new generation's start says nothing, its joining ends it.
+    state.set_cluster(agreed("unknown", 2, lost));
+    assert!(drain(&mut rx).is_empty());
+    state.set_cluster(agreed("unknown", 2, None));
+    let got = drain(&mut rx);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].kind, EventKind::Rejoined);
+    // A reload of a healthy node: isolated while it listens for its peers, then joined; no event.
+    state.set_cluster(agreed("unknown", 3, lost));
+    state.set_cluster(agreed("unknown", 3, None));
+    assert!(drain(&mut rx).is_empty());
+    // Each service's ring shows the node-wide events under its own name.
+    let ring = &state.snapshot().unwrap().services[0].events;
+    let kinds: Vec<EventKind> = ring.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Isolated, EventKind::Rejoined]);
+    assert_eq!(ring[0].service, WWW);
+}
+
+#[test]
+fn probes_reach_their_subscribers() {
+    let state = state_with_www();
+    let mut rx = state.subscribe_probes();
+    state.record_probe(WWW, ip("192.0.2.2"), &probe(true, "HTTP 200"), Health::Up);
+    let got = rx.try_recv().unwrap();
+    assert_eq!(got.endpoint, ip("192.0.2.2"));
+    assert!(got.ok);
+    assert_eq!(got.latency, Duration::from_micros(1_500));
 }
