@@ -1,8 +1,8 @@
 //! Fast confirmation end to end: the real `rrguard` binary, a real Knot and real HTTP endpoints.
 //! With `interval = "2s"`, `fall = 3` an endpoint that starts failing is removed from DNS within the
-//! interval it takes to notice plus two quick re-checks (`confirm_interval = "100ms"`), instead of two
-//! more intervals; with `confirm_interval = "off"`, or left out (off by default for now), it takes at
-//! least those two intervals. The endpoints' request counts show
+//! interval it takes to notice plus two quick re-checks (by default `confirm_interval` is a tenth of
+//! the interval, 200 ms here; or `"100ms"` set), instead of two more intervals; with
+//! `confirm_interval = "off"` it takes at least those two intervals. The endpoints' request counts show
 //! a steady endpoint is probed only every interval (plus the one re-check a failing sibling asks for).
 
 mod support;
@@ -100,12 +100,14 @@ fn time_to_removal(s: &Setup) -> (Daemon, Duration) {
 }
 
 #[test]
-fn off_by_default() {
-    // Fast confirmation is off unless set (for now): the removal takes whole intervals.
+fn a_failing_endpoint_is_removed_after_quick_rechecks_by_default() {
     let s = setup(None);
     let (d, took) = time_to_removal(&s);
+    // At worst: one interval until the first failed probe, 2 × 200 ms of re-checks (a tenth of the
+    // interval), the UPDATE. Without confirmation it cannot be less than 2 intervals (`off` below),
+    // so this fails if fast confirmation is not on by default.
     assert!(
-        took >= Duration::from_millis(4000),
+        took < Duration::from_millis(3900),
         "took {took:?}\n{}",
         d.log()
     );

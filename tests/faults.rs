@@ -316,16 +316,15 @@ fn unsettled_endpoint_does_not_block_removal(kind: DnsKind) {
     let settle_bound = interval * (fall.max(rise) + 1) + timeout;
     let started = Instant::now();
     let d = s.start();
+    // Bounded: the fault was a removal blocked for ever. The slack (3 intervals past the settle
+    // bound, which starts with the first probe) absorbs start-up and a loaded machine.
+    let bound = settle_bound + 3 * interval;
     wait_until(
         "the dead endpoint is removed within the settle bound",
-        settle_bound + interval,
+        bound,
         || s.a() == vec![E2, E3],
     );
-    eprintln!(
-        "removed after {:?} (bound {:?})",
-        started.elapsed(),
-        settle_bound + interval
-    );
+    eprintln!("removed after {:?} (bound {bound:?})", started.elapsed());
     let unsettled = lines(&d, "no longer holds back removals");
     assert!(
         unsettled
@@ -382,9 +381,7 @@ fn recovery_from_all_down_never_shrinks(kind: DnsKind) {
     wait_until("three endpoints up", EVENTUALLY, || {
         count(&d, "endpoint is up") >= 3
     });
-    for e in [E2, E3, E4] {
-        s.http.stop(ip(e));
-    }
+    s.http.stop_all(&[ip(E2), ip(E3), ip(E4)]);
     wait_until("all three endpoints down", EVENTUALLY, || {
         count(&d, "endpoint is down") >= 3
     });

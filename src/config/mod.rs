@@ -56,8 +56,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const DEFAULT_FALL: u32 = 3;
 /// Default number of consecutive successes that mark an endpoint up.
 pub const DEFAULT_RISE: u32 = 2;
-/// The shortest `confirm_interval` (fast confirmation is off unless set).
+/// The shortest `confirm_interval`, and the shortest default one.
 pub const MIN_CONFIRM_INTERVAL: Duration = Duration::from_millis(10);
+/// A service that sets no `confirm_interval` confirms at its `interval` divided by this (fast
+/// confirmation is on by default; `"off"` turns it off).
+pub const CONFIRM_DIVISOR: u32 = 10;
 /// Default TTL of records rrguard adds.
 pub const DEFAULT_TTL: u32 = 30;
 /// Default minimum number of records a service keeps published.
@@ -217,7 +220,7 @@ pub struct ServiceConfig {
     /// Successes in a row that mark an endpoint up.
     pub rise: u32,
     /// Probe interval while a verdict change is being confirmed (fast confirmation); `None`: off
-    /// (`"off"`), the default for now.
+    /// (`"off"`). Default: `interval` / [`CONFIRM_DIVISOR`], at least [`MIN_CONFIRM_INTERVAL`].
     pub confirm_interval: Option<Duration>,
     /// Fewest records kept published.
     pub min_healthy: usize,

@@ -237,11 +237,18 @@ port = 80
 }
 
 #[test]
-fn confirm_interval_is_off_by_default_and_inherited_when_set() {
+fn confirm_interval_is_a_tenth_of_interval_by_default_and_inherited_when_set() {
     let ms = Duration::from_millis;
     let confirm = |d: &str, o: &str| parse_ok(&confirm_service(d, o)).services[0].confirm_interval;
-    assert_eq!(confirm("", ""), None);
-    assert_eq!(confirm("interval = \"5s\"", ""), None);
+    assert_eq!(confirm("", ""), Some(ms(100)));
+    assert_eq!(confirm("interval = \"5s\"", ""), Some(ms(500)));
+    assert_eq!(confirm("", "interval = \"2s\""), Some(ms(200)));
+    // Never below the 10 ms minimum, never above the interval.
+    assert_eq!(confirm("interval = \"50ms\"", ""), Some(ms(10)));
+    assert_eq!(
+        crate::config::validate::default_confirm_interval(ms(5)),
+        ms(5)
+    );
     assert_eq!(confirm("confirm_interval = \"100ms\"", ""), Some(ms(100)));
     assert_eq!(confirm("", "confirm_interval = \"50ms\""), Some(ms(50)));
     assert_eq!(confirm("confirm_interval = \"off\"", ""), None);

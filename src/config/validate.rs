@@ -568,7 +568,8 @@ fn endpoints(s: &RawService, label: &str, spath: &[Seg], errs: &mut Errors) -> V
 }
 
 /// A service's `confirm_interval`, its own or inherited from `[defaults]` (then shortened to the
-/// service's `interval` if longer); `None`: off (`"off"`, and the default for now).
+/// service's `interval` if longer), or by default a tenth of its `interval`, never below
+/// [`MIN_CONFIRM_INTERVAL`] nor above `interval` ([`default_confirm_interval`]); `None`: `"off"`.
 fn confirm_interval(
     s: &RawService,
     d: &RawDefaults,
@@ -607,11 +608,17 @@ fn confirm_interval(
         None => match d.confirm_interval {
             Some(ConfirmInterval::Off) => None,
             Some(ConfirmInterval::Every(c)) => Some(c.min(interval)),
-            // Off by default for now: with it on, an all-at-once failure still removes records
-            // (`tests/scenarios.rs` `all_down_keep_all_keeps_every_record`, Knot and BIND).
-            None => None,
+            None => Some(default_confirm_interval(interval)),
         },
     }
+}
+
+/// The `confirm_interval` of a service that sets none: `interval` / [`CONFIRM_DIVISOR`], at least
+/// [`MIN_CONFIRM_INTERVAL`], at most `interval`.
+pub(crate) fn default_confirm_interval(interval: Duration) -> Duration {
+    (interval / CONFIRM_DIVISOR)
+        .max(MIN_CONFIRM_INTERVAL)
+        .min(interval)
 }
 
 /// A service's counts, its own or inherited from `[defaults]`.

@@ -128,6 +128,23 @@ impl HttpEndpoints {
         }
     }
 
+    /// Closes the listening sockets of all `ips` at (nearly) the same moment: every serving thread is
+    /// told to stop before any is waited for, so they close within one poll period of each other,
+    /// where [`HttpEndpoints::stop`] one after another would spread the closes over the time each
+    /// takes to be confirmed gone (a simultaneous failure, as opposed to a rolling one).
+    pub fn stop_all(&self, ips: &[IpAddr]) {
+        let servers: Vec<Server> = ips
+            .iter()
+            .filter_map(|ip| lock(&self.endpoint(*ip).server).take())
+            .collect();
+        for server in &servers {
+            server.stop.store(true, Ordering::SeqCst);
+        }
+        for server in servers {
+            server.shut();
+        }
+    }
+
     /// Binds `ip:port` again and serves (retrying for up to 5 s while the address is still in use).
     /// No-op if it is running.
     pub fn resume(&self, ip: IpAddr) {
