@@ -273,6 +273,8 @@ pub enum EventKind {
     Isolation,
     /// Flap damping suppressed or reused an endpoint.
     Damping,
+    /// Selection failed over or back between priority tiers, or the canary kill switch moved.
+    Select,
     /// Anything else worth a line.
     Note,
 }

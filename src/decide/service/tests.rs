@@ -604,6 +604,7 @@ mod damping {
                 half_life: Duration::from_secs(60),
                 max_suppress: Duration::from_secs(600),
             }),
+            ..Policies::default()
         }
     }
 
