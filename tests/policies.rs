@@ -156,7 +156,12 @@ fn fastest_two_of_four_publishes_the_fastest_and_swaps_when_one_slows() {
     s.delay(E4, Duration::ZERO);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(s.a(), vec![E2.to_owned(), E3.to_owned()]);
-    assert_eq!(writes(&d), before, "no write while both published stay good enough: {}", tail(&d));
+    assert_eq!(
+        writes(&d),
+        before,
+        "no write while both published stay good enough: {}",
+        tail(&d)
+    );
     // E3 slows past good_enough: it gives its place to E4, the fast one, not to the slow E5.
     s.delay(E3, SLOW);
     s.wait_a(&d, &[E2, E4]);
@@ -190,7 +195,7 @@ fn priority_fails_over_to_tier_two_and_back_after_the_hold_down() {
     // E2 back: it is published at once, beside E4, until the hold-down has passed.
     s.http.resume(ip(E2));
     s.wait_a(&d, &[E2, E4]);
-    let back = std::time::Instant::now();
+    let back = tokio::time::Instant::now();
     s.wait_a(&d, &[E2]);
     let waited = back.elapsed();
     assert!(
@@ -212,7 +217,11 @@ fn a_canary_replaces_one_address_and_is_withdrawn_when_it_fails() {
     let d = s.start();
     // The last published endpoint in configured order gives way.
     s.wait_a(&d, &[E2, E5]);
-    assert!(d.log().contains("replaced by canary 127.0.0.5"), "{}", tail(&d));
+    assert!(
+        d.log().contains("replaced by canary 127.0.0.5"),
+        "{}",
+        tail(&d)
+    );
     s.http.stop(ip(E5));
     s.wait_a(&d, &[E2, E3]);
     wait_until("the kill switch is logged", EVENTUALLY, || {

@@ -447,7 +447,10 @@ fn select(
         let at = with(path, &[Key("canaries"), Index(i)]);
         if let Some(ip) = endpoint(c, "canary", at.clone(), errs) {
             if canaries.contains(&ip) {
-                errs.at(&at, format!("service {label:?}: canary {c:?} is listed twice"));
+                errs.at(
+                    &at,
+                    format!("service {label:?}: canary {c:?} is listed twice"),
+                );
             } else {
                 canaries.push(ip);
             }
@@ -484,7 +487,12 @@ fn select(
     };
     if mode != RawSelectMode::Fastest {
         only("count", sel.count.is_some(), "\"fastest\"", errs);
-        only("good_enough", sel.good_enough.is_some(), "\"fastest\"", errs);
+        only(
+            "good_enough",
+            sel.good_enough.is_some(),
+            "\"fastest\"",
+            errs,
+        );
     }
     if mode != RawSelectMode::Priority {
         only("tiers", sel.tiers.is_some(), "\"priority\"", errs);
@@ -516,15 +524,8 @@ fn select(
                     ),
                 );
             }
+            // Durations of 0 are refused when parsed.
             let good_enough = sel.good_enough.unwrap_or(select::DEFAULT_GOOD_ENOUGH);
-            if good_enough.is_zero() {
-                errs.at(
-                    &key("good_enough"),
-                    format!(
-                        "service {label:?}: select good_enough must be above 0, or no endpoint is ever good enough to keep its place"
-                    ),
-                );
-            }
             Mode::Fastest { count, good_enough }
         }
         RawSelectMode::Priority => {
@@ -590,9 +591,7 @@ fn select(
             Mode::Priority {
                 tiers,
                 min_active,
-                failback_after: sel
-                    .failback_after
-                    .unwrap_or(select::DEFAULT_FAILBACK_AFTER),
+                failback_after: sel.failback_after.unwrap_or(select::DEFAULT_FAILBACK_AFTER),
             }
         }
     };

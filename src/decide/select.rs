@@ -367,11 +367,13 @@ impl Selector {
             .iter()
             .take(k)
             .flatten()
-            .filter(|ip| match self.agreed.get(ip).copied().unwrap_or(Health::Unknown) {
-                Health::Up => true,
-                Health::Unknown => hopeful,
-                Health::Down => false,
-            })
+            .filter(
+                |ip| match self.agreed.get(ip).copied().unwrap_or(Health::Unknown) {
+                    Health::Up => true,
+                    Health::Unknown => hopeful,
+                    Health::Down => false,
+                },
+            )
             .count()
     }
 
@@ -468,10 +470,9 @@ impl Selector {
                             .cmp(&self.score(*b, *good_enough))
                     })
                 };
-                let (mut sticky, mut rest): (Vec<IpAddr>, Vec<IpAddr>) =
-                    candidates.into_iter().partition(|ip| {
-                        published.contains(ip) && !self.score(*ip, *good_enough).slow
-                    });
+                let (mut sticky, mut rest): (Vec<IpAddr>, Vec<IpAddr>) = candidates
+                    .into_iter()
+                    .partition(|ip| published.contains(ip) && !self.score(*ip, *good_enough).slow);
                 by_score(&mut sticky);
                 by_score(&mut rest);
                 sticky.extend(rest);

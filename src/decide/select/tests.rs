@@ -54,7 +54,10 @@ fn all_mode_keeps_nothing_out() {
     let mut sel = Selector::new(SelectConfig::default());
     let now = Instant::now();
     sel.observe_agreed(now, &all_up(&[1, 2, 3]));
-    assert!(sel.held_out(now, &ips(&[1, 2, 3]), &set(&[]), &BTreeSet::new()).is_empty());
+    assert!(
+        sel.held_out(now, &ips(&[1, 2, 3]), &set(&[]), &BTreeSet::new())
+            .is_empty()
+    );
 }
 
 #[test]
@@ -183,7 +186,11 @@ fn priority_fails_over_at_once_and_back_after_the_hold_down() {
 fn priority_adds_tiers_until_min_active() {
     let t0 = Instant::now();
     let eps = [1, 2, 3, 4, 5];
-    let mut sel = Selector::new(priority(&[&[1, 2], &[3], &[4, 5]], 2, Duration::from_secs(1)));
+    let mut sel = Selector::new(priority(
+        &[&[1, 2], &[3], &[4, 5]],
+        2,
+        Duration::from_secs(1),
+    ));
     sel.observe_agreed(t0, &health(&[2, 4, 5], &[1, 3]));
     // 1 up in tier 1, 1 in tiers 1-2, 3 in tiers 1-3.
     assert_eq!(sel.active_tiers(t0), Some(3));
@@ -233,14 +240,19 @@ fn the_kill_switch_withdraws_every_canary_until_all_pass() {
         "two canaries replace two endpoints"
     );
     let ev = sel.observe_agreed(now, &health(&[1, 2, 3, 9], &[8]));
-    assert!(matches!(&ev[..], [SelectEvent::CanariesWithdrawn { failing, max: 0 }] if *failing == set(&[8])));
+    assert!(
+        matches!(&ev[..], [SelectEvent::CanariesWithdrawn { failing, max: 0 }] if *failing == set(&[8]))
+    );
     assert_eq!(
         sel.held_out(now, &ips(&eps), &set(&[1, 2, 9]), &BTreeSet::new())[&ip(9)],
         Reason::CanaryWithdrawn { max_failing: 0 }
     );
     assert_eq!(chosen(&sel, now, &eps, &[1, 2, 9]), set(&[1, 2, 3]));
     // 8 unknown (not yet passing): still withdrawn.
-    assert!(sel.observe_agreed(now, &health(&[1, 2, 3, 9], &[])).is_empty());
+    assert!(
+        sel.observe_agreed(now, &health(&[1, 2, 3, 9], &[]))
+            .is_empty()
+    );
     assert!(sel.canaries_withdrawn());
     assert_eq!(
         sel.observe_agreed(now, &all_up(&eps)),
@@ -258,7 +270,10 @@ fn canary_max_failing_tolerates_that_many() {
             .is_empty()
     );
     assert!(!sel.canaries_withdrawn());
-    assert_eq!(sel.observe_agreed(now, &health(&[1, 2, 7], &[8, 9])).len(), 1);
+    assert_eq!(
+        sel.observe_agreed(now, &health(&[1, 2, 7], &[8, 9])).len(),
+        1
+    );
     assert!(sel.canaries_withdrawn());
 }
 
@@ -284,7 +299,10 @@ fn the_planner_puts_selected_out_endpoints_back_for_min_healthy() {
     };
     let plan = crate::decide::plan(&policy, &all_up(&[1, 2, 3]), &published, &doubts);
     assert_eq!(plan.desired, set(&[1, 2]));
-    assert_eq!(plan.standing[&ip(3)].reason, Reason::NotFastest { count: 1 });
+    assert_eq!(
+        plan.standing[&ip(3)].reason,
+        Reason::NotFastest { count: 1 }
+    );
     assert_eq!(plan.standing[&ip(3)].reason.kind(), "not_fastest");
     assert!(matches!(
         plan.standing[&ip(2)].reason,
