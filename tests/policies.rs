@@ -19,6 +19,7 @@ const E2: &str = "127.0.0.2";
 const E3: &str = "127.0.0.3";
 const E4: &str = "127.0.0.4";
 const E5: &str = "127.0.0.5";
+const E6: &str = "127.0.0.6";
 
 /// A delay well past `good_enough` (60 ms) and well within the probe timeout.
 const SLOW: Duration = Duration::from_millis(150);
@@ -34,6 +35,8 @@ struct Setup {
     http: HttpEndpoints,
     _dir: tempfile::TempDir,
     config: PathBuf,
+    /// `[node].listen` port of the status API.
+    api: u16,
 }
 
 impl Setup {
@@ -45,10 +48,12 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dns.write_secret_file(dir.path());
         let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        let api = support::free_tcp_port(ip("127.0.0.1"));
         let text = format!(
             r#"[node]
 id = "test-node"
 state_dir = "{state}"
+listen = "127.0.0.1:{api}"
 
 [defaults]
 interval = "300ms"
@@ -93,7 +98,48 @@ path = "/health"
             http,
             _dir: dir,
             config,
+            api,
         }
+    }
+
+    /// The standing of `address` at the writer in the status API: (published, reason_kind).
+    fn standing(&self, address: &str) -> Option<(bool, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.api)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let (_, body) = out.split_once("\r\n\r\n")?;
+        let status: serde_json::Value = serde_json::from_str(body).ok()?;
+        let writers = status["services"]
+            .as_array()?
+            .iter()
+            .flat_map(|svc| svc["writers"].as_array().cloned().unwrap_or_default());
+        writers.into_iter().find_map(|w| {
+            w["standing"].as_array()?.iter().find_map(|st| {
+                (st["address"] == address).then(|| {
+                    (
+                        st["published"].as_bool().unwrap_or(false),
+                        st["reason_kind"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+            })
+        })
+    }
+
+    fn wait_standing(&self, d: &Daemon, address: &str, want: (bool, &str)) {
+        let mut last = None;
+        wait_until(
+            &format!("{address} stands {want:?} in the status (log: {})", tail(d)),
+            EVENTUALLY,
+            || {
+                last = self.standing(address);
+                last.as_ref()
+                    .is_some_and(|(p, k)| *p == want.0 && k == want.1)
+            },
+        );
     }
 
     fn start(&self) -> Daemon {
@@ -151,6 +197,7 @@ fn fastest_two_of_four_publishes_the_fastest_and_swaps_when_one_slows() {
         log.contains("not among the fastest count=2"),
         "the removal names its reason: {log}"
     );
+    s.wait_standing(&d, E4, (false, "not_fastest"));
     // E4 becomes as fast as the published ones: ranks may shuffle, DNS does not change.
     let before = writes(&d);
     s.delay(E4, Duration::ZERO);
@@ -185,6 +232,7 @@ fn priority_fails_over_to_tier_two_and_back_after_the_hold_down() {
     let d = s.start();
     s.wait_a(&d, &[E2, E3]);
     assert!(d.log().contains("standby tier 2"), "{}", tail(&d));
+    s.wait_standing(&d, E4, (false, "standby_tier"));
     // One of tier 1 down: min_active still met, no failover.
     s.http.stop(ip(E3));
     s.wait_a(&d, &[E2]);
@@ -205,29 +253,30 @@ fn priority_fails_over_to_tier_two_and_back_after_the_hold_down() {
     assert!(d.log().contains("publishing them only"), "{}", tail(&d));
 }
 
-/// A canary (E5) replaces one address while it passes; when it fails the kill switch withdraws it
-/// (and the replaced address returns) until it passes again.
+/// Canaries (E5, E6) each replace one address while they pass; when one fails the kill switch
+/// (`canary_max_failing = 0`) withdraws both, the replaced addresses return, until both pass again.
 #[test]
-fn a_canary_replaces_one_address_and_is_withdrawn_when_it_fails() {
+fn canaries_replace_one_address_each_and_are_withdrawn_when_one_fails() {
     let s = Setup::new(
-        &[E2, E3, E5],
-        &[E2, E3],
-        &format!("canaries = [\"{E5}\"]\ncanary_max_failing = 0"),
+        &[E2, E3, E4, E5, E6],
+        &[E2, E3, E4],
+        &format!("canaries = [\"{E5}\", \"{E6}\"]\ncanary_max_failing = 0"),
     );
     let d = s.start();
-    // The last published endpoint in configured order gives way.
-    s.wait_a(&d, &[E2, E5]);
+    // The last published endpoints in configured order give way: E4 to E5, E3 to E6.
+    s.wait_a(&d, &[E2, E5, E6]);
     assert!(
         d.log().contains("replaced by canary 127.0.0.5"),
         "{}",
         tail(&d)
     );
+    s.wait_standing(&d, E4, (false, "replaced_by_canary"));
     s.http.stop(ip(E5));
-    s.wait_a(&d, &[E2, E3]);
-    wait_until("the kill switch is logged", EVENTUALLY, || {
-        d.log().contains("canary kill switch")
-    });
+    s.wait_a(&d, &[E2, E3, E4]);
+    assert!(d.log().contains("canary kill switch"), "{}", tail(&d));
+    // E6 passes, but the kill switch keeps it out while E5 does not.
+    s.wait_standing(&d, E6, (false, "canary_withdrawn"));
     s.http.resume(ip(E5));
-    s.wait_a(&d, &[E2, E5]);
+    s.wait_a(&d, &[E2, E5, E6]);
     assert!(d.log().contains("canary kill switch reset"), "{}", tail(&d));
 }
