@@ -8,11 +8,15 @@
 //! Modes ([`Mode`]):
 //! - `all` (the default): every up endpoint.
 //! - `fastest`: the `count` best up endpoints by a latency [`Score`] from this node's own probes:
-//!   first whether the last probe passed in under `good_enough`, then the mean of the last
-//!   [`WINDOW`] successful probes, then a long-term mean (exponentially weighted, [`LONG_TERM_WEIGHT`]).
-//!   Sticky: a published endpoint keeps its place while it is up and its last probe passed in under
-//!   `good_enough`, whatever its rank, so a shuffle of ranks among good-enough endpoints changes
-//!   nothing. Only the free places go to the best of the rest.
+//!   first whether the last successful probe took less than `good_enough`, then the mean of the
+//!   last [`WINDOW`] successful probes, then a long-term mean (exponentially weighted,
+//!   [`LONG_TERM_WEIGHT`]). Failed probes are no samples: failures are the health machine's to
+//!   judge (`fall`), so one lost probe does not swap an endpoint out.
+//!   Sticky: a published endpoint keeps its place while it is up and good enough, whatever its
+//!   rank, so a shuffle of ranks among good-enough endpoints changes nothing. Only the free places go
+//!   to the best of the rest, and among endpoints that are not good enough a published one goes
+//!   first: an unpublished endpoint must be good enough to take a slow one's place, so ranks
+//!   shuffling among slow endpoints change nothing either.
 //! - `priority`: tiers of endpoints (active/standby). The fewest leading tiers whose up endpoints
 //!   number at least `min_active` are published: tier 1 alone while it has `min_active` up, tiers 1
 //!   and 2 when it has fewer, and so on. Failing over to more tiers is immediate; failing back to
@@ -68,7 +72,7 @@ pub enum Mode {
     Fastest {
         /// How many to publish.
         count: usize,
-        /// A published endpoint whose last probe passed in under this keeps its place.
+        /// A published endpoint whose last successful probe took less than this keeps its place.
         good_enough: Duration,
     },
     /// Active/standby tiers.
@@ -164,8 +168,8 @@ impl fmt::Display for SelectEvent {
 /// The latency figures of one endpoint, from this node's probes.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Samples {
-    /// The last probe: its latency if it passed, `None` if it failed.
-    last: Option<Option<Duration>>,
+    /// The latency of the last successful probe.
+    last: Option<Duration>,
     /// The last [`WINDOW`] successful latencies, seconds.
     window: VecDeque<f64>,
     /// Long-term mean of successful latencies, seconds.
@@ -175,7 +179,7 @@ struct Samples {
 /// The ranking key of an endpoint under `fastest`: lower is better.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Score {
-    /// The last probe failed, or passed in `good_enough` or more.
+    /// No successful probe yet, or the last one took `good_enough` or more.
     pub slow: bool,
     /// Mean of the last [`WINDOW`] successful latencies, seconds (infinite without samples).
     pub window_mean: f64,
@@ -240,14 +244,13 @@ impl Selector {
         matches!(self.cfg.mode, Mode::Priority { .. }).then(|| self.level_at(now))
     }
 
-    /// One probe result of this node: `latency` counts only when the probe passed.
+    /// One probe result of this node: only a successful probe is a latency sample.
     pub fn observe_probe(&mut self, endpoint: IpAddr, ok: bool, latency: Duration) {
-        let s = self.samples.entry(endpoint).or_default();
         if !ok {
-            s.last = Some(None);
             return;
         }
-        s.last = Some(Some(latency));
+        let s = self.samples.entry(endpoint).or_default();
+        s.last = Some(latency);
         let secs = latency.as_secs_f64();
         if s.window.len() == WINDOW {
             s.window.pop_front();
@@ -274,7 +277,7 @@ impl Selector {
             s.window.iter().sum::<f64>() / s.window.len() as f64
         };
         Score {
-            slow: !matches!(s.last, Some(Some(l)) if l < good_enough),
+            slow: s.last.is_none_or(|l| l >= good_enough),
             window_mean,
             long_mean: s.long.unwrap_or(f64::INFINITY),
         }
@@ -475,6 +478,12 @@ impl Selector {
                     .partition(|ip| published.contains(ip) && !self.score(*ip, *good_enough).slow);
                 by_score(&mut sticky);
                 by_score(&mut rest);
+                // Among the endpoints not good enough, published ones first (stable sort: by score
+                // within each group).
+                rest.sort_by_key(|ip| {
+                    let slow = self.score(*ip, *good_enough).slow;
+                    (slow, slow && !published.contains(ip))
+                });
                 sticky.extend(rest);
                 for ip in sticky.iter().skip(*count) {
                     held.insert(*ip, Reason::NotFastest { count: *count });

@@ -77,9 +77,24 @@ fn fastest_picks_the_best_scores_and_is_sticky() {
     // 4 slows past good_enough: its place goes to the best of the rest.
     sel.observe_probe(ip(4), true, ms(250));
     assert_eq!(chosen(&sel, now, &[1, 2, 3, 4], &[1, 4]), set(&[1, 2]));
-    // A failed probe is not good enough either.
+    // A failed probe is no sample: the health machine judges failures (fall).
     sel.observe_probe(ip(1), false, ms(0));
-    assert_eq!(chosen(&sel, now, &[1, 2, 3, 4], &[1, 2]), set(&[2, 3]));
+    assert_eq!(chosen(&sel, now, &[1, 2, 3, 4], &[1, 2]), set(&[1, 2]));
+}
+
+#[test]
+fn among_slow_endpoints_published_ones_stay() {
+    let now = Instant::now();
+    let mut sel = Selector::new(fastest(2));
+    sel.observe_agreed(now, &all_up(&[1, 2, 3, 4]));
+    for (n, l) in [(1, 300), (2, 10), (3, 250), (4, 260)] {
+        sel.observe_probe(ip(n), true, ms(l));
+    }
+    // 1 is slow but published; 3 and 4, slow too and faster, do not take its place.
+    assert_eq!(chosen(&sel, now, &[1, 2, 3, 4], &[1, 2]), set(&[1, 2]));
+    // A good-enough one does.
+    sel.observe_probe(ip(4), true, ms(50));
+    assert_eq!(chosen(&sel, now, &[1, 2, 3, 4], &[1, 2]), set(&[2, 4]));
 }
 
 #[test]
@@ -358,6 +373,31 @@ proptest! {
             };
             let plan = crate::decide::plan(&policy, &all_up(&eps), &records, &doubts);
             prop_assert!(plan.is_empty(), "{}", plan);
+        }
+    }
+
+    /// When no endpoint is good enough, the published ones stay whatever their latencies do.
+    #[test]
+    fn rank_shuffles_among_slow_endpoints_cause_no_change(
+        n in 2usize..8,
+        count_seed in 0usize..8,
+        rounds in proptest::collection::vec(proptest::collection::vec(200u64..2000, 8), 1..20),
+        pubmask in any::<u8>(),
+    ) {
+        let count = 1 + count_seed % (n - 1);
+        let eps: Vec<u8> = (1..=n as u8).collect();
+        let now = Instant::now();
+        let mut sel = Selector::new(fastest(count));
+        sel.observe_agreed(now, &all_up(&eps));
+        // Any `count` of them published.
+        let mut published: Vec<u8> = eps.iter().copied().filter(|e| pubmask & (1 << (e - 1)) != 0).collect();
+        published.extend(eps.iter().copied().filter(|e| pubmask & (1 << (e - 1)) == 0));
+        published.truncate(count);
+        for lat in rounds {
+            for (i, e) in eps.iter().enumerate() {
+                sel.observe_probe(ip(*e), true, ms(lat[i]));
+            }
+            prop_assert_eq!(chosen(&sel, now, &eps, &published), set(&published));
         }
     }
 

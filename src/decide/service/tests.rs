@@ -785,7 +785,7 @@ mod select {
             .iter()
             .filter(|(_, e)| matches!(e, Event::Transition { endpoint, to: Health::Up, .. } if *endpoint == ip(A)))
             .map(|(at, _)| *at)
-            .last()
+            .next_back()
             .expect("A came back");
         assert_eq!(rig.published(), [ip(A), ip(B)].into());
         // No probes from here on: the failback comes from the core's own wake-up.
