@@ -184,6 +184,12 @@ fn example_config_documents_every_option() {
                 .replace("BOGUS_CHECK", ""),
         ),
         (
+            "[service.select]",
+            service("tcp")
+                .replace("BOGUS_SERVICE", "[service.select]\nzzz_bogus = 1")
+                .replace("BOGUS_CHECK", ""),
+        ),
+        (
             "tcp check",
             service("tcp")
                 .replace("BOGUS_SERVICE", "")

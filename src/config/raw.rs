@@ -222,6 +222,8 @@ pub struct RawService {
     pub quorum: Option<RawQuorum>,
     /// `[service.damping]`: flap damping; absent: off.
     pub damping: Option<RawDamping>,
+    /// `[service.select]`: selection mode and canaries; absent: every up endpoint.
+    pub select: Option<RawSelect>,
     /// How several checks combine: `"all"` (default) or `"any"`.
     pub check_mode: Option<crate::observe::check::CheckMode>,
     /// How to probe: `[service.check]`, or several `[[service.check]]`.
@@ -284,6 +286,44 @@ pub struct RawDamping {
     /// Longest suppression after the last change.
     #[serde(default, deserialize_with = "opt_duration")]
     pub max_suppress: Option<Duration>,
+}
+
+/// `mode` of `[service.select]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawSelectMode {
+    /// Every up endpoint.
+    All,
+    /// The `count` fastest.
+    Fastest,
+    /// Active/standby tiers.
+    Priority,
+}
+
+/// `[service.select]`, every key optional (defaults in [`crate::decide::select`]); which keys apply
+/// depends on `mode`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelect {
+    /// `all` (default), `fastest` or `priority`.
+    pub mode: Option<RawSelectMode>,
+    /// Fastest: how many to publish.
+    pub count: Option<usize>,
+    /// Fastest: latency under which a published endpoint keeps its place.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub good_enough: Option<Duration>,
+    /// Priority: tiers of endpoint addresses, first = preferred.
+    pub tiers: Option<Vec<Vec<String>>>,
+    /// Priority: fewest up endpoints in the published tiers.
+    pub min_active: Option<usize>,
+    /// Priority: hold-down before failing back to fewer tiers.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub failback_after: Option<Duration>,
+    /// Canary endpoints.
+    #[serde(default)]
+    pub canaries: Vec<String>,
+    /// More canaries failing than this withdraws them all.
+    pub canary_max_failing: Option<usize>,
 }
 
 /// `[service.check]`, by `type`.

@@ -396,6 +396,213 @@ fn policies(
             .damping
             .as_ref()
             .map(|d| damping(d, label, &with(spath, &[Key("damping")]), errs)),
+        select: s.select.as_ref().map(|sel| {
+            select(
+                sel,
+                &s.endpoints,
+                label,
+                &with(spath, &[Key("select")]),
+                errs,
+            )
+        }),
+    }
+}
+
+/// `[service.select]`: the mode's keys, tiers and canaries that name configured endpoints.
+fn select(
+    sel: &super::raw::RawSelect,
+    raw_endpoints: &[String],
+    label: &str,
+    path: &[Seg],
+    errs: &mut Errors,
+) -> crate::decide::select::SelectConfig {
+    use super::raw::RawSelectMode;
+    use crate::decide::select::{self, Mode, SelectConfig};
+    let endpoints: Vec<IpAddr> = raw_endpoints
+        .iter()
+        .filter_map(|e| e.trim().parse().ok())
+        .collect();
+    let key = |k: &'static str| with(path, &[Key(k)]);
+    // An address that must be a configured endpoint; errors at `at`.
+    let endpoint = |v: &str, what: &str, at: Vec<Seg>, errs: &mut Errors| match v
+        .trim()
+        .parse::<IpAddr>()
+    {
+        Ok(ip) if endpoints.contains(&ip) => Some(ip),
+        Ok(_) => {
+            errs.at(
+                &at,
+                format!(
+                    "service {label:?}: {what} {v:?} is not one of the service's endpoints; add it to endpoints (it is probed like them)"
+                ),
+            );
+            None
+        }
+        Err(_) => {
+            errs.at(
+                &at,
+                format!("service {label:?}: {what} {v:?} is not an IP address"),
+            );
+            None
+        }
+    };
+    let mut canaries = Vec::new();
+    for (i, c) in sel.canaries.iter().enumerate() {
+        let at = with(path, &[Key("canaries"), Index(i)]);
+        if let Some(ip) = endpoint(c, "canary", at.clone(), errs) {
+            if canaries.contains(&ip) {
+                errs.at(
+                    &at,
+                    format!("service {label:?}: canary {c:?} is listed twice"),
+                );
+            } else {
+                canaries.push(ip);
+            }
+        }
+    }
+    if !canaries.is_empty() && canaries.len() >= endpoints.len() {
+        errs.at(
+            &key("canaries"),
+            format!(
+                "service {label:?}: every endpoint is a canary; a canary replaces one of the other endpoints, so at least one endpoint must not be a canary"
+            ),
+        );
+    }
+    let canary_max_failing = sel
+        .canary_max_failing
+        .unwrap_or(select::DEFAULT_CANARY_MAX_FAILING);
+    if sel.canary_max_failing.is_some() && canaries.len() <= canary_max_failing {
+        errs.at(
+            &key("canary_max_failing"),
+            format!(
+                "service {label:?}: canary_max_failing = {canary_max_failing} with {} canaries never withdraws them; set it below the number of canaries",
+                canaries.len()
+            ),
+        );
+    }
+    let mode = sel.mode.unwrap_or(RawSelectMode::All);
+    let only = |k: &'static str, set: bool, modes: &str, errs: &mut Errors| {
+        if set {
+            errs.at(
+                &key(k),
+                format!("service {label:?}: select {k} applies only with mode = {modes}"),
+            );
+        }
+    };
+    if mode != RawSelectMode::Fastest {
+        only("count", sel.count.is_some(), "\"fastest\"", errs);
+        only(
+            "good_enough",
+            sel.good_enough.is_some(),
+            "\"fastest\"",
+            errs,
+        );
+    }
+    if mode != RawSelectMode::Priority {
+        only("tiers", sel.tiers.is_some(), "\"priority\"", errs);
+        only("min_active", sel.min_active.is_some(), "\"priority\"", errs);
+        only(
+            "failback_after",
+            sel.failback_after.is_some(),
+            "\"priority\"",
+            errs,
+        );
+    }
+    let ranked = endpoints.len().saturating_sub(canaries.len());
+    let mode = match mode {
+        RawSelectMode::All => Mode::All,
+        RawSelectMode::Fastest => {
+            let count = sel.count.unwrap_or(0);
+            if sel.count.is_none() {
+                errs.at(
+                    &key("count"),
+                    format!(
+                        "service {label:?}: mode = \"fastest\" needs count, the number of endpoints to publish"
+                    ),
+                );
+            } else if count == 0 || count > ranked {
+                errs.at(
+                    &key("count"),
+                    format!(
+                        "service {label:?}: select count = {count} must be between 1 and the {ranked} endpoints that are not canaries"
+                    ),
+                );
+            }
+            // Durations of 0 are refused when parsed.
+            let good_enough = sel.good_enough.unwrap_or(select::DEFAULT_GOOD_ENOUGH);
+            Mode::Fastest { count, good_enough }
+        }
+        RawSelectMode::Priority => {
+            let mut tiers: Vec<Vec<IpAddr>> = Vec::new();
+            let mut seen: Vec<IpAddr> = Vec::new();
+            match &sel.tiers {
+                None => errs.at(
+                    &key("tiers"),
+                    format!(
+                        "service {label:?}: mode = \"priority\" needs tiers, lists of endpoints, first = preferred: tiers = [[\"10.0.0.1\"], [\"10.0.1.1\"]]"
+                    ),
+                ),
+                Some(raw) => {
+                    for (t, tier) in raw.iter().enumerate() {
+                        if tier.is_empty() {
+                            errs.at(
+                                &with(path, &[Key("tiers"), Index(t)]),
+                                format!("service {label:?}: select tier {} is empty", t + 1),
+                            );
+                        }
+                        let mut ips = Vec::new();
+                        for (i, a) in tier.iter().enumerate() {
+                            let at = with(path, &[Key("tiers"), Index(t), Index(i)]);
+                            let Some(ip) = endpoint(a, "tier address", at.clone(), errs) else {
+                                continue;
+                            };
+                            if canaries.contains(&ip) {
+                                errs.at(&at, format!("service {label:?}: {a:?} is a canary; canaries belong to no tier"));
+                            } else if seen.contains(&ip) {
+                                errs.at(&at, format!("service {label:?}: {a:?} is in more than one tier, or twice in one"));
+                            } else {
+                                seen.push(ip);
+                                ips.push(ip);
+                            }
+                        }
+                        tiers.push(ips);
+                    }
+                    let missing: Vec<String> = endpoints
+                        .iter()
+                        .filter(|ip| !seen.contains(ip) && !canaries.contains(ip))
+                        .map(ToString::to_string)
+                        .collect();
+                    if !missing.is_empty() {
+                        errs.at(
+                            &key("tiers"),
+                            format!(
+                                "service {label:?}: endpoints {} are in no tier; put every endpoint that is not a canary in exactly one tier",
+                                missing.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+            let min_active = sel.min_active.unwrap_or(select::DEFAULT_MIN_ACTIVE);
+            if min_active == 0 || min_active > ranked {
+                errs.at(
+                    &key("min_active"),
+                    format!(
+                        "service {label:?}: select min_active = {min_active} must be between 1 and the {ranked} endpoints that are not canaries"
+                    ),
+                );
+            }
+            Mode::Priority {
+                tiers,
+                min_active,
+                failback_after: sel.failback_after.unwrap_or(select::DEFAULT_FAILBACK_AFTER),
+            }
+        }
+    };
+    SelectConfig {
+        mode,
+        canaries,
+        canary_max_failing,
     }
 }
 

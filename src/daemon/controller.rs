@@ -305,6 +305,7 @@ impl Lane {
                 | Event::WaitingForVerdicts { .. }
                 | Event::Override { .. }
                 | Event::Damping(_)
+                | Event::Select(_)
         );
         if health_event && !self.primary() {
             return;
@@ -364,6 +365,11 @@ impl Lane {
             Event::Damping(e) => self.state.push_event(state::Event::now(
                 fqdn,
                 EventKind::Damping,
+                e.to_string(),
+            )),
+            Event::Select(e) => self.state.push_event(state::Event::now(
+                fqdn,
+                EventKind::Select,
                 e.to_string(),
             )),
             Event::KeptChanging | Event::Conflict(_) => self.state.push_event(state::Event::now(
@@ -613,6 +619,10 @@ pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
             "record set changed by someone else since it was read ({why}); re-reading and re-planning"
         ),
         Event::Damping(e) => warn!(service = %service, "{e}"),
+        Event::Select(e @ crate::decide::select::SelectEvent::CanariesWithdrawn { .. }) => {
+            warn!(service = %service, "{e}")
+        }
+        Event::Select(e) => info!(service = %service, "{e}"),
         Event::KeptChanging => warn!(service = %service,
             "record set kept changing under us for {} rounds; backing off",
             crate::decide::service::MAX_CONFLICT_ROUNDS

@@ -28,6 +28,7 @@
 
 pub mod damping;
 pub mod overrides;
+pub mod select;
 pub mod service;
 #[cfg(test)]
 mod tests;
@@ -75,6 +76,8 @@ impl Policy {
 pub struct Policies {
     /// `[service.damping]`: flap damping; `None`: off.
     pub damping: Option<damping::DampingConfig>,
+    /// `[service.select]`: selection mode and canaries; `None`: every up endpoint.
+    pub select: Option<select::SelectConfig>,
 }
 
 /// One change to one record.
@@ -155,6 +158,30 @@ pub enum Reason {
         /// The service's `readd_delay`.
         delay: Duration,
     },
+    /// Kept out although up: `[service.select] mode = "fastest"` publishes `count` others, each
+    /// still good enough or faster ([`select`]).
+    NotFastest {
+        /// The service's `count`.
+        count: usize,
+    },
+    /// Kept out although up: it is in a standby tier of `mode = "priority"` ([`select`]).
+    StandbyTier {
+        /// Its tier (1 = first).
+        tier: usize,
+        /// The leading tiers published now.
+        active: usize,
+    },
+    /// Kept out although up: a canary that passes takes its place ([`select`]).
+    ReplacedByCanary {
+        /// The canary.
+        canary: IpAddr,
+    },
+    /// A canary kept out although up: more than `canary_max_failing` canaries failed, and not all
+    /// of them pass again yet (the canary kill switch, [`select`]).
+    CanaryWithdrawn {
+        /// The service's `canary_max_failing`.
+        max_failing: usize,
+    },
     /// A policy keeps it out, but it is published so that `min_healthy` records remain.
     KeptForMinHealthy {
         /// The service's `min_healthy`.
@@ -202,6 +229,20 @@ impl fmt::Display for Reason {
                 "up, but recovered less than readd_delay={} ago",
                 humantime::format_duration(*delay)
             ),
+            Reason::NotFastest { count } => {
+                write!(f, "up, but not among the fastest count={count}")
+            }
+            Reason::StandbyTier { tier, active } => write!(
+                f,
+                "up, but in standby tier {tier} (tiers 1..{active} published)"
+            ),
+            Reason::ReplacedByCanary { canary } => {
+                write!(f, "up, but replaced by canary {canary}")
+            }
+            Reason::CanaryWithdrawn { max_failing } => write!(
+                f,
+                "canary up, but withdrawn: more than canary_max_failing={max_failing} canaries failed and not all pass again yet"
+            ),
             Reason::KeptForMinHealthy {
                 min_healthy,
                 held_out,
@@ -233,7 +274,8 @@ pub struct Doubts {
 impl Reason {
     /// A stable machine name for the reason, `snake_case` (`verdict`, `all_down`, `fail_closed`,
     /// `unlisted`, `ttl`, `held_back`, `awaiting_verdicts`, `unsettled`, `unlisted_kept`, `drained`,
-    /// `maintenance`, `forced_up`, `forced_down`, `damped`, `readd_delay`, `kept_for_min_healthy`), for the
+    /// `maintenance`, `forced_up`, `forced_down`, `damped`, `readd_delay`, `not_fastest`,
+    /// `standby_tier`, `replaced_by_canary`, `canary_withdrawn`, `kept_for_min_healthy`), for the
     /// API and the audit log; [`fmt::Display`] is the sentence for a person.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -252,6 +294,10 @@ impl Reason {
             Reason::ForcedDown { .. } => "forced_down",
             Reason::Damped { .. } => "damped",
             Reason::ReaddDelay { .. } => "readd_delay",
+            Reason::NotFastest { .. } => "not_fastest",
+            Reason::StandbyTier { .. } => "standby_tier",
+            Reason::ReplacedByCanary { .. } => "replaced_by_canary",
+            Reason::CanaryWithdrawn { .. } => "canary_withdrawn",
             Reason::KeptForMinHealthy { .. } => "kept_for_min_healthy",
         }
     }

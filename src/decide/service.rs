@@ -50,6 +50,7 @@ use tokio::time::Instant;
 
 use super::damping::{Damping, DampingEvent, Figure};
 use super::overrides::{OverrideKind, ServiceOverrides};
+use super::select::{SelectEvent, Selector};
 use super::{Doubts, Health, Plan, Policies, Policy, Reason};
 use crate::act::{Capabilities, Precondition, Published, RecordChange, WriteError};
 use crate::agree::View;
@@ -319,6 +320,8 @@ pub enum Event {
     },
     /// Flap damping suppressed or reused an endpoint.
     Damping(DampingEvent),
+    /// Selection failed over or back between priority tiers, or the canary kill switch moved.
+    Select(SelectEvent),
     /// A writer operation failed; retried after `retry`.
     Failed {
         /// What was being done.
@@ -405,6 +408,8 @@ pub struct ServiceCore {
     overrides_checked: Instant,
     /// Flap damping, when the service has it.
     damping: Option<Damping>,
+    /// Selection (`[service.select]`), when the service has it.
+    select: Option<Selector>,
 }
 
 impl ServiceCore {
@@ -451,6 +456,7 @@ impl ServiceCore {
             overrides_active: BTreeMap::new(),
             overrides_checked: now,
             damping: settings.policies.damping.map(Damping::new),
+            select: settings.policies.select.clone().map(Selector::new),
             s: settings,
         }
     }
@@ -512,6 +518,11 @@ impl ServiceCore {
             .as_ref()
             .map(|d| d.figures(now))
             .unwrap_or_default()
+    }
+
+    /// The selection state (`[service.select]`), if the service has one.
+    pub fn selector(&self) -> Option<&Selector> {
+        self.select.as_ref()
     }
 
     /// Endpoints reported unsettled (no verdict within the settle bound).
@@ -615,7 +626,21 @@ impl ServiceCore {
             // do not count against an endpoint.
             *since = now;
         }
-        if let Some(t) = m.observe(ok, latency, detail) {
+        let transition = m.observe(ok, latency, detail);
+        if self.select.is_some() {
+            // A new latency may change which endpoints are the fastest.
+            let before = self.leader.then(|| self.held_out(now));
+            if let Some(sel) = &mut self.select {
+                sel.observe_probe(endpoint, ok, latency);
+            }
+            if before.is_some_and(|b| b != self.held_out(now)) {
+                self.sync_soon(now);
+            }
+        }
+        let Some(m) = self.machines.get(&endpoint) else {
+            return out;
+        };
+        if let Some(t) = transition {
             out.push(Action::Event(Event::Transition {
                 endpoint,
                 from: t.from,
@@ -668,6 +693,14 @@ impl ServiceCore {
                 }
             }
         }
+        if let Some(sel) = &mut self.select {
+            // Every node follows the agreed states, so a new leader has the same tiers and switch.
+            let moved = sel.observe_agreed(now, &view.health);
+            if !moved.is_empty() && view.leader {
+                self.sync_soon(now);
+            }
+            out.extend(moved.into_iter().map(|e| Action::Event(Event::Select(e))));
+        }
         let became_leader = view.leader && !self.leader;
         self.agreed.clone_from(&view.health);
         self.leader = view.leader;
@@ -702,7 +735,8 @@ impl ServiceCore {
         // the poll that follows them.
         let overrides = self.overrides.next_boundary(self.overrides_checked);
         let damping = self.damping.as_ref().and_then(Damping::next_wake);
-        [sync, settle, reconcile, overrides, damping]
+        let failback = self.select.as_ref().and_then(Selector::next_wake);
+        [sync, settle, reconcile, overrides, damping, failback]
             .into_iter()
             .flatten()
             .min()
@@ -719,6 +753,13 @@ impl ServiceCore {
                 self.sync_soon(now);
             }
             out.extend(reused.into_iter().map(|e| Action::Event(Event::Damping(e))));
+        }
+        if let Some(sel) = &mut self.select {
+            let moved = sel.poll(now);
+            if !moved.is_empty() && self.leader {
+                self.sync_soon(now);
+            }
+            out.extend(moved.into_iter().map(|e| Action::Event(Event::Select(e))));
         }
         if now >= self.reconcile_at {
             self.reconcile_at = now + self.s.reconcile_interval;
@@ -931,6 +972,17 @@ impl ServiceCore {
                         penalty: penalty.round() as u64,
                     },
                 );
+            }
+        }
+        if let (Some(sel), Some(published)) = (&self.select, &self.published) {
+            let excluded: BTreeSet<IpAddr> = held.keys().copied().collect();
+            for (ip, why) in sel.held_out(
+                now,
+                &self.s.policy.endpoints,
+                &published.addresses(),
+                &excluded,
+            ) {
+                held.entry(ip).or_insert(why);
             }
         }
         held

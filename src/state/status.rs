@@ -290,13 +290,15 @@ pub enum EventKind {
     Rejoined,
     /// Flap damping suppressed or reused an endpoint.
     Damping,
+    /// Selection failed over or back between priority tiers, or the canary kill switch moved.
+    Select,
     /// Anything else worth a line.
     Note,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::ProbeTransition,
         EventKind::Plan,
         EventKind::DnsUpdated,
@@ -307,6 +309,7 @@ impl EventKind {
         EventKind::Isolated,
         EventKind::Rejoined,
         EventKind::Damping,
+        EventKind::Select,
         EventKind::Note,
     ];
 
@@ -323,6 +326,7 @@ impl EventKind {
             EventKind::Isolated => "isolated",
             EventKind::Rejoined => "rejoined",
             EventKind::Damping => "damping",
+            EventKind::Select => "select",
             EventKind::Note => "note",
         }
     }

@@ -604,6 +604,7 @@ mod damping {
                 half_life: Duration::from_secs(60),
                 max_suppress: Duration::from_secs(600),
             }),
+            ..Policies::default()
         }
     }
 
@@ -686,6 +687,119 @@ mod damping {
             rig.core.damping(rig.now)[&ip(A)].suppressed,
             "{:?}",
             rig.core.damping(rig.now)
+        );
+    }
+}
+
+/// `[service.select]` driven through the core: latencies from `on_probe`, failback from `poll`.
+mod select {
+    use super::*;
+    use crate::decide::select::{Mode, SelectConfig, SelectEvent};
+
+    const A: &str = "127.0.0.2";
+    const B: &str = "127.0.0.3";
+    const C: &str = "127.0.0.4";
+
+    fn with(mode: Mode) -> Policies {
+        Policies {
+            select: Some(SelectConfig {
+                mode,
+                ..SelectConfig::default()
+            }),
+            ..Policies::default()
+        }
+    }
+
+    impl Rig {
+        /// One probe round, each endpoint passing with its latency (ms), then one second on.
+        fn round(&mut self, latencies: &[(&str, u64)]) {
+            for (e, ms) in latencies {
+                let actions =
+                    self.core
+                        .on_probe(self.now, ip(e), true, Duration::from_millis(*ms), "test");
+                self.execute(actions);
+                self.settle();
+            }
+            let t = self.at() + Duration::from_secs(1);
+            self.until(t);
+        }
+    }
+
+    #[test]
+    fn fastest_one_stays_through_shuffles_and_swaps_when_it_slows() {
+        let mode = Mode::Fastest {
+            count: 1,
+            good_enough: Duration::from_millis(200),
+        };
+        let mut rig =
+            Rig::with_policies(&[A, B, C], 2, 2, 30, published(&[A, B, C], 30), with(mode));
+        for _ in 0..3 {
+            rig.round(&[(A, 10), (B, 20), (C, 300)]);
+        }
+        assert_eq!(rig.published(), [ip(A)].into(), "{:?}", rig.applied);
+        let writes = rig.applied.len();
+        // B becomes much faster than A, A stays under good_enough: no write.
+        for i in 0..20 {
+            rig.round(&[(A, 150 - i), (B, 1 + i), (C, 5)]);
+        }
+        assert_eq!(rig.applied.len(), writes, "{:?}", rig.applied);
+        // A slows past good_enough: one write, to the best of the others by their window means.
+        rig.round(&[(A, 250), (B, 30), (C, 5)]);
+        assert_eq!(rig.published(), [ip(C)].into());
+        assert_eq!(rig.applied.len(), writes + 1);
+        let plan = rig.core.last_plan().expect("planned");
+        assert_eq!(plan.standing[&ip(A)].reason.kind(), "not_fastest");
+    }
+
+    #[test]
+    fn priority_fails_back_when_the_hold_down_ends() {
+        let mode = Mode::Priority {
+            tiers: vec![vec![ip(A)], vec![ip(B)]],
+            min_active: 1,
+            failback_after: Duration::from_secs(30),
+        };
+        let mut rig = Rig::with_policies(&[A, B], 2, 2, 30, published(&[A], 30), with(mode));
+        for _ in 0..3 {
+            rig.probe(A, true);
+            rig.probe(B, true);
+            let t = rig.at() + Duration::from_secs(1);
+            rig.until(t);
+        }
+        assert_eq!(rig.published(), [ip(A)].into());
+        assert_eq!(rig.applied.len(), 0, "B is a standby: {:?}", rig.applied);
+        for _ in 0..3 {
+            rig.probe(A, false);
+            rig.probe(B, true);
+            let t = rig.at() + Duration::from_secs(1);
+            rig.until(t);
+        }
+        assert_eq!(rig.published(), [ip(B)].into());
+        for _ in 0..3 {
+            rig.probe(A, true);
+            rig.probe(B, true);
+            let t = rig.at() + Duration::from_secs(1);
+            rig.until(t);
+        }
+        let back = rig
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Transition { endpoint, to: Health::Up, .. } if *endpoint == ip(A)))
+            .map(|(at, _)| *at)
+            .next_back()
+            .expect("A came back");
+        assert_eq!(rig.published(), [ip(A), ip(B)].into());
+        // No probes from here on: the failback comes from the core's own wake-up.
+        rig.until(back + Duration::from_secs(29));
+        assert_eq!(rig.published(), [ip(A), ip(B)].into());
+        rig.until(back + Duration::from_secs(31));
+        assert_eq!(rig.published(), [ip(A)].into());
+        assert!(
+            rig.events.iter().any(|(at, e)| matches!(
+                e,
+                Event::Select(SelectEvent::FailedBack { from: 2, to: 1, .. })
+            ) && *at >= back + Duration::from_secs(30)),
+            "{:?}",
+            rig.events
         );
     }
 }
