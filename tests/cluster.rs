@@ -1200,5 +1200,35 @@ fn overrides_replicate_expire_and_catch_up_across_the_cluster() {
     let (code, text) = c.post_overrides(0, &body, Some(&good_mac));
     assert_eq!(code, 204, "{text}");
     c.wait_listed(2, "forged1", true);
+    // Each is counted by kind, result and reason in the metrics.
+    let url = format!("http://{}:{NODE_PORT}/metrics", c.mon_ip(0));
+    let (code, metrics) = c.lab.hub().http("GET", &url, &[], None).unwrap();
+    assert_eq!(code, 200);
+    let count = |labels: &str| -> f64 {
+        let prefix = format!("rrguard_peer_messages_total{{{labels}}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        count(r#"kind="overrides",result="rejected",reason="authentication""#),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        count(r#"kind="overrides",result="rejected",reason="unknown_node""#),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        count(r#"kind="overrides",result="accepted",reason="none""#) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        count(r#"kind="votes",result="accepted",reason="none""#) >= 1.0,
+        "{metrics}"
+    );
     assert!(c.monitors.iter().all(|m| m.process.is_running()));
 }

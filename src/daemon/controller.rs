@@ -329,6 +329,14 @@ impl Lane {
                     self.audit_write(&plan.clone(), &why, Some(why.clone()));
                 }
             }
+            Event::DriftRepaired => {
+                self.state.record_drift_repaired(fqdn, writer);
+                self.state.push_event(state::Event::now(
+                    fqdn,
+                    EventKind::Note,
+                    format!("records at writer {writer} had been changed out of band; repaired"),
+                ));
+            }
             Event::NotApplied { expected, found } => self.state.record_write(
                 fqdn,
                 writer,
@@ -613,6 +621,9 @@ pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
             "record set changed by someone else since it was read ({why}); re-reading and re-planning"
         ),
         Event::Damping(e) => warn!(service = %service, "{e}"),
+        Event::DriftRepaired => warn!(service = %service, writer = %writer,
+            "the records had been changed out of band since the last reconcile; the write above restored them"
+        ),
         Event::KeptChanging => warn!(service = %service,
             "record set kept changing under us for {} rounds; backing off",
             crate::decide::service::MAX_CONFLICT_ROUNDS
