@@ -195,3 +195,100 @@ pub fn spawn_notifier(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ClusterStatus, ConfiguredService, EndpointStatus};
+
+    #[test]
+    fn the_status_line_counts_services_endpoints_up_and_names_the_role() {
+        let state = NodeState::new();
+        state.set_services([ConfiguredService {
+            fqdn: "www.example.test.".into(),
+            zone: "example.test.".into(),
+            writers: vec!["primary".into()],
+            check: "http".into(),
+            endpoints: vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()],
+        }]);
+        assert!(
+            state.snapshot().is_none(),
+            "no line before the cluster is known"
+        );
+        let endpoint = |ip: &str, state: &str| EndpointStatus {
+            service: "www.example.test.".into(),
+            endpoint: ip.into(),
+            cluster_state: state.into(),
+            up_votes: vec![],
+            down_votes: vec![],
+            needed: 2,
+            local: None,
+            damping: None,
+        };
+        let cluster = ClusterStatus {
+            node: "mon-2".into(),
+            generation: 1,
+            isolated: None,
+            self_check_targets: vec![],
+            leader: Some("mon-1".into()),
+            am_leader: false,
+            term: 1,
+            live_nodes: vec!["mon-1".into(), "mon-2".into()],
+            peers: vec![],
+            rejected_messages: Default::default(),
+            endpoints: vec![endpoint("192.0.2.1", "up"), endpoint("192.0.2.2", "down")],
+        };
+        state.set_cluster(cluster.clone());
+        let s = state.snapshot().unwrap();
+        assert_eq!(
+            status_line(&s),
+            "1 service, 1/2 endpoints up, following mon-1"
+        );
+        assert!(
+            !s.waiting_for().is_empty(),
+            "not ready before a first probe"
+        );
+        state.set_cluster(ClusterStatus {
+            am_leader: true,
+            leader: Some("mon-2".into()),
+            ..cluster.clone()
+        });
+        assert_eq!(
+            status_line(&state.snapshot().unwrap()),
+            "1 service, 1/2 endpoints up, leader"
+        );
+        state.set_cluster(ClusterStatus {
+            isolated: Some("self-check failed".into()),
+            ..cluster
+        });
+        assert_eq!(
+            status_line(&state.snapshot().unwrap()),
+            "1 service, 1/2 endpoints up, isolated (self-check failed)"
+        );
+    }
+
+    #[test]
+    fn a_notifier_without_a_socket_sends_nothing_and_a_bad_path_is_refused() {
+        assert!(!Notifier { target: None }.enabled());
+        Notifier { target: None }.send("READY=1");
+        assert!(open("relative/path").is_err());
+        assert!(open("/tmp/any.sock").is_ok());
+        assert!(open("@abstract-name").is_ok());
+        assert!(monotonic_usec() > 0);
+    }
+
+    #[test]
+    fn a_datagram_reaches_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier {
+            target: Some(Arc::new(open(path.to_str().unwrap()).unwrap())),
+        };
+        n.reloading();
+        let mut buf = [0u8; 256];
+        let len = rx.recv(&mut buf).unwrap();
+        let text = std::str::from_utf8(&buf[..len]).unwrap();
+        assert!(text.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{text}");
+    }
+}
