@@ -22,7 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+use rrguard::agree::override_sync::{self, OVERRIDES_PATH, OverridesMessage};
 use rrguard::agree::wire::{self, Key, Message, Vote};
+use rrguard::decide::overrides::{Override, OverrideKind};
 use serde_json::Value;
 use support::{KEY_NAME, Lab, Ns, NsKnot, NsProcess, TSIG_ALGORITHM, required_tool, rrguard_bin};
 
@@ -39,6 +41,8 @@ const FQDN: &str = "www.example.test";
 const MONITORS: [u8; 3] = [11, 12, 13];
 const DNS_HOST: u8 = 53;
 const ENDPOINTS: [u8; 3] = [101, 102, 103];
+/// Every node's `[api]` bearer token (overrides need it).
+const API_TOKEN: &str = "cluster-test-token-0123456789";
 
 /// Variations of the standard topology.
 #[derive(Default)]
@@ -166,6 +170,8 @@ impl Cluster {
         let secret_file = lab.dir().join("cluster.secret");
         fs::write(&secret_file, format!("{secret}\n")).unwrap();
         let tsig_file = knot.write_secret_file(lab.dir());
+        let token_file = lab.dir().join("api.token");
+        fs::write(&token_file, format!("{API_TOKEN}\n")).unwrap();
 
         let ids: Vec<String> = (1..=3).map(|i| format!("mon-{i}")).collect();
         let monitors: Vec<Monitor> = monitors
@@ -205,6 +211,9 @@ id = "{id}"
 listen = "{ip}:{NODE_PORT}"
 state_dir = "{state}"
 
+[api]
+token_file = "{token_file}"
+
 [defaults]
 interval = "300ms"
 timeout = "200ms"
@@ -241,6 +250,7 @@ path = "/health"
                     secret_file = secret_file.display(),
                     dns = knot.addr,
                     tsig = tsig_file.display(),
+                    token_file = token_file.display(),
                     endpoints = endpoints.join(", "),
                 );
                 let path = lab.dir().join(format!("{}.toml", ids[i]));
@@ -431,6 +441,86 @@ path = "/health"
         let m = &mut self.monitors[i];
         assert!(!m.process.is_running(), "{} is still running", m.id);
         m.process = Monitor::spawn(&m.ns, &m.id, &m.config, &m.log);
+    }
+
+    /// An API request to monitor `i` from the hub, with the bearer token: the HTTP status and body.
+    fn api(&self, i: usize, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let url = format!("http://{}:{NODE_PORT}{path}", self.mon_ip(i));
+        let auth = format!("Bearer {API_TOKEN}");
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        self.lab
+            .hub()
+            .http(method, &url, &headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path} on {} failed: {e}", self.id(i)))
+    }
+
+    /// Sets an override on monitor `i` through the API (`extra`: the end, as JSON members); the
+    /// created override.
+    fn set_override(&self, i: usize, endpoint: Ipv4Addr, kind: &str, extra: &str) -> Value {
+        let body = format!(
+            r#"{{"endpoint": "{endpoint}", "kind": "{kind}", "comment": "set on {}", {extra}}}"#,
+            self.id(i)
+        );
+        let (code, text) = self.api(i, "POST", "/api/v1/overrides", Some(&body));
+        assert_eq!(code, 201, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The ids of the overrides monitor `i` lists (`GET /api/v1/overrides`), `None` when it does not
+    /// answer.
+    fn override_ids(&self, i: usize) -> Option<Vec<String>> {
+        let url = format!("http://{}:{NODE_PORT}/api/v1/overrides", self.mon_ip(i));
+        let (code, body) = self.lab.hub().http("GET", &url, &[], None).ok()?;
+        let v: Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+        Some(
+            v["overrides"]
+                .as_array()?
+                .iter()
+                .filter_map(|o| o["id"].as_str().map(str::to_owned))
+                .collect(),
+        )
+    }
+
+    /// Waits until monitor `i` lists override `id` (`listed`) or no longer lists it.
+    fn wait_listed(&self, i: usize, id: &str, listed: bool) {
+        let what = if listed { "lists" } else { "no longer lists" };
+        self.wait(&format!("{} {what} override {id}", self.id(i)), || {
+            self.override_ids(i)
+                .is_some_and(|ids| ids.iter().any(|x| x == id) == listed)
+        });
+    }
+
+    /// POSTs an override-set message to monitor `i` from the hub, as a peer would.
+    fn post_overrides(&self, i: usize, body: &[u8], mac: Option<&str>) -> (u16, String) {
+        let url = format!("http://{}:{NODE_PORT}{OVERRIDES_PATH}", self.mon_ip(i));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(mac) = mac {
+            headers.push((wire::MAC_HEADER, mac));
+        }
+        let body = std::str::from_utf8(body).unwrap();
+        self.lab
+            .hub()
+            .http("POST", &url, &headers, Some(body))
+            .unwrap_or_else(|e| panic!("POST to {} failed: {e}", self.id(i)))
+    }
+
+    /// Cuts monitor `i` off from its peers in both directions.
+    fn partition(&self, i: usize) {
+        let others: Vec<Ipv4Addr> = (0..3).filter(|j| *j != i).map(|j| self.mon_ip(j)).collect();
+        self.monitors[i].ns.drop_from(&others, None);
+        for j in (0..3).filter(|j| *j != i) {
+            self.monitors[j].ns.drop_from(&[self.mon_ip(i)], None);
+        }
+    }
+
+    /// Removes every drop rule of the monitors' namespaces.
+    fn heal_monitors(&self) {
+        for m in &self.monitors {
+            m.ns.heal();
+        }
     }
 
     fn log(&self, i: usize) -> String {
@@ -966,4 +1056,179 @@ fn rejoining_leader_keeps_the_majority_decision() {
         serial,
         "the rejoining leader changed the zone against the majority"
     );
+}
+
+/// Overrides across the cluster (docs/operations.md, "Overrides"): one set on any node reaches every
+/// node and takes effect in the leader's plan on Knot; it ends by itself on every node, not before
+/// its end; a deletion replicates; a node that was down or cut off catches up by anti-entropy (the
+/// whole set on every heartbeat); a peer message without the cluster secret's MAC changes nothing.
+#[test]
+fn overrides_replicate_expire_and_catch_up_across_the_cluster() {
+    let mut c = Cluster::start(Opts::default());
+
+    // (a) A drain set on mon-2, which does not write DNS: it must reach the leader mon-1 to matter.
+    let ends = wall_ms() + 20_000;
+    let o = c.set_override(1, c.ep(0), "drain", &format!(r#""ends_unix_ms": {ends}"#));
+    let drain = o["id"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        c.wait_listed(i, &drain, true);
+    }
+    c.wait_a(&[1, 2]);
+    c.wait_log(0, &format!("drained (override {drain})"));
+    let s = c.must_status(0);
+    let standing = &s["services"][0]["writers"][0]["standing"];
+    assert!(
+        standing.as_array().is_some_and(|st| {
+            st.iter().any(|x| {
+                x["address"] == c.ep(0).to_string().as_str() && x["reason_kind"] == "drained"
+            })
+        }),
+        "{s:#}"
+    );
+
+    // (b) It ends by itself on every node, never before its end, and the endpoint comes back.
+    for i in 0..3 {
+        c.wait_listed(i, &drain, false);
+        assert!(
+            wall_ms() >= ends,
+            "{} dropped override {drain} {} ms before its end",
+            c.id(i),
+            ends - wall_ms()
+        );
+    }
+    c.wait_a(&[0, 1, 2]);
+    assert!(
+        wall_ms() >= ends,
+        "endpoint back in DNS before the drain ended"
+    );
+
+    // (c) A deletion replicates: set on mon-3, deleted on mon-1.
+    let o = c.set_override(2, c.ep(1), "drain", r#""for": "1h""#);
+    let second = o["id"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        c.wait_listed(i, &second, true);
+    }
+    c.wait_a(&[0, 2]);
+    let (code, text) = c.api(0, "DELETE", &format!("/api/v1/overrides/{second}"), None);
+    assert_eq!(code, 200, "{text}");
+    for i in 0..3 {
+        c.wait_listed(i, &second, false);
+    }
+    c.wait_a(&[0, 1, 2]);
+
+    // (d) A node that was down when an override was set has it after its restart.
+    c.monitors[2].process.kill();
+    let o = c.set_override(0, c.ep(2), "drain", r#""for": "1h""#);
+    let third = o["id"].as_str().unwrap().to_owned();
+    c.wait_listed(1, &third, true);
+    c.wait_a(&[0, 1]);
+    c.restart(2);
+    c.wait_listed(2, &third, true);
+
+    // (e) A node cut off when an override is deleted learns the deletion once it rejoins.
+    c.partition(2);
+    let (code, text) = c.api(1, "DELETE", &format!("/api/v1/overrides/{third}"), None);
+    assert_eq!(code, 200, "{text}");
+    c.wait_listed(0, &third, false);
+    c.wait_a(&[0, 1, 2]);
+    thread::sleep(HOLD);
+    assert_eq!(
+        c.override_ids(2),
+        Some(vec![third.clone()]),
+        "the partition did not hold: mon-3 learned the deletion while cut off"
+    );
+    c.heal_monitors();
+    c.wait_listed(2, &third, false);
+    // Its stale copy did not revive the override anywhere.
+    thread::sleep(HOLD);
+    for i in 0..3 {
+        assert_eq!(c.override_ids(i), Some(vec![]), "{}", c.id(i));
+    }
+    assert_eq!(c.a(), c.ep_strings(&[0, 1, 2]));
+
+    // (f) A forged override set (a drain of every endpoint, as if from mon-2) is refused without the
+    // cluster secret's MAC; the same message correctly signed is taken (the route works).
+    let now = wall_ms();
+    let forged = OverridesMessage {
+        v: override_sync::VERSION,
+        node: "mon-2".into(),
+        sent_at_ms: now,
+        overrides: (0..3)
+            .map(|e| Override {
+                id: format!("forged{e}"),
+                endpoint: c.ep(e).into(),
+                service: None,
+                kind: OverrideKind::Drain,
+                comment: "forged".into(),
+                starts_unix_ms: now,
+                ends_unix_ms: now + 3_600_000,
+                created_unix_ms: now,
+                updated_unix_ms: now,
+                origin: "mon-2".into(),
+                deleted: false,
+            })
+            .collect(),
+    };
+    let key = Key::new(&c.secret);
+    let (body, mac) = override_sync::encode(&forged, &Key::new(b"not the cluster secret at all"));
+    assert_eq!(c.post_overrides(0, &body, Some(&mac)).0, 401);
+    assert_eq!(c.post_overrides(0, &body, None).0, 401);
+    let (_, good_mac) = override_sync::encode(&forged, &key);
+    let mut tampered = body.clone();
+    let at = tampered.len() - 3;
+    tampered[at] = b' ';
+    assert_eq!(c.post_overrides(0, &tampered, Some(&good_mac)).0, 401);
+    // Signed, but claiming to be the receiver itself.
+    let mut own = forged.clone();
+    own.node = "mon-1".into();
+    let (own_body, own_mac) = override_sync::encode(&own, &key);
+    assert_eq!(c.post_overrides(0, &own_body, Some(&own_mac)).0, 409);
+    assert_eq!(c.override_ids(0), Some(vec![]));
+    assert!(
+        c.log(0).contains("rejected override message"),
+        "{}",
+        c.log(0)
+    );
+    thread::sleep(HOLD);
+    assert_eq!(
+        c.a(),
+        c.ep_strings(&[0, 1, 2]),
+        "a forged drain took effect"
+    );
+
+    // The control: signed with the cluster secret, the set is merged and replicated on.
+    let (code, text) = c.post_overrides(0, &body, Some(&good_mac));
+    assert_eq!(code, 204, "{text}");
+    c.wait_listed(2, "forged1", true);
+    // Each is counted by kind, result and reason in the metrics.
+    let url = format!("http://{}:{NODE_PORT}/metrics", c.mon_ip(0));
+    let (code, metrics) = c.lab.hub().http("GET", &url, &[], None).unwrap();
+    assert_eq!(code, 200);
+    let count = |labels: &str| -> f64 {
+        let prefix = format!("rrguard_peer_messages_total{{{labels}}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        count(r#"kind="overrides",result="rejected",reason="authentication""#),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        count(r#"kind="overrides",result="rejected",reason="unknown_node""#),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        count(r#"kind="overrides",result="accepted",reason="none""#) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        count(r#"kind="votes",result="accepted",reason="none""#) >= 1.0,
+        "{metrics}"
+    );
+    assert!(c.monitors.iter().all(|m| m.process.is_running()));
 }

@@ -1,7 +1,8 @@
 //! `GET /metrics` of one real `rrguard run` process keeping `www.example.test` on a real Knot (TSIG,
 //! RFC 2136) with real HTTP endpoints: every scrape passes `promtool check metrics` (Debian package
-//! `prometheus`), and the values follow what happens: a probe that starts failing, the write that
-//! removes the endpoint, its latency histogram.
+//! `prometheus`), and the values follow what happens: a probe that starts failing (and loses its
+//! HTTP status code), the write that removes the endpoint, its latency histogram, and a record put
+//! back by hand that the reconcile removes again (drift repaired).
 
 #[macro_use]
 mod support;
@@ -72,6 +73,13 @@ fn promtool_check(text: &str) {
     );
 }
 
+const PLAN_CHANGES: &str = r#"rrguard_plan_changes{service="www.example.test."}"#;
+const DRIFT: &str = r#"rrguard_drift_repaired_total{service="www.example.test.",writer="primary"}"#;
+
+fn http_status(ip: &str) -> String {
+    format!(r#"probe_http_status_code{{service="www.example.test.",endpoint="{ip}",check="http"}}"#)
+}
+
 fn probe_success(ip: &str) -> String {
     format!(r#"probe_success{{service="www.example.test.",endpoint="{ip}",check="http"}}"#)
 }
@@ -104,7 +112,7 @@ timeout = "150ms"
 fall = 2
 rise = 2
 ttl = 60
-reconcile_interval = "60s"
+reconcile_interval = "1s"
 
 [[writer]]
 name = "primary"
@@ -169,6 +177,11 @@ path = "/health"
         .copied()
         .unwrap_or_else(|| panic!("no probe_duration_seconds\n{text}"));
     assert!(duration > 0.0 && duration < 0.15, "{duration}\n{text}");
+    // blackbox_exporter's status code, from the HTTP probe.
+    assert_eq!(s.get(&http_status(E2)), Some(&200.0), "{text}");
+    // At rest the plan would change nothing, and nothing drifted.
+    assert_eq!(s.get(PLAN_CHANGES), Some(&0.0), "{text}");
+    assert_eq!(s.get(DRIFT).copied().unwrap_or(0.0), 0.0, "{text}");
     let writes_before = s.get(WRITES_OK).copied().unwrap_or(0.0);
     let timed_before = s.get(WRITE_COUNT).copied().unwrap_or(0.0);
 
@@ -193,6 +206,10 @@ path = "/health"
     promtool_check(&text);
     let s = samples(&text);
     assert_eq!(s.get(&probe_success(E2)), Some(&1.0), "{text}");
+    // No HTTP answer, no status code.
+    assert_eq!(s.get(&http_status(E3)), None, "{text}");
+    // An ordinary write is no drift repair.
+    assert_eq!(s.get(DRIFT).copied().unwrap_or(0.0), 0.0, "{text}");
     assert_eq!(
         s.get(r#"rrguard_endpoint_up{service="www.example.test.",endpoint="127.0.0.3"}"#),
         Some(&0.0),
@@ -211,5 +228,16 @@ path = "/health"
         Some(&count),
         "{text}"
     );
+
+    // Someone puts the down endpoint back by hand: the next reconcile read finds the drift, the
+    // write removes it again, and the drift counter says so.
+    dns.nsupdate(&format!("update add www.example.test. 60 A {E3}"));
+    wait_until("the drift repaired and counted", EVENTUALLY, || {
+        text = scrape(listen).unwrap_or_default();
+        samples(&text).get(DRIFT) == Some(&1.0)
+    });
+    assert_eq!(dns.query("www.example.test", "A"), vec![E2.to_owned()]);
+    promtool_check(&text);
+    d.wait_for_log("changed out of band", EVENTUALLY);
     drop(d);
 }

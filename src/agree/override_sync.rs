@@ -45,9 +45,22 @@ pub enum SyncError {
     /// Missing or wrong MAC, too large or malformed: as for votes.
     #[error(transparent)]
     Wire(#[from] WireError),
-    /// Authentic, but from another version, from this node itself, or too old or too far ahead.
-    #[error("{0}")]
-    Refused(String),
+    /// Authentic, but from another version, from this node itself, or too old or too far ahead;
+    /// the reason's machine name (`version`, `unknown_node`, `clock`) and the message.
+    #[error("{1}")]
+    Refused(&'static str, String),
+}
+
+impl SyncError {
+    /// The reason's machine name, as the peer message metrics count it: `authentication`,
+    /// `malformed`, `version`, `unknown_node` or `clock`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SyncError::Wire(WireError::BadMac | WireError::MissingMac) => "authentication",
+            SyncError::Wire(_) => "malformed",
+            SyncError::Refused(reason, _) => reason,
+        }
+    }
 }
 
 /// Serializes and authenticates a message: the body and its MAC header value.
@@ -77,16 +90,20 @@ pub fn decode(
     let msg: OverridesMessage =
         serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))?;
     if msg.v != VERSION {
-        return Err(SyncError::Refused(format!(
-            "override message version {} (this node speaks {VERSION})",
-            msg.v
-        )));
+        return Err(SyncError::Refused(
+            "version",
+            format!(
+                "override message version {} (this node speaks {VERSION})",
+                msg.v
+            ),
+        ));
     }
     if msg.node.is_empty() || msg.node.len() > wire::MAX_NAME_LEN {
         return Err(WireError::Malformed("empty or over-long node id".into()).into());
     }
     if msg.node == me {
         return Err(SyncError::Refused(
+            "unknown_node",
             "message from this node's own id: two nodes share an id".into(),
         ));
     }
@@ -95,12 +112,15 @@ pub fn decode(
     }
     let skew = u64::try_from(max_clock_skew.as_millis()).unwrap_or(u64::MAX);
     if msg.sent_at_ms.abs_diff(now_ms) > skew {
-        return Err(SyncError::Refused(format!(
-            "override message from {} sent {} ms away from this node's clock (max_clock_skew {} ms)",
-            msg.node,
-            msg.sent_at_ms.abs_diff(now_ms),
-            skew
-        )));
+        return Err(SyncError::Refused(
+            "clock",
+            format!(
+                "override message from {} sent {} ms away from this node's clock (max_clock_skew {} ms)",
+                msg.node,
+                msg.sent_at_ms.abs_diff(now_ms),
+                skew
+            ),
+        ));
     }
     Ok(msg)
 }
@@ -152,12 +172,10 @@ mod tests {
         );
         assert!(matches!(
             decode(&body, Some(&mac), &key, "mon-1", 1_000_000 + 31_000, SKEW),
-            Err(SyncError::Refused(_))
+            Err(SyncError::Refused("clock", _))
         ));
-        assert!(matches!(
-            decode(&body, Some(&mac), &key, "mon-2", 1_000_000, SKEW),
-            Err(SyncError::Refused(_))
-        ));
+        let own = decode(&body, Some(&mac), &key, "mon-2", 1_000_000, SKEW).unwrap_err();
+        assert_eq!(own.reason(), "unknown_node");
         let junk = b"{\"v\":1}";
         assert!(matches!(
             decode(junk, Some(&key.mac(junk)), &key, "mon-1", 0, SKEW),

@@ -341,6 +341,8 @@ impl Actor {
 
     fn receive(&mut self, cluster: &mut Cluster, inbound: Inbound) {
         let Some(key) = &self.key else {
+            self.state
+                .record_peer_message("votes", Some("not_clustered"));
             let _ = inbound.reply.send(Err(InboundError::NotClustered));
             return;
         };
@@ -364,6 +366,7 @@ impl Actor {
             }
             Ok(msg) => match cluster.receive(&msg, Instant::now(), wall_ms()) {
                 Ok(()) => {
+                    self.state.record_peer_message("votes", None);
                     self.last_heard.insert(msg.node.clone(), wall_ms());
                     Ok(())
                 }
@@ -385,6 +388,7 @@ impl Actor {
     }
 
     fn count_reject(&mut self, kind: &str, from: &str, why: &str) {
+        self.state.record_peer_message("votes", Some(kind));
         let n = self.rejected.entry(kind.to_owned()).or_default();
         *n += 1;
         // Log the 1st, 2nd, 4th, 8th… of each kind: visible, but a flood cannot fill the disk.

@@ -330,6 +330,14 @@ impl Lane {
                     self.audit_write(&plan.clone(), &why, Some(why.clone()));
                 }
             }
+            Event::DriftRepaired => {
+                self.state.record_drift_repaired(fqdn, writer);
+                self.state.push_event(state::Event::now(
+                    fqdn,
+                    EventKind::Note,
+                    format!("records at writer {writer} had been changed out of band; repaired"),
+                ));
+            }
             Event::NotApplied { expected, found } => self.state.record_write(
                 fqdn,
                 writer,
@@ -623,6 +631,9 @@ pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
             warn!(service = %service, "{e}")
         }
         Event::Select(e) => info!(service = %service, "{e}"),
+        Event::DriftRepaired => warn!(service = %service, writer = %writer,
+            "the records had been changed out of band since the last reconcile; the write above restored them"
+        ),
         Event::KeptChanging => warn!(service = %service,
             "record set kept changing under us for {} rounds; backing off",
             crate::decide::service::MAX_CONFLICT_ROUNDS

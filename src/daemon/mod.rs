@@ -16,6 +16,7 @@
 pub mod agreement;
 mod audit;
 pub mod controller;
+pub mod notify;
 pub mod plan;
 pub mod replicate;
 
@@ -147,6 +148,7 @@ pub async fn run(
     mut reload_rx: mpsc::Receiver<()>,
 ) -> Result<(), RunError> {
     let state = NodeState::new();
+    let notifier = notify::Notifier::from_env();
     match state
         .overrides()
         .open(&config.node.state_dir, &config.node.id)
@@ -189,11 +191,15 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    // systemd hears READY=1, the status line and the watchdog pings from one task for the whole run.
+    notify::spawn_notifier(&notifier, &state, shutdown.clone(), &mut servers);
     // The probe engine's lateness is watched across generations, so its counters never go back.
     let lag = crate::observe::lag::spawn_lag_monitor(&mut servers, state.clone(), shutdown.clone());
     // Writers' long-lived parts (served zones, DNS listeners) outlive generations, like the HTTP server.
     let resources = act::Resources::new(Some(config.node.state_dir.clone()));
     let mut carried = Carried::new();
+    // A reload is under way: systemd hears READY=1 once the new generation has started.
+    let mut reloading = false;
     loop {
         let generation = shutdown.child_token();
         let mut background = JoinSet::new();
@@ -235,9 +241,13 @@ pub async fn run(
             dry_run = opts.dry_run,
             "rrguard running"
         );
+        if std::mem::take(&mut reloading) {
+            notifier.send("READY=1");
+        }
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
+                    notifier.send("STOPPING=1");
                     let deadline = Instant::now() + opts.drain_grace;
                     generation.cancel();
                     drain(&mut controllers.set, opts.drain_grace).await;
@@ -250,19 +260,7 @@ pub async fn run(
                     info!("stopped");
                     return Ok(());
                 }
-                Some(()) = reload_rx.recv() => match config::load(&path).map_err(|e| e.to_string()).and_then(|new| {
-                    // Built and started before the running generation stops, so that a writer that
-                    // cannot start (a listen address in use) rejects the reload instead of ending the
-                    // daemon; starting is idempotent, the new generation starts them again.
-                    act::build_all(&new.writers, &resources)
-                        .map_err(|e| e.to_string())
-                        .and_then(|writers| {
-                            writers
-                                .iter()
-                                .try_for_each(|(name, w)| w.start().map_err(|e| format!("writer {name:?}: {e}")))
-                        })
-                        .map(|()| new)
-                }) {
+                Some(()) = reload_rx.recv() => match reload(&path, &resources, &notifier) {
                     Ok(new) => {
                         if new.node.listen != config.node.listen {
                             warn!("[node].listen changed: the new address takes effect after a restart");
@@ -279,16 +277,36 @@ pub async fn run(
                         }
                         config = new;
                         info!(path = %path.display(), "configuration reloaded");
+                        reloading = true;
                         break;
                     }
                     Err(e) => {
                         error!("reload rejected, the running configuration stays in force:\n{e}");
+                        notifier.send("READY=1");
                     }
                 },
                 Some(joined) = controllers.set.join_next_with_id() => controllers.restart_failed(joined),
             }
         }
     }
+}
+
+/// Loads the file at `path` for a reload (after telling systemd a reload began) and builds and
+/// starts its writers. Built and started before the running generation stops, so that a writer
+/// that cannot start (a listen address in use) rejects the reload instead of ending the daemon;
+/// starting is idempotent, the new generation starts them again.
+fn reload(
+    path: &Path,
+    resources: &act::Resources,
+    notifier: &notify::Notifier,
+) -> Result<Config, String> {
+    notifier.reloading();
+    let new = config::load(path).map_err(|e| e.to_string())?;
+    let writers = act::build_all(&new.writers, resources).map_err(|e| e.to_string())?;
+    writers
+        .iter()
+        .try_for_each(|(name, w)| w.start().map_err(|e| format!("writer {name:?}: {e}")))?;
+    Ok(new)
 }
 
 /// The controllers of one generation, and what is needed to restart one that panicked.

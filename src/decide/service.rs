@@ -311,6 +311,9 @@ pub enum Event {
     Conflict(String),
     /// Conflicts [`MAX_CONFLICT_ROUNDS`] times in a row; backing off.
     KeptChanging,
+    /// The write just reported by [`Event::Updated`] restored records a reconcile read found
+    /// changed out of band (drift).
+    DriftRepaired,
     /// A write was accepted, but reading back does not show it.
     NotApplied {
         /// What should be published.
@@ -384,6 +387,11 @@ pub struct ServiceCore {
     unsettled: BTreeSet<IpAddr>,
     leader: bool,
     published: Option<Published>,
+    /// What the core believed published when a reconcile dropped it, until the reconcile's read
+    /// answers: a different answer is drift (records changed out of band).
+    reconciling: Option<Published>,
+    /// Drift was found and the write that repairs it has not succeeded yet.
+    drifted: bool,
     io: Io,
     sync_at: Option<Instant>,
     not_before: Option<Instant>,
@@ -440,6 +448,8 @@ impl ServiceCore {
             unsettled: BTreeSet::new(),
             leader: false,
             published: None,
+            reconciling: None,
+            drifted: false,
             io: Io::Idle,
             sync_at: Some(now),
             not_before: None,
@@ -707,6 +717,7 @@ impl ServiceCore {
         if became_leader {
             // A new leader trusts nothing it cached while standing by.
             self.published = None;
+            self.reconciling = None;
         }
         if !self.leader {
             // A hold belongs to the leader that started it.
@@ -764,7 +775,7 @@ impl ServiceCore {
         if now >= self.reconcile_at {
             self.reconcile_at = now + self.s.reconcile_interval;
             if self.leader && self.io == Io::Idle {
-                self.published = None;
+                self.reconciling = self.published.take();
                 self.sync_soon(now);
             }
         }
@@ -792,6 +803,9 @@ impl ServiceCore {
         let mut out = Vec::new();
         match (std::mem::replace(&mut self.io, Io::Idle), result) {
             (Io::Reading, Ok(p)) => {
+                if let Some(believed) = self.reconciling.take() {
+                    self.drifted |= believed != p;
+                }
                 self.published = Some(p);
                 self.sync_soon(now);
             }
@@ -831,6 +845,9 @@ impl ServiceCore {
         match result {
             Ok(()) => {
                 out.push(Action::Event(Event::Updated(plan.clone())));
+                if std::mem::take(&mut self.drifted) {
+                    out.push(Action::Event(Event::DriftRepaired));
+                }
                 if self.s.capabilities.read_back {
                     self.io = Io::ReadingBack(plan, change);
                     out.push(Action::Read);
@@ -1017,6 +1034,8 @@ impl ServiceCore {
         self.track_hold(now, &plan, out);
         self.report_waiting(&plan, out);
         if plan.is_empty() {
+            // The records changed out of band to what the plan wants: nothing to repair.
+            self.drifted = false;
             self.succeeded();
             return;
         }

@@ -14,16 +14,17 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::state::{Histogram, NodeStatus, WriteCounters};
+use crate::state::{Histogram, NodeStatus, PeerMessageCounters, WriteCounters};
 
 /// The `Content-Type` of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Renders the whole exposition for one snapshot, `writes` by (service, writer) and the build's
-/// `version`.
+/// Renders the whole exposition for one snapshot, `writes` by (service, writer), the received
+/// peer messages and the build's `version`.
 pub fn render(
     status: &NodeStatus,
     writes: &BTreeMap<(String, String), WriteCounters>,
+    peers: &PeerMessageCounters,
     version: &str,
 ) -> String {
     let mut out = Exposition::default();
@@ -68,6 +69,26 @@ pub fn render(
                     ("check", check),
                 ],
                 p.latency_ms / 1000.0,
+            );
+        }
+    }
+
+    out.family(
+        "probe_http_status_code",
+        "gauge",
+        "HTTP status code of this node's last HTTP(S) probe of the endpoint; absent when it got no answer.",
+    );
+    for e in &status.endpoints {
+        if let Some(code) = e.local.as_ref().and_then(|p| p.http_status()) {
+            let check = check_of.get(e.service.as_str()).copied().unwrap_or("");
+            out.sample(
+                "probe_http_status_code",
+                &[
+                    ("service", &e.service),
+                    ("endpoint", &e.endpoint),
+                    ("check", check),
+                ],
+                f64::from(code),
             );
         }
     }
@@ -230,6 +251,41 @@ pub fn render(
             "rrguard_peer_messages_rejected_total",
             &[("reason", reason)],
             *n as f64,
+        );
+    }
+
+    out.family(
+        "rrguard_peer_messages_total",
+        "counter",
+        "Peer messages received, by kind (votes, overrides), result (accepted, rejected) and reason (none when accepted).",
+    );
+    for ((kind, result, reason), n) in peers {
+        out.sample(
+            "rrguard_peer_messages_total",
+            &[("kind", kind), ("result", result), ("reason", reason)],
+            *n as f64,
+        );
+    }
+
+    out.family(
+        "rrguard_plan_changes",
+        "gauge",
+        "Changes (add, remove, TTL rewrite) the plan this node would make now, summed over the service's writers; 0 when none or when this node does not plan (not the leader).",
+    );
+    for s in &status.services {
+        let n: usize = s.writers.iter().map(|w| w.pending.len()).sum();
+        out.sample("rrguard_plan_changes", &[("service", &s.fqdn)], n as f64);
+    }
+    out.family(
+        "rrguard_drift_repaired_total",
+        "counter",
+        "DNS writes that restored records changed out of band (found by a reconcile read), by service and writer.",
+    );
+    for ((service, writer), c) in writes {
+        out.sample(
+            "rrguard_drift_repaired_total",
+            &[("service", service), ("writer", writer)],
+            c.drift_repaired as f64,
         );
     }
 

@@ -156,7 +156,12 @@ async fn status(_: auth::Reader, State(state): State<NodeState>) -> Response {
 async fn metrics_text(_: auth::Reader, State(state): State<NodeState>) -> Response {
     match state.snapshot() {
         Some(status) => {
-            let text = metrics::render(&status, &state.write_counters(), env!("CARGO_PKG_VERSION"));
+            let text = metrics::render(
+                &status,
+                &state.write_counters(),
+                &state.peer_messages(),
+                env!("CARGO_PKG_VERSION"),
+            );
             (
                 [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
                 text,

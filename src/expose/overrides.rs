@@ -102,6 +102,7 @@ pub async fn from_peer(
 ) -> Response {
     let access = state.api_access();
     let Some(secret) = &access.peer_secret else {
+        state.record_peer_message("overrides", Some("not_clustered"));
         return (
             StatusCode::NOT_FOUND,
             "this node is not in a cluster (no [cluster] section)",
@@ -119,16 +120,18 @@ pub async fn from_peer(
         access.max_clock_skew,
     ) {
         Ok(msg) => {
+            state.record_peer_message("overrides", None);
             state.overrides().merge(msg.overrides, &msg.node);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => {
+            state.record_peer_message("overrides", Some(e.reason()));
             let code = match &e {
                 SyncError::Wire(WireError::BadMac | WireError::MissingMac) => {
                     StatusCode::UNAUTHORIZED
                 }
                 SyncError::Wire(_) => StatusCode::BAD_REQUEST,
-                SyncError::Refused(_) => StatusCode::CONFLICT,
+                SyncError::Refused(..) => StatusCode::CONFLICT,
             };
             warn!("rejected override message from a peer: {e}");
             (code, e.to_string()).into_response()

@@ -15,7 +15,15 @@ pub struct WriteCounters {
     pub error: u64,
     /// How long each write took, in seconds.
     pub duration: Histogram,
+    /// Successful writes that restored records changed out of band (drift found by a reconcile
+    /// read).
+    pub drift_repaired: u64,
 }
+
+/// Peer messages received, by (kind, result, reason): kind `votes` or `overrides`, result
+/// `accepted` or `rejected`, reason `none` for accepted ones, else why (`authentication`,
+/// `malformed`, `replay`, `clock`, `unknown_node`, `version`, `not_clustered`).
+pub type PeerMessageCounters = std::collections::BTreeMap<(String, String, String), u64>;
 
 /// A histogram over [`WRITE_DURATION_BUCKETS`]: per-bucket (not cumulative) counts, the sum and the
 /// count of observations.

@@ -50,7 +50,7 @@ use crate::observe::health::Health;
 use crate::observe::probe::ProbeResult;
 
 pub use audit::{AuditLog, AuditRecord, Evidence, VoteEvidence, WriteRecord};
-pub use counters::{Histogram, WRITE_DURATION_BUCKETS, WriteCounters};
+pub use counters::{Histogram, PeerMessageCounters, WRITE_DURATION_BUCKETS, WriteCounters};
 pub use inbox::{Inbound, InboundError};
 pub use status::{
     ChangeStatus, DampingStatus, EndpointStatus, EngineStatus, Event, EventKind, LocalProbe,
@@ -235,6 +235,8 @@ struct Inner {
     audit: Option<Audited>,
     /// Per (service, endpoint as text): the agreed state and since when (Unix ms).
     cluster_since: BTreeMap<(String, String), (String, u64)>,
+    /// Peer messages received, kept across reloads so that counters never go back.
+    peer_messages: PeerMessageCounters,
 }
 
 /// The audit log and the node id its records carry.
@@ -775,6 +777,42 @@ impl NodeState {
             .or_default()
             .duration
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one write of `service` through `writer` that restored records changed out of band.
+    pub fn record_drift_repaired(&self, service: &str, writer: &str) {
+        let mut inner = self.write();
+        if !inner.services.contains_key(service) {
+            return;
+        }
+        inner
+            .writes
+            .entry((service.to_owned(), writer.to_owned()))
+            .or_default()
+            .drift_repaired += 1;
+    }
+
+    /// Counts one received peer message of `kind` (`votes`, `overrides`): accepted (`rejected` is
+    /// `None`) or rejected for the reason given (see [`PeerMessageCounters`]).
+    pub fn record_peer_message(&self, kind: &str, rejected: Option<&str>) {
+        let (result, reason) = match rejected {
+            None => ("accepted", "none"),
+            Some(reason) => ("rejected", reason),
+        };
+        *self
+            .write()
+            .peer_messages
+            .entry((kind.to_owned(), result.to_owned(), reason.to_owned()))
+            .or_default() += 1;
+    }
+
+    /// The peer message counters, for metrics.
+    pub fn peer_messages(&self) -> PeerMessageCounters {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .peer_messages
+            .clone()
     }
 
     /// The DNS write counters, by (service, writer), for metrics.

@@ -132,6 +132,17 @@ pub struct LocalProbe {
     pub last_probe_unix_ms: u64,
 }
 
+impl LocalProbe {
+    /// The HTTP status code the last probe got, when it was an HTTP(S) probe that got an answer:
+    /// the HTTP check's detail always starts with `HTTP <code>` then (`HTTP 503 Service
+    /// Unavailable not in expected statuses`); `None` otherwise.
+    pub fn http_status(&self) -> Option<u16> {
+        let rest = self.detail.strip_prefix("HTTP ")?;
+        let code = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+        code.parse().ok().filter(|c| (100..1000).contains(c))
+    }
+}
+
 /// One configured service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceStatus {

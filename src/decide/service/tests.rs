@@ -803,3 +803,47 @@ mod select {
         );
     }
 }
+
+#[test]
+fn a_reconcile_that_finds_drift_repairs_it_and_says_so_once() {
+    let (a, b, c) = ("127.0.0.2", "127.0.0.3", "127.0.0.4");
+    let mut rig = Rig::new(&[a, b, c], 2, 2, 30, published(&[a, b, c], 30));
+    let drift = |rig: &Rig| {
+        rig.events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::DriftRepaired))
+            .count()
+    };
+    for _ in 0..3 {
+        for e in [a, b, c] {
+            rig.probe(e, true);
+        }
+        let t = rig.at() + Duration::from_secs(1);
+        rig.until(t);
+    }
+    // An ordinary write (c goes down) is no drift repair.
+    for _ in 0..3 {
+        rig.probe(a, true);
+        rig.probe(b, true);
+        rig.probe(c, false);
+        let t = rig.at() + Duration::from_secs(1);
+        rig.until(t);
+    }
+    assert_eq!(rig.published(), [ip(a), ip(b)].into());
+    assert_eq!(drift(&rig), 0);
+    // A reconcile that finds the records as written changes nothing.
+    rig.until(Duration::from_secs(70));
+    assert_eq!(drift(&rig), 0);
+    let writes = rig.applied.len();
+    // Someone puts the down endpoint back by hand: the next reconcile removes it and says why.
+    rig.dns.set(FQDN, published(&[a, b, c], 30));
+    rig.until(Duration::from_secs(135));
+    assert_eq!(rig.published(), [ip(a), ip(b)].into());
+    assert_eq!(rig.applied.len(), writes + 1, "{:?}", rig.applied);
+    assert_eq!(drift(&rig), 1, "{:?}", rig.events);
+    // A healthy endpoint removed by hand comes back at the next reconcile.
+    rig.dns.set(FQDN, published(&[a], 30));
+    rig.until(Duration::from_secs(200));
+    assert_eq!(rig.published(), [ip(a), ip(b)].into());
+    assert_eq!(drift(&rig), 2, "{:?}", rig.events);
+}

@@ -22,7 +22,11 @@ fn status() -> NodeStatus {
         local: local.map(|ok| LocalProbe {
             state: state.to_owned(),
             ok,
-            detail: "HTTP 200".to_owned(),
+            detail: if ok {
+                "HTTP 200 OK".to_owned()
+            } else {
+                "HTTP 503 Service Unavailable not in expected statuses".to_owned()
+            },
             latency_ms: 12.5,
             since_unix_ms: 1,
             last_probe_unix_ms: 2,
@@ -32,6 +36,15 @@ fn status() -> NodeStatus {
     let mut writer = WriterStatus::new("primary");
     writer.published = vec!["192.0.2.1".to_owned(), "192.0.2.2".to_owned()];
     writer.published_known_unix_ms = Some(3);
+    writer.pending = ["add", "remove"]
+        .iter()
+        .map(|op| crate::state::ChangeStatus {
+            op: (*op).to_owned(),
+            address: "192.0.2.9".to_owned(),
+            reason_kind: "verdict".to_owned(),
+            reason: "up".to_owned(),
+        })
+        .collect();
     NodeStatus {
         node: "n1".to_owned(),
         generation: 1,
@@ -96,7 +109,7 @@ fn status() -> NodeStatus {
 
 #[test]
 fn engine_lag_and_abstentions_are_exposed() {
-    let text = render(&status(), &writes(), "0.1.0");
+    let text = render(&status(), &writes(), &peers(), "0.1.0");
     assert!(
         text.contains("\nrrguard_scheduler_lag_seconds 0.012\n"),
         "{text}"
@@ -111,6 +124,7 @@ fn writes() -> BTreeMap<(String, String), WriteCounters> {
     let mut c = WriteCounters {
         ok: 2,
         error: 1,
+        drift_repaired: 3,
         ..WriteCounters::default()
     };
     c.duration = Histogram::new(&[0.1, 1.0]);
@@ -118,6 +132,62 @@ fn writes() -> BTreeMap<(String, String), WriteCounters> {
         c.duration.observe(v);
     }
     BTreeMap::from([(("www.example.test.".to_owned(), "primary".to_owned()), c)])
+}
+
+fn peers() -> crate::state::PeerMessageCounters {
+    let key = |k: &str, r: &str, why: &str| (k.to_owned(), r.to_owned(), why.to_owned());
+    BTreeMap::from([
+        (key("votes", "accepted", "none"), 40),
+        (key("votes", "rejected", "replay"), 3),
+        (key("overrides", "rejected", "authentication"), 2),
+    ])
+}
+
+#[test]
+fn http_status_peer_messages_plan_size_and_drift_are_exposed() {
+    let text = render(&status(), &writes(), &peers(), "1.0");
+    let l = lines(&text);
+    let sw = r#"service="www.example.test.",writer="primary""#;
+    for want in [
+        r#"probe_http_status_code{service="www.example.test.",endpoint="192.0.2.1",check="http"} 200"#.to_owned(),
+        r#"probe_http_status_code{service="www.example.test.",endpoint="192.0.2.2",check="http"} 503"#.to_owned(),
+        r#"rrguard_peer_messages_total{kind="votes",result="accepted",reason="none"} 40"#.to_owned(),
+        r#"rrguard_peer_messages_total{kind="votes",result="rejected",reason="replay"} 3"#.to_owned(),
+        r#"rrguard_peer_messages_total{kind="overrides",result="rejected",reason="authentication"} 2"#.to_owned(),
+        r#"rrguard_plan_changes{service="www.example.test."} 2"#.to_owned(),
+        format!("rrguard_drift_repaired_total{{{sw}}} 3"),
+    ] {
+        assert!(l.contains(&want.as_str()), "missing {want}\n{text}");
+    }
+    // No status code without an HTTP answer.
+    assert!(
+        !text
+            .contains(r#"probe_http_status_code{service="www.example.test.",endpoint="192.0.2.3""#)
+    );
+}
+
+#[test]
+fn http_status_is_read_from_the_http_probe_detail_only() {
+    let probe = |detail: &str| LocalProbe {
+        state: "up".to_owned(),
+        ok: true,
+        detail: detail.to_owned(),
+        latency_ms: 1.0,
+        since_unix_ms: 1,
+        last_probe_unix_ms: 1,
+    };
+    assert_eq!(probe("HTTP 200 OK").http_status(), Some(200));
+    assert_eq!(
+        probe("HTTP 404 Not Found not in expected statuses").http_status(),
+        Some(404)
+    );
+    assert_eq!(
+        probe("HTTP 200 OK, body does not contain \"x\"").http_status(),
+        Some(200)
+    );
+    assert_eq!(probe("connection refused").http_status(), None);
+    assert_eq!(probe("timed out after 200ms").http_status(), None);
+    assert_eq!(probe("HTTP 42").http_status(), None);
 }
 
 fn lines(text: &str) -> Vec<&str> {
@@ -131,7 +201,7 @@ fn label_values_escape_backslash_quote_and_newline() {
     assert_eq!(escape_help("a\\b\nc \"q\""), "a\\\\b\\nc \"q\"");
     let mut s = status();
     s.rejected_messages = BTreeMap::from([("we\"ird\\re\nason".to_owned(), 1)]);
-    let text = render(&s, &BTreeMap::new(), "1.0");
+    let text = render(&s, &BTreeMap::new(), &BTreeMap::new(), "1.0");
     assert!(
         text.contains(
             "rrguard_peer_messages_rejected_total{reason=\"we\\\"ird\\\\re\\nason\"} 1\n"
@@ -142,7 +212,7 @@ fn label_values_escape_backslash_quote_and_newline() {
 
 #[test]
 fn histogram_buckets_are_cumulative_with_sum_and_count() {
-    let text = render(&status(), &writes(), "1.0");
+    let text = render(&status(), &writes(), &peers(), "1.0");
     let l = lines(&text);
     let labels = r#"service="www.example.test.",writer="primary""#;
     for want in [
@@ -161,7 +231,7 @@ fn histogram_buckets_are_cumulative_with_sum_and_count() {
 
 #[test]
 fn probe_and_cluster_values_follow_the_snapshot() {
-    let text = render(&status(), &writes(), "1.2.3");
+    let text = render(&status(), &writes(), &peers(), "1.2.3");
     let l = lines(&text);
     let e = |ip: &str| format!(r#"service="www.example.test.",endpoint="{ip}""#);
     for want in [
@@ -211,7 +281,7 @@ fn probe_and_cluster_values_follow_the_snapshot() {
 
 #[test]
 fn every_family_has_help_and_type_once_and_every_sample_a_family() {
-    let text = render(&status(), &writes(), "1.0");
+    let text = render(&status(), &writes(), &peers(), "1.0");
     let mut typed = BTreeMap::new();
     let mut helped = BTreeMap::new();
     for line in text.lines() {
@@ -243,12 +313,12 @@ fn every_family_has_help_and_type_once_and_every_sample_a_family() {
         }
     }
     assert_eq!(typed.len(), helped.len());
-    assert_eq!(typed.len(), 21, "{typed:?}");
+    assert_eq!(typed.len(), 25, "{typed:?}");
 }
 
 #[test]
 fn overrides_are_counted_by_kind_and_listed_per_endpoint() {
-    let text = render(&status(), &writes(), "1.0.0");
+    let text = render(&status(), &writes(), &peers(), "1.0.0");
     let l = lines(&text);
     assert!(
         l.contains(&r#"rrguard_overrides{kind="drain"} 1"#),
