@@ -28,6 +28,7 @@
 
 pub mod damping;
 pub mod overrides;
+pub mod safety;
 pub mod service;
 #[cfg(test)]
 mod tests;
@@ -75,6 +76,12 @@ impl Policy {
 pub struct Policies {
     /// `[service.damping]`: flap damping; `None`: off.
     pub damping: Option<damping::DampingConfig>,
+    /// `readd_delay`: failback hold-down ([`safety::Failback`]); zero: off.
+    pub readd_delay: Duration,
+    /// `max_changes` per `change_window` ([`safety::ChangeSafety`]); `None`: off.
+    pub change_rate: Option<safety::ChangeRate>,
+    /// `max_remove_fraction`, in (0, 1]; `None` (or 1): off.
+    pub max_remove_fraction: Option<f64>,
 }
 
 /// One change to one record.
@@ -155,6 +162,14 @@ pub enum Reason {
         /// The service's `readd_delay`.
         delay: Duration,
     },
+    /// The planner wants this change, but a change limit postpones it ([`safety`]): queued, in
+    /// [`Plan::queued`].
+    Queued {
+        /// The limit that holds it.
+        limit: safety::Limit,
+        /// Why the planner wants the change.
+        wanted: Box<Reason>,
+    },
     /// A policy keeps it out, but it is published so that `min_healthy` records remain.
     KeptForMinHealthy {
         /// The service's `min_healthy`.
@@ -206,6 +221,7 @@ impl fmt::Display for Reason {
                 min_healthy,
                 held_out,
             } => write!(f, "{held_out}; kept for min_healthy={min_healthy}"),
+            Reason::Queued { limit, wanted } => write!(f, "{wanted}; queued: {limit}"),
         }
     }
 }
@@ -233,8 +249,8 @@ pub struct Doubts {
 impl Reason {
     /// A stable machine name for the reason, `snake_case` (`verdict`, `all_down`, `fail_closed`,
     /// `unlisted`, `ttl`, `held_back`, `awaiting_verdicts`, `unsettled`, `unlisted_kept`, `drained`,
-    /// `maintenance`, `forced_up`, `forced_down`, `damped`, `readd_delay`, `kept_for_min_healthy`), for the
-    /// API and the audit log; [`fmt::Display`] is the sentence for a person.
+    /// `maintenance`, `forced_up`, `forced_down`, `damped`, `readd_delay`, `kept_for_min_healthy`,
+    /// `queued`), for the API and the audit log; [`fmt::Display`] is the sentence for a person.
     pub fn kind(&self) -> &'static str {
         match self {
             Reason::Verdict(_) => "verdict",
@@ -253,6 +269,7 @@ impl Reason {
             Reason::Damped { .. } => "damped",
             Reason::ReaddDelay { .. } => "readd_delay",
             Reason::KeptForMinHealthy { .. } => "kept_for_min_healthy",
+            Reason::Queued { .. } => "queued",
         }
     }
 }
@@ -290,6 +307,11 @@ pub struct Plan {
     pub held_out: BTreeMap<IpAddr, Reason>,
     /// Endpoints a policy would keep out, published to keep `min_healthy` records.
     pub kept_for_min_healthy: BTreeSet<IpAddr>,
+    /// Changes the planner wants that a change limit postpones, first planned first
+    /// ([`safety::ChangeSafety::limit`]); not in `changes`.
+    pub queued: Vec<safety::Queued>,
+    /// Additions made beyond `max_changes` because `min_healthy` needs them.
+    pub beyond_limit: BTreeSet<IpAddr>,
 }
 
 impl Plan {
@@ -327,19 +349,30 @@ impl Plan {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.changes.is_empty() {
-            return f.write_str("no change");
-        }
+        let describe = |c: &Change, why: &dyn fmt::Display| match c {
+            Change::Add(ip) => format!("add {ip} ({why})"),
+            Change::Remove(ip) => format!("remove {ip} ({why})"),
+            Change::Ttl(ip) => format!("set ttl of {ip} ({why})"),
+        };
         let parts: Vec<String> = self
             .changes
             .iter()
-            .map(|(c, why)| match c {
-                Change::Add(ip) => format!("add {ip} ({why})"),
-                Change::Remove(ip) => format!("remove {ip} ({why})"),
-                Change::Ttl(ip) => format!("set ttl of {ip} ({why})"),
-            })
+            .map(|(c, why)| describe(c, why))
             .collect();
-        f.write_str(&parts.join(", "))
+        if parts.is_empty() {
+            f.write_str("no change")?;
+        } else {
+            f.write_str(&parts.join(", "))?;
+        }
+        if !self.queued.is_empty() {
+            let queued: Vec<String> = self
+                .queued
+                .iter()
+                .map(|q| describe(&q.change, &q.limit))
+                .collect();
+            write!(f, "; queued: {}", queued.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -459,6 +492,8 @@ pub fn plan(
         standing,
         held_out,
         kept_for_min_healthy,
+        queued: Vec::new(),
+        beyond_limit: BTreeSet::new(),
     }
 }
 
