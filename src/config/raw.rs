@@ -224,6 +224,16 @@ pub struct RawService {
     pub damping: Option<RawDamping>,
     /// `[service.select]`: selection mode and canaries; absent: every up endpoint.
     pub select: Option<RawSelect>,
+    /// Failback hold-down: a recovered endpoint returns after this long up; absent: off.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub readd_delay: Option<Duration>,
+    /// Most record changes per `change_window`; absent: off.
+    pub max_changes: Option<u32>,
+    /// The sliding window of `max_changes`.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub change_window: Option<Duration>,
+    /// Largest fraction of the record set removed in one step; absent: 1 (off).
+    pub max_remove_fraction: Option<f64>,
     /// How several checks combine: `"all"` (default) or `"any"`.
     pub check_mode: Option<crate::observe::check::CheckMode>,
     /// How to probe: `[service.check]`, or several `[[service.check]]`.

@@ -396,6 +396,9 @@ fn policies(
             .damping
             .as_ref()
             .map(|d| damping(d, label, &with(spath, &[Key("damping")]), errs)),
+        readd_delay: s.readd_delay.unwrap_or(Duration::ZERO),
+        change_rate: change_rate(s, label, spath, errs),
+        max_remove_fraction: max_remove_fraction(s, label, spath, errs),
         select: s.select.as_ref().map(|sel| {
             select(
                 sel,
@@ -604,6 +607,72 @@ fn select(
         canaries,
         canary_max_failing,
     }
+}
+
+/// `max_changes` per `change_window`: both or neither.
+fn change_rate(
+    s: &RawService,
+    label: &str,
+    spath: &[Seg],
+    errs: &mut Errors,
+) -> Option<crate::decide::safety::ChangeRate> {
+    match (s.max_changes, s.change_window) {
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            let (key, missing) = if s.max_changes.is_some() {
+                ("max_changes", "change_window")
+            } else {
+                ("change_window", "max_changes")
+            };
+            errs.at(
+                &with(spath, &[Key(key)]),
+                format!(
+                    "service {label:?}: {key} needs {missing}: max_changes = N and change_window = \"DURATION\" go together (at most N record changes in any window of that length); set both, or neither"
+                ),
+            );
+            None
+        }
+        (Some(0), Some(_)) => {
+            errs.at(
+                &with(spath, &[Key("max_changes")]),
+                format!(
+                    "service {label:?}: max_changes must be at least 1; 0 would queue every change for ever (leave max_changes and change_window out to turn the limit off)"
+                ),
+            );
+            None
+        }
+        (Some(_), Some(w)) if w.is_zero() => {
+            errs.at(
+                &with(spath, &[Key("change_window")]),
+                format!("service {label:?}: change_window must be longer than 0s"),
+            );
+            None
+        }
+        (Some(max_changes), Some(window)) => Some(crate::decide::safety::ChangeRate {
+            max_changes,
+            window,
+        }),
+    }
+}
+
+/// `max_remove_fraction`: 0 < f ≤ 1.
+fn max_remove_fraction(
+    s: &RawService,
+    label: &str,
+    spath: &[Seg],
+    errs: &mut Errors,
+) -> Option<f64> {
+    let f = s.max_remove_fraction?;
+    if !(f > 0.0 && f <= 1.0) {
+        errs.at(
+            &with(spath, &[Key("max_remove_fraction")]),
+            format!(
+                "service {label:?}: max_remove_fraction = {f} must be above 0 and at most 1 (the largest fraction of the published records one write may remove; 1 = no cap)"
+            ),
+        );
+        return None;
+    }
+    Some(f)
 }
 
 /// `[service.damping]`: thresholds that can suppress and reuse (RFC 2439 §4.2).

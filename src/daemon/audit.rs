@@ -43,6 +43,26 @@ pub(super) fn changes(plan: &Plan) -> Vec<ChangeStatus> {
         .collect()
 }
 
+/// The changes a change limit queues, first planned first, each with the limit.
+pub(super) fn queued(plan: &Plan) -> Vec<ChangeStatus> {
+    plan.queued
+        .iter()
+        .map(|q| {
+            let (op, ip) = match &q.change {
+                Change::Add(ip) => ("add", ip),
+                Change::Remove(ip) => ("remove", ip),
+                Change::Ttl(ip) => ("ttl", ip),
+            };
+            ChangeStatus {
+                op: op.to_owned(),
+                address: ip.to_string(),
+                reason_kind: "queued".to_owned(),
+                reason: format!("{}; queued: {}", q.wanted, q.limit),
+            }
+        })
+        .collect()
+}
+
 /// Why each address is in or out.
 pub(super) fn standing(plan: &Plan) -> Vec<StandingStatus> {
     plan.standing

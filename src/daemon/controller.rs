@@ -380,6 +380,14 @@ impl Lane {
                 EventKind::Select,
                 e.to_string(),
             )),
+            Event::Queued { queued, .. } => self.state.push_event(state::Event::now(
+                fqdn,
+                EventKind::Note,
+                format!(
+                    "change limits queue {} at writer {writer}",
+                    queued_text(queued)
+                ),
+            )),
             Event::KeptChanging | Event::Conflict(_) => self.state.push_event(state::Event::now(
                 fqdn,
                 EventKind::Note,
@@ -417,11 +425,19 @@ impl Lane {
             self.state
                 .set_published(fqdn, self.writer.name(), p.records.keys().copied());
         }
-        let (standing, pending) = self
+        let (standing, pending, queued) = self
             .core
             .preview(Instant::now())
-            .map(|plan| (super::audit::standing(&plan), super::audit::changes(&plan)))
+            .map(|plan| {
+                (
+                    super::audit::standing(&plan),
+                    super::audit::changes(&plan),
+                    super::audit::queued(&plan),
+                )
+            })
             .unwrap_or_default();
+        self.state
+            .set_writer_queue(fqdn, self.writer.name(), queued);
         self.state.set_writer_plan(
             fqdn,
             self.writer.name(),
@@ -562,6 +578,19 @@ fn list(ips: &BTreeSet<IpAddr>) -> String {
     parts.join(" ")
 }
 
+/// Queued changes as a person reads them: `remove 192.0.2.1 (max_changes=2 per change_window=1m used up)`.
+fn queued_text(queued: &[crate::decide::safety::Queued]) -> String {
+    let parts: Vec<String> = queued
+        .iter()
+        .map(|q| match q.change {
+            crate::decide::Change::Add(ip) => format!("add {ip} ({})", q.limit),
+            crate::decide::Change::Remove(ip) => format!("remove {ip} ({})", q.limit),
+            crate::decide::Change::Ttl(ip) => format!("set ttl of {ip} ({})", q.limit),
+        })
+        .collect();
+    parts.join(", ")
+}
+
 /// Logs one core event, with fields in their config spelling.
 pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
     match event {
@@ -633,6 +662,13 @@ pub(super) fn log_event(service: &str, writer: &str, event: &Event) {
         Event::Select(e) => info!(service = %service, "{e}"),
         Event::DriftRepaired => warn!(service = %service, writer = %writer,
             "the records had been changed out of band since the last reconcile; the write above restored them"
+        ),
+        Event::Queued { queued, next } => warn!(service = %service,
+            writer = %writer,
+            queued = queued.len(),
+            "change limits queue {}; next may go in {}",
+            queued_text(queued),
+            next.map_or_else(|| "one interval".to_owned(), |d| human(d).to_string())
         ),
         Event::KeptChanging => warn!(service = %service,
             "record set kept changing under us for {} rounds; backing off",

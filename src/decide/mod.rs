@@ -28,6 +28,7 @@
 
 pub mod damping;
 pub mod overrides;
+pub mod safety;
 pub mod select;
 pub mod service;
 #[cfg(test)]
@@ -78,6 +79,12 @@ pub struct Policies {
     pub damping: Option<damping::DampingConfig>,
     /// `[service.select]`: selection mode and canaries; `None`: every up endpoint.
     pub select: Option<select::SelectConfig>,
+    /// `readd_delay`: failback hold-down ([`safety::Failback`]); zero: off.
+    pub readd_delay: Duration,
+    /// `max_changes` per `change_window` ([`safety::ChangeSafety`]); `None`: off.
+    pub change_rate: Option<safety::ChangeRate>,
+    /// `max_remove_fraction`, in (0, 1]; `None` (or 1): off.
+    pub max_remove_fraction: Option<f64>,
 }
 
 /// One change to one record.
@@ -182,6 +189,14 @@ pub enum Reason {
         /// The service's `canary_max_failing`.
         max_failing: usize,
     },
+    /// The planner wants this change, but a change limit postpones it ([`safety`]): queued, in
+    /// [`Plan::queued`].
+    Queued {
+        /// The limit that holds it.
+        limit: safety::Limit,
+        /// Why the planner wants the change.
+        wanted: Box<Reason>,
+    },
     /// A policy keeps it out, but it is published so that `min_healthy` records remain.
     KeptForMinHealthy {
         /// The service's `min_healthy`.
@@ -247,6 +262,7 @@ impl fmt::Display for Reason {
                 min_healthy,
                 held_out,
             } => write!(f, "{held_out}; kept for min_healthy={min_healthy}"),
+            Reason::Queued { limit, wanted } => write!(f, "{wanted}; queued: {limit}"),
         }
     }
 }
@@ -275,8 +291,8 @@ impl Reason {
     /// A stable machine name for the reason, `snake_case` (`verdict`, `all_down`, `fail_closed`,
     /// `unlisted`, `ttl`, `held_back`, `awaiting_verdicts`, `unsettled`, `unlisted_kept`, `drained`,
     /// `maintenance`, `forced_up`, `forced_down`, `damped`, `readd_delay`, `not_fastest`,
-    /// `standby_tier`, `replaced_by_canary`, `canary_withdrawn`, `kept_for_min_healthy`), for the
-    /// API and the audit log; [`fmt::Display`] is the sentence for a person.
+    /// `standby_tier`, `replaced_by_canary`, `canary_withdrawn`, `kept_for_min_healthy`, `queued`),
+    /// for the API and the audit log; [`fmt::Display`] is the sentence for a person.
     pub fn kind(&self) -> &'static str {
         match self {
             Reason::Verdict(_) => "verdict",
@@ -299,6 +315,7 @@ impl Reason {
             Reason::ReplacedByCanary { .. } => "replaced_by_canary",
             Reason::CanaryWithdrawn { .. } => "canary_withdrawn",
             Reason::KeptForMinHealthy { .. } => "kept_for_min_healthy",
+            Reason::Queued { .. } => "queued",
         }
     }
 }
@@ -336,6 +353,11 @@ pub struct Plan {
     pub held_out: BTreeMap<IpAddr, Reason>,
     /// Endpoints a policy would keep out, published to keep `min_healthy` records.
     pub kept_for_min_healthy: BTreeSet<IpAddr>,
+    /// Changes the planner wants that a change limit postpones, first planned first
+    /// ([`safety::ChangeSafety::limit`]); not in `changes`.
+    pub queued: Vec<safety::Queued>,
+    /// Additions made beyond `max_changes` because `min_healthy` needs them.
+    pub beyond_limit: BTreeSet<IpAddr>,
 }
 
 impl Plan {
@@ -373,19 +395,30 @@ impl Plan {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.changes.is_empty() {
-            return f.write_str("no change");
-        }
+        let describe = |c: &Change, why: &dyn fmt::Display| match c {
+            Change::Add(ip) => format!("add {ip} ({why})"),
+            Change::Remove(ip) => format!("remove {ip} ({why})"),
+            Change::Ttl(ip) => format!("set ttl of {ip} ({why})"),
+        };
         let parts: Vec<String> = self
             .changes
             .iter()
-            .map(|(c, why)| match c {
-                Change::Add(ip) => format!("add {ip} ({why})"),
-                Change::Remove(ip) => format!("remove {ip} ({why})"),
-                Change::Ttl(ip) => format!("set ttl of {ip} ({why})"),
-            })
+            .map(|(c, why)| describe(c, why))
             .collect();
-        f.write_str(&parts.join(", "))
+        if parts.is_empty() {
+            f.write_str("no change")?;
+        } else {
+            f.write_str(&parts.join(", "))?;
+        }
+        if !self.queued.is_empty() {
+            let queued: Vec<String> = self
+                .queued
+                .iter()
+                .map(|q| describe(&q.change, &q.limit))
+                .collect();
+            write!(f, "; queued: {}", queued.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -505,6 +538,8 @@ pub fn plan(
         standing,
         held_out,
         kept_for_min_healthy,
+        queued: Vec::new(),
+        beyond_limit: BTreeSet::new(),
     }
 }
 

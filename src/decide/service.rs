@@ -50,6 +50,7 @@ use tokio::time::Instant;
 
 use super::damping::{Damping, DampingEvent, Figure};
 use super::overrides::{OverrideKind, ServiceOverrides};
+use super::safety::{ChangeSafety, Failback, Queued};
 use super::select::{SelectEvent, Selector};
 use super::{Doubts, Health, Plan, Policies, Policy, Reason};
 use crate::act::{Capabilities, Precondition, Published, RecordChange, WriteError};
@@ -325,6 +326,14 @@ pub enum Event {
     Damping(DampingEvent),
     /// Selection failed over or back between priority tiers, or the canary kill switch moved.
     Select(SelectEvent),
+    /// Change limits (`max_changes`, `max_remove_fraction`) queue changes; reported when the queue
+    /// gains a change.
+    Queued {
+        /// Every queued change, first planned first.
+        queued: Vec<Queued>,
+        /// How long until the next queued change may go, if known.
+        next: Option<Duration>,
+    },
     /// A writer operation failed; retried after `retry`.
     Failed {
         /// What was being done.
@@ -418,6 +427,12 @@ pub struct ServiceCore {
     damping: Option<Damping>,
     /// Selection (`[service.select]`), when the service has it.
     select: Option<Selector>,
+    /// Failback hold-down, when the service has a `readd_delay`.
+    failback: Option<Failback>,
+    /// `max_changes` / `max_remove_fraction` and what they remember.
+    safety: ChangeSafety,
+    /// The queued changes last reported, as (address, is an addition).
+    queued_reported: BTreeSet<(IpAddr, bool)>,
 }
 
 impl ServiceCore {
@@ -467,6 +482,15 @@ impl ServiceCore {
             overrides_checked: now,
             damping: settings.policies.damping.map(Damping::new),
             select: settings.policies.select.clone().map(Selector::new),
+            failback: (!settings.policies.readd_delay.is_zero())
+                .then(|| Failback::new(settings.policies.readd_delay)),
+            safety: ChangeSafety::new(
+                settings.policies.change_rate,
+                settings.policies.max_remove_fraction,
+                settings.interval,
+                settings.policy.min_healthy,
+            ),
+            queued_reported: BTreeSet::new(),
             s: settings,
         }
     }
@@ -514,7 +538,17 @@ impl ServiceCore {
     /// out); `None` until the published records are known.
     pub fn preview(&self, now: Instant) -> Option<Plan> {
         let published = self.published.as_ref()?;
-        Some(self.plan_with_overrides(now, published))
+        let full = self.plan_with_overrides(now, published);
+        Some(self.safety.limit(now, full, published))
+    }
+
+    /// Recovered endpoints still in their failback hold-down (`readd_delay`) at `now`, with when it
+    /// ends (empty without `readd_delay`).
+    pub fn readd_held(&self, now: Instant) -> BTreeMap<IpAddr, Instant> {
+        self.failback
+            .as_ref()
+            .map(|f| f.held(now))
+            .unwrap_or_default()
     }
 
     /// The current removal hold: why, and the addresses it holds back.
@@ -711,6 +745,11 @@ impl ServiceCore {
             }
             out.extend(moved.into_iter().map(|e| Action::Event(Event::Select(e))));
         }
+        if let Some(f) = &mut self.failback {
+            for (ip, h) in &view.health {
+                f.observe(now, *ip, *h);
+            }
+        }
         let became_leader = view.leader && !self.leader;
         self.agreed.clone_from(&view.health);
         self.leader = view.leader;
@@ -746,11 +785,14 @@ impl ServiceCore {
         // the poll that follows them.
         let overrides = self.overrides.next_boundary(self.overrides_checked);
         let damping = self.damping.as_ref().and_then(Damping::next_wake);
-        let failback = self.select.as_ref().and_then(Selector::next_wake);
-        [sync, settle, reconcile, overrides, damping, failback]
-            .into_iter()
-            .flatten()
-            .min()
+        let select = self.select.as_ref().and_then(Selector::next_wake);
+        let failback = self.failback.as_ref().and_then(Failback::next_wake);
+        [
+            sync, settle, reconcile, overrides, damping, select, failback,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Does whatever is due at `now`: at most one writer operation is asked for at a time.
@@ -771,6 +813,12 @@ impl ServiceCore {
                 self.sync_soon(now);
             }
             out.extend(moved.into_iter().map(|e| Action::Event(Event::Select(e))));
+        }
+        if let Some(f) = &mut self.failback
+            && !f.poll(now).is_empty()
+            && self.leader
+        {
+            self.sync_soon(now);
         }
         if now >= self.reconcile_at {
             self.reconcile_at = now + self.s.reconcile_interval;
@@ -844,6 +892,7 @@ impl ServiceCore {
         };
         match result {
             Ok(()) => {
+                self.safety.applied(now, &plan);
                 out.push(Action::Event(Event::Updated(plan.clone())));
                 if std::mem::take(&mut self.drifted) {
                     out.push(Action::Event(Event::DriftRepaired));
@@ -991,6 +1040,30 @@ impl ServiceCore {
                 );
             }
         }
+        if let Some(f) = &self.failback {
+            // Only a return to DNS waits: an endpoint still published (its removal never happened)
+            // stays.
+            let published = |ip: &IpAddr| {
+                self.published
+                    .as_ref()
+                    .is_some_and(|p| p.records.contains_key(ip))
+            };
+            // An operator's force_up publishes the endpoint whatever its history.
+            let active = self.overrides.active(now);
+            let forced_up = |ip: &IpAddr| {
+                active
+                    .get(ip)
+                    .is_some_and(|w| w.kind == OverrideKind::ForceUp)
+            };
+            for ip in f
+                .held(now)
+                .into_keys()
+                .filter(|ip| !published(ip) && !forced_up(ip))
+            {
+                held.entry(ip)
+                    .or_insert(Reason::ReaddDelay { delay: f.delay() });
+            }
+        }
         if let (Some(sel), Some(published)) = (&self.select, &self.published) {
             let excluded: BTreeSet<IpAddr> = held.keys().copied().collect();
             for (ip, why) in sel.held_out(
@@ -1025,12 +1098,15 @@ impl ServiceCore {
             self.recovering_since = None;
         }
         self.in_fallback = plan.policy_applied.is_some();
-        plan
+        let limited = self.safety.limit(now, plan.clone(), published);
+        self.safety.remember(now, &plan);
+        limited
     }
 
     fn plan_and_write(&mut self, now: Instant, published: &Published, out: &mut Vec<Action>) {
         let plan = self.plan(now, published);
         self.last_plan = Some(plan.clone());
+        self.track_queue(now, &plan, out);
         self.track_hold(now, &plan, out);
         self.report_waiting(&plan, out);
         if plan.is_empty() {
@@ -1107,6 +1183,30 @@ impl ServiceCore {
         if let Some(t) = self.recheck_deadline(now) {
             self.sync_by(t);
         }
+    }
+
+    /// Makes sure a plan runs when queued changes may go, and reports the queue when it grows.
+    fn track_queue(&mut self, now: Instant, plan: &Plan, out: &mut Vec<Action>) {
+        let next = self.safety.next_release(now, plan);
+        if let Some(at) = next {
+            self.sync_by(at);
+        }
+        let queued: BTreeSet<(IpAddr, bool)> = plan
+            .queued
+            .iter()
+            .filter_map(|q| match q.change {
+                super::Change::Add(ip) => Some((ip, true)),
+                super::Change::Remove(ip) => Some((ip, false)),
+                super::Change::Ttl(_) => None,
+            })
+            .collect();
+        if !queued.is_subset(&self.queued_reported) {
+            out.push(Action::Event(Event::Queued {
+                queued: plan.queued.clone(),
+                next: next.map(|t| t.saturating_duration_since(now)),
+            }));
+        }
+        self.queued_reported = queued;
     }
 
     /// Says once per endpoint when removals wait for its first verdict.

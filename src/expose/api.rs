@@ -139,6 +139,9 @@ pub struct WriterDetail {
     pub standing: Vec<StandingStatus>,
     /// What would change now.
     pub pending: Vec<ChangeStatus>,
+    /// Changes a change limit (`max_changes`, `max_remove_fraction`) holds back, first planned
+    /// first.
+    pub queued: Vec<ChangeStatus>,
 }
 
 /// What would change now.
@@ -170,6 +173,9 @@ pub struct WriterPlan {
     pub planned: bool,
     /// The changes, each with its reason (empty: nothing to change).
     pub changes: Vec<ChangeStatus>,
+    /// Changes a change limit (`max_changes`, `max_remove_fraction`) holds back, first planned
+    /// first (empty: none).
+    pub queued: Vec<ChangeStatus>,
 }
 
 #[derive(OpenApi)]
@@ -308,6 +314,7 @@ pub(super) async fn service(State(state): State<NodeState>, Path(fqdn): Path<Str
             last_error: w.last_error.clone(),
             standing: w.standing.clone(),
             pending: w.pending.clone(),
+            queued: w.queued.clone(),
         })
         .collect();
     Json(ServiceDetail {
@@ -354,6 +361,7 @@ pub(super) async fn plan(State(state): State<NodeState>) -> Response {
                         name: w.name.clone(),
                         planned: !w.standing.is_empty(),
                         changes: w.pending.clone(),
+                        queued: w.queued.clone(),
                     })
                     .collect(),
             })

@@ -306,6 +306,22 @@ pub fn render(
         }
     }
     out.family(
+        "rrguard_changes_queued",
+        "gauge",
+        "Record changes a change limit (max_changes, max_remove_fraction) holds back for the service at the writer.",
+    );
+    for s in &status.services {
+        for w in &s.writers {
+            if !w.standing.is_empty() {
+                out.sample(
+                    "rrguard_changes_queued",
+                    &[("service", &s.fqdn), ("writer", &w.name)],
+                    w.queued.len() as f64,
+                );
+            }
+        }
+    }
+    out.family(
         "rrguard_dns_writes_total",
         "counter",
         "DNS writes by service, writer and result (ok, or error for a failed attempt).",

@@ -590,6 +590,19 @@ impl NodeState {
         self.probes_tx.subscribe()
     }
 
+    /// Sets, for `service` through `writer`, the changes a change limit queues (see
+    /// [`WriterStatus::queued`]).
+    pub fn set_writer_queue(&self, service: &str, writer: &str, queued: Vec<ChangeStatus>) {
+        let mut inner = self.write();
+        if let Some(w) = inner
+            .services
+            .get_mut(service)
+            .and_then(|s| s.status.writers.iter_mut().find(|w| w.name == writer))
+        {
+            w.queued = queued;
+        }
+    }
+
     /// Records this node's latest probe of `endpoint` of `service` and the local verdict after it
     /// (`verdict`: the endpoint's `HealthMachine` state). A changed verdict restarts `since_unix_ms`
     /// and adds a [`EventKind::ProbeTransition`] event.

@@ -194,6 +194,9 @@ pub struct WriterStatus {
     pub standing: Vec<StandingStatus>,
     /// What that plan would change now (empty: nothing).
     pub pending: Vec<ChangeStatus>,
+    /// Changes that plan wants but a change limit (`max_changes`, `max_remove_fraction`) holds
+    /// back, first planned first; `reason` names the limit (empty: none).
+    pub queued: Vec<ChangeStatus>,
 }
 
 /// One published address record.
@@ -244,6 +247,7 @@ impl WriterStatus {
             records: Vec::new(),
             standing: Vec::new(),
             pending: Vec::new(),
+            queued: Vec::new(),
         }
     }
 }

@@ -847,3 +847,124 @@ fn a_reconcile_that_finds_drift_repairs_it_and_says_so_once() {
     assert_eq!(rig.published(), [ip(a), ip(b)].into());
     assert_eq!(drift(&rig), 2, "{:?}", rig.events);
 }
+
+/// `readd_delay` and the change limits, driven through the service core.
+mod safety {
+    use super::*;
+    use crate::decide::safety::ChangeRate;
+
+    const A: &str = "127.0.0.2";
+    const B: &str = "127.0.0.3";
+    const C: &str = "127.0.0.4";
+
+    fn readd(delay: u64) -> Policies {
+        Policies {
+            readd_delay: Duration::from_secs(delay),
+            ..Policies::default()
+        }
+    }
+
+    /// One probe of each endpoint per second for `secs` seconds, each passing as `up` says.
+    fn run(rig: &mut Rig, secs: u32, up: &[(&str, bool)]) {
+        for _ in 0..secs {
+            for (e, ok) in up {
+                rig.probe(e, *ok);
+            }
+            let t = rig.at() + Duration::from_secs(1);
+            rig.until(t);
+        }
+    }
+
+    #[test]
+    fn a_recovered_endpoint_returns_after_readd_delay_not_before() {
+        let mut rig = Rig::with_policies(&[A, B], 2, 2, 30, published(&[A, B], 30), readd(30));
+        run(&mut rig, 3, &[(A, true), (B, true)]);
+        assert!(
+            rig.applied.is_empty(),
+            "a first verdict of up is no recovery"
+        );
+        run(&mut rig, 3, &[(A, false), (B, true)]);
+        assert_eq!(rig.published(), [ip(B)].into());
+        // A recovers: agreed up after rise = 2 probes, then held out for 30 s.
+        rig.probe(A, true);
+        let t = rig.at() + Duration::from_secs(1);
+        rig.until(t);
+        rig.probe(A, true);
+        assert_eq!(rig.health[&ip(A)], Health::Up);
+        let up_at = rig.at();
+        let preview = rig.core.preview(rig.now).unwrap();
+        assert_eq!(preview.standing[&ip(A)].reason.kind(), "readd_delay");
+        assert!(!preview.standing[&ip(A)].published);
+        assert_eq!(
+            rig.core.readd_held(rig.now).get(&ip(A)),
+            Some(&(rig.now + Duration::from_secs(30)))
+        );
+        let writes = rig.applied.len();
+        // next_wake wakes the core when the hold-down ends, with no probe in between.
+        rig.until(up_at + Duration::from_secs(29));
+        assert_eq!(rig.applied.len(), writes, "{:?}", rig.applied);
+        rig.until(up_at + Duration::from_secs(30));
+        assert_eq!(rig.applied.len(), writes + 1);
+        assert_eq!(
+            rig.applied.last().unwrap().0,
+            up_at + Duration::from_secs(30)
+        );
+        assert_eq!(rig.published(), [ip(A), ip(B)].into());
+    }
+
+    #[test]
+    fn readd_delay_never_takes_the_service_below_min_healthy() {
+        // Both fail, keep_all keeps both; A recovers: it is published (never removed), so it stays,
+        // and B, down, goes: A is not held out for a recovery it never needed.
+        let mut rig = Rig::with_policies(&[A, B], 2, 2, 30, published(&[A, B], 30), readd(30));
+        run(&mut rig, 3, &[(A, true), (B, true)]);
+        run(&mut rig, 3, &[(A, false), (B, false)]);
+        assert_eq!(rig.published(), [ip(A), ip(B)].into(), "keep_all");
+        run(&mut rig, 3, &[(A, true), (B, false)]);
+        assert_eq!(rig.published(), [ip(A)].into());
+
+        // Removed, then the only endpoint up again: held out, yet published for min_healthy.
+        let mut rig =
+            Rig::with_policies(&[A, B, C], 2, 2, 30, published(&[A, B, C], 30), readd(30));
+        run(&mut rig, 3, &[(A, true), (B, true), (C, false)]);
+        run(&mut rig, 3, &[(A, false), (B, true), (C, false)]);
+        assert_eq!(rig.published(), [ip(B)].into());
+        run(&mut rig, 3, &[(A, true), (B, false), (C, false)]);
+        assert_eq!(rig.published(), [ip(A)].into(), "{:?}", rig.applied);
+        let plan = rig.core.last_plan().unwrap();
+        assert_eq!(plan.kept_for_min_healthy, [ip(A)].into(), "{plan:?}");
+        assert_eq!(plan.standing[&ip(A)].reason.kind(), "kept_for_min_healthy");
+    }
+
+    #[test]
+    fn max_changes_queues_removals_and_applies_them_when_the_window_frees() {
+        let policies = Policies {
+            change_rate: Some(ChangeRate {
+                max_changes: 1,
+                window: Duration::from_secs(60),
+            }),
+            ..Policies::default()
+        };
+        let mut rig = Rig::with_policies(&[A, B, C], 2, 2, 30, published(&[A, B, C], 30), policies);
+        run(&mut rig, 3, &[(A, true), (B, true), (C, true)]);
+        run(&mut rig, 3, &[(A, false), (B, false), (C, true)]);
+        assert_eq!(rig.applied.len(), 1, "{:?}", rig.applied);
+        let first = rig.applied[0].0;
+        let plan = rig.core.last_plan().unwrap().clone();
+        assert_eq!(plan.queued.len(), 1, "{plan}");
+        assert!(
+            rig.events
+                .iter()
+                .any(|(_, e)| matches!(e, Event::Queued { queued, .. } if queued.len() == 1)),
+            "{:?}",
+            rig.events
+        );
+        // The next removal goes when the first leaves the window, by the core's own wake-up.
+        let t = first + Duration::from_secs(60);
+        rig.until(t);
+        assert_eq!(rig.applied.len(), 2, "{:?}", rig.applied);
+        assert_eq!(rig.applied[1].0, t);
+        assert_eq!(rig.published(), [ip(C)].into());
+        assert!(rig.core.last_plan().unwrap().queued.is_empty());
+    }
+}

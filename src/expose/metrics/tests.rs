@@ -45,6 +45,19 @@ fn status() -> NodeStatus {
             reason: "up".to_owned(),
         })
         .collect();
+    let change = |op: &str, reason_kind: &str| crate::state::ChangeStatus {
+        op: op.to_owned(),
+        address: "192.0.2.2".to_owned(),
+        reason_kind: reason_kind.to_owned(),
+        reason: String::new(),
+    };
+    writer.standing = vec![crate::state::StandingStatus {
+        address: "192.0.2.2".to_owned(),
+        published: true,
+        reason_kind: "queued".to_owned(),
+        reason: String::new(),
+    }];
+    writer.queued = vec![change("remove", "queued")];
     NodeStatus {
         node: "n1".to_owned(),
         generation: 1,
@@ -260,6 +273,7 @@ fn probe_and_cluster_values_follow_the_snapshot() {
         "rrguard_live_nodes 1".to_owned(),
         "rrguard_build_info{version=\"1.2.3\"} 1".to_owned(),
         r#"rrguard_published_records{service="www.example.test.",writer="primary"} 2"#.to_owned(),
+        r#"rrguard_changes_queued{service="www.example.test.",writer="primary"} 1"#.to_owned(),
     ] {
         assert!(l.contains(&want.as_str()), "missing {want}\n{text}");
     }
@@ -313,7 +327,7 @@ fn every_family_has_help_and_type_once_and_every_sample_a_family() {
         }
     }
     assert_eq!(typed.len(), helped.len());
-    assert_eq!(typed.len(), 25, "{typed:?}");
+    assert_eq!(typed.len(), 26, "{typed:?}");
 }
 
 #[test]
