@@ -190,6 +190,15 @@ fn example_config_documents_every_option() {
                 .replace("BOGUS_CHECK", ""),
         ),
         (
+            "[service.self_register]",
+            service("tcp")
+                .replace(
+                    "BOGUS_SERVICE",
+                    "[service.self_register]\naddress = \"interface:lo\"\nzzz_bogus = 1",
+                )
+                .replace("BOGUS_CHECK", ""),
+        ),
+        (
             "tcp check",
             service("tcp")
                 .replace("BOGUS_SERVICE", "")

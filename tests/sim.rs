@@ -216,6 +216,7 @@ impl Sim {
             all_down: AllDownPolicy::KeepAll,
             remove_unlisted: false,
             ttl: 30,
+            self_register: false,
         };
         // Alternating results never reach fall or rise in a row only when both are at least 2.
         let flapper = (fall >= 2 && rise >= 2 && rng.chance(300)).then_some(endpoints[0]);

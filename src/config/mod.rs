@@ -232,6 +232,9 @@ pub struct ServiceConfig {
     pub quorum: Option<crate::agree::Quorum>,
     /// Selection and change-safety policies (`[service.damping]`, ...); all off by default.
     pub policies: crate::decide::Policies,
+    /// `[service.self_register]`: the service's one endpoint is this node's own address, discovered
+    /// at start and on reload (`endpoints` is then empty in the file and filled by the daemon).
+    pub self_register: Option<crate::observe::selfaddr::SelfRegisterConfig>,
     /// How endpoints are probed.
     pub check: CheckConfig,
 }

@@ -196,7 +196,8 @@ pub struct RawService {
     pub writers: Option<Vec<String>>,
     /// Record TTL.
     pub ttl: Option<u32>,
-    /// Endpoint addresses.
+    /// Endpoint addresses (none with `[service.self_register]`).
+    #[serde(default)]
     pub endpoints: Vec<String>,
     /// Probe interval.
     #[serde(default, deserialize_with = "opt_duration")]
@@ -234,6 +235,8 @@ pub struct RawService {
     pub change_window: Option<Duration>,
     /// Largest fraction of the record set removed in one step; absent: 1 (off).
     pub max_remove_fraction: Option<f64>,
+    /// `[service.self_register]`: the endpoint is this node's own address; absent: off.
+    pub self_register: Option<RawSelfRegister>,
     /// How several checks combine: `"all"` (default) or `"any"`.
     pub check_mode: Option<crate::observe::check::CheckMode>,
     /// How to probe: `[service.check]`, or several `[[service.check]]`.
@@ -334,6 +337,19 @@ pub struct RawSelect {
     pub canaries: Vec<String>,
     /// More canaries failing than this withdraws them all.
     pub canary_max_failing: Option<usize>,
+}
+
+/// `[service.self_register]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelfRegister {
+    /// `"interface:NAME"`, `"url:URL"` or `"metadata:URL"`.
+    pub address: String,
+    /// `"ipv4"` or `"ipv6"`.
+    pub family: Option<crate::observe::selfaddr::AddressFamily>,
+    /// Remove the node's own address on SIGTERM/SIGINT (never the last record).
+    #[serde(default)]
+    pub remove_on_shutdown: bool,
 }
 
 /// `[service.check]`, by `type`.

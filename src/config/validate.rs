@@ -347,7 +347,15 @@ fn service(
     let (fqdn, zone) = service_name(s, spath, errs);
     let label = fqdn.clone().unwrap_or_else(|| s.fqdn.clone());
     let writer_names = writer_refs(s, &label, spath, writers, errs);
-    let endpoints = endpoints(s, &label, spath, errs);
+    let self_register = s
+        .self_register
+        .as_ref()
+        .and_then(|r| self_register(s, r, &label, spath, errs));
+    let endpoints = if s.self_register.is_some() {
+        Vec::new()
+    } else {
+        endpoints(s, &label, spath, errs)
+    };
     let counts = counts(s, d, &label, spath, errs);
     let timeout = s.timeout.or(d.timeout).unwrap_or(DEFAULT_TIMEOUT);
     let ctx = CheckContext {
@@ -375,12 +383,79 @@ fn service(
         fall: counts.fall,
         rise: counts.rise,
         confirm_interval,
-        min_healthy: counts.min_healthy,
-        all_down: s.all_down.or(d.all_down).unwrap_or_default(),
+        // Self-registration: the other nodes' addresses count towards one record (`Policy`).
+        min_healthy: if self_register.is_some() {
+            1
+        } else {
+            counts.min_healthy
+        },
+        all_down: if self_register.is_some() {
+            AllDownPolicy::KeepLast
+        } else {
+            s.all_down.or(d.all_down).unwrap_or_default()
+        },
         remove_unlisted: s.remove_unlisted,
         quorum,
         policies,
+        self_register,
         check: check?,
+    })
+}
+
+/// `[service.self_register]`: a known source, and none of the options that would contradict it (its
+/// endpoint is discovered; the other nodes' addresses are never removed; the last record stays).
+fn self_register(
+    s: &RawService,
+    r: &super::raw::RawSelfRegister,
+    label: &str,
+    spath: &[Seg],
+    errs: &mut Errors,
+) -> Option<crate::observe::selfaddr::SelfRegisterConfig> {
+    let rpath = with(spath, &[Key("self_register")]);
+    let address = r
+        .address
+        .parse()
+        .map_err(|m| {
+            errs.at(
+                &with(&rpath, &[Key("address")]),
+                format!("service {label:?}: self_register address {m}"),
+            )
+        })
+        .ok();
+    let conflicts: [(&str, bool, &str); 4] = [
+        (
+            "endpoints",
+            !s.endpoints.is_empty(),
+            "the endpoint is this node's own address, discovered from self_register.address; remove endpoints",
+        ),
+        (
+            "remove_unlisted",
+            s.remove_unlisted,
+            "the other addresses at the name are other nodes' and are left alone; remove remove_unlisted",
+        ),
+        (
+            "min_healthy",
+            s.min_healthy.is_some_and(|m| m != 1),
+            "a self-registered name keeps at least one record, counting the other nodes' addresses; remove min_healthy",
+        ),
+        (
+            "all_down",
+            s.all_down.is_some_and(|a| a != AllDownPolicy::KeepLast),
+            "a self-registered name keeps what it publishes (keep_last) and never adds a failing node; remove all_down",
+        ),
+    ];
+    for (key, bad, why) in conflicts {
+        if bad {
+            errs.at(
+                &with(spath, &[Key(key)]),
+                format!("service {label:?}: {key} does not go with [service.self_register]: {why}"),
+            );
+        }
+    }
+    Some(crate::observe::selfaddr::SelfRegisterConfig {
+        address: address?,
+        family: r.family,
+        remove_on_shutdown: r.remove_on_shutdown,
     })
 }
 
@@ -924,7 +999,7 @@ fn counts(
         check_ttl(t, &with(spath, &[Key("ttl")]), errs);
     }
     let min_healthy = match s.min_healthy {
-        Some(m) if m > s.endpoints.len() => {
+        Some(m) if m > s.endpoints.len() && s.self_register.is_none() => {
             errs.at(
                 &with(spath, &[Key("min_healthy")]),
                 format!(

@@ -55,6 +55,7 @@ impl Controller {
             .map(|(i, (core, writer))| Lane {
                 svc: svc.clone(),
                 per_node: writer.capabilities().per_node,
+                local: svc.self_register.is_some(),
                 core,
                 writer,
                 state: state.clone(),
@@ -173,6 +174,10 @@ struct Lane {
     core: ServiceCore,
     writer: Arc<dyn Writer>,
     per_node: bool,
+    /// A self-registered service (`[service.self_register]`): per node, it follows this node's own
+    /// verdicts and writes on every node, whatever the cluster says (each node manages only its own
+    /// address; `decide::Policy::self_register`).
+    local: bool,
     state: NodeState,
     /// The first lane votes and reports probes and health events; the others only write.
     votes_tx: Option<mpsc::UnboundedSender<(VoteKey, Health)>>,
@@ -235,7 +240,15 @@ impl Lane {
         let view = self.view_rx.borrow_and_update().clone();
         self.isolated = view.isolated.is_some();
         let local = self.core.local_health();
-        let service_view = ServiceView::for_writer(&view, &self.svc.fqdn, self.per_node, &local);
+        let service_view = if self.local {
+            ServiceView {
+                health: local,
+                leader: true,
+                live_nodes: 1,
+            }
+        } else {
+            ServiceView::for_writer(&view, &self.svc.fqdn, self.per_node, &local)
+        };
         let actions = self.core.on_view(Instant::now(), &service_view);
         self.execute(actions).await;
     }
@@ -267,7 +280,7 @@ impl Lane {
         }
         self.execute(actions).await;
         // An isolated per-node lane follows its own verdicts, which only probes change.
-        if self.per_node && self.isolated {
+        if (self.per_node && self.isolated) || self.local {
             self.on_view().await;
         }
     }

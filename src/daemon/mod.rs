@@ -19,6 +19,7 @@ pub mod controller;
 pub mod notify;
 pub mod plan;
 pub mod replicate;
+mod selfreg;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -233,6 +234,7 @@ pub async fn run(
             &generation,
             &resources,
             &lag,
+            &shutdown,
         )?;
         info!(
             node = %config.node.id,
@@ -319,6 +321,8 @@ struct Generation {
     dry_run: bool,
     agreement: AgreementHandle,
     cancel: CancellationToken,
+    /// The daemon's own token: cancelled on SIGTERM/SIGINT, not on reload.
+    shutdown: CancellationToken,
     lag: LagHandle,
 }
 
@@ -333,6 +337,7 @@ impl Generation {
         cancel: &CancellationToken,
         resources: &act::Resources,
         lag: &LagHandle,
+        shutdown: &CancellationToken,
     ) -> Result<Self, act::BuildError> {
         let mut writers = act::build_all(&config.writers, resources)?;
         for (name, w) in writers.iter_mut() {
@@ -354,9 +359,24 @@ impl Generation {
             dry_run: opts.dry_run,
             agreement: agreement.clone(),
             cancel: cancel.clone(),
+            shutdown: shutdown.clone(),
             lag: lag.clone(),
         };
         for svc in &config.services {
+            if svc.self_register.is_some() {
+                // Its endpoint is known once discovered: hand it what this service carried.
+                let keys: Vec<_> = carried
+                    .keys()
+                    .filter(|(fqdn, _)| *fqdn == svc.fqdn)
+                    .cloned()
+                    .collect();
+                let mine = keys
+                    .into_iter()
+                    .filter_map(|k| carried.remove_entry(&k))
+                    .collect();
+                g.spawn_self_registered(svc.clone(), mine);
+                continue;
+            }
             let mut machines = BTreeMap::new();
             for ip in &svc.endpoints {
                 let key = (svc.fqdn.clone(), *ip);
@@ -375,33 +395,24 @@ impl Generation {
         Ok(g)
     }
 
+    /// What a controller of this generation is built from.
+    fn builder(&self) -> Builder {
+        Builder {
+            state: self.state.clone(),
+            writers: self.writers.clone(),
+            reconcile_interval: self.reconcile_interval,
+            dry_run: self.dry_run,
+            agreement: self.agreement.clone(),
+            lag: self.lag.clone(),
+        }
+    }
+
     fn spawn(&mut self, svc: ServiceConfig, machines: BTreeMap<IpAddr, HealthMachine>) {
-        // One core per writer, each with the same carried-over verdicts.
-        let lanes = svc
-            .writers
-            .iter()
-            .map(|name| {
-                let writer = self.writers[name].clone();
-                let settings = Settings::of(
-                    &svc,
-                    writer.capabilities(),
-                    self.reconcile_interval,
-                    self.dry_run,
-                );
-                (
-                    ServiceCore::new(settings, machines.clone(), Instant::now()),
-                    writer,
-                )
-            })
-            .collect();
-        let controller = Controller::new(
-            svc.clone(),
-            lanes,
-            self.state.clone(),
-            self.agreement.votes_tx.clone(),
-            self.agreement.view_rx.clone(),
-        )
-        .watched_by(self.lag.clone());
+        if svc.self_register.is_some() {
+            self.spawn_self_registered(svc, Carried::new());
+            return;
+        }
+        let controller = self.builder().build(&svc, machines);
         let cancel = self.cancel.clone();
         let fqdn = svc.fqdn.clone();
         let check = svc.check.clone();
@@ -410,6 +421,49 @@ impl Generation {
             machines
                 .into_iter()
                 .map(|(ip, m)| ((fqdn.clone(), ip), (check.clone(), m)))
+                .collect()
+        });
+        self.services.insert(handle.id(), svc);
+    }
+
+    /// A `[service.self_register]` service: discover this node's address (retried until the
+    /// generation ends), run the controller with it as the one endpoint, and on shutdown remove it
+    /// if so configured ([`selfreg`]).
+    fn spawn_self_registered(&mut self, svc: ServiceConfig, mut carried: Carried) {
+        let builder = self.builder();
+        let cancel = self.cancel.clone();
+        let shutdown = self.shutdown.clone();
+        let task_svc = svc.clone();
+        let handle = self.set.spawn(async move {
+            let mut svc = task_svc;
+            let Some(reg) = svc.self_register.clone() else {
+                return Vec::new();
+            };
+            let Some(ip) = selfreg::discover_until(&reg, &svc.fqdn, &cancel).await else {
+                return carried.into_iter().collect();
+            };
+            svc.endpoints = vec![ip];
+            let machine = match carried.remove(&(svc.fqdn.clone(), ip)) {
+                Some((check, m))
+                    if check == svc.check && m.thresholds() == (svc.fall, svc.rise) =>
+                {
+                    m
+                }
+                _ => HealthMachine::new(svc.fall, svc.rise),
+            };
+            let controller = builder.build(&svc, [(ip, machine)].into());
+            let machines = controller.run(cancel).await;
+            if shutdown.is_cancelled() && reg.remove_on_shutdown {
+                let writers: Vec<Arc<dyn Writer>> = svc
+                    .writers
+                    .iter()
+                    .filter_map(|n| builder.writers.get(n).cloned())
+                    .collect();
+                selfreg::remove_on_shutdown(&svc, ip, &writers, builder.dry_run).await;
+            }
+            machines
+                .into_iter()
+                .map(|(ip, m)| ((svc.fqdn.clone(), ip), (svc.check.clone(), m)))
                 .collect()
         });
         self.services.insert(handle.id(), svc);
@@ -435,6 +489,48 @@ impl Generation {
             .map(|ip| (*ip, HealthMachine::new(svc.fall, svc.rise)))
             .collect();
         self.spawn(svc, machines);
+    }
+}
+
+/// What a service's controller is built from (cloned into a self-registered service's task, which
+/// builds its controller once its address is known).
+struct Builder {
+    state: NodeState,
+    writers: HashMap<String, Arc<dyn Writer>>,
+    reconcile_interval: Duration,
+    dry_run: bool,
+    agreement: AgreementHandle,
+    lag: LagHandle,
+}
+
+impl Builder {
+    fn build(&self, svc: &ServiceConfig, machines: BTreeMap<IpAddr, HealthMachine>) -> Controller {
+        // One core per writer, each with the same carried-over verdicts.
+        let lanes = svc
+            .writers
+            .iter()
+            .map(|name| {
+                let writer = self.writers[name].clone();
+                let settings = Settings::of(
+                    svc,
+                    writer.capabilities(),
+                    self.reconcile_interval,
+                    self.dry_run,
+                );
+                (
+                    ServiceCore::new(settings, machines.clone(), Instant::now()),
+                    writer,
+                )
+            })
+            .collect();
+        Controller::new(
+            svc.clone(),
+            lanes,
+            self.state.clone(),
+            self.agreement.votes_tx.clone(),
+            self.agreement.view_rx.clone(),
+        )
+        .watched_by(self.lag.clone())
     }
 }
 

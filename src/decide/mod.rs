@@ -56,6 +56,12 @@ pub struct Policy {
     pub remove_unlisted: bool,
     /// TTL (s) of every record at the name.
     pub ttl: u32,
+    /// Self-registration (`[service.self_register]`): the endpoints are this node's own address, the
+    /// other addresses at the name belong to other nodes and count towards `min_healthy` (they are
+    /// never probed here, so they count as up); below it, what is published is kept and nothing
+    /// down is added (`keep_last` without its `keep_all` fallback), so the last record of the RRset
+    /// is never removed and a failing node never adds itself.
+    pub self_register: bool,
 }
 
 impl Policy {
@@ -67,6 +73,7 @@ impl Policy {
             all_down: svc.all_down,
             remove_unlisted: svc.remove_unlisted,
             ttl: svc.ttl,
+            self_register: svc.self_register.is_some(),
         }
     }
 }
@@ -431,6 +438,8 @@ struct Sets {
     addresses: BTreeSet<IpAddr>,
     published_managed: BTreeSet<IpAddr>,
     blocking_unknown: BTreeSet<IpAddr>,
+    /// Published addresses of other nodes that count towards `min_healthy` (self-registration only).
+    others: usize,
 }
 
 impl Sets {
@@ -469,6 +478,11 @@ impl Sets {
             .copied()
             .filter(|ip| verdict(ip) == Health::Unknown && !doubts.unsettled.contains(ip))
             .collect();
+        let others = if policy.self_register {
+            addresses.difference(&managed).count()
+        } else {
+            0
+        };
         Sets {
             managed,
             up,
@@ -476,6 +490,7 @@ impl Sets {
             addresses,
             published_managed,
             blocking_unknown,
+            others,
         }
     }
 }
@@ -635,17 +650,22 @@ fn managed_target(
     // A policy keeps up endpoints out only while enough others remain: put them back first.
     let mut kept = BTreeSet::new();
     for ip in &sets.up_held {
-        if base.len() >= policy.min_healthy {
+        if base.len() + sets.others >= policy.min_healthy {
             break;
         }
         if base.insert(*ip) {
             kept.insert(*ip);
         }
     }
-    if base.len() >= policy.min_healthy {
+    if base.len() + sets.others >= policy.min_healthy {
         return (base.clone(), base, None, kept);
     }
     let up_all: BTreeSet<IpAddr> = sets.up.iter().chain(&sets.up_held).copied().collect();
+    if policy.self_register {
+        // The last record stays; a node that fails its own check never adds itself.
+        let target = sets.published_managed.union(&up_all).copied().collect();
+        return (base, target, Some(AllDownPolicy::KeepLast), kept);
+    }
     let target = match policy.all_down {
         AllDownPolicy::KeepAll => sets.managed.clone(),
         AllDownPolicy::KeepLast => {
@@ -674,14 +694,16 @@ fn hold_back(
         return deferred;
     }
     // Endpoints that would remain and that this node sees solidly up (or, unsettled, has stopped
-    // doubting once the hold ended: the caller then passes no in-doubt set).
+    // doubting once the hold ended: the caller then passes no in-doubt set), and other nodes'
+    // self-registered addresses, which this node does not probe.
     let confirmed_up = desired
         .iter()
         .filter(|ip| {
             (verdict(ip) == Health::Up || doubts.unsettled.contains(ip))
                 && !doubts.in_doubt.contains(ip)
         })
-        .count();
+        .count()
+        + sets.others;
     let removals: Vec<IpAddr> = sets
         .published_managed
         .difference(desired)

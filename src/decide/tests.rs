@@ -27,6 +27,7 @@ fn policy(eps: &[&str], min_healthy: usize, all_down: AllDownPolicy) -> Policy {
         all_down,
         remove_unlisted: false,
         ttl: TTL,
+        self_register: false,
     }
 }
 
@@ -180,7 +181,7 @@ proptest! {
         results in prop::collection::vec((any::<u8>(), any::<bool>()), 0..200),
     ) {
         let min_healthy = (endpoints.len() * min_frac).div_ceil(100).max(1);
-        let p = Policy { endpoints: endpoints.clone(), min_healthy, all_down: AllDownPolicy::KeepAll, remove_unlisted: false, ttl: TTL };
+        let p = Policy { endpoints: endpoints.clone(), min_healthy, all_down: AllDownPolicy::KeepAll, remove_unlisted: false, ttl: TTL, self_register: false };
         let mut machines: BTreeMap<IpAddr, HealthMachine> =
             endpoints.iter().map(|ip| (*ip, HealthMachine::new(fall, rise))).collect();
         let mut published: BTreeSet<IpAddr> = endpoints
@@ -221,7 +222,7 @@ proptest! {
         prop_assume!(!up.is_empty());
         let published: BTreeSet<IpAddr> = endpoints.iter().enumerate()
             .filter(|(i, _)| published_mask & (1 << i) != 0).map(|(_, ip)| *ip).collect();
-        let p = Policy { endpoints, min_healthy: 1, all_down: AllDownPolicy::KeepAll, remove_unlisted: false, ttl: TTL };
+        let p = Policy { endpoints, min_healthy: 1, all_down: AllDownPolicy::KeepAll, remove_unlisted: false, ttl: TTL, self_register: false };
         let pl = plan(&p, &h, &published, &BTreeSet::new());
         prop_assert_eq!(pl.desired, up);
     }
@@ -571,6 +572,91 @@ proptest! {
             for ip in doubts.held_out.keys() {
                 prop_assert!(!pl.desired.contains(ip) || pl.deferred.contains(ip), "{pl:?}");
             }
+        }
+    }
+}
+
+/// A self-registering node's policy: its own address `A` is the one endpoint, `min_healthy = 1`.
+fn self_policy() -> Policy {
+    Policy {
+        self_register: true,
+        ..policy(&[A], 1, AllDownPolicy::KeepLast)
+    }
+}
+
+#[test]
+fn self_registration_adds_its_address_while_up_and_leaves_the_others_alone() {
+    let p = self_policy();
+    let pl = plan(&p, &health(&[(A, Health::Up)]), &set(&[B, X]), &none());
+    assert_eq!(pl.desired, set(&[A, B, X]));
+    assert_eq!(pl.additions(), set(&[A]));
+    assert!(pl.removals().is_empty());
+}
+
+#[test]
+fn self_registration_removes_its_address_when_down_while_others_remain() {
+    let p = self_policy();
+    let pl = plan(&p, &health(&[(A, Health::Down)]), &set(&[A, B]), &none());
+    assert_eq!(pl.desired, set(&[B]));
+    assert_eq!(pl.removals(), set(&[A]));
+    assert_eq!(
+        pl.deferred,
+        none(),
+        "other nodes' addresses count as up: no hold"
+    );
+}
+
+#[test]
+fn self_registration_never_removes_the_last_record() {
+    let p = self_policy();
+    let pl = plan(&p, &health(&[(A, Health::Down)]), &set(&[A]), &none());
+    assert_eq!(pl.desired, set(&[A]));
+    assert!(pl.is_empty());
+    assert_eq!(pl.policy_applied, Some(AllDownPolicy::KeepLast));
+}
+
+#[test]
+fn self_registration_never_adds_a_failing_node_even_to_an_empty_name() {
+    let p = self_policy();
+    for published in [none(), set(&[B])] {
+        let pl = plan(&p, &health(&[(A, Health::Down)]), &published, &none());
+        assert!(!pl.desired.contains(&ip(A)), "{pl:?}");
+        assert!(pl.is_empty(), "{pl:?}");
+    }
+}
+
+#[test]
+fn without_self_registration_the_others_do_not_count() {
+    // The same inputs under keep_last without the flag: the down endpoint is kept (others do not
+    // count towards min_healthy), which shows the flag is what lets the removal through.
+    let p = policy(&[A], 1, AllDownPolicy::KeepLast);
+    let pl = plan(&p, &health(&[(A, Health::Down)]), &set(&[A, B]), &none());
+    assert!(pl.desired.contains(&ip(A)));
+}
+
+proptest! {
+    #[test]
+    fn self_registration_never_empties_a_published_rrset_nor_adds_itself_unless_up(
+        state in 0u8..3,
+        self_published in any::<bool>(),
+        others in 0usize..3,
+    ) {
+        let p = self_policy();
+        let v = match state { 0 => Health::Up, 1 => Health::Down, _ => Health::Unknown };
+        let mut published: BTreeSet<IpAddr> = [B, X, "192.0.2.50"].iter().take(others).map(|s| ip(s)).collect();
+        if self_published {
+            published.insert(ip(A));
+        }
+        let pl = plan(&p, &health(&[(A, v)]), &published, &none());
+        if !published.is_empty() {
+            prop_assert!(!pl.desired.is_empty(), "{pl:?}");
+        }
+        if !self_published && v != Health::Up {
+            prop_assert!(!pl.desired.contains(&ip(A)), "{pl:?}");
+        }
+        // Other nodes' addresses are never touched.
+        for o in published.iter().filter(|o| **o != ip(A)) {
+            prop_assert!(pl.desired.contains(o), "{pl:?}");
         }
     }
 }

@@ -8,9 +8,12 @@
 //! - [`health`]: the sans-I/O fall/rise state machine.
 //! - [`lag`]: the probe engine's own lateness; a failure while rrguard itself was late abstains
 //!   instead of counting against the endpoint.
+//! - [`selfaddr`]: self-registration's sources of this node's own address (an interface, an echo
+//!   URL, a cloud metadata URL).
 
 pub mod check;
 pub mod health;
 pub mod lag;
 pub mod probe;
 pub mod scheduler;
+pub mod selfaddr;

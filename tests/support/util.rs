@@ -254,6 +254,7 @@ pub fn service_config(
         remove_unlisted: false,
         quorum: None,
         policies: Default::default(),
+        self_register: None,
         check: CheckConfig::Tcp(TcpCheckConfig::connect(80)),
     }
 }

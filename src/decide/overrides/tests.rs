@@ -31,6 +31,7 @@ fn policy(min_healthy: usize) -> Policy {
         all_down: AllDownPolicy::KeepAll,
         remove_unlisted: false,
         ttl: TTL,
+        self_register: false,
     }
 }
 

@@ -56,6 +56,7 @@ impl Drive {
                 all_down,
                 remove_unlisted: false,
                 ttl: TTL,
+                self_register: false,
             },
             safety: ChangeSafety::new(rate, fraction, INTERVAL, min_healthy),
             published: Published::with_ttl(endpoints, TTL),

@@ -306,6 +306,7 @@ fn the_planner_puts_selected_out_endpoints_back_for_min_healthy() {
         all_down: AllDownPolicy::KeepAll,
         remove_unlisted: false,
         ttl: 30,
+        self_register: false,
     };
     let published = Published::with_ttl(set(&[1, 2, 3]), 30);
     let doubts = Doubts {
@@ -353,6 +354,7 @@ proptest! {
             all_down: AllDownPolicy::KeepAll,
             remove_unlisted: false,
             ttl: 30,
+            self_register: false,
         };
         let records = Published::with_ttl(published.clone(), 30);
         for (lat, pick) in rounds {

@@ -51,6 +51,7 @@ impl Rig {
                 all_down: AllDownPolicy::KeepAll,
                 remove_unlisted: false,
                 ttl,
+                self_register: false,
             },
             policies,
             interval: Duration::from_secs(1),
