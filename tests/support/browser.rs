@@ -28,7 +28,7 @@ pub struct Browser {
 }
 
 /// The W3C key of an element reference.
-const ELEMENT: &str = "element-6066-11e4-a4c6-4a4ab7c0b6a1";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium `width`×`height` CSS pixels.
@@ -97,16 +97,33 @@ impl Browser {
             body.len()
         )
         .map_err(|e| format!("write: {e}"))?;
+        // chromedriver keeps the connection open whatever the request says: read by the length.
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, rest) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("no HTTP head in {text:?}"))?;
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-            dechunk(rest)
-        } else {
-            rest.to_owned()
+        let mut buf = [0u8; 65536];
+        let body = loop {
+            let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+            raw.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&raw);
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let head = head.to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|l| l.trim().parse::<usize>().ok());
+                match length {
+                    Some(len) if rest.len() >= len => break rest[..len].to_owned(),
+                    None if head.contains("transfer-encoding: chunked")
+                        && (rest.ends_with("0\r\n\r\n") || n == 0) =>
+                    {
+                        break dechunk(rest);
+                    }
+                    None if n == 0 => break rest.to_owned(),
+                    _ => {}
+                }
+            }
+            if n == 0 {
+                return Err(format!("connection closed early: {text:?}"));
+            }
         };
         let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
         if v["value"]["error"].is_string() {

@@ -31,12 +31,13 @@
 
   function connect() {
     const es = new EventSource("dashboard/events?v=" + v + "&layout=" + layout);
-    es.addEventListener("open", () => live.classList.add("on"));
+    es.addEventListener("open", () => { live.classList.add("on"); live.textContent = "●"; });
     es.addEventListener("update", (ev) => apply(JSON.parse(ev.data)));
     es.addEventListener("reload", () => location.reload());
     es.addEventListener("error", () => {
       // Reconnect from the version this page shows, not the one the URL was opened with.
       live.classList.remove("on");
+      live.textContent = "○";
       es.close();
       setTimeout(connect, 2000);
     });
@@ -69,6 +70,7 @@
       form.elements.endpoint.value = row.dataset.endpoint;
       form.elements.service.value = row.dataset.service;
       document.getElementById("ov-target").textContent = row.dataset.endpoint + " (" + row.dataset.service + ")";
+      form.elements.token.value = token.value;
       ovError.textContent = "";
       dialog.showModal();
     } else if (t.classList.contains("clear")) {
@@ -86,6 +88,9 @@
       endpoint: f.endpoint.value, service: f.service.value, kind: f.kind.value,
       for: f.for.value.trim(), comment: f.comment.value.trim(),
     };
+    // The dialog is modal: the token is typed here too, and kept for the session like the header's.
+    token.value = f.token.value;
+    sessionStorage.setItem("rrguard-token", token.value);
     try {
       await call("POST", "api/v1/overrides", payload);
       dialog.close();

@@ -190,10 +190,7 @@ impl Cache {
                 ids.push(id);
             }
             let rec = render::records_id(&svc.fqdn);
-            set(
-                self.blocks.entry(rec).or_default(),
-                render::records(svc),
-            );
+            set(self.blocks.entry(rec).or_default(), render::records(svc));
             services.push(Service {
                 fqdn: svc.fqdn.clone(),
                 zone: svc.zone.clone(),
@@ -241,7 +238,9 @@ impl Cache {
     }
 
     fn row_html(&self, row: &Row) -> String {
-        row.main.html.replacen(render::SPARK_SLOT, &row.spark.html, 1)
+        row.main
+            .html
+            .replacen(render::SPARK_SLOT, &row.spark.html, 1)
     }
 
     /// The whole page.
@@ -349,6 +348,7 @@ const OVERRIDE_FORM: &str = "<dialog id=\"override\"><form id=\"override-form\">
 <option value=\"force_up\">force up</option><option value=\"force_down\">force down</option></select></label>\
 <label>For <input name=\"for\" value=\"1h\" required placeholder=\"1h, 30m, 90s\"></label>\
 <label>Comment <input name=\"comment\" required placeholder=\"why (required)\"></label>\
+<label>API token <input name=\"token\" type=\"password\" autocomplete=\"off\" placeholder=\"[api] token_file\"></label>\
 <p id=\"ov-error\" class=\"err\"></p>\
 <button type=\"submit\">Set override</button> <button type=\"button\" id=\"ov-cancel\">Cancel</button>\
 </form></dialog>";
@@ -385,11 +385,7 @@ async fn page(State(board): State<Board>) -> Response {
             .map_or_else(|| "starting".to_owned(), |s| s.node);
         cache.page(&node)
     };
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        Html(html),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
 
 /// `GET /dashboard/events` parameters: the version and layout the client's page shows.
@@ -443,7 +439,11 @@ async fn stream(
                 cache.refresh(&c.board.node);
                 if cache.layout != c.layout {
                     c.done = true;
-                    Some(SseEvent::default().event("reload").data(cache.layout.to_string()))
+                    Some(
+                        SseEvent::default()
+                            .event("reload")
+                            .data(cache.layout.to_string()),
+                    )
                 } else if cache.v > c.v {
                     let update = cache.update_since(c.v);
                     c.v = update.v;
@@ -486,8 +486,16 @@ mod tests {
             service: "www.example.test".to_owned(),
             endpoint: addr.to_owned(),
             cluster_state: state.to_owned(),
-            up_votes: if state == "up" { vec!["n1".to_owned()] } else { vec![] },
-            down_votes: if state == "down" { vec!["n1".to_owned()] } else { vec![] },
+            up_votes: if state == "up" {
+                vec!["n1".to_owned()]
+            } else {
+                vec![]
+            },
+            down_votes: if state == "down" {
+                vec!["n1".to_owned()]
+            } else {
+                vec![]
+            },
             needed: 1,
             local: None,
             damping: None,
@@ -517,7 +525,10 @@ mod tests {
         tokio::time::advance(REFRESH).await;
         cache.refresh(&node);
         let page = cache.page("n1");
-        assert!(page.contains("id=\"ep-www-example-test-127-0-0-3\""), "{page}");
+        assert!(
+            page.contains("id=\"ep-www-example-test-127-0-0-3\""),
+            "{page}"
+        );
         assert!(page.contains("★ elected"), "{page}");
         let (v, layout) = (cache.v, cache.layout);
 

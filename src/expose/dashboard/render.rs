@@ -80,7 +80,11 @@ pub fn spark_cell(latencies_ms: &VecDeque<f64>) -> String {
     let Some(last) = latencies_ms.back() else {
         return "<span class=\"lat\">–</span>".to_owned();
     };
-    let max = latencies_ms.iter().copied().fold(0.0_f64, f64::max).max(0.001);
+    let max = latencies_ms
+        .iter()
+        .copied()
+        .fold(0.0_f64, f64::max)
+        .max(0.001);
     let step = if latencies_ms.len() > 1 {
         SPARK_W / (latencies_ms.len() - 1) as f64
     } else {
@@ -212,11 +216,7 @@ pub fn endpoint_row(cx: &Context<'_>, svc: &ServiceStatus, e: &EndpointStatus) -
         }
         None => {
             let who = status.leader.as_deref().unwrap_or("no leader yet");
-            let _ = write!(
-                h,
-                "<small>planned by the leader ({})</small>",
-                esc(who)
-            );
+            let _ = write!(h, "<small>planned by the leader ({})</small>", esc(who));
         }
     }
     if let Some(p) = &e.local {
@@ -318,8 +318,11 @@ pub fn members(status: &NodeStatus) -> String {
 
 /// The most recent events of every service, newest first.
 pub fn events(status: &NodeStatus) -> String {
-    let mut all: Vec<&crate::state::Event> =
-        status.services.iter().flat_map(|s| s.events.iter()).collect();
+    let mut all: Vec<&crate::state::Event> = status
+        .services
+        .iter()
+        .flat_map(|s| s.events.iter())
+        .collect();
     all.sort_by_key(|e| std::cmp::Reverse(e.unix_ms));
     let mut h = String::from("<section id=\"events\"><h2>Recent events</h2><ol class=\"events\">");
     for e in all.into_iter().take(EVENTS_SHOWN) {
