@@ -176,7 +176,20 @@ impl Cache {
         let mut seen = HashMap::with_capacity(self.rows.len());
         for svc in &status.services {
             let mut ids = Vec::new();
-            for e in status.endpoints.iter().filter(|e| e.service == svc.fqdn) {
+            // In address order: the status does not promise one, and a changed order would look
+            // like a new layout (and reload every client).
+            let mut eps: Vec<&crate::state::EndpointStatus> = status
+                .endpoints
+                .iter()
+                .filter(|e| e.service == svc.fqdn)
+                .collect();
+            eps.sort_by_key(|e| {
+                (
+                    e.endpoint.parse::<std::net::IpAddr>().ok(),
+                    e.endpoint.clone(),
+                )
+            });
+            for e in eps {
                 let id = render::row_id(&e.service, &e.endpoint);
                 let mut row = self.rows.remove(&id).unwrap_or_default();
                 set(&mut row.main, render::endpoint_row(&cx, svc, e));
