@@ -34,6 +34,7 @@ pub mod alert;
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod dashboard;
 pub mod metrics;
 pub mod overrides;
 pub mod statsd;
@@ -70,6 +71,7 @@ pub async fn serve(
         ));
     let app = Router::new()
         .merge(reads)
+        .merge(dashboard::routes(&state, shutdown.clone()))
         .route(wire::VOTES_PATH, post(votes))
         .route(
             crate::agree::override_sync::OVERRIDES_PATH,

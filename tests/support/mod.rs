@@ -30,6 +30,7 @@ macro_rules! knot_and_bind {
 
 #[macro_use]
 pub mod battery;
+pub mod browser;
 mod daemon;
 mod dns;
 mod http;
