@@ -290,11 +290,16 @@ impl Service {
         {
             a.log.append(a.event(&event));
         }
+        // An error only means nobody subscribes.
+        let _ = events_tx.send(event.clone());
+        self.remember(event);
+    }
+
+    /// Adds `event` to the ring only, dropping the oldest beyond [`EVENTS_PER_SERVICE`].
+    fn remember(&mut self, event: Event) {
         if self.events.len() == EVENTS_PER_SERVICE {
             self.events.pop_front();
         }
-        // An error only means nobody subscribes.
-        let _ = events_tx.send(event.clone());
         self.events.push_back(event);
     }
 }
@@ -530,10 +535,7 @@ impl NodeState {
             }
             let _ = self.events_tx.send(event.clone());
             for (fqdn, svc) in services.iter_mut() {
-                if svc.events.len() == EVENTS_PER_SERVICE {
-                    svc.events.pop_front();
-                }
-                svc.events.push_back(Event {
+                svc.remember(Event {
                     service: fqdn.clone(),
                     ..event.clone()
                 });
