@@ -14,6 +14,12 @@
 //!
 //! Errors are [`ApiError`]s: `{"error": "…", "field": "…"}`.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -133,8 +139,58 @@ pub async fn from_peer(
                 SyncError::Wire(_) => StatusCode::BAD_REQUEST,
                 SyncError::Refused(..) => StatusCode::CONFLICT,
             };
-            warn!("rejected override message from a peer: {e}");
+            let now = Instant::now();
+            let gate = REJECT_LOG.get_or_init(|| Mutex::new(LogGate::default()));
+            let admitted = gate
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(e.reason(), now);
+            match admitted {
+                Some(0) => warn!("rejected override message from a peer: {e}"),
+                Some(n) => warn!(
+                    "rejected override message from a peer: {e} ({n} more with this reason in the last {}s were not logged; all are counted in rrguard_peer_messages_total)",
+                    REJECT_LOG_WINDOW.as_secs()
+                ),
+                None => {}
+            }
             (code, e.to_string()).into_response()
+        }
+    }
+}
+
+/// How often a rejected peer message is logged per reason: the first one at once, then at most one
+/// line per window with the number left out. A misconfigured or hostile peer that retries every
+/// heartbeat would otherwise write a warning per request; every rejection is still counted in
+/// `rrguard_peer_messages_total{result="rejected"}`.
+const REJECT_LOG_WINDOW: Duration = Duration::from_secs(60);
+
+/// The gate of this process's "rejected override message" warnings.
+static REJECT_LOG: OnceLock<Mutex<LogGate>> = OnceLock::new();
+
+/// Rate limit for a repeated warning, per reason ([`REJECT_LOG_WINDOW`]).
+#[derive(Debug, Default)]
+struct LogGate {
+    /// Per reason: when a line was last written, and how many were left out since.
+    reasons: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl LogGate {
+    /// Whether to log an occurrence of `reason` at `now`: `Some(n)` with `n` occurrences left out
+    /// since the last line, or `None` to leave this one out (it is counted).
+    fn admit(&mut self, reason: &'static str, now: Instant) -> Option<u64> {
+        match self.reasons.get_mut(reason) {
+            Some((last, left_out)) if now.saturating_duration_since(*last) < REJECT_LOG_WINDOW => {
+                *left_out += 1;
+                None
+            }
+            Some((last, left_out)) => {
+                *last = now;
+                Some(std::mem::take(left_out))
+            }
+            None => {
+                self.reasons.insert(reason, (now, 0));
+                Some(0)
+            }
         }
     }
 }
@@ -199,4 +255,36 @@ fn parse_request(body: &[u8]) -> Result<OverrideRequest, ApiError> {
         ends_unix_ms: number("ends_unix_ms")?,
         duration: text("for", false)?,
     })
+}
+
+#[cfg(test)]
+mod log_gate_tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{LogGate, REJECT_LOG_WINDOW};
+
+    #[test]
+    fn a_repeated_rejection_is_logged_once_per_window_with_the_count_left_out() {
+        let mut gate = LogGate::default();
+        let t0 = Instant::now();
+        assert_eq!(gate.admit("authentication", t0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(
+                gate.admit("authentication", t0 + Duration::from_secs(i)),
+                None
+            );
+        }
+        // Another reason has its own window.
+        assert_eq!(gate.admit("refused", t0 + Duration::from_secs(2)), Some(0));
+        assert_eq!(
+            gate.admit("authentication", t0 + REJECT_LOG_WINDOW),
+            Some(5)
+        );
+        assert_eq!(
+            gate.admit("authentication", t0 + REJECT_LOG_WINDOW * 2),
+            Some(0)
+        );
+    }
 }
