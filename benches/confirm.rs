@@ -16,7 +16,7 @@
 //!   counted from its journal messages (`[dns] calling knsupdate`), rrguard's from its log (`DNS
 //!   updated`); each is one UPDATE.
 //!
-//! Per tool: `RRGUARD_BENCH_TRIALS` trials (default 9), each waits a random phase, closes the listener
+//! Per tool: `RRGUARD_BENCH_TRIALS` trials (default 15), each waits a random phase, closes the listener
 //! of 127.0.77.3 (connections refused) and polls Knot until the name's A answer no longer holds it
 //! (removal), waits 1.5 s and another random phase, opens the listener again and polls until it is
 //! back (re-add). Then
@@ -620,7 +620,7 @@ fn main() {
 fn run(full: bool) -> bool {
     let (trials, loss_secs) = if full {
         (
-            env_number("RRGUARD_BENCH_TRIALS", 9).max(1),
+            env_number("RRGUARD_BENCH_TRIALS", 15).max(1),
             env_number("RRGUARD_BENCH_LOSS_SECS", 120).max(1),
         )
     } else {

@@ -56,6 +56,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const DEFAULT_FALL: u32 = 3;
 /// Default number of consecutive successes that mark an endpoint up.
 pub const DEFAULT_RISE: u32 = 2;
+/// `adaptive_fall` of a service that sets none (on).
+pub const DEFAULT_ADAPTIVE_FALL: bool = true;
 /// The shortest `confirm_interval`, and the shortest default one.
 pub const MIN_CONFIRM_INTERVAL: Duration = Duration::from_millis(10);
 /// A service that sets no `confirm_interval` confirms at its `interval` divided by this (fast
@@ -222,6 +224,10 @@ pub struct ServiceConfig {
     /// Probe interval while a verdict change is being confirmed (fast confirmation); `None`: off
     /// (`"off"`). Default: `interval` / [`CONFIRM_DIVISOR`], at least [`MIN_CONFIRM_INTERVAL`].
     pub confirm_interval: Option<Duration>,
+    /// Loss-aware fall (`adaptive_fall`, default [`DEFAULT_ADAPTIVE_FALL`]): an up endpoint whose
+    /// recent probes failed now and then needs more than `fall` failures in a row, up to twice
+    /// `fall` ([`crate::observe::health`]).
+    pub adaptive_fall: bool,
     /// Fewest records kept published.
     pub min_healthy: usize,
     /// Policy below `min_healthy`.

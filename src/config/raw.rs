@@ -145,6 +145,8 @@ pub struct RawDefaults {
     /// Probe interval while a verdict change is being confirmed, or off.
     #[serde(default, deserialize_with = "opt_confirm_interval")]
     pub confirm_interval: Option<ConfirmInterval>,
+    /// Loss-aware fall: more failures in a row for an endpoint that loses probes at random.
+    pub adaptive_fall: Option<bool>,
     /// Record TTL.
     pub ttl: Option<u32>,
     /// Fewest records kept.
@@ -212,6 +214,8 @@ pub struct RawService {
     /// Probe interval while a verdict change is being confirmed, or off.
     #[serde(default, deserialize_with = "opt_confirm_interval")]
     pub confirm_interval: Option<ConfirmInterval>,
+    /// Loss-aware fall: more failures in a row for an endpoint that loses probes at random.
+    pub adaptive_fall: Option<bool>,
     /// Fewest records kept.
     pub min_healthy: Option<usize>,
     /// Policy below `min_healthy`.

@@ -292,3 +292,12 @@ fn confirm_interval_problems_name_the_key_and_the_fix() {
     let m = msgs("", "confirm_interval = \"soon\"");
     assert!(m[0].contains("invalid duration \"soon\""), "{m:#?}");
 }
+
+#[test]
+fn adaptive_fall_is_on_by_default_and_inherited_when_set() {
+    let adaptive = |d: &str, o: &str| parse_ok(&confirm_service(d, o)).services[0].adaptive_fall;
+    assert!(adaptive("", ""));
+    assert!(!adaptive("adaptive_fall = false", ""));
+    assert!(adaptive("adaptive_fall = false", "adaptive_fall = true"));
+    assert!(!adaptive("", "adaptive_fall = false"));
+}

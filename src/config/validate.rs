@@ -383,6 +383,10 @@ fn service(
         fall: counts.fall,
         rise: counts.rise,
         confirm_interval,
+        adaptive_fall: s
+            .adaptive_fall
+            .or(d.adaptive_fall)
+            .unwrap_or(DEFAULT_ADAPTIVE_FALL),
         // Self-registration: the other nodes' addresses count towards one record (`Policy`).
         min_healthy: if self_register.is_some() {
             1

@@ -98,6 +98,7 @@ impl Controller {
                     let schedule =
                         Schedule::staggered(self.svc.interval, self.svc.timeout, i, count)
                             .confirming(self.svc.confirm_interval, self.svc.fall, self.svc.rise)
+                            .adapting_fall(self.svc.adaptive_fall)
                             .rechecking(recheck);
                     spawn_watched_probe_loop(
                         &mut probe_tasks,

@@ -384,9 +384,9 @@ impl Generation {
                     Some((check, m))
                         if check == svc.check && m.thresholds() == (svc.fall, svc.rise) =>
                     {
-                        m
+                        m.with_adaptive_fall(adaptive_fall(svc))
                     }
-                    _ => HealthMachine::new(svc.fall, svc.rise),
+                    _ => fresh_machine(svc),
                 };
                 machines.insert(*ip, m);
             }
@@ -447,9 +447,9 @@ impl Generation {
                 Some((check, m))
                     if check == svc.check && m.thresholds() == (svc.fall, svc.rise) =>
                 {
-                    m
+                    m.with_adaptive_fall(adaptive_fall(&svc))
                 }
-                _ => HealthMachine::new(svc.fall, svc.rise),
+                _ => fresh_machine(&svc),
             };
             let controller = builder.build(&svc, [(ip, machine)].into());
             let machines = controller.run(cancel).await;
@@ -486,10 +486,20 @@ impl Generation {
         let machines = svc
             .endpoints
             .iter()
-            .map(|ip| (*ip, HealthMachine::new(svc.fall, svc.rise)))
+            .map(|ip| (*ip, fresh_machine(&svc)))
             .collect();
         self.spawn(svc, machines);
     }
+}
+
+/// The loss-aware fall setting of `svc`'s health machines: its probe interval when on.
+fn adaptive_fall(svc: &ServiceConfig) -> Option<Duration> {
+    svc.adaptive_fall.then_some(svc.interval)
+}
+
+/// A health machine without a verdict for one of `svc`'s endpoints.
+fn fresh_machine(svc: &ServiceConfig) -> HealthMachine {
+    HealthMachine::new(svc.fall, svc.rise).with_adaptive_fall(adaptive_fall(svc))
 }
 
 /// What a service's controller is built from (cloned into a self-registered service's task, which

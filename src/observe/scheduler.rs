@@ -118,6 +118,9 @@ pub struct Confirm {
     pub fall: u32,
     /// The service's `rise`.
     pub rise: u32,
+    /// The loss-aware fall of the service's health machines (the probe interval when on, as
+    /// [`HealthMachine::with_adaptive_fall`] takes it), so that the pace follows the same verdicts.
+    pub adaptive_fall: Option<Duration>,
 }
 
 /// Chooses the gap before the next probe (sans-I/O): [`Confirm::interval`] while the results are
@@ -133,7 +136,8 @@ impl Pacer {
     pub fn new(confirm: Confirm) -> Self {
         Pacer {
             confirm,
-            machine: HealthMachine::new(confirm.fall, confirm.rise),
+            machine: HealthMachine::new(confirm.fall, confirm.rise)
+                .with_adaptive_fall(confirm.adaptive_fall),
         }
     }
 
@@ -186,6 +190,20 @@ impl Schedule {
                 interval,
                 fall,
                 rise,
+                adaptive_fall: None,
+            }),
+            ..self
+        }
+    }
+
+    /// This schedule's fast confirmation following health machines with the loss-aware fall on
+    /// (`true`: at this schedule's interval) or off.
+    pub fn adapting_fall(self, on: bool) -> Self {
+        let interval = self.interval;
+        Schedule {
+            confirm: self.confirm.map(|c| Confirm {
+                adaptive_fall: on.then_some(interval),
+                ..c
             }),
             ..self
         }
@@ -712,6 +730,7 @@ mod tests {
             interval: Duration::from_millis(100),
             fall: 3,
             rise: 2,
+            adaptive_fall: None,
         };
         let i = Duration::from_secs(1);
         let mut p = Pacer::new(confirm);
@@ -725,6 +744,40 @@ mod tests {
             kicks,
             vec![false, false, true, false, false, false, false, false]
         );
+    }
+
+    #[test]
+    fn pacer_confirms_the_extra_failures_the_loss_aware_fall_needs() {
+        let interval = Duration::from_millis(500);
+        let confirm = Confirm {
+            interval: Duration::from_millis(50),
+            fall: 3,
+            rise: 2,
+            adaptive_fall: None,
+        };
+        // Up, then one failure in five for 30 probes, then dead.
+        let mut results = vec![true, true];
+        results.extend((0..30).map(|i| i % 5 != 0));
+        results.extend([false; 6]);
+        let gaps = |confirm: Confirm| {
+            let mut p = Pacer::new(confirm);
+            let gaps: Vec<u64> = results
+                .iter()
+                .map(|&ok| p.next_gap(ok, interval).as_millis() as u64)
+                .collect();
+            gaps[32..].to_vec()
+        };
+        // Plain fall: down after the third failure, the plain interval resumes.
+        assert_eq!(gaps(confirm), vec![50, 50, 500, 500, 500, 500]);
+        // Loss-aware fall (the same rule as the service's health machines): flaky, so down after
+        // the fifth, each confirmed at the quick pace.
+        let adaptive = Schedule::staggered(interval, interval, 0, 1)
+            .confirming(Some(confirm.interval), 3, 2)
+            .adapting_fall(true)
+            .confirm
+            .unwrap();
+        assert_eq!(adaptive.adaptive_fall, Some(interval));
+        assert_eq!(gaps(adaptive), vec![50, 50, 50, 50, 500, 500]);
     }
 
     /// Runs [`StarvedProbe`] three times (interval 1 s, timeout 500 ms), watched by a lag monitor or
@@ -790,6 +843,7 @@ mod tests {
             interval: Duration::from_secs(5),
             fall: 2,
             rise: 2,
+            adaptive_fall: None,
         };
         let mut p = Pacer::new(confirm);
         assert_eq!(

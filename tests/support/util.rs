@@ -249,6 +249,7 @@ pub fn service_config(
         fall: 1,
         rise: 1,
         confirm_interval: None,
+        adaptive_fall: false,
         min_healthy: 1,
         all_down: AllDownPolicy::KeepAll,
         remove_unlisted: false,
