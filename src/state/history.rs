@@ -12,14 +12,19 @@
 //!   two hash lookups and a few field updates under one mutex, with no allocation;
 //! - the last [`TRANSITIONS`] transitions ([`Transition`]): the agreed state (`up`, `down`) and
 //!   whether the first writer's plan publishes the endpoint (`published`, `excluded`), each with the
-//!   rule's machine name and the reason for a person (cut to [`REASON_MAX_BYTES`]). A transition is
+//!   rule's machine name and the reason for a person (cut to [`KIND_MAX_BYTES`] and
+//!   [`REASON_MAX_BYTES`]). A transition is
 //!   only recorded when the state differs from the last one of its kind, so a restart, which
 //!   restores the ring, does not repeat the current state.
 //!
-//! Memory: 5,760 bytes of buckets plus about 200 bytes of maps and ring heads per endpoint, and
-//! 48 bytes per kept transition plus its texts (at most 100 × (48 + 2 × 200) bytes); 10,000
-//! endpoints with a few transitions each take about 60 MB, and at most 510 MB with every ring of
-//! transitions full of the longest reasons.
+//! Memory (measured by `benches/history.rs` at 10,000 endpoints): 5,760 bytes of buckets and about
+//! 180 bytes of map entry and ring heads per endpoint, allocated when it is configured (5.8 KiB,
+//! 59 MB for 10,000 endpoints, whether they are probed or not); each kept transition takes a 48-byte
+//! slot (the ring grows to 128 slots, 6 KiB) and shares its texts with every transition that has
+//! the same ones (an interner: a flapping endpoint repeats two reasons, and rule names are the same
+//! everywhere). An hour of probes with 10 transitions each: 6.6 KiB per endpoint (67 MB); every
+//! ring full of a flapping endpoint's transitions: 11.8 KiB (121 MB); the bound, every ring full of
+//! distinct reasons of the longest kept length: 34 KiB (350 MB).
 //!
 //! Persistence ([`HistoryStore`], `state_dir/history.redb`, redb as the audit log): a thread of its
 //! own copies the buckets changed since its last commit (a handful per endpoint) and the changed
@@ -47,7 +52,9 @@ pub const BUCKETS: usize = 360;
 /// Transitions kept per endpoint; older ones are dropped.
 pub const TRANSITIONS: usize = 100;
 /// Longest reason text kept per transition, bytes (longer ones are cut at a character boundary).
-pub const REASON_MAX_BYTES: usize = 200;
+pub const REASON_MAX_BYTES: usize = 160;
+/// Longest rule name kept per transition, bytes.
+pub const KIND_MAX_BYTES: usize = 32;
 /// How often the store commits what changed.
 pub const PERSIST_INTERVAL: Duration = Duration::from_secs(30);
 /// The file name of the store inside `state_dir`.
@@ -360,12 +367,12 @@ fn record_of(t: &Transition) -> TransitionRecord {
     }
 }
 
-/// Cuts `s` to at most [`REASON_MAX_BYTES`], at a character boundary.
-fn cut(s: &str) -> &str {
-    if s.len() <= REASON_MAX_BYTES {
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
         return s;
     }
-    let mut end = REASON_MAX_BYTES;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
@@ -387,6 +394,9 @@ fn parse_key(key: &str) -> Option<(String, IpAddr)> {
 #[derive(Debug, Default)]
 pub struct History {
     services: HashMap<String, HashMap<IpAddr, EndpointHistory>>,
+    /// Rule names and reasons shared by the transitions that carry them: a flapping endpoint
+    /// repeats the same few texts, and rules such as `verdict` are the same for every endpoint.
+    texts: Interner,
     /// Endpoints dropped by [`History::retain`] whose stored copy the store must delete.
     forgotten: Vec<String>,
 }
@@ -457,12 +467,16 @@ impl History {
         if h.agreed == Some(state) {
             return;
         }
-        h.push(Transition {
-            unix_ms,
-            state,
-            kind: Arc::from("agreed"),
-            reason: Arc::from(cut(reason)),
-        });
+        let kind = self.texts.get("agreed");
+        let reason = self.texts.get(cut(reason, REASON_MAX_BYTES));
+        if let Some(h) = self.get_mut(service, endpoint) {
+            h.push(Transition {
+                unix_ms,
+                state,
+                kind,
+                reason,
+            });
+        }
     }
 
     /// Records whether the first writer's plan publishes the endpoint, and by which rule
@@ -484,18 +498,23 @@ impl History {
         } else {
             TransitionState::Excluded
         };
+        let reason_kind = cut(reason_kind, KIND_MAX_BYTES);
         if h.standing
             .as_ref()
             .is_some_and(|(s, k)| *s == state && **k == *reason_kind)
         {
             return;
         }
-        h.push(Transition {
-            unix_ms,
-            state,
-            kind: Arc::from(cut(reason_kind)),
-            reason: Arc::from(cut(reason)),
-        });
+        let kind = self.texts.get(reason_kind);
+        let reason = self.texts.get(cut(reason, REASON_MAX_BYTES));
+        if let Some(h) = self.get_mut(service, endpoint) {
+            h.push(Transition {
+                unix_ms,
+                state,
+                kind,
+                reason,
+            });
+        }
     }
 
     /// Per endpoint of `service`, the mean latency of the passed probes kept (`fastest`'s
@@ -554,6 +573,29 @@ impl History {
             }
         }
         out
+    }
+}
+
+/// Shared texts. Pruned of texts no transition holds any more whenever it doubles, so it stays
+/// within about twice the texts in use (amortised O(1) per text).
+#[derive(Debug, Default)]
+struct Interner {
+    set: std::collections::HashSet<Arc<str>>,
+    prune_at: usize,
+}
+
+impl Interner {
+    fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(t) = self.set.get(text) {
+            return t.clone();
+        }
+        if self.set.len() >= self.prune_at {
+            self.set.retain(|t| Arc::strong_count(t) > 1);
+            self.prune_at = (2 * self.set.len()).max(1024);
+        }
+        let t: Arc<str> = Arc::from(text);
+        self.set.insert(t.clone());
+        t
     }
 }
 
@@ -722,8 +764,8 @@ fn load(db: &Database, now_unix_ms: u64) -> Result<Loaded, redb::Error> {
             h.push(Transition {
                 unix_ms: r.unix_ms,
                 state,
-                kind: Arc::from(cut(&r.reason_kind)),
-                reason: Arc::from(cut(&r.reason)),
+                kind: Arc::from(cut(&r.reason_kind, KIND_MAX_BYTES)),
+                reason: Arc::from(cut(&r.reason, REASON_MAX_BYTES)),
             });
         }
         h.transitions_dirty = false;

@@ -100,7 +100,7 @@ fn transitions_are_recorded_on_change_only_and_bounded() {
         ip(2),
         false,
         "damped",
-        "x".repeat(1000).as_str(),
+        "é".repeat(1000).as_str(),
         T0 + 6,
     );
     let (_, _, t) = h.get("www.", ip(2)).unwrap().document(T0);
@@ -119,6 +119,7 @@ fn transitions_are_recorded_on_change_only_and_bounded() {
         ]
     );
     assert_eq!(t[4].reason.len(), REASON_MAX_BYTES);
+    assert!(t[4].reason.chars().all(|c| c == 'é'));
     for i in 0..(3 * TRANSITIONS as u64) {
         h.record_agreed("www.", ip(2), i % 2 == 0, "flap", T0 + 100 + i);
     }
