@@ -397,8 +397,11 @@ pub struct History {
     /// Rule names and reasons shared by the transitions that carry them: a flapping endpoint
     /// repeats the same few texts, and rules such as `verdict` are the same for every endpoint.
     texts: Interner,
-    /// Endpoints dropped by [`History::retain`] whose stored copy the store must delete.
+    /// Endpoints dropped by [`History::retain`] whose stored copy the store must delete (only
+    /// collected once a store is attached).
     forgotten: Vec<String>,
+    /// A [`HistoryStore`] copies this history.
+    persisted: bool,
 }
 
 impl History {
@@ -412,14 +415,16 @@ impl History {
             for ip in endpoints {
                 eps.insert(*ip, kept.remove(ip).unwrap_or_default());
             }
-            for ip in kept.into_keys() {
-                self.forgotten.push(store_key(service, ip));
+            if self.persisted {
+                self.forgotten
+                    .extend(kept.into_keys().map(|ip| store_key(service, ip)));
             }
             self.services.insert(service.to_owned(), eps);
         }
-        for (service, eps) in old {
-            for ip in eps.into_keys() {
-                self.forgotten.push(store_key(&service, ip));
+        if self.persisted {
+            for (service, eps) in old {
+                self.forgotten
+                    .extend(eps.into_keys().map(|ip| store_key(&service, ip)));
             }
         }
     }
@@ -536,6 +541,7 @@ impl History {
 
     /// Puts back what the store loaded (before [`History::retain`] trims it to the configuration).
     fn restore(&mut self, loaded: HashMap<String, HashMap<IpAddr, EndpointHistory>>) {
+        self.persisted = true;
         for (service, eps) in loaded {
             let into = self.services.entry(service).or_default();
             for (ip, h) in eps {
