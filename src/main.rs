@@ -29,6 +29,7 @@ const EXIT_FAILURE: u8 = 1;
         rrguard run -c rrguard.toml --dry-run   # run, log the plans, write nothing\n  \
         rrguard run                             # run with /etc/rrguard/rrguard.toml\n  \
         rrguard status                          # ask the running node: endpoints, why in or out\n  \
+        rrguard status www.example.com 192.0.2.10  # one endpoint: latency over 1h, transitions\n  \
         rrguard events --since 1h               # its events and DNS writes\n  \
         rrguard nagios www.example.com          # Monitoring Plugins check\n  \
         rrguard drain 192.0.2.10 --for 1h --comment \"kernel upgrade\"\n  \
@@ -147,6 +148,9 @@ enum Command {
         node: NodeArg,
         /// Only this service (its fqdn).
         service: Option<String>,
+        /// Only this endpoint of the service: its state, latency over the last hour and last
+        /// transitions (the node's history).
+        endpoint: Option<String>,
     },
     /// Show a running node's events and DNS writes (audit log), oldest first.
     Events {
@@ -216,7 +220,11 @@ fn main() -> ExitCode {
         Command::Overrides { delete, target } => {
             overrides_cli::overrides(delete.as_deref(), &target)
         }
-        Command::Status { node, service } => status_command(&node, service.as_deref()),
+        Command::Status {
+            node,
+            service,
+            endpoint,
+        } => status_command(&node, service.as_deref(), endpoint.as_deref()),
         Command::Events {
             node,
             service,
@@ -328,9 +336,19 @@ fn now_ms() -> u64 {
     rrguard::state::now_unix_ms()
 }
 
-fn status_command(node: &NodeArg, service: Option<&str>) -> ExitCode {
+fn status_command(node: &NodeArg, service: Option<&str>, endpoint: Option<&str>) -> ExitCode {
     let run = || -> Result<String, String> {
         let n = node.node()?;
+        if let (Some(f), Some(ip)) = (service, endpoint) {
+            let doc = n
+                .get(&format!(
+                    "/api/v1/services/{}/endpoints/{}/history",
+                    client::encode(f),
+                    client::encode(ip)
+                ))
+                .map_err(|e| e.to_string())?;
+            return Ok(client::render_history(&doc, now_ms()));
+        }
         let status = n.get("/api/v1/status").map_err(|e| e.to_string())?;
         let fqdns: Vec<String> = match service {
             Some(f) => vec![f.to_owned()],

@@ -362,7 +362,12 @@ fn openapi_document_is_valid_and_lists_every_route() {
     assert_eq!(code, 200);
     let doc: Value = serde_json::from_str(&body).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{doc}");
-    for path in ["/api/v1/services/{fqdn}", "/api/v1/plan", "/api/v1/events"] {
+    for path in [
+        "/api/v1/services/{fqdn}",
+        "/api/v1/services/{fqdn}/endpoints/{ip}/history",
+        "/api/v1/plan",
+        "/api/v1/events",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     let file = s.daemon.dir().join("openapi.json");

@@ -179,6 +179,17 @@ pub async fn run(
             }
         }
     };
+    // The endpoint history, like the audit log, is a record: without it the node runs on.
+    let history = match state.open_history(&config.node.state_dir) {
+        Ok(store) => {
+            info!(path = %store.path().display(), "endpoint history open");
+            Some(store)
+        }
+        Err(e) => {
+            warn!("{e}; running with the endpoint history in memory only");
+            None
+        }
+    };
     // The HTTP server outlives generations; it stops with `shutdown`, drained within the grace.
     let mut servers = JoinSet::new();
     if let Some(addr) = config.node.listen {
@@ -258,6 +269,9 @@ pub async fn run(
                     drain_servers(&mut servers, deadline).await;
                     if let Some(log) = audit.clone() {
                         let _ = tokio::task::spawn_blocking(move || log.flush()).await;
+                    }
+                    if let Some(store) = history.clone() {
+                        let _ = tokio::task::spawn_blocking(move || store.flush()).await;
                     }
                     info!("stopped");
                     return Ok(());
@@ -527,10 +541,13 @@ impl Builder {
                     self.reconcile_interval,
                     self.dry_run,
                 );
-                (
-                    ServiceCore::new(settings, machines.clone(), Instant::now()),
-                    writer,
-                )
+                let mut core = ServiceCore::new(settings, machines.clone(), Instant::now());
+                // `fastest` starts from the latencies the history kept, so a restart or reload
+                // still knows which endpoints are fast.
+                for (ip, mean) in self.state.history_long_term_means(&svc.fqdn) {
+                    core.seed_long_term(ip, mean);
+                }
+                (core, writer)
             })
             .collect();
         Controller::new(

@@ -10,7 +10,8 @@
 //! - `fastest`: the `count` best up endpoints by a latency [`Score`] from this node's own probes:
 //!   first whether the last successful probe took less than `good_enough`, then the mean of the
 //!   last [`WINDOW`] successful probes, then a long-term mean (exponentially weighted,
-//!   [`LONG_TERM_WEIGHT`]). Failed probes are no samples: failures are the health machine's to
+//!   [`LONG_TERM_WEIGHT`], seeded at start from the endpoint history: [`Selector::seed_long_term`]).
+//!   Failed probes are no samples: failures are the health machine's to
 //!   judge (`fall`), so one lost probe does not swap an endpoint out.
 //!   Sticky: a published endpoint keeps its place while it is up and good enough, whatever its
 //!   rank, so a shuffle of ranks among good-enough endpoints changes nothing. Only the free places go
@@ -260,6 +261,17 @@ impl Selector {
             Some(m) => m + LONG_TERM_WEIGHT * (secs - m),
             None => secs,
         });
+    }
+
+    /// Seeds the long-term mean of `endpoint` with `mean` (from the endpoint history kept over a
+    /// restart) unless this selector has samples of it already. Until its first successful probe,
+    /// the endpoint stays `slow` with no windowed mean, so among endpoints without fresh samples
+    /// the seeded mean decides the ranking; afterwards the mean moves on from the seed.
+    pub fn seed_long_term(&mut self, endpoint: IpAddr, mean: Duration) {
+        let s = self.samples.entry(endpoint).or_default();
+        if s.long.is_none() {
+            s.long = Some(mean.as_secs_f64());
+        }
     }
 
     /// The ranking score of `endpoint` under `good_enough`.

@@ -569,6 +569,14 @@ impl ServiceCore {
         self.select.as_ref()
     }
 
+    /// Seeds `fastest`'s long-term mean of `endpoint` (see
+    /// [`Selector::seed_long_term`]); no-op without a selection.
+    pub fn seed_long_term(&mut self, endpoint: IpAddr, mean: std::time::Duration) {
+        if let Some(sel) = &mut self.select {
+            sel.seed_long_term(endpoint, mean);
+        }
+    }
+
     /// Endpoints reported unsettled (no verdict within the settle bound).
     pub fn unsettled(&self) -> &BTreeSet<IpAddr> {
         &self.unsettled

@@ -3,6 +3,9 @@
 //!
 //! - `GET /api/v1/services/{fqdn}`: [`ServiceDetail`]; 404 [`ApiError`] for a service that is not
 //!   configured (the trailing dot of the fqdn is optional).
+//! - `GET /api/v1/services/{fqdn}/endpoints/{ip}/history`: [`EndpointHistoryDocument`], one
+//!   endpoint's latency buckets and state transitions from the node's history; 404 [`ApiError`]
+//!   naming `fqdn` or `ip` for a service or endpoint that is not configured.
 //! - `GET /api/v1/plan`: [`PlanDocument`], what each writer of each service would change now.
 //! - `GET /api/v1/events?service=&kind=&since=&before=&limit=`: [`Page`], newest first, from the
 //!   audit log (or, without one, from the in-memory rings); 400 [`ApiError`] naming the parameter
@@ -22,6 +25,9 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::state::audit::{MAX_PAGE, Page, Query};
+use crate::state::history::{
+    BUCKETS, BucketRecord, LatencySummary, RESOLUTION_MS, TRANSITIONS, TransitionRecord,
+};
 use crate::state::{
     AuditRecord, ChangeStatus, Evidence, LocalProbe, NodeState, NodeStatus, RecordStatus,
     StandingStatus, VoteEvidence, WriteRecord,
@@ -144,6 +150,41 @@ pub struct WriterDetail {
     pub queued: Vec<ChangeStatus>,
 }
 
+/// One endpoint's history on the answering node: its current state, its latency over the last
+/// hour in buckets, and its last transitions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointHistoryDocument {
+    /// The service's fqdn, as configured.
+    pub fqdn: String,
+    /// The address.
+    pub endpoint: String,
+    /// `[node].id` of the node answering (the latencies are its probes).
+    pub node: String,
+    /// The agreed state now: `up`, `down` or `unknown`.
+    pub state: String,
+    /// Since when this node sees that agreed state (Unix ms).
+    pub since_unix_ms: Option<u64>,
+    /// Whether the first writer's plan publishes it now (`null` while this node does not plan).
+    pub published: Option<bool>,
+    /// Why, machine name.
+    pub reason_kind: Option<String>,
+    /// Why, for a person.
+    pub reason: Option<String>,
+    /// Width of a bucket, ms.
+    pub resolution_ms: u64,
+    /// Buckets the node keeps (`resolution_ms` × this is the span: one hour).
+    pub max_buckets: usize,
+    /// Transitions the node keeps, newest last.
+    pub max_transitions: usize,
+    /// Totals over the buckets below.
+    pub latency: LatencySummary,
+    /// The buckets that saw probes, oldest first; latency figures over passed probes.
+    pub buckets: Vec<BucketRecord>,
+    /// The last transitions, oldest first: agreed `up`/`down`, `published`/`excluded` by the
+    /// first writer's plan.
+    pub transitions: Vec<TransitionRecord>,
+}
+
 /// What would change now.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PlanDocument {
@@ -184,9 +225,13 @@ pub struct WriterPlan {
         title = "rrguard API",
         description = "Read API of a running rrguard node: services, endpoints and why each is in or out of DNS, the plan, the events and DNS writes of the audit log."
     ),
-    paths(service, plan, events),
+    paths(service, endpoint_history, plan, events),
     components(schemas(
         ServiceDetail,
+        EndpointHistoryDocument,
+        BucketRecord,
+        LatencySummary,
+        TransitionRecord,
         EndpointDetail,
         VoteDetail,
         WriterDetail,
@@ -329,6 +374,92 @@ pub(super) async fn service(State(state): State<NodeState>, Path(fqdn): Path<Str
         writers,
         hold: svc.hold.clone(),
         last_plan: svc.last_plan.clone(),
+    })
+    .into_response()
+}
+
+/// One endpoint's history: its latency in 10 s buckets over the last hour (this node's probes) and
+/// its last state transitions, which survive a restart.
+#[utoipa::path(
+    get,
+    path = "/api/v1/services/{fqdn}/endpoints/{ip}/history",
+    params(
+        ("fqdn" = String, Path, description = "The service's name (trailing dot optional)"),
+        ("ip" = String, Path, description = "One of its endpoints, as configured"),
+    ),
+    responses(
+        (status = 200, description = "The endpoint's history", body = EndpointHistoryDocument),
+        (status = 404, description = "No such service, or no such endpoint of it", body = ApiError),
+        (status = 503, description = "The node is starting", body = ApiError),
+    )
+)]
+pub(super) async fn endpoint_history(
+    State(state): State<NodeState>,
+    Path((fqdn, ip)): Path<(String, String)>,
+) -> Response {
+    let Some(status) = state.snapshot() else {
+        return starting();
+    };
+    let Some(svc) = find_service(&status, &fqdn) else {
+        let known: Vec<&str> = status.services.iter().map(|s| s.fqdn.as_str()).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            Some("fqdn"),
+            format!(
+                "no service {fqdn:?} is configured on this node; configured: {}",
+                known.join(", ")
+            ),
+        );
+    };
+    let now = crate::state::now_unix_ms();
+    let found = ip
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .and_then(|addr| Some((addr, state.endpoint_history(&svc.fqdn, addr, now)?)));
+    let Some((addr, (buckets, latency, transitions))) = found else {
+        let known: Vec<&str> = status
+            .endpoints
+            .iter()
+            .filter(|e| e.service == svc.fqdn)
+            .map(|e| e.endpoint.as_str())
+            .collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            Some("ip"),
+            format!(
+                "{ip:?} is not an endpoint of {}; its endpoints: {}",
+                svc.fqdn,
+                known.join(", ")
+            ),
+        );
+    };
+    let endpoint = addr.to_string();
+    let agreed = status
+        .endpoints
+        .iter()
+        .find(|e| e.service == svc.fqdn && e.endpoint == endpoint);
+    let standing = svc
+        .writers
+        .first()
+        .and_then(|w| w.standing.iter().find(|s| s.address == endpoint));
+    Json(EndpointHistoryDocument {
+        fqdn: svc.fqdn.clone(),
+        since_unix_ms: state
+            .cluster_since()
+            .get(&(svc.fqdn.clone(), endpoint.clone()))
+            .copied(),
+        endpoint,
+        node: status.node.clone(),
+        state: agreed.map_or_else(|| "unknown".to_owned(), |e| e.cluster_state.clone()),
+        published: standing.map(|s| s.published),
+        reason_kind: standing.map(|s| s.reason_kind.clone()),
+        reason: standing.map(|s| s.reason.clone()),
+        resolution_ms: RESOLUTION_MS,
+        max_buckets: BUCKETS,
+        max_transitions: TRANSITIONS,
+        latency,
+        buckets,
+        transitions,
     })
     .into_response()
 }

@@ -302,6 +302,140 @@ pub fn render_status(status: &Value, details: &[Value], now_ms: u64) -> String {
     out
 }
 
+/// Columns of the latency sparkline of `rrguard status SERVICE ENDPOINT`: one per minute of the
+/// last hour.
+pub const SPARK_COLUMNS: u64 = 60;
+const SPARK_LEVELS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// The last hour as two lines of [`SPARK_COLUMNS`] characters, oldest left: the mean latency of
+/// each minute's passed probes (`▁` fastest to `█` slowest of the hour, blank: no passed probe) and
+/// the minutes with failed probes (`x`: every probe failed, `!`: some).
+fn sparkline(buckets: &[Value], now_ms: u64) -> (String, String) {
+    const MINUTE: u64 = 60_000;
+    let last = now_ms / MINUTE;
+    let first = (last + 1).saturating_sub(SPARK_COLUMNS);
+    // Per column: (probes, failures, sum of passed latencies, passed).
+    let mut cols = vec![(0u64, 0u64, 0f64, 0u64); SPARK_COLUMNS as usize];
+    for b in buckets {
+        let minute = b["start_unix_ms"].as_u64().unwrap_or(0) / MINUTE;
+        if minute < first || minute > last {
+            continue;
+        }
+        let c = &mut cols[(minute - first) as usize];
+        let probes = b["probes"].as_u64().unwrap_or(0);
+        let failures = b["failures"].as_u64().unwrap_or(0);
+        c.0 += probes;
+        c.1 += failures;
+        if let Some(mean) = b["mean_ms"].as_f64() {
+            let passed = probes.saturating_sub(failures);
+            c.2 += mean * passed as f64;
+            c.3 += passed;
+        }
+    }
+    let means: Vec<Option<f64>> = cols
+        .iter()
+        .map(|c| (c.3 > 0).then(|| c.2 / c.3 as f64))
+        .collect();
+    let lo = means
+        .iter()
+        .flatten()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    let hi = means.iter().flatten().copied().fold(0.0, f64::max);
+    let bars = means
+        .iter()
+        .map(|m| match m {
+            None => ' ',
+            Some(_) if hi <= lo => SPARK_LEVELS[0],
+            Some(m) => {
+                let level = ((m - lo) / (hi - lo) * (SPARK_LEVELS.len() - 1) as f64).round();
+                SPARK_LEVELS[(level as usize).min(SPARK_LEVELS.len() - 1)]
+            }
+        })
+        .collect();
+    let fails = cols
+        .iter()
+        .map(|c| match c {
+            (0, ..) | (_, 0, ..) => ' ',
+            (p, f, ..) if f >= p => 'x',
+            _ => '!',
+        })
+        .collect();
+    (bars, fails)
+}
+
+fn ms_text(v: &Value) -> String {
+    v.as_f64().map_or("-".to_owned(), |m| format!("{m:.1}ms"))
+}
+
+/// Renders `rrguard status SERVICE ENDPOINT` from the
+/// `/api/v1/services/{fqdn}/endpoints/{ip}/history` document: the current state and why it is in
+/// or out of DNS, the latency of the last hour (summary and a per-minute sparkline), and the kept
+/// transitions, oldest first.
+pub fn render_history(doc: &Value, now_ms: u64) -> String {
+    let mut out = format!(
+        "{} {}  (node {})\n",
+        s(doc, "fqdn"),
+        s(doc, "endpoint"),
+        s(doc, "node")
+    );
+    out.push_str(&format!(
+        "  state    {} since {}\n",
+        s(doc, "state"),
+        ago(doc["since_unix_ms"].as_u64(), now_ms)
+    ));
+    let dns = match (doc["published"].as_bool(), doc["reason"].as_str()) {
+        (Some(true), Some(r)) => format!("published: {r}"),
+        (Some(false), Some(r)) => format!("excluded: {r}"),
+        _ => "- (this node does not plan)".to_owned(),
+    };
+    out.push_str(&format!("  dns      {dns}\n"));
+    let l = &doc["latency"];
+    let span = doc["resolution_ms"].as_u64().unwrap_or(0)
+        * doc["max_buckets"].as_u64().unwrap_or(0)
+        / 1000;
+    out.push_str(&format!(
+        "  latency  last {}: {} probes, {} failed; passed min {} mean {} max {}\n",
+        humantime::format_duration(Duration::from_secs(span)),
+        l["probes"].as_u64().unwrap_or(0),
+        l["failures"].as_u64().unwrap_or(0),
+        ms_text(&l["min_ms"]),
+        ms_text(&l["mean_ms"]),
+        ms_text(&l["max_ms"]),
+    ));
+    let (bars, fails) = sparkline(arr(doc, "buckets"), now_ms);
+    out.push_str(&format!(
+        "  minutes  |{bars}|  ▁ fastest .. █ slowest mean, oldest left\n"
+    ));
+    out.push_str(&format!(
+        "  failed   |{fails}|  x all failed, ! some failed\n"
+    ));
+    let transitions = arr(doc, "transitions");
+    out.push_str(&format!(
+        "\n  TRANSITIONS ({} kept, at most {}, oldest first)\n",
+        transitions.len(),
+        doc["max_transitions"].as_u64().unwrap_or(0)
+    ));
+    if transitions.is_empty() {
+        out.push_str("  (none yet)\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "  {:<16} {:<10} {:<16} {}\n",
+        "WHEN", "STATE", "RULE", "REASON"
+    ));
+    for t in transitions {
+        out.push_str(&format!(
+            "  {:<16} {:<10} {:<16} {}\n",
+            ago(t["unix_ms"].as_u64(), now_ms),
+            s(t, "state"),
+            s(t, "reason_kind"),
+            s(t, "reason")
+        ));
+    }
+    out
+}
+
 /// Renders `rrguard events`: one line per event, oldest first.
 pub fn render_events(page: &Value) -> String {
     let mut lines: Vec<String> = arr(page, "events")
@@ -482,4 +616,41 @@ fn nagios_checked(
         ),
         verdict,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_renders_a_sparkline_and_the_transitions_in_order() {
+        let now: u64 = 1_800_000_000_000; // a whole minute
+        let minute = |ago: u64| now - ago * 60_000;
+        let doc = serde_json::json!({
+            "fqdn": "www.example.test.", "endpoint": "127.0.0.3", "node": "mon-1",
+            "state": "up", "since_unix_ms": now - 120_000,
+            "published": false, "reason_kind": "not_fastest", "reason": "not among the fastest 1",
+            "resolution_ms": 10_000, "max_buckets": 360, "max_transitions": 100,
+            "latency": {"probes": 7, "failures": 3, "min_ms": 1.0, "mean_ms": 5.5, "max_ms": 10.0},
+            "buckets": [
+                {"start_unix_ms": minute(59), "probes": 2, "failures": 0, "min_ms": 1.0, "mean_ms": 1.0, "max_ms": 1.0},
+                {"start_unix_ms": minute(30), "probes": 2, "failures": 2, "min_ms": null, "mean_ms": null, "max_ms": null},
+                {"start_unix_ms": minute(0), "probes": 3, "failures": 1, "min_ms": 10.0, "mean_ms": 10.0, "max_ms": 10.0},
+                {"start_unix_ms": minute(90), "probes": 9, "failures": 0, "min_ms": 1.0, "mean_ms": 1.0, "max_ms": 1.0}
+            ],
+            "transitions": [
+                {"unix_ms": now - 300_000, "state": "up", "reason_kind": "agreed", "reason": "first"},
+                {"unix_ms": now - 120_000, "state": "excluded", "reason_kind": "not_fastest", "reason": "second"}
+            ]
+        });
+        let text = render_history(&doc, now);
+        let bars = format!("|▁{}█|", " ".repeat(58));
+        assert!(text.contains(&bars), "{text}");
+        let fails = format!("|{}x{}!|", " ".repeat(29), " ".repeat(29));
+        assert!(text.contains(&fails), "{text}");
+        assert!(text.contains("excluded: not among the fastest 1"), "{text}");
+        assert!(text.contains("7 probes, 3 failed; passed min 1.0ms mean 5.5ms max 10.0ms"));
+        let first = text.find("first").unwrap();
+        assert!(first < text.find("second").unwrap(), "{text}");
+    }
 }

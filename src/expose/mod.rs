@@ -19,7 +19,8 @@
 //!   peer route `POST /cluster/v1/overrides`: the operator's overrides ([`overrides`]), behind the
 //!   bearer-token checks of [`auth`].
 //!
-//! - `GET /api/v1/services/{fqdn}`, `GET /api/v1/plan`, `GET /api/v1/events`,
+//! - `GET /api/v1/services/{fqdn}`, `GET /api/v1/services/{fqdn}/endpoints/{ip}/history`,
+//!   `GET /api/v1/plan`, `GET /api/v1/events`,
 //!   `GET /api/v1/openapi.json`: the read API ([`api`]).
 //! - `GET /metrics`: Prometheus text exposition ([`metrics`]): this node's probes under
 //!   blackbox_exporter's names, cluster state, DNS writes and their latency under `rrguard_`.
@@ -62,6 +63,10 @@ pub async fn serve(
     // The read API follows `[api] read` like `/api/v1/status` does.
     let reads = Router::new()
         .route("/api/v1/services/{fqdn}", get(api::service))
+        .route(
+            "/api/v1/services/{fqdn}/endpoints/{ip}/history",
+            get(api::endpoint_history),
+        )
         .route("/api/v1/plan", get(api::plan))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/openapi.json", get(api::openapi))

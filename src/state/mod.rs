@@ -7,7 +7,9 @@
 //! - per service, written by its controller: the published set, the last plan and hold, the last write
 //!   and a bounded ring of [`Event`]s ([`NodeState::record_plan`], [`NodeState::record_write`],
 //!   [`NodeState::set_published`], [`NodeState::push_event`]);
-//! - per endpoint, this node's last probe ([`NodeState::record_probe`]);
+//! - per endpoint, this node's last probe ([`NodeState::record_probe`]) and its bounded history:
+//!   latency buckets and state transitions ([`history`], persisted by [`NodeState::open_history`],
+//!   read with [`NodeState::endpoint_history`]);
 //! - per (service, writer), DNS write counters and a write-duration histogram for metrics
 //!   ([`NodeState::record_write`], [`NodeState::record_write_duration`], [`NodeState::write_counters`]);
 //! - the current generation's peer inbox ([`NodeState::set_inbox`], [`inbox`]);
@@ -35,13 +37,14 @@
 
 pub mod audit;
 mod counters;
+pub mod history;
 pub mod inbox;
 pub mod overrides;
 mod status;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc};
@@ -172,6 +175,12 @@ pub struct NodeState {
     api: Arc<RwLock<ApiAccess>>,
     events_tx: broadcast::Sender<Event>,
     probes_tx: broadcast::Sender<ProbeSample>,
+    /// Per-endpoint history, behind its own lock so that the probe path never waits on readers of
+    /// `inner`, nor `inner`'s writers on the history store's copies. Lock order: `inner`, then
+    /// `history`.
+    history: Arc<Mutex<history::History>>,
+    /// Its persistent copy, once opened.
+    history_store: Arc<Mutex<Option<history::HistoryStore>>>,
 }
 
 /// Who may use the HTTP API, as `[api]` configures it; kept here so that a reload takes effect
@@ -212,6 +221,8 @@ impl Default for NodeState {
             api: Arc::default(),
             events_tx: broadcast::channel(EVENT_STREAM_CAPACITY).0,
             probes_tx: broadcast::channel(PROBE_STREAM_CAPACITY).0,
+            history: Arc::default(),
+            history_store: Arc::default(),
         }
     }
 }
@@ -332,6 +343,52 @@ impl NodeState {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn history(&self) -> MutexGuard<'_, history::History> {
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens the persistent endpoint history in `state_dir` and restores what it holds (call once,
+    /// before [`NodeState::set_services`], which keeps the configured endpoints' part). From then
+    /// on its thread commits the history's changes every [`history::PERSIST_INTERVAL`].
+    ///
+    /// # Errors
+    /// [`history::HistoryError`] when `state_dir` cannot hold it; the history then stays in memory
+    /// only.
+    pub fn open_history(
+        &self,
+        state_dir: &std::path::Path,
+    ) -> Result<history::HistoryStore, history::HistoryError> {
+        let store = history::HistoryStore::open(state_dir, self.history.clone(), now_unix_ms())?;
+        *self
+            .history_store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(store.clone());
+        Ok(store)
+    }
+
+    /// One endpoint's history at `now_unix_ms`: the kept latency buckets (oldest first), their
+    /// summary and the kept transitions (oldest first); `None` for an endpoint not configured.
+    pub fn endpoint_history(
+        &self,
+        service: &str,
+        endpoint: IpAddr,
+        now_unix_ms: u64,
+    ) -> Option<(
+        Vec<history::BucketRecord>,
+        history::LatencySummary,
+        Vec<history::TransitionRecord>,
+    )> {
+        self.history()
+            .get(service, endpoint)
+            .map(|h| h.document(now_unix_ms))
+    }
+
+    /// Per endpoint of `service`, the mean latency of this node's passed probes in the history
+    /// (for `fastest`'s long-term mean after a restart or reload).
+    pub fn history_long_term_means(&self, service: &str) -> Vec<(IpAddr, Duration)> {
+        self.history().long_term_means(service, now_unix_ms())
+    }
+
     /// Sets the configured services (at start and on every reload). Services and endpoints still
     /// configured keep their history; the others are forgotten.
     pub fn set_services(&self, services: impl IntoIterator<Item = ConfiguredService>) {
@@ -339,7 +396,9 @@ impl NodeState {
         let audit = inner.audit.clone();
         let mut old = std::mem::take(&mut inner.services);
         let mut keep_local = std::collections::BTreeSet::new();
+        let mut configured: Vec<(String, Vec<IpAddr>)> = Vec::new();
         for s in services {
+            configured.push((s.fqdn.clone(), s.endpoints.clone()));
             keep_local.extend(
                 s.endpoints
                     .iter()
@@ -387,6 +446,11 @@ impl NodeState {
             inner.services.insert(s.fqdn, entry);
         }
         inner.local.retain(|key, _| keep_local.contains(key));
+        self.history().retain(
+            configured
+                .iter()
+                .map(|(fqdn, eps)| (fqdn.as_str(), eps.as_slice())),
+        );
         inner
             .cluster_since
             .retain(|key, _| keep_local.contains(key));
@@ -494,6 +558,10 @@ impl NodeState {
                 e.endpoint,
                 votes.join(", ")
             );
+            if let Ok(ip) = e.endpoint.parse() {
+                self.history()
+                    .record_agreed(&e.service, ip, state == "up", &message, now_unix_ms);
+            }
             let event = Event::at(now_unix_ms, &e.service, EventKind::EndpointState, message)
                 .about(&e.endpoint, state, previous);
             svc.push(&self.events_tx, event);
@@ -557,7 +625,9 @@ impl NodeState {
     }
 
     /// Sets, for `service` through `writer`, the records last seen published with their TTLs, and
-    /// what this node would plan now: why each address is in or out, and the pending changes.
+    /// what this node would plan now: why each address is in or out, and the pending changes. For
+    /// the first writer, a change of an endpoint's standing (published or excluded, and the rule)
+    /// is also a transition in its history.
     pub fn set_writer_plan(
         &self,
         service: &str,
@@ -566,12 +636,28 @@ impl NodeState {
         standing: Vec<StandingStatus>,
         pending: Vec<ChangeStatus>,
     ) {
+        let now = now_unix_ms();
         let mut inner = self.write();
-        if let Some(w) = inner
-            .services
-            .get_mut(service)
-            .and_then(|s| s.status.writers.iter_mut().find(|w| w.name == writer))
-        {
+        let Some(svc) = inner.services.get_mut(service) else {
+            return;
+        };
+        // The history follows the first writer's plan, as the service-level fields do.
+        if svc.status.writer == writer {
+            let mut history = self.history();
+            for s in &standing {
+                if let Ok(ip) = s.address.parse() {
+                    history.record_standing(
+                        service,
+                        ip,
+                        s.published,
+                        &s.reason_kind,
+                        &s.reason,
+                        now,
+                    );
+                }
+            }
+        }
+        if let Some(w) = svc.status.writers.iter_mut().find(|w| w.name == writer) {
             w.records = records;
             w.standing = standing;
             w.pending = pending;
@@ -626,6 +712,8 @@ impl NodeState {
         verdict: Health,
         now_unix_ms: u64,
     ) {
+        self.history()
+            .record_probe(service, endpoint, result.ok, result.latency, now_unix_ms);
         let mut inner = self.write();
         let Inner {
             local, services, ..

@@ -427,3 +427,27 @@ proptest! {
         prop_assert_eq!(chosen(&sel, now, &eps, &published).len(), count);
     }
 }
+
+#[test]
+fn a_seeded_long_term_mean_ranks_endpoints_before_their_first_probe() {
+    let now = Instant::now();
+    let g = ms(200);
+    // Without a seed, endpoints without samples tie: the first in configured order wins.
+    let mut fresh = Selector::new(fastest(1));
+    fresh.observe_agreed(now, &all_up(&[1, 2]));
+    assert_eq!(chosen(&fresh, now, &[1, 2], &[]), set(&[1]));
+    // The history says 2 is the fast one: it is chosen before any probe of this run.
+    let mut sel = Selector::new(fastest(1));
+    sel.seed_long_term(ip(1), ms(80));
+    sel.seed_long_term(ip(2), ms(5));
+    sel.observe_agreed(now, &all_up(&[1, 2]));
+    assert_eq!(chosen(&sel, now, &[1, 2], &[]), set(&[2]));
+    assert_eq!(sel.score(ip(2), g).long_mean, 0.005);
+    assert!(sel.score(ip(2), g).slow, "a seed is no fresh sample");
+    // Fresh samples move the mean on from the seed, and a later seed does not replace it.
+    sel.observe_probe(ip(2), true, ms(105));
+    let moved = 0.005 + LONG_TERM_WEIGHT * (0.105 - 0.005);
+    assert!((sel.score(ip(2), g).long_mean - moved).abs() < 1e-12);
+    sel.seed_long_term(ip(2), ms(1));
+    assert!((sel.score(ip(2), g).long_mean - moved).abs() < 1e-12);
+}

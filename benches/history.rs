@@ -1,0 +1,160 @@
+//! The endpoint history at 10,000 endpoints (issue 11, item 5): memory and the cost of the probe
+//! hook.
+//!
+//! Builds a `state::history::History` of `HISTORY_SERVICES` services × `HISTORY_PER_SERVICE`
+//! endpoints (default 100 × 100), then measures, by the growth of this process's resident set
+//! (`/proc/self/statm`):
+//! - the rings as allocated (every endpoint configured, no probe yet);
+//! - after a full hour of probes (every bucket used) and 10 transitions per endpoint with reasons of
+//!   a typical length (60 bytes);
+//! - every transition ring full (100) of an endpoint flapping (its two reasons repeating);
+//! - the worst case: every ring full of distinct reasons of the longest kept length (160 bytes).
+//!
+//! And the time per `History::record_probe` call (the hook on the probe path: two hash lookups and a
+//! bucket update, no allocation), over 10 million calls round-robin across every endpoint.
+//! Target: under 10 KiB per endpoint for the full hour with typical transitions (100 MB at 10,000
+//! endpoints). `cargo bench --bench history` (release) or `--profile dev` for a quick look.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use rrguard::state::history::{BUCKETS, History, RESOLUTION_MS, TRANSITIONS};
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let services = env("HISTORY_SERVICES", 100);
+    let per_service = env("HISTORY_PER_SERVICE", 100);
+    let n = services * per_service;
+    let names: Vec<String> = (0..services)
+        .map(|i| format!("s{i}.example.test."))
+        .collect();
+    let eps: Vec<IpAddr> = (0..per_service)
+        .map(|i| IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]))
+        .collect();
+    let t0: u64 = 1_800_000_000_000;
+
+    let base = rss_bytes();
+    let mut h = History::default();
+    h.retain(names.iter().map(|s| (s.as_str(), eps.as_slice())));
+    let allocated = rss_bytes() - base;
+
+    // One hour: one probe per endpoint per bucket (every tenth failed).
+    for b in 0..BUCKETS as u64 {
+        for s in &names {
+            for (i, ip) in eps.iter().enumerate() {
+                let ok = !(b + i as u64).is_multiple_of(10);
+                h.record_probe(
+                    s,
+                    *ip,
+                    ok,
+                    Duration::from_micros(500 + b),
+                    t0 + b * RESOLUTION_MS,
+                );
+            }
+        }
+    }
+    let reason = "x".repeat(60);
+    for k in 0..10u64 {
+        for s in &names {
+            for ip in &eps {
+                h.record_agreed(s, *ip, k % 2 == 0, &reason, t0 + k);
+            }
+        }
+    }
+    let typical = rss_bytes() - base;
+
+    // Flapping: every ring full, the endpoint's two reasons repeating (as an endpoint that goes up
+    // and down with the same votes does).
+    for k in 0..TRANSITIONS as u64 {
+        for s in &names {
+            for ip in &eps {
+                let reason = format!(
+                    "{ip} is {} (agreed by mon-1, mon-2, mon-3; was {})",
+                    if k % 2 == 0 { "up" } else { "down" },
+                    if k % 2 == 0 { "down" } else { "up" }
+                );
+                h.record_agreed(s, *ip, k % 2 == 0, &reason, t0 + 100 + k);
+            }
+        }
+    }
+    let flapping = rss_bytes() - base;
+    // Worst: every ring full of distinct reasons of the longest kept length.
+    for k in 0..TRANSITIONS as u64 {
+        for s in &names {
+            for ip in &eps {
+                let reason = format!("{s} {ip} {k} {}", "y".repeat(200));
+                h.record_standing(s, *ip, k % 2 == 0, "not_fastest", &reason, t0 + 1000 + k);
+            }
+        }
+    }
+    let worst = rss_bytes() - base;
+
+    let calls = 10_000_000u64;
+    let now = t0 + BUCKETS as u64 * RESOLUTION_MS;
+    let start = Instant::now();
+    for c in 0..calls {
+        let i = (c as usize) % n;
+        let s = &names[i / per_service];
+        let ip = eps[i % per_service];
+        h.record_probe(
+            black_box(s),
+            black_box(ip),
+            true,
+            Duration::from_micros(700),
+            now + c / 1000,
+        );
+    }
+    let per_call = start.elapsed().as_nanos() as f64 / calls as f64;
+    black_box(&h);
+
+    let kib = |b: u64| b as f64 / 1024.0 / n as f64;
+    println!("endpoint history, {n} endpoints ({services} services x {per_service}):");
+    println!(
+        "  rings allocated, no probe:             {:>8.1} MB  ({:.2} KiB per endpoint)",
+        allocated as f64 / 1e6,
+        kib(allocated)
+    );
+    println!(
+        "  1 h of probes + 10 transitions (60 B): {:>8.1} MB  ({:.2} KiB per endpoint)",
+        typical as f64 / 1e6,
+        kib(typical)
+    );
+    println!(
+        "  + full rings of 100, flapping:         {:>8.1} MB  ({:.2} KiB per endpoint)",
+        flapping as f64 / 1e6,
+        kib(flapping)
+    );
+    println!(
+        "  + full rings, distinct 160 B reasons:  {:>8.1} MB  ({:.2} KiB per endpoint)",
+        worst as f64 / 1e6,
+        kib(worst)
+    );
+    println!("  record_probe: {per_call:.0} ns per call ({calls} calls round-robin)");
+    let target = kib(typical) < 10.0;
+    println!(
+        "  target < 10 KiB per endpoint with an hour of probes: {}",
+        if target { "met" } else { "MISSED" }
+    );
+    if !target {
+        std::process::exit(1);
+    }
+}

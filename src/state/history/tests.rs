@@ -1,0 +1,284 @@
+use super::*;
+use redb::ReadableTableMetadata;
+
+const T0: u64 = 1_800_000_000_000; // a slot boundary (multiple of RESOLUTION_MS)
+
+fn ip(n: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, n])
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn one(service: &str, eps: &[IpAddr]) -> History {
+    let mut h = History::default();
+    h.retain([(service, eps)]);
+    h
+}
+
+#[test]
+fn a_bucket_and_a_transition_have_the_documented_size() {
+    assert_eq!(std::mem::size_of::<Bucket>(), 16);
+    assert_eq!(std::mem::size_of::<Transition>(), 48);
+    assert_eq!(EndpointHistory::default().buckets.len(), BUCKETS);
+    assert_eq!(BUCKETS as u64 * RESOLUTION_MS, 3_600_000);
+}
+
+#[test]
+fn probes_fall_into_buckets_with_figures_over_passed_probes() {
+    let mut h = one("www.", &[ip(2)]);
+    h.record_probe("www.", ip(2), true, ms(10), T0);
+    h.record_probe("www.", ip(2), true, ms(30), T0 + 9_999);
+    h.record_probe("www.", ip(2), false, ms(500), T0 + 5_000);
+    h.record_probe("www.", ip(2), false, ms(500), T0 + 10_000);
+    // Not configured: ignored.
+    h.record_probe("www.", ip(9), true, ms(1), T0);
+    h.record_probe("api.", ip(2), true, ms(1), T0);
+    let (buckets, summary, _) = h.get("www.", ip(2)).unwrap().document(T0 + 10_000);
+    assert_eq!(buckets.len(), 2);
+    let b = &buckets[0];
+    assert_eq!(
+        (b.start_unix_ms, b.probes, b.failures),
+        (T0, 3, 1),
+        "{buckets:?}"
+    );
+    assert_eq!(
+        (b.min_ms, b.mean_ms, b.max_ms),
+        (Some(10.0), Some(20.0), Some(30.0))
+    );
+    let b = &buckets[1];
+    assert_eq!(
+        (b.start_unix_ms, b.probes, b.failures, b.mean_ms),
+        (T0 + 10_000, 1, 1, None)
+    );
+    assert_eq!(
+        (summary.probes, summary.failures, summary.mean_ms),
+        (4, 2, Some(20.0))
+    );
+    assert!(h.get("www.", ip(9)).is_none());
+}
+
+#[test]
+fn the_ring_keeps_one_hour_and_forgets_older_buckets() {
+    let mut h = one("www.", &[ip(2)]);
+    // One probe per bucket for 2 hours.
+    for i in 0..(2 * BUCKETS as u64) {
+        h.record_probe("www.", ip(2), true, ms(i), T0 + i * RESOLUTION_MS);
+    }
+    let now = T0 + (2 * BUCKETS as u64 - 1) * RESOLUTION_MS;
+    let (buckets, summary, _) = h.get("www.", ip(2)).unwrap().document(now);
+    assert_eq!(buckets.len(), BUCKETS);
+    assert_eq!(
+        buckets[0].start_unix_ms,
+        T0 + BUCKETS as u64 * RESOLUTION_MS
+    );
+    assert_eq!(buckets[0].min_ms, Some(BUCKETS as f64));
+    assert_eq!(summary.probes, BUCKETS as u64);
+    // A jump ahead of more than the ring clears it all; a probe from before the ring is ignored.
+    h.record_probe("www.", ip(2), true, ms(7), now + 10 * 3_600_000);
+    h.record_probe("www.", ip(2), true, ms(7), now);
+    let (buckets, _, _) = h.get("www.", ip(2)).unwrap().document(now + 10 * 3_600_000);
+    assert_eq!(buckets.len(), 1);
+    // Time passing without probes empties the view, too.
+    let (buckets, _, _) = h.get("www.", ip(2)).unwrap().document(now + 12 * 3_600_000);
+    assert!(buckets.is_empty());
+}
+
+#[test]
+fn transitions_are_recorded_on_change_only_and_bounded() {
+    let mut h = one("www.", &[ip(2)]);
+    h.record_agreed("www.", ip(2), true, "agreed by a", T0);
+    h.record_agreed("www.", ip(2), true, "agreed by a", T0 + 1);
+    h.record_standing("www.", ip(2), true, "verdict", "up", T0 + 2);
+    h.record_standing("www.", ip(2), true, "verdict", "up", T0 + 3);
+    h.record_agreed("www.", ip(2), false, "agreed by a", T0 + 4);
+    h.record_standing("www.", ip(2), false, "verdict", "down", T0 + 5);
+    // Same state, another rule: recorded.
+    h.record_standing(
+        "www.",
+        ip(2),
+        false,
+        "damped",
+        "é".repeat(1000).as_str(),
+        T0 + 6,
+    );
+    let (_, _, t) = h.get("www.", ip(2)).unwrap().document(T0);
+    let seen: Vec<(&str, &str, u64)> = t
+        .iter()
+        .map(|t| (t.state.as_str(), t.reason_kind.as_str(), t.unix_ms - T0))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("up", "agreed", 0),
+            ("published", "verdict", 2),
+            ("down", "agreed", 4),
+            ("excluded", "verdict", 5),
+            ("excluded", "damped", 6)
+        ]
+    );
+    assert_eq!(t[4].reason.len(), REASON_MAX_BYTES);
+    assert!(t[4].reason.chars().all(|c| c == 'é'));
+    for i in 0..(3 * TRANSITIONS as u64) {
+        h.record_agreed("www.", ip(2), i % 2 == 0, "flap", T0 + 100 + i);
+    }
+    let (_, _, t) = h.get("www.", ip(2)).unwrap().document(T0);
+    assert_eq!(t.len(), TRANSITIONS);
+    assert_eq!(
+        t.last().unwrap().unix_ms,
+        T0 + 100 + 3 * TRANSITIONS as u64 - 1
+    );
+}
+
+#[test]
+fn long_term_means_come_from_the_passed_probes() {
+    let mut h = one("www.", &[ip(2), ip(3), ip(4)]);
+    for i in 0..10 {
+        h.record_probe("www.", ip(2), true, ms(100), T0 + i * 1000);
+        h.record_probe("www.", ip(3), true, ms(20), T0 + i * 1000);
+        h.record_probe("www.", ip(3), false, ms(900), T0 + i * 1000);
+        h.record_probe("www.", ip(4), false, ms(900), T0 + i * 1000);
+    }
+    assert_eq!(
+        h.long_term_means("www.", T0 + 10_000),
+        vec![(ip(2), ms(100)), (ip(3), ms(20))]
+    );
+    assert!(h.long_term_means("nope.", T0).is_empty());
+}
+
+#[test]
+fn retain_forgets_endpoints_no_longer_configured() {
+    let mut h = one("www.", &[ip(2), ip(3)]);
+    h.record_probe("www.", ip(3), true, ms(1), T0);
+    h.retain([("www.", &[ip(3)][..]), ("api.", &[ip(2)][..])]);
+    assert!(h.get("www.", ip(2)).is_none());
+    assert_eq!(h.get("www.", ip(3)).unwrap().summary(T0).probes, 1);
+    assert!(h.get("api.", ip(2)).is_some());
+    // Without a store nothing is kept for it to delete; with one, the dropped endpoint is.
+    assert!(h.forgotten.is_empty());
+    h.restore(HashMap::new());
+    h.retain([("api.", &[ip(2)][..])]);
+    assert_eq!(h.forgotten, vec![store_key("www.", ip(3))]);
+}
+
+fn open(dir: &Path, history: &Arc<Mutex<History>>, now: u64) -> HistoryStore {
+    // The previous store's thread lets go of the database once its last handle is gone.
+    for _ in 0..100 {
+        if let Ok(s) = HistoryStore::open(dir, history.clone(), now) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("cannot reopen the history store");
+}
+
+#[test]
+fn the_store_keeps_buckets_and_transitions_across_a_reopen_and_bounds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = T0 + (2 * BUCKETS as u64 - 1) * RESOLUTION_MS;
+    let doc;
+    {
+        let history = Arc::new(Mutex::new(one("www.", &[ip(2), ip(3)])));
+        let store = open(dir.path(), &history, now);
+        {
+            let mut h = history.lock().unwrap();
+            // Two hours of probes: only the last hour may stay on disk.
+            for i in 0..(2 * BUCKETS as u64) {
+                h.record_probe(
+                    "www.",
+                    ip(2),
+                    i % 7 != 0,
+                    ms(i % 50),
+                    T0 + i * RESOLUTION_MS,
+                );
+            }
+            h.record_agreed("www.", ip(2), true, "agreed by a", T0);
+            h.record_standing(
+                "www.",
+                ip(2),
+                false,
+                "not_fastest",
+                "not among the fastest 1",
+                T0,
+            );
+            h.record_probe("www.", ip(3), true, ms(3), now - 1);
+        }
+        store.flush();
+        doc = history
+            .lock()
+            .unwrap()
+            .get("www.", ip(2))
+            .unwrap()
+            .document(now);
+        // ip(3) is dropped from the configuration: its stored copy goes at the next commit.
+        history.lock().unwrap().retain([("www.", &[ip(2)][..])]);
+        store.flush();
+    }
+    let history = Arc::new(Mutex::new(History::default()));
+    let store = open(dir.path(), &history, now);
+    let h = history.lock().unwrap();
+    assert_eq!(h.get("www.", ip(2)).unwrap().document(now), doc);
+    assert_eq!(doc.0.len(), BUCKETS);
+    assert_eq!(doc.2.len(), 2);
+    assert!(h.get("www.", ip(3)).is_none());
+    drop(h);
+    drop(store);
+    // On disk: exactly the ring of the one endpoint left, and its transitions.
+    let db = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            Database::open(dir.path().join(FILE_NAME)).ok()
+        })
+        .expect("the store lets go of the file");
+    let txn = db.begin_read().unwrap();
+    let buckets = txn.open_table(BUCKET_TABLE).unwrap();
+    let keys: Vec<(String, u64)> = buckets
+        .iter()
+        .unwrap()
+        .map(|e| {
+            let (k, _) = e.unwrap();
+            let (key, slot) = k.value();
+            (key.to_owned(), slot)
+        })
+        .collect();
+    assert_eq!(keys.len(), BUCKETS);
+    assert!(keys.iter().all(|(k, _)| *k == store_key("www.", ip(2))));
+    assert_eq!(txn.open_table(TRANSITION_TABLE).unwrap().len().unwrap(), 1);
+}
+
+#[test]
+fn restored_transitions_do_not_repeat_the_current_state() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let history = Arc::new(Mutex::new(one("www.", &[ip(2)])));
+        let store = open(dir.path(), &history, T0);
+        history
+            .lock()
+            .unwrap()
+            .record_agreed("www.", ip(2), true, "agreed", T0);
+        store.flush();
+    }
+    let history = Arc::new(Mutex::new(History::default()));
+    let _store = open(dir.path(), &history, T0 + 1000);
+    let mut h = history.lock().unwrap();
+    h.retain([("www.", &[ip(2)][..])]);
+    h.record_agreed("www.", ip(2), true, "agreed", T0 + 1000);
+    h.record_agreed("www.", ip(2), false, "agreed", T0 + 2000);
+    let (_, _, t) = h.get("www.", ip(2)).unwrap().document(T0);
+    let states: Vec<&str> = t.iter().map(|t| t.state.as_str()).collect();
+    assert_eq!(states, vec!["up", "down"]);
+}
+
+#[test]
+fn a_damaged_bucket_is_dropped() {
+    let mut b = Bucket::default();
+    b.add(true, 5.0);
+    assert_eq!(Bucket::decode(b.encode()), Some(b));
+    let mut raw = b.encode();
+    raw[2] = 9; // more failures than probes
+    assert_eq!(Bucket::decode(raw), None);
+    let mut raw = b.encode();
+    raw[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert_eq!(Bucket::decode(raw), None);
+}
