@@ -27,6 +27,7 @@ use crate::observe::probe::{
 };
 
 mod client;
+mod lean;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -600,6 +601,8 @@ fn status_range(spec: &StatusSpec) -> Result<(u16, u16), String> {
 /// client is shared with every probe of the same client configuration (see [`client`]).
 pub struct HttpProbe {
     client: Arc<reqwest::Client>,
+    /// The exchange without reqwest (plain `http`, no redirects), used instead of `client` when set.
+    lean: Option<lean::Lean>,
     endpoint: IpAddr,
     url: String,
     method: reqwest::Method,
@@ -656,8 +659,25 @@ impl HttpProbe {
         };
         let method =
             reqwest::Method::from_bytes(h.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let lean = (!h.tls && h.follow_redirects == 0)
+            .then(|| {
+                let mut headers = headers.clone();
+                // reqwest sends these itself: the lean request carries them from the start.
+                if !headers.contains_key(reqwest::header::HOST) {
+                    headers.insert(reqwest::header::HOST, lean::host_value(&h.host, h.port)?);
+                }
+                if !headers.contains_key(reqwest::header::ACCEPT) {
+                    headers.insert(
+                        reqwest::header::ACCEPT,
+                        reqwest::header::HeaderValue::from_static("*/*"),
+                    );
+                }
+                lean::Lean::new(target, h.source_address, method.clone(), &h.path, headers)
+            })
+            .flatten();
         Ok(HttpProbe {
             client: client::shared(&h.client_key())?,
+            lean,
             endpoint: ip,
             url,
             method,
@@ -685,6 +705,16 @@ impl HttpProbe {
             latency: start.elapsed(),
             detail,
         };
+        if let Some(lean) = &self.lean {
+            let judged = lean
+                .exchange(|mut resp| async move {
+                    let status = resp.status().as_u16();
+                    let body = resp.body_mut();
+                    self.judge(start, status, None, body).await
+                })
+                .await;
+            return judged.unwrap_or_else(|e| failed(error_detail(&e)));
+        }
         let sent = self
             .client
             .request(self.method.clone(), &self.url)
@@ -697,6 +727,31 @@ impl HttpProbe {
             Err(e) => return self.failure(&e, failed),
         };
         let status = resp.status().as_u16();
+        // Read before the body: the certificate of the connection the answer came on.
+        let expiry = self.cert_expiry_warning.and_then(|within| {
+            let der = resp
+                .extensions()
+                .get::<reqwest::tls::TlsInfo>()?
+                .peer_certificate()?;
+            expiry_warning(der, within, std::time::SystemTime::now())
+        });
+        self.judge(start, status, expiry, &mut resp).await
+    }
+
+    /// Judges an answer with `status` that arrived on a probe started at `start`: its status, then
+    /// its body read from `body`; `expiry` is the certificate warning to add to a passing result.
+    async fn judge(
+        &self,
+        start: Instant,
+        status: u16,
+        expiry: Option<String>,
+        body: &mut impl Chunks,
+    ) -> ProbeResult {
+        let failed = |detail: String| ProbeResult {
+            ok: false,
+            latency: start.elapsed(),
+            detail,
+        };
         if !self
             .expect_status
             .iter()
@@ -707,25 +762,17 @@ impl HttpProbe {
         // The body is read even when nobody looks into it: the probe (and its latency) ends when the
         // response is complete, so a server that answers its headers at once and then stalls is slow.
         let keep = self.body_contains.is_some() || self.body_regex.is_some();
-        // Read before the body: the certificate of the connection the answer came on.
-        let expiry = self.cert_expiry_warning.and_then(|within| {
-            let der = resp
-                .extensions()
-                .get::<reqwest::tls::TlsInfo>()?
-                .peer_certificate()?;
-            expiry_warning(der, within, std::time::SystemTime::now())
-        });
         let hashes = Hashes {
             sha256: self.body_sha256.is_some(),
             md5: self.body_md5.is_some(),
         };
-        let body = match read_body(&mut resp, keep, hashes).await {
+        let body = match read_body(body, keep, hashes).await {
             Ok(body) => body,
-            Err(e) if e.is_timeout() => return timed_out(self.timeout),
+            Err(e) if is_timeout(&e) => return timed_out(self.timeout),
             Err(e) => {
                 return failed(format!(
                     "HTTP {status}, body read failed: {}",
-                    reqwest_detail(&e)
+                    error_detail(&e)
                 ));
             }
         };
@@ -821,11 +868,7 @@ struct Body {
 
 /// Reads the body until it ends or [`MAX_BODY_BYTES`] have been read ([`MAX_HASHED_BODY_BYTES`] when
 /// hashing), keeping its start if `keep`.
-async fn read_body(
-    resp: &mut reqwest::Response,
-    keep: bool,
-    hashes: Hashes,
-) -> reqwest::Result<Body> {
+async fn read_body<C: Chunks>(body: &mut C, keep: bool, hashes: Hashes) -> Result<Body, C::Error> {
     use md5::Digest as _;
     let mut kept = Vec::new();
     let mut read = 0;
@@ -834,7 +877,7 @@ async fn read_body(
         .then(|| ring::digest::Context::new(&ring::digest::SHA256));
     let mut md5 = hashes.md5.then(md5::Md5::new);
     let hashing = hashes.sha256 || hashes.md5;
-    while let Some(chunk) = resp.chunk().await? {
+    while let Some(chunk) = body.next_chunk().await? {
         read += chunk.len();
         if keep && kept.len() < MAX_BODY_BYTES {
             let room = MAX_BODY_BYTES - kept.len();
@@ -910,8 +953,37 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// A response body read one chunk at a time: reqwest's (shared client) or hyper's (lean exchange).
+trait Chunks: Send {
+    /// The body's read error.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// The next chunk; `None` at the end of the body.
+    fn next_chunk(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<bytes::Bytes>, Self::Error>> + Send;
+}
+
+impl Chunks for reqwest::Response {
+    type Error = reqwest::Error;
+
+    async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, reqwest::Error> {
+        self.chunk().await
+    }
+}
+
+/// Whether `e` is reqwest's own timeout (the lean exchange has none: the probe's timeout cuts it).
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<reqwest::Error>()
+        .is_some_and(reqwest::Error::is_timeout)
+}
+
 /// The innermost cause is what an operator needs ("connection refused", "certificate expired").
 fn reqwest_detail(e: &reqwest::Error) -> String {
+    error_detail(e)
+}
+
+/// [`reqwest_detail`] of any error: its innermost I/O error's wording, or its innermost cause.
+fn error_detail(e: &(dyn std::error::Error + 'static)) -> String {
     let mut source: Option<&dyn std::error::Error> = Some(e);
     let mut last = e.to_string();
     while let Some(s) = source {

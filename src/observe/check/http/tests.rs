@@ -194,3 +194,39 @@ fn expiry_warning_only_within_the_window_and_for_expired_certificates() {
     assert!(w.starts_with("certificate expired on "), "{w}");
     assert_eq!(expiry_warning(b"not a certificate", week, at(0)), None);
 }
+
+#[tokio::test]
+async fn plain_http_without_redirects_takes_the_lean_exchange() {
+    let (port, seen) = serve_once(OK).await;
+    let check = http_check(port);
+    let p = HttpProbe::new(&check, "127.0.0.1".parse().unwrap(), Duration::from_secs(2)).unwrap();
+    assert!(p.lean.is_some(), "plain http, no redirects: hyper directly");
+    let r = p.probe().await;
+    assert!(r.ok && r.detail == "HTTP 200", "{r:?}");
+    // The same request line and headers reqwest sent: Host with the port, User-Agent, Accept.
+    let req = seen.await.unwrap().to_ascii_lowercase();
+    assert!(req.starts_with("get /health?x=1 http/1.1\r\n"), "{req}");
+    for line in [
+        &format!("host: www.example.test:{port}\r\n"),
+        "x-probe: yes\r\n",
+        "accept: */*\r\n",
+        "user-agent: rrguard/",
+    ] {
+        assert!(req.contains(line), "{line:?} missing in {req}");
+    }
+    // https and redirects keep the shared reqwest client.
+    let redirects = HttpCheckConfig {
+        follow_redirects: 1,
+        ..check.clone()
+    };
+    let p = HttpProbe::new(
+        &redirects,
+        "127.0.0.1".parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    assert!(p.lean.is_none());
+    let tls = HttpCheckConfig { tls: true, ..check };
+    let p = HttpProbe::new(&tls, "127.0.0.1".parse().unwrap(), Duration::from_secs(2)).unwrap();
+    assert!(p.lean.is_none());
+}
