@@ -199,7 +199,7 @@ proptest! {
             // Applying the plan to the published set gives the desired set.
             let mut applied = published.clone();
             for (c, _) in &pl.changes {
-                match c { Change::Add(ip) => { applied.insert(*ip); } Change::Remove(ip) => { applied.remove(ip); } Change::Ttl(_) => {} }
+                match c { Change::Add(ip) => { applied.insert(*ip); } Change::Remove(ip) => { applied.remove(ip); } Change::Ttl(_) | Change::Weight(_) => {} }
             }
             prop_assert_eq!(&applied, &pl.desired);
             published = applied;
