@@ -94,7 +94,33 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         api,
         alerts,
         metrics,
+        warnings: Vec::new(),
     })
+}
+
+/// What a valid configuration asks for that a writer cannot do: weights on a writer without
+/// weighted records ([`crate::act::weighted`]), one warning per service and writer.
+pub(crate) fn warnings(config: &Config) -> Vec<PathError> {
+    let mut out = Vec::new();
+    for (i, s) in config.services.iter().enumerate() {
+        if s.policies.weights.is_none() {
+            continue;
+        }
+        for w in config.writers_of(s) {
+            if !crate::act::weighted(&w.kind) {
+                out.push(PathError {
+                    path: vec![Key("service"), Index(i), Key("select"), Key("weights")],
+                    message: format!(
+                        "warning: service {:?}: weights ignored: writer {:?} ({}) has no weighted records; it publishes plain records",
+                        s.fqdn,
+                        w.name,
+                        w.kind.type_name()
+                    ),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// `[defaults]`: the values that are checked where they are written.
