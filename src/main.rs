@@ -269,6 +269,15 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match config::load(&config.config) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!(
+                        "{}:{}:{}: {}",
+                        config.config.display(),
+                        w.line,
+                        w.col,
+                        w.message
+                    );
+                }
                 println!(
                     "{}: ok ({} writers, {} services, {} endpoints)",
                     config.config.display(),

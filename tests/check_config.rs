@@ -283,3 +283,22 @@ fn example_config_documents_every_option() {
         "etc/rrguard.example.toml does not document: {missing:?}"
     );
 }
+
+/// Weights on a writer without weighted records are valid: exit 0, and one warning at the
+/// `weights` key naming the service, the writer and its type.
+#[test]
+fn weights_on_a_plain_writer_warn_without_failing() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rrguard"))
+        .args(["check-config", "-c", "tests/configs/weights_ignored.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(
+        warnings,
+        vec![
+            "tests/configs/weights_ignored.toml:17:11: warning: service \"a.example.test.\": weights ignored: writer \"primary\" (rfc2136) has no weighted records; it publishes plain records"
+        ]
+    );
+}

@@ -68,6 +68,7 @@ fn change(
         add: set(add),
         remove: set(remove),
         rettl: BTreeSet::new(),
+        weights: Default::default(),
     }
 }
 
@@ -209,6 +210,7 @@ fn read_reports_a_cname_even_with_in_zone_target(kind: DnsKind) {
         Published {
             records: BTreeMap::new(),
             cname: Some("lb.example.test.".to_owned()),
+            weights: Default::default(),
         }
     );
 }

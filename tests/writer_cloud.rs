@@ -1002,6 +1002,7 @@ async fn cloudflare_errors_show_cloudflares_messages() {
         &Published {
             records: Default::default(),
             cname: Some("lb.example.test.".into()),
+            weights: Default::default(),
         },
     );
     // The writer refuses an address beside a CNAME itself; Cloudflare's own refusal is mapped too.

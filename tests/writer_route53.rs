@@ -1334,3 +1334,76 @@ fn moto_is_started_and_answers_signed_requests() {
     s.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1."), "{text}");
 }
+
+/// Weighted records through moto: a plain RRset becomes one weighted set per address
+/// (SetIdentifier `rrguard-<address>`, Weight, the change's TTL) in one batch; a weight change and a
+/// removal are one batch; reading finds rrguard's sets by SetIdentifier; without weights the
+/// records become one plain RRset again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_weighted_sets_are_written_read_and_reweighted() {
+    let m = MotoFixture::new();
+    let w = &m.writer;
+    assert!(w.capabilities().weighted);
+    let www = format!("www.{}", m.zone);
+    m.set(&www, &published(&[("127.0.0.2", 30), ("127.0.0.3", 30)]));
+    let weights = |pairs: &[(&str, u8)]| -> BTreeMap<IpAddr, u8> {
+        pairs
+            .iter()
+            .map(|(a, w)| (a.parse().unwrap(), *w))
+            .collect()
+    };
+    let to_weighted = RecordChange {
+        fqdn: www.clone(),
+        zone: m.zone.clone(),
+        rettl: ["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()].into(),
+        weights: weights(&[("127.0.0.2", 10), ("127.0.0.3", 5)]),
+        ..change(&["127.0.0.2", "127.0.0.3"], &[], &[])
+    };
+    w.apply(&to_weighted).await.unwrap();
+    let read = w.read(&www, &m.zone).await.unwrap();
+    assert_eq!(read.addresses().len(), 2, "{read}");
+    assert_eq!(
+        read.weights,
+        weights(&[("127.0.0.2", 10), ("127.0.0.3", 5)])
+    );
+    assert!(read.records.values().all(|ttl| *ttl == 30), "{read}");
+
+    // Remove one, reweigh the other, add a third: one batch.
+    let reweigh = RecordChange {
+        fqdn: www.clone(),
+        zone: m.zone.clone(),
+        rettl: ["127.0.0.2".parse().unwrap()].into(),
+        weights: weights(&[("127.0.0.2", 0), ("127.0.0.4", 255)]),
+        ..change(&["127.0.0.2", "127.0.0.3"], &["127.0.0.4"], &["127.0.0.3"])
+    };
+    w.apply(&reweigh).await.unwrap();
+    let read = w.read(&www, &m.zone).await.unwrap();
+    assert_eq!(
+        read.weights,
+        weights(&[("127.0.0.2", 0), ("127.0.0.4", 255)]),
+        "{read}"
+    );
+
+    // A stale precondition is refused before anything is sent.
+    let stale = RecordChange {
+        fqdn: www.clone(),
+        zone: m.zone.clone(),
+        weights: weights(&[("127.0.0.2", 1), ("127.0.0.9", 1)]),
+        ..change(&["127.0.0.2", "127.0.0.3"], &["127.0.0.9"], &[])
+    };
+    assert!(matches!(
+        w.apply(&stale).await,
+        Err(WriteError::Conflict(_))
+    ));
+
+    // No weights any more: one plain RRset.
+    let plain = RecordChange {
+        fqdn: www.clone(),
+        zone: m.zone.clone(),
+        rettl: ["127.0.0.2".parse().unwrap(), "127.0.0.4".parse().unwrap()].into(),
+        ..change(&["127.0.0.2", "127.0.0.4"], &[], &[])
+    };
+    w.apply(&plain).await.unwrap();
+    let read = w.read(&www, &m.zone).await.unwrap();
+    assert_eq!(read, published(&[("127.0.0.2", 30), ("127.0.0.4", 30)]));
+}

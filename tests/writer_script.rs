@@ -559,6 +559,7 @@ async fn example_script_refusals_and_untouched_rrsets() {
     let alias = Published {
         records: BTreeMap::new(),
         cname: Some("lb.example.test.".to_owned()),
+        weights: Default::default(),
     };
     f.set(FQDN, &alias);
     let err = f

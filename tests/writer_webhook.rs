@@ -139,6 +139,7 @@ fn change_of(doc: &Doc) -> Result<RecordChange, String> {
         add: add.clone(),
         remove: remove.clone(),
         rettl: rettl.clone(),
+        weights: Default::default(),
     };
     let expected = match &change.precondition {
         Precondition::RrsetEquals(s) => s.clone(),

@@ -151,6 +151,7 @@ mod tests {
             add: ["192.0.2.1".parse().unwrap()].into_iter().collect(),
             remove: BTreeSet::new(),
             rettl: BTreeSet::new(),
+            weights: Default::default(),
         }
     }
 

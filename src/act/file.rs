@@ -764,6 +764,7 @@ mod tests {
             add: ips(&["192.0.2.3"]),
             remove: ips(&["192.0.2.2"]),
             rettl: BTreeSet::new(),
+            weights: Default::default(),
         };
         // Only the A RRset is touched, so only it is pinned.
         check_precondition(&current, &change).unwrap();

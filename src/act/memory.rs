@@ -57,7 +57,7 @@ impl MemoryWriter {
             capabilities: Capabilities {
                 compare_and_swap: true,
                 read_back: true,
-                weights: false,
+                weighted: false,
                 per_node: false,
                 batches: false,
             },
@@ -237,6 +237,7 @@ mod tests {
             add: ips(add),
             remove: ips(remove),
             rettl: ips(rettl),
+            weights: Default::default(),
         }
     }
 
@@ -300,6 +301,7 @@ mod tests {
             Published {
                 records: BTreeMap::new(),
                 cname: Some("lb.example.test.".into()),
+                weights: Default::default(),
             },
         );
         w.apply_now(&change(&[], &["192.0.2.1"], &[], &[])).unwrap();

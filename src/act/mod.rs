@@ -62,6 +62,10 @@ pub struct Published {
     /// The target of a CNAME at the name, if there is one. A CNAME excludes every other type at its
     /// owner name (RFC 1034 §3.6.2, RFC 2181 §10.1): servers silently ignore an address added beside it.
     pub cname: Option<String>,
+    /// The weight (0..=255) of each address published as a weighted record (Route 53 weighted
+    /// routing, one record set per address); empty when the records are plain. Only writers that
+    /// declare [`Capabilities::weighted`] fill it.
+    pub weights: BTreeMap<IpAddr, u8>,
 }
 
 impl Published {
@@ -70,6 +74,7 @@ impl Published {
         Published {
             records: addresses.into_iter().map(|ip| (ip, ttl)).collect(),
             cname: None,
+            weights: BTreeMap::new(),
         }
     }
 
@@ -93,7 +98,10 @@ impl fmt::Display for Published {
         let parts: Vec<String> = self
             .records
             .iter()
-            .map(|(ip, ttl)| format!("{ip} (ttl {ttl})"))
+            .map(|(ip, ttl)| match self.weights.get(ip) {
+                Some(w) => format!("{ip} (ttl {ttl}, weight {w})"),
+                None => format!("{ip} (ttl {ttl})"),
+            })
             .collect();
         f.write_str(&parts.join(" "))
     }
@@ -153,10 +161,15 @@ pub struct RecordChange {
     pub add: BTreeSet<IpAddr>,
     /// Addresses to remove.
     pub remove: BTreeSet<IpAddr>,
-    /// Addresses kept whose TTL must become `ttl`. Written as "delete this RR, add it with the new TTL"
+    /// Addresses kept whose TTL must become `ttl` (or, for a weighted writer, whose weight must
+    /// become the one in `weights`). Written as "delete this RR, add it with the new TTL"
     /// in the same message: Knot ignores an add of an existing RR with another TTL, while delete + add
     /// re-TTLs the RRset on Knot and BIND (measured on Knot 3.2.6 and BIND 9.18).
     pub rettl: BTreeSet<IpAddr>,
+    /// The weight (0..=255) of every address the name publishes after the change, for writers that
+    /// declare [`Capabilities::weighted`] (`[service.select] weights`); empty: plain records. Other
+    /// writers ignore it.
+    pub weights: BTreeMap<IpAddr, u8>,
 }
 
 impl RecordChange {
@@ -213,8 +226,11 @@ pub struct Capabilities {
     /// [`Writer::read`] right after [`Writer::apply`] shows the change (read-your-writes). Without it
     /// the core takes the written set as published and leaves verification to the reconcile read.
     pub read_back: bool,
-    /// The back end can weight records. No writer uses weights yet.
-    pub weights: bool,
+    /// The back end publishes weighted records ([`RecordChange::weights`], [`Published::weights`]):
+    /// Route 53's weighted routing. The service core passes `[service.select] weights` only to such
+    /// writers; for the others the weights are ignored, with a warning at start and reload
+    /// ([`crate::config::Config::warnings`]).
+    pub weighted: bool,
     /// Every node writes its own copy (its own served zone, its own file), so every node of a cluster
     /// applies the agreed decision to it, not only the elected leader.
     pub per_node: bool,
@@ -426,4 +442,10 @@ pub fn build(config: &WriterConfig, resources: &Resources) -> Result<Arc<dyn Wri
             resources,
         ))),
     }
+}
+
+/// Whether writers of this kind publish weighted records ([`Capabilities::weighted`]), known
+/// without building the writer (for `check-config` and the warnings of a reload): only `route53`.
+pub fn weighted(kind: &WriterKind) -> bool {
+    matches!(kind, WriterKind::Route53(_))
 }

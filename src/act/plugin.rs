@@ -233,7 +233,11 @@ pub fn parse_read_reply(body: &[u8]) -> Result<Published, String> {
                 .map_err(|e| format!("the reply's cname {target:?} is not a DNS name: {e}"))?,
         ),
     };
-    Ok(Published { records, cname })
+    Ok(Published {
+        records,
+        cname,
+        weights: Default::default(),
+    })
 }
 
 /// The reply to `apply`: nothing (only white space) or a JSON object, whatever it holds.
@@ -351,6 +355,7 @@ mod tests {
             add: ips(&["192.0.2.3"]),
             remove: ips(&["192.0.2.1"]),
             rettl: ips(&["192.0.2.2"]),
+            weights: Default::default(),
         };
         let doc: serde_json::Value =
             serde_json::from_slice(&Request::apply("hook", &change).to_json()).unwrap();
@@ -386,6 +391,7 @@ mod tests {
             add: ips(&["::1"]),
             remove: BTreeSet::new(),
             rettl: BTreeSet::new(),
+            weights: Default::default(),
         };
         let doc: serde_json::Value =
             serde_json::from_slice(&Request::apply("s", &change).to_json()).unwrap();

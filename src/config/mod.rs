@@ -107,6 +107,10 @@ pub struct Config {
     pub alerts: Vec<crate::expose::alert::AlertConfig>,
     /// `[metrics]`: the StatsD push.
     pub metrics: crate::expose::statsd::MetricsConfig,
+    /// Things that are valid but will not do what they say, each at its place: `[service.select]
+    /// weights` on a writer without weighted records. `check-config` prints them, the daemon logs
+    /// each once at start and at every reload.
+    pub warnings: Vec<Problem>,
 }
 
 impl Config {
@@ -197,6 +201,24 @@ pub enum WriterKind {
     Zonefile(ZonefileConfig),
     /// rrguard's section of a hosts file.
     Hosts(HostsConfig),
+}
+
+impl WriterKind {
+    /// The `type` of the `[[writer]]` section, as written in the configuration.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            WriterKind::Rfc2136(_) => "rfc2136",
+            WriterKind::Serve(_) => "serve",
+            WriterKind::Script(_) => "script",
+            WriterKind::Webhook(_) => "webhook",
+            WriterKind::Route53(_) => "route53",
+            WriterKind::Cloudflare(_) => "cloudflare",
+            WriterKind::DigitalOcean(_) => "digitalocean",
+            WriterKind::Dynu(_) => "dynu",
+            WriterKind::Zonefile(_) => "zonefile",
+            WriterKind::Hosts(_) => "hosts",
+        }
+    }
 }
 
 /// `[[service]]`: one DNS name whose A/AAAA records rrguard manages.
@@ -364,7 +386,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         }
     };
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    validate(raw, base_dir, path).map_err(|errors| {
+    let located = |e: validate::PathError| {
+        let (line, col) = locate::find(text, &e.path);
+        Problem {
+            line,
+            col,
+            message: e.message,
+        }
+    };
+    let mut config = validate(raw, base_dir, path).map_err(|errors| {
         let mut problems: Vec<Problem> = errors
             .into_iter()
             .map(|e| {
@@ -378,7 +408,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             .collect();
         problems.sort_by_key(|p| (p.line, p.col));
         invalid(problems)
-    })
+    })?;
+    config.warnings = validate::warnings(&config)
+        .into_iter()
+        .map(located)
+        .collect();
+    Ok(config)
 }
 
 /// Rewords serde's and toml's messages in the terms of the file: what was written, what is expected,

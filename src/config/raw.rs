@@ -341,6 +341,9 @@ pub struct RawSelect {
     pub canaries: Vec<String>,
     /// More canaries failing than this withdraws them all.
     pub canary_max_failing: Option<usize>,
+    /// Weight (0..=255) per endpoint address, for writers with weighted records. Read as `u64` so
+    /// that a value over 255 gets rrguard's message rather than the parser's.
+    pub weights: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// `[service.self_register]`.

@@ -1,6 +1,6 @@
 //! Semantic validation: from [`RawConfig`] to [`Config`], collecting every problem with its key path.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -94,7 +94,33 @@ pub fn validate(raw: RawConfig, base_dir: &Path, path: &Path) -> Result<Config, 
         api,
         alerts,
         metrics,
+        warnings: Vec::new(),
     })
+}
+
+/// What a valid configuration asks for that a writer cannot do: weights on a writer without
+/// weighted records ([`crate::act::weighted`]), one warning per service and writer.
+pub(crate) fn warnings(config: &Config) -> Vec<PathError> {
+    let mut out = Vec::new();
+    for (i, s) in config.services.iter().enumerate() {
+        if s.policies.weights.is_none() {
+            continue;
+        }
+        for w in config.writers_of(s) {
+            if !crate::act::weighted(&w.kind) {
+                out.push(PathError {
+                    path: vec![Key("service"), Index(i), Key("select"), Key("weights")],
+                    message: format!(
+                        "warning: service {:?}: weights ignored: writer {:?} ({}) has no weighted records; it publishes plain records",
+                        s.fqdn,
+                        w.name,
+                        w.kind.type_name()
+                    ),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// `[defaults]`: the values that are checked where they are written.
@@ -478,6 +504,15 @@ fn policies(
         readd_delay: s.readd_delay.unwrap_or(Duration::ZERO),
         change_rate: change_rate(s, label, spath, errs),
         max_remove_fraction: max_remove_fraction(s, label, spath, errs),
+        weights: s.select.as_ref().and_then(|sel| {
+            weights(
+                sel,
+                &s.endpoints,
+                label,
+                &with(spath, &[Key("select"), Key("weights")]),
+                errs,
+            )
+        }),
         select: s.select.as_ref().map(|sel| {
             select(
                 sel,
@@ -488,6 +523,69 @@ fn policies(
             )
         }),
     }
+}
+
+/// `[service.select] weights`: every key a configured endpoint, every value 0..=255; the endpoints
+/// not listed get [`crate::decide::select::DEFAULT_WEIGHT`].
+fn weights(
+    sel: &super::raw::RawSelect,
+    raw_endpoints: &[String],
+    label: &str,
+    path: &[Seg],
+    errs: &mut Errors,
+) -> Option<BTreeMap<IpAddr, u8>> {
+    use crate::decide::select::{DEFAULT_WEIGHT, MAX_WEIGHT};
+    let raw = sel.weights.as_ref()?;
+    let endpoints: Vec<IpAddr> = raw_endpoints
+        .iter()
+        .filter_map(|e| e.trim().parse().ok())
+        .collect();
+    let mut out: BTreeMap<IpAddr, u8> = endpoints.iter().map(|ip| (*ip, DEFAULT_WEIGHT)).collect();
+    let mut seen = BTreeSet::new();
+    for (key, value) in raw {
+        // Key paths name static keys only: the problem is shown at `weights`, naming the key.
+        let at = path.to_vec();
+        let ip = match key.trim().parse::<IpAddr>() {
+            Ok(ip) if endpoints.contains(&ip) => ip,
+            Ok(_) => {
+                errs.at(
+                    &at,
+                    format!(
+                        "service {label:?}: weights names {key:?}, which is not one of the service's endpoints; add it to endpoints or remove its weight"
+                    ),
+                );
+                continue;
+            }
+            Err(_) => {
+                errs.at(
+                    &at,
+                    format!("service {label:?}: weights key {key:?} is not an IP address"),
+                );
+                continue;
+            }
+        };
+        if !seen.insert(ip) {
+            errs.at(
+                &at,
+                format!(
+                    "service {label:?}: weights gives {ip} a weight twice (as {key:?}); keep one"
+                ),
+            );
+            continue;
+        }
+        match u8::try_from(*value) {
+            Ok(w) if u64::from(w) <= MAX_WEIGHT => {
+                out.insert(ip, w);
+            }
+            _ => errs.at(
+                &at,
+                format!(
+                    "service {label:?}: weight {value} of {key:?} is out of range; Route 53 weights run from 0 to {MAX_WEIGHT}"
+                ),
+            ),
+        }
+    }
+    Some(out)
 }
 
 /// `[service.select]`: the mode's keys, tiers and canaries that name configured endpoints.

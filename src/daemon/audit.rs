@@ -32,6 +32,7 @@ pub(super) fn changes(plan: &Plan) -> Vec<ChangeStatus> {
                 Change::Add(ip) => ("add", ip),
                 Change::Remove(ip) => ("remove", ip),
                 Change::Ttl(ip) => ("ttl", ip),
+                Change::Weight(ip) => ("weight", ip),
             };
             ChangeStatus {
                 op: op.to_owned(),
@@ -52,6 +53,7 @@ pub(super) fn queued(plan: &Plan) -> Vec<ChangeStatus> {
                 Change::Add(ip) => ("add", ip),
                 Change::Remove(ip) => ("remove", ip),
                 Change::Ttl(ip) => ("ttl", ip),
+                Change::Weight(ip) => ("weight", ip),
             };
             ChangeStatus {
                 op: op.to_owned(),

@@ -600,6 +600,7 @@ fn queued_text(queued: &[crate::decide::safety::Queued]) -> String {
             crate::decide::Change::Add(ip) => format!("add {ip} ({})", q.limit),
             crate::decide::Change::Remove(ip) => format!("remove {ip} ({})", q.limit),
             crate::decide::Change::Ttl(ip) => format!("set ttl of {ip} ({})", q.limit),
+            crate::decide::Change::Weight(ip) => format!("set weight of {ip} ({})", q.limit),
         })
         .collect();
     parts.join(", ")

@@ -150,6 +150,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let state = NodeState::new();
     let notifier = notify::Notifier::from_env();
+    log_warnings(&config);
     match state
         .overrides()
         .open(&config.node.state_dir, &config.node.id)
@@ -318,11 +319,25 @@ fn reload(
 ) -> Result<Config, String> {
     notifier.reloading();
     let new = config::load(path).map_err(|e| e.to_string())?;
+    log_warnings(&new);
     let writers = act::build_all(&new.writers, resources).map_err(|e| e.to_string())?;
     writers
         .iter()
         .try_for_each(|(name, w)| w.start().map_err(|e| format!("writer {name:?}: {e}")))?;
     Ok(new)
+}
+
+/// Logs each of the configuration's warnings once ([`Config::warnings`]), at start and reload.
+fn log_warnings(config: &Config) {
+    for w in &config.warnings {
+        warn!(
+            "{}:{}:{}: {}",
+            config.path.display(),
+            w.line,
+            w.col,
+            w.message
+        );
+    }
 }
 
 /// The controllers of one generation, and what is needed to restart one that panicked.

@@ -89,6 +89,7 @@ pub(super) async fn remove_on_shutdown(
             add: Default::default(),
             remove: [ip].into(),
             rettl: Default::default(),
+            weights: Default::default(),
         };
         match w.apply(&change).await {
             Ok(()) => {

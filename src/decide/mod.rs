@@ -92,6 +92,10 @@ pub struct Policies {
     pub change_rate: Option<safety::ChangeRate>,
     /// `max_remove_fraction`, in (0, 1]; `None` (or 1): off.
     pub max_remove_fraction: Option<f64>,
+    /// `[service.select] weights`: the weight of every configured endpoint (those not listed get
+    /// [`select::DEFAULT_WEIGHT`]), passed to writers with weighted records ([`weigh`]); `None`: no
+    /// weights, plain records.
+    pub weights: Option<BTreeMap<IpAddr, u8>>,
 }
 
 /// One change to one record.
@@ -103,6 +107,10 @@ pub enum Change {
     Remove(IpAddr),
     /// Keep this address, but rewrite it with the service's TTL.
     Ttl(IpAddr),
+    /// Keep this address, but rewrite it with the weight `[service.select] weights` gives it (or as
+    /// a plain record when the service has no weights); only for writers with weighted records
+    /// ([`weigh`]).
+    Weight(IpAddr),
 }
 
 /// Why a change is in the plan, and why an address is in or out of the published set
@@ -150,6 +158,13 @@ pub enum Reason {
         from: u32,
         /// The service's TTL, seconds.
         to: u32,
+    },
+    /// The record's weight is not the one the service gives it ([`weigh`]).
+    Weight {
+        /// Published weight; `None`: a plain record.
+        from: Option<u8>,
+        /// The service's weight; `None`: the service has no weights, the record becomes plain.
+        to: Option<u8>,
     },
     /// Published although its verdict says otherwise: its removal is held back while the endpoints
     /// that would remain are in doubt or endpoints are recovering ([`Plan::deferred`]).
@@ -232,6 +247,16 @@ impl fmt::Display for Reason {
             Reason::ForcedUp { id } => write!(f, "forced up (override {id})"),
             Reason::ForcedDown { id } => write!(f, "forced down (override {id})"),
             Reason::Ttl { from, to } => write!(f, "ttl {from}s, service ttl is {to}s"),
+            Reason::Weight { from, to } => {
+                match from {
+                    Some(w) => write!(f, "weight {w}")?,
+                    None => f.write_str("plain record")?,
+                }
+                match to {
+                    Some(w) => write!(f, ", service weight is {w}"),
+                    None => f.write_str(", the service has no weights"),
+                }
+            }
             Reason::HeldBack(h) => write!(f, "{h}, removal held back"),
             Reason::AwaitingVerdicts(h) => {
                 write!(
@@ -296,7 +321,7 @@ pub struct Doubts {
 
 impl Reason {
     /// A stable machine name for the reason, `snake_case` (`verdict`, `all_down`, `fail_closed`,
-    /// `unlisted`, `ttl`, `held_back`, `awaiting_verdicts`, `unsettled`, `unlisted_kept`, `drained`,
+    /// `unlisted`, `ttl`, `weight`, `held_back`, `awaiting_verdicts`, `unsettled`, `unlisted_kept`, `drained`,
     /// `maintenance`, `forced_up`, `forced_down`, `damped`, `readd_delay`, `not_fastest`,
     /// `standby_tier`, `replaced_by_canary`, `canary_withdrawn`, `kept_for_min_healthy`, `queued`),
     /// for the API and the audit log; [`fmt::Display`] is the sentence for a person.
@@ -307,6 +332,7 @@ impl Reason {
             Reason::FailClosed(_) => "fail_closed",
             Reason::Unlisted => "unlisted",
             Reason::Ttl { .. } => "ttl",
+            Reason::Weight { .. } => "weight",
             Reason::HeldBack(_) => "held_back",
             Reason::AwaitingVerdicts(_) => "awaiting_verdicts",
             Reason::Unsettled => "unsettled",
@@ -365,6 +391,9 @@ pub struct Plan {
     pub queued: Vec<safety::Queued>,
     /// Additions made beyond `max_changes` because `min_healthy` needs them.
     pub beyond_limit: BTreeSet<IpAddr>,
+    /// The weight of each desired address for a writer with weighted records ([`weigh`]); empty:
+    /// plain records.
+    pub weights: BTreeMap<IpAddr, u8>,
 }
 
 impl Plan {
@@ -383,12 +412,12 @@ impl Plan {
         self.expected.difference(&self.desired).copied().collect()
     }
 
-    /// Kept addresses to rewrite with the service's TTL.
+    /// Kept addresses to rewrite with the service's TTL or weight.
     pub fn rettl(&self) -> BTreeSet<IpAddr> {
         self.changes
             .iter()
             .filter_map(|(c, _)| match c {
-                Change::Ttl(ip) => Some(*ip),
+                Change::Ttl(ip) | Change::Weight(ip) => Some(*ip),
                 _ => None,
             })
             .collect()
@@ -396,7 +425,10 @@ impl Plan {
 
     /// What DNS publishes once the plan is applied.
     pub fn desired_records(&self) -> Published {
-        Published::with_ttl(self.desired.iter().copied(), self.ttl)
+        Published {
+            weights: self.weights.clone(),
+            ..Published::with_ttl(self.desired.iter().copied(), self.ttl)
+        }
     }
 }
 
@@ -406,6 +438,7 @@ impl fmt::Display for Plan {
             Change::Add(ip) => format!("add {ip} ({why})"),
             Change::Remove(ip) => format!("remove {ip} ({why})"),
             Change::Ttl(ip) => format!("set ttl of {ip} ({why})"),
+            Change::Weight(ip) => format!("set weight of {ip} ({why})"),
         };
         let parts: Vec<String> = self
             .changes
@@ -555,6 +588,48 @@ pub fn plan(
         kept_for_min_healthy,
         queued: Vec::new(),
         beyond_limit: BTreeSet::new(),
+        weights: BTreeMap::new(),
+    }
+}
+
+/// Gives `plan` the weights of a service whose writer publishes weighted records
+/// ([`crate::act::Capabilities::weighted`]): `weights` is `[service.select] weights` with every
+/// endpoint filled in ([`Policies::weights`]; `None`: the service has no weights, so records are
+/// plain). A desired address that is not an endpoint (an unlisted address kept at the name) keeps
+/// the weight it is published with, else gets [`select::DEFAULT_WEIGHT`]. Every kept address whose
+/// published weight differs (or that is plain where weights are wanted, or weighted where they
+/// are not) gets a [`Change::Weight`], written like a TTL change (the writer replaces its record
+/// set). Weights never change which addresses are published: selection, `min_healthy` and the
+/// all-down policies decide that first, and a weight of 0 still publishes the address.
+pub fn weigh(plan: &mut Plan, published: &Published, weights: Option<&BTreeMap<IpAddr, u8>>) {
+    plan.weights = match weights {
+        None => BTreeMap::new(),
+        Some(w) => plan
+            .desired
+            .iter()
+            .map(|ip| {
+                let weight = w
+                    .get(ip)
+                    .or_else(|| published.weights.get(ip))
+                    .copied()
+                    .unwrap_or(select::DEFAULT_WEIGHT);
+                (*ip, weight)
+            })
+            .collect(),
+    };
+    let kept: Vec<IpAddr> = plan
+        .desired
+        .iter()
+        .filter(|ip| published.records.contains_key(ip))
+        .copied()
+        .collect();
+    for ip in kept {
+        let from = published.weights.get(&ip).copied();
+        let to = plan.weights.get(&ip).copied();
+        if from != to {
+            plan.changes
+                .push((Change::Weight(ip), Reason::Weight { from, to }));
+        }
     }
 }
 

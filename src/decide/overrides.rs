@@ -726,7 +726,7 @@ impl Applied {
             let (ip, added) = match change {
                 Change::Add(ip) => (*ip, true),
                 Change::Remove(ip) => (*ip, false),
-                Change::Ttl(_) => continue,
+                Change::Ttl(_) | Change::Weight(_) => continue,
             };
             if let Some(r) = self.reason(&ip, added) {
                 *why = r;

@@ -241,7 +241,7 @@ impl ChangeSafety {
                 let (ip, add) = match c {
                     Change::Add(ip) => (*ip, true),
                     Change::Remove(ip) => (*ip, false),
-                    Change::Ttl(_) => return None,
+                    Change::Ttl(_) | Change::Weight(_) => return None,
                 };
                 let p = match self.pending.get(&ip) {
                     Some(p) if p.add == add => *p,
@@ -318,7 +318,9 @@ impl ChangeSafety {
             let (ip, now_in) = match &c {
                 Change::Add(ip) => (*ip, false),
                 Change::Remove(ip) => (*ip, true),
-                Change::Ttl(_) => unreachable!("only membership changes are limited"),
+                Change::Ttl(_) | Change::Weight(_) => {
+                    unreachable!("only membership changes are limited")
+                }
             };
             if now_in {
                 plan.desired.insert(ip);
@@ -368,7 +370,7 @@ impl ChangeSafety {
             let (ip, add) = match c {
                 Change::Add(ip) => (*ip, true),
                 Change::Remove(ip) => (*ip, false),
-                Change::Ttl(_) => continue,
+                Change::Ttl(_) | Change::Weight(_) => continue,
             };
             let p = match self.pending.get(&ip) {
                 Some(p) if p.add == add => *p,

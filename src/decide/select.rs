@@ -63,6 +63,13 @@ pub const DEFAULT_MIN_ACTIVE: usize = 1;
 pub const DEFAULT_FAILBACK_AFTER: Duration = Duration::from_secs(60);
 /// Default `canary_max_failing`: one failing canary withdraws them all.
 pub const DEFAULT_CANARY_MAX_FAILING: usize = 0;
+/// Weight of an endpoint that `weights` does not list, when the service has weights. Route 53
+/// weights run from 0 to 255; an address gets its weight's share of the sum of the weights of the
+/// published addresses
+/// (<https://docs.aws.amazon.com/Route53/latest/DeveloperGuide/routing-policy-weighted.html>).
+pub const DEFAULT_WEIGHT: u8 = 1;
+/// Largest weight Route 53 takes.
+pub const MAX_WEIGHT: u64 = 255;
 
 /// How the endpoints to publish are chosen among the up ones.
 #[derive(Debug, Clone, PartialEq, Eq)]

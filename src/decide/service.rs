@@ -1106,8 +1106,17 @@ impl ServiceCore {
             self.recovering_since = None;
         }
         self.in_fallback = plan.policy_applied.is_some();
-        let limited = self.safety.limit(now, plan.clone(), published);
+        let mut limited = self.safety.limit(now, plan.clone(), published);
         self.safety.remember(now, &plan);
+        // Weights go only to a writer that can publish them; the others get plain records (the
+        // configuration warned about it at start and reload).
+        let weights = self
+            .s
+            .policies
+            .weights
+            .as_ref()
+            .filter(|_| self.s.capabilities.weighted);
+        super::weigh(&mut limited, published, weights);
         limited
     }
 
@@ -1147,6 +1156,7 @@ impl ServiceCore {
             add: plan.additions(),
             remove: plan.removals(),
             rettl: plan.rettl(),
+            weights: plan.weights.clone(),
         };
         self.io = Io::Applying(plan, change.clone());
         out.push(Action::Apply(change));
@@ -1205,7 +1215,7 @@ impl ServiceCore {
             .filter_map(|q| match q.change {
                 super::Change::Add(ip) => Some((ip, true)),
                 super::Change::Remove(ip) => Some((ip, false)),
-                super::Change::Ttl(_) => None,
+                super::Change::Ttl(_) | super::Change::Weight(_) => None,
             })
             .collect();
         if !queued.is_subset(&self.queued_reported) {
@@ -1286,18 +1296,16 @@ impl ServiceCore {
     }
 }
 
-/// Whether `found` shows `change`: every added and re-TTLed address with the change's TTL, and no
-/// removed one.
+/// Whether `found` shows `change`: every added and re-TTLed address with the change's TTL (and its
+/// weight, or plain when the change has no weights), and no removed one.
 fn shows(found: &Published, change: &RecordChange) -> bool {
-    change
-        .add
+    change.add.iter().chain(&change.rettl).all(|ip| {
+        found.records.get(ip) == Some(&change.ttl)
+            && found.weights.get(ip) == change.weights.get(ip)
+    }) && change
+        .remove
         .iter()
-        .chain(&change.rettl)
-        .all(|ip| found.records.get(ip) == Some(&change.ttl))
-        && change
-            .remove
-            .iter()
-            .all(|ip| !found.records.contains_key(ip))
+        .all(|ip| !found.records.contains_key(ip))
 }
 
 #[cfg(test)]

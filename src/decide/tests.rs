@@ -199,7 +199,7 @@ proptest! {
             // Applying the plan to the published set gives the desired set.
             let mut applied = published.clone();
             for (c, _) in &pl.changes {
-                match c { Change::Add(ip) => { applied.insert(*ip); } Change::Remove(ip) => { applied.remove(ip); } Change::Ttl(_) => {} }
+                match c { Change::Add(ip) => { applied.insert(*ip); } Change::Remove(ip) => { applied.remove(ip); } Change::Ttl(_) | Change::Weight(_) => {} }
             }
             prop_assert_eq!(&applied, &pl.desired);
             published = applied;
@@ -659,4 +659,65 @@ proptest! {
             prop_assert!(pl.desired.contains(o), "{pl:?}");
         }
     }
+}
+
+/// Weights: a kept address whose weight differs is rewritten, an added one carries its weight,
+/// weights never change which addresses are published, and dropping the weights makes every
+/// record plain again.
+#[test]
+fn weigh_rewrites_weights_and_never_changes_membership() {
+    let p = policy(&[A, B, C], 1, AllDownPolicy::KeepAll);
+    let h = health(&[(A, Health::Up), (B, Health::Up), (C, Health::Down)]);
+    let mut published = Published::with_ttl([ip(A), ip(C)], TTL);
+    published.weights = [(ip(A), 1), (ip(C), 7)].into_iter().collect();
+    let weights: BTreeMap<IpAddr, u8> = [(ip(A), 10), (ip(B), 0), (ip(C), 7)].into_iter().collect();
+    let mut planned = super::plan(&p, &h, &published, &Doubts::default());
+    let before = planned.desired.clone();
+    weigh(&mut planned, &published, Some(&weights));
+    assert_eq!(planned.desired, before);
+    assert_eq!(planned.desired, set(&[A, B]));
+    assert_eq!(
+        planned.weights,
+        [(ip(A), 10), (ip(B), 0)]
+            .into_iter()
+            .collect::<BTreeMap<_, _>>()
+    );
+    assert!(planned.changes.contains(&(
+        Change::Weight(ip(A)),
+        Reason::Weight {
+            from: Some(1),
+            to: Some(10)
+        }
+    )));
+    assert_eq!(planned.rettl(), set(&[A]));
+    assert!(
+        planned
+            .changes
+            .contains(&(Change::Add(ip(B)), Reason::Verdict(Health::Up)))
+    );
+    assert_eq!(planned.desired_records().weights, planned.weights);
+
+    // Same weights as published: nothing to rewrite.
+    let mut same = Published::with_ttl([ip(A), ip(B)], TTL);
+    same.weights = [(ip(A), 10), (ip(B), 0)].into_iter().collect();
+    let mut planned = super::plan(&p, &h, &same, &Doubts::default());
+    weigh(&mut planned, &same, Some(&weights));
+    assert!(planned.is_empty(), "{planned}");
+
+    // Weights removed from the config (or a writer without them): weighted records become plain.
+    let mut planned = super::plan(&p, &h, &same, &Doubts::default());
+    weigh(&mut planned, &same, None);
+    assert!(planned.weights.is_empty());
+    assert_eq!(planned.rettl(), set(&[A, B]));
+    assert!(
+        planned.to_string().contains("the service has no weights"),
+        "{planned}"
+    );
+
+    // Plain records and a service with weights: every kept record is rewritten once.
+    let plain = Published::with_ttl([ip(A), ip(B)], TTL);
+    let mut planned = super::plan(&p, &h, &plain, &Doubts::default());
+    weigh(&mut planned, &plain, Some(&weights));
+    assert_eq!(planned.rettl(), set(&[A, B]));
+    assert_eq!(planned.changes.len(), 2);
 }

@@ -73,6 +73,7 @@ pub fn published(records: &[(&str, u32)]) -> Published {
             .map(|(ip, t)| (ip.parse().unwrap(), *t))
             .collect(),
         cname: None,
+        weights: Default::default(),
     }
 }
 
@@ -86,6 +87,7 @@ pub fn change(expected: &[&str], add: &[&str], remove: &[&str]) -> RecordChange 
         add: set(add),
         remove: set(remove),
         rettl: BTreeSet::new(),
+        weights: Default::default(),
     }
 }
 
@@ -309,6 +311,7 @@ pub async fn cname_is_read_and_blocks_addresses(f: &dyn Fixture) {
     let alias = Published {
         records: BTreeMap::new(),
         cname: Some(format!("lb.{}", f.zone())),
+        weights: Default::default(),
     };
     f.set(&www, &alias);
     assert_eq!(f.writer().read(&www, f.zone()).await.unwrap(), alias);

@@ -205,6 +205,7 @@ fn apply_now(config: &HostsConfig, change: &RecordChange, name: &str) -> Result<
     let current = Published {
         records,
         cname: None,
+        weights: Default::default(),
     };
     file::check_precondition(&current, change).map_err(WriteError::Conflict)?;
     let mut managed = parsed.managed.clone();
@@ -251,6 +252,7 @@ impl Writer for HostsWriter {
             Ok(Published {
                 records: parsed.managed.get(&name).cloned().unwrap_or_default(),
                 cname: None,
+                weights: Default::default(),
             })
         })
         .await

@@ -748,6 +748,7 @@ mod tests {
             add: set(add),
             remove: set(remove),
             rettl: BTreeSet::new(),
+            weights: Default::default(),
         }
     }
 

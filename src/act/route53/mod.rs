@@ -16,6 +16,15 @@
 //! `PriorRequestNotComplete` past that: the writer spaces its own requests to five a second and
 //! retries those answers with backoff, within [`crate::act::api::RetryPolicy`]'s bounds.
 //!
+//! Weighted records (`[service.select] weights`, [`Capabilities::weighted`]): one record set per
+//! address with `SetIdentifier` `rrguard-<address>` and `Weight`, the service's TTL; reading finds
+//! rrguard's sets by that identifier (other routing policies at the name are refused). A change is
+//! still one batch: DELETE-as-read of every set that changes, CREATE of the new ones, and a pin
+//! (DELETE-as-read + CREATE the same) of every set that stays, so a concurrent change to any set of
+//! the family refuses the batch and two writers cannot empty the name between them. Unlike a plain
+//! RRset, a set someone else adds for another address in between is not noticed by the batch; the
+//! next reconcile read repairs it.
+//!
 //! Changes are visible to ListResourceRecordSets once Route 53 reports them `INSYNC`; the writer
 //! declares read-back only with `wait_insync = true`, when it polls GetChange until then.
 
@@ -77,10 +86,24 @@ struct Rrset {
     addresses: BTreeSet<IpAddr>,
 }
 
+/// One weighted record set of one address, as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Weighted {
+    ttl: u32,
+    weight: u8,
+}
+
+/// The SetIdentifier rrguard gives the weighted record set of `ip`.
+pub fn set_identifier(ip: &IpAddr) -> String {
+    format!("rrguard-{ip}")
+}
+
 /// What a name holds, as far as the writer cares.
 #[derive(Debug, Clone, Default)]
 struct NameState {
     rrsets: BTreeMap<Family, Rrset>,
+    /// rrguard's weighted record sets (SetIdentifier `rrguard-<address>`), one per address.
+    weighted: BTreeMap<IpAddr, Weighted>,
     cname: Option<String>,
     /// Every type at the name (for `NameNotInUse`).
     types: BTreeSet<String>,
@@ -97,14 +120,21 @@ impl NameState {
                 p.records.insert(*ip, set.ttl);
             }
         }
+        for (ip, w) in &self.weighted {
+            p.records.insert(*ip, w.ttl);
+            p.weights.insert(*ip, w.weight);
+        }
         p
     }
 
     fn addresses(&self, family: Family) -> BTreeSet<IpAddr> {
-        self.rrsets
+        let mut out: BTreeSet<IpAddr> = self
+            .rrsets
             .get(&family)
             .map(|s| s.addresses.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        out.extend(self.weighted.keys().filter(|ip| Family::of(ip) == family));
+        out
     }
 }
 
@@ -273,6 +303,16 @@ impl Route53Writer {
             let mut new = state.addresses(f);
             new.retain(|ip| !change.remove.contains(ip));
             new.extend(change.add.iter().filter(|ip| Family::of(ip) == f));
+            let old_weighted: BTreeMap<IpAddr, Weighted> = state
+                .weighted
+                .iter()
+                .filter(|(ip, _)| Family::of(ip) == f)
+                .map(|(ip, w)| (*ip, *w))
+                .collect();
+            if !change.weights.is_empty() || !old_weighted.is_empty() {
+                out.extend(weighted_changes(change, f, old, &old_weighted, &new));
+                continue;
+            }
             if let Some(old) = old
                 && old.addresses == new
                 && old.ttl == change.ttl
@@ -287,6 +327,7 @@ impl Route53Writer {
                     rtype: rtype.clone(),
                     ttl: old.ttl,
                     values: old.values.clone(),
+                    weighted: None,
                 });
             }
             if !new.is_empty() {
@@ -296,6 +337,7 @@ impl Route53Writer {
                     rtype,
                     ttl: change.ttl,
                     values: new.iter().map(IpAddr::to_string).collect(),
+                    weighted: None,
                 });
             }
         }
@@ -375,6 +417,19 @@ impl Route53Writer {
                     "is an alias record (to {}); rrguard manages plain A/AAAA records only: remove the alias or point the service at another name",
                     alias.dns_name
                 )));
+            }
+            if let (Some(id), Some(weight)) = (&set.set_identifier, set.weight)
+                && let Some(ip) = id
+                    .strip_prefix("rrguard-")
+                    .and_then(|a| a.parse::<IpAddr>().ok())
+                && Family::of(&ip) == family
+                && set.values() == [ip.to_string()]
+            {
+                let weight = u8::try_from(weight)
+                    .map_err(|_| rejected(format!("set {id:?} has weight {weight}, over 255")))?;
+                let ttl = set.ttl.ok_or_else(|| rejected("has no TTL".to_owned()))?;
+                state.weighted.insert(ip, Weighted { ttl, weight });
+                continue;
             }
             if let Some(id) = &set.set_identifier {
                 return Err(rejected(format!(
@@ -625,6 +680,93 @@ fn classify(reply: &Reply) -> Verdict {
     api::classify_status(reply.status, text)
 }
 
+/// The batch entries that take family `f` of `change.fqdn` from what was read (a plain RRset `old`
+/// and/or rrguard's weighted sets `old_weighted`) to the addresses `new`: weighted sets when the
+/// change has weights, else one plain RRset. Every set that stays identical is pinned (DELETE as
+/// read + CREATE the same) when anything else in the family changes, so a concurrent removal of it
+/// by someone else refuses the batch and two writers can never empty the name between them.
+fn weighted_changes(
+    change: &RecordChange,
+    f: Family,
+    old: Option<&Rrset>,
+    old_weighted: &BTreeMap<IpAddr, Weighted>,
+    new: &BTreeSet<IpAddr>,
+) -> Vec<Change> {
+    let rtype = f.to_string();
+    let set = |action, ip: &IpAddr, w: Weighted| Change {
+        action,
+        name: change.fqdn.clone(),
+        rtype: rtype.clone(),
+        ttl: w.ttl,
+        values: vec![ip.to_string()],
+        weighted: Some((set_identifier(ip), w.weight)),
+    };
+    let mut moves = Vec::new();
+    let mut pins = Vec::new();
+    if let Some(old) = old {
+        moves.push(Change {
+            action: Action::Delete,
+            name: change.fqdn.clone(),
+            rtype: rtype.clone(),
+            ttl: old.ttl,
+            values: old.values.clone(),
+            weighted: None,
+        });
+    }
+    if change.weights.is_empty() {
+        for (ip, w) in old_weighted {
+            moves.push(set(Action::Delete, ip, *w));
+        }
+        if !new.is_empty() {
+            moves.push(Change {
+                action: Action::Create,
+                name: change.fqdn.clone(),
+                rtype,
+                ttl: change.ttl,
+                values: new.iter().map(IpAddr::to_string).collect(),
+                weighted: None,
+            });
+        }
+        return moves;
+    }
+    let want: BTreeMap<IpAddr, Weighted> = new
+        .iter()
+        .map(|ip| {
+            let weight = change
+                .weights
+                .get(ip)
+                .or(old_weighted.get(ip).map(|w| &w.weight))
+                .copied()
+                .unwrap_or(crate::decide::select::DEFAULT_WEIGHT);
+            (
+                *ip,
+                Weighted {
+                    ttl: change.ttl,
+                    weight,
+                },
+            )
+        })
+        .collect();
+    for (ip, w) in old_weighted {
+        if want.get(ip) == Some(w) {
+            pins.push(set(Action::Delete, ip, *w));
+            pins.push(set(Action::Create, ip, *w));
+        } else {
+            moves.push(set(Action::Delete, ip, *w));
+        }
+    }
+    for (ip, w) in &want {
+        if old_weighted.get(ip) != Some(w) {
+            moves.push(set(Action::Create, ip, *w));
+        }
+    }
+    if moves.is_empty() {
+        return moves;
+    }
+    moves.extend(pins);
+    moves
+}
+
 /// Addresses for messages: `{192.0.2.1, 192.0.2.2}` or `nothing`.
 fn list(set: &BTreeSet<IpAddr>) -> String {
     if set.is_empty() {
@@ -645,6 +787,7 @@ impl Writer for Route53Writer {
             compare_and_swap: true,
             read_back: self.config.wait_insync,
             batches: true,
+            weighted: true,
             ..Capabilities::default()
         }
     }

@@ -35,6 +35,8 @@ pub struct Change {
     pub ttl: u32,
     /// The values, as Route 53 shows them for a DELETE.
     pub values: Vec<String>,
+    /// `SetIdentifier` and `Weight` of a weighted record set; `None`: a plain one.
+    pub weighted: Option<(String, u8)>,
 }
 
 /// The body of a ChangeResourceRecordSets request.
@@ -50,11 +52,18 @@ pub fn change_batch(comment: &str, changes: &[Change]) -> String {
             Action::Delete => "DELETE",
         };
         s.push_str(&format!(
-            "<Change><Action>{action}</Action><ResourceRecordSet><Name>{}</Name><Type>{}</Type><TTL>{}</TTL><ResourceRecords>",
+            "<Change><Action>{action}</Action><ResourceRecordSet><Name>{}</Name><Type>{}</Type>",
             escape(&c.name),
             escape(&c.rtype),
-            c.ttl
         ));
+        // The API's element order: Name, Type, SetIdentifier, Weight, ..., TTL, ResourceRecords.
+        if let Some((id, weight)) = &c.weighted {
+            s.push_str(&format!(
+                "<SetIdentifier>{}</SetIdentifier><Weight>{weight}</Weight>",
+                escape(id)
+            ));
+        }
+        s.push_str(&format!("<TTL>{}</TTL><ResourceRecords>", c.ttl));
         for v in &c.values {
             s.push_str(&format!(
                 "<ResourceRecord><Value>{}</Value></ResourceRecord>",
@@ -109,6 +118,8 @@ pub struct RecordSet {
     pub alias_target: Option<AliasTarget>,
     /// Set for weighted, latency, failover, geolocation and multivalue records.
     pub set_identifier: Option<String>,
+    /// Set for weighted records (0..=255).
+    pub weight: Option<u64>,
 }
 
 impl RecordSet {
@@ -300,10 +311,32 @@ mod tests {
                 rtype: "A".into(),
                 ttl: 60,
                 values: vec!["192.0.2.2".into(), "192.0.2.1".into()],
+                weighted: None,
             }],
         );
         assert!(body.contains("<Comment>a&lt;b</Comment>"), "{body}");
         assert!(body.contains("<Change><Action>DELETE</Action><ResourceRecordSet><Name>www.example.com.</Name><Type>A</Type><TTL>60</TTL><ResourceRecords><ResourceRecord><Value>192.0.2.2</Value></ResourceRecord><ResourceRecord><Value>192.0.2.1</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change>"), "{body}");
+    }
+
+    #[test]
+    fn a_weighted_set_has_set_identifier_and_weight_in_the_documented_order() {
+        let body = change_batch(
+            "rrguard",
+            &[Change {
+                action: Action::Create,
+                name: "www.example.com.".into(),
+                rtype: "AAAA".into(),
+                ttl: 30,
+                values: vec!["2001:db8::1".into()],
+                weighted: Some(("rrguard-2001:db8::1".into(), 0)),
+            }],
+        );
+        assert!(body.contains("<Change><Action>CREATE</Action><ResourceRecordSet><Name>www.example.com.</Name><Type>AAAA</Type><SetIdentifier>rrguard-2001:db8::1</SetIdentifier><Weight>0</Weight><TTL>30</TTL><ResourceRecords><ResourceRecord><Value>2001:db8::1</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change>"), "{body}");
+        let listing = "<ListResourceRecordSetsResponse><ResourceRecordSets><ResourceRecordSet><Name>www.example.com.</Name><Type>A</Type><SetIdentifier>rrguard-192.0.2.1</SetIdentifier><Weight>7</Weight><TTL>30</TTL><ResourceRecords><ResourceRecord><Value>192.0.2.1</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></ResourceRecordSets><IsTruncated>false</IsTruncated><MaxItems>100</MaxItems></ListResourceRecordSetsResponse>";
+        let l: ListResponse = parse(listing).unwrap();
+        let set = &l.resource_record_sets.sets[0];
+        assert_eq!(set.set_identifier.as_deref(), Some("rrguard-192.0.2.1"));
+        assert_eq!(set.weight, Some(7));
     }
 
     #[test]

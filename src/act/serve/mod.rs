@@ -134,6 +134,7 @@ impl Store {
             Some(m) => Published {
                 records: m.records.clone(),
                 cname: m.cname.clone().or(statics.cname),
+                weights: Default::default(),
             },
             None => statics,
         }
@@ -200,6 +201,7 @@ impl Store {
         let entry = Published {
             records: next.records,
             cname: data.managed.get(&fqdn).and_then(|m| m.cname.clone()),
+            weights: Default::default(),
         };
         if data.managed.get(&fqdn) == Some(&entry) {
             return Ok(());

@@ -88,6 +88,7 @@ pub(crate) fn load(path: &Path) -> Result<Option<Saved>, String> {
                 Published {
                     records: n.records,
                     cname: n.cname,
+                    weights: Default::default(),
                 },
             )
         })

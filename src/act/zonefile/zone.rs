@@ -45,6 +45,7 @@ impl NameRecords {
         Published {
             records: self.addresses.clone(),
             cname: self.cname.as_ref().map(|(t, _)| t.clone()),
+            weights: Default::default(),
         }
     }
 

@@ -345,6 +345,7 @@ fn a_cname_at_the_name_is_an_operator_error_and_nothing_is_written() {
         Published {
             records: BTreeMap::new(),
             cname: Some("lb.example.test.".into()),
+            weights: Default::default(),
         },
     );
     rig.probe("127.0.0.2", true);
