@@ -44,13 +44,20 @@ pub enum Health {
     Down,
 }
 
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Health {
+    /// The verdict as the status and logs spell it: `unknown`, `up` or `down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Health::Unknown => "unknown",
             Health::Up => "up",
             Health::Down => "down",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

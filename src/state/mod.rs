@@ -230,8 +230,9 @@ impl Default for NodeState {
 #[derive(Debug, Default)]
 struct Inner {
     cluster: Option<ClusterStatus>,
-    /// Keyed by (service, endpoint as text), the way [`EndpointStatus`] names it.
-    local: BTreeMap<(String, String), LocalProbe>,
+    /// This node's last probe, by service then endpoint. Updated in place on every probe (the hot
+    /// path at 10,000 endpoints: no allocation once an endpoint has its entry).
+    local: BTreeMap<String, BTreeMap<IpAddr, LocalProbe>>,
     services: BTreeMap<String, Service>,
     /// DNS write counters by (service, writer); kept across reloads so that counters never go back.
     writes: BTreeMap<(String, String), WriteCounters>,
@@ -445,7 +446,10 @@ impl NodeState {
             entry.audit = audit.clone();
             inner.services.insert(s.fqdn, entry);
         }
-        inner.local.retain(|key, _| keep_local.contains(key));
+        inner.local.retain(|service, probes| {
+            probes.retain(|ip, _| keep_local.contains(&(service.clone(), ip.to_string())));
+            !probes.is_empty()
+        });
         self.history().retain(
             configured
                 .iter()
@@ -729,15 +733,22 @@ impl NodeState {
                 latency: result.latency,
             });
         }
-        let state = verdict.to_string();
-        let key = (service.to_owned(), endpoint.to_string());
-        let previous = local.get(&key).map(|p| (p.state.clone(), p.since_unix_ms));
-        let since_unix_ms = match &previous {
-            Some((before, since)) if *before == state => *since,
-            _ => now_unix_ms,
+        let state = verdict.as_str();
+        let latency_ms = result.latency.as_secs_f64() * 1000.0;
+        // Borrowed lookups: the service's and endpoint's entries are created once.
+        let probes = match local.get_mut(service) {
+            Some(probes) => probes,
+            None => local.entry(service.to_owned()).or_default(),
         };
-        let before = previous.map_or_else(|| Health::Unknown.to_string(), |(s, _)| s);
-        if before != state {
+        let probe = probes.entry(endpoint).or_insert_with(|| LocalProbe {
+            state: Health::Unknown.as_str().to_owned(),
+            ok: result.ok,
+            detail: String::new(),
+            latency_ms,
+            since_unix_ms: now_unix_ms,
+            last_probe_unix_ms: now_unix_ms,
+        });
+        if probe.state != state {
             svc.push(
                 &self.events_tx,
                 Event::at(
@@ -745,24 +756,22 @@ impl NodeState {
                     service,
                     EventKind::ProbeTransition,
                     format!(
-                        "{endpoint} is {state} by this node's probes ({}; was {before})",
-                        result.detail
+                        "{endpoint} is {state} by this node's probes ({}; was {})",
+                        result.detail, probe.state
                     ),
                 )
-                .about(&endpoint.to_string(), &state, &before),
+                .about(&endpoint.to_string(), state, &probe.state),
             );
+            state.clone_into(&mut probe.state);
+            probe.since_unix_ms = now_unix_ms;
         }
-        local.insert(
-            key,
-            LocalProbe {
-                state,
-                ok: result.ok,
-                detail: result.detail.clone(),
-                latency_ms: result.latency.as_secs_f64() * 1000.0,
-                since_unix_ms,
-                last_probe_unix_ms: now_unix_ms,
-            },
-        );
+        probe.ok = result.ok;
+        // Reuses the buffer: a steady endpoint's detail does not change.
+        if probe.detail != result.detail {
+            probe.detail.clone_from(&result.detail);
+        }
+        probe.latency_ms = latency_ms;
+        probe.last_probe_unix_ms = now_unix_ms;
     }
 
     /// Records the plan the controller just computed for `service`: `plan` as rendered for logs
@@ -993,7 +1002,9 @@ impl NodeState {
             .map(|e| EndpointStatus {
                 local: inner
                     .local
-                    .get(&(e.service.clone(), e.endpoint.clone()))
+                    .get(&e.service)
+                    .zip(e.endpoint.parse::<IpAddr>().ok())
+                    .and_then(|(probes, ip)| probes.get(&ip))
                     .cloned(),
                 damping: inner
                     .damping

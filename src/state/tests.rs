@@ -123,6 +123,8 @@ fn since_moves_only_when_the_local_verdict_changes() {
     assert_eq!(local(&state).since_unix_ms, 1_000);
     assert_eq!(local(&state).last_probe_unix_ms, 2_000);
     assert!(!local(&state).ok);
+    // The entry is updated in place: the new detail replaces the old one.
+    assert_eq!(local(&state).detail, "refused");
     state.record_probe_at(WWW, e, &probe(false, "refused"), Health::Down, 3_000);
     assert_eq!(local(&state).since_unix_ms, 3_000);
     let events = &state.snapshot().unwrap().services[0].events;
