@@ -12,12 +12,6 @@ use rrguard::expose::client;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
-// Probing 10,000 endpoints a second allocates and frees small buffers at a high rate from every
-// runtime thread: mimalloc's per-thread free lists cost less CPU than glibc's arenas and return
-// memory to the system (docs/benchmarks.md, "Probe engine at 10,000 endpoints").
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for bad usage or configuration (sysexits EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 /// Exit code for runtime failures.
