@@ -3,8 +3,8 @@
 //!
 //! Contract:
 //! - Records are appended by [`AuditLog::append`], which never blocks: it hands the record to a
-//!   dedicated thread that commits whatever has queued in one redb transaction (fsync per commit,
-//!   `Durability::Immediate`). A record that [`AuditLog::query`] returns is committed and survives a
+//!   dedicated thread ([`super::store`]'s committer) that commits whatever has queued in one redb
+//!   transaction (fsync per commit, `Durability::Immediate`). A record that [`AuditLog::query`] returns is committed and survives a
 //!   crash (kill -9, power loss) of the process: redb's copy-on-write B-trees never expose a partly
 //!   written transaction, and the database opens cleanly afterwards.
 //! - Each record gets the next sequence number (`seq`), which orders the log and is the paging cursor;
@@ -19,8 +19,7 @@
 //! own (torn writes, rotation, and an index for paging would all be ours to get right).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition};
@@ -28,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
 use super::status::{ChangeStatus, RecordStatus, StandingStatus};
+use super::store::{self, CommitterHandle};
 
 /// Default [`Limits::max_age`]: 30 days.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -176,31 +176,27 @@ pub enum AuditError {
     },
 }
 
-enum Command {
-    Append(Box<AuditRecord>),
-    /// Reply once everything queued before has been committed.
-    Flush(mpsc::Sender<()>),
+impl From<store::OpenError> for AuditError {
+    fn from(e: store::OpenError) -> Self {
+        AuditError::Database {
+            path: e.path,
+            message: e.message,
+        }
+    }
 }
 
 /// The handle: cheap to clone; the writer thread ends when the last handle is dropped.
 #[derive(Clone)]
 pub struct AuditLog {
     db: Arc<Database>,
-    path: PathBuf,
-    tx: Arc<Mutex<mpsc::Sender<Command>>>,
+    committer: CommitterHandle<Box<AuditRecord>>,
 }
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
-            .field("path", &self.path)
+            .field("path", &self.path())
             .finish()
-    }
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Command")
     }
 }
 
@@ -212,14 +208,11 @@ impl AuditLog {
     /// [`AuditError::Database`] when the directory or the file cannot be created or opened (not
     /// writable, another rrguard holds it, not a redb file).
     pub fn open(state_dir: &Path, limits: Limits) -> Result<AuditLog, AuditError> {
-        let path = state_dir.join(FILE_NAME);
+        let (path, db) = store::open(state_dir, FILE_NAME)?;
         let err = |message: String| AuditError::Database {
             path: path.clone(),
             message,
         };
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| err(format!("cannot create {}: {e}", state_dir.display())))?;
-        let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
         // Make sure the table exists, and learn where the sequence and the size stand.
         let (next_seq, bytes) = {
             let txn = db.begin_write().map_err(|e| err(e.to_string()))?;
@@ -240,34 +233,28 @@ impl AuditLog {
             stats
         };
         let db = Arc::new(db);
-        let (tx, rx) = mpsc::channel();
-        let writer = Writer {
+        let mut writer = Writer {
             db: db.clone(),
             path: path.clone(),
             limits,
             next_seq,
             bytes,
         };
-        std::thread::Builder::new()
-            .name("rrguard-audit".to_owned())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
-        Ok(AuditLog {
-            db,
-            path,
-            tx: Arc::new(Mutex::new(tx)),
-        })
+        // No interval: the thread wakes only for records and flushes.
+        let committer = store::spawn_committer("rrguard-audit", path, None, move |batch| {
+            writer.store(batch);
+        })?;
+        Ok(AuditLog { db, committer })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.committer.path()
     }
 
     /// Queues `record` for the next commit; returns at once.
     pub fn append(&self, record: AuditRecord) {
-        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        if tx.send(Command::Append(Box::new(record))).is_err() {
+        if !self.committer.send(Box::new(record)) {
             warn!("audit log writer has stopped; record dropped");
         }
     }
@@ -275,15 +262,7 @@ impl AuditLog {
     /// Blocks until every record appended before has been committed (or the writer has stopped).
     /// Call from a blocking context (`spawn_blocking`), as on shutdown.
     pub fn flush(&self) {
-        let (done_tx, done_rx) = mpsc::channel();
-        let sent = self
-            .tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(Command::Flush(done_tx));
-        if sent.is_ok() {
-            let _ = done_rx.recv();
-        }
+        self.committer.flush();
     }
 
     /// Reads one page, newest first. Blocking (a read transaction): call from `spawn_blocking`.
@@ -292,7 +271,7 @@ impl AuditLog {
     /// [`AuditError::Database`] when the database cannot be read.
     pub fn query(&self, q: &Query) -> Result<Page, AuditError> {
         let err = |e: &dyn std::fmt::Display| AuditError::Database {
-            path: self.path.clone(),
+            path: self.path().to_owned(),
             message: e.to_string(),
         };
         let limit = q.limit.clamp(1, MAX_PAGE);
@@ -347,46 +326,28 @@ struct Stamp {
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Command>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = Vec::new();
-            let mut flushes = Vec::new();
-            let mut next = Some(first);
-            while let Some(cmd) = next {
-                match cmd {
-                    Command::Append(r) => batch.push(*r),
-                    Command::Flush(done) => flushes.push(done),
-                }
-                // Everything already queued goes into the same commit (one fsync).
-                next = if batch.len() < 10_000 {
-                    rx.try_recv().ok()
-                } else {
-                    None
-                };
-            }
-            if !batch.is_empty()
-                && let Err(e) = self.commit(&batch)
-            {
-                error!(path = %self.path.display(), "audit log: {} records not stored: {e}", batch.len());
-            }
-            for done in flushes {
-                let _ = done.send(());
-            }
+    /// Commits one batch of the committer thread (nothing to do for a flush alone).
+    // Boxed as they were queued: a record is large, the channel's messages stay small.
+    #[allow(clippy::vec_box)]
+    fn store(&mut self, mut batch: Vec<Box<AuditRecord>>) {
+        if !batch.is_empty()
+            && let Err(e) = self.commit(&mut batch)
+        {
+            error!(path = %self.path.display(), "audit log: {} records not stored: {e}", batch.len());
         }
     }
 
     // The error path is rare (I/O) and ends in a log line: its size does not matter.
     #[allow(clippy::result_large_err)]
-    fn commit(&mut self, batch: &[AuditRecord]) -> Result<(), redb::Error> {
+    fn commit(&mut self, batch: &mut [Box<AuditRecord>]) -> Result<(), redb::Error> {
         let txn = self.db.begin_write()?;
         let mut seq = self.next_seq;
         let mut bytes = self.bytes;
         {
             let mut table = txn.open_table(EVENTS)?;
             for record in batch {
-                let mut record = record.clone();
                 record.seq = seq;
-                let value = serde_json::to_vec(&record).unwrap_or_default();
+                let value = serde_json::to_vec(record).unwrap_or_default();
                 table.insert(seq, value.as_slice())?;
                 bytes += value.len() as u64;
                 seq += 1;

@@ -26,24 +26,27 @@
 //! ring full of a flapping endpoint's transitions: 11.8 KiB (121 MB); the bound, every ring full of
 //! distinct reasons of the longest kept length: 34 KiB (350 MB).
 //!
-//! Persistence ([`HistoryStore`], `state_dir/history.redb`, redb as the audit log): a thread of its
-//! own copies the buckets changed since its last commit (a handful per endpoint) and the changed
-//! transition rings every [`PERSIST_INTERVAL`] and on [`HistoryStore::flush`], and commits them in one
-//! transaction; nothing on the probe path waits for the disk. On disk the same bounds hold: buckets
-//! older than the ring are deleted as new ones are written, an endpoint no longer configured is
-//! deleted ([`History::retain`]), so the file holds at most [`BUCKETS`] × 16 bytes (plus the key)
-//! and one transition ring per configured endpoint. A crash loses at most the last
-//! [`PERSIST_INTERVAL`].
+//! Persistence ([`HistoryStore`], `state_dir/history.redb`, redb as the audit log, opened and
+//! committed from a thread of its own as [`super::store`] describes): the thread copies the buckets
+//! changed since its last commit (a handful per endpoint) and the changed transition rings every
+//! [`PERSIST_INTERVAL`] and on [`HistoryStore::flush`], and commits them in one transaction; nothing
+//! on the probe path waits for the disk. On disk the same bounds hold: buckets older than the ring
+//! are deleted as new ones are written, an endpoint no longer configured is deleted
+//! ([`History::retain`]), so the file holds at most [`BUCKETS`] × 16 bytes (plus the key) and one
+//! transition ring per configured endpoint. A crash loses at most the last [`PERSIST_INTERVAL`].
 
 use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
+
+use super::store::{self, CommitterHandle};
 
 /// Width of one latency bucket, milliseconds (10 s).
 pub const RESOLUTION_MS: u64 = 10_000;
@@ -634,23 +637,27 @@ pub enum HistoryError {
     },
 }
 
-enum Command {
-    /// Commit now; reply once done.
-    Flush(mpsc::Sender<()>),
+impl From<store::OpenError> for HistoryError {
+    fn from(e: store::OpenError) -> Self {
+        HistoryError::Database {
+            path: e.path,
+            message: e.message,
+        }
+    }
 }
 
 /// The persistent copy of a [`History`]: cheap to clone; its thread ends when the last handle is
 /// dropped, after a last commit.
 #[derive(Clone)]
 pub struct HistoryStore {
-    path: PathBuf,
-    tx: Arc<Mutex<mpsc::Sender<Command>>>,
+    /// Nothing is queued: the thread copies what changed from the shared [`History`] itself.
+    committer: CommitterHandle<Infallible>,
 }
 
 impl std::fmt::Debug for HistoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HistoryStore")
-            .field("path", &self.path)
+            .field("path", &self.path())
             .finish()
     }
 }
@@ -667,15 +674,11 @@ impl HistoryStore {
         history: Arc<Mutex<History>>,
         now_unix_ms: u64,
     ) -> Result<HistoryStore, HistoryError> {
-        let path = state_dir.join(FILE_NAME);
-        let err = |message: String| HistoryError::Database {
+        let (path, db) = store::open(state_dir, FILE_NAME)?;
+        let loaded = load(&db, now_unix_ms).map_err(|e| HistoryError::Database {
             path: path.clone(),
-            message,
-        };
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| err(format!("cannot create {}: {e}", state_dir.display())))?;
-        let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
-        let loaded = load(&db, now_unix_ms).map_err(|e| err(e.to_string()))?;
+            message: e.to_string(),
+        })?;
         let endpoints: usize = loaded.values().map(HashMap::len).sum();
         if endpoints > 0 {
             info!(path = %path.display(), endpoints, "endpoint history restored");
@@ -684,40 +687,31 @@ impl HistoryStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .restore(loaded);
-        let (tx, rx) = mpsc::channel();
-        let persister = Persister {
+        let mut persister = Persister {
             db,
             path: path.clone(),
             history,
             failing: false,
         };
-        std::thread::Builder::new()
-            .name("rrguard-history".to_owned())
-            .spawn(move || persister.run(rx))
-            .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
-        Ok(HistoryStore {
+        // Every interval, on a flush and after the last handle is gone.
+        let committer = store::spawn_committer(
+            "rrguard-history",
             path,
-            tx: Arc::new(Mutex::new(tx)),
-        })
+            Some(PERSIST_INTERVAL),
+            move |_: Vec<Infallible>| persister.persist(),
+        )?;
+        Ok(HistoryStore { committer })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.committer.path()
     }
 
     /// Blocks until what the history holds now has been committed (or the thread has stopped).
     /// Call from a blocking context (`spawn_blocking`), as on shutdown.
     pub fn flush(&self) {
-        let (done_tx, done_rx) = mpsc::channel();
-        let sent = self
-            .tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(Command::Flush(done_tx));
-        if sent.is_ok() {
-            let _ = done_rx.recv();
-        }
+        self.committer.flush();
     }
 }
 
@@ -789,23 +783,6 @@ struct Persister {
 }
 
 impl Persister {
-    fn run(mut self, rx: mpsc::Receiver<Command>) {
-        loop {
-            let (done, last) = match rx.recv_timeout(PERSIST_INTERVAL) {
-                Ok(Command::Flush(done)) => (Some(done), false),
-                Err(mpsc::RecvTimeoutError::Timeout) => (None, false),
-                Err(mpsc::RecvTimeoutError::Disconnected) => (None, true),
-            };
-            self.persist();
-            if let Some(done) = done {
-                let _ = done.send(());
-            }
-            if last {
-                return;
-            }
-        }
-    }
-
     fn persist(&mut self) {
         // The copy is quick (a few buckets per endpoint); encoding and the disk happen unlocked.
         let dirty = self

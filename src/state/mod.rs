@@ -41,6 +41,7 @@ pub mod history;
 pub mod inbox;
 pub mod overrides;
 mod status;
+mod store;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;

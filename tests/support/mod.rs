@@ -36,12 +36,14 @@ mod dns;
 mod http;
 mod netns;
 mod procnet;
+mod setup;
 mod util;
 
 pub use daemon::{Daemon, rrguard_bin};
 pub use dns::{DnsKind, DnsServer, KEY_NAME, TSIG_ALGORITHM, ZONE, dig};
 pub use http::HttpEndpoints;
 pub use netns::{Lab, Ns, NsKnot, NsProcess, required_tool};
+pub use setup::{KnotSetup, KnotSetupBuilder};
 pub use util::{free_tcp_port, service_config, wait_until};
 
 // Internals re-exported for the harness's own self-tests (tests/harness.rs).
