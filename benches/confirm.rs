@@ -20,8 +20,9 @@
 //!
 //! Per tool: `RRGUARD_BENCH_TRIALS` trials (default 15), each waits a random phase, kills 127.0.77.3
 //! (`HttpEndpoints::stop`: the listening socket is shut down first, so connections are refused from
-//! the call on, and accepted connections are cut) and polls Knot until the name's A answer no longer
-//! holds it (removal, timed from the call), waits 1.5 s and another random phase, opens the listener
+//! the call on, and accepted connections are cut) and polls Knot, from the call on while `stop`
+//! waits on another thread for the socket to be gone, until the name's A answer no longer holds it
+//! (removal, timed from the call), waits 1.5 s and another random phase, opens the listener
 //! again and polls until it is back (re-add). Then
 //! 127.0.77.4's listener is replaced by one that closes 20 % of its connections at random before
 //! answering, for `RRGUARD_BENCH_LOSS_SECS` seconds (default 120), and the tool's writes are counted.
@@ -467,15 +468,22 @@ fn measure(label: &str, tool: &Tool, name: &str, bench: &Bench<'_>, rng: &mut Xo
     for trial in 0..trials {
         wait_all_published(dns, name, tool);
         thread::sleep(QUIET + Duration::from_millis(rng.next() % INTERVAL.as_millis() as u64));
-        // Timed from the call: the endpoint refuses connections from its first microseconds (the
-        // listening socket is shut down before anything is waited for); stop() returns once the
-        // socket is gone everywhere (tens of ms on a loaded machine: a forked dig may hold a copy),
-        // so polling starts that much later and `stop_took` is part of the removal time.
-        let stopped = Instant::now();
+        // Timed from the call, polling while stop() runs on another thread: the endpoint refuses
+        // connections from stop()'s first microseconds (the listening socket is shut down before
+        // anything is waited for), but stop() returns only once the socket is gone from
+        // /proc/net, which took up to ~1 s on a loaded machine; polling after it returned made a
+        // tool that removes quickly pay for that wait.
         let stopped_unix_ms = unix_ms();
-        http.stop(broken);
-        let stop_took = stopped.elapsed();
-        let removal = poll(dns, name, TRIAL_LIMIT, |a| !a.contains(&text)).map(|d| d + stop_took);
+        let (removal, stop_took) = thread::scope(|s| {
+            let stopped = Instant::now();
+            let stopper = s.spawn(move || {
+                http.stop(broken);
+                stopped.elapsed()
+            });
+            let offset = stopped.elapsed();
+            let removal = poll(dns, name, TRIAL_LIMIT, |a| !a.contains(&text)).map(|d| d + offset);
+            (removal, stopper.join().expect("stop() panicked"))
+        });
         // A random phase again: the recovery lands anywhere in the tool's probe cycle.
         thread::sleep(QUIET + Duration::from_millis(rng.next() % INTERVAL.as_millis() as u64));
         let resumed_unix_ms = unix_ms();
