@@ -7,7 +7,9 @@
 //! run one after the other (never together: Knot delays an UPDATE that arrives within a second of
 //! another change, which would make one tool pay for the other's writes).
 //! - rrguard: `fall = 3`, `rise = 2`, timeout 250 ms, fast confirmation at a tenth of the interval
-//!   (`confirm_interval = "50ms"`, set: it is off by default for now), TSIG-signed RFC 2136.
+//!   (`confirm_interval = "50ms"`: the default, a tenth of `interval`, written out so the figures do
+//!   not move if the default does), the loss-aware fall on (`adaptive_fall`, default), TSIG-signed
+//!   RFC 2136.
 //! - rrdnsd: its only mode, one probe decides (no thresholds); updates by unsigned `knsupdate`, which
 //!   Knot accepts from 127.0.0.1 for this zone. rrdnsd logs to journald only and aborts without
 //!   `/run/systemd/journal/socket`: the bench binds a datagram socket in a temporary directory and
@@ -16,10 +18,12 @@
 //!   counted from its journal messages (`[dns] calling knsupdate`), rrguard's from its log (`DNS
 //!   updated`); each is one UPDATE.
 //!
-//! Per tool: `RRGUARD_BENCH_TRIALS` trials (default 15), each waits a random phase, closes the listener
-//! of 127.0.77.3 (connections refused) and polls Knot until the name's A answer no longer holds it
-//! (removal), waits 1.5 s and another random phase, opens the listener again and polls until it is
-//! back (re-add). Then
+//! Per tool: `RRGUARD_BENCH_TRIALS` trials (default 15), each waits a random phase, kills 127.0.77.3
+//! (`HttpEndpoints::stop`: the listening socket is shut down first, so connections are refused from
+//! the call on, and accepted connections are cut) and polls Knot, from the call on while `stop`
+//! waits on another thread for the socket to be gone, until the name's A answer no longer holds it
+//! (removal, timed from the call), waits 1.5 s and another random phase, opens the listener
+//! again and polls until it is back (re-add). Then
 //! 127.0.77.4's listener is replaced by one that closes 20 % of its connections at random before
 //! answering, for `RRGUARD_BENCH_LOSS_SECS` seconds (default 120), and the tool's writes are counted.
 //! Targets (issue 10): rrguard's medians within rrdnsd's + 100 ms, at most 1 write per minute under
@@ -110,6 +114,14 @@ fn seed() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -456,18 +468,30 @@ fn measure(label: &str, tool: &Tool, name: &str, bench: &Bench<'_>, rng: &mut Xo
     for trial in 0..trials {
         wait_all_published(dns, name, tool);
         thread::sleep(QUIET + Duration::from_millis(rng.next() % INTERVAL.as_millis() as u64));
-        // Timed from the call: the listener is closed within a few ms of it (its thread polls a
-        // stop flag), and stop() returns once the socket is gone.
-        let stopped = Instant::now();
-        http.stop(broken);
-        let stop_took = stopped.elapsed();
-        let removal = poll(dns, name, TRIAL_LIMIT, |a| !a.contains(&text)).map(|d| d + stop_took);
+        // Timed from the call, polling while stop() runs on another thread: the endpoint refuses
+        // connections from stop()'s first microseconds (the listening socket is shut down before
+        // anything is waited for), but stop() returns only once the socket is gone from
+        // /proc/net, which took up to ~1 s on a loaded machine; polling after it returned made a
+        // tool that removes quickly pay for that wait.
+        let stopped_unix_ms = unix_ms();
+        let (removal, stop_took) = thread::scope(|s| {
+            let stopped = Instant::now();
+            let stopper = s.spawn(move || {
+                http.stop(broken);
+                stopped.elapsed()
+            });
+            let offset = stopped.elapsed();
+            let removal = poll(dns, name, TRIAL_LIMIT, |a| !a.contains(&text)).map(|d| d + offset);
+            (removal, stopper.join().expect("stop() panicked"))
+        });
         // A random phase again: the recovery lands anywhere in the tool's probe cycle.
         thread::sleep(QUIET + Duration::from_millis(rng.next() % INTERVAL.as_millis() as u64));
+        let resumed_unix_ms = unix_ms();
         http.resume(broken);
         let readd = poll(dns, name, TRIAL_LIMIT, |a| a.contains(&text));
+        // Wall-clock times of the stop and the resume, to line up with the tool's log timestamps.
         eprintln!(
-            "{label} trial {}: removal {} ms (stop took {} ms), re-add {} ms",
+            "{label} trial {}: removal {} ms (stop took {} ms), re-add {} ms; stop at {stopped_unix_ms}, resume at {resumed_unix_ms} (Unix ms)",
             trial + 1,
             ms(removal),
             stop_took.as_millis(),

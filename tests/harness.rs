@@ -474,6 +474,45 @@ fn http_endpoints_delay() {
     assert!(started.elapsed() >= delay);
 }
 
+/// `stop` kills the endpoint at once: a request still waiting for its (delayed) answer and an idle
+/// connection held open both end (EOF or reset) instead of being answered later or left to time
+/// out, and new connections are refused.
+#[test]
+fn http_endpoints_stop_ends_accepted_connections() {
+    let http_eps = HttpEndpoints::start(&[IP2]);
+    http_eps.set_delay(IP2, Duration::from_secs(120));
+    let addr = http_eps.addr(IP2);
+    let mut pending = TcpStream::connect(addr).unwrap();
+    pending
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let idle = TcpStream::connect(addr).unwrap();
+    wait_until(
+        "the request arrives and both connections are accepted",
+        Duration::from_secs(5),
+        || http_eps.hits(IP2) == 1 && http_eps.connections(IP2) == 2,
+    );
+    http_eps.stop(IP2);
+    let err = TcpStream::connect(addr).expect_err("stopped endpoint must refuse");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+    // Without the shutdown the pending request would be answered after 120 s: the read times out.
+    for (what, mut stream) in [("pending request", pending), ("idle connection", idle)] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        match stream.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("{what}: should have ended at stop(), got {other:?}"),
+        }
+    }
+    // And it comes back as before.
+    http_eps.set_delay(IP2, Duration::ZERO);
+    http_eps.resume(IP2);
+    assert!(get(addr).starts_with("HTTP/1.1 200 OK"));
+}
+
 #[test]
 fn http_endpoints_ipv6_loopback() {
     let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);

@@ -167,6 +167,7 @@ fn alive_but_not_ready_while_dns_cannot_be_read() {
             *code == 503
                 && body.contains("the records www.example.test. publishes (writer primary)")
                 && !body.contains("first probe")
+                && !body.contains("first verdict")
         })
     });
     let (_, body) = last.unwrap();
@@ -177,5 +178,83 @@ fn alive_but_not_ready_while_dns_cannot_be_read() {
         Some(1),
         "{json}"
     );
+    drop(d);
+}
+
+/// A node whose one service is self-registered (`[service.self_register]`, per-node `hosts`
+/// writer), with the address source given by `address`.
+fn start_self_registered(address: &str, check_port: u16) -> (Daemon, u16, tempfile::TempDir) {
+    let lo = "127.0.0.1".parse().unwrap();
+    let listen = free_tcp_port(lo);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rrguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[node]
+id = "self-node"
+listen = "127.0.0.1:{listen}"
+state_dir = "{state}"
+
+[defaults]
+interval = "200ms"
+timeout = "100ms"
+fall = 2
+rise = 2
+
+[[writer]]
+name = "local"
+type = "hosts"
+path = "{state}/hosts"
+
+[[service]]
+fqdn = "www.example.test"
+zone = "example.test"
+writer = "local"
+[service.self_register]
+address = "{address}"
+[service.check]
+type = "http"
+port = {check_port}
+path = "/health"
+"#,
+            state = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&["run", "-c", config.to_str().unwrap()]);
+    d.wait_for_log("HTTP listening", EVENTUALLY);
+    (d, listen, dir)
+}
+
+/// A self-registered service has no endpoint until this node has discovered its own address: until
+/// then /ready says it waits for one (before the fix it named only the DNS read, and a follower,
+/// which waits for no DNS read, was ready at once with nothing to probe). Once the address is known
+/// and probed the node is ready: the wait ends.
+#[test]
+fn ready_waits_for_the_self_registered_address() {
+    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let http = support::HttpEndpoints::start(&[lo]);
+    let waiting = "a first verdict on an endpoint of www.example.test. (with self_register: once this node's address is discovered)";
+    // No such interface: discovery fails and is retried, the node stays not ready and says why.
+    let (d, port, _dir) = start_self_registered("interface:rrgnone0", http.port);
+    d.wait_for_log("no interface", EVENTUALLY);
+    let mut last = None;
+    wait_until("GET /ready names the missing address", EVENTUALLY, || {
+        last = get(port, "/ready");
+        last.as_ref()
+            .is_some_and(|(code, body)| *code == 503 && body.contains(waiting))
+    });
+    drop(d);
+    // The address comes from a URL that answers with it: ready once it is probed and written.
+    http.set_body(lo, "127.0.0.1");
+    let url = format!("url:http://127.0.0.1:{}/ip", http.port);
+    let (d, port, _dir) = start_self_registered(&url, http.port);
+    d.wait_for_log("self_register: this node's address", EVENTUALLY);
+    wait_until("GET /ready answers 200", EVENTUALLY, || {
+        last = get(port, "/ready");
+        last.as_ref().is_some_and(|(code, _)| *code == 200)
+    });
     drop(d);
 }

@@ -100,6 +100,9 @@ struct SetDoc {
     name: String,
     #[serde(rename = "Type")]
     rtype: String,
+    /// Weighted record sets only (with `Weight`).
+    set_identifier: Option<String>,
+    weight: Option<u64>,
     #[serde(rename = "TTL")]
     ttl: Option<u32>,
     resource_records: Option<RecordsDoc>,
@@ -158,7 +161,11 @@ fn published_of(sets: &[SetDoc], fqdn: &str) -> Published {
         match s.rtype.as_str() {
             "A" | "AAAA" => {
                 for v in s.values() {
-                    p.records.insert(v.parse().unwrap(), s.ttl.unwrap());
+                    let ip: IpAddr = v.parse().unwrap();
+                    p.records.insert(ip, s.ttl.unwrap());
+                    if let (Some(_), Some(w)) = (&s.set_identifier, s.weight) {
+                        p.weights.insert(ip, u8::try_from(w).unwrap());
+                    }
                 }
             }
             "CNAME" => p.cname = s.values().into_iter().next(),
@@ -403,6 +410,17 @@ struct FakeSet {
     ttl: u32,
     values: Vec<String>,
     alias: Option<String>,
+    /// `Weight` of a weighted set (whose `SetIdentifier` is in its [`SetKey`]).
+    weight: Option<u64>,
+}
+
+/// What identifies a record set in a hosted zone: name, type and, for weighted (and other routing
+/// policy) sets, `SetIdentifier`.
+type SetKey = (String, String, Option<String>);
+
+/// The key of the simple (no routing policy) set of `name` and `rtype`.
+fn simple(name: &str, rtype: &str) -> SetKey {
+    (name.to_owned(), rtype.to_owned(), None)
 }
 
 /// A request as the fake saw it.
@@ -416,13 +434,13 @@ struct Seen {
     at: tokio::time::Instant,
 }
 
-type Hook = Box<dyn FnOnce(&mut BTreeMap<(String, String), FakeSet>) + Send>;
+type Hook = Box<dyn FnOnce(&mut BTreeMap<SetKey, FakeSet>) + Send>;
 
 #[derive(Default)]
 struct FakeState {
     zone: String,
-    /// (name, type) → RRset.
-    sets: Mutex<BTreeMap<(String, String), FakeSet>>,
+    /// (name, type, set identifier) → RRset.
+    sets: Mutex<BTreeMap<SetKey, FakeSet>>,
     seen: Mutex<Vec<Seen>>,
     /// Problems with requests; the test fails on any.
     violations: Mutex<Vec<String>>,
@@ -489,13 +507,19 @@ impl Fake {
 
     fn put(&self, fqdn: &str, rtype: &str, ttl: u32, values: &[&str]) {
         self.state.sets.lock().unwrap().insert(
-            (fqdn.to_owned(), rtype.to_owned()),
+            simple(fqdn, rtype),
             FakeSet {
                 ttl,
                 values: values.iter().map(|v| v.to_string()).collect(),
                 alias: None,
+                weight: None,
             },
         );
+    }
+
+    /// The ChangeResourceRecordSets bodies received so far.
+    fn change_bodies(&self) -> Vec<String> {
+        self.changes_seen().into_iter().map(|s| s.body).collect()
     }
 }
 
@@ -726,21 +750,27 @@ fn list(state: &FakeState, query: &str) -> (StatusCode, [(&'static str, &'static
         .get("maxitems")
         .and_then(|m| m.parse().ok())
         .unwrap_or(300);
+    let identifier = params.get("identifier").cloned();
     let sets = state.sets.lock().unwrap();
-    let mut all: Vec<(&(String, String), &FakeSet)> = sets.iter().collect();
-    all.sort_by_key(|((n, t), _)| sort_key(n, t));
-    let start = sort_key(&name, &rtype);
+    let mut all: Vec<(&SetKey, &FakeSet)> = sets.iter().collect();
+    all.sort_by_key(|((n, t, id), _)| (sort_key(n, t), id.clone()));
+    let start = (sort_key(&name, &rtype), identifier);
     let from: Vec<_> = all
         .into_iter()
-        .filter(|((n, t), _)| name.is_empty() || sort_key(n, t) >= start)
+        .filter(|((n, t, id), _)| name.is_empty() || (sort_key(n, t), id.clone()) >= start)
         .collect();
     let mut xml = String::from(
         "<?xml version=\"1.0\"?>\n<ListResourceRecordSetsResponse xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><ResourceRecordSets>",
     );
-    for ((n, t), s) in from.iter().take(max) {
+    for ((n, t, id), s) in from.iter().take(max) {
         xml.push_str(&format!(
             "<ResourceRecordSet><Name>{n}</Name><Type>{t}</Type>"
         ));
+        if let (Some(id), Some(weight)) = (id, s.weight) {
+            xml.push_str(&format!(
+                "<SetIdentifier>{id}</SetIdentifier><Weight>{weight}</Weight>"
+            ));
+        }
         if let Some(alias) = &s.alias {
             xml.push_str(&format!("<AliasTarget><HostedZoneId>Z2FDTNDATAQYW2</HostedZoneId><DNSName>{alias}</DNSName><EvaluateTargetHealth>false</EvaluateTargetHealth></AliasTarget>"));
         } else {
@@ -756,7 +786,14 @@ fn list(state: &FakeState, query: &str) -> (StatusCode, [(&'static str, &'static
     }
     xml.push_str("</ResourceRecordSets>");
     match from.get(max) {
-        Some(((n, t), _)) => xml.push_str(&format!("<IsTruncated>true</IsTruncated><NextRecordName>{n}</NextRecordName><NextRecordType>{t}</NextRecordType>")),
+        Some(((n, t, id), _)) => {
+            xml.push_str(&format!("<IsTruncated>true</IsTruncated><NextRecordName>{n}</NextRecordName><NextRecordType>{t}</NextRecordType>"));
+            if let Some(id) = id {
+                xml.push_str(&format!(
+                    "<NextRecordIdentifier>{id}</NextRecordIdentifier>"
+                ));
+            }
+        }
         None => xml.push_str("<IsTruncated>false</IsTruncated>"),
     }
     xml.push_str(&format!(
@@ -782,10 +819,38 @@ fn apply_batch(
     }
     let mut sets = state.sets.lock().unwrap();
     let mut next = sets.clone();
+    let input_error = |m: String| {
+        state.violations.lock().unwrap().push(m);
+        xml_reply(
+            400,
+            "<ErrorResponse><Error><Code>InvalidInput</Code></Error></ErrorResponse>".into(),
+        )
+    };
     for c in doc.change_batch.changes.changes {
         let s = c.resource_record_set;
-        let key = (s.name.to_ascii_lowercase(), s.rtype.clone());
-        let what = format!("[name='{}', type='{}']", s.name, s.rtype);
+        // A weighted set has both; rrguard sends no other routing policy.
+        match (&s.set_identifier, s.weight) {
+            (None, None) => {}
+            (Some(id), Some(w)) if w <= 255 && (1..=128).contains(&id.len()) => {}
+            (id, w) => {
+                return input_error(format!(
+                    "{} {}: SetIdentifier {id:?} with Weight {w:?} (a weighted set needs both, the weight 0 to 255, the identifier 1 to 128 characters)",
+                    s.name, s.rtype
+                ));
+            }
+        }
+        let key = (
+            s.name.to_ascii_lowercase(),
+            s.rtype.clone(),
+            s.set_identifier.clone(),
+        );
+        let what = match &s.set_identifier {
+            None => format!("[name='{}', type='{}']", s.name, s.rtype),
+            Some(id) => format!(
+                "[name='{}', type='{}', set-identifier='{id}']",
+                s.name, s.rtype
+            ),
+        };
         let values = s.values();
         let sorted = |v: &[String]| {
             let mut v = v.to_vec();
@@ -800,7 +865,9 @@ fn apply_batch(
                     ));
                 }
                 Some(have)
-                    if Some(have.ttl) != s.ttl || sorted(&have.values) != sorted(&values) =>
+                    if Some(have.ttl) != s.ttl
+                        || sorted(&have.values) != sorted(&values)
+                        || have.weight != s.weight =>
                 {
                     return invalid_change_batch(format!(
                         "Tried to delete resource record set {what} but the values provided do not match the current values"
@@ -816,7 +883,7 @@ fn apply_batch(
                         "Tried to create resource record set {what} but it already exists"
                     ));
                 }
-                let cname = (key.0.clone(), "CNAME".to_owned());
+                let cname = simple(&key.0, "CNAME");
                 if s.rtype != "CNAME" && next.contains_key(&cname) {
                     return invalid_change_batch(format!(
                         "RRSet of type {} with DNS name {} is not permitted because a conflicting RRSet of type CNAME with the same DNS name already exists in zone {}.",
@@ -829,19 +896,26 @@ fn apply_batch(
                         ttl: s.ttl.unwrap_or(300),
                         values,
                         alias: None,
+                        weight: s.weight,
                     },
                 );
             }
             other => {
-                state.violations.lock().unwrap().push(format!(
+                return input_error(format!(
                     "action {other} (rrguard only sends CREATE and DELETE)"
                 ));
-                return xml_reply(
-                    400,
-                    "<ErrorResponse><Error><Code>InvalidInput</Code></Error></ErrorResponse>"
-                        .into(),
-                );
             }
+        }
+    }
+    // The batch as a whole (Route 53 checks the outcome, not each step): a name and type holds
+    // either one simple set or weighted sets, never both.
+    for (name, rtype, id) in next.keys() {
+        if let Some(id) = id
+            && next.contains_key(&simple(name, rtype))
+        {
+            return invalid_change_batch(format!(
+                "RRSet with DNS name {name}, type {rtype}, SetIdentifier {id} cannot be created as a non-weighted set exists with the same name and type."
+            ));
         }
     }
     *sets = next;
@@ -888,14 +962,15 @@ impl Fixture for FakeFixture {
 
     fn set(&self, fqdn: &str, published: &Published) {
         let mut sets = self.fake.state.sets.lock().unwrap();
-        sets.retain(|(n, _), _| n != fqdn);
+        sets.retain(|(n, _, _), _| n != fqdn);
         for (rtype, ttl, values) in sets_of(fqdn, published) {
             sets.insert(
-                (fqdn.to_owned(), rtype),
+                simple(fqdn, &rtype),
                 FakeSet {
                     ttl,
                     values,
                     alias: None,
+                    weight: None,
                 },
             );
         }
@@ -905,10 +980,12 @@ impl Fixture for FakeFixture {
         let sets = self.fake.state.sets.lock().unwrap();
         let docs: Vec<SetDoc> = sets
             .iter()
-            .filter(|((n, _), _)| n == fqdn)
-            .map(|((n, t), s)| SetDoc {
+            .filter(|((n, _, _), _)| n == fqdn)
+            .map(|((n, t, id), s)| SetDoc {
                 name: n.clone(),
                 rtype: t.clone(),
+                set_identifier: id.clone(),
+                weight: s.weight,
                 ttl: Some(s.ttl),
                 resource_records: Some(RecordsDoc {
                     records: s
@@ -1019,7 +1096,7 @@ async fn a_change_between_read_and_write_is_refused_whole() {
     f.fake.put(WWW, "A", 60, &["127.0.0.2", "127.0.0.3"]);
     // Between the writer's own read (inside apply) and its batch, someone adds .5.
     *f.fake.state.before_change.lock().unwrap() = Some(Box::new(|sets| {
-        sets.get_mut(&(WWW.to_owned(), "A".to_owned()))
+        sets.get_mut(&simple(WWW, "A"))
             .unwrap()
             .values
             .push("127.0.0.5".into());
@@ -1045,11 +1122,12 @@ async fn a_change_between_read_and_write_is_refused_whole() {
     let fresh = "fresh.example.test.";
     *f.fake.state.before_change.lock().unwrap() = Some(Box::new(move |sets| {
         sets.insert(
-            (fresh.to_owned(), "A".to_owned()),
+            simple(fresh, "A"),
             FakeSet {
                 ttl: 60,
                 values: vec!["127.0.0.8".into()],
                 alias: None,
+                weight: None,
             },
         );
     }));
@@ -1240,11 +1318,12 @@ async fn the_daemons_batch_is_one_request_and_a_stale_change_fails_alone() {
 async fn alias_records_are_refused_with_a_fix() {
     let f = FakeFixture::new();
     f.fake.state.sets.lock().unwrap().insert(
-        (WWW.to_owned(), "A".to_owned()),
+        simple(WWW, "A"),
         FakeSet {
             ttl: 0,
             values: vec![],
             alias: Some("lb-1.us-east-1.elb.amazonaws.com.".into()),
+            weight: None,
         },
     );
     match f.writer.read(WWW, ZONE).await {
@@ -1333,6 +1412,205 @@ fn moto_is_started_and_answers_signed_requests() {
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1."), "{text}");
+}
+
+/// One `<Change>` of a weighted set as Route 53's API reference documents it
+/// (<https://docs.aws.amazon.com/Route53/latest/APIReference/API_ChangeResourceRecordSets.html>,
+/// "Weighted resource record sets": Name, Type, SetIdentifier, Weight, TTL, ResourceRecords), built
+/// here independently of the writer's serializer.
+fn weighted_xml(action: &str, ip: &str, weight: u8, ttl: u32) -> String {
+    format!(
+        "<Change><Action>{action}</Action><ResourceRecordSet><Name>{WWW}</Name><Type>A</Type>\
+<SetIdentifier>rrguard-{ip}</SetIdentifier><Weight>{weight}</Weight><TTL>{ttl}</TTL>\
+<ResourceRecords><ResourceRecord><Value>{ip}</Value></ResourceRecord></ResourceRecords>\
+</ResourceRecordSet></Change>"
+    )
+}
+
+/// A whole ChangeResourceRecordSetsRequest with `changes`, in the documented envelope.
+fn request_xml(changes: &[String]) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ChangeResourceRecordSetsRequest xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><ChangeBatch><Comment>rrguard</Comment><Changes>{}</Changes></ChangeBatch></ChangeResourceRecordSetsRequest>",
+        changes.concat()
+    )
+}
+
+/// Weighted writes, request by request: the exact ChangeResourceRecordSets body for turning a plain
+/// RRset into weighted sets, adding an address, removing one and reweighting one. Each is one
+/// batch: DELETE of every set that changes exactly as read (Weight included), CREATE of the new
+/// ones, and a pin (DELETE + CREATE as read) of every set that stays, which the fake, like Route 53,
+/// only accepts while those sets are unchanged. The fake keeps sets by name, type and
+/// SetIdentifier and refuses a simple set beside weighted ones, as Route 53 does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_writes_send_the_documented_batches() {
+    let f = FakeFixture::new();
+    f.fake.put(WWW, "A", 60, &["127.0.0.2", "127.0.0.3"]);
+    let ips = |list: &[&str]| -> std::collections::BTreeSet<IpAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    };
+    let weights = |pairs: &[(&str, u8)]| -> BTreeMap<IpAddr, u8> {
+        pairs
+            .iter()
+            .map(|(a, w)| (a.parse().unwrap(), *w))
+            .collect()
+    };
+    let plain_a = "<Change><Action>DELETE</Action><ResourceRecordSet><Name>www.example.test.</Name><Type>A</Type><TTL>60</TTL><ResourceRecords><ResourceRecord><Value>127.0.0.2</Value></ResourceRecord><ResourceRecord><Value>127.0.0.3</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change>".to_owned();
+
+    // 1. The plain RRset becomes one weighted set per address, the change's TTL (30), one batch.
+    f.writer
+        .apply(&RecordChange {
+            rettl: ips(&["127.0.0.2", "127.0.0.3"]),
+            weights: weights(&[("127.0.0.2", 10), ("127.0.0.3", 5)]),
+            ..change(&["127.0.0.2", "127.0.0.3"], &[], &[])
+        })
+        .await
+        .unwrap();
+    // 2. Add .4 (weight 1: not listed, the default the decision layer fills in).
+    f.writer
+        .apply(&RecordChange {
+            weights: weights(&[("127.0.0.2", 10), ("127.0.0.3", 5), ("127.0.0.4", 1)]),
+            ..change(&["127.0.0.2", "127.0.0.3"], &["127.0.0.4"], &[])
+        })
+        .await
+        .unwrap();
+    // 3. Remove .3.
+    f.writer
+        .apply(&RecordChange {
+            weights: weights(&[("127.0.0.2", 10), ("127.0.0.4", 1)]),
+            ..change(
+                &["127.0.0.2", "127.0.0.3", "127.0.0.4"],
+                &[],
+                &["127.0.0.3"],
+            )
+        })
+        .await
+        .unwrap();
+    // 4. Reweigh .4 from 1 to 200 (a reload changed `weights`); .2 stays.
+    f.writer
+        .apply(&RecordChange {
+            rettl: ips(&["127.0.0.4"]),
+            weights: weights(&[("127.0.0.2", 10), ("127.0.0.4", 200)]),
+            ..change(&["127.0.0.2", "127.0.0.4"], &[], &[])
+        })
+        .await
+        .unwrap();
+
+    let want = [
+        request_xml(&[
+            plain_a,
+            weighted_xml("CREATE", "127.0.0.2", 10, 30),
+            weighted_xml("CREATE", "127.0.0.3", 5, 30),
+        ]),
+        request_xml(&[
+            weighted_xml("CREATE", "127.0.0.4", 1, 30),
+            weighted_xml("DELETE", "127.0.0.2", 10, 30),
+            weighted_xml("CREATE", "127.0.0.2", 10, 30),
+            weighted_xml("DELETE", "127.0.0.3", 5, 30),
+            weighted_xml("CREATE", "127.0.0.3", 5, 30),
+        ]),
+        request_xml(&[
+            weighted_xml("DELETE", "127.0.0.3", 5, 30),
+            weighted_xml("DELETE", "127.0.0.2", 10, 30),
+            weighted_xml("CREATE", "127.0.0.2", 10, 30),
+            weighted_xml("DELETE", "127.0.0.4", 1, 30),
+            weighted_xml("CREATE", "127.0.0.4", 1, 30),
+        ]),
+        request_xml(&[
+            weighted_xml("DELETE", "127.0.0.4", 1, 30),
+            weighted_xml("CREATE", "127.0.0.4", 200, 30),
+            weighted_xml("DELETE", "127.0.0.2", 10, 30),
+            weighted_xml("CREATE", "127.0.0.2", 10, 30),
+        ]),
+    ];
+    let bodies = f.fake.change_bodies();
+    assert_eq!(
+        bodies.len(),
+        want.len(),
+        "one request per change: {bodies:#?}"
+    );
+    for (i, (got, want)) in bodies.iter().zip(&want).enumerate() {
+        assert_eq!(got, want, "request {} of {}", i + 1, bodies.len());
+    }
+    // Every one to the documented path (the fake checked each signature).
+    for post in f.fake.changes_seen() {
+        assert_eq!(
+            post.path,
+            format!("/2013-04-01/hostedzone/{FAKE_ZONE_ID}/rrset/")
+        );
+    }
+    let held: Vec<(SetKey, u32, Vec<String>, Option<u64>)> = f
+        .fake
+        .state
+        .sets
+        .lock()
+        .unwrap()
+        .clone()
+        .into_iter()
+        .map(|(k, s)| (k, s.ttl, s.values, s.weight))
+        .collect();
+    let weighted = |ip: &str, w: u64| {
+        (
+            (
+                WWW.to_owned(),
+                "A".to_owned(),
+                Some(format!("rrguard-{ip}")),
+            ),
+            30,
+            vec![ip.to_owned()],
+            Some(w),
+        )
+    };
+    assert_eq!(
+        held,
+        vec![weighted("127.0.0.2", 10), weighted("127.0.0.4", 200)]
+    );
+    let read = f.writer.read(WWW, ZONE).await.unwrap();
+    assert_eq!(
+        read.weights,
+        weights(&[("127.0.0.2", 10), ("127.0.0.4", 200)])
+    );
+
+    // A weighted set reweighted by someone else between the writer's read and its write makes the
+    // pin's DELETE fail: the whole batch is refused and nothing of it applies.
+    *f.fake.state.before_change.lock().unwrap() = Some(Box::new(|sets| {
+        let key = (
+            WWW.to_owned(),
+            "A".to_owned(),
+            Some("rrguard-127.0.0.2".to_owned()),
+        );
+        sets.get_mut(&key).unwrap().weight = Some(3);
+    }));
+    let r = f
+        .writer
+        .apply(&RecordChange {
+            weights: weights(&[("127.0.0.2", 10), ("127.0.0.4", 200), ("127.0.0.5", 1)]),
+            ..change(&["127.0.0.2", "127.0.0.4"], &["127.0.0.5"], &[])
+        })
+        .await;
+    match r {
+        Err(WriteError::Conflict(m)) => assert!(m.contains("values provided do not match"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let read = f.writer.read(WWW, ZONE).await.unwrap();
+    assert_eq!(
+        read.weights,
+        weights(&[("127.0.0.2", 3), ("127.0.0.4", 200)])
+    );
+}
+
+/// The fake holds Route 53's rule that one name and type has either a simple set or weighted
+/// ones: a batch that would leave both is refused whole (the batches above pass because the writer
+/// deletes the plain set in the same batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_refuses_a_simple_set_beside_weighted_ones() {
+    let f = FakeFixture::new();
+    f.fake.put(WWW, "A", 60, &["127.0.0.2"]);
+    let body = request_xml(&[weighted_xml("CREATE", "127.0.0.3", 1, 30)]);
+    let doc: ChangeRequestDoc = quick_xml::de::from_str(&body).unwrap();
+    let (status, _, text) = apply_batch(&f.fake.state, doc);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("non-weighted set exists"), "{text}");
+    assert_eq!(f.authoritative(WWW), published(&[("127.0.0.2", 60)]));
 }
 
 /// Weighted records through moto: a plain RRset becomes one weighted set per address

@@ -6,7 +6,8 @@
 //!   when malformed, 413 when too large, 404 when this node has no `[cluster]`, 503 while the node is
 //!   (re)starting.
 //! - `GET /health`: 200 `{"status":"alive"}` while the process serves HTTP.
-//! - `GET /ready`: 200 `{"ready":true}` once the configuration is loaded, this node has probed every
+//! - `GET /ready`: 200 `{"ready":true}` once the configuration is loaded, every service has an
+//!   endpoint (a self-registered one once its address is discovered), this node has probed every
 //!   endpoint once and, on the leader, has read every service's published records; until then 503
 //!   `{"ready":false,"waiting_for":[…]}` naming what it waits for (a DNS server that cannot be read
 //!   keeps the leader not ready).

@@ -368,16 +368,33 @@ impl std::str::FromStr for EventKind {
 }
 
 impl NodeStatus {
-    /// What this node still waits for before it is ready, for `GET /ready`: a first probe of every
-    /// endpoint by this node, and, on the leader, a first read of every service's published records.
-    /// Empty when ready.
+    /// What this node still waits for before it is ready, for `GET /ready`: an endpoint for every
+    /// service, a first probe of every endpoint by this node, and, on the leader, a first read of
+    /// every service's published records. Empty when ready.
+    ///
+    /// An endpoint enters the view with this node's first verdict on it. A service without any
+    /// endpoint there is one whose endpoints have no verdict yet, or one with
+    /// `[service.self_register]` whose address this node has not discovered: until then the node
+    /// has nothing to probe for it, and without this rule a node whose services are all such would
+    /// answer ready at once, on every node of a cluster (followers wait for no DNS read).
     pub fn waiting_for(&self) -> Vec<String> {
         let mut waiting: Vec<String> = self
-            .endpoints
+            .services
             .iter()
-            .filter(|e| e.local.is_none())
-            .map(|e| format!("first probe of {} ({})", e.endpoint, e.service))
+            .filter(|s| !self.endpoints.iter().any(|e| e.service == s.fqdn))
+            .map(|s| {
+                format!(
+                    "a first verdict on an endpoint of {} (with self_register: once this node's address is discovered)",
+                    s.fqdn
+                )
+            })
             .collect();
+        waiting.extend(
+            self.endpoints
+                .iter()
+                .filter(|e| e.local.is_none())
+                .map(|e| format!("first probe of {} ({})", e.endpoint, e.service)),
+        );
         if self.am_leader {
             waiting.extend(self.services.iter().flat_map(|s| {
                 s.writers

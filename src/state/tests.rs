@@ -469,3 +469,54 @@ fn probes_reach_their_subscribers() {
     assert!(got.ok);
     assert_eq!(got.latency, Duration::from_micros(1_500));
 }
+
+#[test]
+fn a_service_without_an_endpoint_yet_keeps_the_node_not_ready() {
+    // A self-registered service before its address is discovered: configured without endpoints,
+    // absent from the view. A follower (which waits for no DNS read) whose other service is fully
+    // probed must still wait for it.
+    let state = NodeState::new();
+    let self_reg = "self.example.test.";
+    state.set_services([
+        ConfiguredService {
+            check: "http".to_owned(),
+            fqdn: WWW.to_owned(),
+            zone: "example.test.".to_owned(),
+            writers: vec!["primary".to_owned()],
+            endpoints: vec![ip("192.0.2.1"), ip("192.0.2.2")],
+        },
+        ConfiguredService {
+            check: "http".to_owned(),
+            fqdn: self_reg.to_owned(),
+            zone: "example.test.".to_owned(),
+            writers: vec!["primary".to_owned()],
+            endpoints: vec![],
+        },
+    ]);
+    state.set_cluster(ClusterStatus {
+        am_leader: false,
+        ..cluster()
+    });
+    state.record_probe(WWW, ip("192.0.2.1"), &probe(true, "ok"), Health::Up);
+    state.record_probe(WWW, ip("192.0.2.2"), &probe(true, "ok"), Health::Up);
+    assert_eq!(
+        state.snapshot().unwrap().waiting_for(),
+        vec![
+            "a first verdict on an endpoint of self.example.test. (with self_register: once this node's address is discovered)"
+        ]
+    );
+    // Discovered and in the view, then probed: ready.
+    let mut with_self = cluster();
+    with_self.am_leader = false;
+    let mut e = with_self.endpoints[0].clone();
+    e.service = self_reg.to_owned();
+    e.endpoint = "192.0.2.9".to_owned();
+    with_self.endpoints.push(e);
+    state.set_cluster(with_self);
+    assert_eq!(
+        state.snapshot().unwrap().waiting_for(),
+        vec!["first probe of 192.0.2.9 (self.example.test.)"]
+    );
+    state.record_probe(self_reg, ip("192.0.2.9"), &probe(true, "ok"), Health::Up);
+    assert!(state.snapshot().unwrap().waiting_for().is_empty());
+}

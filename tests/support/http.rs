@@ -1,6 +1,7 @@
 //! Tiny HTTP/1.1 servers, one per IP address and all on the same port, that can be stopped, resumed
 //! and switched to another status code one address at a time: the "backends" rrguard probes.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -26,15 +27,34 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 struct Server {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
+    /// A second descriptor of the listening socket, to shut it down from `stop` (see
+    /// [`Server::kill`]).
+    listener: TcpListener,
     /// The listening socket's inode, to see when it is really gone (see `Server::shut`).
     inode: Option<u64>,
 }
 
 impl Server {
-    /// Stops the thread, which closes the listener, then waits until the socket is gone everywhere:
-    /// a child forked just before the close holds a copy that keeps listening until it execs.
-    fn shut(self) {
+    /// Makes the endpoint dead at once, without waiting for anything: shuts the listening socket
+    /// down (Linux moves a listening socket to CLOSE on `shutdown(SHUT_RD)`, resets the connections
+    /// in its accept queue and refuses new ones, whichever process still holds a descriptor of it:
+    /// a child forked just before would otherwise keep it listening until it execs, and accepted
+    /// handshakes would wait unanswered), shuts down every accepted connection of `endpoint` (an
+    /// answer still pending or a connection held open ends now, not when its thread gets to it),
+    /// and tells the listener thread to stop.
+    fn kill(&self, endpoint: &Endpoint) {
+        // The flag first: a connection the thread registers after the loop below sees it.
         self.stop.store(true, Ordering::SeqCst);
+        let _ = socket2::SockRef::from(&self.listener).shutdown(Shutdown::Both);
+        for stream in lock(&endpoint.open).values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// After [`Server::kill`]: joins the thread, which closes its descriptor, then waits until the
+    /// socket is gone everywhere (copies in forked children), so that its port is free again.
+    fn shut(self) {
+        drop(self.listener);
         let joined = self.thread.join();
         if let Some(inode) = self.inode {
             wait_socket_gone(inode, CLOSE_TIMEOUT);
@@ -56,6 +76,8 @@ struct Endpoint {
     turn: AtomicU64,
     body: Mutex<String>,
     server: Mutex<Option<Server>>,
+    /// Accepted connections not finished yet, by number (second descriptors, for `stop`).
+    open: Mutex<HashMap<u64, TcpStream>>,
 }
 
 /// One HTTP/1.1 server per IP address, all on `port`. Every request gets `200 OK` (or the status set
@@ -104,6 +126,7 @@ impl HttpEndpoints {
                         turn: AtomicU64::new(0),
                         body: Mutex::new("ok\n".to_owned()),
                         server: Mutex::new(None),
+                        open: Mutex::new(HashMap::new()),
                     });
                     *lock(&endpoint.server) = Some(serve(listener, Arc::clone(&endpoint)));
                     endpoint
@@ -119,11 +142,15 @@ impl HttpEndpoints {
         SocketAddr::new(self.endpoint(ip).ip, self.port)
     }
 
-    /// Closes the listening socket on `ip`: from the return on, connections to `ip:port` are refused
-    /// (requests already accepted still get their answer). No-op if already stopped.
+    /// Kills the server on `ip`: the listening socket is shut down first, so connections to
+    /// `ip:port` are refused from the first microseconds of the call on, then every accepted
+    /// connection is shut down (a request waiting for its answer gets none: the connection ends), and
+    /// the call returns once the socket is gone. No-op if already stopped.
     pub fn stop(&self, ip: IpAddr) {
-        let server = lock(&self.endpoint(ip).server).take();
+        let endpoint = self.endpoint(ip);
+        let server = lock(&endpoint.server).take();
         if let Some(server) = server {
+            server.kill(endpoint);
             server.shut();
         }
     }
@@ -133,14 +160,17 @@ impl HttpEndpoints {
     /// where [`HttpEndpoints::stop`] one after another would spread the closes over the time each
     /// takes to be confirmed gone (a simultaneous failure, as opposed to a rolling one).
     pub fn stop_all(&self, ips: &[IpAddr]) {
-        let servers: Vec<Server> = ips
+        let servers: Vec<(&Endpoint, Server)> = ips
             .iter()
-            .filter_map(|ip| lock(&self.endpoint(*ip).server).take())
+            .filter_map(|ip| {
+                let endpoint = self.endpoint(*ip);
+                lock(&endpoint.server).take().map(|s| (&**endpoint, s))
+            })
             .collect();
-        for server in &servers {
-            server.stop.store(true, Ordering::SeqCst);
+        for (endpoint, server) in &servers {
+            server.kill(endpoint);
         }
-        for server in servers {
+        for (_, server) in servers {
             server.shut();
         }
     }
@@ -213,16 +243,17 @@ impl HttpEndpoints {
 
 impl Drop for HttpEndpoints {
     fn drop(&mut self) {
-        let servers: Vec<Server> = self
+        let servers: Vec<(&Endpoint, Server)> = self
             .endpoints
             .iter()
-            .filter_map(|e| lock(&e.server).take())
+            .filter_map(|e| lock(&e.server).take().map(|s| (&**e, s)))
             .collect();
-        // Raise every flag first so the listeners wind down in parallel, then join them all.
-        for server in &servers {
-            server.stop.store(true, Ordering::SeqCst);
+        // Kill every server first so the listeners wind down in parallel, then join them all.
+        for (endpoint, server) in &servers {
+            server.kill(endpoint);
         }
-        for server in servers {
+        for (_, server) in servers {
+            drop(server.listener);
             let _ = server.thread.join();
             if let Some(inode) = server.inode {
                 wait_socket_gone(inode, CLOSE_TIMEOUT);
@@ -242,6 +273,9 @@ fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) -> Server {
         .set_nonblocking(true)
         .expect("cannot make listener nonblocking");
     let inode = socket_inode(listener.as_raw_fd());
+    let second = listener
+        .try_clone()
+        .expect("cannot duplicate the listening socket");
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let thread = thread::Builder::new()
@@ -250,11 +284,25 @@ fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) -> Server {
             while !flag.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        endpoint.connections.fetch_add(1, Ordering::SeqCst);
+                        // The count so far numbers the connection (unique for the endpoint).
+                        let id = endpoint.connections.fetch_add(1, Ordering::SeqCst);
+                        // Registered before its thread starts, so that a stop() that follows
+                        // finds it; a stop() that came first (the flag) ends it here.
+                        if let Ok(copy) = stream.try_clone() {
+                            lock(&endpoint.open).insert(id, copy);
+                        }
+                        if flag.load(Ordering::SeqCst) {
+                            let _ = stream.shutdown(Shutdown::Both);
+                            lock(&endpoint.open).remove(&id);
+                            break;
+                        }
                         let endpoint = Arc::clone(&endpoint);
                         // One short-lived thread per connection: a slow or silent client must not
                         // hold up the next one, nor a stop().
-                        thread::spawn(move || handle(stream, &endpoint));
+                        thread::spawn(move || {
+                            handle(stream, &endpoint);
+                            lock(&endpoint.open).remove(&id);
+                        });
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(POLL),
                     // E.g. ECONNABORTED or EMFILE: transient, keep serving.
@@ -267,6 +315,7 @@ fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) -> Server {
     Server {
         stop,
         thread,
+        listener: second,
         inode,
     }
 }
