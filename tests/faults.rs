@@ -263,11 +263,9 @@ fn ttl_change_reaches_dns(kind: DnsKind) {
     let started = Instant::now();
     let d = s.start();
     let want = |ttl: u32| vec![(ttl, E2.to_owned()), (ttl, "::1".to_owned())];
-    wait_until(
-        "every record has ttl 120",
-        reconcile + Duration::from_secs(1),
-        || s.records() == want(120),
-    );
+    wait_until("every record has ttl 120", EVENTUALLY, || {
+        s.records() == want(120)
+    });
     eprintln!("ttl 120 after {:?}", started.elapsed());
     // Steady for three reconcile intervals: the re-reads find nothing to do.
     thread::sleep(reconcile * 3);
@@ -280,11 +278,9 @@ fn ttl_change_reaches_dns(kind: DnsKind) {
     s.edit_config("ttl = 120", "ttl = 60");
     d.signal("HUP");
     d.wait_for_log("configuration reloaded", EVENTUALLY);
-    wait_until(
-        "every record has ttl 60",
-        reconcile + Duration::from_secs(1),
-        || s.records() == want(60),
-    );
+    wait_until("every record has ttl 60", EVENTUALLY, || {
+        s.records() == want(60)
+    });
     thread::sleep(reconcile * 3);
     assert_eq!(s.records(), want(60));
     assert_eq!(

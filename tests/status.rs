@@ -236,7 +236,7 @@ path = "/health"
 fn ready_waits_for_the_self_registered_address() {
     let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let http = support::HttpEndpoints::start(&[lo]);
-    let waiting = "a first verdict on an endpoint of www.example.test. (with self_register: once this node's address is discovered)";
+    let waiting = "a first probe of an endpoint of www.example.test. (with self_register: once this node's address is discovered)";
     // No such interface: discovery fails and is retried, the node stays not ready and says why.
     let (d, port, _dir) = start_self_registered("interface:rrgnone0", http.port);
     d.wait_for_log("no interface", EVENTUALLY);

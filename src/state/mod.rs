@@ -438,6 +438,7 @@ impl NodeState {
                         last_error: None,
                         hold: None,
                         events: Vec::new(),
+                        probed: false,
                     },
                     events: VecDeque::new(),
                     audit: None,
@@ -1020,6 +1021,10 @@ impl NodeState {
             .values()
             .map(|s| ServiceStatus {
                 events: s.events.iter().cloned().collect(),
+                probed: inner
+                    .local
+                    .get(&s.status.fqdn)
+                    .is_some_and(|probes| !probes.is_empty()),
                 ..s.status.clone()
             })
             .collect();

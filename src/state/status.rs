@@ -172,6 +172,11 @@ pub struct ServiceStatus {
     pub hold: Option<String>,
     /// Recent events, oldest first, at most [`super::EVENTS_PER_SERVICE`].
     pub events: Vec<Event>,
+    /// Whether this node has probed at least one of the service's endpoints, for readiness (an
+    /// endpoint enters [`NodeStatus::endpoints`] only with a first verdict, which one that never
+    /// settles never gets). Not serialized.
+    #[serde(skip)]
+    pub probed: bool,
 }
 
 /// One writer of a service.
@@ -368,23 +373,25 @@ impl std::str::FromStr for EventKind {
 }
 
 impl NodeStatus {
-    /// What this node still waits for before it is ready, for `GET /ready`: an endpoint for every
-    /// service, a first probe of every endpoint by this node, and, on the leader, a first read of
-    /// every service's published records. Empty when ready.
+    /// What this node still waits for before it is ready, for `GET /ready`: a first probe by this
+    /// node of an endpoint of every service and of every endpoint in the view, and, on the leader, a
+    /// first read of every service's published records. Empty when ready.
     ///
-    /// An endpoint enters the view with this node's first verdict on it. A service without any
-    /// endpoint there is one whose endpoints have no verdict yet, or one with
-    /// `[service.self_register]` whose address this node has not discovered: until then the node
-    /// has nothing to probe for it, and without this rule a node whose services are all such would
-    /// answer ready at once, on every node of a cluster (followers wait for no DNS read).
+    /// An endpoint enters the view with this node's first verdict on it, so the view alone says
+    /// nothing of a service whose endpoints have no verdict yet, or of one with
+    /// `[service.self_register]` whose address this node has not discovered (nothing to probe yet):
+    /// without the per-service rule a node whose services are all such would answer ready at once,
+    /// on every node of a cluster (followers wait for no DNS read). A first *probe*, not a first
+    /// verdict: an endpoint that never settles (results alternating, never `fall` or `rise` in a
+    /// row) never gets a verdict, and must not keep the node not ready for good.
     pub fn waiting_for(&self) -> Vec<String> {
         let mut waiting: Vec<String> = self
             .services
             .iter()
-            .filter(|s| !self.endpoints.iter().any(|e| e.service == s.fqdn))
+            .filter(|s| !s.probed && !self.endpoints.iter().any(|e| e.service == s.fqdn))
             .map(|s| {
                 format!(
-                    "a first verdict on an endpoint of {} (with self_register: once this node's address is discovered)",
+                    "a first probe of an endpoint of {} (with self_register: once this node's address is discovered)",
                     s.fqdn
                 )
             })

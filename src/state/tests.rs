@@ -502,9 +502,18 @@ fn a_service_without_an_endpoint_yet_keeps_the_node_not_ready() {
     assert_eq!(
         state.snapshot().unwrap().waiting_for(),
         vec![
-            "a first verdict on an endpoint of self.example.test. (with self_register: once this node's address is discovered)"
+            "a first probe of an endpoint of self.example.test. (with self_register: once this node's address is discovered)"
         ]
     );
+    // Probed without a verdict (an endpoint that never settles never enters the view): readiness
+    // waits for a first probe, not for a verdict, or such an endpoint would keep it waiting for good.
+    state.record_probe(
+        self_reg,
+        ip("192.0.2.8"),
+        &probe(false, "HTTP 503"),
+        Health::Unknown,
+    );
+    assert!(state.snapshot().unwrap().waiting_for().is_empty());
     // Discovered and in the view, then probed: ready.
     let mut with_self = cluster();
     with_self.am_leader = false;

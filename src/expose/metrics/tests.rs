@@ -96,6 +96,7 @@ fn status() -> NodeStatus {
             last_error: None,
             hold: None,
             events: vec![],
+            probed: true,
         }],
         overrides: vec![crate::state::OverrideStatus {
             o: crate::decide::overrides::Override {
