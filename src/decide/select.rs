@@ -24,7 +24,10 @@
 //!   fewer waits until the smaller set has had `min_active` up for `failback_after` without a break
 //!   (hold-down). Until every endpoint of the tiers it would publish has a first verdict (just after
 //!   start or reload), the selection counts unknown endpoints of those tiers as if up, so a restart
-//!   does not publish standby tiers while the first tier is still being probed.
+//!   does not publish standby tiers while the first tier is still being probed. That wait ends with
+//!   the service core's settle bound ([`super::service::Settings::settle_bound`]): an endpoint still
+//!   without a verdict past it (*unsettled*, [`Selector::observe_unsettled`]) counts as not up, so an
+//!   endpoint that never settles cannot keep the standby tiers out for ever.
 //!
 //! Canaries (`canaries`, any mode): endpoints that are not ranked and belong to no tier. While a
 //! canary is up it is published and replaces one selected endpoint: the last in the selection's
@@ -218,6 +221,8 @@ pub struct Selector {
     agreed: BTreeMap<IpAddr, Health>,
     /// The canary kill switch is tripped.
     canaries_withdrawn: bool,
+    /// Endpoints without a verdict past the service core's settle bound: not hoped up.
+    unsettled: BTreeSet<IpAddr>,
 }
 
 impl Selector {
@@ -234,6 +239,7 @@ impl Selector {
             enough_since: vec![None; tiers],
             agreed: BTreeMap::new(),
             canaries_withdrawn: false,
+            unsettled: BTreeSet::new(),
         }
     }
 
@@ -350,6 +356,22 @@ impl Selector {
         events
     }
 
+    /// The endpoints the service core reports unsettled now (no verdict within its settle bound,
+    /// [`super::service::Settings::settle_bound`]). Priority: while the first tiers wait for first
+    /// verdicts, an unsettled endpoint is no longer hoped up and no longer waited for, so the level
+    /// is decided without it. Returns what changed.
+    pub fn observe_unsettled(
+        &mut self,
+        now: Instant,
+        unsettled: &BTreeSet<IpAddr>,
+    ) -> Vec<SelectEvent> {
+        if self.unsettled == *unsettled {
+            return Vec::new();
+        }
+        self.unsettled.clone_from(unsettled);
+        self.commit_level(now).into_iter().collect()
+    }
+
     /// Time passed: a failback whose hold-down ended at or before `now` takes effect.
     pub fn poll(&mut self, now: Instant) -> Vec<SelectEvent> {
         self.commit_level(now).into_iter().collect()
@@ -383,7 +405,8 @@ impl Selector {
         }
     }
 
-    /// Up endpoints in the first `k` tiers; with `hopeful`, unknown ones count as up.
+    /// Up endpoints in the first `k` tiers; with `hopeful`, unknown ones that are not unsettled
+    /// count as up.
     fn up_in(&self, k: usize, hopeful: bool) -> usize {
         self.tiers()
             .iter()
@@ -392,7 +415,7 @@ impl Selector {
             .filter(
                 |ip| match self.agreed.get(ip).copied().unwrap_or(Health::Unknown) {
                     Health::Up => true,
-                    Health::Unknown => hopeful,
+                    Health::Unknown => hopeful && !self.unsettled.contains(ip),
                     Health::Down => false,
                 },
             )
@@ -435,13 +458,13 @@ impl Selector {
             return None;
         };
         if self.level.is_none() {
-            // Decided once every endpoint of the tiers it would publish has a verdict.
+            // Decided once every endpoint of the tiers it would publish has a verdict or is
+            // unsettled (no verdict within the settle bound: it will not get one soon).
             let hopeful = self.wanted(true);
-            let settled = tiers
-                .iter()
-                .take(hopeful)
-                .flatten()
-                .all(|ip| self.agreed.get(ip).is_some_and(|h| *h != Health::Unknown));
+            let settled = tiers.iter().take(hopeful).flatten().all(|ip| {
+                self.unsettled.contains(ip)
+                    || self.agreed.get(ip).is_some_and(|h| *h != Health::Unknown)
+            });
             if !settled {
                 return None;
             }

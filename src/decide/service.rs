@@ -747,7 +747,8 @@ impl ServiceCore {
         }
         if let Some(sel) = &mut self.select {
             // Every node follows the agreed states, so a new leader has the same tiers and switch.
-            let moved = sel.observe_agreed(now, &view.health);
+            let mut moved = sel.observe_unsettled(now, &self.unsettled);
+            moved.extend(sel.observe_agreed(now, &view.health));
             if !moved.is_empty() && view.leader {
                 self.sync_soon(now);
             }
@@ -816,7 +817,9 @@ impl ServiceCore {
             out.extend(reused.into_iter().map(|e| Action::Event(Event::Damping(e))));
         }
         if let Some(sel) = &mut self.select {
-            let moved = sel.poll(now);
+            // `settle` above may have found endpoints unsettled: priority stops waiting for them.
+            let mut moved = sel.observe_unsettled(now, &self.unsettled);
+            moved.extend(sel.poll(now));
             if !moved.is_empty() && self.leader {
                 self.sync_soon(now);
             }

@@ -198,6 +198,49 @@ fn priority_fails_over_at_once_and_back_after_the_hold_down() {
 }
 
 #[test]
+fn an_unsettled_endpoint_does_not_keep_standby_tiers_out_for_ever() {
+    // Tier 1 holds one endpoint whose results alternate: it never gets a verdict. Hoped up at
+    // first, it must stop counting once the service core reports it unsettled (simulator seed 19).
+    let t0 = Instant::now();
+    let eps = [1, 2, 3];
+    let mut sel = Selector::new(priority(&[&[1], &[2, 3]], 1, Duration::from_secs(5)));
+    let agreed: BTreeMap<IpAddr, Health> = [
+        (ip(1), Health::Unknown),
+        (ip(2), Health::Up),
+        (ip(3), Health::Up),
+    ]
+    .into_iter()
+    .collect();
+    assert!(sel.observe_agreed(t0, &agreed).is_empty());
+    assert_eq!(sel.active_tiers(t0), Some(1));
+    assert_eq!(chosen(&sel, t0, &eps, &[1, 2, 3]), set(&[]));
+    let t1 = t0 + Duration::from_secs(5);
+    assert_eq!(
+        sel.observe_unsettled(t1, &set(&[1])),
+        vec![SelectEvent::FailedOver { from: 0, to: 2 }]
+    );
+    assert_eq!(sel.active_tiers(t1), Some(2));
+    assert_eq!(chosen(&sel, t1, &eps, &[1, 2, 3]), set(&[2, 3]));
+    // The same report again changes nothing; later views keep tier 2 while 1 has no verdict.
+    assert!(sel.observe_unsettled(t1, &set(&[1])).is_empty());
+    assert!(sel.observe_agreed(t1, &agreed).is_empty());
+    assert_eq!(sel.active_tiers(t1 + Duration::from_secs(60)), Some(2));
+    // Once it is agreed up, failback waits for the hold-down as usual.
+    let t2 = t1 + Duration::from_secs(1);
+    sel.observe_unsettled(t2, &BTreeSet::new());
+    sel.observe_agreed(t2, &all_up(&[1, 2, 3]));
+    assert_eq!(sel.active_tiers(t2), Some(2));
+    assert_eq!(
+        sel.poll(t2 + Duration::from_secs(5)),
+        vec![SelectEvent::FailedBack {
+            from: 2,
+            to: 1,
+            after: Duration::from_secs(5)
+        }]
+    );
+}
+
+#[test]
 fn priority_adds_tiers_until_min_active() {
     let t0 = Instant::now();
     let eps = [1, 2, 3, 4, 5];
