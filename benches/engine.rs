@@ -218,9 +218,14 @@ fn listener_main() {
         .enable_all()
         .build()
         .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("0.0.0.0:0"))
-        .unwrap();
+    // The kernel's longest accept queue (`net.core.somaxconn`, 4096 here) rather than tokio's 1024:
+    // a queue that overflows drops SYNs, which the client retries after 1 s, a timeout that would
+    // be this harness's and not the prober's.
+    let listener = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("0.0.0.0:0".parse().unwrap()).unwrap();
+        socket.listen(4096).unwrap()
+    });
     println!("port {}", listener.local_addr().unwrap().port());
     std::io::stdout().flush().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

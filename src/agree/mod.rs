@@ -260,6 +260,12 @@ impl Tallies {
         self.0.get(fqdn).map(|m| &**m)
     }
 
+    /// The shared table of one service's tallies: the same `Arc` (pointer-equal) in successive
+    /// views until one of that service's tallies changes.
+    pub fn service_table(&self, fqdn: &str) -> Option<&Arc<BTreeMap<IpAddr, Tally>>> {
+        self.0.get(fqdn)
+    }
+
     /// Every endpoint's tally, ordered by (service, endpoint) like a `BTreeMap<VoteKey, Tally>`.
     pub fn iter(&self) -> impl Iterator<Item = ((&str, IpAddr), &Tally)> {
         self.0

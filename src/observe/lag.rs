@@ -11,6 +11,13 @@
 //! a refused or reset connection, a wrong status or body, and every success always count, so
 //! overload never hides an endpoint that refuses.
 //!
+//! **Shedding**: while the runtime lost at least [`SHED_LOST`] to stalls within the last
+//! [`SHED_WINDOW`] ([`LagHandle::overloaded`]), fast confirmation waits the plain interval
+//! ([`crate::observe::scheduler`]): confirming probes are extra load, and at start-up, when every
+//! endpoint's first success would be confirmed at once, they doubled what 10,000 endpoints asked
+//! of the machine. Verdicts then take the plain `fall`/`rise` × interval, as without fast
+//! confirmation; sheds are counted and logged like abstentions.
+//!
 //! Abstentions are counted by reason, logged at most once per [`LOG_EVERY`] with their number and
 //! the worst lag, and published in the node state (`probes_abstained`, `scheduler_lag_ms` in the
 //! status document; `rrguard_probes_abstained_total{reason}` and `rrguard_scheduler_lag_seconds` in
@@ -47,6 +54,10 @@ const STALLS_KEPT: usize = 4096;
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Smallest overlap with stalls that makes a failed probe abstain.
 const MIN_THRESHOLD: Duration = Duration::from_millis(10);
+/// The recent past [`LagHandle::overloaded`] looks at.
+pub const SHED_WINDOW: Duration = Duration::from_secs(1);
+/// Stalls within [`SHED_WINDOW`] from which the engine counts as overloaded (a tenth of it).
+pub const SHED_LOST: Duration = Duration::from_millis(100);
 
 /// Why a probe's result was discarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +96,8 @@ struct Inner {
     worst_lag_ns: AtomicU64,
     /// Probes abstained because of lag.
     abstained_lag: AtomicU64,
+    /// Fast confirmations run at the plain interval because of lag.
+    confirm_shed: AtomicU64,
     /// (planned, woke) of recent late wake-ups, ordered.
     stalls: Mutex<VecDeque<(Instant, Instant)>>,
 }
@@ -99,6 +112,7 @@ impl LagHandle {
                 last_lag_ns: AtomicU64::new(0),
                 worst_lag_ns: AtomicU64::new(0),
                 abstained_lag: AtomicU64::new(0),
+                confirm_shed: AtomicU64::new(0),
                 stalls: Mutex::new(VecDeque::new()),
             }),
         }
@@ -178,6 +192,23 @@ impl LagHandle {
         (lost >= Self::threshold(timeout)).then_some(Abstain::Lag { lost })
     }
 
+    /// Whether the runtime lost at least [`SHED_LOST`] to stalls in the last [`SHED_WINDOW`]
+    /// before `now`: the engine is asked for more than the machine gives it, and extra probes
+    /// (fast confirmation) would only make every probe later.
+    pub fn overloaded(&self, now: Instant) -> bool {
+        self.lost_during(now.checked_sub(SHED_WINDOW).unwrap_or(now), now) >= SHED_LOST
+    }
+
+    /// Counts one fast confirmation shed (run at the plain interval) while overloaded.
+    pub fn shed_confirm(&self) {
+        self.inner.confirm_shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Fast confirmations shed so far.
+    pub fn confirms_shed(&self) -> u64 {
+        self.inner.confirm_shed.load(Ordering::Relaxed)
+    }
+
     /// Counts one abstention.
     pub fn abstained(&self, why: Abstain) {
         match why {
@@ -218,6 +249,7 @@ pub fn spawn_lag_monitor(
         let mut next_publish = Instant::now();
         let mut next_log = Instant::now() + LOG_EVERY;
         let mut logged = 0u64;
+        let mut shed_logged = 0u64;
         let mut worst = Duration::ZERO;
         loop {
             tokio::select! {
@@ -236,6 +268,16 @@ pub fn spawn_lag_monitor(
                 next_log = now + LOG_EVERY;
                 let total: u64 = lag.abstained_total().iter().map(|(_, n)| n).sum();
                 worst = worst.max(lag.take_worst());
+                let shed = lag.confirms_shed();
+                if shed > shed_logged {
+                    warn!(
+                        shed = shed - shed_logged,
+                        "{} fast confirmations in the last {}s waited the plain interval: rrguard itself was late (CPU starvation or too many endpoints for this machine), and extra probes would make every probe later",
+                        shed - shed_logged,
+                        LOG_EVERY.as_secs()
+                    );
+                    shed_logged = shed;
+                }
                 if total > logged {
                     warn!(
                         abstained = total - logged,
@@ -311,6 +353,28 @@ mod tests {
         // A timeout after the stall counts.
         let (a, b) = (t0 + 420 * MS, t0 + 590 * MS);
         assert_eq!(lag.judge(&timed_out(), a, b, timeout), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overloaded_while_recent_stalls_reach_a_tenth_of_the_window() {
+        let t0 = Instant::now();
+        let lag = LagHandle::new(t0);
+        for k in 1..=100 {
+            lag.tick(t0 + TICK * k, t0 + TICK * k);
+        }
+        let t1 = t0 + TICK * 100;
+        assert!(!lag.overloaded(t1));
+        // 60 ms late: not yet a tenth of the last second.
+        lag.tick(t1 + TICK, t1 + TICK + 60 * MS);
+        assert!(!lag.overloaded(t1 + TICK + 60 * MS));
+        // Another 60 ms within the same second: 120 ms lost.
+        let t2 = t1 + 200 * MS;
+        lag.tick(t2, t2 + 60 * MS);
+        assert!(lag.overloaded(t2 + 60 * MS));
+        // More than a second later, with the monitor on time, it has passed.
+        let t3 = t2 + 60 * MS + SHED_WINDOW;
+        lag.tick(t3, t3);
+        assert!(!lag.overloaded(t3));
     }
 
     #[tokio::test(start_paused = true)]

@@ -84,6 +84,19 @@ pub fn timed_out_detail(timeout: Duration) -> String {
     format!("timed out after {}", humantime::format_duration(timeout))
 }
 
+/// Makes a probe's TCP connection close with a reset (`SO_LINGER` 0: an abortive close, as
+/// HAProxy's health checks do) instead of the FIN handshake, once nothing the probe wrote can still
+/// be unsent (it got an answer, or wrote nothing).
+///
+/// A gracefully closed connection leaves the closing side a `TIME_WAIT` socket for 60 s (Linux).
+/// At 10,000 probes/s that is 600,000 sockets, beyond the kernel's default 131,072 slots
+/// (`net.ipv4.tcp_max_tw_buckets`) after 13 s, and the handshake adds three segments per probe,
+/// processed by both ends. The endpoint sees a reset where it would have seen end-of-stream; its
+/// logs may say "connection reset by peer". Failing to set the option only costs the `TIME_WAIT`.
+pub fn close_with_reset(socket: impl std::os::fd::AsFd) {
+    let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+}
+
 /// Short wording of a socket error, shared by every check.
 pub(crate) fn io_detail(e: &std::io::Error) -> String {
     match e.kind() {

@@ -235,7 +235,8 @@ pub fn spawn_probe_loop(
 /// [`spawn_probe_loop`], with the runtime's lateness watched by `lag`: a failed probe during which
 /// rrguard itself was late ([`LagHandle::judge`]) abstains. It is counted in `lag` and reported to
 /// nobody, so it moves neither the endpoint's health machine nor fast confirmation, and the next
-/// probe comes an interval later as usual.
+/// probe comes an interval later as usual. While the runtime is overloaded
+/// ([`LagHandle::overloaded`]), fast confirmation waits the plain interval (shed, counted in `lag`).
 pub fn spawn_watched_probe_loop(
     tasks: &mut JoinSet<()>,
     endpoint: IpAddr,
@@ -284,13 +285,21 @@ pub fn spawn_watched_probe_loop(
                 next = (next + schedule.interval).max(now);
                 continue;
             }
-            let pace = match pacer.as_mut() {
+            let mut pace = match pacer.as_mut() {
                 Some(p) => p.next(result.ok, schedule.interval),
                 None => Pace {
                     gap: schedule.interval,
                     recheck_siblings: false,
                 },
             };
+            if pace.gap < schedule.interval
+                && let Some(lag) = &lag
+                && lag.overloaded(now)
+            {
+                // Shed the extra probe: rrguard cannot keep up as it is.
+                lag.shed_confirm();
+                pace.gap = schedule.interval;
+            }
             next = next_start(next, started, now, kicked, pace.gap, schedule.interval);
             let report = ProbeReport {
                 endpoint,
@@ -348,6 +357,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
+    use crate::observe::lag::TICK;
 
     /// Takes `delay` per probe and records the peak number of concurrent runs.
     struct SlowProbe {
@@ -558,6 +568,58 @@ mod tests {
             verdicts,
             vec![(110, Health::Up), (2310, Health::Down), (4410, Health::Up)]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overloaded_runtime_sheds_fast_confirmation() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let cancel = CancellationToken::new();
+        let start = Instant::now();
+        let lag = LagHandle::new(start);
+        // The runtime stalled for 300 ms before the first probe (at 400 ms): overloaded until 1.3 s.
+        lag.tick(start, start + Duration::from_millis(300));
+        let script = [true, true, true, true];
+        let probe = ScriptProbe(std::sync::Mutex::new(script.iter().copied().collect()));
+        let schedule = Schedule {
+            offset: Duration::from_millis(400),
+            ..Schedule::staggered(Duration::from_secs(1), Duration::from_millis(500), 0, 1)
+                .confirming(Some(Duration::from_millis(100)), 3, 2)
+        };
+        let mut tasks = JoinSet::new();
+        spawn_watched_probe_loop(
+            &mut tasks,
+            "192.0.2.1".parse().unwrap(),
+            Box::new(probe),
+            schedule,
+            Some(lag.clone()),
+            tx,
+            cancel.clone(),
+        );
+        // The monitor's own ticks, on time from 300 ms on (the test plays the monitor).
+        let ticker = {
+            let lag = lag.clone();
+            tokio::spawn(async move {
+                let mut planned = start + Duration::from_millis(300) + TICK;
+                loop {
+                    tokio::time::sleep_until(planned).await;
+                    lag.tick(planned, Instant::now());
+                    planned += TICK;
+                }
+            })
+        };
+        let mut at = Vec::new();
+        for _ in script {
+            at.push((rx.recv().await.unwrap().at - start).as_millis() as u64);
+        }
+        cancel.cancel();
+        ticker.abort();
+        // The first success would be confirmed 100 ms later; overloaded, it waits the interval.
+        // The endpoint is up after the second success; steady from then on.
+        assert_eq!(at, vec![410, 1410, 2410, 3410]);
+        assert_eq!(lag.confirms_shed(), 1);
+        // Without the stall, the same script is confirmed at once.
+        let (at, _) = run_script(&script, Some(Duration::from_millis(100)), 3, 2).await;
+        assert_eq!(at, vec![10, 110, 1110, 2110]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,6 +33,12 @@ pub struct OpenError {
     pub message: String,
 }
 
+/// redb's page cache per database, bytes (8 MiB). redb's default is 1 GiB, filled by the pages
+/// each commit writes: with the endpoint history of 10,000 endpoints it held 56 MB after a minute
+/// (heaptrack, `docs/benchmarks.md`). The stores are written every few seconds from a thread of
+/// their own and read only on start-up and by the API, which the kernel's page cache serves as well.
+pub const CACHE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Creates `state_dir` if needed and opens (or creates) `state_dir/file_name`; returns its path and
 /// the database.
 ///
@@ -47,7 +53,10 @@ pub fn open(state_dir: &Path, file_name: &str) -> Result<(PathBuf, Database), Op
     };
     std::fs::create_dir_all(state_dir)
         .map_err(|e| fail(format!("cannot create {}: {e}", state_dir.display())))?;
-    let db = Database::create(&path).map_err(|e| fail(e.to_string()))?;
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(&path)
+        .map_err(|e| fail(e.to_string()))?;
     Ok((path, db))
 }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::Pattern;
 use crate::config::Seg::Key;
 use crate::config::{Errors, Seg, with};
-use crate::observe::probe::{Probe, ProbeResult, io_detail, timed_out};
+use crate::observe::probe::{Probe, ProbeResult, close_with_reset, io_detail, timed_out};
 
 /// Most bytes read from the endpoint while waiting for `expect` to match.
 pub const MAX_EXPECT_BYTES: usize = 4096;
@@ -145,6 +145,11 @@ impl TcpProbe {
         let mut stream = tokio::net::TcpStream::connect(self.addr)
             .await
             .map_err(|e| io_detail(&e))?;
+        // With `send` but no `expect`, the bytes written may still be unsent when the probe ends:
+        // those connections close gracefully.
+        if self.send.is_none() || self.expect.is_some() {
+            close_with_reset(&stream);
+        }
         if let Some(send) = &self.send {
             stream
                 .write_all(send)
@@ -234,5 +239,32 @@ mod tests {
         let r = p.probe().await;
         assert!(!r.ok);
         assert_eq!(r.detail, "connection refused");
+    }
+
+    /// A connect probe closes with a reset (no `TIME_WAIT`); one that writes without expecting an
+    /// answer closes gracefully, so that what it wrote is not discarded unsent.
+    #[tokio::test]
+    async fn connect_probes_close_with_a_reset_unless_bytes_may_be_unsent() {
+        use tokio::io::AsyncReadExt as _;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let connect = CheckConfig::Tcp(TcpCheckConfig::connect(port));
+        let p = build(&connect, ip, Duration::from_secs(1)).unwrap();
+        assert!(p.probe().await.ok);
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        let read = s.read(&mut buf).await.map_err(|e| e.kind());
+        assert_eq!(read, Err(std::io::ErrorKind::ConnectionReset));
+        let send = CheckConfig::Tcp(TcpCheckConfig {
+            send: Some(b"PING\r\n".to_vec()),
+            ..TcpCheckConfig::connect(port)
+        });
+        let p = build(&send, ip, Duration::from_secs(1)).unwrap();
+        assert!(p.probe().await.ok);
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"PING\r\n");
     }
 }

@@ -9,7 +9,8 @@
 //! is: connect to the endpoint (from `source_address` if set), HTTP/1.1 handshake, send, read the
 //! answer, close. The connection is driven inside the probe's own future (no spawned task) and
 //! dropped with it, so, as with the shared reqwest client, every probe makes a fresh connection and a
-//! dead listener is never hidden by a reused one.
+//! dead listener is never hidden by a reused one. It closes with a reset
+//! ([`crate::observe::probe::close_with_reset`]): no `TIME_WAIT` socket per probe.
 //!
 //! HTTPS and `follow_redirects` keep the shared reqwest client ([`super::client`]).
 
@@ -87,6 +88,8 @@ impl Lean {
         if let Some(source) = self.source {
             socket.bind(SocketAddr::new(source, 0))?;
         }
+        // The connection ends after the answer is read (or the probe gave up): no TIME_WAIT.
+        crate::observe::probe::close_with_reset(&socket);
         let stream = socket.connect(self.target).await?;
         // A request is one small write: do not wait for more to send.
         stream.set_nodelay(true)?;

@@ -230,3 +230,32 @@ async fn plain_http_without_redirects_takes_the_lean_exchange() {
     let p = HttpProbe::new(&tls, "127.0.0.1".parse().unwrap(), Duration::from_secs(2)).unwrap();
     assert!(p.lean.is_none());
 }
+
+/// After the answer the lean exchange closes with a reset, leaving no `TIME_WAIT` socket: the
+/// server's next read fails with "connection reset" instead of seeing end-of-stream.
+#[tokio::test]
+async fn the_lean_exchange_closes_with_a_reset() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut req = Vec::new();
+        while !contains(&req, b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert_ne!(n, 0, "closed before the request");
+            req.extend_from_slice(&buf[..n]);
+        }
+        // A keep-alive answer: the server waits for a next request.
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        s.read(&mut buf).await.map_err(|e| e.kind())
+    });
+    let r = probe_http(http_check(port), Duration::from_secs(2)).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(
+        server.await.unwrap(),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
+}
