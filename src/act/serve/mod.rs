@@ -54,6 +54,9 @@ pub struct Store {
     served: Arc<Served>,
     listeners: Mutex<BTreeMap<SocketAddr, CancellationToken>>,
     root: CancellationToken,
+    /// One read or write on the blocking pool at a time: they would wait for `data` there anyway,
+    /// each on a thread of its own (100 at start-up with 100 services, and their memory).
+    io: tokio::sync::Semaphore,
 }
 
 #[derive(Debug)]
@@ -120,6 +123,7 @@ impl Store {
             served: Arc::default(),
             listeners: Mutex::default(),
             root: CancellationToken::new(),
+            io: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -390,14 +394,21 @@ impl Writer for ServeWriter {
         }
     }
 
+    // A read may, and a write does, save the state file (written, then synced) and rebuild the
+    // served snapshot: both run on the blocking pool, not on a runtime worker. At start-up with 100
+    // services the 200 saves took a worker for about a second, and every probe was late.
     async fn read(&self, fqdn: &str, zone: &str) -> Result<Published, WriteError> {
-        let zone = self.zone_of(fqdn, Some(zone))?;
-        Ok(self.store.read(zone, fqdn))
+        let zone = self.zone_of(fqdn, Some(zone))?.clone();
+        let (store, fqdn) = (self.store.clone(), fqdn.to_owned());
+        let _one = self.store.io.acquire().await;
+        super::file::blocking(move || Ok(store.read(&zone, &fqdn))).await
     }
 
     async fn apply(&self, change: &RecordChange) -> Result<(), WriteError> {
-        let zone = self.zone_of(&change.fqdn, Some(&change.zone))?;
-        self.store.apply(zone, change)
+        let zone = self.zone_of(&change.fqdn, Some(&change.zone))?.clone();
+        let (store, change) = (self.store.clone(), change.clone());
+        let _one = self.store.io.acquire().await;
+        super::file::blocking(move || store.apply(&zone, &change)).await
     }
 
     fn start(&self) -> Result<(), String> {
