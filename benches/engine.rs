@@ -12,7 +12,9 @@
 //! a healthy endpoint withdrawn from DNS.
 //!
 //! Modes: `http-keepalive` (the listener keeps connections open; whether rrguard reuses them is up
-//! to rrguard), `http-close` (the listener answers `Connection: close` and closes: a new connection
+//! to rrguard: with its defaults it does not), `http-reuse` (the same listener, and the check sets
+//! `keep_alive = true`: rrguard sends each probe on the connection the last one left open),
+//! `http-close` (the listener answers `Connection: close` and closes: a new connection
 //! per probe whatever rrguard does), `tcp` (accept and close). Then the overload run:
 //! `ENGINE_OVERLOAD_MODE` (`http-close`) at `ENGINE_OVERLOAD` times the probe rate (the interval
 //! divided by it), asking for more than the machine can probe.
@@ -25,7 +27,7 @@
 //!
 //! Sizes (environment): `ENGINE_SERVICES` (100) × `ENGINE_PER_SERVICE` (100) endpoints,
 //! `ENGINE_INTERVAL_MS` (1000), `ENGINE_SECONDS` per run (60), `ENGINE_MODES`
-//! (`http-keepalive,http-close,tcp`), `ENGINE_OVERLOAD` (2; 0 skips the overload run),
+//! (`http-keepalive,http-reuse,http-close,tcp`), `ENGINE_OVERLOAD` (2; 0 skips the overload run),
 //! `ENGINE_LISTENERS` (2). Every run stops by itself.
 //!
 //! `cargo bench --bench engine` (or `scripts/bench`) measures; without `--bench`, as under
@@ -436,9 +438,14 @@ ns = ["ns1.bench.test"]
             .collect();
         write!(
             text,
-            "\n[[service]]\nfqdn = \"s{s}.bench.test\"\nzone = \"bench.test\"\nwriter = \"dns\"\nendpoints = [{}]\n[service.check]\ntype = \"{check}\"\nport = {}\n",
+            "\n[[service]]\nfqdn = \"s{s}.bench.test\"\nzone = \"bench.test\"\nwriter = \"dns\"\nendpoints = [{}]\n[service.check]\ntype = \"{check}\"\nport = {}\n{}",
             eps.join(", "),
             ports[s % ports.len()],
+            if mode == "http-reuse" {
+                "keep_alive = true\n"
+            } else {
+                ""
+            },
         )
         .unwrap();
     }
@@ -683,7 +690,10 @@ fn main() {
         }
     };
     let modes: String = if full {
-        env_or("ENGINE_MODES", "http-keepalive,http-close,tcp".to_owned())
+        env_or(
+            "ENGINE_MODES",
+            "http-keepalive,http-reuse,http-close,tcp".to_owned(),
+        )
     } else {
         "http-close".to_owned()
     };
@@ -709,7 +719,7 @@ fn main() {
     let mut outcomes = Vec::new();
     for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
         assert!(
-            ["http-keepalive", "http-close", "tcp"].contains(&mode),
+            ["http-keepalive", "http-reuse", "http-close", "tcp"].contains(&mode),
             "unknown mode {mode:?} in ENGINE_MODES"
         );
         let o = run(mode, size);

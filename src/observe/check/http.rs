@@ -93,6 +93,9 @@ pub struct HttpCheckConfig {
     /// https: a server certificate that expires within this is reported in the probe detail (the
     /// probe still passes).
     pub cert_expiry_warning: Option<Duration>,
+    /// Plain http without redirects: keep the connection open after a probe and send the next
+    /// probe's request on it (see [`lean`]); `false` (the default): a new connection per probe.
+    pub keep_alive: bool,
 }
 
 impl HttpCheckConfig {
@@ -119,6 +122,7 @@ impl HttpCheckConfig {
             client_identity: None,
             source_address: None,
             cert_expiry_warning: None,
+            keep_alive: false,
         }
     }
 
@@ -186,6 +190,8 @@ pub struct RawHttpCheck {
     pub cert_expiry_warning: Option<Duration>,
     /// Local address to connect from.
     pub source_address: Option<String>,
+    /// Reuse the connection from one probe to the next (plain http, no redirects).
+    pub keep_alive: Option<bool>,
 }
 
 /// One entry of `expect_status`.
@@ -328,6 +334,13 @@ pub(crate) fn validate(
             }
         }
     });
+    let keep_alive = h.keep_alive.unwrap_or(false);
+    if keep_alive && (tls || follow_redirects > 0) {
+        at(
+            &[Key("keep_alive")],
+            "keep_alive applies to type = \"http\" checks without follow_redirects; remove it, or use a plain http check".to_owned(),
+        );
+    }
     if let Some(ua) = &h.user_agent
         && (ua.is_empty() || reqwest::header::HeaderValue::from_str(ua).is_err())
     {
@@ -361,6 +374,7 @@ pub(crate) fn validate(
         client_identity,
         source_address,
         cert_expiry_warning: h.cert_expiry_warning,
+        keep_alive,
     })
 }
 
@@ -673,6 +687,7 @@ impl HttpProbe {
                     );
                 }
                 lean::Lean::new(target, h.source_address, method.clone(), &h.path, headers)
+                    .map(|l| l.keeping_alive(h.keep_alive))
             })
             .flatten();
         Ok(HttpProbe {
@@ -709,8 +724,8 @@ impl HttpProbe {
             let judged = lean
                 .exchange(|mut resp| async move {
                     let status = resp.status().as_u16();
-                    let body = resp.body_mut();
-                    self.judge(start, status, None, body).await
+                    let judged = self.judge(start, status, None, resp.body_mut()).await;
+                    (judged, resp)
                 })
                 .await;
             return judged.unwrap_or_else(|e| failed(error_detail(&e)));

@@ -12,10 +12,17 @@
 //! dead listener is never hidden by a reused one. It closes with a reset
 //! ([`crate::observe::probe::close_with_reset`]): no `TIME_WAIT` socket per probe.
 //!
+//! With `keep_alive = true` the connection outlives the probe when the answer allows it (HTTP/1.1
+//! without `Connection: close`, body read to its end): hyper's connection is taken apart
+//! (`into_parts`) and the socket kept for the next probe's handshake, so the connection costs
+//! nothing while idle but its socket. A kept connection that turns out closed is replaced within
+//! the same probe ([`Lean::exchange`]).
+//!
 //! HTTPS and `follow_redirects` keep the shared reqwest client ([`super::client`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -24,7 +31,7 @@ use hyper::body::Incoming;
 use hyper::header::{HOST, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::Chunks;
 
@@ -46,6 +53,21 @@ pub(super) struct Lean {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    /// `keep_alive`: the connection kept open between two probes, if the last answer allowed it.
+    idle: Option<Mutex<Option<TcpStream>>>,
+}
+
+/// Most body bytes read after the probe has judged an answer, to leave a kept-alive connection at
+/// the start of the next answer; a longer rest closes the connection instead.
+const DRAIN_MAX_BYTES: usize = 64 * 1024;
+
+/// How one exchange on one connection ended.
+enum Attempt<T, F> {
+    Done(T),
+    /// A kept-alive connection failed before any answer (the server closed it meanwhile): the
+    /// probe is not judged by it; `on_response` comes back for a new connection.
+    Stale(F),
+    Failed(LeanError),
 }
 
 impl Lean {
@@ -70,19 +92,69 @@ impl Lean {
             method,
             uri,
             headers,
+            idle: None,
         })
     }
 
-    /// Connects, sends the request and hands the answer to `on_response`, driving the connection
-    /// until `on_response` is done; the connection is closed when this returns.
+    /// This exchange keeping its connection open between probes (`keep_alive = true`) or not.
+    pub(super) fn keeping_alive(self, on: bool) -> Self {
+        Lean {
+            idle: on.then(|| Mutex::new(None)),
+            ..self
+        }
+    }
+
+    /// Connects (or, with `keep_alive`, takes the connection the last answer left open), sends the
+    /// request and hands the answer to `on_response`, driving the connection until `on_response`
+    /// is done and gives the answer back. The connection is closed when this returns, or kept for
+    /// the next probe when `keep_alive` is on, the answer was HTTP/1.1 without `Connection: close`,
+    /// and its body could be read to the end (at most [`DRAIN_MAX_BYTES`] after `on_response`).
+    /// A kept connection that fails before an answer (the server closed it while idle) is replaced
+    /// by a new one within the same probe, so only a new connection's failure counts.
     ///
     /// # Errors
     /// [`LeanError`] if no answer came (the body's errors are `on_response`'s to report).
     pub(super) async fn exchange<T, F, Fut>(&self, on_response: F) -> Result<T, LeanError>
     where
         F: FnOnce(Response<Incoming>) -> Fut,
-        Fut: Future<Output = T>,
+        Fut: Future<Output = (T, Response<Incoming>)>,
     {
+        let kept = self.take_idle();
+        let on_response = match kept {
+            Some(stream) => match self.attempt(stream, true, on_response).await {
+                Attempt::Done(t) => return Ok(t),
+                Attempt::Failed(e) => return Err(e),
+                Attempt::Stale(f) => f,
+            },
+            None => on_response,
+        };
+        let stream = self.connect().await?;
+        match self.attempt(stream, false, on_response).await {
+            Attempt::Done(t) => Ok(t),
+            Attempt::Failed(e) => Err(e),
+            // Not a kept connection: its failure is the endpoint's.
+            Attempt::Stale(_) => unreachable!("a new connection is never stale"),
+        }
+    }
+
+    /// The kept connection, if one is kept and still open as far as this end knows.
+    fn take_idle(&self) -> Option<TcpStream> {
+        let stream = self
+            .idle
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        // Nothing may arrive on an idle connection: end-of-stream, a reset or stray bytes mean it
+        // cannot carry the next exchange.
+        let mut probe = [0u8; 1];
+        match stream.try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(stream),
+            _ => None,
+        }
+    }
+
+    async fn connect(&self) -> Result<TcpStream, LeanError> {
         let socket = match self.target {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -95,25 +167,110 @@ impl Lean {
         let stream = socket.connect(self.target).await?;
         // A request is one small write: do not wait for more to send.
         stream.set_nodelay(true)?;
-        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        Ok(stream)
+    }
+
+    /// One exchange on `stream`, a kept connection if `reused`.
+    async fn attempt<T, F, Fut>(
+        &self,
+        stream: TcpStream,
+        reused: bool,
+        on_response: F,
+    ) -> Attempt<T, F>
+    where
+        F: FnOnce(Response<Incoming>) -> Fut,
+        Fut: Future<Output = (T, Response<Incoming>)>,
+    {
+        let (mut sender, mut conn) = match hyper::client::conn::http1::Builder::new()
             .handshake::<_, Empty<Bytes>>(NoShutdown(TokioIo::new(stream)))
-            .await?;
+            .await
+        {
+            Ok(pair) => pair,
+            Err(e) => return Attempt::Failed(e.into()),
+        };
         let mut request = Request::new(Empty::new());
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = self.headers.clone();
+        let mut conn_ended = false;
+        let answer = {
+            let send = sender.send_request(request);
+            let mut send = std::pin::pin!(send);
+            tokio::select! {
+                biased;
+                r = &mut send => r,
+                // The connection ended first: whatever it delivered, or its error, reaches `send`.
+                _ = &mut conn => {
+                    conn_ended = true;
+                    send.await
+                }
+            }
+        };
+        let response = match answer {
+            Ok(r) => r,
+            Err(_) if reused => return Attempt::Stale(on_response),
+            Err(e) => return Attempt::Failed(e.into()),
+        };
+        let keep = self.idle.is_some() && !conn_ended && reusable(&response);
         let work = async move {
-            let response = sender.send_request(request).await?;
-            Ok(on_response(response).await)
+            let (t, mut response) = on_response(response).await;
+            let drained = keep && drain(response.body_mut()).await;
+            (t, drained)
         };
         let mut work = std::pin::pin!(work);
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            biased;
-            done = &mut work => done,
-            // The connection ended (closed by the server after the answer, or failed): whatever it
-            // delivered, or its error, reaches `work`.
-            _ = &mut conn => work.await,
+        let (t, drained) = if conn_ended {
+            work.await
+        } else {
+            tokio::select! {
+                biased;
+                done = &mut work => done,
+                _ = &mut conn => {
+                    conn_ended = true;
+                    work.await
+                }
+            }
+        };
+        if drained && !conn_ended {
+            drop(sender);
+            let parts = conn.into_parts();
+            if parts.read_buf.is_empty()
+                && let Some(idle) = &self.idle
+            {
+                *idle.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(parts.io.0.into_inner());
+            }
+        }
+        Attempt::Done(t)
+    }
+}
+
+/// Whether the server left the connection open after `response`: HTTP/1.1 without
+/// `Connection: close` (RFC 9112 §9.3).
+fn reusable(response: &Response<Incoming>) -> bool {
+    response.version() == hyper::Version::HTTP_11
+        && !response
+            .headers()
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+            })
+}
+
+/// Reads the rest of `body` to its end; `false` if it errs or goes past [`DRAIN_MAX_BYTES`].
+async fn drain(body: &mut Incoming) -> bool {
+    let mut read = 0;
+    loop {
+        match body.next_chunk().await {
+            Ok(None) => return true,
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                if read > DRAIN_MAX_BYTES {
+                    return false;
+                }
+            }
+            Err(_) => return false,
         }
     }
 }

@@ -259,3 +259,143 @@ async fn the_lean_exchange_closes_with_a_reset() {
         Err(std::io::ErrorKind::ConnectionReset)
     );
 }
+
+/// A server on loopback that answers every request on every connection with `response`, counting
+/// connections; after `close_after` answers on a connection it closes it.
+async fn serve_counting(
+    response: &'static str,
+    close_after: usize,
+) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut req = Vec::new();
+                let mut answered = 0;
+                while answered < close_after {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    while let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                        req.drain(..end + 4);
+                        if s.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        answered += 1;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (port, accepted)
+}
+
+fn keep_alive_probe(port: u16) -> HttpProbe {
+    let check = HttpCheckConfig {
+        keep_alive: true,
+        ..http_check(port)
+    };
+    HttpProbe::new(&check, "127.0.0.1".parse().unwrap(), Duration::from_secs(2)).unwrap()
+}
+
+const KEEP: &str = "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nhealthy";
+const CHUNKED: &str =
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhea\r\n4\r\nlthy\r\n0\r\n\r\n";
+
+#[tokio::test]
+async fn keep_alive_sends_the_next_probe_on_the_same_connection() {
+    use std::sync::atomic::Ordering;
+    for answer in [KEEP, CHUNKED] {
+        let (port, accepted) = serve_counting(answer, usize::MAX).await;
+        let p = keep_alive_probe(port);
+        for _ in 0..3 {
+            let r = p.probe().await;
+            assert!(r.ok && r.detail == "HTTP 200", "{r:?}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "{answer:?}");
+        // Without keep_alive: a connection per probe.
+        let (port, accepted) = serve_counting(answer, usize::MAX).await;
+        let p = HttpProbe::new(
+            &http_check(port),
+            "127.0.0.1".parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            assert!(p.probe().await.ok);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_replaces_a_connection_the_server_closed_and_honours_close() {
+    use std::sync::atomic::Ordering;
+    // The server closes each connection after one answer, without saying so: the second probe
+    // finds the kept connection closed and passes on a new one.
+    let (port, accepted) = serve_counting(KEEP, 1).await;
+    let p = keep_alive_probe(port);
+    for _ in 0..3 {
+        let r = p.probe().await;
+        assert!(r.ok, "{r:?}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    // An answer with `Connection: close` is never reused, nor one whose body was not read to its
+    // end (a wrong status: the judge stops before the body; the rest is drained).
+    let (port, accepted) = serve_counting(OK, usize::MAX).await;
+    let p = keep_alive_probe(port);
+    for _ in 0..2 {
+        assert!(p.probe().await.ok);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    let (port, accepted) = serve_counting(
+        "HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy",
+        usize::MAX,
+    )
+    .await;
+    let p = keep_alive_probe(port);
+    for _ in 0..2 {
+        assert_eq!(p.probe().await.detail, "HTTP 503 not in expected statuses");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "drained, then reused");
+}
+
+/// A kept connection the server closes on receiving the next request (its idle timeout raced the
+/// probe) is replaced within the same probe: the probe is judged by a new connection.
+#[tokio::test]
+async fn keep_alive_retries_once_on_a_new_connection_when_the_kept_one_fails() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        // First connection: one answer, then the next request is met with a close.
+        let (mut s, _) = listener.accept().await.unwrap();
+        assert!(s.read(&mut buf).await.unwrap() > 0);
+        s.write_all(KEEP.as_bytes()).await.unwrap();
+        assert!(s.read(&mut buf).await.unwrap() > 0);
+        drop(s);
+        // Second connection: answers.
+        let (mut s, _) = listener.accept().await.unwrap();
+        assert!(s.read(&mut buf).await.unwrap() > 0);
+        s.write_all(KEEP.as_bytes()).await.unwrap();
+        let _ = s.read(&mut buf).await;
+    });
+    let p = keep_alive_probe(port);
+    let first = p.probe().await;
+    assert!(first.ok, "{first:?}");
+    let second = p.probe().await;
+    assert!(second.ok, "{second:?}");
+    drop(p);
+    server.await.unwrap();
+}
