@@ -66,7 +66,7 @@ enum Attempt<T, F> {
     Done(T),
     /// A kept-alive connection failed before any answer (the server closed it meanwhile): the
     /// probe is not judged by it; `on_response` comes back for a new connection.
-    Stale(F),
+    Stale(F, LeanError),
     Failed(LeanError),
 }
 
@@ -124,16 +124,15 @@ impl Lean {
             Some(stream) => match self.attempt(stream, true, on_response).await {
                 Attempt::Done(t) => return Ok(t),
                 Attempt::Failed(e) => return Err(e),
-                Attempt::Stale(f) => f,
+                Attempt::Stale(f, _) => f,
             },
             None => on_response,
         };
         let stream = self.connect().await?;
         match self.attempt(stream, false, on_response).await {
             Attempt::Done(t) => Ok(t),
-            Attempt::Failed(e) => Err(e),
-            // Not a kept connection: its failure is the endpoint's.
-            Attempt::Stale(_) => unreachable!("a new connection is never stale"),
+            // A new connection: its failure is the endpoint's.
+            Attempt::Stale(_, e) | Attempt::Failed(e) => Err(e),
         }
     }
 
@@ -208,7 +207,7 @@ impl Lean {
         };
         let response = match answer {
             Ok(r) => r,
-            Err(_) if reused => return Attempt::Stale(on_response),
+            Err(e) if reused => return Attempt::Stale(on_response, e.into()),
             Err(e) => return Attempt::Failed(e.into()),
         };
         let keep = self.idle.is_some() && !conn_ended && reusable(&response);
