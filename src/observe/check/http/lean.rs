@@ -192,19 +192,7 @@ impl Lean {
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = self.headers.clone();
         let mut conn_ended = false;
-        let answer = {
-            let send = sender.send_request(request);
-            let mut send = std::pin::pin!(send);
-            tokio::select! {
-                biased;
-                r = &mut send => r,
-                // The connection ended first: whatever it delivered, or its error, reaches `send`.
-                _ = &mut conn => {
-                    conn_ended = true;
-                    send.await
-                }
-            }
-        };
+        let answer = alongside(sender.send_request(request), &mut conn, &mut conn_ended).await;
         let response = match answer {
             Ok(r) => r,
             Err(e) if reused => return Attempt::Stale(on_response, e.into()),
@@ -216,19 +204,7 @@ impl Lean {
             let drained = keep && drain(response.body_mut()).await;
             (t, drained)
         };
-        let mut work = std::pin::pin!(work);
-        let (t, drained) = if conn_ended {
-            work.await
-        } else {
-            tokio::select! {
-                biased;
-                done = &mut work => done,
-                _ = &mut conn => {
-                    conn_ended = true;
-                    work.await
-                }
-            }
-        };
+        let (t, drained) = alongside(work, &mut conn, &mut conn_ended).await;
         if drained && !conn_ended {
             drop(sender);
             let parts = conn.into_parts();
@@ -240,6 +216,28 @@ impl Lean {
             }
         }
         Attempt::Done(t)
+    }
+}
+
+/// Runs `work` while driving the connection `conn`, which `work` needs to make progress; `ended`
+/// records that the connection finished (closed by the server, or failed), after which it is not
+/// polled again and whatever it delivered, or its error, reaches `work`.
+async fn alongside<W: Future, C: Future + Unpin>(
+    work: W,
+    conn: &mut C,
+    ended: &mut bool,
+) -> W::Output {
+    let mut work = std::pin::pin!(work);
+    if *ended {
+        return work.await;
+    }
+    tokio::select! {
+        biased;
+        done = &mut work => done,
+        _ = conn => {
+            *ended = true;
+            work.await
+        }
     }
 }
 
