@@ -412,10 +412,18 @@ pub(super) async fn endpoint_history(
         );
     };
     let now = crate::state::now_unix_ms();
-    let found = ip
-        .parse::<std::net::IpAddr>()
-        .ok()
-        .and_then(|addr| Some((addr, state.endpoint_history(&svc.fqdn, addr, now)?)));
+    let found = match ip.parse::<std::net::IpAddr>() {
+        // The older buckets are read from the store: off the runtime's workers.
+        Ok(addr) => {
+            let (state, fqdn) = (state.clone(), svc.fqdn.clone());
+            tokio::task::spawn_blocking(move || state.endpoint_history(&fqdn, addr, now))
+                .await
+                .ok()
+                .flatten()
+                .map(|doc| (addr, doc))
+        }
+        Err(_) => None,
+    };
     let Some((addr, (buckets, latency, transitions))) = found else {
         let known: Vec<&str> = status
             .endpoints

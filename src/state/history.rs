@@ -4,12 +4,18 @@
 //! ([`History::long_term_means`], seeded through `decide::select::Selector::seed_long_term`).
 //!
 //! Shape, per endpoint ([`EndpointHistory`]):
-//! - a ring of [`BUCKETS`] buckets of [`RESOLUTION_MS`] (the last hour at 10 s), each
+//! - buckets of [`RESOLUTION_MS`], the last hour of them ([`BUCKETS`]), each
 //!   `(probes, failures, min, max, sum of latency in ms)` of the probes whose time (wall clock, Unix
 //!   ms) falls into it; latency figures count passed probes only (a failed probe's latency is its
-//!   timeout or its error, not the endpoint's speed). A bucket is 16 bytes and the ring is allocated
-//!   once, when the endpoint is first configured: recording a probe ([`History::record_probe`]) is
-//!   two hash lookups and a few field updates under one mutex, with no allocation;
+//!   timeout or its error, not the endpoint's speed). A bucket is 16 bytes. Memory holds the buckets
+//!   the store has not committed yet plus the last [`RECENT_BUCKETS`] (a minute); the store answers
+//!   for the older ones of the hour ([`read`]). Without a store, or while its commits fail, the
+//!   whole hour stays in memory. Recording a probe ([`History::record_probe`]) is two hash lookups
+//!   and a few field updates under one mutex; it allocates only when a new bucket does not fit the
+//!   deque's capacity;
+//! - seven blocks of 10 minutes (8 bytes each: passed probes and their latency sum), the hour's
+//!   mean latency that `fastest` restarts from ([`History::long_term_means`]; its oldest block may
+//!   reach up to 10 minutes past the hour);
 //! - the last [`TRANSITIONS`] transitions ([`Transition`]): the agreed state (`up`, `down`) and
 //!   whether the first writer's plan publishes the endpoint (`published`, `excluded`), each with the
 //!   rule's machine name and the reason for a person (cut to [`KIND_MAX_BYTES`] and
@@ -17,23 +23,25 @@
 //!   only recorded when the state differs from the last one of its kind, so a restart, which
 //!   restores the ring, does not repeat the current state.
 //!
-//! Memory (measured by `benches/history.rs` at 10,000 endpoints): 5,760 bytes of buckets and about
-//! 180 bytes of map entry and ring heads per endpoint, allocated when it is configured (5.8 KiB,
-//! 59 MB for 10,000 endpoints, whether they are probed or not); each kept transition takes a 48-byte
-//! slot (the ring grows to 128 slots, 6 KiB) and shares its texts with every transition that has
-//! the same ones (an interner: a flapping endpoint repeats two reasons, and rule names are the same
-//! everywhere). An hour of probes with 10 transitions each: 6.6 KiB per endpoint (67 MB); every
-//! ring full of a flapping endpoint's transitions: 11.8 KiB (121 MB); the bound, every ring full of
-//! distinct reasons of the longest kept length: 34 KiB (350 MB).
+//! Memory (measured by `benches/history.rs` at 10,000 endpoints): 0.3 KiB per configured endpoint
+//! before its first probe; with a store, about 2 KiB per endpoint after an hour of probes and
+//! whatever the uptime (20 MB at 10,000, the store's 8 MiB cache included; reading one endpoint's
+//! hour back takes about 0.1 ms); without one, about 6.8 KiB once an hour of probes is kept
+//! (70 MB). Each kept transition takes a 48-byte slot (the ring grows to 128
+//! slots, 6 KiB) and shares its texts with every transition that has the same ones (an interner: a
+//! flapping endpoint repeats two reasons, and rule names are the same everywhere). Every ring full
+//! of a flapping endpoint's transitions: 6 KiB more per endpoint; the bound, every ring full of
+//! distinct reasons of the longest kept length: about 28 KiB more.
 //!
 //! Persistence ([`HistoryStore`], `state_dir/history.redb`, redb as the audit log, opened and
 //! committed from a thread of its own as [`super::store`] describes): the thread copies the buckets
 //! changed since its last commit (a handful per endpoint) and the changed transition rings every
-//! [`PERSIST_INTERVAL`] and on [`HistoryStore::flush`], and commits them in one transaction; nothing
-//! on the probe path waits for the disk. On disk the same bounds hold: buckets older than the ring
-//! are deleted as new ones are written, an endpoint no longer configured is deleted
-//! ([`History::retain`]), so the file holds at most [`BUCKETS`] × 16 bytes (plus the key) and one
-//! transition ring per configured endpoint. A crash loses at most the last [`PERSIST_INTERVAL`].
+//! [`PERSIST_INTERVAL`] and on [`HistoryStore::flush`], commits them in one transaction, then lets
+//! the committed buckets older than the recent ones go from memory; nothing on the probe path waits
+//! for the disk. On disk the same bounds hold: buckets older than the hour are deleted as new ones
+//! are written, an endpoint no longer configured is deleted ([`History::retain`]), so the file
+//! holds at most [`BUCKETS`] × 16 bytes (plus the key) and one transition ring per configured
+//! endpoint. A crash loses at most the last [`PERSIST_INTERVAL`].
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -44,7 +52,7 @@ use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::store::{self, CommitterHandle};
 
@@ -52,6 +60,9 @@ use super::store::{self, CommitterHandle};
 pub const RESOLUTION_MS: u64 = 10_000;
 /// Buckets kept per endpoint: with [`RESOLUTION_MS`], the last hour.
 pub const BUCKETS: usize = 360;
+/// Buckets an endpoint keeps in memory once the store holds them (the last minute); older ones are
+/// read from the store when asked for.
+pub const RECENT_BUCKETS: usize = 6;
 /// Transitions kept per endpoint; older ones are dropped.
 pub const TRANSITIONS: usize = 100;
 /// Longest reason text kept per transition, bytes (longer ones are cut at a character boundary).
@@ -232,15 +243,39 @@ pub struct LatencySummary {
     pub max_ms: Option<f64>,
 }
 
-/// One endpoint's history: fixed-size bucket ring and bounded transition ring. See the module
-/// documentation for the shape and its size.
-#[derive(Debug, Clone)]
+/// Width of one block of the long-term mean, in buckets (10 minutes).
+const BLOCK_BUCKETS: u64 = 60;
+/// Blocks kept per endpoint: the hour, plus the block being filled.
+const BLOCKS: usize = BUCKETS / BLOCK_BUCKETS as usize + 1;
+
+/// The passed probes of one block of [`BLOCK_BUCKETS`] buckets: 8 bytes. What `fastest` needs
+/// after a restart (their mean), kept in memory for the whole hour at a 60th of the buckets' size.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Block {
+    passed: u32,
+    sum_ms: f32,
+}
+
+/// One endpoint's history: the buckets not yet stored plus the last [`RECENT_BUCKETS`], the
+/// long-term blocks, and the bounded transition ring. See the module documentation for the shape
+/// and its size.
+#[derive(Debug, Clone, Default)]
 pub struct EndpointHistory {
-    buckets: Box<[Bucket]>,
-    /// Slot (`unix_ms / RESOLUTION_MS`) of the newest bucket written; 0: none yet.
+    /// Buckets of the slots `first..=head`, oldest first (at most [`BUCKETS`]).
+    buckets: VecDeque<Bucket>,
+    /// Slot (`unix_ms / RESOLUTION_MS`) of `buckets[0]`.
+    first: u64,
+    /// Slot of the newest bucket written; 0: none yet.
     head: u64,
     /// Lowest slot changed since the store last copied this endpoint.
     dirty_from: Option<u64>,
+    /// The store has committed every bucket up to this slot, except those changed since
+    /// (`dirty_from`); 0: none.
+    stored_through: u64,
+    /// Ring of the long-term blocks, indexed by `block % BLOCKS`.
+    blocks: [Block; BLOCKS],
+    /// Block (`slot / BLOCK_BUCKETS`) of the newest block written; 0: none yet.
+    block_head: u64,
     transitions: VecDeque<Transition>,
     transitions_dirty: bool,
     /// The last agreed state recorded.
@@ -249,47 +284,101 @@ pub struct EndpointHistory {
     standing: Option<(TransitionState, Arc<str>)>,
 }
 
-impl Default for EndpointHistory {
-    fn default() -> Self {
-        EndpointHistory {
-            buckets: vec![Bucket::default(); BUCKETS].into_boxed_slice(),
-            head: 0,
-            dirty_from: None,
-            transitions: VecDeque::new(),
-            transitions_dirty: false,
-            agreed: None,
-            standing: None,
-        }
-    }
-}
-
 impl EndpointHistory {
-    fn index(slot: u64) -> usize {
-        (slot % BUCKETS as u64) as usize
-    }
-
-    /// Whether `slot` is still inside the ring whose newest slot is `head`.
+    /// Whether `slot` is still inside the hour whose newest slot is `head`.
     fn in_ring(slot: u64, head: u64) -> bool {
         slot <= head && head - slot < BUCKETS as u64
     }
 
-    fn record_probe(&mut self, unix_ms: u64, ok: bool, latency: Duration) {
-        let slot = unix_ms / RESOLUTION_MS;
-        if slot > self.head {
-            // Clear the buckets the ring moves over (at most all of them).
-            let first = (self.head + 1).max((slot + 1).saturating_sub(BUCKETS as u64));
-            if self.head != 0 {
-                for s in first..=slot {
-                    self.buckets[Self::index(s)] = Bucket::default();
-                }
+    /// The bucket of `slot`, moving the head forward to it if it is newer; `None` when the slot is
+    /// no longer in memory (stored and older than the recent ones, or older than the hour).
+    fn bucket_at(&mut self, slot: u64) -> Option<&mut Bucket> {
+        if self.head == 0 || slot >= self.head + BUCKETS as u64 {
+            // The first bucket, or a jump ahead of more than the hour: start over.
+            self.buckets.clear();
+            self.buckets.push_back(Bucket::default());
+            self.first = slot;
+            self.head = slot;
+        } else if slot > self.head {
+            for _ in self.head..slot {
+                self.buckets.push_back(Bucket::default());
             }
             self.head = slot;
-        } else if !Self::in_ring(slot, self.head) {
-            // The wall clock went back more than the ring holds: nothing to attach this to.
+            self.trim();
+        }
+        let index = slot.checked_sub(self.first)?;
+        self.buckets.get_mut(usize::try_from(index).ok()?)
+    }
+
+    /// Lets go of the buckets older than the hour, and of the stored ones older than the last
+    /// [`RECENT_BUCKETS`]: the store answers for those. Without a store (or while it fails) the
+    /// whole hour stays here.
+    fn trim(&mut self) {
+        while self.first < self.head {
+            let out_of_hour = !Self::in_ring(self.first, self.head);
+            let stored = self.first + RECENT_BUCKETS as u64 <= self.head
+                && self.first <= self.stored_through
+                && self.dirty_from.is_none_or(|d| self.first < d);
+            if !(out_of_hour || stored) {
+                break;
+            }
+            self.buckets.pop_front();
+            self.first += 1;
+        }
+        // After a store outage the deque may have grown to the hour: give that memory back.
+        if self.buckets.capacity() > 4 * RECENT_BUCKETS
+            && self.buckets.len() * 4 < self.buckets.capacity()
+        {
+            self.buckets.shrink_to(2 * self.buckets.len());
+        }
+    }
+
+    fn add_to_block(&mut self, slot: u64, passed: u32, sum_ms: f32) {
+        let block = slot / BLOCK_BUCKETS;
+        if self.block_head == 0 || block >= self.block_head + BLOCKS as u64 {
+            self.blocks = [Block::default(); BLOCKS];
+            self.block_head = block;
+        } else if block > self.block_head {
+            for b in self.block_head + 1..=block {
+                self.blocks[(b % BLOCKS as u64) as usize] = Block::default();
+            }
+            self.block_head = block;
+        } else if self.block_head - block >= BLOCKS as u64 {
             return;
         }
-        self.buckets[Self::index(slot)].add(ok, latency.as_secs_f32() * 1000.0);
+        let b = &mut self.blocks[(block % BLOCKS as u64) as usize];
+        b.passed = b.passed.saturating_add(passed);
+        b.sum_ms += sum_ms;
+    }
+
+    fn record_probe(&mut self, unix_ms: u64, ok: bool, latency: Duration) {
+        let slot = unix_ms / RESOLUTION_MS;
+        let latency_ms = latency.as_secs_f32() * 1000.0;
+        // A probe for a slot no longer in memory (the wall clock went back) is dropped.
+        let Some(bucket) = self.bucket_at(slot) else {
+            return;
+        };
+        bucket.add(ok, latency_ms);
         self.dirty_from = Some(self.dirty_from.map_or(slot, |d| d.min(slot)));
+        if ok {
+            self.add_to_block(slot, 1, latency_ms);
+        }
+    }
+
+    /// Puts back one stored bucket (slots in ascending order, as the store reads them).
+    fn restore_bucket(&mut self, slot: u64, bucket: Bucket) {
+        self.add_to_block(slot, u32::from(bucket.passed()), bucket.sum_ms);
+        self.stored_through = self.stored_through.max(slot);
+        if let Some(b) = self.bucket_at(slot) {
+            *b = bucket;
+        }
+        self.trim();
+    }
+
+    /// The store committed what it copied up to `head`.
+    fn mark_stored(&mut self, head: u64) {
+        self.stored_through = self.stored_through.max(head);
+        self.trim();
     }
 
     fn push(&mut self, t: Transition) {
@@ -305,60 +394,118 @@ impl EndpointHistory {
         self.transitions_dirty = true;
     }
 
-    /// The non-empty buckets at or after `now_unix_ms` minus the ring's span, oldest first.
-    fn live_buckets(&self, now_unix_ms: u64) -> impl Iterator<Item = (u64, Bucket)> + '_ {
+    /// The first slot of the hour that ends at `now_unix_ms` (or at the head, if newer).
+    fn hour_start(&self, now_unix_ms: u64) -> u64 {
         let now_slot = (now_unix_ms / RESOLUTION_MS).max(self.head);
-        let first = (now_slot + 1).saturating_sub(BUCKETS as u64).max(1);
-        (first..=self.head)
-            .filter(move |s| Self::in_ring(*s, self.head))
-            .map(|s| (s, self.buckets[Self::index(s)]))
-            .filter(|(_, b)| b.probes > 0)
+        (now_slot + 1).saturating_sub(BUCKETS as u64).max(1)
     }
 
-    fn summary(&self, now_unix_ms: u64) -> LatencySummary {
-        let (mut probes, mut failures, mut sum, mut passed) = (0u64, 0u64, 0f64, 0u64);
-        let (mut min, mut max): (Option<f64>, Option<f64>) = (None, None);
-        for (_, b) in self.live_buckets(now_unix_ms) {
-            probes += u64::from(b.probes);
-            failures += u64::from(b.failures);
-            if b.passed() > 0 {
-                passed += u64::from(b.passed());
-                sum += f64::from(b.sum_ms);
-                min = Some(min.map_or(f64::from(b.min_ms), |m| m.min(f64::from(b.min_ms))));
-                max = Some(max.map_or(f64::from(b.max_ms), |m| m.max(f64::from(b.max_ms))));
+    /// The non-empty buckets in memory within the hour that ends at `now_unix_ms`, oldest first.
+    fn live_buckets(&self, now_unix_ms: u64) -> impl Iterator<Item = (u64, Bucket)> + '_ {
+        let from = self.hour_start(now_unix_ms);
+        (self.first..)
+            .zip(self.buckets.iter().copied())
+            .filter(move |(s, b)| *s >= from && b.probes > 0)
+    }
+
+    /// The mean of the passed probes of the last hour (at the granularity of the blocks: its
+    /// oldest block may reach up to 10 minutes further back).
+    fn long_term_mean_ms(&self, now_unix_ms: u64) -> Option<f64> {
+        let from = self.hour_start(now_unix_ms) / BLOCK_BUCKETS;
+        let (mut passed, mut sum) = (0u64, 0f64);
+        for block in from.max(self.block_head.saturating_sub(BLOCKS as u64 - 1))..=self.block_head {
+            let b = self.blocks[(block % BLOCKS as u64) as usize];
+            passed += u64::from(b.passed);
+            sum += f64::from(b.sum_ms);
+        }
+        (self.block_head > 0 && passed > 0).then(|| sum / passed as f64)
+    }
+
+    /// The kept buckets and transitions of an endpoint whose store holds nothing older than what
+    /// is in memory (no store attached), for the API. With a store, [`read`] adds the stored ones.
+    pub fn document(&self, now_unix_ms: u64) -> Document {
+        document_of(
+            self.live_buckets(now_unix_ms).collect(),
+            self.transitions.iter().map(record_of).collect(),
+        )
+    }
+}
+
+/// One endpoint's history as the API returns it: the kept latency buckets (oldest first), their
+/// summary and the kept transitions (oldest first).
+pub type Document = (Vec<BucketRecord>, LatencySummary, Vec<TransitionRecord>);
+
+fn document_of(buckets: Vec<(u64, Bucket)>, transitions: Vec<TransitionRecord>) -> Document {
+    let summary = summary_of(buckets.iter().map(|(_, b)| *b));
+    let buckets = buckets
+        .into_iter()
+        .map(|(slot, b)| {
+            let passed = b.passed() > 0;
+            BucketRecord {
+                start_unix_ms: slot * RESOLUTION_MS,
+                probes: u32::from(b.probes),
+                failures: u32::from(b.failures),
+                min_ms: passed.then_some(f64::from(b.min_ms)),
+                mean_ms: passed.then(|| f64::from(b.sum_ms) / f64::from(b.passed())),
+                max_ms: passed.then_some(f64::from(b.max_ms)),
             }
-        }
-        LatencySummary {
-            probes,
-            failures,
-            min_ms: min,
-            mean_ms: (passed > 0).then(|| sum / passed as f64),
-            max_ms: max,
-        }
-    }
+        })
+        .collect();
+    (buckets, summary, transitions)
+}
 
-    /// The kept buckets and transitions, for the API.
-    pub fn document(
-        &self,
-        now_unix_ms: u64,
-    ) -> (Vec<BucketRecord>, LatencySummary, Vec<TransitionRecord>) {
-        let buckets = self
-            .live_buckets(now_unix_ms)
-            .map(|(slot, b)| {
-                let passed = b.passed() > 0;
-                BucketRecord {
-                    start_unix_ms: slot * RESOLUTION_MS,
-                    probes: u32::from(b.probes),
-                    failures: u32::from(b.failures),
-                    min_ms: passed.then_some(f64::from(b.min_ms)),
-                    mean_ms: passed.then(|| f64::from(b.sum_ms) / f64::from(b.passed())),
-                    max_ms: passed.then_some(f64::from(b.max_ms)),
-                }
-            })
-            .collect();
-        let transitions = self.transitions.iter().map(record_of).collect();
-        (buckets, self.summary(now_unix_ms), transitions)
+fn summary_of(buckets: impl Iterator<Item = Bucket>) -> LatencySummary {
+    let (mut probes, mut failures, mut sum, mut passed) = (0u64, 0u64, 0f64, 0u64);
+    let (mut min, mut max): (Option<f64>, Option<f64>) = (None, None);
+    for b in buckets {
+        probes += u64::from(b.probes);
+        failures += u64::from(b.failures);
+        if b.passed() > 0 {
+            passed += u64::from(b.passed());
+            sum += f64::from(b.sum_ms);
+            min = Some(min.map_or(f64::from(b.min_ms), |m| m.min(f64::from(b.min_ms))));
+            max = Some(max.map_or(f64::from(b.max_ms), |m| m.max(f64::from(b.max_ms))));
+        }
     }
+    LatencySummary {
+        probes,
+        failures,
+        min_ms: min,
+        mean_ms: (passed > 0).then(|| sum / passed as f64),
+        max_ms: max,
+    }
+}
+
+/// One configured endpoint's history at `now_unix_ms`, for the API: the buckets in memory, and
+/// from `store` the older ones of the hour; `None` for an endpoint not configured. Reads the store
+/// (one range of at most [`BUCKETS`] records) after letting go of the lock: call from a blocking
+/// context.
+pub fn read(
+    history: &Mutex<History>,
+    store: Option<&HistoryStore>,
+    service: &str,
+    endpoint: IpAddr,
+    now_unix_ms: u64,
+) -> Option<Document> {
+    let (from, first, recent, transitions) = {
+        let h = history.lock().unwrap_or_else(PoisonError::into_inner);
+        let e = h.get(service, endpoint)?;
+        let from = e.hour_start(now_unix_ms);
+        let first = if e.head == 0 { u64::MAX } else { e.first };
+        let recent: Vec<(u64, Bucket)> = e.live_buckets(now_unix_ms).collect();
+        (
+            from,
+            first,
+            recent,
+            e.transitions.iter().map(record_of).collect(),
+        )
+    };
+    let mut buckets = match store {
+        Some(store) if from < first => store.stored(&store_key(service, endpoint), from, first),
+        _ => Vec::new(),
+    };
+    buckets.extend(recent);
+    Some(document_of(buckets, transitions))
 }
 
 fn record_of(t: &Transition) -> TransitionRecord {
@@ -534,7 +681,7 @@ impl History {
         let mut out: Vec<(IpAddr, Duration)> = eps
             .iter()
             .filter_map(|(ip, h)| {
-                let mean = h.summary(now_unix_ms).mean_ms?;
+                let mean = h.long_term_mean_ms(now_unix_ms)?;
                 Some((*ip, Duration::from_secs_f64(mean / 1000.0)))
             })
             .collect();
@@ -563,9 +710,9 @@ impl History {
         for (service, eps) in &mut self.services {
             for (ip, h) in eps.iter_mut() {
                 let buckets = match h.dirty_from.take() {
-                    Some(from) => (from..=h.head)
-                        .filter(|s| EndpointHistory::in_ring(*s, h.head))
-                        .map(|s| (s, h.buckets[EndpointHistory::index(s)]))
+                    Some(from) => (h.first..)
+                        .zip(h.buckets.iter().copied())
+                        .filter(|(s, _)| *s >= from)
                         .collect(),
                     None => Vec::new(),
                 };
@@ -574,6 +721,8 @@ impl History {
                 if !buckets.is_empty() || transitions.is_some() {
                     out.endpoints.push(DirtyEndpoint {
                         key: store_key(service, *ip),
+                        service: service.clone(),
+                        endpoint: *ip,
                         head: h.head,
                         buckets,
                         transitions,
@@ -617,6 +766,8 @@ struct Dirty {
 #[derive(Debug)]
 struct DirtyEndpoint {
     key: String,
+    service: String,
+    endpoint: IpAddr,
     head: u64,
     buckets: Vec<(u64, Bucket)>,
     transitions: Option<Vec<TransitionRecord>>,
@@ -652,6 +803,9 @@ impl From<store::OpenError> for HistoryError {
 pub struct HistoryStore {
     /// Nothing is queued: the thread copies what changed from the shared [`History`] itself.
     committer: CommitterHandle<Infallible>,
+    /// Shared with the thread: readers see the last commit (redb's readers do not wait for its
+    /// writer).
+    db: Arc<Database>,
 }
 
 impl std::fmt::Debug for HistoryStore {
@@ -687,8 +841,9 @@ impl HistoryStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .restore(loaded);
+        let db = Arc::new(db);
         let mut persister = Persister {
-            db,
+            db: db.clone(),
             path: path.clone(),
             history,
             failing: false,
@@ -700,7 +855,16 @@ impl HistoryStore {
             Some(PERSIST_INTERVAL),
             move |_: Vec<Infallible>| persister.persist(),
         )?;
-        Ok(HistoryStore { committer })
+        Ok(HistoryStore { committer, db })
+    }
+
+    /// The stored buckets of the endpoint `key` with slots in `from..to`, oldest first. A store
+    /// that cannot be read gives what it could (logged): the API then shows fewer buckets.
+    fn stored(&self, key: &str, from: u64, to: u64) -> Vec<(u64, Bucket)> {
+        read_stored(&self.db, key, from, to).unwrap_or_else(|e| {
+            warn!(path = %self.path().display(), "endpoint history: stored buckets not read: {e}");
+            Vec::new()
+        })
     }
 
     /// The database file.
@@ -713,6 +877,26 @@ impl HistoryStore {
     pub fn flush(&self) {
         self.committer.flush();
     }
+}
+
+// The error path is rare (I/O) and ends in a log line: its size does not matter.
+#[allow(clippy::result_large_err)]
+fn read_stored(
+    db: &Database,
+    key: &str,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, Bucket)>, redb::Error> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(BUCKET_TABLE)?;
+    let mut out = Vec::new();
+    for entry in table.range((key, from)..(key, to))? {
+        let (k, v) = entry?;
+        if let Some(b) = Bucket::decode(v.value()) {
+            out.push((k.value().1, b));
+        }
+    }
+    Ok(out)
 }
 
 type Loaded = HashMap<String, HashMap<IpAddr, EndpointHistory>>;
@@ -739,14 +923,13 @@ fn load(db: &Database, now_unix_ms: u64) -> Result<Loaded, redb::Error> {
         if slot < oldest {
             continue;
         }
-        let h = out.entry(service).or_default().entry(ip).or_default();
-        if slot > h.head {
-            h.head = slot;
-        }
-        h.buckets[EndpointHistory::index(slot)] = bucket;
+        // In key order: each endpoint's slots ascending. Only the recent ones stay in memory.
+        out.entry(service)
+            .or_default()
+            .entry(ip)
+            .or_default()
+            .restore_bucket(slot, bucket);
     }
-    // Entries loaded in key order: a bucket from a wrap-around older than head's ring would have
-    // overwritten a newer one only if both are kept, which `oldest` rules out.
     let transitions = txn.open_table(TRANSITION_TABLE)?;
     for entry in transitions.iter()? {
         let (k, v) = entry?;
@@ -775,7 +958,7 @@ fn load(db: &Database, now_unix_ms: u64) -> Result<Loaded, redb::Error> {
 
 /// The store's thread.
 struct Persister {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
     history: Arc<Mutex<History>>,
     /// The last commit failed (logged once until one succeeds).
@@ -798,6 +981,13 @@ impl Persister {
                 if std::mem::take(&mut self.failing) {
                     info!(path = %self.path.display(), "endpoint history is stored again");
                 }
+                // What is stored may leave memory.
+                let mut h = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+                for d in &dirty.endpoints {
+                    if let Some(e) = h.get_mut(&d.service, d.endpoint) {
+                        e.mark_stored(d.head);
+                    }
+                }
             }
             Err(e) => {
                 if !std::mem::replace(&mut self.failing, true) {
@@ -807,10 +997,7 @@ impl Persister {
                 let mut h = self.history.lock().unwrap_or_else(PoisonError::into_inner);
                 h.forgotten.extend(dirty.forgotten);
                 for d in dirty.endpoints {
-                    let Some((service, ip)) = parse_key(&d.key) else {
-                        continue;
-                    };
-                    if let Some(e) = h.get_mut(&service, ip) {
+                    if let Some(e) = h.get_mut(&d.service, d.endpoint) {
                         if let Some((first, _)) = d.buckets.first() {
                             e.dirty_from = Some(e.dirty_from.map_or(*first, |f| f.min(*first)));
                         }

@@ -370,19 +370,26 @@ impl NodeState {
 
     /// One endpoint's history at `now_unix_ms`: the kept latency buckets (oldest first), their
     /// summary and the kept transitions (oldest first); `None` for an endpoint not configured.
+    /// Buckets older than the last minute come from the store (a read of `history.redb`): call
+    /// from a blocking context.
     pub fn endpoint_history(
         &self,
         service: &str,
         endpoint: IpAddr,
         now_unix_ms: u64,
-    ) -> Option<(
-        Vec<history::BucketRecord>,
-        history::LatencySummary,
-        Vec<history::TransitionRecord>,
-    )> {
-        self.history()
-            .get(service, endpoint)
-            .map(|h| h.document(now_unix_ms))
+    ) -> Option<history::Document> {
+        let store = self
+            .history_store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        history::read(
+            &self.history,
+            store.as_ref(),
+            service,
+            endpoint,
+            now_unix_ms,
+        )
     }
 
     /// Per endpoint of `service`, the mean latency of this node's passed probes in the history

@@ -21,8 +21,51 @@ fn one(service: &str, eps: &[IpAddr]) -> History {
 fn a_bucket_and_a_transition_have_the_documented_size() {
     assert_eq!(std::mem::size_of::<Bucket>(), 16);
     assert_eq!(std::mem::size_of::<Transition>(), 48);
-    assert_eq!(EndpointHistory::default().buckets.len(), BUCKETS);
+    assert_eq!(std::mem::size_of::<Block>(), 8);
+    // Nothing is allocated for the buckets before the first probe.
+    assert_eq!(EndpointHistory::default().buckets.capacity(), 0);
     assert_eq!(BUCKETS as u64 * RESOLUTION_MS, 3_600_000);
+    assert_eq!(BLOCK_BUCKETS * (BLOCKS as u64 - 1), BUCKETS as u64);
+}
+
+#[test]
+fn stored_buckets_leave_memory_and_unstored_ones_never_do() {
+    let mut e = EndpointHistory::default();
+    let slot0 = T0 / RESOLUTION_MS;
+    for i in 0..20u64 {
+        e.record_probe(T0 + i * RESOLUTION_MS, true, ms(5));
+    }
+    // No store has committed anything: the whole span stays.
+    assert_eq!(e.buckets.len(), 20);
+    // A copy is taken (as the store's thread does), then more probes land before it commits.
+    let mut h = History::default();
+    h.services
+        .entry("www.".into())
+        .or_default()
+        .insert(ip(2), e);
+    let copied = h.take_dirty();
+    assert_eq!(copied.endpoints[0].buckets.len(), 20);
+    let head = copied.endpoints[0].head;
+    h.record_probe("www.", ip(2), true, ms(5), T0 + 19 * RESOLUTION_MS);
+    h.record_probe("www.", ip(2), true, ms(5), T0 + 20 * RESOLUTION_MS);
+    let e = h.services.get_mut("www.").unwrap().get_mut(&ip(2)).unwrap();
+    e.mark_stored(head);
+    // Stored and older than the recent ones: gone. Slot 19 changed after the copy: kept, and every
+    // newer one with it.
+    assert_eq!(e.first, slot0 + 15);
+    assert_eq!(e.buckets.len(), RECENT_BUCKETS);
+    assert_eq!(e.dirty_from, Some(slot0 + 19));
+    // A probe for a slot that left memory is dropped, not written over the stored bucket.
+    e.record_probe(T0, true, ms(5));
+    assert_eq!(e.first, slot0 + 15);
+    // Once the rest is stored, only the recent buckets stay, however long it runs.
+    for i in 21..400u64 {
+        e.record_probe(T0 + i * RESOLUTION_MS, true, ms(5));
+        e.dirty_from = None;
+        e.mark_stored(e.head);
+    }
+    assert_eq!(e.buckets.len(), RECENT_BUCKETS);
+    assert!(e.buckets.capacity() <= 4 * RECENT_BUCKETS);
 }
 
 #[test]
@@ -148,12 +191,31 @@ fn long_term_means_come_from_the_passed_probes() {
 }
 
 #[test]
+fn long_term_means_cover_the_hour_and_forget_what_is_older() {
+    let mut h = one("www.", &[ip(2)]);
+    // Two hours: 900 ms in the first, 100 ms in the second.
+    for i in 0..(2 * BUCKETS as u64) {
+        let latency = if i < BUCKETS as u64 { 900 } else { 100 };
+        h.record_probe("www.", ip(2), true, ms(latency), T0 + i * RESOLUTION_MS);
+    }
+    let end = T0 + (2 * BUCKETS as u64 - 1) * RESOLUTION_MS;
+    assert_eq!(h.long_term_means("www.", end), vec![(ip(2), ms(100))]);
+    // Forty minutes later without a probe: the last 20 minutes of it are left.
+    assert_eq!(
+        h.long_term_means("www.", end + 40 * 60_000),
+        vec![(ip(2), ms(100))]
+    );
+    // Over an hour later: nothing.
+    assert!(h.long_term_means("www.", end + 71 * 60_000).is_empty());
+}
+
+#[test]
 fn retain_forgets_endpoints_no_longer_configured() {
     let mut h = one("www.", &[ip(2), ip(3)]);
     h.record_probe("www.", ip(3), true, ms(1), T0);
     h.retain([("www.", &[ip(3)][..]), ("api.", &[ip(2)][..])]);
     assert!(h.get("www.", ip(2)).is_none());
-    assert_eq!(h.get("www.", ip(3)).unwrap().summary(T0).probes, 1);
+    assert_eq!(h.get("www.", ip(3)).unwrap().document(T0).1.probes, 1);
     assert!(h.get("api.", ip(2)).is_some());
     // Without a store nothing is kept for it to delete; with one, the dropped endpoint is.
     assert!(h.forgotten.is_empty());
@@ -177,7 +239,7 @@ fn open(dir: &Path, history: &Arc<Mutex<History>>, now: u64) -> HistoryStore {
 fn the_store_keeps_buckets_and_transitions_across_a_reopen_and_bounds_them() {
     let dir = tempfile::tempdir().unwrap();
     let now = T0 + (2 * BUCKETS as u64 - 1) * RESOLUTION_MS;
-    let doc;
+    let (doc, means);
     {
         let history = Arc::new(Mutex::new(one("www.", &[ip(2), ip(3)])));
         let store = open(dir.path(), &history, now);
@@ -204,22 +266,35 @@ fn the_store_keeps_buckets_and_transitions_across_a_reopen_and_bounds_them() {
             );
             h.record_probe("www.", ip(3), true, ms(3), now - 1);
         }
-        store.flush();
+        // Before the commit the hour is in memory; after it, only the last minute is.
         doc = history
             .lock()
             .unwrap()
             .get("www.", ip(2))
             .unwrap()
             .document(now);
+        assert_eq!(doc.0.len(), BUCKETS);
+        store.flush();
+        let e = history.lock().unwrap().get("www.", ip(2)).unwrap().clone();
+        assert_eq!(e.buckets.len(), RECENT_BUCKETS);
+        assert_eq!(
+            read(&history, Some(&store), "www.", ip(2), now).unwrap(),
+            doc
+        );
         // ip(3) is dropped from the configuration: its stored copy goes at the next commit.
         history.lock().unwrap().retain([("www.", &[ip(2)][..])]);
+        means = history.lock().unwrap().long_term_means("www.", now);
         store.flush();
     }
     let history = Arc::new(Mutex::new(History::default()));
     let store = open(dir.path(), &history, now);
+    assert_eq!(
+        read(&history, Some(&store), "www.", ip(2), now).unwrap(),
+        doc
+    );
     let h = history.lock().unwrap();
-    assert_eq!(h.get("www.", ip(2)).unwrap().document(now), doc);
-    assert_eq!(doc.0.len(), BUCKETS);
+    assert_eq!(h.get("www.", ip(2)).unwrap().buckets.len(), RECENT_BUCKETS);
+    assert_eq!(h.long_term_means("www.", now), means);
     assert_eq!(doc.2.len(), 2);
     assert!(h.get("www.", ip(3)).is_none());
     drop(h);
