@@ -204,6 +204,9 @@ struct Lane {
 struct Shown {
     /// The writer was read or written since the last publish (the published set is known anew).
     io: bool,
+    /// The core's [`ServiceCore::revision`] when this was taken: while it is the same, the rest is
+    /// too, and the lane skips comparing them (after every probe).
+    revision: Option<u64>,
     published: Option<crate::act::Published>,
     plan: Option<crate::decide::Plan>,
     hold: Option<(crate::decide::service::HoldReason, BTreeSet<IpAddr>)>,
@@ -475,6 +478,11 @@ impl Lane {
 
     /// Publishes what the core knows into the node state: published set, last plan, hold.
     fn publish(&mut self) {
+        let revision = self.core.revision();
+        if !self.shown.io && self.shown.revision == Some(revision) {
+            return;
+        }
+        self.shown.revision = Some(revision);
         let unchanged = !self.shown.io
             && self.shown.published.as_ref() == self.core.published()
             && self.shown.plan.as_ref() == self.core.last_plan()
@@ -484,6 +492,7 @@ impl Lane {
         }
         self.shown = Shown {
             io: false,
+            revision: Some(revision),
             published: self.core.published().cloned(),
             plan: self.core.last_plan().cloned(),
             hold: self.core.hold().map(|(r, h)| (r, h.clone())),

@@ -395,7 +395,7 @@ pub struct ServiceCore {
     unknown_since: BTreeMap<IpAddr, Instant>,
     unsettled: BTreeSet<IpAddr>,
     leader: bool,
-    published: Option<Published>,
+    published: Revised<Option<Published>>,
     /// What the core believed published when a reconcile dropped it, until the reconcile's read
     /// answers: a different answer is drift (records changed out of band).
     reconciling: Option<Published>,
@@ -409,9 +409,9 @@ pub struct ServiceCore {
     rounds: usize,
     hold_since: Option<Instant>,
     /// Why the current hold started, and what it holds.
-    hold: Option<(HoldReason, BTreeSet<IpAddr>)>,
+    hold: Revised<Option<(HoldReason, BTreeSet<IpAddr>)>>,
     /// The last plan computed (as leader).
-    last_plan: Option<Plan>,
+    last_plan: Revised<Option<Plan>>,
     /// The last plan was decided by the all-down policy.
     in_fallback: bool,
     recovering_since: Option<Instant>,
@@ -462,7 +462,7 @@ impl ServiceCore {
             unknown_since,
             unsettled: BTreeSet::new(),
             leader: false,
-            published: None,
+            published: Revised::default(),
             reconciling: None,
             drifted: false,
             io: Io::Idle,
@@ -471,8 +471,8 @@ impl ServiceCore {
             backoff: BACKOFF_MIN,
             rounds: 0,
             hold_since: None,
-            hold: None,
-            last_plan: None,
+            hold: Revised::default(),
+            last_plan: Revised::default(),
             in_fallback: false,
             recovering_since: None,
             waiting_reported: BTreeSet::new(),
@@ -525,19 +525,27 @@ impl ServiceCore {
 
     /// What DNS publishes, as last read or written; `None` until read (or after a failure).
     pub fn published(&self) -> Option<&Published> {
-        self.published.as_ref()
+        self.published.get().as_ref()
     }
 
     /// The last plan computed while leading, if any.
     pub fn last_plan(&self) -> Option<&Plan> {
-        self.last_plan.as_ref()
+        self.last_plan.get().as_ref()
+    }
+
+    /// Counts the assignments of what [`ServiceCore::published`], [`ServiceCore::last_plan`] and
+    /// [`ServiceCore::hold`] return: while it stays the same, so do they (the converse does not
+    /// hold: a value may be assigned again unchanged). Lets a reader skip comparing them (the
+    /// controller's lanes, after every probe).
+    pub fn revision(&self) -> u64 {
+        self.published.revision() + self.last_plan.revision() + self.hold.revision()
     }
 
     /// The plan this core would make at `now` against what DNS publishes, as last read or written,
     /// without acting on it (for the API: what would change now, and why each address is in or
     /// out); `None` until the published records are known.
     pub fn preview(&self, now: Instant) -> Option<Plan> {
-        let published = self.published.as_ref()?;
+        let published = self.published.get().as_ref()?;
         let full = self.plan_with_overrides(now, published);
         Some(self.safety.limit(now, full, published))
     }
@@ -553,7 +561,7 @@ impl ServiceCore {
 
     /// The current removal hold: why, and the addresses it holds back.
     pub fn hold(&self) -> Option<(HoldReason, &BTreeSet<IpAddr>)> {
-        self.hold.as_ref().map(|(r, held)| (*r, held))
+        self.hold.get().as_ref().map(|(r, held)| (*r, held))
     }
 
     /// Every endpoint's flap-damping figure at `now` (empty without damping).
@@ -764,13 +772,13 @@ impl ServiceCore {
         self.leader = view.leader;
         if became_leader {
             // A new leader trusts nothing it cached while standing by.
-            self.published = None;
+            self.published.set(None);
             self.reconciling = None;
         }
         if !self.leader {
             // A hold belongs to the leader that started it.
             self.hold_since = None;
-            self.hold = None;
+            self.hold.set(None);
             self.recovering_since = None;
         } else if changed || became_leader {
             self.sync_soon(now);
@@ -847,7 +855,7 @@ impl ServiceCore {
             return out;
         }
         self.sync_at = None;
-        match self.published.clone() {
+        match self.published.get().clone() {
             None => {
                 self.io = Io::Reading;
                 out.push(Action::Read);
@@ -865,24 +873,24 @@ impl ServiceCore {
                 if let Some(believed) = self.reconciling.take() {
                     self.drifted |= believed != p;
                 }
-                self.published = Some(p);
+                self.published.set(Some(p));
                 self.sync_soon(now);
             }
             (Io::ReadingBack(plan, _), Ok(found)) if found == plan.desired_records() => {
-                self.published = Some(found);
+                self.published.set(Some(found));
                 self.succeeded();
             }
             (Io::ReadingBack(plan, change), Ok(found)) => {
                 if shows(&found, &change) {
                     // Our change is there, and so is someone else's: plan again from what is there.
-                    self.published = Some(found);
+                    self.published.set(Some(found));
                     self.conflict_round(now, &mut out);
                 } else {
                     out.push(Action::Event(Event::NotApplied {
                         expected: plan.desired_records(),
                         found,
                     }));
-                    self.published = None;
+                    self.published.set(None);
                     self.back_off(now, true);
                 }
             }
@@ -912,13 +920,13 @@ impl ServiceCore {
                     self.io = Io::ReadingBack(plan, change);
                     out.push(Action::Read);
                 } else {
-                    self.published = Some(plan.desired_records());
+                    self.published.set(Some(plan.desired_records()));
                     self.succeeded();
                 }
             }
             Err(WriteError::Conflict(why)) => {
                 out.push(Action::Event(Event::Conflict(why)));
-                self.published = None;
+                self.published.set(None);
                 self.conflict_round(now, &mut out);
             }
             Err(e) => self.failed(now, "writing", e, &mut out),
@@ -1056,6 +1064,7 @@ impl ServiceCore {
             // stays.
             let published = |ip: &IpAddr| {
                 self.published
+                    .get()
                     .as_ref()
                     .is_some_and(|p| p.records.contains_key(ip))
             };
@@ -1075,7 +1084,7 @@ impl ServiceCore {
                     .or_insert(Reason::ReaddDelay { delay: f.delay() });
             }
         }
-        if let (Some(sel), Some(published)) = (&self.select, &self.published) {
+        if let (Some(sel), Some(published)) = (&self.select, self.published.get()) {
             let excluded: BTreeSet<IpAddr> = held.keys().copied().collect();
             for (ip, why) in sel.held_out(
                 now,
@@ -1125,7 +1134,7 @@ impl ServiceCore {
 
     fn plan_and_write(&mut self, now: Instant, published: &Published, out: &mut Vec<Action>) {
         let plan = self.plan(now, published);
-        self.last_plan = Some(plan.clone());
+        self.last_plan.set(Some(plan.clone()));
         self.track_queue(now, &plan, out);
         self.track_hold(now, &plan, out);
         self.report_waiting(&plan, out);
@@ -1169,7 +1178,7 @@ impl ServiceCore {
     fn track_hold(&mut self, now: Instant, plan: &Plan, out: &mut Vec<Action>) {
         if plan.deferred.is_empty() {
             self.hold_since = None;
-            self.hold = None;
+            self.hold.set(None);
             return;
         }
         let bound = self.s.hold_bound();
@@ -1191,7 +1200,7 @@ impl ServiceCore {
                     reason,
                     bound,
                 }));
-                self.hold = Some((reason, plan.deferred.clone()));
+                self.hold.set(Some((reason, plan.deferred.clone())));
                 self.hold_since = Some(now);
                 now
             }
@@ -1256,7 +1265,7 @@ impl ServiceCore {
         self.rounds += 1;
         if self.rounds >= MAX_CONFLICT_ROUNDS {
             out.push(Action::Event(Event::KeptChanging));
-            self.published = None;
+            self.published.set(None);
             self.back_off(now, false);
         } else {
             self.sync_soon(now);
@@ -1276,7 +1285,7 @@ impl ServiceCore {
         error: WriteError,
         out: &mut Vec<Action>,
     ) {
-        self.published = None;
+        self.published.set(None);
         let slow = error.needs_operator();
         let retry = if slow { OPERATOR_RETRY } else { self.backoff };
         out.push(Action::Event(Event::Failed {
@@ -1313,3 +1322,37 @@ fn shows(found: &Published, change: &RecordChange) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// A field whose every assignment is counted ([`ServiceCore::revision`]). Its parts are private to
+/// this module, so no assignment can skip the count.
+mod revised {
+    /// A value and how many times it was assigned.
+    #[derive(Debug, Clone, Default)]
+    pub(super) struct Revised<T> {
+        value: T,
+        revision: u64,
+    }
+
+    impl<T> Revised<T> {
+        pub(super) fn get(&self) -> &T {
+            &self.value
+        }
+
+        pub(super) fn set(&mut self, value: T) {
+            self.value = value;
+            self.revision += 1;
+        }
+
+        pub(super) fn revision(&self) -> u64 {
+            self.revision
+        }
+    }
+
+    impl<T: Default> Revised<T> {
+        pub(super) fn take(&mut self) -> T {
+            self.revision += 1;
+            std::mem::take(&mut self.value)
+        }
+    }
+}
+use revised::Revised;

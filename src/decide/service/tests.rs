@@ -970,3 +970,57 @@ mod safety {
         assert!(rig.core.last_plan().unwrap().queued.is_empty());
     }
 }
+
+/// What a lane shows of a core: the published set, the last plan and the hold.
+fn shown(core: &ServiceCore) -> (Option<Published>, Option<Plan>, Option<String>) {
+    (
+        core.published().cloned(),
+        core.last_plan().cloned(),
+        core.hold().map(|(r, h)| format!("{r:?} {h:?}")),
+    )
+}
+
+#[test]
+fn the_revision_stays_while_probes_change_nothing_and_moves_with_every_change() {
+    let mut rig = Rig::new(
+        &["127.0.0.2", "127.0.0.3", "127.0.0.4"],
+        2,
+        2,
+        30,
+        published(&["127.0.0.2", "127.0.0.3", "127.0.0.4"], 30),
+    );
+    let mut last = (rig.core.revision(), shown(&rig.core));
+    let mut moves = 0;
+    // Steady probes, then 127.0.0.3 fails (removed) and recovers (added back), a second at a time.
+    for round in 0..40u64 {
+        let failing = (10..20).contains(&round);
+        for ep in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+            rig.probe(ep, !(failing && ep == "127.0.0.3"));
+            let now = (rig.core.revision(), shown(&rig.core));
+            if now.0 == last.0 {
+                assert_eq!(now.1, last.1, "round {round}: same revision, other values");
+            } else {
+                moves += 1;
+            }
+            last = now;
+        }
+        let t = rig.at() + Duration::from_secs(1);
+        rig.until(t);
+        let now = (rig.core.revision(), shown(&rig.core));
+        if now.0 == last.0 {
+            assert_eq!(now.1, last.1, "round {round}: same revision, other values");
+        } else {
+            moves += 1;
+        }
+        last = now;
+    }
+    assert!(rig.applied.len() >= 2, "{:?}", rig.applied);
+    // It moved for the writes, and not on every probe (120 probes, 40 ticks).
+    assert!((2..40).contains(&moves), "{moves} moves");
+    // Steady state: probes that change nothing leave it alone.
+    let before = rig.core.revision();
+    for _ in 0..5 {
+        rig.probe("127.0.0.2", true);
+    }
+    assert_eq!(rig.core.revision(), before);
+}
