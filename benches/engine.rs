@@ -25,6 +25,9 @@
 //! withdrawn, probes rrguard abstained from (its own overload), and the load average (the machine
 //! may be shared: other load lowers rrguard's figures, never raises them).
 //!
+//! `ENGINE_TIMELINE=1` also prints, per second from start, the probes served and the gaps longer
+//! than the interval plus the jitter target.
+//!
 //! Sizes (environment): `ENGINE_SERVICES` (100) × `ENGINE_PER_SERVICE` (100) endpoints,
 //! `ENGINE_INTERVAL_MS` (1000), `ENGINE_SECONDS` per run (60), `ENGINE_MODES`
 //! (`http-keepalive,http-reuse,http-close,tcp`), `ENGINE_OVERLOAD` (2; 0 skips the overload run),
@@ -94,6 +97,8 @@ struct Stats {
     base_sec: u64,
     interval_ms: i64,
     per_second: Vec<AtomicU64>,
+    /// Per second, the gaps longer than the interval + the jitter target (ENGINE_TIMELINE).
+    late_per_second: Vec<AtomicU64>,
     first_ms: Vec<AtomicU64>,
     /// Monotonic ns since `t0` of the previous probe, plus one (0: never).
     last_ns: Vec<AtomicU64>,
@@ -109,6 +114,7 @@ impl Stats {
             base_sec: unix_ms() / 1000,
             interval_ms,
             per_second: atomics(SECONDS_KEPT),
+            late_per_second: atomics(SECONDS_KEPT),
             first_ms: atomics(endpoints),
             last_ns: atomics(endpoints),
             jitter: atomics((JIT_LOW + JIT_HIGH + 1) as usize),
@@ -135,6 +141,9 @@ impl Stats {
             let gap_ms = (now_ns.saturating_sub(prev) / 1_000_000) as i64;
             let b = (gap_ms - self.interval_ms).clamp(-JIT_LOW, JIT_HIGH) + JIT_LOW;
             self.jitter[b as usize].fetch_add(1, Ordering::Relaxed);
+            if gap_ms - self.interval_ms > TARGET_JITTER_P99_MS {
+                self.late_per_second[sec.min(SECONDS_KEPT - 1)].fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -159,6 +168,12 @@ impl Stats {
             let c = c.load(Ordering::Relaxed);
             if c > 0 {
                 writeln!(out, "sec {} {c}", self.base_sec + s as u64).unwrap();
+            }
+        }
+        for (s, c) in self.late_per_second.iter().enumerate() {
+            let c = c.load(Ordering::Relaxed);
+            if c > 0 {
+                writeln!(out, "late {} {c}", self.base_sec + s as u64).unwrap();
             }
         }
         for (b, c) in self.jitter.iter().enumerate() {
@@ -559,6 +574,7 @@ fn run(mode: &str, size: Size) -> Outcome {
     }
 
     let mut per_second: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut late: BTreeMap<u64, u64> = BTreeMap::new();
     let mut jitter: BTreeMap<i64, u64> = BTreeMap::new();
     let (mut probed, mut first_max) = (0usize, 0u64);
     for l in &mut listeners {
@@ -569,6 +585,9 @@ fn run(mode: &str, size: Size) -> Outcome {
                 ["first_max_ms", t] => first_max = first_max.max(t.parse().unwrap()),
                 ["sec", s, c] => {
                     *per_second.entry(s.parse().unwrap()).or_default() += c.parse::<u64>().unwrap()
+                }
+                ["late", s, c] => {
+                    *late.entry(s.parse().unwrap()).or_default() += c.parse::<u64>().unwrap()
                 }
                 ["jit", b, c] => {
                     *jitter.entry(b.parse().unwrap()).or_default() += c.parse::<u64>().unwrap()
@@ -589,6 +608,13 @@ fn run(mode: &str, size: Size) -> Outcome {
             .map(|s| per_second.get(&s).copied().unwrap_or(0).to_string())
             .collect();
         eprintln!("{mode}: probes per second from start: {}", all.join(" "));
+        let late: Vec<String> = (started_ms / 1000..=ended_ms / 1000)
+            .map(|s| late.get(&s).copied().unwrap_or(0).to_string())
+            .collect();
+        eprintln!(
+            "{mode}: gaps over interval + {TARGET_JITTER_P99_MS} ms per second from start: {}",
+            late.join(" ")
+        );
     }
     let sustained = if window.is_empty() {
         0.0
