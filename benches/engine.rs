@@ -31,7 +31,8 @@
 //! Sizes (environment): `ENGINE_SERVICES` (100) × `ENGINE_PER_SERVICE` (100) endpoints,
 //! `ENGINE_INTERVAL_MS` (1000), `ENGINE_SECONDS` per run (60), `ENGINE_MODES`
 //! (`http-keepalive,http-reuse,http-close,tcp`), `ENGINE_OVERLOAD` (2; 0 skips the overload run),
-//! `ENGINE_LISTENERS` (2). Every run stops by itself.
+//! `ENGINE_LISTENERS` (2), and `ENGINE_MAX_IN_FLIGHT` (rrguard's `[node] max_probes_in_flight`;
+//! unset: its default). Every run stops by itself.
 //!
 //! `cargo bench --bench engine` (or `scripts/bench`) measures; without `--bench`, as under
 //! `cargo test --all-targets`, a smoke run of 2 × 10 endpoints for a few seconds checks that
@@ -426,7 +427,7 @@ fn config(state: &std::path::Path, size: Size, mode: &str, ports: &[u16]) -> Str
 id = "bench"
 listen = "127.0.0.1:{api_port}"
 state_dir = "{state}"
-
+{in_flight}
 [defaults]
 interval = "{interval}ms"
 timeout = "500ms"
@@ -445,6 +446,9 @@ ns = ["ns1.bench.test"]
 "#,
         state = state.display(),
         interval = size.interval_ms,
+        in_flight = std::env::var("ENGINE_MAX_IN_FLIGHT")
+            .map(|n| format!("max_probes_in_flight = {n}\n"))
+            .unwrap_or_default(),
     );
     let check = if mode == "tcp" { "tcp" } else { "http" };
     for s in 0..size.services {

@@ -126,6 +126,8 @@ pub struct RawNode {
     pub audit_max_age: Option<Duration>,
     /// Audit log records beyond this many MiB are dropped, oldest first.
     pub audit_max_size_mib: Option<u64>,
+    /// At most this many probes run at once on this node.
+    pub max_probes_in_flight: Option<usize>,
 }
 
 /// `[defaults]`: values every service inherits unless it sets its own.

@@ -301,3 +301,30 @@ fn adaptive_fall_is_on_by_default_and_inherited_when_set() {
     assert!(adaptive("adaptive_fall = false", "adaptive_fall = true"));
     assert!(!adaptive("", "adaptive_fall = false"));
 }
+
+#[test]
+fn max_probes_in_flight_has_a_default_and_a_range() {
+    let service = r#"
+[[service]]
+fqdn = "www.example.test."
+zone = "example.test."
+writer = "primary"
+endpoints = ["192.0.2.1"]
+check = { type = "tcp", port = 80 }
+"#;
+    let c = parse_ok(&format!("{WRITER}{service}"));
+    assert_eq!(c.node.max_probes_in_flight, DEFAULT_MAX_PROBES_IN_FLIGHT);
+    let c = parse_ok(&format!(
+        "[node]\nmax_probes_in_flight = 64\n{WRITER}{service}"
+    ));
+    assert_eq!(c.node.max_probes_in_flight, 64);
+    let p = problems(&format!(
+        "[node]\nmax_probes_in_flight = 0\n{WRITER}{service}"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!((p[0].line, p[0].col), (2, 24), "{p:?}");
+    assert!(
+        p[0].message
+            .contains("max_probes_in_flight 0 is out of range: use 1 to 1048576")
+    );
+}

@@ -307,12 +307,24 @@ fn node(raw: &RawConfig, errs: &mut Errors) -> NodeConfig {
             ),
         );
     }
+    let max_probes_in_flight = n
+        .max_probes_in_flight
+        .unwrap_or(DEFAULT_MAX_PROBES_IN_FLIGHT);
+    if !(1..=1 << 20).contains(&max_probes_in_flight) {
+        errs.at(
+            &[Key("node"), Key("max_probes_in_flight")],
+            format!(
+                "max_probes_in_flight {max_probes_in_flight} is out of range: use 1 to 1048576 (the default is {DEFAULT_MAX_PROBES_IN_FLIGHT})"
+            ),
+        );
+    }
     NodeConfig {
         id,
         listen,
         state_dir,
         audit_max_age,
         audit_max_bytes: audit_max_size_mib * 1024 * 1024,
+        max_probes_in_flight,
     }
 }
 

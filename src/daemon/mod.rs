@@ -207,7 +207,12 @@ pub async fn run(
     // systemd hears READY=1, the status line and the watchdog pings from one task for the whole run.
     notify::spawn_notifier(&notifier, &state, shutdown.clone(), &mut servers);
     // The probe engine's lateness is watched across generations, so its counters never go back.
-    let lag = crate::observe::lag::spawn_lag_monitor(&mut servers, state.clone(), shutdown.clone());
+    let lag = crate::observe::lag::spawn_lag_monitor(
+        &mut servers,
+        state.clone(),
+        shutdown.clone(),
+        config.node.max_probes_in_flight,
+    );
     // Writers' long-lived parts (served zones, DNS listeners) outlive generations, like the HTTP server.
     let resources = act::Resources::new(Some(config.node.state_dir.clone()));
     let mut carried = Carried::new();
@@ -281,6 +286,12 @@ pub async fn run(
                     Ok(new) => {
                         if new.node.listen != config.node.listen {
                             warn!("[node].listen changed: the new address takes effect after a restart");
+                        }
+                        if new.node.max_probes_in_flight != config.node.max_probes_in_flight {
+                            warn!(
+                                running = lag.max_in_flight(),
+                                "[node].max_probes_in_flight changed: the new bound takes effect after a restart"
+                            );
                         }
                         generation.cancel();
                         carried = drain(&mut controllers.set, opts.drain_grace).await;

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -98,13 +99,26 @@ struct Inner {
     abstained_lag: AtomicU64,
     /// Fast confirmations run at the plain interval because of lag.
     confirm_shed: AtomicU64,
+    /// Probe slots: a probe holds one while it runs ([`LagHandle::slot`]).
+    slots: Semaphore,
+    /// How many slots there are (`[node] max_probes_in_flight`).
+    max_in_flight: usize,
+    /// Probes that found every slot taken and waited.
+    slot_waits: AtomicU64,
     /// (planned, woke) of recent late wake-ups, ordered.
     stalls: Mutex<VecDeque<(Instant, Instant)>>,
 }
 
 impl LagHandle {
-    /// A handle with no stall recorded, whose monitor last ran at `now`.
+    /// A handle with no stall recorded, whose monitor last ran at `now`, and no practical bound on
+    /// probes in flight.
     pub fn new(now: Instant) -> Self {
+        Self::bounded(now, Semaphore::MAX_PERMITS)
+    }
+
+    /// [`LagHandle::new`], with at most `max_in_flight` probes running at once (at least 1).
+    pub fn bounded(now: Instant, max_in_flight: usize) -> Self {
+        let max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         LagHandle {
             inner: Arc::new(Inner {
                 epoch: now,
@@ -113,6 +127,9 @@ impl LagHandle {
                 worst_lag_ns: AtomicU64::new(0),
                 abstained_lag: AtomicU64::new(0),
                 confirm_shed: AtomicU64::new(0),
+                slots: Semaphore::new(max_in_flight),
+                max_in_flight,
+                slot_waits: AtomicU64::new(0),
                 stalls: Mutex::new(VecDeque::new()),
             }),
         }
@@ -199,6 +216,28 @@ impl LagHandle {
         self.lost_during(now.checked_sub(SHED_WINDOW).unwrap_or(now), now) >= SHED_LOST
     }
 
+    /// Waits for one of the probe slots and holds it until the returned permit is dropped. A probe
+    /// takes it before it starts (its timeout runs from then): waiting for a slot delays a probe,
+    /// it never fails it. A wait is counted ([`LagHandle::slot_waits`]) and logged by the monitor.
+    pub async fn slot(&self) -> Option<SemaphorePermit<'_>> {
+        if let Ok(permit) = self.inner.slots.try_acquire() {
+            return Some(permit);
+        }
+        self.inner.slot_waits.fetch_add(1, Ordering::Relaxed);
+        // Never closed: `None` cannot happen, and would only let the probe run unbounded.
+        self.inner.slots.acquire().await.ok()
+    }
+
+    /// Probes that found every slot taken so far.
+    pub fn slot_waits(&self) -> u64 {
+        self.inner.slot_waits.load(Ordering::Relaxed)
+    }
+
+    /// Probe slots (`[node] max_probes_in_flight`).
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.max_in_flight
+    }
+
     /// Counts one fast confirmation shed (run at the plain interval) while overloaded.
     pub fn shed_confirm(&self) {
         self.inner.confirm_shed.fetch_add(1, Ordering::Relaxed);
@@ -241,8 +280,9 @@ pub fn spawn_lag_monitor(
     set: &mut JoinSet<()>,
     state: NodeState,
     cancel: CancellationToken,
+    max_in_flight: usize,
 ) -> LagHandle {
-    let lag = LagHandle::new(Instant::now());
+    let lag = LagHandle::bounded(Instant::now(), max_in_flight);
     let handle = lag.clone();
     set.spawn(async move {
         let mut planned = Instant::now() + TICK;
@@ -250,6 +290,7 @@ pub fn spawn_lag_monitor(
         let mut next_log = Instant::now() + LOG_EVERY;
         let mut logged = 0u64;
         let mut shed_logged = 0u64;
+        let mut waits_logged = 0u64;
         let mut worst = Duration::ZERO;
         loop {
             tokio::select! {
@@ -277,6 +318,18 @@ pub fn spawn_lag_monitor(
                         LOG_EVERY.as_secs()
                     );
                     shed_logged = shed;
+                }
+                let waits = lag.slot_waits();
+                if waits > waits_logged {
+                    warn!(
+                        waited = waits - waits_logged,
+                        max_probes_in_flight = lag.max_in_flight(),
+                        "{} probes in the last {}s waited for one of the {} probe slots and started late: endpoints slow to answer or timing out hold them, or the machine cannot keep up; raise [node] max_probes_in_flight if memory allows (about 25 KB per HTTP probe in flight)",
+                        waits - waits_logged,
+                        LOG_EVERY.as_secs(),
+                        lag.max_in_flight()
+                    );
+                    waits_logged = waits;
                 }
                 if total > logged {
                     warn!(
@@ -399,7 +452,7 @@ mod tests {
         let state = NodeState::new();
         let cancel = CancellationToken::new();
         let mut set = JoinSet::new();
-        let lag = spawn_lag_monitor(&mut set, state, cancel.clone());
+        let lag = spawn_lag_monitor(&mut set, state, cancel.clone(), 16);
         tokio::time::sleep(100 * MS).await;
         let start = Instant::now();
         // The clock jumps 300 ms while no task runs: what a starved runtime looks like to it.

@@ -237,6 +237,8 @@ pub fn spawn_probe_loop(
 /// nobody, so it moves neither the endpoint's health machine nor fast confirmation, and the next
 /// probe comes an interval later as usual. While the runtime is overloaded
 /// ([`LagHandle::overloaded`]), fast confirmation waits the plain interval (shed, counted in `lag`).
+/// Each probe runs holding one of `lag`'s probe slots ([`LagHandle::slot`]), taken before the probe
+/// starts, so the node never has more than `[node] max_probes_in_flight` probes in flight.
 pub fn spawn_watched_probe_loop(
     tasks: &mut JoinSet<()>,
     endpoint: IpAddr,
@@ -268,6 +270,14 @@ pub fn spawn_watched_probe_loop(
                     _ = tokio::time::sleep_until(earliest) => {}
                 }
             }
+            // One of the node's probe slots: waiting for it delays this probe, never fails it.
+            let slot = match &lag {
+                Some(lag) => tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    slot = lag.slot() => slot,
+                },
+                None => None,
+            };
             let started = Instant::now();
             last_start = Some(started);
             let result = tokio::select! {
@@ -276,6 +286,7 @@ pub fn spawn_watched_probe_loop(
                     r.unwrap_or_else(|_| probe::timed_out(schedule.timeout))
                 }
             };
+            drop(slot);
             let now = Instant::now();
             if let Some(lag) = &lag
                 && let Some(why) = lag.judge(&result, started, now, schedule.timeout)
@@ -570,6 +581,53 @@ mod tests {
         );
     }
 
+    /// Six endpoints whose probes take 300 ms each, under `lag`: the reports of the first two
+    /// rounds, and the peak number of probes running at once.
+    async fn six_slow_endpoints(lag: LagHandle) -> (Vec<ProbeReport>, usize) {
+        let (tx, mut rx) = mpsc::channel(64);
+        let cancel = CancellationToken::new();
+        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut tasks = JoinSet::new();
+        for i in 0..6u8 {
+            let probe = SlowProbe {
+                delay: Duration::from_millis(300),
+                running: running.clone(),
+                peak: peak.clone(),
+            };
+            spawn_watched_probe_loop(
+                &mut tasks,
+                IpAddr::from([192, 0, 2, i]),
+                Box::new(probe),
+                Schedule {
+                    offset: Duration::ZERO,
+                    ..Schedule::staggered(Duration::from_secs(1), Duration::from_millis(500), 0, 1)
+                },
+                Some(lag.clone()),
+                tx.clone(),
+                cancel.clone(),
+            );
+        }
+        let mut reports = Vec::new();
+        for _ in 0..12 {
+            reports.push(rx.recv().await.unwrap());
+        }
+        cancel.cancel();
+        (reports, peak.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_wait_for_a_slot_and_the_wait_never_fails_them() {
+        let lag = LagHandle::bounded(Instant::now(), 2);
+        let (reports, peak) = six_slow_endpoints(lag.clone()).await;
+        assert_eq!(peak, 2);
+        // 300 ms each against a 500 ms timeout: those that waited 600 ms for a slot still pass.
+        assert!(reports.iter().all(|r| r.result.ok), "{reports:?}");
+        assert!(lag.slot_waits() >= 4, "{} waits", lag.slot_waits());
+        // Without the bound all six run at once.
+        let (_, peak) = six_slow_endpoints(LagHandle::new(Instant::now())).await;
+        assert_eq!(peak, 6);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_overloaded_runtime_sheds_fast_confirmation() {
         let (tx, mut rx) = mpsc::channel(64);
@@ -852,6 +910,7 @@ mod tests {
             &mut tasks,
             crate::state::NodeState::new(),
             cancel.clone(),
+            crate::config::DEFAULT_MAX_PROBES_IN_FLIGHT,
         );
         let start = Instant::now();
         let schedule =
