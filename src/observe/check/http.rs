@@ -620,6 +620,7 @@ pub struct HttpProbe {
     endpoint: IpAddr,
     url: String,
     method: reqwest::Method,
+    /// Request headers of the reqwest path (empty when `lean` is set: it carries its own).
     headers: reqwest::header::HeaderMap,
     expect_status: Vec<(u16, u16)>,
     body_contains: Option<String>,
@@ -690,6 +691,13 @@ impl HttpProbe {
                     .map(|l| l.keeping_alive(h.keep_alive))
             })
             .flatten();
+        // The lean exchange carries its own copy: reqwest's would only take memory (~0.5 KB per
+        // endpoint).
+        let headers = if lean.is_some() {
+            reqwest::header::HeaderMap::new()
+        } else {
+            headers
+        };
         Ok(HttpProbe {
             client: client::shared(&h.client_key())?,
             lean,
