@@ -40,8 +40,10 @@
 //! the committed buckets older than the recent ones go from memory; nothing on the probe path waits
 //! for the disk. On disk the same bounds hold: buckets older than the hour are deleted as new ones
 //! are written, an endpoint no longer configured is deleted ([`History::retain`]), so the file
-//! holds at most [`BUCKETS`] × 16 bytes (plus the key) and one transition ring per configured
-//! endpoint. A crash loses at most the last [`PERSIST_INTERVAL`].
+//! holds at most [`BUCKETS`] records of 16 bytes (plus the key) and one transition ring per
+//! configured endpoint. With redb's B-tree that came to ~54 KB per endpoint after an hour
+//! (539.5 MB at 10,000 endpoints, `benches/history.rs`). A crash loses at most the last
+//! [`PERSIST_INTERVAL`].
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
