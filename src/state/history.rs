@@ -722,7 +722,6 @@ impl History {
                     .then(|| h.transitions.iter().map(record_of).collect());
                 if !buckets.is_empty() || transitions.is_some() {
                     out.endpoints.push(DirtyEndpoint {
-                        key: store_key(service, *ip),
                         service: service.clone(),
                         endpoint: *ip,
                         head: h.head,
@@ -767,7 +766,6 @@ struct Dirty {
 
 #[derive(Debug)]
 struct DirtyEndpoint {
-    key: String,
     service: String,
     endpoint: IpAddr,
     head: u64,
@@ -1023,7 +1021,8 @@ fn commit(db: &Database, dirty: &Dirty) -> Result<(), redb::Error> {
             transitions.remove(key.as_str())?;
         }
         for d in &dirty.endpoints {
-            let key = d.key.as_str();
+            let key = store_key(&d.service, d.endpoint);
+            let key = key.as_str();
             for (slot, b) in &d.buckets {
                 buckets.insert((key, *slot), b.encode())?;
             }
