@@ -105,6 +105,7 @@ fn metrics_pass_promtool_and_follow_probes_and_writes() {
 id = "metrics-node"
 listen = "127.0.0.1:{listen}"
 state_dir = "{state}"
+max_probes_in_flight = 7
 
 [defaults]
 interval = "200ms"
@@ -164,6 +165,20 @@ path = "/health"
     assert_eq!(s.get("rrguard_leader"), Some(&1.0), "{text}");
     assert_eq!(s.get("rrguard_isolated"), Some(&0.0), "{text}");
     assert_eq!(s.get("rrguard_live_nodes"), Some(&1.0), "{text}");
+    // The probe engine's slots: the configured bound, never exceeded, and no wait with two
+    // endpoints.
+    assert_eq!(s.get("rrguard_probe_slots"), Some(&7.0), "{text}");
+    assert!(
+        s.get("rrguard_probes_in_flight")
+            .is_some_and(|n| (0.0..=7.0).contains(n)),
+        "{text}"
+    );
+    assert_eq!(
+        s.get("rrguard_probe_slot_waits_total"),
+        Some(&0.0),
+        "{text}"
+    );
+    assert!(s.contains_key("rrguard_confirmations_shed_total"), "{text}");
     assert_eq!(
         s.get(&format!(
             r#"rrguard_build_info{{version="{}"}}"#,

@@ -372,6 +372,47 @@ pub fn render(
     }
 
     out.family(
+        "rrguard_probe_slots",
+        "gauge",
+        "Probe slots ([node] max_probes_in_flight): at most this many probes run at once.",
+    );
+    out.sample(
+        "rrguard_probe_slots",
+        &[],
+        status.engine.max_probes_in_flight as f64,
+    );
+    out.family(
+        "rrguard_probes_in_flight",
+        "gauge",
+        "Probes running now, each holding a probe slot.",
+    );
+    out.sample(
+        "rrguard_probes_in_flight",
+        &[],
+        status.engine.probes_in_flight as f64,
+    );
+    out.family(
+        "rrguard_probe_slot_waits_total",
+        "counter",
+        "Probes that found every probe slot taken and started late.",
+    );
+    out.sample(
+        "rrguard_probe_slot_waits_total",
+        &[],
+        status.engine.probe_slot_waits as f64,
+    );
+    out.family(
+        "rrguard_confirmations_shed_total",
+        "counter",
+        "Fast confirmations run at the plain interval because rrguard itself was late.",
+    );
+    out.sample(
+        "rrguard_confirmations_shed_total",
+        &[],
+        status.engine.confirmations_shed as f64,
+    );
+
+    out.family(
         "rrguard_build_info",
         "gauge",
         "Always 1; the version label names the running build.",

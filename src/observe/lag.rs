@@ -21,7 +21,9 @@
 //! Abstentions are counted by reason, logged at most once per [`LOG_EVERY`] with their number and
 //! the worst lag, and published in the node state (`probes_abstained`, `scheduler_lag_ms` in the
 //! status document; `rrguard_probes_abstained_total{reason}` and `rrguard_scheduler_lag_seconds` in
-//! the metrics).
+//! the metrics). So are the probe slots (`max_probes_in_flight`, `probes_in_flight`,
+//! `probe_slot_waits`) and the shed confirmations (`confirmations_shed`), once a second
+//! ([`LagHandle::status`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::observe::probe::ProbeResult;
-use crate::state::NodeState;
+use crate::state::{EngineStatus, NodeState};
 
 /// Whether a failed result is one that rrguard's own lateness can cause: a timeout (every check
 /// reports it through [`crate::observe::probe::timed_out`]) or an answer slower than `max_latency`.
@@ -260,6 +262,27 @@ impl LagHandle {
         vec![("lag", self.inner.abstained_lag.load(Ordering::Relaxed))]
     }
 
+    /// Probes holding a slot now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.max_in_flight - self.inner.slots.available_permits()
+    }
+
+    /// The engine's health at `now`, as the status document and the metrics show it.
+    pub fn status(&self, now: Instant) -> EngineStatus {
+        EngineStatus {
+            scheduler_lag_ms: self.current_lag(now).as_secs_f64() * 1000.0,
+            probes_abstained: self
+                .abstained_total()
+                .into_iter()
+                .map(|(reason, n)| (reason.to_owned(), n))
+                .collect(),
+            max_probes_in_flight: self.inner.max_in_flight as u64,
+            probes_in_flight: self.in_flight() as u64,
+            probe_slot_waits: self.slot_waits(),
+            confirmations_shed: self.confirms_shed(),
+        }
+    }
+
     /// The monitor's latest measured lateness, or the time since it was due if it is late now.
     pub fn current_lag(&self, now: Instant) -> Duration {
         let i = &self.inner;
@@ -303,7 +326,7 @@ pub fn spawn_lag_monitor(
             if now >= next_publish {
                 next_publish = now + Duration::from_secs(1);
                 worst = worst.max(lag.take_worst());
-                state.set_engine(lag.current_lag(now), &lag.abstained_total());
+                state.set_engine(lag.status(now));
             }
             if now >= next_log {
                 next_log = now + LOG_EVERY;

@@ -623,6 +623,11 @@ mod tests {
         // 300 ms each against a 500 ms timeout: those that waited 600 ms for a slot still pass.
         assert!(reports.iter().all(|r| r.result.ok), "{reports:?}");
         assert!(lag.slot_waits() >= 4, "{} waits", lag.slot_waits());
+        // The status document and the metrics show the slots and the waits.
+        let status = lag.status(Instant::now());
+        assert_eq!(status.max_probes_in_flight, 2);
+        assert_eq!(status.probe_slot_waits, lag.slot_waits());
+        assert!(status.probes_in_flight <= 2, "{status:?}");
         // Without the bound all six run at once.
         let (_, peak) = six_slow_endpoints(LagHandle::new(Instant::now())).await;
         assert_eq!(peak, 6);
@@ -675,6 +680,7 @@ mod tests {
         // The endpoint is up after the second success; steady from then on.
         assert_eq!(at, vec![410, 1410, 2410, 3410]);
         assert_eq!(lag.confirms_shed(), 1);
+        assert_eq!(lag.status(Instant::now()).confirmations_shed, 1);
         // Without the stall, the same script is confirmed at once.
         let (at, _) = run_script(&script, Some(Duration::from_millis(100)), 3, 2).await;
         assert_eq!(at, vec![10, 110, 1110, 2110]);

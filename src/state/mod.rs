@@ -1064,16 +1064,9 @@ impl NodeState {
         })
     }
 
-    /// Records the probe engine's current lag and its abstention counters by reason.
-    pub fn set_engine(&self, lag: std::time::Duration, abstained: &[(&str, u64)]) {
-        let mut inner = self.write();
-        inner.engine.scheduler_lag_ms = lag.as_secs_f64() * 1000.0;
-        for (reason, n) in abstained {
-            inner
-                .engine
-                .probes_abstained
-                .insert((*reason).to_owned(), *n);
-        }
+    /// Records the probe engine's own health ([`crate::observe::lag::LagHandle::status`]).
+    pub fn set_engine(&self, engine: EngineStatus) {
+        self.write().engine = engine;
     }
 
     /// Sets the peer inbox of the current generation's agreement actor (`None` while there is none).

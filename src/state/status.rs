@@ -67,6 +67,15 @@ pub struct EngineStatus {
     /// Probes whose failure was discarded because rrguard itself was late, by reason (`lag`); they
     /// counted neither for nor against their endpoints.
     pub probes_abstained: BTreeMap<String, u64>,
+    /// Probe slots (`[node] max_probes_in_flight`).
+    pub max_probes_in_flight: u64,
+    /// Probes running now, each holding a slot (at most `max_probes_in_flight`).
+    pub probes_in_flight: u64,
+    /// Probes that found every slot taken and started late, since start-up.
+    pub probe_slot_waits: u64,
+    /// Fast confirmations run at the plain `interval` because rrguard itself was late, since
+    /// start-up.
+    pub confirmations_shed: u64,
 }
 
 /// One other node of the cluster.

@@ -117,6 +117,10 @@ fn status() -> NodeStatus {
         engine: EngineStatus {
             scheduler_lag_ms: 12.0,
             probes_abstained: BTreeMap::from([("lag".to_owned(), 7)]),
+            max_probes_in_flight: 1024,
+            probes_in_flight: 17,
+            probe_slot_waits: 3,
+            confirmations_shed: 5,
         },
     }
 }
@@ -132,6 +136,14 @@ fn engine_lag_and_abstentions_are_exposed() {
         text.contains("\nrrguard_probes_abstained_total{reason=\"lag\"} 7\n"),
         "{text}"
     );
+    for line in [
+        "rrguard_probe_slots 1024",
+        "rrguard_probes_in_flight 17",
+        "rrguard_probe_slot_waits_total 3",
+        "rrguard_confirmations_shed_total 5",
+    ] {
+        assert!(text.contains(&format!("\n{line}\n")), "{line}:\n{text}");
+    }
 }
 
 fn writes() -> BTreeMap<(String, String), WriteCounters> {
@@ -328,7 +340,7 @@ fn every_family_has_help_and_type_once_and_every_sample_a_family() {
         }
     }
     assert_eq!(typed.len(), helped.len());
-    assert_eq!(typed.len(), 26, "{typed:?}");
+    assert_eq!(typed.len(), 30, "{typed:?}");
 }
 
 #[test]
