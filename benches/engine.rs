@@ -32,7 +32,8 @@
 //! `ENGINE_INTERVAL_MS` (1000), `ENGINE_SECONDS` per run (60), `ENGINE_MODES`
 //! (`http-keepalive,http-reuse,http-close,tcp`), `ENGINE_OVERLOAD` (2; 0 skips the overload run),
 //! `ENGINE_LISTENERS` (2), and `ENGINE_MAX_IN_FLIGHT` (rrguard's `[node] max_probes_in_flight`;
-//! unset: its default). Every run stops by itself.
+//! unset: its default). `ENGINE_KEEP_LOG=DIR` copies each run's rrguard log there
+//! (`MODE-ENDPOINTS.log`). Every run stops by itself.
 //!
 //! `cargo bench --bench engine` (or `scripts/bench`) measures; without `--bench`, as under
 //! `cargo test --all-targets`, a smoke run of 2 × 10 endpoints for a few seconds checks that
@@ -561,6 +562,12 @@ fn run(mode: &str, size: Size) -> Outcome {
     let ended_ms = unix_ms();
     let load_after = loadavg();
     let log = daemon.log();
+    if let Some(keep) = std::env::var_os("ENGINE_KEEP_LOG") {
+        let to = std::path::Path::new(&keep).join(format!("{mode}-{n}.log"));
+        if let Err(e) = std::fs::write(&to, &log) {
+            eprintln!("cannot keep the log in {}: {e}", to.display());
+        }
+    }
     let exited = daemon.child.try_wait().ok().flatten();
     drop(daemon);
     if exited.is_some() || std::env::var_os("ENGINE_SHOW_LOG").is_some() {

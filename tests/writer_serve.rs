@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rrguard::act::serve::ServeWriter;
-use rrguard::act::{Published, Resources, WriteError, Writer};
+use rrguard::act::{Published, RecordChange, Resources, WriteError, Writer};
 use rrguard::config::WriterKind;
 use support::battery::*;
 use support::{Daemon, HttpEndpoints, free_tcp_port, wait_until};
@@ -293,6 +293,80 @@ async fn nxdomain_and_nodata_are_told_apart() {
     assert_eq!(dig(f.addr, fresh, "A", &[]).status, "NXDOMAIN");
     f.writer.read(fresh, ZONE).await.unwrap();
     nodata_soa(&dig(f.addr, fresh, "A", &[]));
+}
+
+/// Changes that arrive together share one commit (one state-file save, one snapshot), and each is
+/// still its own compare-and-swap: at start-up 100 services each read and write once, and 200
+/// commits one after another had delayed the last first write by 14 s under load.
+async fn changes_arriving_together_share_commits_and_keep_their_compare_and_swap() {
+    let f = ServeFixture::new("");
+    let before = f.writer.commits();
+    let name = |i: usize| format!("n{i}.{ZONE}");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (writer, fqdn) = (f.writer.clone(), name(i));
+        tasks.spawn(async move {
+            writer.read(&fqdn, ZONE).await.unwrap();
+            let ip = format!("127.0.{}.{}", i / 100, i % 100 + 1);
+            let change = RecordChange {
+                fqdn,
+                ..change(&[], &[&ip], &[])
+            };
+            (i, writer.apply(&change).await)
+        });
+    }
+    // Two changes of one name from the same state: exactly one applies, the other conflicts.
+    for ip in ["127.0.9.1", "127.0.9.2"] {
+        let writer = f.writer.clone();
+        tasks.spawn(async move {
+            let change = RecordChange {
+                fqdn: format!("race.{ZONE}"),
+                ..change(&[], &[ip], &[])
+            };
+            (usize::MAX, writer.apply(&change).await)
+        });
+    }
+    let mut race = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.unwrap() {
+            (usize::MAX, result) => race.push(result),
+            (i, result) => assert_eq!(result, Ok(()), "change of {}", name(i)),
+        }
+    }
+    race.sort_by_key(Result::is_ok);
+    assert!(
+        matches!(race.as_slice(), [Err(WriteError::Conflict(_)), Ok(())]),
+        "{race:?}"
+    );
+    let commits = f.writer.commits() - before;
+    // One commit per change would be 200 registrations and 200 writes, plus the race's one.
+    assert!(commits < 100, "{commits} commits for 401 changes");
+    for i in [0, 57, 199] {
+        let ip = format!("127.0.{}.{}", i / 100, i % 100 + 1);
+        assert_eq!(dig(f.addr, &name(i), "A", &[]).rdata("A"), [ip]);
+    }
+    // Saved before served: a new process answers every change.
+    let ServeFixture {
+        writer,
+        operator,
+        resources,
+        dir,
+        ..
+    } = f;
+    drop((writer, operator, resources));
+    let again = ServeFixture::in_dir(dir, "");
+    for i in 0..200 {
+        let ip: IpAddr = format!("127.0.{}.{}", i / 100, i % 100 + 1)
+            .parse()
+            .unwrap();
+        let read = again.writer.read(&name(i), ZONE).await.unwrap();
+        assert_eq!(
+            read.records.keys().collect::<Vec<_>>(),
+            [&ip],
+            "{}",
+            name(i)
+        );
+    }
 }
 
 async fn soa_serial_grows_with_every_change_and_survives_a_rebuild() {
@@ -578,6 +652,7 @@ mod serve_rows {
     rt_test!(
         nxdomain_and_nodata_are_told_apart,
         soa_serial_grows_with_every_change_and_survives_a_rebuild,
+        changes_arriving_together_share_commits_and_keep_their_compare_and_swap,
         apex_has_ns_and_soa,
         static_file_and_inline_records_are_served,
         names_outside_the_zones_are_refused,
