@@ -361,6 +361,97 @@ async fn a_thousand_endpoints_share_one_client() {
     .unwrap();
     let p = HttpProbe::new(http_check(&other), "127.0.0.1".parse().unwrap(), TIMEOUT).unwrap();
     assert!(p.shares_client_with(&probes[0]));
+    // The request and what is expected are shared by the endpoints of one check and timeout only.
+    assert!(
+        probes.iter().all(|p| p.shares_check_with(&probes[0])),
+        "every probe of one check shares its prepared request"
+    );
+    assert!(!p.shares_check_with(&probes[0]));
+    let slower = HttpProbe::new(h, "127.0.0.1".parse().unwrap(), TIMEOUT * 2).unwrap();
+    assert!(!slower.shares_check_with(&probes[0]));
+}
+
+/// Answers 200 on the addresses whose last octet is even and 503 on the others, keeping each
+/// connection open for further requests (HTTP/1.1 keep-alive).
+async fn even_addresses_server() -> Server {
+    let l = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let std::net::IpAddr::V4(ip) = s.local_addr().unwrap().ip() else {
+                    return;
+                };
+                let status = if ip.octets()[3] % 2 == 0 {
+                    "200 OK"
+                } else {
+                    "503 No"
+                };
+                let mut buf = [0u8; 2048];
+                let mut head = Vec::new();
+                loop {
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        head.drain(..end + 4);
+                        let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+                        if s.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    Server { port, task }
+}
+
+#[tokio::test]
+async fn endpoints_sharing_a_check_each_reach_their_own_address() {
+    let srv = even_addresses_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    for keep_alive in [false, true] {
+        let c = config(
+            dir.path(),
+            &format!("port = {}\nkeep_alive = {keep_alive}", srv.port),
+        )
+        .unwrap();
+        let h = http_check(&c);
+        let probes: Vec<(u8, HttpProbe)> = (20..40u8)
+            .map(|n| {
+                let ip = format!("127.0.0.{n}").parse().unwrap();
+                (n, HttpProbe::new(h, ip, TIMEOUT).unwrap())
+            })
+            .collect();
+        assert!(
+            probes
+                .iter()
+                .all(|(_, p)| p.shares_check_with(&probes[0].1))
+        );
+        let probes = std::sync::Arc::new(probes);
+        let mut rounds = tokio::task::JoinSet::new();
+        for i in 0..probes.len() {
+            let probes = probes.clone();
+            // All at once, three rounds: with keep_alive each endpoint's second and third probes
+            // go on its own kept connection, never on another endpoint's.
+            rounds.spawn(async move {
+                let (n, p) = &probes[i];
+                for round in 0..3 {
+                    let r = p.probe().await;
+                    assert_eq!(
+                        r.ok,
+                        n % 2 == 0,
+                        "127.0.0.{n}, keep_alive {keep_alive}, round {round}: {r:?}"
+                    );
+                }
+            });
+        }
+        while let Some(joined) = rounds.join_next().await {
+            joined.unwrap();
+        }
+    }
 }
 
 #[tokio::test]

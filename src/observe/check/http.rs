@@ -612,13 +612,28 @@ fn status_range(spec: &StatusSpec) -> Result<(u16, u16), String> {
 }
 
 /// HTTP(S) check: connects to the endpoint's IP, sends the configured Host header and TLS SNI. Its
-/// client is shared with every probe of the same client configuration (see [`client`]).
+/// client is shared with every probe of the same client configuration (see [`client`]), and the
+/// rest of what it sends and expects with every endpoint of the same check ([`Prepared`]): per
+/// endpoint it holds only the address and, with `keep_alive`, the connection left open.
 pub struct HttpProbe {
+    endpoint: IpAddr,
+    check: Arc<Prepared>,
+    /// The lean exchange's endpoint side (plain `http`, no redirects), when `check.lean` is set.
+    peer: Option<lean::Peer>,
+}
+
+/// What every endpoint's probe of one check (and timeout) shares: at 10,000 endpoints a copy per
+/// endpoint took ~1.1 KB each (11 MB), the request's headers and URI included.
+struct Prepared {
     client: Arc<reqwest::Client>,
     /// The exchange without reqwest (plain `http`, no redirects), used instead of `client` when set.
     lean: Option<lean::Lean>,
-    endpoint: IpAddr,
-    url: String,
+    /// The URL of every endpoint when the host is a name (the shared client resolves it to the
+    /// probed endpoint); `None` when it is an address, and the URL names the endpoint instead.
+    url: Option<String>,
+    scheme: &'static str,
+    port: u16,
+    path: String,
     method: reqwest::Method,
     /// Request headers of the reqwest path (empty when `lean` is set: it carries its own).
     headers: reqwest::header::HeaderMap,
@@ -629,22 +644,40 @@ pub struct HttpProbe {
     body_md5: Option<[u8; 16]>,
     max_latency: Option<Duration>,
     cert_expiry_warning: Option<Duration>,
+    keep_alive: bool,
     timeout: Duration,
 }
 
-impl HttpProbe {
-    /// The probe of endpoint `ip` for check `h`, giving up after `timeout`.
-    ///
-    /// # Errors
-    /// [`ProbeBuildError`] if the shared HTTP client cannot be built (TLS setup).
-    pub fn new(
-        h: &HttpCheckConfig,
-        ip: IpAddr,
-        timeout: Duration,
-    ) -> Result<Self, ProbeBuildError> {
+/// Checks prepared for probes that are alive, most recent last. A service's endpoints are built
+/// one after another and find theirs at the end; an entry goes when its last probe does.
+type PreparedCache = Vec<(HttpCheckConfig, Duration, std::sync::Weak<Prepared>)>;
+
+impl Prepared {
+    /// The shared part of check `h` with `timeout`: the one its other endpoints already use, or
+    /// a new one.
+    fn shared(h: &HttpCheckConfig, timeout: Duration) -> Result<Arc<Prepared>, ProbeBuildError> {
+        static CACHE: std::sync::LazyLock<std::sync::Mutex<PreparedCache>> =
+            std::sync::LazyLock::new(Default::default);
+        let mut cache = CACHE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = cache
+            .iter()
+            .rev()
+            .find(|(c, t, _)| *t == timeout && c == h)
+            .and_then(|(_, _, p)| p.upgrade())
+        {
+            return Ok(found);
+        }
+        let prepared = Arc::new(Prepared::new(h, timeout)?);
+        cache.retain(|(_, _, p)| p.strong_count() > 0);
+        cache.push((h.clone(), timeout, Arc::downgrade(&prepared)));
+        Ok(prepared)
+    }
+
+    fn new(h: &HttpCheckConfig, timeout: Duration) -> Result<Self, ProbeBuildError> {
         ensure_crypto_provider();
         let scheme = if h.tls { "https" } else { "http" };
-        let target = SocketAddr::new(ip, h.port);
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &h.headers {
             // Validated in config; skip rather than panic if not.
@@ -666,11 +699,11 @@ impl HttpProbe {
             if let Ok(v) = reqwest::header::HeaderValue::from_str(&value) {
                 headers.insert(reqwest::header::HOST, v);
             }
-            format!("{scheme}://{target}{}", h.path)
+            None
         } else {
             // The shared client resolves the service name to this endpoint only (`client`): Host
             // header and SNI carry the name while the connection goes to the endpoint's IP.
-            format!("{scheme}://{}:{}{}", h.host, h.port, h.path)
+            Some(format!("{scheme}://{}:{}{}", h.host, h.port, h.path))
         };
         let method =
             reqwest::Method::from_bytes(h.method.as_bytes()).unwrap_or(reqwest::Method::GET);
@@ -687,22 +720,22 @@ impl HttpProbe {
                         reqwest::header::HeaderValue::from_static("*/*"),
                     );
                 }
-                lean::Lean::new(target, h.source_address, method.clone(), &h.path, headers)
-                    .map(|l| l.keeping_alive(h.keep_alive))
+                lean::Lean::new(h.source_address, method.clone(), &h.path, headers)
             })
             .flatten();
-        // The lean exchange carries its own copy: reqwest's would only take memory (~0.5 KB per
-        // endpoint).
+        // The lean exchange carries its own copy.
         let headers = if lean.is_some() {
             reqwest::header::HeaderMap::new()
         } else {
             headers
         };
-        Ok(HttpProbe {
+        Ok(Prepared {
             client: client::shared(&h.client_key())?,
             lean,
-            endpoint: ip,
             url,
+            scheme,
+            port: h.port,
+            path: h.path.clone(),
             method,
             headers,
             expect_status: h.expect_status.clone(),
@@ -712,13 +745,49 @@ impl HttpProbe {
             body_md5: h.body_md5,
             max_latency: h.max_latency,
             cert_expiry_warning: h.cert_expiry_warning.filter(|_| h.tls),
+            keep_alive: h.keep_alive,
             timeout,
         })
+    }
+}
+
+impl HttpProbe {
+    /// The probe of endpoint `ip` for check `h`, giving up after `timeout`.
+    ///
+    /// # Errors
+    /// [`ProbeBuildError`] if the shared HTTP client cannot be built (TLS setup).
+    pub fn new(
+        h: &HttpCheckConfig,
+        ip: IpAddr,
+        timeout: Duration,
+    ) -> Result<Self, ProbeBuildError> {
+        let check = Prepared::shared(h, timeout)?;
+        let peer = check
+            .lean
+            .as_ref()
+            .map(|_| lean::Peer::new(SocketAddr::new(ip, check.port), check.keep_alive));
+        Ok(HttpProbe {
+            endpoint: ip,
+            check,
+            peer,
+        })
+    }
+
+    /// Whether this probe and `other` share their check's prepared request (same check and
+    /// timeout, both alive).
+    pub fn shares_check_with(&self, other: &HttpProbe) -> bool {
+        Arc::ptr_eq(&self.check, &other.check)
     }
 
     /// Whether this probe and `other` use one HTTP client (their client configurations are equal).
     pub fn shares_client_with(&self, other: &HttpProbe) -> bool {
-        Arc::ptr_eq(&self.client, &other.client)
+        Arc::ptr_eq(&self.check.client, &other.check.client)
+    }
+
+    /// Whether the probe runs on hyper directly (plain `http`, no redirects) rather than reqwest.
+    #[cfg(test)]
+    fn is_lean(&self) -> bool {
+        self.peer.is_some()
     }
 
     async fn run(&self) -> ProbeResult {
@@ -728,39 +797,51 @@ impl HttpProbe {
             latency: start.elapsed(),
             detail,
         };
-        if let Some(lean) = &self.lean {
+        let check = &*self.check;
+        if let (Some(lean), Some(peer)) = (&check.lean, &self.peer) {
             let judged = lean
-                .exchange(|mut resp| async move {
+                .exchange(peer, |mut resp| async move {
                     let status = resp.status().as_u16();
-                    let judged = self.judge(start, status, None, resp.body_mut()).await;
+                    let judged = check.judge(start, status, None, resp.body_mut()).await;
                     (judged, resp)
                 })
                 .await;
             return judged.unwrap_or_else(|e| failed(error_detail(&e)));
         }
-        let sent = self
+        let url = match &check.url {
+            Some(url) => std::borrow::Cow::Borrowed(url.as_str()),
+            None => std::borrow::Cow::Owned(format!(
+                "{}://{}{}",
+                check.scheme,
+                SocketAddr::new(self.endpoint, check.port),
+                check.path
+            )),
+        };
+        let sent = check
             .client
-            .request(self.method.clone(), &self.url)
-            .headers(self.headers.clone())
-            .timeout(self.timeout)
+            .request(check.method.clone(), &*url)
+            .headers(check.headers.clone())
+            .timeout(check.timeout)
             .send()
             .await;
         let mut resp = match sent {
             Ok(r) => r,
-            Err(e) => return self.failure(&e, failed),
+            Err(e) => return check.failure(&e, failed),
         };
         let status = resp.status().as_u16();
         // Read before the body: the certificate of the connection the answer came on.
-        let expiry = self.cert_expiry_warning.and_then(|within| {
+        let expiry = check.cert_expiry_warning.and_then(|within| {
             let der = resp
                 .extensions()
                 .get::<reqwest::tls::TlsInfo>()?
                 .peer_certificate()?;
             expiry_warning(der, within, std::time::SystemTime::now())
         });
-        self.judge(start, status, expiry, &mut resp).await
+        check.judge(start, status, expiry, &mut resp).await
     }
+}
 
+impl Prepared {
     /// Judges an answer with `status` that arrived on a probe started at `start`: its status, then
     /// its body read from `body`; `expiry` is the certificate warning to add to a passing result.
     async fn judge(
@@ -965,9 +1046,9 @@ fn expiry_warning(der: &[u8], within: Duration, now: std::time::SystemTime) -> O
 impl Probe for HttpProbe {
     async fn probe(&self) -> ProbeResult {
         let run = client::with_endpoint(self.endpoint, self.run());
-        match tokio::time::timeout(self.timeout, run).await {
+        match tokio::time::timeout(self.check.timeout, run).await {
             Ok(r) => r,
-            Err(_) => timed_out(self.timeout),
+            Err(_) => timed_out(self.check.timeout),
         }
     }
 }

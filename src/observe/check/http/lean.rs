@@ -48,13 +48,28 @@ pub(super) enum LeanError {
 
 /// One endpoint's prepared request.
 pub(super) struct Lean {
-    target: SocketAddr,
     source: Option<IpAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    /// `keep_alive`: the connection kept open between two probes, if the last answer allowed it.
+}
+
+/// One endpoint's side of a [`Lean`] exchange: where it connects, and with `keep_alive` the
+/// connection the last answer left open.
+#[derive(Debug)]
+pub(super) struct Peer {
+    target: SocketAddr,
     idle: Option<Mutex<Option<TcpStream>>>,
+}
+
+impl Peer {
+    /// `target`, keeping the connection open between probes if `keep_alive`.
+    pub(super) fn new(target: SocketAddr, keep_alive: bool) -> Self {
+        Peer {
+            target,
+            idle: keep_alive.then(|| Mutex::new(None)),
+        }
+    }
 }
 
 /// Most body bytes read after the probe has judged an answer, to leave a kept-alive connection at
@@ -71,11 +86,11 @@ enum Attempt<T, F> {
 }
 
 impl Lean {
-    /// The request `method` of `path` (origin form, with query) to `target`, with `headers` (Host
-    /// included), connecting from `source` if set. `None` if the path is not a valid request target
-    /// (validated in config; the caller then keeps reqwest).
+    /// The request `method` of `path` (origin form, with query), with `headers` (Host included),
+    /// connecting from `source` if set; one for every endpoint of a check ([`Peer`] is each one's
+    /// own part). `None` if the path is not a valid request target (validated in config; the
+    /// caller then keeps reqwest).
     pub(super) fn new(
-        target: SocketAddr,
         source: Option<IpAddr>,
         method: Method,
         path: &str,
@@ -87,21 +102,11 @@ impl Lean {
             return None;
         }
         Some(Lean {
-            target,
             source,
             method,
             uri,
             headers,
-            idle: None,
         })
-    }
-
-    /// This exchange keeping its connection open between probes (`keep_alive = true`) or not.
-    pub(super) fn keeping_alive(self, on: bool) -> Self {
-        Lean {
-            idle: on.then(|| Mutex::new(None)),
-            ..self
-        }
     }
 
     /// Connects (or, with `keep_alive`, takes the connection the last answer left open), sends the
@@ -114,47 +119,34 @@ impl Lean {
     ///
     /// # Errors
     /// [`LeanError`] if no answer came (the body's errors are `on_response`'s to report).
-    pub(super) async fn exchange<T, F, Fut>(&self, on_response: F) -> Result<T, LeanError>
+    pub(super) async fn exchange<T, F, Fut>(
+        &self,
+        peer: &Peer,
+        on_response: F,
+    ) -> Result<T, LeanError>
     where
         F: FnOnce(Response<Incoming>) -> Fut,
         Fut: Future<Output = (T, Response<Incoming>)>,
     {
-        let kept = self.take_idle();
+        let kept = take_idle(peer);
         let on_response = match kept {
-            Some(stream) => match self.attempt(stream, true, on_response).await {
+            Some(stream) => match self.attempt(peer, stream, true, on_response).await {
                 Attempt::Done(t) => return Ok(t),
                 Attempt::Failed(e) => return Err(e),
                 Attempt::Stale(f, _) => f,
             },
             None => on_response,
         };
-        let stream = self.connect().await?;
-        match self.attempt(stream, false, on_response).await {
+        let stream = self.connect(peer.target).await?;
+        match self.attempt(peer, stream, false, on_response).await {
             Attempt::Done(t) => Ok(t),
             // A new connection: its failure is the endpoint's.
             Attempt::Stale(_, e) | Attempt::Failed(e) => Err(e),
         }
     }
 
-    /// The kept connection, if one is kept and still open as far as this end knows.
-    fn take_idle(&self) -> Option<TcpStream> {
-        let stream = self
-            .idle
-            .as_ref()?
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
-        // Nothing may arrive on an idle connection: end-of-stream, a reset or stray bytes mean it
-        // cannot carry the next exchange.
-        let mut probe = [0u8; 1];
-        match stream.try_read(&mut probe) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(stream),
-            _ => None,
-        }
-    }
-
-    async fn connect(&self) -> Result<TcpStream, LeanError> {
-        let socket = match self.target {
+    async fn connect(&self, target: SocketAddr) -> Result<TcpStream, LeanError> {
+        let socket = match target {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
         };
@@ -163,15 +155,16 @@ impl Lean {
         }
         // The connection ends after the answer is read (or the probe gave up): no TIME_WAIT.
         crate::observe::probe::close_with_reset(&socket);
-        let stream = socket.connect(self.target).await?;
+        let stream = socket.connect(target).await?;
         // A request is one small write: do not wait for more to send.
         stream.set_nodelay(true)?;
         Ok(stream)
     }
 
-    /// One exchange on `stream`, a kept connection if `reused`.
+    /// One exchange on `stream` to `peer`, a kept connection if `reused`.
     async fn attempt<T, F, Fut>(
         &self,
+        peer: &Peer,
         stream: TcpStream,
         reused: bool,
         on_response: F,
@@ -198,7 +191,7 @@ impl Lean {
             Err(e) if reused => return Attempt::Stale(on_response, e.into()),
             Err(e) => return Attempt::Failed(e.into()),
         };
-        let keep = self.idle.is_some() && !conn_ended && reusable(&response);
+        let keep = peer.idle.is_some() && !conn_ended && reusable(&response);
         let work = async move {
             let (t, mut response) = on_response(response).await;
             let drained = keep && drain(response.body_mut()).await;
@@ -209,13 +202,30 @@ impl Lean {
             drop(sender);
             let parts = conn.into_parts();
             if parts.read_buf.is_empty()
-                && let Some(idle) = &self.idle
+                && let Some(idle) = &peer.idle
             {
                 *idle.lock().unwrap_or_else(PoisonError::into_inner) =
                     Some(parts.io.0.into_inner());
             }
         }
         Attempt::Done(t)
+    }
+}
+
+/// `peer`'s kept connection, if one is kept and still open as far as this end knows.
+fn take_idle(peer: &Peer) -> Option<TcpStream> {
+    let stream = peer
+        .idle
+        .as_ref()?
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()?;
+    // Nothing may arrive on an idle connection: end-of-stream, a reset or stray bytes mean it
+    // cannot carry the next exchange.
+    let mut probe = [0u8; 1];
+    match stream.try_read(&mut probe) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(stream),
+        _ => None,
     }
 }
 

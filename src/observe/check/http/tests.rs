@@ -200,7 +200,7 @@ async fn plain_http_without_redirects_takes_the_lean_exchange() {
     let (port, seen) = serve_once(OK).await;
     let check = http_check(port);
     let p = HttpProbe::new(&check, "127.0.0.1".parse().unwrap(), Duration::from_secs(2)).unwrap();
-    assert!(p.lean.is_some(), "plain http, no redirects: hyper directly");
+    assert!(p.is_lean(), "plain http, no redirects: hyper directly");
     let r = p.probe().await;
     assert!(r.ok && r.detail == "HTTP 200", "{r:?}");
     // The same request line and headers reqwest sent: Host with the port, User-Agent, Accept.
@@ -225,10 +225,10 @@ async fn plain_http_without_redirects_takes_the_lean_exchange() {
         Duration::from_secs(2),
     )
     .unwrap();
-    assert!(p.lean.is_none());
+    assert!(!p.is_lean());
     let tls = HttpCheckConfig { tls: true, ..check };
     let p = HttpProbe::new(&tls, "127.0.0.1".parse().unwrap(), Duration::from_secs(2)).unwrap();
-    assert!(p.lean.is_none());
+    assert!(!p.is_lean());
 }
 
 /// After the answer the lean exchange closes with a reset, leaving no `TIME_WAIT` socket: the
