@@ -24,9 +24,9 @@
 //!   restores the ring, does not repeat the current state.
 //!
 //! Memory (measured by `benches/history.rs` at 10,000 endpoints): 0.3 KiB per configured endpoint
-//! before its first probe; with a store, about 2 KiB per endpoint after an hour of probes and
-//! whatever the uptime (20 MB at 10,000, the store's 8 MiB cache included; reading one endpoint's
-//! hour back takes about 0.1 ms); without one, about 6.8 KiB once an hour of probes is kept
+//! before its first probe; with a store, about 1.3 KiB per endpoint after an hour of probes and
+//! whatever the uptime (13 MB at 10,000, the store's 2 MiB cache included; reading one endpoint's
+//! hour back takes about 0.2 ms); without one, about 6.8 KiB once an hour of probes is kept
 //! (70 MB). Each kept transition takes a 48-byte slot (the ring grows to 128
 //! slots, 6 KiB) and shares its texts with every transition that has the same ones (an interner: a
 //! flapping endpoint repeats two reasons, and rule names are the same everywhere). Every ring full
