@@ -25,9 +25,7 @@ use crate::agree::wire::{self, Key};
 use crate::agree::{Cluster, ClusterConfig, Quorum, View, VoteKey};
 use crate::config::{Config, PeerConfig};
 use crate::observe::health::{Health, HealthMachine};
-use crate::state::{
-    ClusterStatus, EndpointStatus, Inbound, InboundError, NodeState, PeerStatus, now_unix_ms,
-};
+use crate::state::{ClusterStatus, Inbound, InboundError, NodeState, PeerStatus, now_unix_ms};
 
 /// What the controllers use to talk to the actor. (Peer messages reach it through the inbox it
 /// registers in [`NodeState`]; what it knows is published there too.)
@@ -72,9 +70,10 @@ pub fn cluster_config(config: &Config) -> ClusterConfig {
 
 /// Shortest time between two copies of the view into the node state (the status API and metrics)
 /// for a view of `endpoints`: 100 ms, plus 50 µs per endpoint beyond 2,000, at most 1 s (500 ms at
-/// 10,000). A copy lists every endpoint, ~15 ms of a worker at 10,000; at start-up, when every
-/// endpoint gets its first verdict within a few seconds, a copy every 100 ms took ~14 % of the CPU
-/// (perf) and made probes late.
+/// 10,000). A copy shares the view's tallies but walks every endpoint for its events and
+/// since-times; when it also built every endpoint's status entry (~15 ms of a worker at 10,000),
+/// a copy every 100 ms at start-up, when every endpoint gets its first verdict within a few
+/// seconds, took ~14 % of the CPU (perf) and made probes late.
 fn publish_gap(endpoints: usize) -> Duration {
     let extra = u32::try_from(endpoints.saturating_sub(2000)).unwrap_or(u32::MAX);
     Duration::from_millis(100)
@@ -329,7 +328,7 @@ impl Actor {
             } else if news {
                 pending = true;
             }
-            // The status copy lists every endpoint: refreshed at most every `publish_gap` (the
+            // The status copy walks every endpoint: refreshed at most every `publish_gap` (the
             // tick brings a late one), not after every batch of verdicts, which made start-up
             // quadratic.
             gap = publish_gap(view_tx.borrow().endpoints.len());
@@ -428,20 +427,6 @@ impl Actor {
                 last_heard_ms_ago: None,
             })
             .collect();
-        let endpoints = view
-            .endpoints
-            .iter()
-            .map(|((service, ip), t)| EndpointStatus {
-                service: service.to_owned(),
-                endpoint: ip.to_string(),
-                cluster_state: t.state.to_string(),
-                up_votes: t.up.clone(),
-                down_votes: t.down.clone(),
-                needed: t.needed,
-                local: None,
-                damping: None,
-            })
-            .collect();
         self.state.set_cluster(ClusterStatus {
             node: cluster.me().to_owned(),
             generation: self.generation,
@@ -457,7 +442,7 @@ impl Actor {
             live_nodes: view.live.iter().cloned().collect(),
             peers,
             rejected_messages: self.rejected.clone(),
-            endpoints,
+            tallies: view.endpoints.clone(),
         });
     }
 }

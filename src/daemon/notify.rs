@@ -199,7 +199,9 @@ pub fn spawn_notifier(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{ClusterStatus, ConfiguredService, EndpointStatus};
+    use crate::agree::Tally;
+    use crate::observe::health::Health;
+    use crate::state::{ClusterStatus, ConfiguredService};
 
     #[test]
     fn the_status_line_counts_services_endpoints_up_and_names_the_role() {
@@ -215,15 +217,15 @@ mod tests {
             state.snapshot().is_none(),
             "no line before the cluster is known"
         );
-        let endpoint = |ip: &str, state: &str| EndpointStatus {
-            service: "www.example.test.".into(),
-            endpoint: ip.into(),
-            cluster_state: state.into(),
-            up_votes: vec![],
-            down_votes: vec![],
-            needed: 2,
-            local: None,
-            damping: None,
+        let endpoint = |ip: &str, state: Health| {
+            let key = ("www.example.test.".to_owned(), ip.parse().unwrap());
+            let tally = Tally {
+                state,
+                up: vec![],
+                down: vec![],
+                needed: 2,
+            };
+            (key, tally)
         };
         let cluster = ClusterStatus {
             node: "mon-2".into(),
@@ -236,7 +238,12 @@ mod tests {
             live_nodes: vec!["mon-1".into(), "mon-2".into()],
             peers: vec![],
             rejected_messages: Default::default(),
-            endpoints: vec![endpoint("192.0.2.1", "up"), endpoint("192.0.2.2", "down")],
+            tallies: [
+                endpoint("192.0.2.1", Health::Up),
+                endpoint("192.0.2.2", Health::Down),
+            ]
+            .into_iter()
+            .collect(),
         };
         state.set_cluster(cluster.clone());
         let s = state.snapshot().unwrap();

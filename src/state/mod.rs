@@ -50,6 +50,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc};
 
+use crate::agree::Tallies;
 use crate::observe::health::Health;
 use crate::observe::probe::ProbeResult;
 
@@ -148,8 +149,10 @@ pub struct ClusterStatus {
     pub peers: Vec<PeerStatus>,
     /// Rejected peer messages by reason.
     pub rejected_messages: BTreeMap<String, u64>,
-    /// Per-endpoint tallies (`local` is filled in by [`NodeState::snapshot`]).
-    pub endpoints: Vec<EndpointStatus>,
+    /// Per-endpoint tallies, shared with the agreement's view (each service's table is an `Arc`):
+    /// the status document's `endpoints[]` are made from them on request, with this node's own
+    /// probes ([`NodeState::snapshot`]), instead of a copy of 10,000 entries kept up to date.
+    pub tallies: Tallies,
 }
 
 /// A configured service, as [`NodeState::set_services`] takes it.
@@ -541,42 +544,38 @@ impl NodeState {
             audit,
             ..
         } = &mut *inner;
-        for e in &cluster.endpoints {
-            let key = (e.service.clone(), e.endpoint.clone());
+        for ((service, ip), t) in cluster.tallies.iter() {
+            let state = t.state.as_str();
+            let key = (service.to_owned(), ip.to_string());
             if cluster_since
                 .get(&key)
-                .is_none_or(|(state, _)| *state != e.cluster_state)
+                .is_none_or(|(since_state, _)| since_state != state)
             {
-                cluster_since.insert(key, (e.cluster_state.clone(), now_unix_ms));
+                cluster_since.insert(key.clone(), (state.to_owned(), now_unix_ms));
             }
-            let state = e.cluster_state.as_str();
-            if !matches!(state, "up" | "down") {
+            if !matches!(t.state, Health::Up | Health::Down) {
                 continue;
             }
-            let Some(svc) = services.get_mut(&e.service) else {
+            let Some(svc) = services.get_mut(service) else {
                 continue;
             };
-            let key = (e.service.clone(), e.endpoint.clone());
             let previous = agreed.get(&key).map_or("unknown", String::as_str);
             if previous == state {
                 continue;
             }
-            let votes = if state == "up" {
-                &e.up_votes
+            let votes = if t.state == Health::Up {
+                &t.up
             } else {
-                &e.down_votes
+                &t.down
             };
             let message = format!(
-                "{} is {state} (agreed by {}; was {previous})",
-                e.endpoint,
+                "{ip} is {state} (agreed by {}; was {previous})",
                 votes.join(", ")
             );
-            if let Ok(ip) = e.endpoint.parse() {
-                self.history()
-                    .record_agreed(&e.service, ip, state == "up", &message, now_unix_ms);
-            }
-            let event = Event::at(now_unix_ms, &e.service, EventKind::EndpointState, message)
-                .about(&e.endpoint, state, previous);
+            self.history()
+                .record_agreed(service, ip, t.state == Health::Up, &message, now_unix_ms);
+            let event = Event::at(now_unix_ms, service, EventKind::EndpointState, message)
+                .about(&key.1, state, previous);
             svc.push(&self.events_tx, event);
             agreed.insert(key, state.to_owned());
         }
@@ -1006,21 +1005,28 @@ impl NodeState {
             })
             .collect();
         let endpoints = c
-            .endpoints
-            .into_iter()
-            .map(|e| EndpointStatus {
-                local: inner
-                    .local
-                    .get(&e.service)
-                    .zip(e.endpoint.parse::<IpAddr>().ok())
-                    .and_then(|(probes, ip)| probes.get(&ip))
-                    .cloned(),
-                damping: inner
-                    .damping
-                    .get(&e.service)
-                    .and_then(|m| m.get(&e.endpoint))
-                    .cloned(),
-                ..e
+            .tallies
+            .iter()
+            .map(|((service, ip), t)| {
+                let endpoint = ip.to_string();
+                EndpointStatus {
+                    local: inner
+                        .local
+                        .get(service)
+                        .and_then(|probes| probes.get(&ip))
+                        .cloned(),
+                    damping: inner
+                        .damping
+                        .get(service)
+                        .and_then(|m| m.get(&endpoint))
+                        .cloned(),
+                    service: service.to_owned(),
+                    endpoint,
+                    cluster_state: t.state.as_str().to_owned(),
+                    up_votes: t.up.clone(),
+                    down_votes: t.down.clone(),
+                    needed: t.needed,
+                }
             })
             .collect();
         let services = inner

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::agree::Tally;
 
 const WWW: &str = "www.example.test.";
 
@@ -37,19 +38,18 @@ fn cluster() -> ClusterStatus {
             last_heard_ms_ago: None,
         }],
         rejected_messages: [("replay".to_owned(), 2)].into(),
-        endpoints: ["192.0.2.1", "192.0.2.2"]
+        tallies: ["192.0.2.1", "192.0.2.2"]
             .iter()
-            .map(|e| EndpointStatus {
-                service: WWW.to_owned(),
-                endpoint: (*e).to_owned(),
+            .map(|e| {
                 // Not agreed yet: agreed states add events (tested below), which would change the
                 // counts the snapshot tests check.
-                cluster_state: "unknown".to_owned(),
-                up_votes: vec!["mon-1".to_owned()],
-                down_votes: vec![],
-                needed: 1,
-                local: None,
-                damping: None,
+                let tally = Tally {
+                    state: Health::Unknown,
+                    up: vec!["mon-1".to_owned()],
+                    down: vec![],
+                    needed: 1,
+                };
+                ((WWW.to_owned(), ip(e)), tally)
             })
             .collect(),
     }
@@ -339,7 +339,23 @@ fn agreed(state: &str, generation: u64, isolated: Option<&str>) -> ClusterStatus
     let mut c = cluster();
     c.generation = generation;
     c.isolated = isolated.map(str::to_owned);
-    c.endpoints[0].cluster_state = state.to_owned();
+    let state = match state {
+        "up" => Health::Up,
+        "down" => Health::Down,
+        _ => Health::Unknown,
+    };
+    c.tallies = c
+        .tallies
+        .iter()
+        .enumerate()
+        .map(|(i, ((s, ip), t))| {
+            let t = Tally {
+                state: if i == 0 { state } else { t.state },
+                ..t.clone()
+            };
+            ((s.to_owned(), ip), t)
+        })
+        .collect();
     c
 }
 
@@ -517,10 +533,13 @@ fn a_service_without_an_endpoint_yet_keeps_the_node_not_ready() {
     // Discovered and in the view, then probed: ready.
     let mut with_self = cluster();
     with_self.am_leader = false;
-    let mut e = with_self.endpoints[0].clone();
-    e.service = self_reg.to_owned();
-    e.endpoint = "192.0.2.9".to_owned();
-    with_self.endpoints.push(e);
+    let first = with_self.tallies.values().next().unwrap().clone();
+    with_self.tallies = with_self
+        .tallies
+        .iter()
+        .map(|((s, ip), t)| ((s.to_owned(), ip), t.clone()))
+        .chain([((self_reg.to_owned(), ip("192.0.2.9")), first)])
+        .collect();
     state.set_cluster(with_self);
     assert_eq!(
         state.snapshot().unwrap().waiting_for(),

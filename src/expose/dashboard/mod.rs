@@ -495,23 +495,28 @@ mod tests {
     }
 
     fn cluster(e3: &str) -> crate::state::ClusterStatus {
-        let ep = |addr: &str, state: &str| crate::state::EndpointStatus {
-            service: "www.example.test".to_owned(),
-            endpoint: addr.to_owned(),
-            cluster_state: state.to_owned(),
-            up_votes: if state == "up" {
-                vec!["n1".to_owned()]
-            } else {
-                vec![]
-            },
-            down_votes: if state == "down" {
-                vec!["n1".to_owned()]
-            } else {
-                vec![]
-            },
-            needed: 1,
-            local: None,
-            damping: None,
+        use crate::observe::health::Health;
+        let ep = |addr: &str, state: &str| {
+            let state = match state {
+                "up" => Health::Up,
+                "down" => Health::Down,
+                _ => Health::Unknown,
+            };
+            let node = || vec!["n1".to_owned()];
+            let tally = crate::agree::Tally {
+                state,
+                up: if state == Health::Up { node() } else { vec![] },
+                down: if state == Health::Down {
+                    node()
+                } else {
+                    vec![]
+                },
+                needed: 1,
+            };
+            (
+                ("www.example.test".to_owned(), addr.parse().unwrap()),
+                tally,
+            )
         };
         crate::state::ClusterStatus {
             node: "n1".to_owned(),
@@ -524,7 +529,9 @@ mod tests {
             live_nodes: vec!["n1".to_owned()],
             peers: vec![],
             rejected_messages: BTreeMap::new(),
-            endpoints: vec![ep("127.0.0.2", "up"), ep("127.0.0.3", e3)],
+            tallies: [ep("127.0.0.2", "up"), ep("127.0.0.3", e3)]
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -576,7 +583,12 @@ mod tests {
             endpoints: vec!["127.0.0.2".parse().unwrap()],
         }]);
         let mut one = cluster("up");
-        one.endpoints.truncate(1);
+        one.tallies = one
+            .tallies
+            .iter()
+            .take(1)
+            .map(|((s, ip), t)| ((s.to_owned(), ip), t.clone()))
+            .collect();
         node.set_cluster(one);
         tokio::time::advance(REFRESH).await;
         cache.refresh(&node);
