@@ -174,6 +174,10 @@ impl Controller {
     }
 }
 
+/// Most probe reports a lane takes in a row before it converges and publishes: bounds how long a
+/// view change or a due write waits behind a flood of reports.
+const MAX_REPORT_BATCH: usize = 256;
+
 /// One writer of a service: its [`ServiceCore`] and the writer it executes against.
 struct Lane {
     svc: Arc<ServiceConfig>,
@@ -210,7 +214,17 @@ struct Shown {
     published: Option<crate::act::Published>,
     plan: Option<crate::decide::Plan>,
     hold: Option<(crate::decide::service::HoldReason, BTreeSet<IpAddr>)>,
+    /// When the lane last updated the node state.
+    at: Option<Instant>,
+    /// A change waits for [`PUBLISH_GAP`] to pass since `at`: the lane wakes then.
+    due: Option<Instant>,
 }
+
+/// Shortest time between two status updates of one lane. Each one plans the service again (the
+/// status's pending changes) and rewrites its part of the node state; at start-up, when every
+/// endpoint gets its first verdict within a second or two, one per verdict took a tenth of the
+/// CPU at 10,000 endpoints (perf), while probes were due. The status is at most this much behind.
+const PUBLISH_GAP: Duration = Duration::from_millis(100);
 
 /// The part of a [`View`] one service's core follows, as last handed to it. The agreement actor
 /// publishes a new view after every batch of verdicts, and every lane of every service wakes for it;
@@ -267,11 +281,26 @@ impl Lane {
         overrides_rx.mark_changed();
         loop {
             self.drive().await;
-            let wake = self.core.next_wake();
+            let wake = match (self.core.next_wake(), self.shown.due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some(report) = reports.recv() => self.on_report(report).await,
+                Some(report) = reports.recv() => {
+                    self.on_report(report).await;
+                    // Take the reports already queued before converging and publishing once for
+                    // all of them (the loop's `drive`): at start-up each endpoint's first verdict
+                    // comes within a second or two, and a plan and a status update of the whole
+                    // service after each one took a fifth of the CPU at 10,000 endpoints (perf).
+                    for _ in 1..MAX_REPORT_BATCH {
+                        match reports.try_recv() {
+                            Ok(report) => self.on_report(report).await,
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Ok(()) = self.view_rx.changed() => self.on_view_changed().await,
                 Ok(()) = overrides_rx.changed() => {
                     let set = overrides_rx.borrow_and_update().clone();
@@ -480,8 +509,17 @@ impl Lane {
     fn publish(&mut self) {
         let revision = self.core.revision();
         if !self.shown.io && self.shown.revision == Some(revision) {
+            self.shown.due = None;
             return;
         }
+        let now = Instant::now();
+        if let Some(at) = self.shown.at
+            && now < at + PUBLISH_GAP
+        {
+            self.shown.due = Some(at + PUBLISH_GAP);
+            return;
+        }
+        self.shown.due = None;
         self.shown.revision = Some(revision);
         let unchanged = !self.shown.io
             && self.shown.published.as_ref() == self.core.published()
@@ -496,6 +534,8 @@ impl Lane {
             published: self.core.published().cloned(),
             plan: self.core.last_plan().cloned(),
             hold: self.core.hold().map(|(r, h)| (r, h.clone())),
+            at: Some(now),
+            due: None,
         };
         let fqdn = self.svc.fqdn.as_str();
         if let Some(p) = self.core.published() {
