@@ -853,6 +853,7 @@ impl HistoryStore {
             "rrguard-history",
             path,
             Some(PERSIST_INTERVAL),
+            Duration::ZERO,
             move |_: Vec<Infallible>| persister.persist(),
         )?;
         Ok(HistoryStore { committer, db })

@@ -7,7 +7,9 @@
 //! - [`spawn_committer`] starts the thread that owns a file's writes. Its handle
 //!   ([`CommitterHandle`]) queues items without blocking and waits for a flush; the thread hands
 //!   everything queued so far (at most [`MAX_BATCH`] items), in order, to the file's commit
-//!   function in one call, so one transaction and one fsync cover the batch. With an interval it
+//!   function in one call, so one transaction and one fsync cover the batch. With a `linger`, the
+//!   thread waits that long after the first item for more before it commits (a flush ends the
+//!   wait): items that trickle in share a commit instead of paying one each. With an interval it
 //!   also calls it (with what is queued, possibly nothing) every interval; once the last handle is
 //!   dropped it calls it a last time and ends, which closes the database it owns.
 //!
@@ -124,12 +126,13 @@ pub fn spawn_committer<T: Send + 'static>(
     thread_name: &str,
     path: PathBuf,
     interval: Option<Duration>,
+    linger: Duration,
     commit: impl FnMut(Vec<T>) + Send + 'static,
 ) -> Result<CommitterHandle<T>, OpenError> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name(thread_name.to_owned())
-        .spawn(move || run(&rx, interval, commit))
+        .spawn(move || run(&rx, interval, linger, commit))
         .map_err(|e| OpenError {
             path: path.clone(),
             message: format!("cannot start the writer thread: {e}"),
@@ -140,6 +143,7 @@ pub fn spawn_committer<T: Send + 'static>(
 fn run<T>(
     rx: &mpsc::Receiver<Message<T>>,
     interval: Option<Duration>,
+    linger: Duration,
     mut commit: impl FnMut(Vec<T>),
 ) {
     loop {
@@ -153,16 +157,25 @@ fn run<T>(
         let mut batch = Vec::new();
         let mut flushes = Vec::new();
         let mut next = first.ok();
+        let mut linger_until = (!linger.is_zero()).then(|| tokio::time::Instant::now() + linger);
         while let Some(message) = next {
             match message {
                 Message::Item(item) => batch.push(item),
-                Message::Flush(done) => flushes.push(done),
+                Message::Flush(done) => {
+                    // Someone waits: commit what is queued now.
+                    linger_until = None;
+                    flushes.push(done);
+                }
             }
-            // Everything already queued goes into the same commit (one fsync).
-            next = if batch.len() < MAX_BATCH {
-                rx.try_recv().ok()
-            } else {
+            // Everything already queued (or, lingering, arriving until then) goes into the same
+            // commit (one fsync).
+            next = if batch.len() >= MAX_BATCH {
                 None
+            } else if let Some(until) = linger_until {
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                rx.recv_timeout(left).ok()
+            } else {
+                rx.try_recv().ok()
             };
         }
         commit(batch);
@@ -185,14 +198,23 @@ mod tests {
     type Calls = Arc<Mutex<Vec<Vec<u32>>>>;
 
     /// A committer that records its calls; the receiver disconnects when its thread has ended.
-    fn recording(interval: Option<Duration>) -> (CommitterHandle<u32>, Calls, mpsc::Receiver<()>) {
+    fn recording(
+        interval: Option<Duration>,
+        linger: Duration,
+    ) -> (CommitterHandle<u32>, Calls, mpsc::Receiver<()>) {
         let calls = Calls::default();
         let seen = calls.clone();
         let (alive_tx, ended_rx) = mpsc::channel::<()>();
-        let handle = spawn_committer("test-committer", PathBuf::from("x"), interval, move |b| {
-            let _alive = &alive_tx;
-            seen.lock().unwrap().push(b);
-        })
+        let handle = spawn_committer(
+            "test-committer",
+            PathBuf::from("x"),
+            interval,
+            linger,
+            move |b| {
+                let _alive = &alive_tx;
+                seen.lock().unwrap().push(b);
+            },
+        )
         .unwrap();
         (handle, calls, ended_rx)
     }
@@ -203,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_flush_returns_after_everything_queued_before_was_committed_in_order() {
-        let (handle, calls, _ended) = recording(None);
+        let (handle, calls, _ended) = recording(None, Duration::ZERO);
         for i in 0..1000 {
             assert!(handle.send(i));
         }
@@ -216,8 +238,28 @@ mod tests {
     }
 
     #[test]
+    fn lingering_items_that_trickle_in_share_a_commit_and_a_flush_ends_the_wait() {
+        // Without a linger each item that arrives alone is a commit of its own.
+        for (linger, most) in [(Duration::ZERO, None), (Duration::from_secs(3600), Some(1))] {
+            let (handle, calls, _ended) = recording(None, linger);
+            for i in 0..20 {
+                assert!(handle.send(i));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // A flush ends the hour-long linger at once.
+            handle.flush();
+            let calls = calls.lock().unwrap();
+            assert_eq!(calls.concat(), (0..20).collect::<Vec<_>>());
+            match most {
+                Some(most) => assert!(calls.len() <= most, "{} commits", calls.len()),
+                None => assert!(calls.len() > 10, "{} commits", calls.len()),
+            }
+        }
+    }
+
+    #[test]
     fn without_an_interval_the_thread_waits_for_items_and_ends_with_the_last_handle() {
-        let (handle, calls, ended_rx) = recording(None);
+        let (handle, calls, ended_rx) = recording(None, Duration::ZERO);
         std::thread::sleep(Duration::from_millis(50));
         assert!(
             calls.lock().unwrap().is_empty(),
@@ -234,14 +276,14 @@ mod tests {
 
     #[test]
     fn with_an_interval_the_thread_commits_on_each_tick_and_once_more_at_the_end() {
-        let (handle, calls, ended_rx) = recording(Some(Duration::from_millis(10)));
+        let (handle, calls, ended_rx) = recording(Some(Duration::from_millis(10)), Duration::ZERO);
         let ticked = (0..200).any(|_| {
             std::thread::sleep(Duration::from_millis(10));
             calls.lock().unwrap().len() >= 3
         });
         assert!(ticked, "{:?}", calls.lock().unwrap());
         // An interval longer than the test: the only call is the last one, when the handle goes.
-        let (handle2, calls2, ended2) = recording(Some(Duration::from_secs(3600)));
+        let (handle2, calls2, ended2) = recording(Some(Duration::from_secs(3600)), Duration::ZERO);
         drop(handle2);
         assert!(ended(&ended2));
         assert_eq!(*calls2.lock().unwrap(), vec![Vec::<u32>::new()]);
