@@ -194,6 +194,20 @@ impl ServeFixture {
     fn boxed() -> Box<dyn Fixture> {
         Box::new(ServeFixture::new(""))
     }
+
+    /// A new process on the same state directory: fresh `Resources` (no store carried over),
+    /// another port, no extra zone data.
+    fn restarted(self) -> ServeFixture {
+        let ServeFixture {
+            writer,
+            operator,
+            resources,
+            dir,
+            ..
+        } = self;
+        drop((writer, operator, resources));
+        ServeFixture::in_dir(dir, "")
+    }
 }
 
 impl Fixture for ServeFixture {
@@ -346,15 +360,7 @@ async fn changes_arriving_together_share_commits_and_keep_their_compare_and_swap
         assert_eq!(dig(f.addr, &name(i), "A", &[]).rdata("A"), [ip]);
     }
     // Saved before served: a new process answers every change.
-    let ServeFixture {
-        writer,
-        operator,
-        resources,
-        dir,
-        ..
-    } = f;
-    drop((writer, operator, resources));
-    let again = ServeFixture::in_dir(dir, "");
+    let again = f.restarted();
     for i in 0..200 {
         let ip: IpAddr = format!("127.0.{}.{}", i / 100, i % 100 + 1)
             .parse()
@@ -389,31 +395,19 @@ async fn soa_serial_grows_with_every_change_and_survives_a_rebuild() {
         .unwrap();
     assert_eq!(serial(f.addr), last);
     // A new process: same state directory, fresh Resources, another port.
-    let ServeFixture {
-        writer,
-        operator,
-        resources,
-        dir,
-        ..
-    } = f;
-    drop((writer, operator, resources));
-    let again = ServeFixture::in_dir(dir, "");
+    let again = f.restarted();
     assert_eq!(
         dig(again.addr, FQDN, "A", &[]).rdata("A"),
         ["127.0.0.2", "127.0.0.3"]
     );
     assert!(serial(again.addr) > last, "a new start is a change too");
     // A corrupt file is reported and ignored: the node starts empty instead of failing.
-    let ServeFixture {
-        writer,
-        operator,
-        resources,
-        dir,
-        ..
-    } = again;
-    drop((writer, operator, resources));
-    std::fs::write(dir.path().join("state/serve-primary.json"), "{ garbage").unwrap();
-    let empty = ServeFixture::in_dir(dir, "");
+    std::fs::write(
+        again.dir.path().join("state/serve-primary.json"),
+        "{ garbage",
+    )
+    .unwrap();
+    let empty = again.restarted();
     assert_eq!(dig(empty.addr, FQDN, "A", &[]).status, "NXDOMAIN");
 }
 
