@@ -107,12 +107,19 @@ statsd_interval = "200ms"
     let d = Daemon::start(&["run", "-c", config.to_str().unwrap()]);
     let mut seen = Seen::default();
     let up = |ip: &str| format!("rrdnsd.endpoint.up.www_example_test.{ip}");
-    wait_until("probe successes and both endpoints up", EVENTUALLY, || {
-        seen.read(&socket);
-        seen.counter("rrdnsd.probe.success.cnt") >= 4
-            && seen.gauges.get(&up("127_0_0_2")).map(String::as_str) == Some("1")
-            && seen.gauges.get(&up("127_0_0_3")).map(String::as_str) == Some("1")
-    });
+    // The status changes are counted from events and the gauges read from the status: one push
+    // may carry an endpoint's gauge and the next its status change, so both are waited for.
+    wait_until(
+        "probe successes, both endpoints up and their status changes",
+        EVENTUALLY,
+        || {
+            seen.read(&socket);
+            seen.counter("rrdnsd.probe.success.cnt") >= 4
+                && seen.gauges.get(&up("127_0_0_2")).map(String::as_str) == Some("1")
+                && seen.gauges.get(&up("127_0_0_3")).map(String::as_str) == Some("1")
+                && seen.counter("rrdnsd.status_change.cnt") >= 2
+        },
+    );
     assert_eq!(
         seen.counter("rrdnsd.probe.failure.cnt"),
         0,
