@@ -648,31 +648,59 @@ struct Prepared {
     timeout: Duration,
 }
 
-/// Checks prepared for probes that are alive, most recent last. A service's endpoints are built
-/// one after another and find theirs at the end; an entry goes when its last probe does.
-type PreparedCache = Vec<(HttpCheckConfig, Duration, std::sync::Weak<Prepared>)>;
+/// Values shared by every probe whose key is equal, held by those probes only: a value goes when
+/// its last probe does (a reload that changes the key builds a new one). Entries are few (one per
+/// distinct check or client configuration) and searched most recent first: a service's endpoints
+/// are built one after another and find theirs at the end.
+struct WeakCache<K, V>(std::sync::Mutex<Vec<(K, std::sync::Weak<V>)>>);
+
+impl<K, V> WeakCache<K, V> {
+    const fn new() -> Self {
+        WeakCache(std::sync::Mutex::new(Vec::new()))
+    }
+
+    /// The value whose key `is` accepts that probes already use, or a new one from `build`, kept
+    /// under `key()`. (A predicate, so that a lookup copies no key: 10,000 endpoints look one up
+    /// at start-up.)
+    ///
+    /// # Errors
+    /// `build`'s.
+    fn get_or_build<E>(
+        &self,
+        is: impl Fn(&K) -> bool,
+        key: impl FnOnce() -> K,
+        build: impl FnOnce() -> Result<V, E>,
+    ) -> Result<Arc<V>, E> {
+        let mut entries = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = entries
+            .iter()
+            .rev()
+            .find(|(k, _)| is(k))
+            .and_then(|(_, v)| v.upgrade())
+        {
+            return Ok(found);
+        }
+        let value = Arc::new(build()?);
+        // Builds are rare: a good time to forget values nobody uses any more.
+        entries.retain(|(_, v)| v.strong_count() > 0);
+        entries.push((key(), Arc::downgrade(&value)));
+        Ok(value)
+    }
+}
 
 impl Prepared {
     /// The shared part of check `h` with `timeout`: the one its other endpoints already use, or
     /// a new one.
     fn shared(h: &HttpCheckConfig, timeout: Duration) -> Result<Arc<Prepared>, ProbeBuildError> {
-        static CACHE: std::sync::LazyLock<std::sync::Mutex<PreparedCache>> =
-            std::sync::LazyLock::new(Default::default);
-        let mut cache = CACHE
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(found) = cache
-            .iter()
-            .rev()
-            .find(|(c, t, _)| *t == timeout && c == h)
-            .and_then(|(_, _, p)| p.upgrade())
-        {
-            return Ok(found);
-        }
-        let prepared = Arc::new(Prepared::new(h, timeout)?);
-        cache.retain(|(_, _, p)| p.strong_count() > 0);
-        cache.push((h.clone(), timeout, Arc::downgrade(&prepared)));
-        Ok(prepared)
+        static PREPARED: WeakCache<(HttpCheckConfig, Duration), Prepared> = WeakCache::new();
+        PREPARED.get_or_build(
+            |(c, t)| *t == timeout && c == h,
+            || (h.clone(), timeout),
+            || Prepared::new(h, timeout),
+        )
     }
 
     fn new(h: &HttpCheckConfig, timeout: Duration) -> Result<Self, ProbeBuildError> {

@@ -16,12 +16,12 @@
 //! task-local's scope, and no connection is ever handed from one endpoint's probe to another's. A
 //! resolution outside any probe fails instead of falling back to the system resolver.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
+use super::WeakCache;
 use super::tls::{self, TlsKey};
 use crate::observe::probe::ProbeBuildError;
 
@@ -56,18 +56,16 @@ pub fn clients_built() -> usize {
 /// # Errors
 /// [`ProbeBuildError`] if the TLS setup or the client cannot be built.
 pub(super) fn shared(key: &ClientKey) -> Result<Arc<reqwest::Client>, ProbeBuildError> {
-    static CLIENTS: LazyLock<Mutex<HashMap<ClientKey, Weak<reqwest::Client>>>> =
-        LazyLock::new(Default::default);
-    let mut clients = CLIENTS.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(client) = clients.get(key).and_then(Weak::upgrade) {
-        return Ok(client);
-    }
-    let client = Arc::new(build(key)?);
-    BUILT.fetch_add(1, Ordering::Relaxed);
-    // Builds are rare (one per configuration): a good time to forget clients nobody uses any more.
-    clients.retain(|_, c| c.strong_count() > 0);
-    clients.insert(key.clone(), Arc::downgrade(&client));
-    Ok(client)
+    static CLIENTS: WeakCache<ClientKey, reqwest::Client> = WeakCache::new();
+    CLIENTS.get_or_build(
+        |k| k == key,
+        || key.clone(),
+        || {
+            let client = build(key)?;
+            BUILT.fetch_add(1, Ordering::Relaxed);
+            Ok(client)
+        },
+    )
 }
 
 /// Runs `request` (a probe's use of its shared client) connecting to `ip`.
