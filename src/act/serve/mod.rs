@@ -400,13 +400,9 @@ impl Store {
 /// unchanged.
 fn evaluate(managed: &mut BTreeMap<String, Published>, op: Op) -> Result<bool, WriteError> {
     match op {
-        // A name asked about is a managed name: from now on it exists (NODATA rather than NXDOMAIN
-        // while it has no addresses). One with static addresses stays unmanaged until written, so
-        // that the first write starts from them.
         Op::Manage { zone, fqdn } => {
-            if managed.contains_key(&fqdn)
-                || !Store::effective(managed, &zone, &fqdn).records.is_empty()
-            {
+            let now = Store::effective(managed, &zone, &fqdn);
+            if !becomes_managed(managed, &fqdn, &now) {
                 return Ok(false);
             }
             managed.insert(fqdn, Published::default());
@@ -430,6 +426,13 @@ fn evaluate(managed: &mut BTreeMap<String, Published>, op: Op) -> Result<bool, W
             Ok(true)
         }
     }
+}
+
+/// Whether asking about `fqdn`, which publishes `now`, makes it a managed name: from then on it
+/// exists (NODATA rather than NXDOMAIN while it has no addresses). One with static addresses
+/// stays unmanaged until written, so that the first write starts from them.
+fn becomes_managed(managed: &BTreeMap<String, Published>, fqdn: &str, now: &Published) -> bool {
+    !managed.contains_key(fqdn) && now.records.is_empty()
 }
 
 /// Binds `addr`, retrying for up to 2 s while it is in use.
@@ -541,7 +544,7 @@ impl Writer for ServeWriter {
         let (now, unmanaged) = {
             let data = self.store.lock();
             let now = Store::effective(&data.managed, zone, &fqdn);
-            let unmanaged = !data.managed.contains_key(&fqdn) && now.records.is_empty();
+            let unmanaged = becomes_managed(&data.managed, &fqdn, &now);
             (now, unmanaged)
         };
         if unmanaged {
