@@ -217,30 +217,30 @@ pub fn render(
         }
     }
 
-    out.family(
+    out.single(
         "rrguard_isolated",
         "gauge",
         "Whether this node is isolated (1): it then neither votes nor writes.",
-    );
-    out.sample(
-        "rrguard_isolated",
-        &[],
         f64::from(u8::from(status.isolated.is_some())),
     );
-    out.family(
+    out.single(
         "rrguard_leader",
         "gauge",
         "Whether this node is the leader, the one node that writes to DNS (1).",
+        f64::from(u8::from(status.am_leader)),
     );
-    out.sample("rrguard_leader", &[], f64::from(u8::from(status.am_leader)));
-    out.family("rrguard_term", "gauge", "Leader changes seen by this node.");
-    out.sample("rrguard_term", &[], status.term as f64);
-    out.family(
+    out.single(
+        "rrguard_term",
+        "gauge",
+        "Leader changes seen by this node.",
+        status.term as f64,
+    );
+    out.single(
         "rrguard_live_nodes",
         "gauge",
         "Nodes heard within the vote lifetime, this node included.",
+        status.live_nodes.len() as f64,
     );
-    out.sample("rrguard_live_nodes", &[], status.live_nodes.len() as f64);
     out.family(
         "rrguard_peer_messages_rejected_total",
         "counter",
@@ -348,14 +348,10 @@ pub fn render(
         );
     }
 
-    out.family(
+    out.single(
         "rrguard_scheduler_lag_seconds",
         "gauge",
         "How late the probe engine's timers fire now, in seconds (rrguard's own overload).",
-    );
-    out.sample(
-        "rrguard_scheduler_lag_seconds",
-        &[],
         status.engine.scheduler_lag_ms / 1000.0,
     );
     out.family(
@@ -371,44 +367,28 @@ pub fn render(
         );
     }
 
-    out.family(
+    out.single(
         "rrguard_probe_slots",
         "gauge",
         "Probe slots ([node] max_probes_in_flight): at most this many probes run at once.",
-    );
-    out.sample(
-        "rrguard_probe_slots",
-        &[],
         status.engine.max_probes_in_flight as f64,
     );
-    out.family(
+    out.single(
         "rrguard_probes_in_flight",
         "gauge",
         "Probes running now, each holding a probe slot.",
-    );
-    out.sample(
-        "rrguard_probes_in_flight",
-        &[],
         status.engine.probes_in_flight as f64,
     );
-    out.family(
+    out.single(
         "rrguard_probe_slot_waits_total",
         "counter",
         "Probes that found every probe slot taken and started late.",
-    );
-    out.sample(
-        "rrguard_probe_slot_waits_total",
-        &[],
         status.engine.probe_slot_waits as f64,
     );
-    out.family(
+    out.single(
         "rrguard_confirmations_shed_total",
         "counter",
         "Fast confirmations run at the plain interval because rrguard itself was late.",
-    );
-    out.sample(
-        "rrguard_confirmations_shed_total",
-        &[],
         status.engine.confirmations_shed as f64,
     );
 
@@ -431,6 +411,12 @@ impl Exposition {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    /// A family of one sample without labels.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
