@@ -72,15 +72,27 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// Listens on `ip` (a free port) and runs `handle` on every connection, each in a task of its
+    /// own, until dropped.
+    async fn start<F, Fut>(ip: &str, handle: F) -> Server
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let l = TcpListener::bind((ip, 0)).await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(handle(s));
+            }
+        });
+        Server { port, task }
+    }
+}
+
 async fn server(file: PathBuf) -> Server {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(answer(s, file.clone()));
-        }
-    });
-    Server { port, task }
+    Server::start("127.0.0.1", move |s| answer(s, file.clone())).await
 }
 
 async fn answer(mut s: TcpStream, file: PathBuf) {
@@ -305,30 +317,24 @@ fn configuration_problems_name_the_key_and_the_fix() {
 /// An HTTP/1.1 server on every loopback address (port 0) that answers with the address the client
 /// connected to (`ip=127.0.0.N;`), so a probe shows which endpoint it reached. Aborted on drop.
 async fn whoami_server() -> Server {
-    let l = TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = format!("ip={};", s.local_addr().unwrap().ip());
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(reply.as_bytes()).await;
-                let _ = s.shutdown().await;
-            });
+    Server::start("0.0.0.0", |mut s: TcpStream| async move {
+        let mut buf = [0u8; 2048];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    Server { port, task }
+        let body = format!("ip={};", s.local_addr().unwrap().ip());
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = s.write_all(reply.as_bytes()).await;
+        let _ = s.shutdown().await;
+    })
+    .await
 }
 
 fn http_check(c: &rrguard::config::Config) -> &HttpCheckConfig {
@@ -374,38 +380,32 @@ async fn a_thousand_endpoints_share_one_client() {
 /// Answers 200 on the addresses whose last octet is even and 503 on the others, keeping each
 /// connection open for further requests (HTTP/1.1 keep-alive).
 async fn even_addresses_server() -> Server {
-    let l = TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let std::net::IpAddr::V4(ip) = s.local_addr().unwrap().ip() else {
+    Server::start("0.0.0.0", |mut s: TcpStream| async move {
+        let std::net::IpAddr::V4(ip) = s.local_addr().unwrap().ip() else {
+            return;
+        };
+        let status = if ip.octets()[3] % 2 == 0 {
+            "200 OK"
+        } else {
+            "503 No"
+        };
+        let mut buf = [0u8; 2048];
+        let mut head = Vec::new();
+        loop {
+            while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                head.drain(..end + 4);
+                let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+                if s.write_all(reply.as_bytes()).await.is_err() {
                     return;
-                };
-                let status = if ip.octets()[3] % 2 == 0 {
-                    "200 OK"
-                } else {
-                    "503 No"
-                };
-                let mut buf = [0u8; 2048];
-                let mut head = Vec::new();
-                loop {
-                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        head.drain(..end + 4);
-                        let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
-                        if s.write_all(reply.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
                 }
-            });
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    Server { port, task }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -640,31 +640,27 @@ async fn tls_server(
         .with_single_cert(vec![cert.der().clone()], key)
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                // A handshake the client fails ends here.
-                let Ok(mut s) = acceptor.accept(s).await else {
-                    return;
-                };
-                let mut buf = [0u8; 2048];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+    Server::start("127.0.0.1", move |s| {
+        let acceptor = acceptor.clone();
+        async move {
+            // A handshake the client fails ends here.
+            let Ok(mut s) = acceptor.accept(s).await else {
+                return;
+            };
+            let mut buf = [0u8; 2048];
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
                 }
-                let reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-                let _ = s.write_all(reply.as_bytes()).await;
-                let _ = s.shutdown().await;
-            });
+            }
+            let reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+            let _ = s.write_all(reply.as_bytes()).await;
+            let _ = s.shutdown().await;
         }
-    });
-    Server { port, task }
+    })
+    .await
 }
 
 async fn run_https(dir: &Path, check: &str) -> ProbeResult {
