@@ -26,7 +26,8 @@
 //! may be shared: other load lowers rrguard's figures, never raises them).
 //!
 //! `ENGINE_TIMELINE=1` also prints, per second from start, the probes served and the gaps longer
-//! than the interval plus the jitter target.
+//! than the interval plus the jitter target, and the connections the listeners accepted (with
+//! `http-reuse`, one per endpoint when every kept connection was reused).
 //!
 //! Sizes (environment): `ENGINE_SERVICES` (100) × `ENGINE_PER_SERVICE` (100) endpoints,
 //! `ENGINE_INTERVAL_MS` (1000), `ENGINE_SECONDS` per run (60), `ENGINE_MODES`
@@ -587,12 +588,13 @@ fn run(mode: &str, size: Size) -> Outcome {
     let mut per_second: BTreeMap<u64, u64> = BTreeMap::new();
     let mut late: BTreeMap<u64, u64> = BTreeMap::new();
     let mut jitter: BTreeMap<i64, u64> = BTreeMap::new();
-    let (mut probed, mut first_max) = (0usize, 0u64);
+    let (mut probed, mut first_max, mut connections) = (0usize, 0u64, 0u64);
     for l in &mut listeners {
         for line in l.stop() {
             let f: Vec<&str> = line.split_whitespace().collect();
             match f.as_slice() {
                 ["seen", c] => probed += c.parse::<usize>().unwrap(),
+                ["connections", c] => connections += c.parse::<u64>().unwrap(),
                 ["first_max_ms", t] => first_max = first_max.max(t.parse().unwrap()),
                 ["sec", s, c] => {
                     *per_second.entry(s.parse().unwrap()).or_default() += c.parse::<u64>().unwrap()
@@ -626,6 +628,7 @@ fn run(mode: &str, size: Size) -> Outcome {
             "{mode}: gaps over interval + {TARGET_JITTER_P99_MS} ms per second from start: {}",
             late.join(" ")
         );
+        eprintln!("{mode}: connections accepted: {connections}");
     }
     let sustained = if window.is_empty() {
         0.0

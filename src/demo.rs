@@ -332,6 +332,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
         RunOptions {
             dry_run: false,
             drain_grace: Duration::from_secs(2),
+            ..RunOptions::default()
         },
         shutdown,
     )

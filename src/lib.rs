@@ -44,5 +44,6 @@ pub mod demo;
 pub mod expose;
 pub mod naming;
 pub mod observe;
+pub mod runtime;
 pub mod state;
 pub mod subprocess;

@@ -322,18 +322,25 @@ fn main() -> ExitCode {
                 Err(e) => return config_failure(&e),
             };
             init_logging(cli.log_format);
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(code) => return code,
+            limit_malloc_arenas();
+            let rts = match rrguard::runtime::DaemonRuntimes::build() {
+                Ok(rts) => rts,
+                Err(e) => {
+                    eprintln!("rrguard: cannot start the async runtime: {e}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
             };
-            match rt.block_on(daemon::run_until_signal(
+            let ran = rts.run(daemon::run_until_signal(
                 config.config,
                 c,
                 RunOptions {
                     dry_run,
                     drain_grace: drain_grace.unwrap_or(daemon::DRAIN_GRACE),
+                    probe_runtime: Some(rts.probes.handle().clone()),
                 },
-            )) {
+            ));
+            rts.stop();
+            match ran {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("rrguard: {e}");
@@ -442,7 +449,8 @@ fn config_failure(e: &ConfigError) -> ExitCode {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn limit_malloc_arenas() {
-    /// Arenas: one per tokio worker on the 2-CPU machines the targets are set for.
+    /// Arenas: one per CPU on the 2-CPU machines the targets are set for (the probe engine's
+    /// workers and the main runtime's share them).
     const ARENAS: libc::c_int = 2;
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: `mallopt` sets one of glibc's tunables under its own lock; it touches no Rust

@@ -50,12 +50,16 @@ pub use crate::decide::service::{BACKOFF_MAX, BACKOFF_MIN, MAX_CONFLICT_ROUNDS, 
 pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// How the daemon runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Plan and log, but never write to DNS.
     pub dry_run: bool,
     /// How long shutdown and reload wait for in-flight writes, and shutdown for open HTTP connections.
     pub drain_grace: Duration,
+    /// The runtime the probe engine runs on (probe loops and the lag monitor); `None`: the one
+    /// [`run`] is called on. `rrguard run` gives the engine one of its own, whose threads keep
+    /// their priority while the rest of the daemon's run lower ([`crate::runtime`]).
+    pub probe_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for RunOptions {
@@ -63,6 +67,7 @@ impl Default for RunOptions {
         RunOptions {
             dry_run: false,
             drain_grace: DRAIN_GRACE,
+            probe_runtime: None,
         }
     }
 }
@@ -212,6 +217,7 @@ pub async fn run(
         state.clone(),
         shutdown.clone(),
         config.node.max_probes_in_flight,
+        opts.probe_runtime.clone(),
     );
     // Writers' long-lived parts (served zones, DNS listeners) outlive generations, like the HTTP server.
     let resources = act::Resources::new(Some(config.node.state_dir.clone()));
@@ -244,7 +250,7 @@ pub async fn run(
             agreement::spawn_agreement(&config, &state, generation.clone(), &mut background);
         let mut controllers = Generation::start(
             &config,
-            opts,
+            &opts,
             &mut carried,
             &agreement,
             &state,
@@ -370,7 +376,7 @@ impl Generation {
     #[allow(clippy::too_many_arguments)]
     fn start(
         config: &Config,
-        opts: RunOptions,
+        opts: &RunOptions,
         carried: &mut Carried,
         agreement: &AgreementHandle,
         state: &NodeState,

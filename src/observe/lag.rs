@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -109,6 +109,8 @@ struct Inner {
     slot_waits: AtomicU64,
     /// (planned, woke) of recent late wake-ups, ordered.
     stalls: Mutex<VecDeque<(Instant, Instant)>>,
+    /// The runtime the probe engine's tasks run on ([`LagHandle::spawn`]); `None`: the caller's.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl LagHandle {
@@ -120,6 +122,11 @@ impl LagHandle {
 
     /// [`LagHandle::new`], with at most `max_in_flight` probes running at once (at least 1).
     pub fn bounded(now: Instant, max_in_flight: usize) -> Self {
+        Self::engine(now, max_in_flight, None)
+    }
+
+    /// [`LagHandle::bounded`], whose tasks run on `runtime` if given ([`LagHandle::spawn`]).
+    fn engine(now: Instant, max_in_flight: usize, runtime: Option<tokio::runtime::Handle>) -> Self {
         let max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         LagHandle {
             inner: Arc::new(Inner {
@@ -133,7 +140,21 @@ impl LagHandle {
                 max_in_flight,
                 slot_waits: AtomicU64::new(0),
                 stalls: Mutex::new(VecDeque::new()),
+                runtime,
             }),
+        }
+    }
+
+    /// Spawns `task`, a part of the probe engine, into `set`: on the engine's own runtime when
+    /// [`spawn_lag_monitor`] was given one, else on the caller's. The lateness watched is that
+    /// runtime's, so probe loops and the monitor must run on the same one.
+    pub fn spawn<F>(&self, set: &mut JoinSet<()>, task: F) -> AbortHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match &self.inner.runtime {
+            Some(runtime) => set.spawn_on(task, runtime),
+            None => set.spawn(task),
         }
     }
 
@@ -297,17 +318,20 @@ impl LagHandle {
     }
 }
 
-/// Spawns the monitor into `set`; it stops when `cancel` fires. Every second it publishes the lag
-/// and the abstention counters into `state`; it logs abstentions at most once per [`LOG_EVERY`].
+/// Spawns the monitor into `set`, on `runtime` if given (the probe engine's own, which the
+/// returned handle's [`LagHandle::spawn`] then uses for every probe loop) or else on the caller's;
+/// it stops when `cancel` fires. Every second it publishes the lag and the abstention counters into
+/// `state`; it logs abstentions at most once per [`LOG_EVERY`].
 pub fn spawn_lag_monitor(
     set: &mut JoinSet<()>,
     state: NodeState,
     cancel: CancellationToken,
     max_in_flight: usize,
+    runtime: Option<tokio::runtime::Handle>,
 ) -> LagHandle {
-    let lag = LagHandle::bounded(Instant::now(), max_in_flight);
+    let lag = LagHandle::engine(Instant::now(), max_in_flight, runtime);
     let handle = lag.clone();
-    set.spawn(async move {
+    handle.spawn(set, async move {
         let mut planned = Instant::now() + TICK;
         let mut next_publish = Instant::now();
         let mut next_log = Instant::now() + LOG_EVERY;
@@ -475,7 +499,7 @@ mod tests {
         let state = NodeState::new();
         let cancel = CancellationToken::new();
         let mut set = JoinSet::new();
-        let lag = spawn_lag_monitor(&mut set, state, cancel.clone(), 16);
+        let lag = spawn_lag_monitor(&mut set, state, cancel.clone(), 16, None);
         tokio::time::sleep(100 * MS).await;
         let start = Instant::now();
         // The clock jumps 300 ms while no task runs: what a starved runtime looks like to it.

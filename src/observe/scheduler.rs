@@ -238,7 +238,8 @@ pub fn spawn_probe_loop(
 /// probe comes an interval later as usual. While the runtime is overloaded
 /// ([`LagHandle::overloaded`]), fast confirmation waits the plain interval (shed, counted in `lag`).
 /// Each probe runs holding one of `lag`'s probe slots ([`LagHandle::slot`]), taken before the probe
-/// starts, so the node never has more than `[node] max_probes_in_flight` probes in flight.
+/// starts, so the node never has more than `[node] max_probes_in_flight` probes in flight. The loop
+/// runs on the probe engine's runtime ([`LagHandle::spawn`]).
 pub fn spawn_watched_probe_loop(
     tasks: &mut JoinSet<()>,
     endpoint: IpAddr,
@@ -248,9 +249,15 @@ pub fn spawn_watched_probe_loop(
     report_tx: mpsc::Sender<ProbeReport>,
     cancel: CancellationToken,
 ) -> AbortHandle {
-    tasks.spawn(probe_loop(
-        endpoint, probe, schedule, lag, report_tx, cancel,
-    ))
+    match lag.clone() {
+        Some(engine) => engine.spawn(
+            tasks,
+            probe_loop(endpoint, probe, schedule, lag, report_tx, cancel),
+        ),
+        None => tasks.spawn(probe_loop(
+            endpoint, probe, schedule, lag, report_tx, cancel,
+        )),
+    }
 }
 
 /// The loop [`spawn_watched_probe_loop`] runs, until `cancel` (at once, even mid-probe or while
@@ -658,6 +665,55 @@ mod tests {
         assert!(bytes <= 800, "a probe loop's state is {bytes} bytes");
     }
 
+    /// Reports the name of the thread it ran on.
+    struct ThreadProbe;
+
+    #[async_trait]
+    impl Probe for ThreadProbe {
+        async fn probe(&self) -> ProbeResult {
+            ProbeResult {
+                ok: true,
+                latency: Duration::ZERO,
+                detail: std::thread::current().name().unwrap_or("").to_owned(),
+            }
+        }
+    }
+
+    /// Given a runtime of its own, the probe engine runs its loops there, not on the caller's.
+    #[tokio::test]
+    async fn probe_loops_run_on_the_engines_own_runtime() {
+        let engine = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("engine-under-test")
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let lag = crate::observe::lag::spawn_lag_monitor(
+            &mut tasks,
+            crate::state::NodeState::new(),
+            cancel.clone(),
+            4,
+            Some(engine.handle().clone()),
+        );
+        spawn_watched_probe_loop(
+            &mut tasks,
+            "127.0.0.1".parse().unwrap(),
+            Box::new(ThreadProbe),
+            Schedule::staggered(Duration::from_secs(1), Duration::from_millis(500), 0, 1),
+            Some(lag),
+            tx,
+            cancel.clone(),
+        );
+        let report = rx.recv().await.unwrap();
+        assert_eq!(report.result.detail, "engine-under-test");
+        cancel.cancel();
+        while tasks.join_next().await.is_some() {}
+        engine.shutdown_background();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn probes_wait_for_a_slot_and_the_wait_never_fails_them() {
         let lag = LagHandle::bounded(Instant::now(), 2);
@@ -960,6 +1016,7 @@ mod tests {
             crate::state::NodeState::new(),
             cancel.clone(),
             crate::config::DEFAULT_MAX_PROBES_IN_FLIGHT,
+            None,
         );
         let start = Instant::now();
         let schedule =
