@@ -665,6 +665,22 @@ mod tests {
         assert!(bytes <= 800, "a probe loop's state is {bytes} bytes");
     }
 
+    /// A lag monitor with `slots` probe slots in `tasks`, on `runtime` if given, until `cancel`.
+    fn monitor(
+        tasks: &mut JoinSet<()>,
+        cancel: &CancellationToken,
+        slots: usize,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> LagHandle {
+        crate::observe::lag::spawn_lag_monitor(
+            tasks,
+            crate::state::NodeState::new(),
+            cancel.clone(),
+            slots,
+            runtime,
+        )
+    }
+
     /// Reports the name of the thread it ran on.
     struct ThreadProbe;
 
@@ -691,13 +707,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(4);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let lag = crate::observe::lag::spawn_lag_monitor(
-            &mut tasks,
-            crate::state::NodeState::new(),
-            cancel.clone(),
-            4,
-            Some(engine.handle().clone()),
-        );
+        let lag = monitor(&mut tasks, &cancel, 4, Some(engine.handle().clone()));
         spawn_watched_probe_loop(
             &mut tasks,
             "127.0.0.1".parse().unwrap(),
@@ -1011,10 +1021,9 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let lag = crate::observe::lag::spawn_lag_monitor(
+        let lag = monitor(
             &mut tasks,
-            crate::state::NodeState::new(),
-            cancel.clone(),
+            &cancel,
             crate::config::DEFAULT_MAX_PROBES_IN_FLIGHT,
             None,
         );
