@@ -95,15 +95,24 @@ async fn server(file: PathBuf) -> Server {
     Server::start("127.0.0.1", move |s| answer(s, file.clone())).await
 }
 
-async fn answer(mut s: TcpStream, file: PathBuf) {
+/// Reads a request's head, up to and with the blank line (and whatever came with it); `None` if
+/// the connection ended or failed first.
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Vec<u8>> {
     let mut head = Vec::new();
     let mut buf = [0u8; 2048];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
+    Some(head)
+}
+
+async fn answer(mut s: TcpStream, file: PathBuf) {
+    let Some(head) = read_head(&mut s).await else {
+        return;
+    };
     let head = String::from_utf8_lossy(&head).into_owned();
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
     let page = b"<html><p>build 1234 ok</p></html>".to_vec();
@@ -318,13 +327,8 @@ fn configuration_problems_name_the_key_and_the_fix() {
 /// connected to (`ip=127.0.0.N;`), so a probe shows which endpoint it reached. Aborted on drop.
 async fn whoami_server() -> Server {
     Server::start("0.0.0.0", |mut s: TcpStream| async move {
-        let mut buf = [0u8; 2048];
-        let mut head = Vec::new();
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
+        if read_head(&mut s).await.is_none() {
+            return;
         }
         let body = format!("ip={};", s.local_addr().unwrap().ip());
         let reply = format!(
@@ -647,13 +651,8 @@ async fn tls_server(
             let Ok(mut s) = acceptor.accept(s).await else {
                 return;
             };
-            let mut buf = [0u8; 2048];
-            let mut head = Vec::new();
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
+            if read_head(&mut s).await.is_none() {
+                return;
             }
             let reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
             let _ = s.write_all(reply.as_bytes()).await;

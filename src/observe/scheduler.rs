@@ -249,14 +249,10 @@ pub fn spawn_watched_probe_loop(
     report_tx: mpsc::Sender<ProbeReport>,
     cancel: CancellationToken,
 ) -> AbortHandle {
-    match lag.clone() {
-        Some(engine) => engine.spawn(
-            tasks,
-            probe_loop(endpoint, probe, schedule, lag, report_tx, cancel),
-        ),
-        None => tasks.spawn(probe_loop(
-            endpoint, probe, schedule, lag, report_tx, cancel,
-        )),
+    let task = probe_loop(endpoint, probe, schedule, lag.clone(), report_tx, cancel);
+    match lag {
+        Some(engine) => engine.spawn(tasks, task),
+        None => tasks.spawn(task),
     }
 }
 
