@@ -3,6 +3,8 @@
 //! so the test can change it), a slow page and an echo of the User-Agent. Digests are computed with
 //! `sha256sum`, as an operator would. Configuration problems name the key and the fix.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use rcgen::{
 use rrguard::config::{CheckConfig, ConfigError, HttpCheckConfig, parse};
 use rrguard::observe::check::http::HttpProbe;
 use rrguard::observe::probe::{self, Probe as _, ProbeResult};
+use support::read_head;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -93,20 +96,6 @@ impl Server {
 
 async fn server(file: PathBuf) -> Server {
     Server::start("127.0.0.1", move |s| answer(s, file.clone())).await
-}
-
-/// Reads a request's head, up to and with the blank line (and whatever came with it); `None` if
-/// the connection ended or failed first.
-async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Vec<u8>> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    Some(head)
 }
 
 async fn answer(mut s: TcpStream, file: PathBuf) {

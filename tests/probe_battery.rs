@@ -16,7 +16,7 @@ use std::time::Duration;
 use rrguard::config::{CheckConfig, DnsCheckConfig, HttpCheckConfig, TcpCheckConfig};
 use rrguard::observe::check::Pattern;
 use rrguard::observe::probe::{self, Probe};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -316,13 +316,8 @@ async fn respond(mut s: impl AsyncRead + AsyncWrite + Unpin, answer: Answer) {
         // Hold the connection open until the server is dropped.
         std::future::pending::<()>().await;
     }
-    let mut head = Vec::new();
-    let mut buf = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
+    if support::read_head(&mut s).await.is_none() {
+        return;
     }
     let body = b"healthy";
     let _ = match answer {

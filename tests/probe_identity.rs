@@ -2,6 +2,8 @@
 //! name it checks the server certificate against, and `ca_file`. Real HTTP(S) servers on 127.0.0.x and
 //! ::1, port 0, that record the Host header and SNI they saw; certificates from a throw-away test CA.
 
+mod support;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +12,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 use rrguard::config::{CheckConfig, HttpCheckConfig};
 use rrguard::observe::check::http::{CaBundle, host_header};
 use rrguard::observe::probe::{self, ProbeResult};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -70,14 +72,9 @@ async fn answer(
     sni: Option<String>,
     log: &Mutex<Vec<Seen>>,
 ) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
+    let Some(head) = support::read_head(&mut s).await else {
+        return;
+    };
     let head = String::from_utf8_lossy(&head).into_owned();
     let host = head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;

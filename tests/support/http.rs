@@ -390,3 +390,19 @@ fn reason(status: u16) -> &'static str {
         _ => "Status",
     }
 }
+
+/// Reads an HTTP request's head from `s`, up to and with the blank line (and whatever came with it
+/// in the same reads); `None` if the connection ended or failed first. For the async test servers
+/// that answer one request per connection.
+pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}

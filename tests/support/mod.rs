@@ -41,7 +41,7 @@ mod util;
 
 pub use daemon::{Daemon, rrguard_bin};
 pub use dns::{DnsKind, DnsServer, KEY_NAME, TSIG_ALGORITHM, ZONE, dig};
-pub use http::HttpEndpoints;
+pub use http::{HttpEndpoints, read_head};
 pub use netns::{Lab, Ns, NsKnot, NsProcess, required_tool};
 pub use setup::{KnotSetup, KnotSetupBuilder};
 pub use util::{free_tcp_port, service_config, wait_until};
