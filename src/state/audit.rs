@@ -4,9 +4,10 @@
 //! Contract:
 //! - Records are appended by [`AuditLog::append`], which never blocks: it hands the record to a
 //!   dedicated thread ([`super::store`]'s committer) that commits whatever has queued in one redb
-//!   transaction (fsync per commit, `Durability::Immediate`), at most [`LINGER`] after it came. A record that [`AuditLog::query`] returns is committed and survives a
-//!   crash (kill -9, power loss) of the process: redb's copy-on-write B-trees never expose a partly
-//!   written transaction, and the database opens cleanly afterwards.
+//!   transaction (fsync per commit, `Durability::Immediate`), at most [`LINGER`] after it came. A
+//!   record that [`AuditLog::query`] returns is committed and survives a crash (kill -9, power
+//!   loss) of the process: redb's copy-on-write B-trees never expose a partly written
+//!   transaction, and the database opens cleanly afterwards.
 //! - Each record gets the next sequence number (`seq`), which orders the log and is the paging cursor;
 //!   numbers continue across restarts.
 //! - The log is bounded: records older than `max_age` and, beyond `max_bytes` of stored records, the
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
 use super::status::{ChangeStatus, RecordStatus, StandingStatus};
+use super::store::{self, CommitterHandle};
 
 /// How long the writer waits after a record for more before it commits. At start-up with 10,000
 /// endpoints, their first agreed states arrive over a few seconds, a few at a time: one durable
@@ -34,7 +36,6 @@ use super::status::{ChangeStatus, RecordStatus, StandingStatus};
 /// the first probes were due. A record is exposed to a crash this much longer before it is
 /// committed; a flush (shutdown) does not wait.
 const LINGER: Duration = Duration::from_millis(100);
-use super::store::{self, CommitterHandle};
 
 /// Default [`Limits::max_age`]: 30 days.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
