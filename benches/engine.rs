@@ -26,8 +26,9 @@
 //! may be shared: other load lowers rrguard's figures, never raises them).
 //!
 //! `ENGINE_TIMELINE=1` also prints, per second from start, the probes served and the gaps longer
-//! than the interval plus the jitter target, and the connections the listeners accepted (with
-//! `http-reuse`, one per endpoint when every kept connection was reused).
+//! than the interval plus the jitter target, the connections the listeners accepted (with
+//! `http-reuse`, one per endpoint when every kept connection was reused), and rrguard's RSS
+//! (`VmRSS`) at the end of each second.
 //!
 //! Sizes (environment): `ENGINE_SERVICES` (100) × `ENGINE_PER_SERVICE` (100) endpoints,
 //! `ENGINE_INTERVAL_MS` (1000), `ENGINE_SECONDS` per run (60), `ENGINE_MODES`
@@ -552,7 +553,16 @@ fn run(mode: &str, size: Size) -> Outcome {
     let started_ms = unix_ms();
     let mut daemon = Rrguard::start(&path, dir.path().join("rrguard.log"));
     let pid = daemon.child.id();
-    std::thread::sleep(Duration::from_secs(size.seconds));
+    // RSS each second (ENGINE_TIMELINE), to see when the peak comes.
+    let mut rss_timeline = Vec::new();
+    if std::env::var_os("ENGINE_TIMELINE").is_some() {
+        for _ in 0..size.seconds {
+            std::thread::sleep(Duration::from_secs(1));
+            rss_timeline.push(status_kb(pid, "VmRSS:") / 1024);
+        }
+    } else {
+        std::thread::sleep(Duration::from_secs(size.seconds));
+    }
     let cpu = cpu_seconds(pid);
     let rss_mb = status_kb(pid, "VmHWM:") as f64 / 1024.0;
     let listener_cpu = listeners
@@ -629,6 +639,8 @@ fn run(mode: &str, size: Size) -> Outcome {
             late.join(" ")
         );
         eprintln!("{mode}: connections accepted: {connections}");
+        let rss: Vec<String> = rss_timeline.iter().map(u64::to_string).collect();
+        eprintln!("{mode}: RSS MB at each second: {}", rss.join(" "));
     }
     let sustained = if window.is_empty() {
         0.0
