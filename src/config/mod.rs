@@ -82,8 +82,9 @@ pub const DEFAULT_AUDIT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default `[node].audit_max_size_mib`: 64 MiB of audit log records.
 pub const DEFAULT_AUDIT_MAX_SIZE_MIB: u64 = 64;
 /// Default `[node].max_probes_in_flight`. A probe in flight holds its future, its socket and, for
-/// HTTP, hyper's read and write buffers: about 25 KB (heaptrack, `benches/engine.rs`), so 1,024
-/// bound that to ~25 MB; at 10,000 endpoints with a 1 s interval it lets probes take 100 ms on
+/// HTTP, hyper's buffers: about 32 KB (heaptrack, `benches/engine.rs`: 8 KB each for the write
+/// buffer, the dispatch channel, the read buffer and the read that watches an idle connection),
+/// so 1,024 bound that to ~32 MB; at 10,000 endpoints with a 1 s interval it lets probes take 100 ms on
 /// average before they wait (loopback probes take ~1 ms). Measured at 10,000 HTTP endpoints on
 /// 2 CPUs: unbounded, start-up put thousands of probes in flight at once (peak RSS 213 MB, probes
 /// timing out for rrguard's own lateness); 2,048: 169 MB; 512: 129 MB, no abstention.
