@@ -1,7 +1,7 @@
 //! Tiny HTTP/1.1 servers, one per IP address and all on the same port, that can be stopped, resumed
 //! and switched to another status code one address at a time: the "backends" rrguard probes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -63,6 +63,9 @@ impl Server {
     }
 }
 
+/// Answers each endpoint remembers for [`HttpEndpoints::answers`].
+const ANSWERS_KEPT: usize = 256;
+
 /// State of one IP address's server, shared with its threads.
 struct Endpoint {
     ip: IpAddr,
@@ -75,6 +78,8 @@ struct Endpoint {
     /// Requests answered in alternate mode so far (even: 200, odd: 503).
     turn: AtomicU64,
     body: Mutex<String>,
+    /// The last [`ANSWERS_KEPT`] requests answered: when their head was read, and the status.
+    answers: Mutex<VecDeque<(Instant, u16)>>,
     server: Mutex<Option<Server>>,
     /// Accepted connections not finished yet, by number (second descriptors, for `stop`).
     open: Mutex<HashMap<u64, TcpStream>>,
@@ -125,6 +130,7 @@ impl HttpEndpoints {
                         alternate: AtomicBool::new(false),
                         turn: AtomicU64::new(0),
                         body: Mutex::new("ok\n".to_owned()),
+                        answers: Mutex::new(VecDeque::new()),
                         server: Mutex::new(None),
                         open: Mutex::new(HashMap::new()),
                     });
@@ -226,6 +232,12 @@ impl HttpEndpoints {
     /// response is written, so a client that has its answer always sees its own hit).
     pub fn hits(&self, ip: IpAddr) -> u64 {
         self.endpoint(ip).hits.load(Ordering::SeqCst)
+    }
+
+    /// The last requests answered on `ip` (at most [`ANSWERS_KEPT`], oldest first): when each
+    /// request's head was read, and the status it got.
+    pub fn answers(&self, ip: IpAddr) -> Vec<(Instant, u16)> {
+        lock(&self.endpoint(ip).answers).iter().copied().collect()
     }
 
     /// TCP connections accepted on `ip` so far, including ones that never sent a request (TCP probes).
@@ -337,6 +349,7 @@ fn handle(mut stream: TcpStream, endpoint: &Endpoint) {
         }
     }
     endpoint.hits.fetch_add(1, Ordering::SeqCst);
+    let read_at = Instant::now();
     let delay = endpoint.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         thread::sleep(Duration::from_millis(delay));
@@ -354,6 +367,13 @@ fn handle(mut stream: TcpStream, endpoint: &Endpoint) {
     } else {
         endpoint.status.load(Ordering::SeqCst)
     };
+    {
+        let mut answers = lock(&endpoint.answers);
+        if answers.len() == ANSWERS_KEPT {
+            answers.pop_front();
+        }
+        answers.push_back((read_at, status));
+    }
     let body = lock(&endpoint.body).clone();
     let is_head = head.starts_with(b"HEAD ");
     let response = format!(
