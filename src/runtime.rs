@@ -23,9 +23,9 @@ use std::time::Duration;
 use tokio::runtime::{Builder, Runtime};
 
 /// How much lower than the process the main runtime's threads run: nice +5 (weight 335 against
-/// 1024 under Linux's CFS/EEVDF). At 10,000 HTTP endpoints with `keep_alive` (20 s runs), +2 left jitter p99
-/// at 4–34 ms and +5 at 4–8 ms; with a new connection per probe, where the machine is full, neither
-/// changed the probes per second beyond the run-to-run spread.
+/// 1024 under Linux's CFS/EEVDF). At 10,000 HTTP endpoints with `keep_alive` (20 s runs), +2
+/// left jitter p99 at 4–34 ms and +5 at 4–8 ms; with a new connection per probe, where the machine
+/// is full, neither changed the probes per second beyond the run-to-run spread.
 pub const BOOKKEEPING_NICE: i32 = 5;
 
 /// How long stopping waits for the probe engine's threads to finish what they run.
