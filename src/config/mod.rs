@@ -84,12 +84,14 @@ pub const DEFAULT_AUDIT_MAX_SIZE_MIB: u64 = 64;
 /// Default `[node].max_probes_in_flight`. A probe in flight holds its future, its socket and, for
 /// HTTP, hyper's buffers: about 32 KB (heaptrack, `benches/engine.rs`: 8 KB each for the write
 /// buffer, the dispatch channel, the read buffer and the read that watches an idle connection),
-/// so 1,024 bound that to ~32 MB; at 10,000 endpoints with a 1 s interval it lets probes take
-/// 100 ms on average before they wait (loopback probes take ~1 ms). Measured at 10,000 HTTP
-/// endpoints on 2 CPUs: unbounded, start-up put thousands of probes in flight at once (peak RSS
-/// 213 MB, probes timing out for rrguard's own lateness); 2,048: 169 MB; 512: 129 MB, no
-/// abstention.
-pub const DEFAULT_MAX_PROBES_IN_FLIGHT: usize = 1024;
+/// so 512 bound that to ~16 MB. At 10,000 endpoints with a 1 s interval that lets probes take
+/// 51 ms on average before they wait (loopback probes take ~1 ms), or 1,000 endpoints (10 %)
+/// time out at the default 500 ms `timeout` while the others keep their schedule. Measured at
+/// 10,000 HTTP endpoints on 2 CPUs (`docs/benchmarks.md`, "The default probe slots"): unbounded,
+/// start-up put thousands of probes in flight at once (peak RSS 213 MB, probes timing out for
+/// rrguard's own lateness); 1,024: 94–110 MB, as glibc keeps the heap of the first second's burst;
+/// 512: 85–88 MB, with the same or lower jitter and first probe.
+pub const DEFAULT_MAX_PROBES_IN_FLIGHT: usize = 512;
 /// Shortest `[node].audit_max_age`.
 pub const MIN_AUDIT_MAX_AGE: Duration = Duration::from_secs(60);
 

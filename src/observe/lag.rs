@@ -371,7 +371,7 @@ pub fn spawn_lag_monitor(
                     warn!(
                         waited = waits - waits_logged,
                         max_probes_in_flight = lag.max_in_flight(),
-                        "{} probes in the last {}s waited for one of the {} probe slots and started late: endpoints slow to answer or timing out hold them, or the machine cannot keep up; raise [node] max_probes_in_flight if memory allows (about 25 KB per HTTP probe in flight)",
+                        "{} probes in the last {}s waited for one of the {} probe slots and started late: endpoints slow to answer or timing out hold them, or the machine cannot keep up; raise [node] max_probes_in_flight if memory allows (about 32 KB per HTTP probe in flight)",
                         waits - waits_logged,
                         LOG_EVERY.as_secs(),
                         lag.max_in_flight()
