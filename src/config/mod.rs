@@ -87,10 +87,10 @@ pub const DEFAULT_AUDIT_MAX_SIZE_MIB: u64 = 64;
 /// so 512 bound that to ~16 MB. At 10,000 endpoints with a 1 s interval that lets probes take
 /// 51 ms on average before they wait (loopback probes take ~1 ms), or 1,000 endpoints (10 %)
 /// time out at the default 500 ms `timeout` while the others keep their schedule. Measured at
-/// 10,000 HTTP endpoints on 2 CPUs (`docs/benchmarks.md`, "The default probe slots"): unbounded,
+/// 10,000 HTTP endpoints on 2 CPUs (`docs/benchmarks.md`, "the default probe slots"): unbounded,
 /// start-up put thousands of probes in flight at once (peak RSS 213 MB, probes timing out for
-/// rrguard's own lateness); 1,024: 94–110 MB, as glibc keeps the heap of the first second's burst;
-/// 512: 85–88 MB, with the same or lower jitter and first probe.
+/// rrguard's own lateness). With a new connection per probe, where the slots fill whenever the
+/// machine is behind: 98–103 MB at 1,024, 88–92 MB at 512, at the same or a higher probe rate.
 pub const DEFAULT_MAX_PROBES_IN_FLIGHT: usize = 512;
 /// Shortest `[node].audit_max_age`.
 pub const MIN_AUDIT_MAX_AGE: Duration = Duration::from_secs(60);

@@ -12,10 +12,14 @@
 //! allocation). When an up endpoint's failure streak reaches `fall` and the probes before the streak
 //! held failures that did not become a verdict, it estimates the failure rate `p` from them and
 //! requires the smallest streak `k ≥ fall` for which `p^k × probes per minute` falls below
-//! [`FALSE_DOWNS_PER_MINUTE`], at most [`ADAPTIVE_FALL_FACTOR`] × `fall`. A clean window keeps
-//! exactly `fall`, so a dead endpoint that had been healthy is removed as fast as before; a flaky
-//! endpoint that dies is removed after at most `(2 × fall − fall)` more failures, which fast
-//! confirmation runs at `confirm_interval`. `rise` is not adapted: a down endpoint that answers most
+//! [`FALSE_DOWNS_PER_MINUTE`], at most [`ADAPTIVE_FALL_FACTOR`] × `fall`. `p` is the upper end of
+//! the Wilson score interval of their share of failures at [`RATE_Z`] standard errors, not the
+//! share itself: ~29 probes often show 20 % loss as 10 % or less (3 failures or fewer in one window
+//! of seven), and with the share alone a simulation of independent 20 % loss at a 500 ms interval
+//! gave 0.13 false downs a minute against the 0.05 aimed at; with the bound 0.02 (at 10 % loss
+//! 0.06 against 0.01). A clean window keeps exactly `fall`, so a dead endpoint that had been
+//! healthy is removed as fast as before; a flaky endpoint that dies is removed after at most
+//! `(2 × fall − fall)` more failures, which fast confirmation runs at `confirm_interval`. `rise` is not adapted: a down endpoint that answers most
 //! probes should come back as fast as configured.
 
 use std::fmt;
@@ -32,6 +36,28 @@ pub const MIN_SAMPLES: u32 = 8;
 pub const FALSE_DOWNS_PER_MINUTE: f64 = 0.05;
 /// The loss-aware fall never requires more than this many times `fall` failures in a row.
 pub const ADAPTIVE_FALL_FACTOR: u32 = 2;
+/// Standard errors above the observed share of failures at which the loss-aware fall takes the
+/// failure rate: the upper end of the Wilson score interval (one-sided, ~84 %). At `fall = 3` and a
+/// 500 ms interval, from 29 remembered probes: 0 failures keep 3; 1 or 2 need 4; 3 need 5; 4 or more
+/// need the cap, 6.
+pub const RATE_Z: f64 = 1.0;
+
+/// The upper end of the Wilson score interval for `failures` of `n` trials at `z` standard errors
+/// (E. B. Wilson, 1927): `(p̂ + z²/2n + z·√(p̂(1 − p̂)/n + z²/4n²)) / (1 + z²/n)` with
+/// `p̂ = failures / n`; 0 when nothing failed (a clean window is not loss), 1 when `n` is 0.
+fn wilson_upper(failures: u32, n: u32, z: f64) -> f64 {
+    if failures == 0 {
+        return 0.0;
+    }
+    if n == 0 {
+        return 1.0;
+    }
+    let n = f64::from(n);
+    let share = f64::from(failures) / n;
+    let z2 = z * z;
+    let spread = z * (share * (1.0 - share) / n + z2 / (4.0 * n * n)).sqrt();
+    ((share + z2 / (2.0 * n) + spread) / (1.0 + z2 / n)).min(1.0)
+}
 
 /// What the checks currently say about an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,15 +165,16 @@ impl HealthMachine {
         }
     }
 
-    /// The failure rate of the remembered probes before the current streak of `streak` failures, or
-    /// `None` with fewer than [`MIN_SAMPLES`] of them.
+    /// The failure rate of the remembered probes before the current streak of `streak` failures,
+    /// taken high ([`wilson_upper`] at [`RATE_Z`]; 0 when none of them failed), or `None` with fewer
+    /// than [`MIN_SAMPLES`] of them.
     fn failure_rate_before(&self, streak: u32) -> Option<f64> {
         let n = self.window_len.checked_sub(streak)?;
         if n < MIN_SAMPLES {
             return None;
         }
         let before = self.window.checked_shr(streak).unwrap_or(0);
-        Some(f64::from(before.count_ones()) / f64::from(n))
+        Some(wilson_upper(before.count_ones(), n, RATE_Z))
     }
 
     /// The streak the loss-aware fall requires once a streak reaches `fall`: the smallest
@@ -379,7 +406,8 @@ mod tests {
             let mut adaptive = HealthMachine::new(3, 2).with_adaptive_fall(HALF_SECOND);
             let (plain, adaptive) = (downs(&mut plain, &loss), downs(&mut adaptive, &loss));
             // Plain fall = 3: ~10,000 × 0.8 × 0.2 × 0.2² ≈ 64 false downs; the loss-aware fall,
-            // with p estimated from ~29 probes, about a seventh of that (seed 1: 15 of 58).
+            // with p taken high from ~29 probes, a tenth of that or less (seeds 1-3: 6 of 58,
+            // 2 of 54, 1 of 56; 15 of 58 for seed 1 with the share itself).
             assert!(
                 plain >= 40,
                 "seed {seed}: plain fall gave only {plain} downs"
@@ -389,6 +417,49 @@ mod tests {
                 "seed {seed}: adaptive fall gave {adaptive} downs, plain {plain}"
             );
         }
+    }
+
+    #[test]
+    fn adaptive_fall_keeps_false_downs_under_its_aim() {
+        // 120,000 probes at 500 ms: 1,000 minutes, and the aim is at most 50 false downs. Taking
+        // the failure rate as the share of the ~29 remembered probes gave 128 at 20 % loss
+        // (seed 1); its upper bound gives 23-25 at 20 % and 8-12 at 10 %.
+        let minutes = 1_000.0;
+        for (seed, percent) in [(1, 20), (2, 20), (3, 10), (4, 10)] {
+            let loss = iid(seed, percent, 120_000);
+            let mut m = HealthMachine::new(3, 2).with_adaptive_fall(HALF_SECOND);
+            let downs = downs(&mut m, &loss);
+            assert!(
+                downs as f64 <= FALSE_DOWNS_PER_MINUTE * minutes,
+                "seed {seed}, {percent} % loss: {downs} false downs in {minutes} minutes"
+            );
+        }
+    }
+
+    #[test]
+    fn the_rate_is_taken_at_the_upper_bound_of_the_window() {
+        // Up, then 29 probes with `failures` of them failed (never two in a row), then a streak.
+        for (failures, needed) in [(0, 3), (1, 4), (2, 4), (3, 5), (4, 6), (5, 6)] {
+            let mut m = HealthMachine::new(3, 2).with_adaptive_fall(HALF_SECOND);
+            feed(&mut m, &[true, true]);
+            let window: Vec<bool> = (0..29).map(|i| !(i % 4 == 1 && i / 4 < failures)).collect();
+            assert_eq!(window.iter().filter(|ok| !**ok).count(), failures);
+            assert_eq!(feed(&mut m, &window), vec![]);
+            let mut streak = 0;
+            while m.state() == Health::Up && streak < 10 {
+                m.observe(false, MS, "refused");
+                streak += 1;
+            }
+            assert_eq!(
+                streak, needed,
+                "{failures} failures of 29 before the streak"
+            );
+        }
+        assert!((wilson_upper(6, 29, RATE_Z) - 0.291).abs() < 0.001);
+        assert_eq!(wilson_upper(0, 29, RATE_Z), 0.0);
+        assert_eq!(wilson_upper(3, 0, RATE_Z), 1.0);
+        // z = 0 is the share itself.
+        assert!((wilson_upper(6, 29, 0.0) - 6.0 / 29.0).abs() < 1e-12);
     }
 
     #[test]
@@ -431,8 +502,9 @@ mod tests {
             failures += 1;
             assert!(failures <= ADAPTIVE_FALL_FACTOR * fall, "still up");
         }
-        // 0.2^k × 120/min < 0.05 first at k = 5.
-        assert_eq!(failures, 5);
+        // 6 failures of the 29 before the streak: the rate taken is 0.29 (Wilson, z = 1), and
+        // 0.29^k × 120/min < 0.05 at no k up to the cap: 6.
+        assert_eq!(failures, ADAPTIVE_FALL_FACTOR * fall);
         // Heavier loss: held at the cap, never longer.
         let mut m = HealthMachine::new(fall, 2).with_adaptive_fall(HALF_SECOND);
         feed(&mut m, &[true, true]);
