@@ -19,8 +19,9 @@
 //! gave 0.13 false downs a minute against the 0.05 aimed at; with the bound 0.02 (at 10 % loss
 //! 0.06 against 0.01). A clean window keeps exactly `fall`, so a dead endpoint that had been
 //! healthy is removed as fast as before; a flaky endpoint that dies is removed after at most
-//! `(2 × fall − fall)` more failures, which fast confirmation runs at `confirm_interval`. `rise` is not adapted: a down endpoint that answers most
-//! probes should come back as fast as configured.
+//! `(2 × fall − fall)` more failures, which fast confirmation runs at `confirm_interval`. `rise`
+//! is not adapted: a down endpoint that answers most probes should come back as fast as
+//! configured.
 
 use std::fmt;
 use std::time::Duration;
@@ -37,9 +38,9 @@ pub const FALSE_DOWNS_PER_MINUTE: f64 = 0.05;
 /// The loss-aware fall never requires more than this many times `fall` failures in a row.
 pub const ADAPTIVE_FALL_FACTOR: u32 = 2;
 /// Standard errors above the observed share of failures at which the loss-aware fall takes the
-/// failure rate: the upper end of the Wilson score interval (one-sided, ~84 %). At `fall = 3` and a
-/// 500 ms interval, from 29 remembered probes: 0 failures keep 3; 1 or 2 need 4; 3 need 5; 4 or more
-/// need the cap, 6.
+/// failure rate: the upper end of the Wilson score interval (one-sided, ~84 %). At `fall = 3`
+/// and a 500 ms interval, from 29 remembered probes: 0 failures keep 3; 1 or 2 need 4; 3 need 5;
+/// 4 or more need the cap, 6.
 pub const RATE_Z: f64 = 1.0;
 
 /// The upper end of the Wilson score interval for `failures` of `n` trials at `z` standard errors
