@@ -40,10 +40,12 @@
 //! the committed buckets older than the recent ones go from memory; nothing on the probe path waits
 //! for the disk. On disk the same bounds hold: buckets older than the hour are deleted as new ones
 //! are written, an endpoint no longer configured is deleted ([`History::retain`]), so the file
-//! holds at most [`BUCKETS`] records of 16 bytes (plus the key) and one transition ring per
-//! configured endpoint. With redb's B-tree that came to ~54 KB per endpoint after an hour
-//! (539.5 MB at 10,000 endpoints, `benches/history.rs`). A crash loses at most the last
-//! [`PERSIST_INTERVAL`].
+//! holds per configured endpoint at most 7 records of [`RECORD_BUCKETS`] buckets (10 minutes,
+//! 960 bytes plus the key; a commit rewrites the one or two records its buckets fall into) and one
+//! transition ring. With redb's B-tree that came to ~27 KB per endpoint after an hour (270 MB at
+//! 10,000 endpoints, 33 s of commits in the hour; a record per bucket, the first layout, which a
+//! store still in it is moved from when opened, took 540 MB and 64 s, `benches/history.rs`). A
+//! crash loses at most the last [`PERSIST_INTERVAL`].
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -76,8 +78,19 @@ pub const PERSIST_INTERVAL: Duration = Duration::from_secs(30);
 /// The file name of the store inside `state_dir`.
 pub const FILE_NAME: &str = "history.redb";
 
-/// (endpoint key `"fqdn ip"`, slot) → encoded [`Bucket`].
-const BUCKET_TABLE: TableDefinition<(&str, u64), [u8; 16]> = TableDefinition::new("buckets");
+/// Buckets in one stored record (10 minutes): an endpoint's hour is at most 7 records on disk.
+/// One record per bucket (the first layout) made ~3.6 million small keys at 10,000 endpoints, and
+/// redb's B-tree and its copy-on-write pages took 539.5 MB and 64 s of commits an hour for them
+/// (`benches/history.rs`).
+const RECORD_BUCKETS: u64 = 60;
+/// Bytes of one stored record: [`RECORD_BUCKETS`] encoded buckets.
+const RECORD_BYTES: usize = RECORD_BUCKETS as usize * 16;
+/// (endpoint key `"fqdn ip"`, slot / [`RECORD_BUCKETS`]) → [`RECORD_BYTES`]: the encoded [`Bucket`]s
+/// of the record's slots in slot order; a slot without probes is all zeros.
+const RECORD_TABLE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("bucket_records");
+/// The first layout, (endpoint key, slot) → one encoded [`Bucket`]: moved into [`RECORD_TABLE`] when
+/// the store is opened, then deleted.
+const LEGACY_BUCKET_TABLE: TableDefinition<(&str, u64), [u8; 16]> = TableDefinition::new("buckets");
 /// Endpoint key → JSON list of [`TransitionRecord`], oldest first.
 const TRANSITION_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("transitions");
 
@@ -889,15 +902,82 @@ fn read_stored(
     to: u64,
 ) -> Result<Vec<(u64, Bucket)>, redb::Error> {
     let txn = db.begin_read()?;
-    let table = txn.open_table(BUCKET_TABLE)?;
+    let table = txn.open_table(RECORD_TABLE)?;
     let mut out = Vec::new();
-    for entry in table.range((key, from)..(key, to))? {
+    let last = to.saturating_sub(1) / RECORD_BUCKETS;
+    for entry in table.range((key, from / RECORD_BUCKETS)..=(key, last))? {
         let (k, v) = entry?;
-        if let Some(b) = Bucket::decode(v.value()) {
-            out.push((k.value().1, b));
-        }
+        out.extend(
+            buckets_of(k.value().1, v.value()).filter(|(slot, _)| (from..to).contains(slot)),
+        );
     }
     Ok(out)
+}
+
+/// The buckets with probes of the stored record `record`, oldest first; nothing from a record of
+/// the wrong length, and a damaged bucket is left out ([`Bucket::decode`]).
+fn buckets_of(record: u64, value: &[u8]) -> impl Iterator<Item = (u64, Bucket)> + '_ {
+    let whole = value.len() == RECORD_BYTES;
+    value
+        .chunks_exact(16)
+        .take(if whole { RECORD_BUCKETS as usize } else { 0 })
+        .zip(record * RECORD_BUCKETS..)
+        .filter_map(|(raw, slot)| {
+            let bucket = Bucket::decode(raw.try_into().ok()?)?;
+            (bucket.probes > 0).then_some((slot, bucket))
+        })
+}
+
+/// Writes `buckets` (ascending slots) into their records of `key`, keeping the other slots of
+/// each record as stored.
+// The error path is rare (I/O) and ends in a log line: its size does not matter.
+#[allow(clippy::result_large_err)]
+fn store_buckets(
+    records: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
+    key: &str,
+    buckets: &[(u64, Bucket)],
+) -> Result<(), redb::Error> {
+    for run in buckets.chunk_by(|a, b| a.0 / RECORD_BUCKETS == b.0 / RECORD_BUCKETS) {
+        let record = run[0].0 / RECORD_BUCKETS;
+        let mut value = records
+            .get((key, record))?
+            .map(|v| v.value().to_vec())
+            .filter(|v| v.len() == RECORD_BYTES)
+            .unwrap_or_else(|| vec![0; RECORD_BYTES]);
+        for (slot, bucket) in run {
+            let at = (slot % RECORD_BUCKETS) as usize * 16;
+            value[at..at + 16].copy_from_slice(&bucket.encode());
+        }
+        records.insert((key, record), value.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Moves the buckets of the first layout ([`LEGACY_BUCKET_TABLE`]) into records and deletes its
+/// table; nothing to do in a file created since.
+#[allow(clippy::result_large_err)]
+fn migrate_legacy(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    {
+        let legacy = txn.open_table(LEGACY_BUCKET_TABLE)?;
+        let mut records = txn.open_table(RECORD_TABLE)?;
+        let mut key = String::new();
+        let mut run: Vec<(u64, Bucket)> = Vec::new();
+        for entry in legacy.iter()? {
+            let (k, v) = entry?;
+            let (k, slot) = k.value();
+            if k != key {
+                store_buckets(&mut records, &key, &run)?;
+                run.clear();
+                k.clone_into(&mut key);
+            }
+            if let Some(bucket) = Bucket::decode(v.value()) {
+                run.push((slot, bucket));
+            }
+        }
+        store_buckets(&mut records, &key, &run)?;
+    }
+    txn.delete_table(LEGACY_BUCKET_TABLE)?;
+    Ok(())
 }
 
 type Loaded = HashMap<String, HashMap<IpAddr, EndpointHistory>>;
@@ -905,31 +985,27 @@ type Loaded = HashMap<String, HashMap<IpAddr, EndpointHistory>>;
 // Opening is rare and its error ends in a message: its size does not matter.
 #[allow(clippy::result_large_err)]
 fn load(db: &Database, now_unix_ms: u64) -> Result<Loaded, redb::Error> {
-    // Make sure both tables exist.
+    // Make sure both tables exist, and bring a file of the first layout to this one.
     let txn = db.begin_write()?;
-    txn.open_table(BUCKET_TABLE)?;
+    txn.open_table(RECORD_TABLE)?;
     txn.open_table(TRANSITION_TABLE)?;
+    migrate_legacy(&txn)?;
     txn.commit()?;
     let mut out: Loaded = HashMap::new();
     let oldest = (now_unix_ms / RESOLUTION_MS + 1).saturating_sub(BUCKETS as u64);
     let txn = db.begin_read()?;
-    let buckets = txn.open_table(BUCKET_TABLE)?;
-    for entry in buckets.iter()? {
+    let records = txn.open_table(RECORD_TABLE)?;
+    for entry in records.iter()? {
         let (k, v) = entry?;
-        let (key, slot) = k.value();
-        let (Some((service, ip)), Some(bucket)) = (parse_key(key), Bucket::decode(v.value()))
-        else {
+        let (key, record) = k.value();
+        let Some((service, ip)) = parse_key(key) else {
             continue;
         };
-        if slot < oldest {
-            continue;
-        }
         // In key order: each endpoint's slots ascending. Only the recent ones stay in memory.
-        out.entry(service)
-            .or_default()
-            .entry(ip)
-            .or_default()
-            .restore_bucket(slot, bucket);
+        let h = out.entry(service).or_default().entry(ip).or_default();
+        for (slot, bucket) in buckets_of(record, v.value()).filter(|(s, _)| *s >= oldest) {
+            h.restore_bucket(slot, bucket);
+        }
     }
     let transitions = txn.open_table(TRANSITION_TABLE)?;
     for entry in transitions.iter()? {
@@ -1015,21 +1091,20 @@ impl Persister {
 fn commit(db: &Database, dirty: &Dirty) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     {
-        let mut buckets = txn.open_table(BUCKET_TABLE)?;
+        let mut records = txn.open_table(RECORD_TABLE)?;
         let mut transitions = txn.open_table(TRANSITION_TABLE)?;
         for key in &dirty.forgotten {
-            buckets.retain_in((key.as_str(), 0)..=(key.as_str(), u64::MAX), |_, _| false)?;
+            records.retain_in((key.as_str(), 0)..=(key.as_str(), u64::MAX), |_, _| false)?;
             transitions.remove(key.as_str())?;
         }
         for d in &dirty.endpoints {
             let key = store_key(&d.service, d.endpoint);
             let key = key.as_str();
-            for (slot, b) in &d.buckets {
-                buckets.insert((key, *slot), b.encode())?;
-            }
-            // What fell out of the ring goes from the disk too.
+            store_buckets(&mut records, key, &d.buckets)?;
+            // The records wholly older than the hour go from the disk (the slots of the oldest
+            // one kept that are older than the hour are not read).
             let oldest = (d.head + 1).saturating_sub(BUCKETS as u64);
-            buckets.retain_in((key, 0)..(key, oldest), |_, _| false)?;
+            records.retain_in((key, 0)..(key, oldest / RECORD_BUCKETS), |_, _| false)?;
             if let Some(t) = &d.transitions {
                 let json = serde_json::to_vec(t).unwrap_or_default();
                 transitions.insert(key, json.as_slice())?;

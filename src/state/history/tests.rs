@@ -1,5 +1,5 @@
 use super::*;
-use redb::ReadableTableMetadata;
+use redb::{ReadableTableMetadata, TableHandle};
 
 const T0: u64 = 1_800_000_000_000; // a slot boundary (multiple of RESOLUTION_MS)
 
@@ -307,18 +307,24 @@ fn the_store_keeps_buckets_and_transitions_across_a_reopen_and_bounds_them() {
         })
         .expect("the store lets go of the file");
     let txn = db.begin_read().unwrap();
-    let buckets = txn.open_table(BUCKET_TABLE).unwrap();
-    let keys: Vec<(String, u64)> = buckets
-        .iter()
-        .unwrap()
-        .map(|e| {
-            let (k, _) = e.unwrap();
-            let (key, slot) = k.value();
-            (key.to_owned(), slot)
-        })
-        .collect();
-    assert_eq!(keys.len(), BUCKETS);
+    let records = txn.open_table(RECORD_TABLE).unwrap();
+    let mut keys = Vec::new();
+    let mut slots = Vec::new();
+    for e in records.iter().unwrap() {
+        let (k, v) = e.unwrap();
+        let (key, record) = k.value();
+        keys.push((key.to_owned(), record));
+        slots.extend(buckets_of(record, v.value()).map(|(slot, _)| slot));
+    }
+    // The hour is six whole records here (T0 is a record boundary): the seventh, older one went.
+    assert_eq!(keys.len(), BUCKETS / RECORD_BUCKETS as usize);
     assert!(keys.iter().all(|(k, _)| *k == store_key("www.", ip(2))));
+    let head = now / RESOLUTION_MS;
+    assert_eq!(
+        slots,
+        ((head + 1 - BUCKETS as u64)..=head).collect::<Vec<_>>()
+    );
+    assert!(!txn.list_tables().unwrap().any(|t| t.name() == "buckets"));
     assert_eq!(txn.open_table(TRANSITION_TABLE).unwrap().len().unwrap(), 1);
 }
 
@@ -356,4 +362,99 @@ fn a_damaged_bucket_is_dropped() {
     let mut raw = b.encode();
     raw[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
     assert_eq!(Bucket::decode(raw), None);
+}
+
+#[test]
+fn a_store_of_the_first_layout_is_moved_into_records_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = T0 + 100 * RESOLUTION_MS;
+    let key = store_key("www.", ip(2));
+    let mut written = Vec::new();
+    {
+        // One record per bucket, as rrguard wrote them before: slots 0..=100 from T0, one of them
+        // damaged and one older than the hour.
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut legacy = txn.open_table(LEGACY_BUCKET_TABLE).unwrap();
+            let mut old = Bucket::default();
+            old.add(true, 1.0);
+            legacy
+                .insert(
+                    (key.as_str(), T0 / RESOLUTION_MS - BUCKETS as u64),
+                    old.encode(),
+                )
+                .unwrap();
+            for i in 0..=100u64 {
+                let slot = T0 / RESOLUTION_MS + i;
+                let mut b = Bucket::default();
+                b.add(i % 3 != 0, i as f32);
+                let mut raw = b.encode();
+                if i == 50 {
+                    raw[2] = 9; // more failures than probes
+                } else {
+                    written.push((slot, b));
+                }
+                legacy.insert((key.as_str(), slot), raw).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let history = Arc::new(Mutex::new(History::default()));
+    let store = open(dir.path(), &history, now);
+    history.lock().unwrap().retain([("www.", &[ip(2)][..])]);
+    let (buckets, summary, _) = read(&history, Some(&store), "www.", ip(2), now).unwrap();
+    let want = document_of(written.clone(), Vec::new());
+    assert_eq!(buckets.len(), 100);
+    assert_eq!((buckets, summary), (want.0, want.1));
+    // The recent ones are back in memory, the older ones answered by the records.
+    assert_eq!(
+        history
+            .lock()
+            .unwrap()
+            .get("www.", ip(2))
+            .unwrap()
+            .buckets
+            .len(),
+        RECENT_BUCKETS
+    );
+    drop(store);
+    let db = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            Database::open(dir.path().join(FILE_NAME)).ok()
+        })
+        .expect("the store lets go of the file");
+    let txn = db.begin_read().unwrap();
+    assert!(!txn.list_tables().unwrap().any(|t| t.name() == "buckets"));
+    // Slots T0.. fill the record of T0 (a record boundary) and part of the next.
+    assert_eq!(txn.open_table(RECORD_TABLE).unwrap().len().unwrap(), 3);
+}
+
+#[test]
+fn a_commit_keeps_the_other_slots_of_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = Arc::new(Mutex::new(one("www.", &[ip(2)])));
+    let store = open(dir.path(), &history, T0);
+    // Committed one slot at a time, every slot of one record (and the first of the next).
+    for i in 0..=RECORD_BUCKETS {
+        history.lock().unwrap().record_probe(
+            "www.",
+            ip(2),
+            true,
+            ms(i + 1),
+            T0 + i * RESOLUTION_MS,
+        );
+        store.flush();
+    }
+    let now = T0 + RECORD_BUCKETS * RESOLUTION_MS;
+    let (buckets, summary, _) = read(&history, Some(&store), "www.", ip(2), now).unwrap();
+    let means: Vec<f64> = buckets.iter().map(|b| b.mean_ms.unwrap()).collect();
+    assert_eq!(
+        means,
+        (1..=RECORD_BUCKETS + 1)
+            .map(|n| n as f64)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(summary.probes, RECORD_BUCKETS + 1);
 }
