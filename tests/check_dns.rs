@@ -116,7 +116,7 @@ async fn answers_rcodes_and_expected_values_from_knot() {
 
     // The record type is part of the question: no A at mail.
     let r = run(
-        &with("name = \"mail.example.test\"\nexpect_answer = [\"10 mx.example.test\"]"),
+        &with("name = \"mail.example.test\"\nexpect_answer = [\"192.0.2.10\"]"),
         TIMEOUT,
     )
     .await;
@@ -177,6 +177,53 @@ async fn dead_silent_and_stopped_servers_fail() {
     assert_eq!(r.detail, "timed out after 300ms");
     drop(silent);
 
+    // A socket that sends the query back (QR clear), then garbage: neither is an answer.
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    let echoing = tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        if let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let _ = echo.send_to(&buf[..n], from).await;
+            let _ = echo.send_to(b"not dns", from).await;
+            let _ = echo.send_to(&buf[..n], from).await;
+        }
+    });
+    let r = run(
+        &format!("port = {port}\nname = \"www.example.test\""),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(
+        r.detail,
+        "timed out after 300ms; ignored a reply: a query came back, not a response (QR bit clear)"
+    );
+    echoing.abort();
+
+    // An answer to another question (a type other than the one asked).
+    let other = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = other.local_addr().unwrap().port();
+    let answering = tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        if let Ok((n, from)) = other.recv_from(&mut buf).await {
+            let mut m = hickory_net::proto::op::Message::from_vec(&buf[..n]).unwrap();
+            m.metadata.message_type = hickory_net::proto::op::MessageType::Response;
+            m.queries[0].set_query_type(hickory_net::proto::rr::RecordType::MX);
+            let _ = other.send_to(&m.to_vec().unwrap(), from).await;
+        }
+    });
+    let r = run(
+        &format!("port = {port}\nname = \"www.example.test\""),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(
+        r.detail,
+        "timed out after 300ms; ignored a reply: answer is for www.example.test. MX, not the question asked",
+        "{r:?}"
+    );
+    answering.abort();
+
     // A real server that stops: up, then down.
     let mut knot = knot();
     let check = format!("port = {}\nname = \"www.example.test\"", knot.port());
@@ -233,4 +280,34 @@ fn configuration_problems_name_the_key_and_the_fix() {
     assert_eq!(d.record_type.to_string(), "A");
     assert_eq!(d.expect_rcode, 0);
     assert!(!d.tcp_only && d.expect_answer.is_empty());
+    // An rcode as a number, bare or quoted.
+    for rcode in ["3", "\"3\"", "\"nxdomain\""] {
+        let c = config(&format!(
+            "name = \"x.example.test\"\nexpect_rcode = {rcode}"
+        ))
+        .unwrap();
+        let CheckConfig::Dns(d) = &c.services[0].check else {
+            panic!()
+        };
+        assert_eq!(d.expect_rcode, 3, "{rcode}");
+    }
+    // A value no record of the type can hold; a type no single query can ask.
+    let m = msgs("name = \"x.example.test\"\nexpect_answer = [\"192.0.2.1\", \"not-an-ip\"]");
+    assert!(
+        m.len() == 1
+            && m[0].starts_with("16:31 ")
+            && m[0].contains("\"not-an-ip\" is not an IPv4 address"),
+        "{m:#?}"
+    );
+    let m =
+        msgs("name = \"x.example.test\"\nrecord_type = \"AAAA\"\nexpect_answer = [\"192.0.2.1\"]");
+    assert!(
+        m.len() == 1 && m[0].contains("is not an IPv6 address"),
+        "{m:#?}"
+    );
+    let m = msgs("name = \"x.example.test\"\nrecord_type = \"axfr\"");
+    assert!(
+        m.len() == 1 && m[0].starts_with("16:15 ") && m[0].contains("cannot be asked in one query"),
+        "{m:#?}"
+    );
 }

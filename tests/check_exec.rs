@@ -244,6 +244,39 @@ async fn a_background_child_left_by_a_finished_plugin_is_killed() {
     assert_all_gone(leader, &[child]).await;
 }
 
+#[tokio::test]
+async fn a_background_child_holding_the_output_open_does_not_hold_the_verdict() {
+    // `sleep 60 &` inherits stdout and stderr: they stay open after the plugin exits 0. The verdict
+    // is the exit status, at once, and the child dies with the group.
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().display();
+    let s = script(
+        dir.path(),
+        "holds.sh",
+        &format!(
+            "echo $$ > {pids}/leader.pid\nsleep 60 &\necho $! > {pids}/child.pid\necho OK\nexit 0"
+        ),
+    );
+    let start = Instant::now();
+    let r = exec_probe(
+        dir.path(),
+        &format!("command = [\"{}\"]", s.display()),
+        Duration::from_secs(3),
+    )
+    .probe()
+    .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.detail, "exit 0 (ok): OK");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    let leader = read_pid(&dir.path().join("leader.pid"));
+    let child = read_pid(&dir.path().join("child.pid"));
+    assert_all_gone(leader, &[child]).await;
+}
+
 fn problems(dir: &Path, check: &str) -> Vec<String> {
     match config(dir, check) {
         Err(ConfigError::Invalid { problems, .. }) => problems
@@ -290,4 +323,34 @@ fn configuration_problems_name_the_key_and_the_fix() {
             "{fqdn}".to_owned()
         ]
     );
+    // Misspelt placeholders are caught in any case; an empty or unparsable shell command too.
+    let p = problems(
+        dir.path(),
+        "command = [\"./ok.sh\", \"{IP}\", \"{ip-addr}\"]",
+    );
+    assert!(
+        p.len() == 2
+            && p[0].contains("unknown placeholder {IP}")
+            && p[1].contains("unknown placeholder {ip-addr}"),
+        "{p:#?}"
+    );
+    let p = problems(dir.path(), "shell = true\ncommand = [\"\", \" \"]");
+    assert!(p.len() == 1 && p[0].contains("command is empty"), "{p:#?}");
+    let p = problems(
+        dir.path(),
+        "shell = true\ncommand = [\"./ok.sh\", \"'{ip}\"]",
+    );
+    assert!(
+        p.len() == 1
+            && p[0].starts_with("16:11 ")
+            && p[0].contains("is not a valid sh command line")
+            && p[0].to_lowercase().contains("unterminated"),
+        "{p:#?}"
+    );
+    // Shell variables and curl's write-out are not placeholders.
+    config(
+        dir.path(),
+        "shell = true\ncommand = [\"./ok.sh\", \"${HOME}\", \"-w '%{http_code}'\", \"{ip} | awk '{print $1}'\"]",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }

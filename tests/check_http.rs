@@ -29,8 +29,10 @@ fn config(dir: &Path, check: &str) -> Result<rrguard::config::Config, ConfigErro
 }
 
 fn config_of(kind: &str, dir: &Path, check: &str) -> Result<rrguard::config::Config, ConfigError> {
+    // On the first line, so that the check's keys keep their line numbers; the probes are built
+    // with TIMEOUT too.
     let text = format!(
-        r#"
+        r#"defaults = {{ timeout = "3s" }}
 [[writer]]
 name = "w"
 type = "rfc2136"
@@ -62,7 +64,8 @@ async fn run(dir: &Path, check: &str) -> ProbeResult {
 
 /// An HTTP/1.1 server on a free loopback port: `/file` serves `file` (read per request), `/page` a
 /// small HTML page, `/slow` the page after 300 ms, `/ua` the request's User-Agent, `/peer` the
-/// client's address; `/r2` redirects to `/r1`, which redirects to `/page`, and `/away` to another
+/// client's address; `/r2` redirects to `/r1`, which redirects to `/page`, `/broken` to a malformed
+/// URL, `/nowhere` without a Location, and `/away` to another
 /// host. Aborted on drop.
 struct Server {
     port: u16,
@@ -109,12 +112,18 @@ async fn answer(mut s: TcpStream, file: PathBuf) {
         "/r2" => Some("/r1"),
         "/r1" => Some("/page"),
         "/away" => Some("http://elsewhere.example.test/page"),
+        "/broken" => Some("http://[::1"),
+        "/nowhere" => Some(""),
         _ => None,
     };
     if let Some(location) = location {
-        let reply = format!(
-            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
+        let header = if location.is_empty() {
+            String::new()
+        } else {
+            format!("Location: {location}\r\n")
+        };
+        let reply =
+            format!("HTTP/1.1 302 Found\r\n{header}Content-Length: 0\r\nConnection: close\r\n\r\n");
         let _ = s.write_all(reply.as_bytes()).await;
         let _ = s.shutdown().await;
         return;
@@ -310,6 +319,33 @@ fn configuration_problems_name_the_key_and_the_fix() {
         "0".repeat(64)
     ));
     assert!(m[0].contains("not both"), "{m:#?}");
+    // Not a regular file, or larger than a body the probe hashes: refused at once, at the key,
+    // without reading it (reading /dev/zero or a FIFO would never end).
+    let fifo = dir.path().join("ref.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for file in ["/dev/zero", fifo.to_str().unwrap(), "."] {
+        let m = msgs(&format!("body_sha256_file = \"{file}\""));
+        assert!(
+            m.len() == 1 && m[0].starts_with("15:20 ") && m[0].contains("not a regular file"),
+            "{file}: {m:#?}"
+        );
+    }
+    let big = std::fs::File::create(dir.path().join("big.bin")).unwrap();
+    big.set_len(rrguard::observe::check::http::MAX_HASHED_BODY_BYTES as u64 + 1)
+        .unwrap();
+    let m = msgs("body_md5_file = \"big.bin\"");
+    assert!(
+        m.len() == 1
+            && m[0].starts_with("15:17 ")
+            && m[0].contains("16777217 bytes, more than the 16777216 bytes allowed"),
+        "{m:#?}"
+    );
 }
 
 /// An HTTP/1.1 server on every loopback address (port 0) that answers with the address the client
@@ -552,6 +588,28 @@ async fn redirects_are_followed_only_when_asked_and_only_on_the_same_host() {
                 .contains("redirect to another host \"elsewhere.example.test\""),
         "{r:?}"
     );
+    // A redirect that cannot be followed fails rather than pass as a 3xx.
+    let r = run(
+        dir.path(),
+        &check("path = \"/nowhere\"\nfollow_redirects = 2"),
+    )
+    .await;
+    assert!(
+        !r.ok && r.detail == "HTTP 302 without a Location to follow",
+        "{r:?}"
+    );
+    let r = run(
+        dir.path(),
+        &check("path = \"/broken\"\nfollow_redirects = 2"),
+    )
+    .await;
+    assert!(
+        !r.ok && r.detail == "HTTP 302 to \"http://[::1\", not a URL that can be followed",
+        "{r:?}"
+    );
+    // Not followed when not asked: judged by expect_status as before.
+    let r = run(dir.path(), &check("path = \"/nowhere\"")).await;
+    assert!(r.ok && r.detail == "HTTP 302", "{r:?}");
 }
 
 #[tokio::test]
@@ -686,6 +744,23 @@ async fn client_certificate_is_presented_to_a_server_that_requires_one() {
     let other =
         format!("{base}\nclient_cert_file = \"other.pem\"\nclient_key_file = \"other.key\"");
     assert!(!run_https(dir.path(), &other).await.ok);
+    // A key that is not the certificate's is refused when the configuration is loaded, at
+    // client_key_file, instead of failing every handshake.
+    let mismatched =
+        format!("{base}\nclient_cert_file = \"client.pem\"\nclient_key_file = \"other.key\"");
+    match config_of("https", dir.path(), &mismatched) {
+        Err(ConfigError::Invalid { problems, .. }) => {
+            assert_eq!(problems.len(), 1, "{problems:#?}");
+            assert_eq!(problems[0].line, 18, "{problems:#?}");
+            assert!(
+                problems[0]
+                    .message
+                    .contains("is not the private key of the first certificate in"),
+                "{problems:#?}"
+            );
+        }
+        other => panic!("expected a problem, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -114,7 +114,10 @@ async fn smtp_style_banner() {
     let busy = banner("554 no service here\r\n", 1).await;
     let r = run(&check(busy.port), Duration::from_millis(400)).await;
     assert!(!r.ok);
-    assert_eq!(r.detail, "timed out after 400ms");
+    assert_eq!(
+        r.detail,
+        r#"timed out after 400ms before expect /^220 / matched: got "554 no service here""#
+    );
 
     // Without expect the same server passes: the plain connect check is unchanged.
     let r = run(&format!("port = {}", busy.port), TIMEOUT).await;

@@ -96,8 +96,14 @@ async fn honours_timeout(p: &dyn Probe) {
     let r = p.probe().await;
     let took = start.elapsed();
     assert!(!r.ok, "hanging endpoint: {r:?}");
-    assert_eq!(r.detail, "timed out after 300ms");
-    assert_eq!(r.detail, probe::timed_out_detail(SHORT_TIMEOUT));
+    // The same words for every check (the lag monitor knows a timeout by them); a check may add
+    // what it saw before it (a TCP banner that never matched `expect`, a DNS reply it ignored).
+    assert!(r.detail.starts_with("timed out after 300ms"), "{r:?}");
+    assert!(
+        r.detail
+            .starts_with(&probe::timed_out_detail(SHORT_TIMEOUT)),
+        "{r:?}"
+    );
     assert!(
         took >= SHORT_TIMEOUT && took < SHORT_TIMEOUT + MARGIN,
         "hanging endpoint: the probe took {took:?} for a timeout of {SHORT_TIMEOUT:?}"

@@ -74,7 +74,12 @@ pub fn refine_span(text: &str, span: std::ops::Range<usize>, message: &str) -> u
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next())
     else {
-        return span.start;
+        // A value rejected inside such a table (`duration "0s" must be greater than zero`,
+        // `invalid value: integer `70000`, expected u16`, `invalid type: string "3", expected
+        // i64`): point at the one `key = value` line of the table that holds that value.
+        return value_literal(message)
+            .and_then(|literal| find_value(text, &span, &literal))
+            .unwrap_or(span.start);
     };
     // The span may cover only the table's header: search the table's body, up to the next header.
     let mut offset = span.start.min(text.len());
@@ -91,4 +96,55 @@ pub fn refine_span(text: &str, span: std::ops::Range<usize>, message: &str) -> u
         offset += line.len();
     }
     span.start
+}
+
+/// The value an error message quotes, as it would be written in TOML: the first `` `...` ``
+/// (a number) or `"..."` (a string, quotes kept).
+fn value_literal(message: &str) -> Option<String> {
+    let tick = message.find('`');
+    let quote = message.find('"');
+    match (tick, quote) {
+        (Some(t), q) if q.is_none_or(|q| t < q) => {
+            let rest = &message[t + 1..];
+            rest.find('`').map(|end| rest[..end].to_owned())
+        }
+        (_, Some(q)) => {
+            let rest = &message[q + 1..];
+            rest.find('"').map(|end| format!("\"{}\"", &rest[..end]))
+        }
+        _ => None,
+    }
+    .filter(|l| !l.is_empty() && l != "\"\"")
+}
+
+/// The offset of the value of the only `key = literal` line from `span` to the header after it
+/// (past further tables of the same array, `[[service.check]]`, which toml reports at the first);
+/// `None` if there is none or more than one.
+fn find_value(text: &str, span: &std::ops::Range<usize>, literal: &str) -> Option<usize> {
+    let mut offset = span.start.min(text.len());
+    let header = text[offset..].lines().next().unwrap_or("").trim();
+    let array = header.starts_with("[[").then_some(header);
+    let mut found = None;
+    for (i, line) in text[offset..].split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_start();
+        if i > 0 && trimmed.starts_with('[') && offset >= span.end && array != Some(trimmed.trim())
+        {
+            break;
+        }
+        if let Some((_, value)) = trimmed.split_once('=') {
+            let value_text = value.trim_start();
+            let rest = value_text.strip_prefix(literal);
+            if rest.is_some_and(|r| {
+                let r = r.trim();
+                r.is_empty() || r.starts_with('#')
+            }) {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(offset + (line.len() - value_text.len()));
+            }
+        }
+        offset += line.len();
+    }
+    found
 }

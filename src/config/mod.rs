@@ -58,6 +58,11 @@ pub const DEFAULT_FALL: u32 = 3;
 pub const DEFAULT_RISE: u32 = 2;
 /// `adaptive_fall` of a service that sets none (on).
 pub const DEFAULT_ADAPTIVE_FALL: bool = true;
+/// The shortest `interval` (as `confirm_interval`'s minimum): probing one endpoint more than 100
+/// times a second measures rrguard more than the endpoint.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// The shortest `timeout`: the resolution at which probes are timed.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// The shortest `confirm_interval`, and the shortest default one.
 pub const MIN_CONFIRM_INTERVAL: Duration = Duration::from_millis(10);
 /// A service that sets no `confirm_interval` confirms at its `interval` divided by this (fast
@@ -374,6 +379,54 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text)
 }
 
+/// Reads a file the configuration names (a reference body, a certificate, a secret) when it is
+/// loaded: only a regular file of at most `max_bytes`, so that a device (`/dev/zero`), a FIFO or a
+/// huge file can neither hang the load nor take the memory.
+///
+/// # Errors
+/// The open or read error; [`std::io::ErrorKind::InvalidInput`] for something other than a regular
+/// file or a file larger than `max_bytes`, with a message saying so.
+pub fn read_bounded(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    let not_a_file = || {
+        invalid("not a regular file (a directory, device, FIFO or socket); name a file".to_owned())
+    };
+    // Looked at before it is opened: opening a FIFO waits for a writer.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_a_file());
+    }
+    // Non-blocking, should it have become a FIFO since; a regular file reads the same.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_a_file());
+    }
+    let too_large = |n: u64| {
+        invalid(format!(
+            "{n} bytes, more than the {max_bytes} bytes allowed here"
+        ))
+    };
+    if meta.len() > max_bytes {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // The file may grow while it is read.
+    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Largest certificate, key or secret file read with the configuration, bytes (1 MiB: a PEM chain
+/// or a secret is a few KiB).
+pub const MAX_SMALL_FILE_BYTES: u64 = 1024 * 1024;
+
 /// Parses and validates configuration text; `path` is used for messages and relative `secret_file`s.
 ///
 /// # Errors
@@ -386,12 +439,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let raw: raw::RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            let (line, col) = e
+            let at = e
                 .span()
-                .map(|s| locate::line_col(text, locate::refine_span(text, s, e.message())))
-                .unwrap_or((0, 0));
+                .map_or(0, |s| locate::refine_span(text, s, e.message()));
+            let (line, col) = e.span().map_or((0, 0), |_| locate::line_col(text, at));
             let message = e.message().trim_end().replace('\n', " ");
-            let at = e.span().map_or(0, |s| s.start);
             return Err(invalid(vec![Problem {
                 line,
                 col,
@@ -458,11 +510,13 @@ fn humanize(message: &str, text: &str, at: usize) -> String {
         && let Some((found, expected)) = rest.split_once(", expected ")
     {
         let expected = match expected {
-            "u8" | "u16" | "u32" | "u64" | "usize" => match expected {
-                "u8" => "a whole number from 0 to 255",
-                "u16" => "a whole number from 0 to 65535",
-                _ => "a whole number",
-            },
+            "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
+                match expected {
+                    "u8" => "a whole number from 0 to 255",
+                    "u16" => "a whole number from 0 to 65535",
+                    _ => "a whole number",
+                }
+            }
             "a boolean" => "true or false",
             other => other,
         };

@@ -113,7 +113,7 @@ pub(crate) fn read_secret_as(
         }),
         (None, Some(file)) => {
             let path = base_dir.join(file);
-            match std::fs::read(&path) {
+            match super::read_bounded(&path, super::MAX_SMALL_FILE_BYTES) {
                 Ok(bytes) => Some(SecretText::File {
                     text: String::from_utf8_lossy(&bytes).into_owned(),
                     path,

@@ -137,6 +137,7 @@ fn defaults(d: &RawDefaults, errs: &mut Errors) {
     if let Some(ttl) = d.ttl {
         check_ttl(ttl, &with(&dpath, &[Key("ttl")]), errs);
     }
+    probe_timing(d.interval, d.timeout, &dpath, errs);
     if let Some(ConfirmInterval::Every(c)) = d.confirm_interval
         && c < MIN_CONFIRM_INTERVAL
     {
@@ -149,6 +150,35 @@ fn defaults(d: &RawDefaults, errs: &mut Errors) {
                 humantime::format_duration(MIN_CONFIRM_INTERVAL),
             ),
         );
+    }
+}
+
+/// `interval` and `timeout` where written (`[defaults]` or a service at `path`): at least
+/// [`MIN_INTERVAL`] and [`MIN_TIMEOUT`]. Shorter ones parse (any positive duration does) but would
+/// probe an endpoint thousands of times a second, or time out before any answer can arrive.
+fn probe_timing(
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    path: &[Seg],
+    errs: &mut Errors,
+) {
+    for (field, value, min) in [
+        ("interval", interval, MIN_INTERVAL),
+        ("timeout", timeout, MIN_TIMEOUT),
+    ] {
+        if let Some(v) = value
+            && v < min
+        {
+            errs.at(
+                &with(path, &[Key(field)]),
+                format!(
+                    "{field} {} is below the {} minimum; write at least \"{}\"",
+                    humantime::format_duration(v),
+                    humantime::format_duration(min),
+                    humantime::format_duration(min),
+                ),
+            );
+        }
     }
 }
 
@@ -395,6 +425,7 @@ fn service(
         endpoints(s, &label, spath, errs)
     };
     let counts = counts(s, d, &label, spath, errs);
+    probe_timing(s.interval, s.timeout, spath, errs);
     let timeout = s.timeout.or(d.timeout).unwrap_or(DEFAULT_TIMEOUT);
     let ctx = CheckContext {
         label: &label,
@@ -1263,6 +1294,17 @@ fn check(
                     "service {label:?}: {} echoes {} apart do not fit in timeout {}; lower count or echo_interval, or raise timeout",
                     i.count,
                     humantime::format_duration(i.echo_interval),
+                    humantime::format_duration(ctx.timeout),
+                ),
+            );
+            None
+        }
+        CheckConfig::Http(h) if h.max_latency.is_some_and(|m| m >= ctx.timeout) => {
+            errs.at(
+                &with(cpath, &[Key("max_latency")]),
+                format!(
+                    "service {label:?}: max_latency {} is not below timeout {}, so it can never fail a probe the timeout has not; lower it, or leave it out",
+                    humantime::format_duration(h.max_latency.unwrap_or_default()),
                     humantime::format_duration(ctx.timeout),
                 ),
             );

@@ -211,6 +211,8 @@ pub async fn run(
     }
     // systemd hears READY=1, the status line and the watchdog pings from one task for the whole run.
     notify::spawn_notifier(&notifier, &state, shutdown.clone(), &mut servers);
+    // As PID 1 (a container without an init), the orphans of exec checks and scripts are ours.
+    crate::subprocess::spawn_orphan_reaper(&mut servers, shutdown.clone());
     // The probe engine's lateness is watched across generations, so its counters never go back.
     let lag = crate::observe::lag::spawn_lag_monitor(
         &mut servers,

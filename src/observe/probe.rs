@@ -70,7 +70,9 @@ pub fn build(
 }
 
 /// The failed result of a probe cut off at `timeout`. Every timeout of a probe (the probe's own, the
-/// scheduler's hard limit, `rrguard plan`) reports through this, so the detail reads the same everywhere.
+/// scheduler's hard limit, `rrguard plan`) reports through this, so the detail starts the same
+/// everywhere ([`crate::observe::lag::time_bound`] relies on it); a check may append what it saw
+/// before the timeout (`tcp`: the bytes that did not match `expect`; `dns`: a reply it ignored).
 pub fn timed_out(timeout: Duration) -> ProbeResult {
     ProbeResult {
         ok: false,

@@ -27,7 +27,7 @@ use tokio::process::{Child, Command};
 
 use super::plugin::{self, MAX_REPLY_BYTES, Outcome, Request, excerpt};
 use super::{Capabilities, Published, RecordChange, WriteError, Writer};
-use crate::subprocess::{GroupGuard, in_own_group, read_head};
+use crate::subprocess::{GroupGuard, in_own_group, read_head, spawn};
 pub use config::{DEFAULT_SCRIPT_TIMEOUT, RawScript, ScriptConfig};
 
 /// How much of a script's stderr is kept for messages, bytes; the rest is read and dropped.
@@ -102,15 +102,16 @@ impl ScriptWriter {
     /// Spawns the script in its own process group, feeds `input`, collects its output, all within the
     /// timeout; the group is killed on timeout, on too much output, or when this future is dropped.
     async fn run(&self, input: &[u8], what: &str) -> Result<Finished, WriteError> {
-        let mut child = in_own_group(&mut Command::new(&self.config.program))
-            .args(&self.config.args)
-            .current_dir(&self.config.dir)
-            .envs(&self.config.env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| self.spawn_error(&e))?;
+        let mut child = spawn(
+            in_own_group(&mut Command::new(&self.config.program))
+                .args(&self.config.args)
+                .current_dir(&self.config.dir)
+                .envs(&self.config.env)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(|e| self.spawn_error(&e))?;
         let mut group = GroupGuard::of(&child);
         let timeout = self.config.timeout;
         let result = tokio::time::timeout(timeout, exchange(&mut child, input)).await;

@@ -38,15 +38,16 @@ pub async fn run(argv: &[String], timeout: Duration) -> Result<(), Failure> {
     let Some((program, args)) = argv.split_first() else {
         return Err(Failure::CannotStart("empty command".to_owned()));
     };
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Failure::CannotStart(format!("cannot run `{shown}`: {e}")))?;
+    let child = crate::subprocess::spawn(
+        tokio::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true),
+    )
+    .map_err(|e| Failure::CannotStart(format!("cannot run `{shown}`: {e}")))?;
     let group = child
         .id()
         .and_then(|id| rustix::process::Pid::from_raw(id as i32));

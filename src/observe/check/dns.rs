@@ -12,7 +12,7 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hickory_net::proto::op::{Message, Query};
+use hickory_net::proto::op::{Message, MessageType, Query};
 use hickory_net::proto::rr::{Name, RecordType};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -44,6 +44,16 @@ const RCODES: [(&str, u16); 11] = [
     ("NOTZONE", 10),
 ];
 
+/// An rcode as written: a name (`"NXDOMAIN"`) or a number (`3` or `"3"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RcodeText {
+    /// A name or a number in a string.
+    Text(String),
+    /// A number.
+    Number(i64),
+}
+
 /// `[service.check]` options of `type = "dns"`, as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,8 +64,8 @@ pub struct RawDnsCheck {
     pub name: String,
     /// Record type asked for.
     pub record_type: Option<String>,
-    /// Expected rcode.
-    pub expect_rcode: Option<String>,
+    /// Expected rcode: a name or a number.
+    pub expect_rcode: Option<RcodeText>,
     /// Values any one of which must be in the answer.
     pub expect_answer: Option<Vec<String>>,
     /// `"udp"` (with TCP fallback) or `"tcp"`.
@@ -153,6 +163,16 @@ pub(crate) fn validate(
     let record_type = match &d.record_type {
         None => Some(DEFAULT_DNS_RECORD_TYPE),
         Some(t) => match RecordType::from_str(&t.to_ascii_uppercase()) {
+            // Zone transfers and the EDNS pseudo-type are not questions a probe can ask.
+            Ok(rt @ (RecordType::AXFR | RecordType::IXFR | RecordType::OPT)) => {
+                errs.at(
+                    &at("record_type"),
+                    format!(
+                        "service {label:?}: record_type {t:?} cannot be asked in one query ({rt} is a transfer or a pseudo-type); ask for \"SOA\" to see that a server serves a zone"
+                    ),
+                );
+                None
+            }
             Ok(rt) if !matches!(rt, RecordType::Unknown(_)) => Some(rt),
             _ => {
                 errs.at(
@@ -168,6 +188,10 @@ pub(crate) fn validate(
     let expect_rcode = match &d.expect_rcode {
         None => Some(0),
         Some(r) => {
+            let r = match r {
+                RcodeText::Text(t) => t.clone(),
+                RcodeText::Number(n) => n.to_string(),
+            };
             let upper = r.trim().to_ascii_uppercase();
             let code = RCODES
                 .iter()
@@ -197,10 +221,26 @@ pub(crate) fn validate(
         );
     }
     for (i, a) in expect_answer.iter().enumerate() {
-        if normalize_rdata(a).is_empty() {
+        let value = normalize_rdata(a);
+        let wrong_family = match record_type {
+            Some(RecordType::A) => value.parse::<std::net::Ipv4Addr>().is_err(),
+            Some(RecordType::AAAA) => value.parse::<std::net::Ipv6Addr>().is_err(),
+            _ => false,
+        };
+        if value.is_empty() {
             errs.at(
                 &with(&at("expect_answer"), &[Index(i)]),
                 format!("service {label:?}: an expect_answer value must not be blank"),
+            );
+        } else if wrong_family {
+            let rt = record_type.unwrap_or(DEFAULT_DNS_RECORD_TYPE);
+            errs.at(
+                &with(&at("expect_answer"), &[Index(i)]),
+                format!(
+                    "service {label:?}: expect_answer {a:?} is not an {} address, so no {rt} record can match it; write one like \"{}\"",
+                    if rt == RecordType::A { "IPv4" } else { "IPv6" },
+                    if rt == RecordType::A { "192.0.2.10" } else { "2001:db8::10" },
+                ),
             );
         }
     }
@@ -257,7 +297,14 @@ impl DnsProbe {
         m.to_vec().unwrap_or_default()
     }
 
-    async fn udp(&self, id: u16, query: &[u8]) -> Result<Message, Failed> {
+    /// Over UDP; a datagram that is not the answer to this query is ignored, and the reason kept in
+    /// `ignored` for the detail if no answer comes.
+    async fn udp(
+        &self,
+        id: u16,
+        query: &[u8],
+        ignored: &mut Option<String>,
+    ) -> Result<Message, Failed> {
         let local: IpAddr = match self.server {
             SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
             SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
@@ -271,9 +318,9 @@ impl DnsProbe {
         let mut buf = vec![0u8; UDP_BUFFER];
         loop {
             let n = socket.recv(&mut buf).await.map_err(Failed::Io)?;
-            match decode(&buf[..n], id) {
-                // A stray or late datagram of an earlier probe: keep waiting for ours.
-                Err(_) => continue,
+            match self.decode(&buf[..n], id) {
+                // A stray or late datagram of an earlier probe, or not an answer: keep waiting.
+                Err(why) => *ignored = Some(why),
                 Ok(m) => return Ok(m),
             }
         }
@@ -289,19 +336,46 @@ impl DnsProbe {
         stream.read_exact(&mut len).await.map_err(Failed::Io)?;
         let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
         stream.read_exact(&mut answer).await.map_err(Failed::Io)?;
-        decode(&answer, id).map_err(Failed::Garbled)
+        self.decode(&answer, id).map_err(Failed::Garbled)
     }
 
-    async fn exchange(&self) -> Result<(Message, &'static str), Failed> {
+    async fn exchange(
+        &self,
+        ignored: &mut Option<String>,
+    ) -> Result<(Message, &'static str), Failed> {
         let id = rand_id();
         let query = self.query(id);
         if !self.config.tcp_only {
-            let answer = self.udp(id, &query).await?;
+            let answer = self.udp(id, &query, ignored).await?;
             if !answer.metadata.truncation {
                 return Ok((answer, "udp"));
             }
         }
         Ok((self.tcp(id, &query).await?, "tcp"))
+    }
+
+    /// `bytes` as the answer to query `id`: a response (QR set) with that id and, if it repeats a
+    /// question, this probe's name and type (RFC 1035 §4.1.1, RFC 5452 §9.1). A server that echoes
+    /// the query back, or answers another question, has not answered.
+    fn decode(&self, bytes: &[u8], id: u16) -> Result<Message, String> {
+        let m = Message::from_vec(bytes).map_err(|e| format!("answer does not decode: {e}"))?;
+        if m.metadata.id != id {
+            return Err(format!("answer has id {}, the query {id}", m.metadata.id));
+        }
+        if m.metadata.message_type != MessageType::Response {
+            return Err("a query came back, not a response (QR bit clear)".to_owned());
+        }
+        if let Some(q) = m.queries.first()
+            && (q.query_type() != self.config.record_type
+                || !q.name().eq_ignore_root(&self.config.name))
+        {
+            return Err(format!(
+                "answer is for {} {}, not the question asked",
+                q.name(),
+                q.query_type()
+            ));
+        }
+        Ok(m)
     }
 
     /// The verdict on `answer`: pass or not, and the detail.
@@ -351,14 +425,6 @@ impl DnsProbe {
     }
 }
 
-fn decode(bytes: &[u8], id: u16) -> Result<Message, String> {
-    let m = Message::from_vec(bytes).map_err(|e| format!("answer does not decode: {e}"))?;
-    if m.metadata.id != id {
-        return Err(format!("answer has id {}, the query {id}", m.metadata.id));
-    }
-    Ok(m)
-}
-
 fn rand_id() -> u16 {
     // Only pairs answers with queries on our own socket; unpredictability is not a goal here.
     let nanos = std::time::SystemTime::now()
@@ -372,7 +438,8 @@ fn rand_id() -> u16 {
 impl Probe for DnsProbe {
     async fn probe(&self) -> ProbeResult {
         let start = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, self.exchange()).await;
+        let mut ignored = None;
+        let outcome = tokio::time::timeout(self.timeout, self.exchange(&mut ignored)).await;
         let latency = start.elapsed();
         match outcome {
             Ok(Ok((answer, transport))) => {
@@ -393,7 +460,13 @@ impl Probe for DnsProbe {
                 latency,
                 detail: why,
             },
-            Err(_) => timed_out(self.timeout),
+            Err(_) => {
+                let mut r = timed_out(self.timeout);
+                if let Some(why) = ignored {
+                    r.detail = format!("{}; ignored a reply: {why}", r.detail);
+                }
+                r
+            }
         }
     }
 }

@@ -12,7 +12,9 @@
 //!
 //! **Bounded.** The command runs in its own process group ([`crate::subprocess`]); at the probe's
 //! timeout the whole group is killed and the command reaped, so nothing it started outlives the probe
-//! and no zombie is left; so is a group whose leader exited while others still ran. The first line of
+//! and no zombie is left; so is a group whose leader exited while others still ran. The verdict is
+//! the command's exit status as soon as it exits, even if a process it left in the background still
+//! holds its output open (read for at most [`OUTPUT_AFTER_EXIT`] more). The first line of
 //! its output (stdout, else stderr), at most [`DETAIL_CHARS`] characters, goes into the probe detail.
 
 use std::net::IpAddr;
@@ -29,12 +31,16 @@ use crate::act::script::config::{absolute, argv, program};
 use crate::config::Seg::{self, Index, Key};
 use crate::config::{Errors, with};
 use crate::observe::probe::{Probe, ProbeResult, timed_out};
-use crate::subprocess::{GroupGuard, in_own_group, read_head};
+use crate::subprocess::{GroupGuard, in_own_group, read_head_into, spawn};
 
 /// How much of the command's stdout and stderr is kept, bytes; the rest is read and dropped.
 pub const OUTPUT_KEPT_BYTES: usize = 4096;
 /// Longest first line of output quoted in the probe detail, characters.
 pub const DETAIL_CHARS: usize = 200;
+/// How long output is still read after the command exited: what it wrote is in the pipes by then,
+/// and a process it left running in the background (killed with its group when the probe ends)
+/// must not hold the verdict back by keeping them open.
+pub const OUTPUT_AFTER_EXIT: Duration = Duration::from_millis(50);
 /// The placeholders `command` may use.
 const PLACEHOLDERS: [&str; 3] = ["ip", "port", "fqdn"];
 
@@ -92,20 +98,46 @@ impl ExecCheckConfig {
     }
 }
 
-/// The `{name}` placeholders in `arg` (lower-case letters and `_` between braces).
+/// The `{name}` placeholders in `arg`: a letter, then letters, digits, `_` or `-`, between braces,
+/// in any case (so that `{IP}` and `{ip-addr}` are caught as misspellings rather than passed on
+/// as written). Not `${name}` (a shell variable) or `%{name}` (curl's `--write-out`), nor braces
+/// around anything else (`{print $1}`, `{3}`, JSON).
 fn placeholders(arg: &str) -> Vec<&str> {
     let mut found = Vec::new();
-    let mut rest = arg;
-    while let Some(open) = rest.find('{') {
-        rest = &rest[open + 1..];
-        if let Some(close) = rest.find('}') {
-            let name = &rest[..close];
-            if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                found.push(name);
-            }
+    let mut at = 0;
+    while let Some(open) = arg[at..].find('{').map(|o| at + o) {
+        at = open + 1;
+        let Some(close) = arg[at..].find('}').map(|c| at + c) else {
+            break;
+        };
+        let name = &arg[at..close];
+        // `${HOME}` (shell), `%{http_code}` (curl's --write-out).
+        let shell_variable = arg[..open].ends_with(['$', '%']);
+        if !shell_variable
+            && name.starts_with(|c: char| c.is_ascii_alphabetic())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            found.push(name);
         }
     }
     found
+}
+
+/// Parses `script` with `/bin/sh -n` (nothing runs); the shell's complaint if it does not parse.
+/// `None` too when no shell can be started here: the probe will say so.
+fn shell_syntax_error(script: &str) -> Option<String> {
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-n", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    (!out.status.success()).then(|| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        line.trim().to_owned()
+    })
 }
 
 /// Validates an exec check of service `label` at key path `cpath`; a relative program is resolved
@@ -159,7 +191,23 @@ pub(crate) fn validate(
         );
     }
     let argv = if e.shell {
-        vec!["/bin/sh".to_owned(), "-c".to_owned(), e.command.join(" ")]
+        let script = e.command.join(" ");
+        if script.trim().is_empty() {
+            errs.at(
+                &cmd_path,
+                format!(
+                    "service {label:?}: command is empty; with shell = true write the shell command, like [\"check_http -I {{ip}} | grep -q OK\"]"
+                ),
+            );
+        } else if let Some(why) = shell_syntax_error(&script) {
+            errs.at(
+                &cmd_path,
+                format!(
+                    "service {label:?}: command is not a valid sh command line (shell = true joins its elements with spaces): {why}"
+                ),
+            );
+        }
+        vec!["/bin/sh".to_owned(), "-c".to_owned(), script]
     } else {
         let first = &e.command[0];
         if !placeholders(first).is_empty() {
@@ -255,13 +303,14 @@ impl Probe for ExecProbe {
                 detail: "no command to run".to_owned(),
             };
         };
-        let spawned = in_own_group(&mut Command::new(program))
-            .args(args)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
+        let spawned = spawn(
+            in_own_group(&mut Command::new(program))
+                .args(args)
+                .current_dir(&self.dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
@@ -275,25 +324,40 @@ impl Probe for ExecProbe {
         // Armed until the end: whatever is left in the group when the probe ends is killed.
         let group = GroupGuard::of(&child);
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let (mut out, mut err) = (Vec::new(), Vec::new());
         let run = async {
-            let out = async {
-                match stdout {
-                    Some(s) => read_head(s, OUTPUT_KEPT_BYTES).await.unwrap_or_default(),
-                    None => Vec::new(),
+            let mut reading = std::pin::pin!(async {
+                let out = async {
+                    if let Some(s) = stdout {
+                        let _ = read_head_into(s, &mut out, OUTPUT_KEPT_BYTES).await;
+                    }
+                };
+                let err = async {
+                    if let Some(s) = stderr {
+                        let _ = read_head_into(s, &mut err, OUTPUT_KEPT_BYTES).await;
+                    }
+                };
+                tokio::join!(out, err);
+            });
+            // The verdict is the exit status: a process the command left running in the
+            // background may keep its output open long after (killed with the group below).
+            let mut read_all = false;
+            let status = tokio::select! {
+                status = child.wait() => status,
+                () = &mut reading => {
+                    read_all = true;
+                    child.wait().await
                 }
             };
-            let err = async {
-                match stderr {
-                    Some(s) => read_head(s, OUTPUT_KEPT_BYTES).await.unwrap_or_default(),
-                    None => Vec::new(),
-                }
-            };
-            let (out, err) = tokio::join!(out, err);
-            (out, err, child.wait().await)
+            let latency = start.elapsed();
+            if !read_all {
+                // What the command wrote before it exited is in the pipes already.
+                let _ = tokio::time::timeout(OUTPUT_AFTER_EXIT, &mut reading).await;
+            }
+            (latency, status)
         };
         match tokio::time::timeout(self.deadline(), run).await {
-            Ok((out, err, Ok(status))) => {
-                let latency = start.elapsed();
+            Ok((latency, Ok(status))) => {
                 drop(group);
                 let (ok, code) = verdict(status, self.warning_is_down);
                 let line = first_line(&out, &err);
@@ -307,7 +371,7 @@ impl Probe for ExecProbe {
                     },
                 }
             }
-            Ok((_, _, Err(e))) => {
+            Ok((_, Err(e))) => {
                 group.kill_and_reap(&mut child).await;
                 ProbeResult {
                     ok: false,
@@ -332,7 +396,12 @@ mod tests {
         assert_eq!(placeholders("-H {ip}:{port}"), vec!["ip", "port"]);
         assert_eq!(placeholders("{fqdn}"), vec!["fqdn"]);
         assert_eq!(placeholders("awk '{print $1}' {x"), Vec::<&str>::new());
-        assert_eq!(placeholders("{Bad} {host}"), vec!["host"]);
+        assert_eq!(placeholders("{Bad} {host}"), vec!["Bad", "host"]);
+        assert_eq!(placeholders("{IP} {ip-addr}"), vec!["IP", "ip-addr"]);
+        assert_eq!(
+            placeholders("${HOME} -w '%{http_code}' {3} {\"a\":1} {}"),
+            Vec::<&str>::new()
+        );
     }
 
     #[test]

@@ -414,7 +414,8 @@ fn body_digest<const N: usize>(
         }
         (None, Some(file)) => {
             let path = base_dir.join(file);
-            match std::fs::read(&path) {
+            // A body longer than the probe hashes can never match its reference.
+            match crate::config::read_bounded(&path, MAX_HASHED_BODY_BYTES as u64) {
                 Ok(bytes) => Some(hash(&bytes)),
                 Err(e) => {
                     at(
@@ -480,7 +481,7 @@ fn client_identity(
         return None;
     }
     ClientIdentity::load(&base_dir.join(cert), &base_dir.join(key))
-        .map_err(|m| at(&[Key("client_cert_file")], m))
+        .map_err(|(field, m)| at(&[Key(field)], m))
         .ok()
 }
 
@@ -645,6 +646,8 @@ struct Prepared {
     max_latency: Option<Duration>,
     cert_expiry_warning: Option<Duration>,
     keep_alive: bool,
+    /// `follow_redirects` is set: a redirect that comes back as the answer could not be followed.
+    follows_redirects: bool,
     timeout: Duration,
 }
 
@@ -774,6 +777,7 @@ impl Prepared {
             max_latency: h.max_latency,
             cert_expiry_warning: h.cert_expiry_warning.filter(|_| h.tls),
             keep_alive: h.keep_alive,
+            follows_redirects: h.follow_redirects > 0,
             timeout,
         })
     }
@@ -857,6 +861,18 @@ impl HttpProbe {
             Err(e) => return check.failure(&e, failed),
         };
         let status = resp.status().as_u16();
+        // The client follows these when it can; one returned as the answer had no Location it
+        // could follow, and passing it as a 3xx would judge a page the check never reached.
+        if check.follows_redirects && matches!(status, 301 | 302 | 303 | 307 | 308) {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
+            return failed(match location {
+                None => format!("HTTP {status} without a Location to follow"),
+                Some(l) => format!("HTTP {status} to {l:?}, not a URL that can be followed"),
+            });
+        }
         // Read before the body: the certificate of the connection the answer came on.
         let expiry = check.cert_expiry_warning.and_then(|within| {
             let der = resp

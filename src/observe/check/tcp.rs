@@ -140,8 +140,9 @@ impl TcpProbe {
         }
     }
 
-    /// Connects, sends and reads until `expect` matches: `Ok(detail)` on a pass, `Err(detail)`.
-    async fn converse(&self) -> Result<String, String> {
+    /// Connects, sends and reads into `got` until `expect` matches: `Ok(detail)` on a pass,
+    /// `Err(detail)`.
+    async fn converse(&self, got: &mut Vec<u8>) -> Result<String, String> {
         let mut stream = tokio::net::TcpStream::connect(self.addr)
             .await
             .map_err(|e| io_detail(&e))?;
@@ -163,17 +164,16 @@ impl TcpProbe {
                 "connected".to_owned()
             });
         };
-        let mut got = Vec::new();
         let mut buf = [0u8; 1024];
         loop {
-            if expect.is_match(&got) {
-                return Ok(format!("connected, got {}", excerpt(&got)));
+            if expect.is_match(got) {
+                return Ok(format!("connected, got {}", excerpt(got)));
             }
             if got.len() >= MAX_EXPECT_BYTES {
                 return Err(format!(
                     "expect /{}/ did not match the first {MAX_EXPECT_BYTES} bytes: {}",
                     expect.as_str(),
-                    excerpt(&got)
+                    excerpt(got)
                 ));
             }
             let room = (MAX_EXPECT_BYTES - got.len()).min(buf.len());
@@ -185,7 +185,7 @@ impl TcpProbe {
                 return Err(format!(
                     "connection closed before expect /{}/ matched: got {}",
                     expect.as_str(),
-                    excerpt(&got)
+                    excerpt(got)
                 ));
             }
             got.extend_from_slice(&buf[..n]);
@@ -205,7 +205,8 @@ fn excerpt(bytes: &[u8]) -> String {
 impl Probe for TcpProbe {
     async fn probe(&self) -> ProbeResult {
         let start = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, self.converse()).await;
+        let mut got = Vec::new();
+        let outcome = tokio::time::timeout(self.timeout, self.converse(&mut got)).await;
         let latency = start.elapsed();
         match outcome {
             Ok(Ok(detail)) => ProbeResult {
@@ -218,7 +219,23 @@ impl Probe for TcpProbe {
                 latency,
                 detail,
             },
-            Err(_) => timed_out(self.timeout),
+            Err(_) => {
+                let mut r = timed_out(self.timeout);
+                // What a wrong banner said is the useful part of a timeout.
+                if let Some(expect) = &self.expect {
+                    r.detail = format!(
+                        "{} before expect /{}/ matched: got {}",
+                        r.detail,
+                        expect.as_str(),
+                        if got.is_empty() {
+                            "nothing".to_owned()
+                        } else {
+                            excerpt(&got)
+                        }
+                    );
+                }
+                r
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+use crate::config::{MAX_SMALL_FILE_BYTES, read_bounded};
 use crate::observe::probe::ProbeBuildError;
 
 /// The certificates of a `ca_file`, read when the configuration is loaded.
@@ -34,7 +35,7 @@ impl CaBundle {
     /// # Errors
     /// A message naming the file if it cannot be read, holds a malformed PEM block or no certificate.
     pub fn load(path: &Path) -> Result<CaBundle, String> {
-        let pem = std::fs::read(path)
+        let pem = read_bounded(path, MAX_SMALL_FILE_BYTES)
             .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
         let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
@@ -167,27 +168,56 @@ impl ClientIdentity {
     /// or SEC1 PEM); both may be the same file.
     ///
     /// # Errors
-    /// A message naming the file if it cannot be read or holds no certificate or key.
-    pub fn load(cert: &Path, key: &Path) -> Result<ClientIdentity, String> {
-        let pem = std::fs::read(cert)
-            .map_err(|e| format!("cannot read client certificate {}: {e}", cert.display()))?;
+    /// The key at fault (`client_cert_file` or `client_key_file`) and a message naming the file, if
+    /// one cannot be read, holds no certificate or key, or the key is not the certificate's.
+    pub fn load(cert: &Path, key: &Path) -> Result<ClientIdentity, (&'static str, String)> {
+        let cert_err = |m: String| ("client_cert_file", m);
+        let key_err = |m: String| ("client_key_file", m);
+        let pem = read_bounded(cert, MAX_SMALL_FILE_BYTES).map_err(|e| {
+            cert_err(format!(
+                "cannot read client certificate {}: {e}",
+                cert.display()
+            ))
+        })?;
         let chain = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("client certificate {}: {e}", cert.display()))?;
+            .map_err(|e| cert_err(format!("client certificate {}: {e}", cert.display())))?;
         if chain.is_empty() {
-            return Err(format!(
+            return Err(cert_err(format!(
                 "client certificate {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
                 cert.display()
-            ));
+            )));
         }
-        let key_pem = std::fs::read(key)
-            .map_err(|e| format!("cannot read client key {}: {e}", key.display()))?;
-        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-            format!(
+        let key_pem = read_bounded(key, MAX_SMALL_FILE_BYTES)
+            .map_err(|e| key_err(format!("cannot read client key {}: {e}", key.display())))?;
+        let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            key_err(format!(
                 "client key {} holds no usable PEM private key (-----BEGIN PRIVATE KEY-----): {e}",
                 key.display()
-            )
+            ))
         })?;
+        // Checked now rather than at every probe: a key of another certificate (or of a kind the
+        // TLS library cannot use) would fail every handshake.
+        let provider = CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+        match rustls::sign::CertifiedKey::from_der(chain.clone(), private, &provider) {
+            Ok(_) => {}
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                return Err(key_err(format!(
+                    "client key {} is not the private key of the first certificate in {}; give the key that certificate was issued for",
+                    key.display(),
+                    cert.display()
+                )));
+            }
+            Err(e) => {
+                return Err(key_err(format!(
+                    "client certificate {} with key {}: {e}",
+                    cert.display(),
+                    key.display()
+                )));
+            }
+        }
         Ok(ClientIdentity {
             cert_path: cert.to_owned(),
             chain,
