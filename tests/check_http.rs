@@ -761,6 +761,45 @@ async fn client_certificate_is_presented_to_a_server_that_requires_one() {
         }
         other => panic!("expected a problem, got {other:?}"),
     }
+    // A certificate file cut short: said in words, not as the marker's bytes.
+    let pem = client_cert.pem();
+    std::fs::write(dir.path().join("cut.pem"), &pem[..pem.len() / 2]).unwrap();
+    let cut = format!("{base}\nclient_cert_file = \"cut.pem\"\nclient_key_file = \"client.key\"");
+    match config_of("https", dir.path(), &cut) {
+        Err(ConfigError::Invalid { problems, .. }) => assert!(
+            problems.len() == 1
+                && problems[0].line == 17
+                && problems[0]
+                    .message
+                    .contains("a PEM section has no end line \"-----END CERTIFICATE-----\""),
+            "{problems:#?}"
+        ),
+        other => panic!("expected a problem, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_ca_certificate_served_as_the_servers_own_is_explained() {
+    // Self-signed with CA:TRUE and trusted through ca_file: WebPKI refuses a CA as an end entity.
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["www.example.test".to_owned()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("self-ca.pem"), cert.pem()).unwrap();
+    let srv = tls_server(&cert, &key, None).await;
+    let r = run_https(
+        dir.path(),
+        &format!("port = {}\nca_file = \"self-ca.pem\"", srv.port),
+    )
+    .await;
+    assert!(
+        !r.ok
+            && r.detail.contains("CaUsedAsEndEntity")
+            && r.detail
+                .contains("presents a CA certificate (basic constraints CA:TRUE) as its own"),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]

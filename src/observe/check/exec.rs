@@ -225,7 +225,10 @@ pub(crate) fn validate(
                 argv
             }
             Err(m) => {
-                errs.at(&with(&cmd_path, &[Index(0)]), m);
+                errs.at(
+                    &with(&cmd_path, &[Index(0)]),
+                    format!("service {label:?}: {m}"),
+                );
                 Vec::new()
             }
         }
@@ -266,12 +269,26 @@ impl ExecProbe {
 
 /// The first non-empty line of `out`, else of `err`, at most [`DETAIL_CHARS`] characters.
 fn first_line(out: &[u8], err: &[u8]) -> String {
+    // Control characters (ESC, BEL, a lone CR) are shown escaped: the detail goes to logs,
+    // terminals and the dashboard as written.
     let pick = |b: &[u8]| {
         String::from_utf8_lossy(b)
             .lines()
             .map(str::trim)
             .find(|l| !l.is_empty())
-            .map(|l| l.chars().take(DETAIL_CHARS).collect::<String>())
+            .map(|l| {
+                l.chars()
+                    .take(DETAIL_CHARS)
+                    .flat_map(|c| {
+                        let escaped: Vec<char> = if c.is_control() {
+                            c.escape_default().collect()
+                        } else {
+                            vec![c]
+                        };
+                        escaped
+                    })
+                    .collect::<String>()
+            })
     };
     pick(out).or_else(|| pick(err)).unwrap_or_default()
 }
@@ -409,5 +426,9 @@ mod tests {
         assert_eq!(first_line(b"\n  OK - fine \nmore", b"err"), "OK - fine");
         assert_eq!(first_line(b"", b"oops\n"), "oops");
         assert_eq!(first_line(&[b'x'; 1000], b"").len(), DETAIL_CHARS);
+        assert_eq!(
+            first_line(b"\x1b[31mRED\x07 done\rmore\n", b""),
+            "\\u{1b}[31mRED\\u{7} done\\rmore"
+        );
     }
 }

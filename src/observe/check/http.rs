@@ -1133,13 +1133,20 @@ fn reqwest_detail(e: &reqwest::Error) -> String {
 /// [`reqwest_detail`] of any error: its innermost I/O error's wording, or its innermost cause.
 fn error_detail(e: &(dyn std::error::Error + 'static)) -> String {
     let mut source: Option<&dyn std::error::Error> = Some(e);
-    let mut last = e.to_string();
+    let mut detail = e.to_string();
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return io_detail(io);
+            detail = io_detail(io);
+            break;
         }
-        last = s.to_string();
+        detail = s.to_string();
         source = s.source();
     }
-    last
+    // rustls words this one as its variant name only.
+    if detail.contains("CaUsedAsEndEntity") {
+        detail.push_str(
+            ": the server presents a CA certificate (basic constraints CA:TRUE) as its own; it must serve a certificate issued by that CA",
+        );
+    }
+    detail
 }

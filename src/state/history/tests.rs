@@ -235,6 +235,16 @@ fn open(dir: &Path, history: &Arc<Mutex<History>>, now: u64) -> HistoryStore {
     panic!("cannot reopen the history store");
 }
 
+/// The store's file itself, once the store's thread has let go of it.
+fn open_file(dir: &Path) -> Database {
+    (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            Database::open(dir.join(FILE_NAME)).ok()
+        })
+        .expect("the store lets go of the file")
+}
+
 #[test]
 fn the_store_keeps_buckets_and_transitions_across_a_reopen_and_bounds_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -300,12 +310,7 @@ fn the_store_keeps_buckets_and_transitions_across_a_reopen_and_bounds_them() {
     drop(h);
     drop(store);
     // On disk: exactly the ring of the one endpoint left, and its transitions.
-    let db = (0..100)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(20));
-            Database::open(dir.path().join(FILE_NAME)).ok()
-        })
-        .expect("the store lets go of the file");
+    let db = open_file(dir.path());
     let txn = db.begin_read().unwrap();
     let records = txn.open_table(RECORD_TABLE).unwrap();
     let mut keys = Vec::new();
@@ -419,12 +424,7 @@ fn a_store_of_the_first_layout_is_moved_into_records_on_open() {
         RECENT_BUCKETS
     );
     drop(store);
-    let db = (0..100)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(20));
-            Database::open(dir.path().join(FILE_NAME)).ok()
-        })
-        .expect("the store lets go of the file");
+    let db = open_file(dir.path());
     let txn = db.begin_read().unwrap();
     assert!(!txn.list_tables().unwrap().any(|t| t.name() == "buckets"));
     // Slots T0.. fill the record of T0 (a record boundary) and part of the next.

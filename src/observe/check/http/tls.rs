@@ -39,7 +39,7 @@ impl CaBundle {
             .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
         let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            .map_err(|e| format!("CA file {}: {}", path.display(), pem_error(&e)))?;
         if certs.is_empty() {
             return Err(format!(
                 "CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
@@ -181,7 +181,13 @@ impl ClientIdentity {
         })?;
         let chain = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| cert_err(format!("client certificate {}: {e}", cert.display())))?;
+            .map_err(|e| {
+                cert_err(format!(
+                    "client certificate {}: {}",
+                    cert.display(),
+                    pem_error(&e)
+                ))
+            })?;
         if chain.is_empty() {
             return Err(cert_err(format!(
                 "client certificate {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
@@ -192,8 +198,9 @@ impl ClientIdentity {
             .map_err(|e| key_err(format!("cannot read client key {}: {e}", key.display())))?;
         let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
             key_err(format!(
-                "client key {} holds no usable PEM private key (-----BEGIN PRIVATE KEY-----): {e}",
-                key.display()
+                "client key {} holds no usable PEM private key (-----BEGIN PRIVATE KEY-----): {}",
+                key.display(),
+                pem_error(&e)
             ))
         })?;
         // Checked now rather than at every probe: a key of another certificate (or of a kind the
@@ -332,5 +339,26 @@ impl ServerCertVerifier for VerifyAs {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+/// A PEM parse error in words: the library's own shows the missing marker as a list of bytes.
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
+    match e {
+        Error::MissingSectionEnd { end_marker } => {
+            let label = text(end_marker);
+            let line = if label.starts_with("-----") {
+                label
+            } else {
+                format!("-----END {label}-----")
+            };
+            format!("a PEM section has no end line {line:?}; the file is cut short or damaged")
+        }
+        Error::IllegalSectionStart { line } => {
+            format!("malformed PEM section start {:?}", text(line))
+        }
+        other => other.to_string(),
     }
 }
