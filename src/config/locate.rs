@@ -82,20 +82,42 @@ pub fn refine_span(text: &str, span: std::ops::Range<usize>, message: &str) -> u
             .unwrap_or(span.start);
     };
     // The span may cover only the table's header: search the table's body, up to the next header.
-    let mut offset = span.start.min(text.len());
-    for (i, line) in text[offset..].split_inclusive('\n').enumerate() {
-        let trimmed = line.trim_start();
-        if i > 0 && trimmed.starts_with('[') && offset >= span.end {
-            break;
-        }
-        if let Some(after) = trimmed.strip_prefix(key)
-            && after.trim_start().starts_with('=')
-        {
-            return offset + (line.len() - trimmed.len());
-        }
-        offset += line.len();
-    }
-    span.start
+    table_lines(text, &span, false)
+        .find(|(_, line)| {
+            line.strip_prefix(key)
+                .is_some_and(|after| after.trim_start().starts_with('='))
+        })
+        .map_or(span.start, |(at, _)| at)
+}
+
+/// The lines of the table whose header `span` starts at, each trimmed at the start, with its
+/// offset: up to the first header after `span`, or with `past_same_array` past further tables of
+/// the same array (`[[service.check]]`, which toml reports at the first).
+fn table_lines<'t>(
+    text: &'t str,
+    span: &std::ops::Range<usize>,
+    past_same_array: bool,
+) -> impl Iterator<Item = (usize, &'t str)> {
+    let start = span.start.min(text.len());
+    let header = text[start..].lines().next().unwrap_or("").trim();
+    let array = (past_same_array && header.starts_with("[[")).then_some(header);
+    let end = span.end;
+    text[start..]
+        .split_inclusive('\n')
+        .scan(start, |offset, line| {
+            let at = *offset;
+            *offset += line.len();
+            Some((at, line))
+        })
+        .enumerate()
+        .take_while(move |(i, (at, line))| {
+            let trimmed = line.trim_start();
+            !(*i > 0 && trimmed.starts_with('[') && *at >= end && array != Some(trimmed.trim()))
+        })
+        .map(|(_, (at, line))| {
+            let trimmed = line.trim_start();
+            (at + (line.len() - trimmed.len()), trimmed)
+        })
 }
 
 /// The value an error message quotes, as it would be written in TOML: the first `` `...` ``
@@ -121,30 +143,22 @@ fn value_literal(message: &str) -> Option<String> {
 /// (past further tables of the same array, `[[service.check]]`, which toml reports at the first);
 /// `None` if there is none or more than one.
 fn find_value(text: &str, span: &std::ops::Range<usize>, literal: &str) -> Option<usize> {
-    let mut offset = span.start.min(text.len());
-    let header = text[offset..].lines().next().unwrap_or("").trim();
-    let array = header.starts_with("[[").then_some(header);
     let mut found = None;
-    for (i, line) in text[offset..].split_inclusive('\n').enumerate() {
-        let trimmed = line.trim_start();
-        if i > 0 && trimmed.starts_with('[') && offset >= span.end && array != Some(trimmed.trim())
-        {
-            break;
-        }
-        if let Some((_, value)) = trimmed.split_once('=') {
-            let value_text = value.trim_start();
-            let rest = value_text.strip_prefix(literal);
-            if rest.is_some_and(|r| {
-                let r = r.trim();
-                r.is_empty() || r.starts_with('#')
-            }) {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some(offset + (line.len() - value_text.len()));
+    for (at, line) in table_lines(text, span, true) {
+        let Some((_, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value_text = value.trim_start();
+        let ends_there = value_text.strip_prefix(literal).is_some_and(|r| {
+            let r = r.trim();
+            r.is_empty() || r.starts_with('#')
+        });
+        if ends_there {
+            if found.is_some() {
+                return None;
             }
+            found = Some(at + (line.len() - value_text.len()));
         }
-        offset += line.len();
     }
     found
 }

@@ -77,9 +77,7 @@ impl fmt::Debug for CaBundle {
 /// once), against a `ca_file`'s certificates, or not at all (`tls_verify = false`); against the
 /// check's `host` when it is an IP address; and the client certificate, if any.
 pub(super) fn client_config(key: &TlsKey) -> Result<rustls::ClientConfig, ProbeBuildError> {
-    let provider = CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    let provider = provider();
     let tls = |e: rustls::Error| ProbeBuildError::Tls(e.to_string());
     let mut verifier: Arc<dyn ServerCertVerifier> = if !key.verify {
         Arc::new(AcceptAnyCert(provider.clone()))
@@ -205,10 +203,7 @@ impl ClientIdentity {
         })?;
         // Checked now rather than at every probe: a key of another certificate (or of a kind the
         // TLS library cannot use) would fail every handshake.
-        let provider = CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
-        match rustls::sign::CertifiedKey::from_der(chain.clone(), private, &provider) {
+        match rustls::sign::CertifiedKey::from_der(chain.clone(), private, &provider()) {
             Ok(_) => {}
             Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
                 return Err(key_err(format!(
@@ -340,6 +335,13 @@ impl ServerCertVerifier for VerifyAs {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// The process's crypto provider, or ring's if none was installed.
+fn provider() -> Arc<CryptoProvider> {
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
 }
 
 /// A PEM parse error in words: the library's own shows the missing marker as a list of bytes.
