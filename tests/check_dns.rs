@@ -144,6 +144,51 @@ async fn truncated_udp_answer_is_asked_again_over_tcp() {
     assert_eq!(r.detail, "NOERROR, 2 answer(s) (tcp)");
 }
 
+/// A UDP server on `socket` that answers every query with an empty, truncated (TC) response.
+fn truncating(socket: tokio::net::UdpSocket) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let mut m = hickory_net::proto::op::Message::from_vec(&buf[..n]).unwrap();
+            m.metadata.message_type = hickory_net::proto::op::MessageType::Response;
+            m.metadata.truncation = true;
+            let _ = socket.send_to(&m.to_vec().unwrap(), from).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_failure_over_tcp_after_a_truncated_answer_says_so() {
+    // A TCP listener that accepts and never answers, and a UDP server on the same port number that
+    // answers truncated.
+    let (tcp, udp) = (0..100)
+        .find_map(|_| {
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = tcp.local_addr().unwrap().port();
+            let udp = std::net::UdpSocket::bind(("127.0.0.1", port)).ok()?;
+            Some((tcp, udp))
+        })
+        .expect("no port free for both TCP and UDP");
+    let port = tcp.local_addr().unwrap().port();
+    udp.set_nonblocking(true).unwrap();
+    let server = truncating(tokio::net::UdpSocket::from_std(udp).unwrap());
+    let check = format!("port = {port}\nname = \"www.example.test\"");
+    let r = run(&check, Duration::from_millis(300)).await;
+    assert_eq!(
+        r.detail, "timed out after 300ms (tcp, after a truncated udp answer)",
+        "{r:?}"
+    );
+    // Nothing listens on the TCP port any more.
+    drop(tcp);
+    let r = run(&check, TIMEOUT).await;
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(
+        r.detail,
+        "connection refused (tcp, after a truncated udp answer)"
+    );
+    server.abort();
+}
+
 #[tokio::test]
 async fn dead_silent_and_stopped_servers_fail() {
     // A closed UDP port: the ICMP port unreachable shows as refused.

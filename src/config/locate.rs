@@ -120,23 +120,20 @@ fn table_lines<'t>(
         })
 }
 
-/// The value an error message quotes, as it would be written in TOML: the first `` `...` ``
-/// (a number) or `"..."` (a string, quotes kept).
+/// The value an error message quotes as written, in TOML: the first `` `...` `` (how serde and
+/// rrguard quote the value that was written: `` integer `70000` ``, `` not `5` ``), else the first
+/// `"..."` (a string, quotes kept: `duration "0s" must be ...`). A message may quote its fix in
+/// `"..."` before the written value in backticks (`write "5s", not `5``), hence the order.
 fn value_literal(message: &str) -> Option<String> {
-    let tick = message.find('`');
-    let quote = message.find('"');
-    match (tick, quote) {
-        (Some(t), q) if q.is_none_or(|q| t < q) => {
-            let rest = &message[t + 1..];
-            rest.find('`').map(|end| rest[..end].to_owned())
-        }
-        (_, Some(q)) => {
-            let rest = &message[q + 1..];
-            rest.find('"').map(|end| format!("\"{}\"", &rest[..end]))
-        }
-        _ => None,
-    }
-    .filter(|l| !l.is_empty() && l != "\"\"")
+    let between = |open: char| {
+        let start = message.find(open)? + 1;
+        let len = message[start..].find(open)?;
+        Some(&message[start..start + len])
+    };
+    between('`')
+        .map(str::to_owned)
+        .or_else(|| between('"').map(|s| format!("\"{s}\"")))
+        .filter(|l| !l.is_empty() && l != "\"\"")
 }
 
 /// The offset of the value of the only `key = literal` line from `span` to the header after it
@@ -161,4 +158,59 @@ fn find_value(text: &str, span: &std::ops::Range<usize>, literal: &str) -> Optio
         }
     }
     found
+}
+
+/// Every key that deserialization would reject in the table holding the unknown key `key`, which
+/// toml reported (at `at` after [`refine_span`], `span` before): the keys of that table not among
+/// `known` and not the check's tag `type`, each with its offset, in file order. toml stops at the
+/// first unknown key it meets, which is not the first in the file; this lets every one be reported
+/// at once, in the file's order. Empty if the table cannot be told apart (a quoted or dotted key).
+pub fn unknown_keys(
+    text: &str,
+    span: &std::ops::Range<usize>,
+    at: usize,
+    key: &str,
+    known: &[&str],
+) -> Vec<(usize, String)> {
+    fn tables<'a, 't>(value: &'a DeValue<'t>, out: &mut Vec<&'a DeTable<'t>>) {
+        match value {
+            DeValue::Table(t) => {
+                out.push(t);
+                for (_, v) in t.iter() {
+                    tables(v.get_ref(), out);
+                }
+            }
+            DeValue::Array(a) => a.iter().for_each(|v| tables(v.get_ref(), out)),
+            _ => {}
+        }
+    }
+    let Ok(root) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let mut all = vec![root.get_ref()];
+    for (_, v) in root.get_ref().iter() {
+        tables(v.get_ref(), &mut all);
+    }
+    let key_at = |t: &DeTable<'_>| {
+        t.iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, _)| k.span().start)
+    };
+    // The table whose `key` sits where toml's error was refined to, else the first one after the
+    // span toml gave.
+    let holder = all.iter().find(|t| key_at(t) == Some(at)).or_else(|| {
+        all.iter()
+            .filter(|t| key_at(t).is_some_and(|k| k >= span.start))
+            .min_by_key(|t| key_at(t))
+    });
+    let Some(holder) = holder else {
+        return Vec::new();
+    };
+    let mut unknown: Vec<(usize, String)> = holder
+        .iter()
+        .map(|(k, _)| (k.span().start, k.get_ref().to_string()))
+        .filter(|(_, k)| k != "type" && !known.contains(&k.as_str()))
+        .collect();
+    unknown.sort();
+    unknown
 }

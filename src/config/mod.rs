@@ -444,6 +444,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 .map_or(0, |s| locate::refine_span(text, s, e.message()));
             let (line, col) = e.span().map_or((0, 0), |_| locate::line_col(text, at));
             let message = e.message().trim_end().replace('\n', " ");
+            if let Some(span) = e.span()
+                && let Some(problems) = every_unknown_key(text, &span, at, &message)
+            {
+                return Err(invalid(problems));
+            }
             return Err(invalid(vec![Problem {
                 line,
                 col,
@@ -480,6 +485,43 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         .map(located)
         .collect();
     Ok(config)
+}
+
+/// For toml's `unknown field `k`, expected ...` (the first unknown key it met, at `at`): one problem
+/// per unknown key of that table, in file order, each with the same list of keys expected. `None`
+/// for any other message, or a table that cannot be told apart.
+fn every_unknown_key(
+    text: &str,
+    span: &std::ops::Range<usize>,
+    at: usize,
+    message: &str,
+) -> Option<Vec<Problem>> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, expected) = rest.split_once('`')?;
+    let known: Vec<&str> = expected
+        .split_once("expected ")
+        .map_or("", |(_, list)| list)
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    let unknown = locate::unknown_keys(text, span, at, key, &known);
+    if !unknown.iter().any(|(_, k)| k == key) {
+        return None;
+    }
+    Some(
+        unknown
+            .into_iter()
+            .map(|(offset, k)| {
+                let (line, col) = locate::line_col(text, offset);
+                Problem {
+                    line,
+                    col,
+                    message: humanize(&format!("unknown field `{k}`{expected}"), text, offset),
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Rewords serde's and toml's messages in the terms of the file: what was written, what is expected,

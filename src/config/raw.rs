@@ -391,7 +391,7 @@ pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dur
     }
     let bare = |n: String| {
         serde::de::Error::custom(format!(
-            "durations are strings with a unit, like \"{n}s\" or \"{n}ms\": write \"{n}s\", not {n}"
+            "durations are strings with a unit, like \"{n}s\" or \"{n}ms\": write \"{n}s\", not `{n}`"
         ))
     };
     match Written::deserialize(d).map_err(|_: D::Error| {

@@ -278,6 +278,27 @@ pub struct DnsProbe {
     timeout: Duration,
 }
 
+/// What one exchange saw on its way, for the detail of a failure.
+#[derive(Default)]
+struct Trail {
+    /// Why the last datagram that was not this query's answer was ignored.
+    ignored: Option<String>,
+    /// The UDP answer came truncated (TC), so the query went again over TCP.
+    truncated: bool,
+}
+
+impl Trail {
+    /// `detail` with where it happened, when the failure came over TCP after a truncated UDP answer:
+    /// `connection refused (tcp, after a truncated udp answer)`.
+    fn place(&self, detail: String) -> String {
+        if self.truncated {
+            format!("{detail} (tcp, after a truncated udp answer)")
+        } else {
+            detail
+        }
+    }
+}
+
 /// Why an exchange produced no answer.
 enum Failed {
     Io(std::io::Error),
@@ -339,17 +360,18 @@ impl DnsProbe {
         self.decode(&answer, id).map_err(Failed::Garbled)
     }
 
-    async fn exchange(
-        &self,
-        ignored: &mut Option<String>,
-    ) -> Result<(Message, &'static str), Failed> {
+    /// The answer and the transport that brought it. `trail` keeps what the detail of a failure
+    /// needs: a reply ignored, and whether the UDP answer was truncated, so that a failure over
+    /// TCP says it came after one.
+    async fn exchange(&self, trail: &mut Trail) -> Result<(Message, &'static str), Failed> {
         let id = rand_id();
         let query = self.query(id);
         if !self.config.tcp_only {
-            let answer = self.udp(id, &query, ignored).await?;
+            let answer = self.udp(id, &query, &mut trail.ignored).await?;
             if !answer.metadata.truncation {
                 return Ok((answer, "udp"));
             }
+            trail.truncated = true;
         }
         Ok((self.tcp(id, &query).await?, "tcp"))
     }
@@ -438,8 +460,8 @@ fn rand_id() -> u16 {
 impl Probe for DnsProbe {
     async fn probe(&self) -> ProbeResult {
         let start = Instant::now();
-        let mut ignored = None;
-        let outcome = tokio::time::timeout(self.timeout, self.exchange(&mut ignored)).await;
+        let mut trail = Trail::default();
+        let outcome = tokio::time::timeout(self.timeout, self.exchange(&mut trail)).await;
         let latency = start.elapsed();
         match outcome {
             Ok(Ok((answer, transport))) => {
@@ -453,16 +475,17 @@ impl Probe for DnsProbe {
             Ok(Err(Failed::Io(e))) => ProbeResult {
                 ok: false,
                 latency,
-                detail: io_detail(&e),
+                detail: trail.place(io_detail(&e)),
             },
             Ok(Err(Failed::Garbled(why))) => ProbeResult {
                 ok: false,
                 latency,
-                detail: why,
+                detail: trail.place(why),
             },
             Err(_) => {
                 let mut r = timed_out(self.timeout);
-                if let Some(why) = ignored {
+                r.detail = trail.place(r.detail);
+                if let Some(why) = trail.ignored {
                     r.detail = format!("{}; ignored a reply: {why}", r.detail);
                 }
                 r
