@@ -19,6 +19,14 @@
 //! `ENGINE_OVERLOAD_MODE` (`http-close`) at `ENGINE_OVERLOAD` times the probe rate (the interval
 //! divided by it), asking for more than the machine can probe.
 //!
+//! `floor` (not in the default modes) runs no rrguard: a reference client (this binary again, with
+//! `ENGINE_FLOOR=1`) probes the same endpoints on the same schedule against the `http-keepalive`
+//! listeners with the fewest system calls a new-connection HTTP probe can make: blocking `connect`,
+//! one `write` of a fixed request, `read` until the answer is in, close with a reset, from 32
+//! threads and no event loop. Its CPU per 1,000 probes is what this machine's kernel charges a
+//! prober for a new loopback connection, and the rest of its row shows how much of the two CPUs is
+//! left for everything else (docs/benchmarks.md, "the floor of a new connection").
+//!
 //! Printed per run: probes/s sustained (after a warm-up), rrguard's CPU-seconds per 1,000 probes
 //! (`/proc/PID/stat`), its peak RSS (`VmHWM`), jitter p50/p99/max from start, the time from spawning
 //! rrguard until every endpoint had its first probe, false down verdicts, healthy endpoints
@@ -287,6 +295,82 @@ fn listener_main() {
     std::process::exit(0);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The floor client.
+
+/// Threads of the floor client: enough that a connection waiting on the listener does not hold the
+/// schedule of the others.
+const FLOOR_THREADS: usize = 32;
+
+/// `ENGINE_FLOOR=1 engine PORTS ENDPOINTS INTERVAL_MS SECONDS`: probes endpoint `i` (on listener
+/// port `PORTS[s % L]` of its service `s = i / ENGINE_PER_SERVICE`) every interval from offset
+/// `interval × i / ENDPOINTS`, as rrguard's staggered schedule does, with a new blocking connection
+/// per probe, for `SECONDS`, then exits.
+fn floor_main() {
+    let args: Vec<String> = std::env::args().collect();
+    let ports: Vec<u16> = args[1].split(',').map(|p| p.parse().unwrap()).collect();
+    let n: usize = args[2].parse().unwrap();
+    let interval = Duration::from_millis(args[3].parse().unwrap());
+    let seconds: u64 = args[4].parse().unwrap();
+    let per_service: usize = env_or("ENGINE_PER_SERVICE", 100);
+    let start = std::time::Instant::now();
+    let stop = start + Duration::from_secs(seconds);
+    let threads: Vec<_> = (0..FLOOR_THREADS)
+        .map(|t| {
+            let ports = ports.clone();
+            std::thread::spawn(move || {
+                let mine: Vec<usize> = (t..n).step_by(FLOOR_THREADS).collect();
+                let mut answer = [0u8; 512];
+                for round in 0u32.. {
+                    for &i in &mine {
+                        let due = start + interval * round + interval.mul_f64(i as f64 / n as f64);
+                        let now = std::time::Instant::now();
+                        if now >= stop {
+                            return;
+                        }
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                        let port = ports[(i / per_service) % ports.len()];
+                        floor_probe(
+                            std::net::SocketAddr::new(endpoint(i).into(), port),
+                            &mut answer,
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// One new-connection HTTP probe with the fewest system calls: connect, write, read the answer,
+/// close with a reset (as rrguard does: no `TIME_WAIT`). Failures are not counted: the listener
+/// counts what it served.
+fn floor_probe(to: std::net::SocketAddr, answer: &mut [u8]) {
+    use std::io::Read as _;
+    let Ok(mut stream) = std::net::TcpStream::connect(to) else {
+        return;
+    };
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: floor\r\nuser-agent: floor\r\n\r\n")
+        .is_err()
+    {
+        return;
+    }
+    let mut got = 0;
+    while got < KEEP_ALIVE.len() {
+        match stream.read(&mut answer[got..]) {
+            Ok(0) | Err(_) => return,
+            Ok(k) => got += k,
+        }
+    }
+}
+
 /// A listener process seen from the parent; killed on drop.
 struct Listener {
     child: Child,
@@ -539,10 +623,40 @@ fn percentile(hist: &BTreeMap<i64, u64>, p: f64) -> i64 {
     *hist.keys().last().unwrap()
 }
 
+/// What probes in a run: rrguard, or the floor client.
+enum Prober {
+    Rrguard(Rrguard),
+    Floor(Child),
+}
+
+impl Prober {
+    fn pid(&self) -> u32 {
+        match self {
+            Prober::Rrguard(r) => r.child.id(),
+            Prober::Floor(c) => c.id(),
+        }
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        if let Prober::Floor(c) = self {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn run(mode: &str, size: Size) -> Outcome {
     let n = size.endpoints();
+    // The floor client makes a new connection per probe to listeners that would keep it.
+    let served = if mode == "floor" {
+        "http-keepalive"
+    } else {
+        mode
+    };
     let mut listeners: Vec<Listener> = (0..size.listeners)
-        .map(|_| Listener::start(mode, n, size.interval_ms, size.seconds + 120))
+        .map(|_| Listener::start(served, n, size.interval_ms, size.seconds + 120))
         .collect();
     let ports: Vec<u16> = listeners.iter().map(|l| l.port).collect();
     let dir = tempfile::tempdir().unwrap();
@@ -551,8 +665,25 @@ fn run(mode: &str, size: Size) -> Outcome {
     let load_before = loadavg();
     let listener_cpu0: f64 = listeners.iter().map(|l| cpu_seconds(l.child.id())).sum();
     let started_ms = unix_ms();
-    let mut daemon = Rrguard::start(&path, dir.path().join("rrguard.log"));
-    let pid = daemon.child.id();
+    let prober = if mode == "floor" {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        Prober::Floor(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    ports.join(","),
+                    n.to_string(),
+                    size.interval_ms.to_string(),
+                    size.seconds.to_string(),
+                ])
+                .env("ENGINE_FLOOR", "1")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("cannot start the floor client"),
+        )
+    } else {
+        Prober::Rrguard(Rrguard::start(&path, dir.path().join("rrguard.log")))
+    };
+    let pid = prober.pid();
     // RSS each second (ENGINE_TIMELINE), to see when the peak comes.
     let mut rss_timeline = Vec::new();
     if std::env::var_os("ENGINE_TIMELINE").is_some() {
@@ -572,15 +703,18 @@ fn run(mode: &str, size: Size) -> Outcome {
         - listener_cpu0;
     let ended_ms = unix_ms();
     let load_after = loadavg();
-    let log = daemon.log();
+    let mut prober = prober;
+    let (log, exited) = match &mut prober {
+        Prober::Rrguard(daemon) => (daemon.log(), daemon.child.try_wait().ok().flatten()),
+        Prober::Floor(_) => (String::new(), None),
+    };
+    drop(prober);
     if let Some(keep) = std::env::var_os("ENGINE_KEEP_LOG") {
         let to = std::path::Path::new(&keep).join(format!("{mode}-{n}.log"));
         if let Err(e) = std::fs::write(&to, &log) {
             eprintln!("cannot keep the log in {}: {e}", to.display());
         }
     }
-    let exited = daemon.child.try_wait().ok().flatten();
-    drop(daemon);
     if exited.is_some() || std::env::var_os("ENGINE_SHOW_LOG").is_some() {
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         eprintln!(
@@ -723,6 +857,10 @@ fn main() {
         listener_main();
         return;
     }
+    if std::env::var_os("ENGINE_FLOOR").is_some() {
+        floor_main();
+        return;
+    }
     let full = std::env::args().any(|a| a == "--bench");
     let size = if full {
         Size {
@@ -771,7 +909,7 @@ fn main() {
     let mut outcomes = Vec::new();
     for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
         assert!(
-            ["http-keepalive", "http-reuse", "http-close", "tcp"].contains(&mode),
+            ["http-keepalive", "http-reuse", "http-close", "tcp", "floor"].contains(&mode),
             "unknown mode {mode:?} in ENGINE_MODES"
         );
         let o = run(mode, size);
@@ -797,7 +935,8 @@ fn main() {
     }
     // Verdicts: the overload run is judged only on what must hold at any load.
     let mut missed = Vec::new();
-    for o in &outcomes {
+    // The floor is a reference, not rrguard: it has no targets.
+    for o in outcomes.iter().filter(|o| o.mode != "floor") {
         let tag = format!("{} {}×{}ms", o.mode, o.size.endpoints(), o.size.interval_ms);
         if o.withdrawn > 0 {
             missed.push(format!(
