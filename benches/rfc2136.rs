@@ -192,7 +192,8 @@ async fn run(kind: DnsKind, batched: bool, size: &Size) -> Result {
     let failed = endpoints[0];
     let serial = dns.soa_serial();
     for core in &mut cores {
-        core.on_probe(Instant::now(), failed, false, Duration::ZERO, "refused");
+        let now = Instant::now();
+        core.on_probe(now, now, failed, false, Duration::ZERO, "refused");
         core.on_view(Instant::now(), &view(&endpoints, Some(failed)));
     }
     let (cores, mass_failure, failed_then) = converge_all(cores, w.clone()).await;

@@ -1082,7 +1082,7 @@ impl Sim {
             let latency = Duration::from_millis(self.latency_ms[&ip]);
             let node = &mut self.nodes[i];
             node.next_probe_ms.insert(ip, self.now_ms + INTERVAL_MS);
-            let actions = node.core.on_probe(now, ip, ok, latency, "");
+            let actions = node.core.on_probe(now, now, ip, ok, latency, "");
             self.execute(i, actions);
         }
     }

@@ -356,9 +356,14 @@ impl Lane {
 
     async fn on_report(&mut self, report: ProbeReport) {
         let r = &report.result;
-        let actions =
-            self.core
-                .on_probe(Instant::now(), report.endpoint, r.ok, r.latency, &r.detail);
+        let actions = self.core.on_probe(
+            Instant::now(),
+            report.started,
+            report.endpoint,
+            r.ok,
+            r.latency,
+            &r.detail,
+        );
         if self.primary()
             && let Some(m) = self.core.machines().get(&report.endpoint)
         {

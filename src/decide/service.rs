@@ -9,12 +9,14 @@
 //! [`crate::act::Writer`]; the simulator (`tests/sim.rs`) drives the very same type against
 //! [`crate::act::memory::MemoryWriter`].
 //!
-//! Rules and their bounds (`interval`, `timeout`, `fall`, `rise` are the service's):
-//! - **Removal hold** ([`Settings::hold_bound`] = max(fall, rise) × interval + timeout): a removal waits
+//! Rules and their bounds (`interval`, `timeout`, `fall`, `rise` are the service's; "cycle" is
+//! [`Settings::probe_cycle`], the interval, or with a longer `timeout` the whole intervals that
+//! cover it):
+//! - **Removal hold** ([`Settings::hold_bound`] = max(fall, rise) × cycle + timeout): a removal waits
 //!   while the endpoints that would remain are in doubt by this node's own probes, or while the
 //!   endpoints to remove may be recovering together after an all-down (this node has not seen them
 //!   fail since the first one came back). After the bound the removal goes: delayed, never lost.
-//! - **Re-check of the siblings** ([`Settings::recheck_bound`] = interval + timeout): when an endpoint
+//! - **Re-check of the siblings** ([`Settings::recheck_bound`] = cycle + timeout): when an endpoint
 //!   starts failing (its first failure while up, the start of a `fall` streak), every other
 //!   endpoint counts as in doubt until this node has a probe result of it reported after that
 //!   failure. With fast confirmation an endpoint can be confirmed down before the staggered probes
@@ -23,8 +25,8 @@
 //!   back when it does. Waiting for one fresh result of each sibling lets the removal hold see it;
 //!   the probe loops re-check the siblings at once ([`crate::observe::scheduler`]), so a lone
 //!   failure is not delayed beyond a probe time. A sibling that is never probed stops counting
-//!   after the bound (it is probed at least once per interval, within its timeout).
-//! - **Settle bound** ([`Settings::settle_bound`] = (max(fall, rise) + 1) × interval + timeout): an
+//!   after the bound (it is probed at least once per cycle, within its timeout).
+//! - **Settle bound** ([`Settings::settle_bound`] = (max(fall, rise) + 1) × cycle + timeout): an
 //!   endpoint still without a verdict that long after this node's first probe of it (or after the core
 //!   started, if it has not been probed) — its results alternate and never reach `fall` or `rise` in a
 //!   row, or the nodes do not agree — is *unsettled*: it is reported, keeps its place in DNS, and stops
@@ -117,22 +119,44 @@ impl Settings {
         }
     }
 
-    /// Longest a removal is held back: max(fall, rise) × interval + timeout.
+    /// Longest time between the starts of two regular probes of one endpoint: the interval, or
+    /// with a `timeout` longer than the interval the whole number of intervals that covers it
+    /// (a probe loop starts each regular probe on the endpoint's grid of intervals, at the first
+    /// slot after the previous probe ended; [`crate::observe::scheduler`]).
+    pub fn probe_cycle(&self) -> Duration {
+        let steps = self
+            .timeout
+            .as_nanos()
+            .div_ceil(self.interval.as_nanos().max(1))
+            .max(1);
+        self.interval
+            .saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
+    }
+
+    /// Longest a removal is held back: max(fall, rise) × [`Self::probe_cycle`] + timeout (with
+    /// `timeout` ≤ `interval`: max(fall, rise) × interval + timeout).
     pub fn hold_bound(&self) -> Duration {
-        self.interval * self.fall.max(self.rise) + self.timeout
+        self.probe_cycle()
+            .saturating_mul(self.fall.max(self.rise))
+            .saturating_add(self.timeout)
     }
 
     /// Longest an endpoint counts as in doubt while waiting to be re-checked after a sibling started
-    /// failing: interval + timeout (a probe loop starts a probe at least once per interval, and the
-    /// probe ends within its timeout).
+    /// failing: [`Self::probe_cycle`] + timeout (a probe loop starts a probe at least once per
+    /// cycle, and the probe ends within its timeout).
     pub fn recheck_bound(&self) -> Duration {
-        self.interval + self.timeout
+        self.probe_cycle().saturating_add(self.timeout)
     }
 
     /// How long an endpoint may stay without a verdict before it is unsettled:
-    /// (max(fall, rise) + 1) × interval + timeout.
+    /// (max(fall, rise) + 1) × [`Self::probe_cycle`] + timeout (with `timeout` ≤ `interval`:
+    /// (max(fall, rise) + 1) × interval + timeout). Three failures in a row that each take a
+    /// 1 s timeout at a 200 ms interval need 3 s, not the 1.8 s the interval alone gave: a dead
+    /// endpoint was reported as never settling just before it was found down.
     pub fn settle_bound(&self) -> Duration {
-        self.interval * (self.fall.max(self.rise) + 1) + self.timeout
+        self.probe_cycle()
+            .saturating_mul(self.fall.max(self.rise).saturating_add(1))
+            .saturating_add(self.timeout)
     }
 }
 
@@ -378,7 +402,11 @@ pub struct ServiceCore {
     s: Settings,
     rules: Rules,
     machines: BTreeMap<IpAddr, HealthMachine>,
-    /// When this node last probed each endpoint, and whether that probe passed.
+    /// When this node's last probe of each endpoint started, and whether it passed. The start, not
+    /// the end: a probe that started before the endpoints began recovering together and failed
+    /// (timed out) after has not seen the endpoint fail since (found with a 1 s timeout at a
+    /// 200 ms interval: the stale failure ended the hold, the endpoint was removed and put back
+    /// 30 ms later).
     last_probe: BTreeMap<IpAddr, (Instant, bool)>,
     /// Probe results taken so far: orders results exactly, also when they share an instant.
     probe_seq: u64,
@@ -653,10 +681,12 @@ impl ServiceCore {
             .collect()
     }
 
-    /// One probe result of `endpoint` (`latency`, `detail` as the probe reported them).
+    /// One probe result of `endpoint` (`latency`, `detail` as the probe reported them), of a probe
+    /// that started at `started` and is handled at `now`.
     pub fn on_probe(
         &mut self,
         now: Instant,
+        started: Instant,
         endpoint: IpAddr,
         ok: bool,
         latency: Duration,
@@ -678,7 +708,7 @@ impl ServiceCore {
         } else if streak_starts {
             self.failing_since.insert(endpoint, (now, self.probe_seq));
         }
-        if self.last_probe.insert(endpoint, (now, ok)).is_none()
+        if self.last_probe.insert(endpoint, (started, ok)).is_none()
             && let Some(since) = self.unknown_since.get_mut(&endpoint)
             && *since == self.created
         {

@@ -43,6 +43,8 @@ pub struct ProbeReport {
     pub endpoint: IpAddr,
     /// What happened.
     pub result: ProbeResult,
+    /// When the probe started.
+    pub started: Instant,
     /// When the probe finished.
     pub at: Instant,
 }
@@ -129,6 +131,8 @@ pub struct Confirm {
 pub struct Pacer {
     confirm: Confirm,
     machine: HealthMachine,
+    /// Probes run at the confirm pace in a row since the last verdict or steady result.
+    confirming: u32,
 }
 
 impl Pacer {
@@ -138,7 +142,19 @@ impl Pacer {
             confirm,
             machine: HealthMachine::new(confirm.fall, confirm.rise)
                 .with_adaptive_fall(confirm.adaptive_fall),
+            confirming: 0,
         }
+    }
+
+    /// Most probes in a row at the confirm pace before a verdict: enough for the longest streak a
+    /// verdict can need (the loss-aware fall asks for up to twice `fall`) plus a `rise`. Results
+    /// that keep alternating (an endpoint that never settles) would otherwise be confirmed for
+    /// ever, at ten times the probe rate; past this they wait the plain interval until a verdict.
+    fn confirm_budget(&self) -> u32 {
+        self.confirm
+            .fall
+            .saturating_mul(2)
+            .saturating_add(self.confirm.rise)
     }
 
     /// Feeds one result; returns the gap between this probe's start and the next one's.
@@ -150,14 +166,20 @@ impl Pacer {
     pub fn next(&mut self, ok: bool, interval: Duration) -> Pace {
         let streak_starts =
             !ok && self.machine.streaks().1 == 0 && self.machine.state() == Health::Up;
-        self.machine.observe(ok, Duration::ZERO, "");
+        if self.machine.observe(ok, Duration::ZERO, "").is_some() {
+            self.confirming = 0;
+        }
         let state = self.machine.state();
         let changing = if ok {
             state != Health::Up
         } else {
             state != Health::Down
         };
-        let gap = if changing {
+        if !changing {
+            self.confirming = 0;
+        }
+        let gap = if changing && self.confirming < self.confirm_budget() {
+            self.confirming += 1;
             self.confirm.interval.min(interval)
         } else {
             interval
@@ -276,7 +298,12 @@ fn probe_loop(
         let confirm_interval = schedule
             .confirm
             .map_or(schedule.interval, |c| c.interval.min(schedule.interval));
-        let mut next = Instant::now() + schedule.offset;
+        // The endpoint's own grid: regular probes start at `anchor + k × interval`, whatever
+        // delayed one of them, so endpoints released together (by a slot, a stall, a common
+        // recovery) do not stay together.
+        let now = Instant::now();
+        let anchor = now.checked_add(schedule.offset).unwrap_or(now + FAR);
+        let mut next = anchor;
         let mut last_start: Option<Instant> = None;
         loop {
             let kicked = tokio::select! {
@@ -316,7 +343,7 @@ fn probe_loop(
             {
                 lag.abstained(why);
                 debug!(%endpoint, detail = %result.detail, ?why, "probe abstains: rrguard itself was late");
-                next = (next + schedule.interval).max(now);
+                next = on_grid(anchor, schedule.interval, now.max(started + MIN_GAP));
                 continue;
             }
             let mut pace = match pacer.as_mut() {
@@ -334,7 +361,17 @@ fn probe_loop(
                 lag.shed_confirm();
                 pace.gap = schedule.interval;
             }
-            next = next_start(next, started, now, kicked, pace.gap, schedule.interval);
+            next = next_start(
+                Planned {
+                    anchor,
+                    at: next,
+                    kicked,
+                },
+                started,
+                now,
+                pace.gap,
+                schedule.interval,
+            );
             // Room first, then the report: `send` would keep the report in this loop's state while it
             // waits, and make every endpoint's task larger by the size of its future.
             let room = tokio::select! {
@@ -345,6 +382,7 @@ fn probe_loop(
             room.send(ProbeReport {
                 endpoint,
                 result,
+                started,
                 at: now,
             });
             // After the report, so that the service core has this failure before the siblings'
@@ -358,27 +396,60 @@ fn probe_loop(
     }
 }
 
-/// The next planned start. A regular probe counts from its planned start `planned`; after an overrun
-/// the next probe starts right away and the missed starts are not made up. A kicked probe (`kicked`,
-/// started at `started`) that goes on confirming counts from its own start; one that finds the
-/// endpoint steady (`gap` is the plain `interval`) keeps the regular slot if that is still ahead.
+/// Least time between the starts of two probes of one endpoint outside fast confirmation.
+const MIN_GAP: Duration = Duration::from_millis(1);
+
+/// What a probe loop planned for the probe that just ran.
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    /// The start of the endpoint's grid: its first probe, `offset` after the loop began.
+    anchor: Instant,
+    /// When the probe was due.
+    at: Instant,
+    /// It ran because a sibling's failure kicked it, not because it was due.
+    kicked: bool,
+}
+
+/// The next planned start after a probe that started at `started` and ended at `now`.
+///
+/// While a verdict change is being confirmed (`gap` < `interval`), the next probe comes `gap`
+/// after this one was due (after it started, if it was kicked), or at once if that has passed: a
+/// probe never overlaps the previous one. Otherwise the next probe takes the endpoint's next slot
+/// on its own grid (`planned.anchor + k × interval`) at or after `now`: a late probe (a wait for a
+/// probe slot, a stall, a timeout longer than the interval) is not made up, and it does not move
+/// the grid. Moving it after each late start put every endpoint released by the same bottleneck
+/// on the same phase for good, each second's probes in one burst (found with 300 endpoints and
+/// 20 probe slots after 100 of them hung for 10 s).
 fn next_start(
-    planned: Instant,
+    planned: Planned,
     started: Instant,
     now: Instant,
-    kicked: bool,
     gap: Duration,
     interval: Duration,
 ) -> Instant {
-    let at = if kicked && gap < interval {
-        started + gap
-    } else if kicked && planned > started {
-        planned
-    } else {
-        planned + gap
-    };
-    at.max(now)
+    if gap < interval {
+        let from = if planned.kicked { started } else { planned.at };
+        return (from + gap).max(now);
+    }
+    on_grid(planned.anchor, interval, now.max(started + MIN_GAP))
 }
+
+/// The first point of the grid `anchor + k × interval` (k ≥ 0) at or after `t`. Saturates far in the
+/// future rather than overflow (an interval of years).
+fn on_grid(anchor: Instant, interval: Duration, t: Instant) -> Instant {
+    let Some(since) = t.checked_duration_since(anchor) else {
+        return anchor;
+    };
+    let step = interval.as_nanos().max(1);
+    let k = since.as_nanos().div_ceil(step);
+    k.checked_mul(step)
+        .and_then(|ns| u64::try_from(ns).ok())
+        .and_then(|ns| anchor.checked_add(Duration::from_nanos(ns)))
+        .unwrap_or_else(|| t + FAR)
+}
+
+/// "Never" for [`on_grid`]: a year (an `Instant` this far ahead cannot overflow).
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
 async fn kicked(recheck: Option<&Recheck>) {
     match recheck {
@@ -531,8 +602,10 @@ mod tests {
         let a = rx.recv().await.unwrap().at - start;
         let b = rx.recv().await.unwrap().at - start;
         cancel.cancel();
+        // The second probe waits for the endpoint's next slot on its grid (2 s): the missed one
+        // (1 s) is not made up.
         assert_eq!(a, Duration::from_millis(1500));
-        assert_eq!(b, Duration::from_millis(3000));
+        assert_eq!(b, Duration::from_millis(3500));
         assert_eq!(peak.load(Ordering::SeqCst), 1);
     }
 
@@ -597,14 +670,15 @@ mod tests {
         ];
         let (at, verdicts) = run_script(&script, Some(Duration::from_millis(100)), 3, 2).await;
         // Reports come 10 ms after each start. Unknown -> up: starts 0, 100; up -> down: failures
-        // start at 2100, 2200, 2300; down -> up: 4300, 4400; steady in between: 1 s apart.
+        // start at 2000, 2100, 2200; down -> up: 4000, 4100; steady in between: on the endpoint's
+        // grid, every second from its first probe, whatever the confirmations did.
         assert_eq!(
             at,
-            vec![10, 110, 1110, 2110, 2210, 2310, 3310, 4310, 4410, 5410]
+            vec![10, 110, 1010, 2010, 2110, 2210, 3010, 4010, 4110, 5010]
         );
         assert_eq!(
             verdicts,
-            vec![(110, Health::Up), (2310, Health::Down), (4410, Health::Up)]
+            vec![(110, Health::Up), (2210, Health::Down), (4110, Health::Up)]
         );
     }
 
@@ -788,7 +862,7 @@ mod tests {
         assert_eq!(lag.status(Instant::now()).confirmations_shed, 1);
         // Without the stall, the same script is confirmed at once.
         let (at, _) = run_script(&script, Some(Duration::from_millis(100)), 3, 2).await;
-        assert_eq!(at, vec![10, 110, 1110, 2110]);
+        assert_eq!(at, vec![10, 110, 1010, 2010]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -801,26 +875,27 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn steady_and_noisy_endpoints_keep_the_plain_interval() {
-        // Steady up after the first verdict: 1 s apart.
+        // Steady up after the first verdict: on the grid, 1 s apart.
         let (at, _) = run_script(&[true; 5], Some(Duration::from_millis(100)), 3, 2).await;
-        assert_eq!(at, vec![10, 110, 1110, 2110, 3110]);
+        assert_eq!(at, vec![10, 110, 1010, 2010, 3010]);
         // A lone failure of an up endpoint gets one quick re-check; the success that follows ends
         // the confirmation and the plain interval resumes.
         let script = [true, true, false, true, true];
         let (at, verdicts) = run_script(&script, Some(Duration::from_millis(100)), 3, 2).await;
-        assert_eq!(at, vec![10, 110, 1110, 1210, 2210]);
+        assert_eq!(at, vec![10, 110, 1010, 1110, 2010]);
         assert_eq!(verdicts, vec![(110, Health::Up)]);
         // Steady down: only the streak towards the first verdict is fast.
         let (at, _) = run_script(&[false; 5], Some(Duration::from_millis(100)), 3, 2).await;
-        assert_eq!(at, vec![10, 110, 210, 1210, 2210]);
+        assert_eq!(at, vec![10, 110, 210, 1010, 2010]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn confirmation_keeps_hard_timeout_and_never_overlaps() {
         let (tx, mut rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
-        // Every probe hangs for 5 s: cut at 300 ms, and the next starts right after it although the
-        // confirm interval (100 ms) has long passed.
+        // Every probe hangs for 5 s: cut at 300 ms, and the next confirming one starts right after
+        // it although the confirm interval (100 ms) has long passed. Down at 900; the next probe
+        // takes the endpoint's next slot (1000).
         let (probe, peak) = slow(Duration::from_secs(5));
         let start = Instant::now();
         let schedule =
@@ -842,7 +917,7 @@ mod tests {
             at.push((r.at - start).as_millis());
         }
         cancel.cancel();
-        assert_eq!(at, vec![300, 600, 900, 1900]);
+        assert_eq!(at, vec![300, 600, 900, 1300]);
         assert_eq!(peak.load(Ordering::SeqCst), 1);
     }
 
@@ -933,26 +1008,27 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lone_failure_rechecks_the_sibling_once_and_keeps_its_pace() {
         let (a, b) = run_pair(2000, None, true).await;
-        // A: up at 110, fails from its 2100 probe, down at 2310 after two 100 ms re-checks.
-        assert_eq!(a, vec![10, 110, 1110, 2110, 2210, 2310, 3310]);
-        // B: re-checked right after A's first failure (2110 + 10 ms), then back on its own slots.
-        assert_eq!(b, vec![510, 610, 1610, 2120, 2610]);
+        // A: up at 110, fails from its 2000 probe, down at 2210 after two 100 ms re-checks.
+        assert_eq!(a, vec![10, 110, 1010, 2010, 2110, 2210, 3010]);
+        // B: re-checked right after A's first failure (2010 + 10 ms), then back on its own slots.
+        assert_eq!(b, vec![510, 610, 1510, 2020, 2510]);
         // Without the links, B keeps its slots only.
         let (a, b) = run_pair(2000, None, false).await;
-        assert_eq!(a, vec![10, 110, 1110, 2110, 2210, 2310, 3310]);
-        assert_eq!(b, vec![510, 610, 1610, 2610]);
+        assert_eq!(a, vec![10, 110, 1010, 2010, 2110, 2210, 3010]);
+        assert_eq!(b, vec![510, 610, 1510, 2510]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_all_at_once_failure_shows_on_the_sibling_before_the_first_is_confirmed() {
         let (a, b) = run_pair(2000, Some(2000), true).await;
-        assert_eq!(a, vec![10, 110, 1110, 2110, 2210, 2310, 3310]);
-        // B's re-check fails at 2120, before A's third failure (2310): the service core sees B in
+        assert_eq!(a, vec![10, 110, 1010, 2010, 2110, 2210, 3010]);
+        // B's re-check fails at 2020, before A's third failure (2210): the service core sees B in
         // doubt when A goes down. B's kick back to A does not make A probe faster than 100 ms.
-        assert_eq!(b, vec![510, 610, 1610, 2120, 2220, 2320, 3320]);
-        // Without the links B's first failure comes at 2610, after A is down.
+        // Down at 2220, B goes back to its own slots (2500).
+        assert_eq!(b, vec![510, 610, 1510, 2020, 2120, 2220, 2510]);
+        // Without the links B's first failure comes at 2510, after A is down.
         let (_, b) = run_pair(2000, Some(2000), false).await;
-        assert_eq!(b, vec![510, 610, 1610, 2610, 2710, 2810]);
+        assert_eq!(b, vec![510, 610, 1510, 2510, 2610, 2710]);
     }
 
     #[test]
@@ -1083,6 +1159,125 @@ mod tests {
             p.next_gap(false, Duration::from_secs(1)),
             Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn an_endpoint_that_never_settles_is_not_confirmed_for_ever() {
+        let confirm = Confirm {
+            interval: Duration::from_millis(100),
+            fall: 3,
+            rise: 2,
+            adaptive_fall: None,
+        };
+        let i = Duration::from_secs(1);
+        let fast = Duration::from_millis(100);
+        // Alternating from the start: no verdict ever. 2 × fall + rise = 8 probes at the confirm
+        // pace, then the plain interval.
+        let mut p = Pacer::new(confirm);
+        let gaps: Vec<Duration> = (0..12).map(|k| p.next_gap(k % 2 == 0, i)).collect();
+        assert_eq!(gaps[..8], [fast; 8]);
+        assert_eq!(gaps[8..], [i; 4]);
+        // A verdict at last gives fast confirmation back for the next change.
+        for _ in 0..2 {
+            p.next_gap(true, i);
+        }
+        assert_eq!(p.next_gap(false, i), fast);
+        // An up endpoint failing now and then is confirmed each time: a success ends each run.
+        let mut p = Pacer::new(confirm);
+        p.next_gap(true, i);
+        p.next_gap(true, i);
+        for _ in 0..20 {
+            assert_eq!(p.next_gap(false, i), fast);
+            assert_eq!(p.next_gap(true, i), i);
+        }
+    }
+
+    /// Hangs every probe started before `until` until then; later ones take 10 ms.
+    struct HangsUntil(Instant);
+
+    #[async_trait]
+    impl Probe for HangsUntil {
+        async fn probe(&self) -> ProbeResult {
+            let end = self.0.max(Instant::now() + Duration::from_millis(10));
+            tokio::time::sleep_until(end).await;
+            ProbeResult {
+                ok: true,
+                latency: Duration::from_millis(10),
+                detail: String::new(),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_released_together_go_back_to_their_own_slots() {
+        // Two endpoints staggered 500 ms apart whose first probes both end at 1.7 s (a shared
+        // stall, a wait for one probe slot). Counting from the late end put both on the same
+        // phase for good (1.7, 2.7, 3.7 s ...); each goes back to its own grid instead.
+        let (tx, mut rx) = mpsc::channel(16);
+        let cancel = CancellationToken::new();
+        let start = Instant::now();
+        let until = start + Duration::from_millis(1700);
+        let mut tasks = JoinSet::new();
+        for i in 0..2u8 {
+            spawn_probe_loop(
+                &mut tasks,
+                IpAddr::from([192, 0, 2, i]),
+                Box::new(HangsUntil(until)),
+                Schedule::staggered(Duration::from_secs(1), Duration::from_secs(5), i.into(), 2),
+                tx.clone(),
+                cancel.clone(),
+            );
+        }
+        let mut at: Vec<(u8, u64)> = Vec::new();
+        for _ in 0..6 {
+            let r = rx.recv().await.unwrap();
+            let IpAddr::V4(v4) = r.endpoint else {
+                unreachable!()
+            };
+            at.push((v4.octets()[3], (r.at - start).as_millis() as u64));
+        }
+        cancel.cancel();
+        at.sort_by_key(|&(_, ms)| ms);
+        assert_eq!(
+            at,
+            vec![
+                (0, 1700),
+                (1, 1700),
+                (0, 2010),
+                (1, 2510),
+                (0, 3010),
+                (1, 3510)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_grid_takes_the_next_slot_and_never_overflows() {
+        let anchor = Instant::now();
+        let i = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        assert_eq!(on_grid(anchor, i, anchor), anchor);
+        assert_eq!(on_grid(anchor, i, anchor + ms(1)), anchor + i);
+        assert_eq!(on_grid(anchor, i, anchor + ms(2000)), anchor + 2 * i);
+        assert_eq!(on_grid(anchor, i, anchor + ms(2001)), anchor + 3 * i);
+        // Before the grid starts: its first point.
+        assert_eq!(on_grid(anchor + i, i, anchor), anchor + i);
+        // An interval of centuries does not overflow.
+        let huge = Duration::from_secs(u64::MAX / 4);
+        assert!(on_grid(anchor, huge, anchor + ms(1)) > anchor);
+        // A probe on time takes the next slot; a late one the first slot after it ends.
+        let planned = Planned {
+            anchor,
+            at: anchor + 3 * i,
+            kicked: false,
+        };
+        let next = |started: u64, now: u64| {
+            next_start(planned, anchor + ms(started), anchor + ms(now), i, i) - anchor
+        };
+        assert_eq!(next(3000, 3000), ms(4000));
+        assert_eq!(next(3000, 3010), ms(4000));
+        assert_eq!(next(3800, 3810), ms(4000));
+        assert_eq!(next(4500, 4510), ms(5000));
     }
 
     #[test]

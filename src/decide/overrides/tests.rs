@@ -439,7 +439,7 @@ impl Rig {
         for e in [A, B, C] {
             let a = rig
                 .core
-                .on_probe(now, ip(e), true, Duration::from_millis(1), "ok");
+                .on_probe(now, now, ip(e), true, Duration::from_millis(1), "ok");
             rig.execute(a);
         }
         rig.view();

@@ -143,9 +143,15 @@ impl Rig {
     }
 
     fn probe(&mut self, endpoint: &str, ok: bool) {
-        let actions =
-            self.core
-                .on_probe(self.now, ip(endpoint), ok, Duration::from_millis(3), "test");
+        self.probe_started(endpoint, ok, self.now);
+    }
+
+    /// A probe result handled now of a probe that started at `started`.
+    fn probe_started(&mut self, endpoint: &str, ok: bool, started: Instant) {
+        let latency = self.now - started;
+        let actions = self
+            .core
+            .on_probe(self.now, started, ip(endpoint), ok, latency, "test");
         self.execute(actions);
         self.settle();
     }
@@ -295,6 +301,69 @@ fn without_the_recovery_hold_the_record_set_shrinks_first() {
         ..Rules::default()
     });
     assert!(rig.applied.iter().any(|(_, c)| !c.remove.is_empty()));
+}
+
+/// A probe that started while the endpoints were all down and failed (timed out) after the first
+/// came back has not seen its endpoint fail since: the hold stands, nothing is removed.
+#[test]
+fn a_failure_of_a_probe_started_before_the_recovery_does_not_end_the_hold() {
+    let eps = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let mut rig = Rig::new(&eps, 2, 2, 30, published(&eps, 30));
+    let step = |rig: &mut Rig, ok: bool| {
+        for ep in eps {
+            rig.probe(ep, ok);
+            let t = rig.at() + Duration::from_millis(333);
+            rig.until(t);
+        }
+    };
+    for _ in 0..2 {
+        step(&mut rig, true);
+    }
+    for _ in 0..3 {
+        step(&mut rig, false);
+    }
+    assert!(rig.applied.is_empty(), "keep_all: {:?}", rig.applied);
+    // .2 comes back, then .3: two successes each, up; the service leaves its all-down fallback.
+    // Meanwhile a probe of .4 is in flight.
+    let probe_of_4 = rig.now;
+    for ep in &eps[..2] {
+        for _ in 0..2 {
+            rig.probe(ep, true);
+            let t = rig.at() + Duration::from_millis(100);
+            rig.until(t);
+        }
+    }
+    assert!(rig.events.iter().any(|(_, e)| matches!(
+        e,
+        Event::Holding {
+            reason: HoldReason::Recovering,
+            ..
+        }
+    )));
+    // .4's probe, started before .2 came back, times out now: it has not seen .4 fail since.
+    rig.probe_started(eps[2], false, probe_of_4);
+    let t = rig.at() + Duration::from_millis(100);
+    rig.until(t);
+    assert!(rig.applied.is_empty(), "{:?}", rig.applied);
+    // .4 comes back too: the record set never shrank.
+    for _ in 0..2 {
+        rig.probe(eps[2], true);
+        let t = rig.at() + Duration::from_millis(100);
+        rig.until(t);
+    }
+    assert!(rig.applied.is_empty(), "{:?}", rig.applied);
+    assert_eq!(rig.published().len(), 3);
+    // Failures of probes that start later do count: .4 fails from now on and is removed (down
+    // after fall = 2; the others re-checked up).
+    for _ in 0..2 {
+        rig.probe(eps[2], false);
+        for ep in &eps[..2] {
+            rig.probe(ep, true);
+        }
+        let t = rig.at() + Duration::from_millis(500);
+        rig.until(t);
+    }
+    assert_eq!(rig.published().len(), 2, "{:?}", rig.events);
 }
 
 /// In a cluster the agreed state can turn up before this node's own probes do: leaving the all-down
@@ -716,9 +785,14 @@ mod select {
         /// One probe round, each endpoint passing with its latency (ms), then one second on.
         fn round(&mut self, latencies: &[(&str, u64)]) {
             for (e, ms) in latencies {
-                let actions =
-                    self.core
-                        .on_probe(self.now, ip(e), true, Duration::from_millis(*ms), "test");
+                let actions = self.core.on_probe(
+                    self.now,
+                    self.now,
+                    ip(e),
+                    true,
+                    Duration::from_millis(*ms),
+                    "test",
+                );
                 self.execute(actions);
                 self.settle();
             }
@@ -1021,4 +1095,36 @@ fn the_revision_stays_while_probes_change_nothing_and_moves_with_every_change() 
         rig.probe("127.0.0.2", true);
     }
     assert_eq!(rig.core.revision(), before);
+}
+
+/// The bounds count whole probe cycles: with a `timeout` longer than `interval` each probe of a
+/// hanging endpoint takes the intervals that cover its timeout, and `fall` of them must fit.
+#[test]
+fn bounds_count_probe_cycles_and_never_overflow() {
+    let rig = Rig::new(&["127.0.0.2"], 3, 2, 30, published(&["127.0.0.2"], 30));
+    let mut s = rig.core.settings().clone();
+    let ms = Duration::from_millis;
+    // Defaults: 1 s interval, 500 ms timeout.
+    assert_eq!(s.probe_cycle(), ms(1000));
+    assert_eq!(s.settle_bound(), ms(4500));
+    assert_eq!(s.hold_bound(), ms(3500));
+    assert_eq!(s.recheck_bound(), ms(1500));
+    // 200 ms interval, 1 s timeout: three timeouts in a row take 3 s, more than the 1.8 s that
+    // counting intervals gave.
+    s.interval = ms(200);
+    s.timeout = ms(1000);
+    assert_eq!(s.probe_cycle(), ms(1000));
+    assert_eq!(s.settle_bound(), ms(5000));
+    assert_eq!(s.hold_bound(), ms(4000));
+    assert_eq!(s.recheck_bound(), ms(2000));
+    // Not a multiple: 300 ms interval, 1 s timeout: 4 intervals.
+    s.interval = ms(300);
+    assert_eq!(s.probe_cycle(), ms(1200));
+    // Absurd values saturate instead of overflowing (or wrapping to 0).
+    s.fall = u32::MAX;
+    s.rise = u32::MAX;
+    assert!(s.settle_bound() >= s.hold_bound());
+    assert!(s.settle_bound() > ms(1000));
+    s.interval = Duration::MAX;
+    assert_eq!(s.settle_bound(), Duration::MAX);
 }
