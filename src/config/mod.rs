@@ -63,6 +63,12 @@ pub const DEFAULT_ADAPTIVE_FALL: bool = true;
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 /// The shortest `timeout`: the resolution at which probes are timed.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+/// The longest `interval`: a probe a day.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// The longest `timeout`: an hour (a plugin that runs longer is not a health check).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The largest `fall` and `rise`: a verdict after a thousand probes in a row.
+pub const MAX_FALL_RISE: u32 = 1000;
 /// The shortest `confirm_interval`, and the shortest default one.
 pub const MIN_CONFIRM_INTERVAL: Duration = Duration::from_millis(10);
 /// A service that sets no `confirm_interval` confirms at its `interval` divided by this (fast

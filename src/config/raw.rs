@@ -457,5 +457,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if d.is_zero() {
         return Err(format!("duration {s:?} must be greater than zero"));
     }
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration {s:?} is longer than the maximum, ten years (\"3650d\")"
+        ));
+    }
     Ok(d)
 }
+
+/// The longest duration any option takes: ten years (3650 days). Longer ones cannot be added to a clock
+/// reading without overflowing it (`"5000000000000000h"` made every probe loop panic).
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);

@@ -127,11 +127,8 @@ pub(crate) fn warnings(config: &Config) -> Vec<PathError> {
 fn defaults(d: &RawDefaults, errs: &mut Errors) {
     let dpath = [Key("defaults")];
     for (field, value) in [("fall", d.fall), ("rise", d.rise)] {
-        if value == Some(0) {
-            errs.at(
-                &with(&dpath, &[Key(field)]),
-                format!("{field} must be at least 1"),
-            );
+        if let Some(why) = value.and_then(|v| threshold_problem(field, v)) {
+            errs.at(&with(&dpath, &[Key(field)]), why);
         }
     }
     if let Some(ttl) = d.ttl {
@@ -153,32 +150,49 @@ fn defaults(d: &RawDefaults, errs: &mut Errors) {
     }
 }
 
-/// `interval` and `timeout` where written (`[defaults]` or a service at `path`): at least
-/// [`MIN_INTERVAL`] and [`MIN_TIMEOUT`]. Shorter ones parse (any positive duration does) but would
-/// probe an endpoint thousands of times a second, or time out before any answer can arrive.
+/// Why `fall` or `rise` (`field`) = `v` cannot be used, if it cannot: from 1 to [`MAX_FALL_RISE`].
+fn threshold_problem(field: &str, v: u32) -> Option<String> {
+    match v {
+        0 => Some(format!("{field} must be at least 1")),
+        v if v > MAX_FALL_RISE => Some(format!(
+            "{field} = {v} is above the {MAX_FALL_RISE} maximum (a verdict after that many probes in a row)"
+        )),
+        _ => None,
+    }
+}
+
+/// `interval` and `timeout` where written (`[defaults]` or a service at `path`): from
+/// [`MIN_INTERVAL`] to [`MAX_INTERVAL`] and from [`MIN_TIMEOUT`] to [`MAX_TIMEOUT`]. Shorter ones
+/// parse (any positive duration does) but would probe an endpoint thousands of times a second, or
+/// time out before any answer can arrive.
 fn probe_timing(
     interval: Option<Duration>,
     timeout: Option<Duration>,
     path: &[Seg],
     errs: &mut Errors,
 ) {
-    for (field, value, min) in [
-        ("interval", interval, MIN_INTERVAL),
-        ("timeout", timeout, MIN_TIMEOUT),
+    for (field, value, min, max) in [
+        ("interval", interval, MIN_INTERVAL, MAX_INTERVAL),
+        ("timeout", timeout, MIN_TIMEOUT, MAX_TIMEOUT),
     ] {
-        if let Some(v) = value
-            && v < min
-        {
-            errs.at(
-                &with(path, &[Key(field)]),
-                format!(
-                    "{field} {} is below the {} minimum; write at least \"{}\"",
-                    humantime::format_duration(v),
-                    humantime::format_duration(min),
-                    humantime::format_duration(min),
-                ),
-            );
-        }
+        let Some(v) = value else { continue };
+        let (bound, side, write) = if v < min {
+            (min, "below", "at least")
+        } else if v > max {
+            (max, "above", "at most")
+        } else {
+            continue;
+        };
+        errs.at(
+            &with(path, &[Key(field)]),
+            format!(
+                "{field} {} is {side} the {} {}; write {write} \"{}\"",
+                humantime::format_duration(v),
+                humantime::format_duration(bound),
+                if v < min { "minimum" } else { "maximum" },
+                humantime::format_duration(bound),
+            ),
+        );
     }
 }
 
@@ -1133,10 +1147,10 @@ fn counts(
     errs: &mut Errors,
 ) -> Counts {
     for (field, v) in [("fall", s.fall), ("rise", s.rise)] {
-        if v == Some(0) {
+        if let Some(why) = v.and_then(|v| threshold_problem(field, v)) {
             errs.at(
                 &with(spath, &[Key(field)]),
-                format!("service {label:?}: {field} must be at least 1"),
+                format!("service {label:?}: {why}"),
             );
         }
     }

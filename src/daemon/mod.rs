@@ -372,6 +372,39 @@ struct Generation {
     /// The daemon's own token: cancelled on SIGTERM/SIGINT, not on reload.
     shutdown: CancellationToken,
     lag: LagHandle,
+    /// Recent restarts of each service's controller after a panic, by fqdn.
+    restarts: HashMap<String, Restarts>,
+}
+
+/// How often a service's controller was restarted after a panic, and when last.
+#[derive(Debug, Clone, Copy)]
+struct Restarts {
+    count: u32,
+    last: tokio::time::Instant,
+}
+
+/// The first restart of a controller that panicked waits this long; each next one twice as long,
+/// up to [`RESTART_MAX`], so that a controller panicking at once (a bug met on every start) does
+/// not restart thousands of times a second and fill the log.
+const RESTART_MIN: Duration = Duration::from_secs(1);
+/// The longest wait before restarting a controller that keeps panicking.
+const RESTART_MAX: Duration = Duration::from_secs(60);
+/// A controller that ran this long since its last restart starts over at [`RESTART_MIN`].
+const RESTART_RESET: Duration = Duration::from_secs(600);
+
+/// The restart record and the wait before restarting a controller that panicked at `now`, after
+/// the restarts `previous`.
+fn restart_delay(previous: Option<Restarts>, now: tokio::time::Instant) -> (Restarts, Duration) {
+    let count = match previous {
+        Some(p) if now.saturating_duration_since(p.last) < RESTART_RESET => {
+            p.count.saturating_add(1)
+        }
+        _ => 1,
+    };
+    let delay = RESTART_MIN
+        .saturating_mul(1u32 << (count - 1).min(16))
+        .min(RESTART_MAX);
+    (Restarts { count, last: now }, delay)
 }
 
 impl Generation {
@@ -409,6 +442,7 @@ impl Generation {
             cancel: cancel.clone(),
             shutdown: shutdown.clone(),
             lag: lag.clone(),
+            restarts: HashMap::new(),
         };
         for svc in &config.services {
             if svc.self_register.is_some() {
@@ -422,7 +456,7 @@ impl Generation {
                     .into_iter()
                     .filter_map(|k| carried.remove_entry(&k))
                     .collect();
-                g.spawn_self_registered(svc.clone(), mine);
+                g.spawn_self_registered(svc.clone(), mine, Duration::ZERO);
                 continue;
             }
             let mut machines = BTreeMap::new();
@@ -438,7 +472,7 @@ impl Generation {
                 };
                 machines.insert(*ip, m);
             }
-            g.spawn(svc.clone(), machines);
+            g.spawn(svc.clone(), machines, Duration::ZERO);
         }
         Ok(g)
     }
@@ -455,9 +489,15 @@ impl Generation {
         }
     }
 
-    fn spawn(&mut self, svc: ServiceConfig, machines: BTreeMap<IpAddr, HealthMachine>) {
+    /// Runs `svc`'s controller from `machines`, after `delay` (a restart after a panic).
+    fn spawn(
+        &mut self,
+        svc: ServiceConfig,
+        machines: BTreeMap<IpAddr, HealthMachine>,
+        delay: Duration,
+    ) {
         if svc.self_register.is_some() {
-            self.spawn_self_registered(svc, Carried::new());
+            self.spawn_self_registered(svc, Carried::new(), delay);
             return;
         }
         let controller = self.builder().build(&svc, machines);
@@ -465,6 +505,9 @@ impl Generation {
         let fqdn = svc.fqdn.clone();
         let check = svc.check.clone();
         let handle = self.set.spawn(async move {
+            if !wait_unless_cancelled(delay, &cancel).await {
+                return Vec::new();
+            }
             let machines = controller.run(cancel).await;
             machines
                 .into_iter()
@@ -477,12 +520,15 @@ impl Generation {
     /// A `[service.self_register]` service: discover this node's address (retried until the
     /// generation ends), run the controller with it as the one endpoint, and on shutdown remove it
     /// if so configured ([`selfreg`]).
-    fn spawn_self_registered(&mut self, svc: ServiceConfig, mut carried: Carried) {
+    fn spawn_self_registered(&mut self, svc: ServiceConfig, mut carried: Carried, delay: Duration) {
         let builder = self.builder();
         let cancel = self.cancel.clone();
         let shutdown = self.shutdown.clone();
         let task_svc = svc.clone();
         let handle = self.set.spawn(async move {
+            if !wait_unless_cancelled(delay, &cancel).await {
+                return carried.into_iter().collect();
+            }
             let mut svc = task_svc;
             let Some(reg) = svc.self_register.clone() else {
                 return Vec::new();
@@ -530,13 +576,34 @@ impl Generation {
         if self.cancel.is_cancelled() {
             return;
         }
-        error!(service = %svc.fqdn, "service controller failed ({e}); restarting it");
+        let (restarts, delay) = restart_delay(
+            self.restarts.get(&svc.fqdn).copied(),
+            tokio::time::Instant::now(),
+        );
+        self.restarts.insert(svc.fqdn.clone(), restarts);
+        error!(
+            service = %svc.fqdn,
+            restarts = restarts.count,
+            "service controller failed ({e}); restarting it in {}",
+            humantime::format_duration(delay)
+        );
         let machines = svc
             .endpoints
             .iter()
             .map(|ip| (*ip, fresh_machine(&svc)))
             .collect();
-        self.spawn(svc, machines);
+        self.spawn(svc, machines, delay);
+    }
+}
+
+/// Waits `delay` (at once if zero); `false` if `cancel` fired first.
+async fn wait_unless_cancelled(delay: Duration, cancel: &CancellationToken) -> bool {
+    if delay.is_zero() {
+        return true;
+    }
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
     }
 }
 
@@ -664,4 +731,33 @@ fn configured_services(config: &Config) -> Vec<ConfiguredService> {
 /// As [`config::load`].
 pub fn load(path: &Path) -> Result<Config, config::ConfigError> {
     config::load(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_controller_that_keeps_panicking_is_restarted_ever_more_slowly() {
+        let t0 = tokio::time::Instant::now();
+        let s = Duration::from_secs;
+        let mut previous = None;
+        let mut delays = Vec::new();
+        for k in 0..9 {
+            let (r, d) = restart_delay(previous, t0 + s(k));
+            previous = Some(r);
+            delays.push(d.as_secs());
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(previous.unwrap().count, 9);
+        // After ten quiet minutes a panic starts over at one second.
+        let (r, d) = restart_delay(previous, t0 + s(8) + RESTART_RESET);
+        assert_eq!((r.count, d), (1, RESTART_MIN));
+        // A count far beyond the cap neither overflows nor exceeds the maximum.
+        let many = Restarts {
+            count: u32::MAX,
+            last: t0,
+        };
+        assert_eq!(restart_delay(Some(many), t0).1, RESTART_MAX);
+    }
 }
