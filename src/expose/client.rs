@@ -230,6 +230,9 @@ pub fn render_status(status: &Value, details: &[Value], now_ms: u64) -> String {
         status.get("term").and_then(Value::as_u64).unwrap_or(0),
         isolated.map_or(String::new(), |w| format!("  ISOLATED: {w}"))
     ));
+    if let Some(line) = status.get("engine").and_then(engine_line) {
+        out.push_str(&line);
+    }
     for d in details {
         out.push_str(&format!(
             "\n{}  (zone {}, check {})\n",
@@ -301,6 +304,51 @@ pub fn render_status(status: &Value, details: &[Value], now_ms: u64) -> String {
     }
     out
 }
+
+/// The `engine since start-up:` line of `rrguard status` from the status document's `engine`, when the probe
+/// engine has something to say: probes that waited for a slot, fast confirmations shed or failed
+/// probes abstained since start-up, or a scheduler lag of [`SHOWN_LAG_MS`] or more now. `None` when
+/// all is quiet.
+fn engine_line(engine: &Value) -> Option<String> {
+    let n = |key: &str| engine.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let abstained: u64 = engine
+        .get("probes_abstained")
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+    let lag_ms = engine
+        .get("scheduler_lag_ms")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    let mut parts = Vec::new();
+    if n("probe_slot_waits") > 0 {
+        parts.push(format!(
+            "{} probes waited for one of the {} probe slots ({} in flight now)",
+            n("probe_slot_waits"),
+            n("max_probes_in_flight"),
+            n("probes_in_flight")
+        ));
+    }
+    if n("confirmations_shed") > 0 {
+        parts.push(format!(
+            "{} fast confirmations waited the plain interval",
+            n("confirmations_shed")
+        ));
+    }
+    if abstained > 0 {
+        parts.push(format!(
+            "{abstained} failed probes abstained (rrguard itself was late)"
+        ));
+    }
+    if parts.is_empty() && lag_ms < SHOWN_LAG_MS {
+        return None;
+    }
+    parts.push(format!("scheduler lag now {lag_ms:.0}ms"));
+    Some(format!("engine since start-up: {}\n", parts.join("; ")))
+}
+
+/// Scheduler lag shown on the `engine:` line even when no counter moved, ms: the lag monitor's
+/// threshold of lateness ([`crate::observe::lag`]).
+const SHOWN_LAG_MS: f64 = 100.0;
 
 /// Columns of the latency sparkline of `rrguard status SERVICE ENDPOINT`: one per minute of the
 /// last hour.
@@ -621,6 +669,38 @@ fn nagios_checked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_shows_the_engine_only_when_it_has_something_to_say() {
+        let status =
+            |engine: Value| serde_json::json!({"node": "mon-1", "term": 1, "engine": engine});
+        let quiet = serde_json::json!({
+            "scheduler_lag_ms": 2.0, "probes_abstained": {}, "max_probes_in_flight": 512,
+            "probes_in_flight": 3, "probe_slot_waits": 0, "confirmations_shed": 0
+        });
+        let text = render_status(&status(quiet), &[], 0);
+        assert!(!text.contains("engine"), "{text}");
+        let busy = serde_json::json!({
+            "scheduler_lag_ms": 31.4, "probes_abstained": {"lag": 5}, "max_probes_in_flight": 20,
+            "probes_in_flight": 20, "probe_slot_waits": 746, "confirmations_shed": 3
+        });
+        let text = render_status(&status(busy), &[], 0);
+        assert!(
+            text.contains(
+                "engine since start-up: 746 probes waited for one of the 20 probe slots (20 in \
+                 flight now); 3 fast confirmations waited the plain interval; 5 failed probes \
+                 abstained (rrguard itself was late); scheduler lag now 31ms\n"
+            ),
+            "{text}"
+        );
+        // A lag at the monitor's threshold shows on its own.
+        let late = serde_json::json!({"scheduler_lag_ms": 150.0, "probe_slot_waits": 0});
+        let text = render_status(&status(late), &[], 0);
+        assert!(
+            text.contains("engine since start-up: scheduler lag now 150ms"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn the_history_renders_a_sparkline_and_the_transitions_in_order() {
