@@ -384,6 +384,42 @@ fn openapi_document_is_valid_and_lists_every_route() {
     );
 }
 
+/// The rows of the "Read API" table of docs/operations.md, by route: `(route, what it answers)`.
+fn documented_read_api() -> Vec<(String, String)> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    let section = doc
+        .split("\n## Read API")
+        .nth(1)
+        .expect("docs/operations.md has a Read API section");
+    let section = section.split("\n## ").next().unwrap();
+    section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `GET "))
+        .map(|row| {
+            let (route, rest) = row.split_once("` |").unwrap();
+            (route.to_owned(), rest.to_owned())
+        })
+        .collect()
+}
+
+/// One row per route, every route of the read API: a route documented twice (with different
+/// content) leaves the reader to guess which is true.
+#[test]
+fn read_api_table_has_one_row_per_route() {
+    let routes: Vec<String> = documented_read_api().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(
+        routes,
+        [
+            "/api/v1/services/{fqdn}",
+            "/api/v1/plan",
+            "/api/v1/events",
+            "/api/v1/services/{fqdn}/endpoints/{ip}/history",
+            "/api/v1/openapi.json",
+        ]
+    );
+}
+
 #[test]
 fn nagios_ok_warning_critical_and_unknown() {
     let s = setup(1);
