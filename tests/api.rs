@@ -344,15 +344,60 @@ fn bad_input_and_unknown_service_are_json_errors() {
     }
     let (code, v) = get_json(s.port, "/api/v1/events?service=nope.example.test");
     assert_eq!((code, v["field"].as_str()), (404, Some("service")), "{v}");
-    // The CLI: an unknown service is an error naming it; status of it exits 1.
-    let (code, _, err) = cli(&[
-        "status",
-        "-c",
-        s.config.to_str().unwrap(),
-        "nope.example.test",
-    ]);
-    assert_eq!(code, 1);
+    // The CLI: a request the node refuses (400, 404) is an error naming what is wrong, exit 64 as
+    // `--help` says ("the node refused the request"), not 1 (which means it cannot be reached).
+    let config = s.config.to_str().unwrap();
+    let url = format!("http://127.0.0.1:{}", s.port);
+    let (code, _, err) = cli(&["status", "-c", config, "nope.example.test"]);
+    assert_eq!(code, 64, "{err}");
     assert!(err.contains("no service \"nope.example.test\""), "{err}");
+    let (code, _, err) = cli(&["status", "--url", &url, WWW, "127.0.0.9"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("HTTP 404: \"127.0.0.9\" is not an endpoint of www.example.test."),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["events", "--url", &url, "--limit", "0"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("HTTP 400: limit=0 is out of range: use 1 to 1000"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["events", "-c", config, "--service", "nope.example.test"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("HTTP 404: no service"), "{err}");
+    // Bad usage before any request: a URL that is not http://HOST:PORT.
+    let (code, _, err) = cli(&["events", "--url", "127.0.0.1:1"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("bad URL"), "{err}");
+    // A valid request still succeeds.
+    let (code, _, err) = cli(&["events", "--url", &url, "--limit", "1"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A node that fails (5xx) is a runtime failure, exit 1, like one that cannot be reached: the
+/// request was not wrong. An HTTP server answering 500 to everything stands in for a failing node.
+#[test]
+fn cli_exits_1_when_the_node_fails() {
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let failing = HttpEndpoints::start(&[ip]);
+    let url = format!("http://127.0.0.1:{}", failing.port);
+    for status in [500, 503] {
+        failing.set_status(ip, status);
+        for args in [
+            &["events", "--url", &url][..],
+            &["status", "--url", &url][..],
+            &["status", "--url", &url, WWW, E2][..],
+        ] {
+            let (code, _, err) = cli(args);
+            assert_eq!(code, 1, "{args:?}: {err}");
+            assert!(err.contains(&format!("HTTP {status}")), "{args:?}: {err}");
+        }
+    }
+    // And a 4xx from the same server is a refusal, exit 64: the code follows the answer.
+    failing.set_status(ip, 404);
+    let (code, _, err) = cli(&["events", "--url", &url]);
+    assert_eq!(code, 64, "{err}");
 }
 
 #[test]
@@ -484,7 +529,12 @@ fn nagios_ok_warning_critical_and_unknown() {
     let (code, out, _) = cli(&["nagios", "--url", &url]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("cannot reach rrguard at 127.0.0.1:"), "{out}");
-    let (code, _, err) = cli(&["status", "--url", &url]);
-    assert_eq!(code, 1);
-    assert!(err.contains("cannot reach rrguard"), "{err}");
+    for args in [
+        &["status", "--url", &url][..],
+        &["events", "--url", &url][..],
+    ] {
+        let (code, _, err) = cli(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("cannot reach rrguard"), "{args:?}: {err}");
+    }
 }
