@@ -344,6 +344,36 @@ fn bad_input_and_unknown_service_are_json_errors() {
     }
     let (code, v) = get_json(s.port, "/api/v1/events?service=nope.example.test");
     assert_eq!((code, v["field"].as_str()), (404, Some("service")), "{v}");
+    // An unknown kind, a typo, the old documented `isolation`, one bad kind among good ones: 400
+    // naming `kind` and listing the kinds, instead of an empty page.
+    for kinds in ["bogus", "dns_update", "isolation", "dns_updated,bogus", ""] {
+        let (code, v) = get_json(s.port, &format!("/api/v1/events?kind={kinds}"));
+        assert_eq!(
+            (code, v["field"].as_str()),
+            (400, Some("kind")),
+            "{kinds}: {v}"
+        );
+        let error = v["error"].as_str().unwrap();
+        assert!(error.starts_with("unknown event kind"), "{error}");
+        for kind in real_event_kinds() {
+            assert!(error.contains(&kind), "{kinds}: {error} lacks {kind}");
+        }
+    }
+    let (code, v) = get_json(s.port, "/api/v1/events?kind=isolated,rejoined,dns_updated");
+    assert_eq!(code, 200, "{v}");
+    let (code, out, err) = cli(&[
+        "events",
+        "-c",
+        s.config.to_str().unwrap(),
+        "--kind",
+        "dns_update",
+    ]);
+    assert_eq!(code, 64, "{out}{err}");
+    assert!(
+        err.contains("HTTP 400: unknown event kind \"dns_update\"; one of: ")
+            && err.contains("dns_updated"),
+        "{err}"
+    );
     // The CLI: a request the node refuses (400, 404) is an error naming what is wrong, exit 64 as
     // `--help` says ("the node refused the request"), not 1 (which means it cannot be reached).
     let config = s.config.to_str().unwrap();
@@ -463,6 +493,58 @@ fn read_api_table_has_one_row_per_route() {
             "/api/v1/openapi.json",
         ]
     );
+}
+
+/// The backticked words of `text`.
+fn backticked(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every event kind, sorted, as the API names them.
+fn real_event_kinds() -> Vec<String> {
+    let mut kinds: Vec<String> = rrguard::state::EventKind::ALL
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+/// The kinds docs/operations.md lists for `GET /api/v1/events` and for the alerts are exactly the
+/// kinds events have: a documented kind that is never stored (`isolation`) filters out everything.
+#[test]
+fn documented_event_kinds_are_the_real_ones() {
+    let rows = documented_read_api();
+    let events = &rows
+        .iter()
+        .find(|(route, _)| route == "/api/v1/events")
+        .expect("an events row")
+        .1;
+    let list = events
+        .split_once("`kind=a,b` (")
+        .and_then(|(_, rest)| rest.split_once(':'))
+        .expect("the events row lists the kinds")
+        .0;
+    let mut documented = backticked(list);
+    documented.sort();
+    assert_eq!(documented, real_event_kinds(), "{events}");
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    let alerts = doc
+        .split_once("| kind | when |\n| --- | --- |\n")
+        .expect("the alerts' kind table")
+        .1;
+    let mut documented: Vec<String> = alerts
+        .lines()
+        .take_while(|l| l.starts_with('|'))
+        .flat_map(|l| backticked(l.split('|').nth(1).unwrap()))
+        .collect();
+    documented.sort();
+    assert_eq!(documented, real_event_kinds(), "{alerts}");
 }
 
 #[test]
