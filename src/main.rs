@@ -38,7 +38,7 @@ const EXIT_FAILURE: u8 = 1;
         rrguard drain 192.0.2.10 --for 1h --comment \"kernel upgrade\"\n  \
         rrguard undrain 192.0.2.10\n\n\
         Signals: SIGTERM/SIGINT finish in-flight writes and exit 0; SIGHUP reloads the configuration.\n\
-        Exit codes: 0 ok, 1 runtime failure (or the node cannot be reached), 64 bad usage or\n\
+        Exit codes: 0 ok, 1 runtime failure (or the node cannot be reached, or fails), 64 bad usage or\n\
         configuration (or the node refused the request: bad input, unknown endpoint), 77 the API\n\
         token is missing or wrong, or changes are off on the node."
 )]
@@ -77,17 +77,63 @@ struct NodeArg {
 }
 
 impl NodeArg {
-    fn node(&self) -> Result<client::Node, String> {
+    fn node(&self) -> Result<client::Node, ClientFailure> {
         if let Some(url) = &self.url {
-            return client::Node::from_url(url).map_err(|e| e.to_string());
+            return Ok(client::Node::from_url(url)?);
         }
-        let c = config::load(&self.config).map_err(|e| e.to_string())?;
+        let c = config::load(&self.config).map_err(|e| ClientFailure::usage(e.to_string()))?;
         c.node.listen.map(client::Node::at).ok_or_else(|| {
-            format!(
+            ClientFailure::usage(format!(
                 "{}: [node].listen is not set, so the node serves no API; set it, or pass --url",
                 self.config.display()
-            )
+            ))
         })
+    }
+}
+
+/// Why a client command (`status`, `events`) failed, with the exit code `--help` promises for it.
+struct ClientFailure {
+    /// [`EXIT_USAGE`] when the node refused the request (4xx: bad input, unknown service or
+    /// endpoint) or the command cannot find the node (bad `--url`, configuration); the
+    /// `overrides_cli::EXIT_NOPERM` for a missing or wrong token; [`EXIT_FAILURE`] when the node
+    /// cannot be reached, fails (5xx) or answers something else.
+    code: u8,
+    message: String,
+}
+
+impl ClientFailure {
+    fn usage(message: String) -> Self {
+        ClientFailure {
+            code: EXIT_USAGE,
+            message,
+        }
+    }
+}
+
+impl From<client::ClientError> for ClientFailure {
+    fn from(e: client::ClientError) -> Self {
+        let code = match &e {
+            client::ClientError::Url(_) => EXIT_USAGE,
+            client::ClientError::Status {
+                code: 401 | 403, ..
+            } => overrides_cli::EXIT_NOPERM,
+            client::ClientError::Status {
+                code: 400..=499, ..
+            } => EXIT_USAGE,
+            client::ClientError::Status { .. }
+            | client::ClientError::Unreachable { .. }
+            | client::ClientError::Malformed { .. } => EXIT_FAILURE,
+        };
+        ClientFailure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
@@ -356,19 +402,17 @@ fn now_ms() -> u64 {
 }
 
 fn status_command(node: &NodeArg, service: Option<&str>, endpoint: Option<&str>) -> ExitCode {
-    let run = || -> Result<String, String> {
+    let run = || -> Result<String, ClientFailure> {
         let n = node.node()?;
         if let (Some(f), Some(ip)) = (service, endpoint) {
-            let doc = n
-                .get(&format!(
-                    "/api/v1/services/{}/endpoints/{}/history",
-                    client::encode(f),
-                    client::encode(ip)
-                ))
-                .map_err(|e| e.to_string())?;
+            let doc = n.get(&format!(
+                "/api/v1/services/{}/endpoints/{}/history",
+                client::encode(f),
+                client::encode(ip)
+            ))?;
             return Ok(client::render_history(&doc, now_ms()));
         }
-        let status = n.get("/api/v1/status").map_err(|e| e.to_string())?;
+        let status = n.get("/api/v1/status")?;
         let fqdns: Vec<String> = match service {
             Some(f) => vec![f.to_owned()],
             None => status["services"]
@@ -383,8 +427,7 @@ fn status_command(node: &NodeArg, service: Option<&str>, endpoint: Option<&str>)
         let details = fqdns
             .iter()
             .map(|f| n.get(&format!("/api/v1/services/{}", client::encode(f))))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(client::render_status(&status, &details, now_ms()))
     };
     match run() {
@@ -394,7 +437,7 @@ fn status_command(node: &NodeArg, service: Option<&str>, endpoint: Option<&str>)
         }
         Err(e) => {
             eprintln!("rrguard status: {e}");
-            ExitCode::from(EXIT_FAILURE)
+            ExitCode::from(e.code)
         }
     }
 }
@@ -406,7 +449,7 @@ fn events_command(
     kind: Option<String>,
     limit: usize,
 ) -> ExitCode {
-    let run = || -> Result<String, String> {
+    let run = || -> Result<String, ClientFailure> {
         let n = node.node()?;
         let mut path = format!("/api/v1/events?limit={limit}");
         if let Some(s) = &service {
@@ -421,7 +464,7 @@ fn events_command(
                 now_ms().saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             );
         }
-        let page = n.get(&path).map_err(|e| e.to_string())?;
+        let page = n.get(&path)?;
         Ok(client::render_events(&page))
     };
     match run() {
@@ -431,7 +474,7 @@ fn events_command(
         }
         Err(e) => {
             eprintln!("rrguard events: {e}");
-            ExitCode::from(EXIT_FAILURE)
+            ExitCode::from(e.code)
         }
     }
 }

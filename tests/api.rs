@@ -344,15 +344,90 @@ fn bad_input_and_unknown_service_are_json_errors() {
     }
     let (code, v) = get_json(s.port, "/api/v1/events?service=nope.example.test");
     assert_eq!((code, v["field"].as_str()), (404, Some("service")), "{v}");
-    // The CLI: an unknown service is an error naming it; status of it exits 1.
-    let (code, _, err) = cli(&[
-        "status",
+    // An unknown kind, a typo, the old documented `isolation`, one bad kind among good ones: 400
+    // naming `kind` and listing the kinds, instead of an empty page.
+    for kinds in ["bogus", "dns_update", "isolation", "dns_updated,bogus", ""] {
+        let (code, v) = get_json(s.port, &format!("/api/v1/events?kind={kinds}"));
+        assert_eq!(
+            (code, v["field"].as_str()),
+            (400, Some("kind")),
+            "{kinds}: {v}"
+        );
+        let error = v["error"].as_str().unwrap();
+        assert!(error.starts_with("unknown event kind"), "{error}");
+        for kind in real_event_kinds() {
+            assert!(error.contains(&kind), "{kinds}: {error} lacks {kind}");
+        }
+    }
+    let (code, v) = get_json(s.port, "/api/v1/events?kind=isolated,rejoined,dns_updated");
+    assert_eq!(code, 200, "{v}");
+    let (code, out, err) = cli(&[
+        "events",
         "-c",
         s.config.to_str().unwrap(),
-        "nope.example.test",
+        "--kind",
+        "dns_update",
     ]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 64, "{out}{err}");
+    assert!(
+        err.contains("HTTP 400: unknown event kind \"dns_update\"; one of: ")
+            && err.contains("dns_updated"),
+        "{err}"
+    );
+    // The CLI: a request the node refuses (400, 404) is an error naming what is wrong, exit 64 as
+    // `--help` says ("the node refused the request"), not 1 (which means it cannot be reached).
+    let config = s.config.to_str().unwrap();
+    let url = format!("http://127.0.0.1:{}", s.port);
+    let (code, _, err) = cli(&["status", "-c", config, "nope.example.test"]);
+    assert_eq!(code, 64, "{err}");
     assert!(err.contains("no service \"nope.example.test\""), "{err}");
+    let (code, _, err) = cli(&["status", "--url", &url, WWW, "127.0.0.9"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("HTTP 404: \"127.0.0.9\" is not an endpoint of www.example.test."),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["events", "--url", &url, "--limit", "0"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("HTTP 400: limit=0 is out of range: use 1 to 1000"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["events", "-c", config, "--service", "nope.example.test"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("HTTP 404: no service"), "{err}");
+    // Bad usage before any request: a URL that is not http://HOST:PORT.
+    let (code, _, err) = cli(&["events", "--url", "127.0.0.1:1"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("bad URL"), "{err}");
+    // A valid request still succeeds.
+    let (code, _, err) = cli(&["events", "--url", &url, "--limit", "1"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A node that fails (5xx) is a runtime failure, exit 1, like one that cannot be reached: the
+/// request was not wrong. An HTTP server answering 500 to everything stands in for a failing node.
+#[test]
+fn cli_exits_1_when_the_node_fails() {
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let failing = HttpEndpoints::start(&[ip]);
+    let url = format!("http://127.0.0.1:{}", failing.port);
+    for status in [500, 503] {
+        failing.set_status(ip, status);
+        for args in [
+            &["events", "--url", &url][..],
+            &["status", "--url", &url][..],
+            &["status", "--url", &url, WWW, E2][..],
+        ] {
+            let (code, _, err) = cli(args);
+            assert_eq!(code, 1, "{args:?}: {err}");
+            assert!(err.contains(&format!("HTTP {status}")), "{args:?}: {err}");
+        }
+    }
+    // And a 4xx from the same server is a refusal, exit 64: the code follows the answer.
+    failing.set_status(ip, 404);
+    let (code, _, err) = cli(&["events", "--url", &url]);
+    assert_eq!(code, 64, "{err}");
 }
 
 #[test]
@@ -382,6 +457,94 @@ fn openapi_document_is_valid_and_lists_every_route() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The rows of the "Read API" table of docs/operations.md, by route: `(route, what it answers)`.
+fn documented_read_api() -> Vec<(String, String)> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    let section = doc
+        .split("\n## Read API")
+        .nth(1)
+        .expect("docs/operations.md has a Read API section");
+    let section = section.split("\n## ").next().unwrap();
+    section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `GET "))
+        .map(|row| {
+            let (route, rest) = row.split_once("` |").unwrap();
+            (route.to_owned(), rest.to_owned())
+        })
+        .collect()
+}
+
+/// One row per route, every route of the read API: a route documented twice (with different
+/// content) leaves the reader to guess which is true.
+#[test]
+fn read_api_table_has_one_row_per_route() {
+    let routes: Vec<String> = documented_read_api().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(
+        routes,
+        [
+            "/api/v1/services/{fqdn}",
+            "/api/v1/plan",
+            "/api/v1/events",
+            "/api/v1/services/{fqdn}/endpoints/{ip}/history",
+            "/api/v1/openapi.json",
+        ]
+    );
+}
+
+/// The backticked words of `text`.
+fn backticked(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every event kind, sorted, as the API names them.
+fn real_event_kinds() -> Vec<String> {
+    let mut kinds: Vec<String> = rrguard::state::EventKind::ALL
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+/// The kinds docs/operations.md lists for `GET /api/v1/events` and for the alerts are exactly the
+/// kinds events have: a documented kind that is never stored (`isolation`) filters out everything.
+#[test]
+fn documented_event_kinds_are_the_real_ones() {
+    let rows = documented_read_api();
+    let events = &rows
+        .iter()
+        .find(|(route, _)| route == "/api/v1/events")
+        .expect("an events row")
+        .1;
+    let list = events
+        .split_once("`kind=a,b` (")
+        .and_then(|(_, rest)| rest.split_once(':'))
+        .expect("the events row lists the kinds")
+        .0;
+    let mut documented = backticked(list);
+    documented.sort();
+    assert_eq!(documented, real_event_kinds(), "{events}");
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    let alerts = doc
+        .split_once("| kind | when |\n| --- | --- |\n")
+        .expect("the alerts' kind table")
+        .1;
+    let mut documented: Vec<String> = alerts
+        .lines()
+        .take_while(|l| l.starts_with('|'))
+        .flat_map(|l| backticked(l.split('|').nth(1).unwrap()))
+        .collect();
+    documented.sort();
+    assert_eq!(documented, real_event_kinds(), "{alerts}");
 }
 
 #[test]
@@ -448,7 +611,12 @@ fn nagios_ok_warning_critical_and_unknown() {
     let (code, out, _) = cli(&["nagios", "--url", &url]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("cannot reach rrguard at 127.0.0.1:"), "{out}");
-    let (code, _, err) = cli(&["status", "--url", &url]);
-    assert_eq!(code, 1);
-    assert!(err.contains("cannot reach rrguard"), "{err}");
+    for args in [
+        &["status", "--url", &url][..],
+        &["events", "--url", &url][..],
+    ] {
+        let (code, _, err) = cli(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("cannot reach rrguard"), "{args:?}: {err}");
+    }
 }

@@ -306,3 +306,97 @@ fn weights_on_a_plain_writer_warn_without_failing() {
         ]
     );
 }
+
+/// A wrong value of any type, in any kind of option, is worded for an operator: no Rust or serde
+/// type name (`usize`, `u32`, `i128`, `f64`, `struct RawTsig`, `untagged enum RawQuorum`), and the
+/// advice to drop quotes only where what they hold would be accepted without them.
+#[test]
+fn wrong_values_are_worded_without_type_names() {
+    let writer = "[[writer]]\nname = \"w\"\ntype = \"rfc2136\"\nserver = \"127.0.0.1\"\nTSIG\n";
+    let service = |extra: &str, check: &str| {
+        format!(
+            "[[service]]\nfqdn = \"a.example\"\nzone = \"example\"\nwriter = \"w\"\nendpoints = [\"192.0.2.1\"]\n{extra}\n[service.check]\n{check}\n"
+        )
+    };
+    let tsig = "tsig = { name = \"k\", algorithm = \"hmac-sha256\", secret = \"c2VjcmV0\" }";
+    let tcp = "type = \"tcp\"\nport = 80";
+    let plain = |before: &str, extra: &str, check: &str| {
+        format!(
+            "{before}\n{}{}",
+            writer.replace("TSIG", tsig),
+            service(extra, check)
+        )
+    };
+    // Each place holds `V`: usize, u64, u32, u16, i64, f64, bool, list, table and untagged options.
+    let places: Vec<String> = vec![
+        plain("[node]\nmax_probes_in_flight = V", "", tcp),
+        plain("[node]\naudit_max_size_mib = V", "", tcp),
+        plain("[defaults]\nfall = V", "", tcp),
+        plain("[defaults]\nttl = V", "", tcp),
+        plain("[defaults]\nmin_healthy = V", "", tcp),
+        plain("[defaults]\nadaptive_fall = V", "", tcp),
+        plain("", "max_remove_fraction = V", tcp),
+        plain("", "max_changes = V", tcp),
+        plain("", "quorum = V", tcp),
+        plain("", "damping = V", tcp),
+        plain("", "writers = V", tcp),
+        plain("", "", "type = \"tcp\"\nport = V"),
+        plain("", "", "type = \"http\"\nport = 80\nfollow_redirects = V"),
+        plain("", "", "type = \"http\"\nport = 80\nexpect_status = [V]"),
+        plain("", "", "type = \"icmp\"\ncount = V"),
+        plain("", "", "type = \"dns\"\nexpect_rcode = V"),
+        format!("{}{}", writer.replace("TSIG", "tsig = V"), service("", tcp)),
+    ];
+    let values = [
+        "-1",
+        "4294967296",
+        "99999999999999999999",
+        "\"many\"",
+        "\"7\"",
+        "\"-1\"",
+        "3.5",
+        "\"0.5\"",
+        "true",
+        "\"yes\"",
+        "[1]",
+        "{ a = 1 }",
+    ];
+    let type_names = [
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+        "f32", "f64",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (i, place) in places.iter().enumerate() {
+        for value in values {
+            let path = dir.path().join(format!("c{i}.toml"));
+            std::fs::write(&path, place.replace(" V", &format!(" {value}"))).unwrap();
+            let (_, _, stderr) = check_config(path.to_str().unwrap());
+            let words: Vec<&str> = stderr
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .collect();
+            let leaked = type_names
+                .iter()
+                .find(|t| words.contains(t))
+                .copied()
+                .or_else(|| {
+                    ["untagged", "struct ", "Raw", "any value", "sequence"]
+                        .into_iter()
+                        .find(|w| stderr.contains(w))
+                });
+            if let Some(word) = leaked {
+                failures.push(format!("{value} in place {i}: {word:?} in {stderr}"));
+            }
+            // "without quotes" only for a quoted number or boolean.
+            if stderr.contains("without quotes") {
+                let quoted = value.trim_matches('"');
+                let accepted = quoted.parse::<f64>().is_ok()
+                    || ["true", "false", "yes", "no", "on", "off"].contains(&quoted);
+                if !value.starts_with('"') || !accepted {
+                    failures.push(format!("{value} in place {i}: wrong advice: {stderr}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -531,7 +531,8 @@ fn every_unknown_key(
 }
 
 /// Rewords serde's and toml's messages in the terms of the file: what was written, what is expected,
-/// and the fix (`did you mean [[service]]?`, `write it without quotes`).
+/// and the fix (`did you mean [[service]]?`, `write the number without quotes`). No Rust type name
+/// (`u32`, `usize`, `f64`, `struct RawTsig`) is left in: a number's type is worded as its range.
 fn humanize(message: &str, text: &str, at: usize) -> String {
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((field, expected)) = rest.split_once('`')
@@ -554,34 +555,186 @@ fn humanize(message: &str, text: &str, at: usize) -> String {
             None => message.to_owned(),
         };
     }
-    if let Some(rest) = message.strip_prefix("invalid type: ")
-        && let Some((found, expected)) = rest.split_once(", expected ")
+    // serde reads a struct from an array too, and then counts its elements.
+    if let Some(rest) = message.strip_prefix("invalid length ")
+        && rest
+            .split_once(", expected ")
+            .is_some_and(|(_, expected)| expected.starts_with("struct "))
     {
-        let expected = match expected {
-            "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
-                match expected {
-                    "u8" => "a whole number from 0 to 255",
-                    "u16" => "a whole number from 0 to 65535",
-                    _ => "a whole number",
+        return "expected a table, found a list".to_owned();
+    }
+    let (rest, invalid_value) = match message.strip_prefix("invalid type: ") {
+        Some(rest) => (rest, false),
+        None => match message.strip_prefix("invalid value: ") {
+            Some(rest) => (rest, true),
+            None => return message.to_owned(),
+        },
+    };
+    // The found value may be a string holding ", expected ": the expected part is the last.
+    let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+        return message.to_owned();
+    };
+    let found = Found::parse(found);
+    let expected = Expected::parse(expected);
+    if invalid_value && matches!(expected, Expected::Other(_)) {
+        // `invalid value` with an expectation of the code's own wording: already for a person.
+        return message.to_owned();
+    }
+    // Beyond 64 bits where a number (or, in a buffered table, anything) goes: the size is the fault.
+    if let Found::Integer(n) = found
+        && n.parse::<i64>().is_err()
+        && matches!(expected, Expected::Number | Expected::Other(_))
+    {
+        return format!(
+            "integer `{n}` is too large: whole numbers in TOML go from {} to {}",
+            i64::MIN,
+            i64::MAX
+        );
+    }
+    format!(
+        "expected {}, found {}{}",
+        expected.words(&found),
+        found.words(),
+        fix(&found, &expected)
+    )
+}
+
+/// What serde says it found, parsed enough to word the message and choose the fix.
+enum Found<'a> {
+    /// A whole number as written (without serde's ` as i128` for one beyond 64 bits).
+    Integer(&'a str),
+    /// A string: its contents as serde quotes them (`"8080"` gives `8080`).
+    Text(&'a str),
+    /// Anything else, as serde words it.
+    Other(&'a str),
+}
+
+impl<'a> Found<'a> {
+    fn parse(found: &'a str) -> Found<'a> {
+        if let Some(rest) = found.strip_prefix("integer `")
+            && let Some((n, _)) = rest.split_once('`')
+        {
+            return Found::Integer(n);
+        }
+        if let Some(inner) = found
+            .strip_prefix("string \"")
+            .and_then(|s| s.strip_suffix('"'))
+        {
+            return Found::Text(inner);
+        }
+        Found::Other(found)
+    }
+
+    fn words(&self) -> String {
+        match self {
+            Found::Integer(n) => format!("integer `{n}`"),
+            Found::Text(s) => format!("string \"{s}\""),
+            Found::Other("sequence") => "a list".to_owned(),
+            Found::Other("map") => "a table".to_owned(),
+            Found::Other(other) => (*other).to_owned(),
+        }
+    }
+}
+
+/// What serde says it expected, in the terms of the file.
+enum Expected<'a> {
+    /// A whole number of a Rust integer type: its range.
+    Whole { min: i128, max: i128 },
+    /// A float.
+    Number,
+    /// `true` or `false`.
+    Bool,
+    /// A string.
+    Text,
+    /// `[...]`.
+    List,
+    /// A table (a struct or a map).
+    Table,
+    /// Anything else, as the code words it.
+    Other(&'a str),
+}
+
+impl<'a> Expected<'a> {
+    fn parse(expected: &'a str) -> Expected<'a> {
+        let whole = |min: i128, max: i128| Expected::Whole { min, max };
+        match expected {
+            "u8" => whole(0, u8::MAX.into()),
+            "u16" => whole(0, u16::MAX.into()),
+            "u32" => whole(0, u32::MAX.into()),
+            "u64" => whole(0, u64::MAX.into()),
+            "usize" => whole(0, usize::MAX as i128),
+            "i8" => whole(i8::MIN.into(), i8::MAX.into()),
+            "i16" => whole(i16::MIN.into(), i16::MAX.into()),
+            "i32" => whole(i32::MIN.into(), i32::MAX.into()),
+            "i64" => whole(i64::MIN.into(), i64::MAX.into()),
+            "isize" => whole(isize::MIN as i128, isize::MAX as i128),
+            "f32" | "f64" => Expected::Number,
+            "a boolean" => Expected::Bool,
+            "a string" | "a borrowed string" => Expected::Text,
+            "a sequence" => Expected::List,
+            "a map" => Expected::Table,
+            other if other.starts_with("struct ") => Expected::Table,
+            other => Expected::Other(other),
+        }
+    }
+
+    /// The expectation in words; a range is stated in full where the value found is outside the
+    /// short wording (`of 0 or more` does not tell why 99999999999999999999 is refused).
+    fn words(&self, found: &Found) -> String {
+        match *self {
+            Expected::Whole { min, max } => {
+                let n = match found {
+                    Found::Integer(n) => n.parse::<i128>().ok(),
+                    _ => None,
+                };
+                let too_large = n.is_some_and(|n| n > max);
+                let too_small = n.is_some_and(|n| n < min);
+                if min == 0 && max >= i128::from(u64::MAX) && !too_large {
+                    "a whole number of 0 or more".to_owned()
+                } else if min <= i128::from(i64::MIN)
+                    && max >= i128::from(i64::MAX)
+                    && !too_large
+                    && !too_small
+                {
+                    "a whole number".to_owned()
+                } else {
+                    format!("a whole number from {min} to {max}")
                 }
             }
-            "a boolean" => "true or false",
-            other => other,
-        };
-        let fix = if found.starts_with("string") && expected.starts_with("a whole number") {
-            "; write the number without quotes"
-        } else if found.starts_with("string") && expected == "true or false" {
-            "; write true or false without quotes"
-        } else if (found.starts_with("integer") || found.starts_with("floating"))
-            && expected.starts_with("a string")
-        {
-            "; put the value in quotes"
-        } else {
-            ""
-        };
-        return format!("expected {expected}, found {found}{fix}");
+            Expected::Number => "a number".to_owned(),
+            Expected::Bool => "true or false".to_owned(),
+            Expected::Text => "a string".to_owned(),
+            Expected::List => "a list".to_owned(),
+            Expected::Table => "a table".to_owned(),
+            Expected::Other(other) => other.to_owned(),
+        }
     }
-    message.to_owned()
+}
+
+/// The fix, when there is one: quotes to drop only if what they hold would be accepted without
+/// them; quotes to add only where a string is expected.
+fn fix(found: &Found, expected: &Expected) -> String {
+    match (found, expected) {
+        (Found::Text(s), Expected::Whole { min, max }) => match s.trim().parse::<i128>() {
+            Ok(n) if (*min..=*max).contains(&n) => "; write the number without quotes".to_owned(),
+            _ => String::new(),
+        },
+        (Found::Text(s), Expected::Number) => match s.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() => "; write the number without quotes".to_owned(),
+            _ => String::new(),
+        },
+        (Found::Text(s), Expected::Bool) => match s.trim().to_ascii_lowercase().as_str() {
+            b @ ("true" | "false") if s.trim() == b => format!("; write {b} without quotes"),
+            "true" | "yes" | "on" => "; write true, without quotes".to_owned(),
+            "false" | "no" | "off" => "; write false, without quotes".to_owned(),
+            _ => String::new(),
+        },
+        (Found::Integer(_), Expected::Text) => "; put the value in quotes".to_owned(),
+        (Found::Other(f), Expected::Text) if f.starts_with("floating point") => {
+            "; put the value in quotes".to_owned()
+        }
+        _ => String::new(),
+    }
 }
 
 /// The candidate nearest to `word` (a plural, a typo of one or two letters), if one is near enough.

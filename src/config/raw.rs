@@ -95,7 +95,10 @@ pub struct RawPeer {
 
 /// `quorum = "majority" | "all" | "any" | { at_least = N } | { fraction = 0.x }`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "write quorum = \"majority\", \"all\", \"any\", { at_least = N } or { fraction = 0.5 }"
+)]
 pub enum RawQuorum {
     /// A named rule.
     Name(String),

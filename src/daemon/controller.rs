@@ -143,7 +143,7 @@ impl Controller {
                 }
                 Some(report) = report_rx.recv() => {
                     let r = &report.result;
-                    debug!(service = %self.svc.fqdn, endpoint = %report.endpoint, ok = r.ok, latency_ms = r.latency.as_secs_f64() * 1000.0, detail = %r.detail, "probe");
+                    debug!(service = %self.svc.fqdn, endpoint = %report.endpoint, ok = r.ok, latency_ms = r.latency_ms(), detail = %r.detail, "probe");
                     // The last lane takes the report itself: with one writer, no copy per probe.
                     if let Some((last, others)) = lane_txs.split_last() {
                         for tx in others {

@@ -9,7 +9,7 @@
 //! - `GET /api/v1/plan`: [`PlanDocument`], what each writer of each service would change now.
 //! - `GET /api/v1/events?service=&kind=&since=&before=&limit=`: [`Page`], newest first, from the
 //!   audit log (or, without one, from the in-memory rings); 400 [`ApiError`] naming the parameter
-//!   for bad input.
+//!   for bad input (an unknown `kind` too: the message lists the kinds).
 //! - `GET /api/v1/openapi.json`: the document.
 //!
 //! Errors are JSON `{"error": "...", "field": "..."}`. 503 until the agreement actor has published
@@ -29,8 +29,8 @@ use crate::state::history::{
     BUCKETS, BucketRecord, LatencySummary, RESOLUTION_MS, TRANSITIONS, TransitionRecord,
 };
 use crate::state::{
-    AuditRecord, ChangeStatus, Evidence, LocalProbe, NodeState, NodeStatus, RecordStatus,
-    StandingStatus, VoteEvidence, WriteRecord,
+    AuditRecord, ChangeStatus, EventKind, Evidence, LocalProbe, NodeState, NodeStatus,
+    RecordStatus, StandingStatus, VoteEvidence, WriteRecord,
 };
 
 /// Events returned when `limit` is not given.
@@ -548,12 +548,24 @@ fn events_query(params: &HashMap<String, String>) -> Result<Query, Box<Response>
             Ok(n as usize)
         }
     })?;
+    // A misspelt kind would match nothing and look like a quiet log: refuse it, naming the kinds.
+    let kinds = params
+        .get("kind")
+        .map(|k| {
+            k.split(',')
+                .map(|one| {
+                    one.trim()
+                        .parse::<EventKind>()
+                        .map(|kind| kind.name())
+                        .map_err(|e| bad("kind", e))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
     Ok(Query {
         service: params.get("service").cloned(),
-        kinds: params
-            .get("kind")
-            .map(|k| k.split(',').map(str::to_owned).collect())
-            .unwrap_or_default(),
+        kinds,
         since_unix_ms: number("since")?,
         before: number("before")?,
         limit,
@@ -567,7 +579,7 @@ fn events_query(params: &HashMap<String, String>) -> Result<Query, Box<Response>
     path = "/api/v1/events",
     params(
         ("service" = Option<String>, Query, description = "Only this service (its fqdn as configured)"),
-        ("kind" = Option<String>, Query, description = "Only these kinds, comma-separated (dns_updated,write_failed,endpoint_state,…)"),
+        ("kind" = Option<String>, Query, description = "Only these kinds, comma-separated (dns_updated,write_failed,endpoint_state,…); an unknown kind is a 400 naming `kind` and listing the kinds"),
         ("since" = Option<u64>, Query, description = "Only events at or after this time, Unix ms"),
         ("before" = Option<u64>, Query, description = "Only events older than this sequence number (paging cursor)"),
         ("limit" = Option<u64>, Query, description = "At most this many, 1 to 1000 (default 100)"),

@@ -18,8 +18,9 @@
 //! of the machine. Verdicts then take the plain `fall`/`rise` × interval, as without fast
 //! confirmation; sheds are counted and logged like abstentions.
 //!
-//! Abstentions are counted by reason, logged at most once per [`LOG_EVERY`] with their number and
-//! the worst lag, and published in the node state (`probes_abstained`, `scheduler_lag_ms` in the
+//! Abstentions are counted by reason, logged at most once per [`LOG_EVERY`] with their number, the
+//! most time any of them lost to stalls (the figure the rule above compares with a tenth of the
+//! timeout) and the longest single stall, and published in the node state (`probes_abstained`, `scheduler_lag_ms` in the
 //! status document; `rrguard_probes_abstained_total{reason}` and `rrguard_scheduler_lag_seconds` in
 //! the metrics). So are the probe slots (`max_probes_in_flight`, `probes_in_flight`,
 //! `probe_slot_waits`) and the shed confirmations (`confirmations_shed`), once a second
@@ -99,6 +100,8 @@ struct Inner {
     worst_lag_ns: AtomicU64,
     /// Probes abstained because of lag.
     abstained_lag: AtomicU64,
+    /// The most time a probe that abstained since the last log line lost to stalls, ns.
+    most_lost_ns: AtomicU64,
     /// Fast confirmations run at the plain interval because of lag.
     confirm_shed: AtomicU64,
     /// Probe slots: a probe holds one while it runs ([`LagHandle::slot`]).
@@ -135,6 +138,7 @@ impl LagHandle {
                 last_lag_ns: AtomicU64::new(0),
                 worst_lag_ns: AtomicU64::new(0),
                 abstained_lag: AtomicU64::new(0),
+                most_lost_ns: AtomicU64::new(0),
                 confirm_shed: AtomicU64::new(0),
                 slots: Semaphore::new(max_in_flight),
                 max_in_flight,
@@ -274,8 +278,13 @@ impl LagHandle {
     /// Counts one abstention.
     pub fn abstained(&self, why: Abstain) {
         match why {
-            Abstain::Lag { .. } => self.inner.abstained_lag.fetch_add(1, Ordering::Relaxed),
-        };
+            Abstain::Lag { lost } => {
+                self.inner.abstained_lag.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .most_lost_ns
+                    .fetch_max(lost.as_nanos() as u64, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Abstentions so far, by reason.
@@ -316,6 +325,24 @@ impl LagHandle {
     fn take_worst(&self) -> Duration {
         Duration::from_nanos(self.inner.worst_lag_ns.swap(0, Ordering::Relaxed))
     }
+
+    /// The most time a probe that abstained since the last call lost to stalls, and resets it.
+    fn take_most_lost(&self) -> Duration {
+        Duration::from_nanos(self.inner.most_lost_ns.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// The log line about `n` probes that abstained in the last `period`: the most time one of them
+/// lost to stalls (`lost`, what [`LagHandle::judge`] compares with a tenth of the timeout, so it
+/// is never below the threshold the docs give) and the longest single stall (`worst`, which may be
+/// shorter: several short stalls add up).
+fn abstained_line(n: u64, period: Duration, lost: Duration, worst: Duration) -> String {
+    format!(
+        "{n} failed probes in the last {}s ran while rrguard itself was late (stalls took up to {} ms of a probe, each at least a tenth of its timeout; longest single stall {} ms: CPU starvation or too many endpoints for this machine); they count neither for nor against their endpoints",
+        period.as_secs(),
+        lost.as_millis(),
+        worst.as_millis()
+    )
 }
 
 /// Spawns the monitor into `set`, on `runtime` if given (the probe engine's own, which the
@@ -378,14 +405,14 @@ pub fn spawn_lag_monitor(
                     );
                     waits_logged = waits;
                 }
+                let lost = lag.take_most_lost();
                 if total > logged {
                     warn!(
                         abstained = total - logged,
+                        lost_ms = lost.as_millis() as u64,
                         worst_lag_ms = worst.as_millis() as u64,
-                        "{} failed probes in the last {}s ran while rrguard itself was late (worst lag {} ms: CPU starvation or too many endpoints for this machine); they count neither for nor against their endpoints",
-                        total - logged,
-                        LOG_EVERY.as_secs(),
-                        worst.as_millis()
+                        "{}",
+                        abstained_line(total - logged, LOG_EVERY, lost, worst)
                     );
                     logged = total;
                 }
@@ -453,6 +480,45 @@ mod tests {
         // A timeout after the stall counts.
         let (a, b) = (t0 + 420 * MS, t0 + 590 * MS);
         assert_eq!(lag.judge(&timed_out(), a, b, timeout), None);
+    }
+
+    /// Several short stalls add up: the line about abstentions states the time a probe lost (what
+    /// the rule compares with a tenth of the timeout), not only the longest stall, which alone is
+    /// below the threshold.
+    #[tokio::test(start_paused = true)]
+    async fn the_abstention_line_states_the_time_lost_not_only_the_longest_stall() {
+        let t0 = Instant::now();
+        let lag = LagHandle::new(t0);
+        // Three stalls of 30 ms within one probe (at 100, 230 and 360 ms): 90 ms lost, no stall
+        // over 30 ms; the monitor on time otherwise, up to 690 ms.
+        let mut now = t0;
+        for k in 0..60 {
+            let planned = now + TICK;
+            let late = if k % 10 == 9 && k < 30 {
+                30 * MS
+            } else {
+                Duration::ZERO
+            };
+            lag.tick(planned, planned + late);
+            now = planned + late;
+        }
+        let timeout = 500 * MS;
+        let why = lag
+            .judge(&timed_out(), t0 + 50 * MS, t0 + 550 * MS, timeout)
+            .expect("90 ms lost of a 500 ms timeout abstains");
+        assert_eq!(why, Abstain::Lag { lost: 90 * MS });
+        assert!(30 * MS < LagHandle::threshold(timeout));
+        lag.abstained(why);
+        lag.abstained(Abstain::Lag { lost: 60 * MS });
+        let (lost, worst) = (lag.take_most_lost(), lag.take_worst());
+        assert_eq!((lost, worst), (90 * MS, 30 * MS));
+        let line = abstained_line(2, LOG_EVERY, lost, worst);
+        assert!(
+            line.starts_with("2 failed probes in the last 10s ran while rrguard itself was late (stalls took up to 90 ms of a probe, each at least a tenth of its timeout; longest single stall 30 ms"),
+            "{line}"
+        );
+        // Reset for the next period.
+        assert_eq!(lag.take_most_lost(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,6 +29,14 @@ pub struct ProbeResult {
     pub detail: String,
 }
 
+impl ProbeResult {
+    /// The latency in milliseconds, rounded to the microsecond (3 decimals), for logs: `0.89`
+    /// rather than the `0.8897799999999999` that converting the nanoseconds as a float prints.
+    pub fn latency_ms(&self) -> f64 {
+        (self.latency.as_nanos() as f64 / 1000.0).round() / 1000.0
+    }
+}
+
 /// One way of checking one endpoint.
 #[async_trait]
 pub trait Probe: Send + Sync {
@@ -105,5 +113,26 @@ pub(crate) fn io_detail(e: &std::io::Error) -> String {
         std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
         std::io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_ms_prints_at_most_three_decimals() {
+        let result = |nanos: u64| ProbeResult {
+            ok: true,
+            latency: Duration::from_nanos(nanos),
+            detail: "HTTP 200".to_owned(),
+        };
+        // 889,780 ns: as_secs_f64() * 1000 prints 0.8897799999999999.
+        assert_eq!(result(889_780).latency_ms().to_string(), "0.89");
+        assert_eq!(format!("{:?}", result(889_780).latency_ms()), "0.89");
+        assert_eq!(result(1_234_567_890).latency_ms().to_string(), "1234.568");
+        assert_eq!(result(500_000_000).latency_ms().to_string(), "500");
+        assert_eq!(result(999).latency_ms().to_string(), "0.001");
+        assert_eq!(result(499).latency_ms().to_string(), "0");
     }
 }

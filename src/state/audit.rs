@@ -78,7 +78,7 @@ pub struct AuditRecord {
     /// The service's fqdn (empty for node-wide events such as isolation).
     pub service: String,
     /// The event kind, `snake_case`: `probe_transition`, `endpoint_state`, `plan`, `dns_updated`,
-    /// `write_failed`, `hold`, `isolation`, `note`, …
+    /// `write_failed`, `hold`, `isolated`, `rejoined`, `note`, … (every [`crate::state::EventKind`]).
     pub kind: String,
     /// For a person.
     pub message: String,

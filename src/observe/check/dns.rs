@@ -46,7 +46,10 @@ const RCODES: [(&str, u16); 11] = [
 
 /// An rcode as written: a name (`"NXDOMAIN"`) or a number (`3` or `"3"`).
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expect_rcode is an rcode name like \"NXDOMAIN\" or a number like 3"
+)]
 pub enum RcodeText {
     /// A name or a number in a string.
     Text(String),

@@ -196,7 +196,10 @@ pub struct RawHttpCheck {
 
 /// One entry of `expect_status`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expect_status is a list of codes like 200 or ranges like \"200-299\""
+)]
 pub enum StatusSpec {
     /// `200`.
     Code(i64),
