@@ -138,26 +138,46 @@ fn value_literal(message: &str) -> Option<String> {
 
 /// The offset of the value of the only `key = literal` line from `span` to the header after it
 /// (past further tables of the same array, `[[service.check]]`, which toml reports at the first);
+/// else of the only element `literal` of a list or inline table there (`expect_status = [true]`).
 /// `None` if there is none or more than one.
 fn find_value(text: &str, span: &std::ops::Range<usize>, literal: &str) -> Option<usize> {
-    let mut found = None;
-    for (at, line) in table_lines(text, span, true) {
-        let Some((_, value)) = line.split_once('=') else {
-            continue;
-        };
-        let value_text = value.trim_start();
-        let ends_there = value_text.strip_prefix(literal).is_some_and(|r| {
+    let values = || {
+        table_lines(text, span, true).filter_map(|(at, line)| {
+            let (_, value) = line.split_once('=')?;
+            let value_text = value.trim_start();
+            Some((at + (line.len() - value_text.len()), value_text))
+        })
+    };
+    let whole = values().filter(|(_, value_text)| {
+        value_text.strip_prefix(literal).is_some_and(|r| {
             let r = r.trim();
             r.is_empty() || r.starts_with('#')
-        });
-        if ends_there {
-            if found.is_some() {
-                return None;
-            }
-            found = Some(at + (line.len() - value_text.len()));
-        }
+        })
+    });
+    if let Some(at) = only(whole.map(|(at, _)| at)) {
+        return Some(at);
     }
-    found
+    // An element: the literal between separators of a list or an inline table.
+    let elements = values().flat_map(|(at, value_text)| {
+        let value_text = value_text.split(" #").next().unwrap_or(value_text);
+        value_text
+            .match_indices(literal)
+            .filter(move |(i, _)| {
+                let before = value_text[..*i].chars().next_back();
+                let after = value_text[i + literal.len()..].chars().next();
+                matches!(before, Some('[' | ',' | ' ' | '{' | '='))
+                    && matches!(after, Some(']' | ',' | ' ' | '}'))
+            })
+            .map(move |(i, _)| at + i)
+            .collect::<Vec<_>>()
+    });
+    only(elements)
+}
+
+/// The one item of `items`; `None` if there is none or more than one.
+fn only(mut items: impl Iterator<Item = usize>) -> Option<usize> {
+    let first = items.next()?;
+    items.next().is_none().then_some(first)
 }
 
 /// Every key that deserialization would reject in the table holding the unknown key `key`, which
