@@ -2,9 +2,14 @@
 //! that the loops end with the generation that started them.
 //!
 //! Each task runs its probe every `interval`, starting after a per-endpoint offset so that the endpoints
-//! of a service are spread across the interval instead of probed in a burst. A probe never overlaps the
-//! previous one of the same endpoint (the loop awaits it), and is cut off at the hard `timeout`. If a
-//! probe overruns the interval the next one starts right after it, and missed ticks are not made up.
+//! of a service are spread across the interval instead of probed in a burst; from then on its regular
+//! probes keep to that grid (first probe + k × `interval`). A probe never overlaps the previous one of
+//! the same endpoint (the loop awaits it), and is cut off at the hard `timeout`. If a probe ends late
+//! (it overran the interval, waited for a probe slot, or the runtime stalled) the next one takes the
+//! endpoint's next slot on its grid: missed slots are not made up, and the grid does not move.
+//!
+//! An endpoint whose results keep alternating gets at most 2 × `fall` + `rise` probes in a row at the
+//! confirm pace ([`Pacer`]), then the plain interval until a verdict.
 //!
 //! **Fast confirmation**: while the endpoint's results are heading for a verdict different from its
 //! current one (a failure of an up or unknown endpoint, a success of a down or unknown one), the next
