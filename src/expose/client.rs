@@ -278,8 +278,21 @@ pub fn render_status(status: &Value, details: &[Value], now_ms: u64) -> String {
                 .get("last_probe")
                 .filter(|p| !p.is_null())
                 .map_or("-".to_owned(), |p| {
+                    // A streak towards another verdict: `[down 2/3]`, two of the three failures
+                    // in a row that make it down.
+                    let heading =
+                        p.get("heading")
+                            .filter(|h| !h.is_null())
+                            .map_or(String::new(), |h| {
+                                format!(
+                                    " [{} {}/{}]",
+                                    s(h, "to"),
+                                    h.get("have").and_then(Value::as_u64).unwrap_or(0),
+                                    h.get("need").and_then(Value::as_u64).unwrap_or(0)
+                                )
+                            });
                     format!(
-                        "{} {:.1}ms",
+                        "{} {:.1}ms{heading}",
                         s(p, "detail"),
                         p.get("latency_ms").and_then(Value::as_f64).unwrap_or(0.0)
                     )
@@ -691,6 +704,20 @@ mod tests {
                  flight now); 3 fast confirmations waited the plain interval; 5 failed probes \
                  abstained (rrguard itself was late); scheduler lag now 31ms\n"
             ),
+            "{text}"
+        );
+        // A streak in progress shows after the last probe.
+        let detail = serde_json::json!({
+            "fqdn": "www.example.test.", "zone": "example.test.", "check": "http", "writers": [],
+            "endpoints": [{
+                "endpoint": "127.0.0.2", "state": "up", "published": true, "reason": "up",
+                "last_probe": {"detail": "connection refused", "latency_ms": 0.3,
+                               "heading": {"to": "down", "have": 2, "need": 3}}
+            }]
+        });
+        let text = render_status(&status(serde_json::json!({})), &[detail], 0);
+        assert!(
+            text.contains("connection refused 0.3ms [down 2/3]"),
             "{text}"
         );
         // A lag at the monitor's threshold shows on its own.

@@ -242,6 +242,24 @@ impl HealthMachine {
         self.state != Health::Up || self.failures > 0
     }
 
+    /// The other verdict the current streak leads to, with the results in a row so far and the
+    /// number needed: an up endpoint failing (`Down`, failures, [`Self::fall_needed`]), a down one
+    /// answering (`Up`, successes, `rise`), an unknown one either way; `None` when the results
+    /// agree with the verdict.
+    pub fn heading(&self) -> Option<(Health, u32, u32)> {
+        match self.state {
+            Health::Up if self.failures > 0 => {
+                Some((Health::Down, self.failures, self.fall_needed()))
+            }
+            Health::Down if self.successes > 0 => Some((Health::Up, self.successes, self.rise)),
+            Health::Unknown if self.successes > 0 => Some((Health::Up, self.successes, self.rise)),
+            Health::Unknown if self.failures > 0 => {
+                Some((Health::Down, self.failures, self.fall_needed()))
+            }
+            _ => None,
+        }
+    }
+
     /// Consecutive successes and failures so far.
     pub fn streaks(&self) -> (u32, u32) {
         (self.successes, self.failures)
@@ -297,6 +315,26 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn heading_shows_the_streak_towards_another_verdict() {
+        let mut m = HealthMachine::new(3, 2);
+        assert_eq!(m.heading(), None);
+        feed(&mut m, &[true]);
+        assert_eq!(m.heading(), Some((Health::Up, 1, 2)));
+        feed(&mut m, &[true]);
+        assert_eq!(m.heading(), None, "up, and the results agree");
+        feed(&mut m, &[false, false]);
+        assert_eq!(m.heading(), Some((Health::Down, 2, 3)));
+        feed(&mut m, &[false]);
+        assert_eq!(m.state(), Health::Down);
+        assert_eq!(m.heading(), None);
+        feed(&mut m, &[true]);
+        assert_eq!(m.heading(), Some((Health::Up, 1, 2)));
+        let mut u = HealthMachine::new(3, 2);
+        feed(&mut u, &[false]);
+        assert_eq!(u.heading(), Some((Health::Down, 1, 3)));
+    }
 
     fn feed(m: &mut HealthMachine, results: &[bool]) -> Vec<Transition> {
         results

@@ -58,9 +58,9 @@ pub use audit::{AuditLog, AuditRecord, Evidence, VoteEvidence, WriteRecord};
 pub use counters::{Histogram, PeerMessageCounters, WRITE_DURATION_BUCKETS, WriteCounters};
 pub use inbox::{Inbound, InboundError};
 pub use status::{
-    ChangeStatus, DampingStatus, EndpointStatus, EngineStatus, Event, EventKind, LocalProbe,
-    NodeStatus, OverrideStatus, PeerStatus, RecordStatus, ServiceStatus, StandingStatus,
-    WriterStatus,
+    ChangeStatus, DampingStatus, EndpointStatus, EngineStatus, Event, EventKind, Heading,
+    LocalProbe, NodeStatus, OverrideStatus, PeerStatus, RecordStatus, ServiceStatus,
+    StandingStatus, WriterStatus,
 };
 
 /// Events kept per service; older ones are dropped.
@@ -713,7 +713,20 @@ impl NodeState {
         result: &ProbeResult,
         verdict: Health,
     ) {
-        self.record_probe_at(service, endpoint, result, verdict, now_unix_ms());
+        self.record_probe_at(service, endpoint, result, verdict, None, now_unix_ms());
+    }
+
+    /// [`Self::record_probe`] with the streak in progress after it, as
+    /// [`crate::observe::health::HealthMachine::heading`] gives it (shown as `local.heading`).
+    pub fn record_probe_heading(
+        &self,
+        service: &str,
+        endpoint: IpAddr,
+        result: &ProbeResult,
+        verdict: Health,
+        heading: Option<(Health, u32, u32)>,
+    ) {
+        self.record_probe_at(service, endpoint, result, verdict, heading, now_unix_ms());
     }
 
     fn record_probe_at(
@@ -722,6 +735,7 @@ impl NodeState {
         endpoint: IpAddr,
         result: &ProbeResult,
         verdict: Health,
+        heading: Option<(Health, u32, u32)>,
         now_unix_ms: u64,
     ) {
         self.history()
@@ -755,6 +769,7 @@ impl NodeState {
             latency_ms,
             since_unix_ms: now_unix_ms,
             last_probe_unix_ms: now_unix_ms,
+            heading: None,
         });
         if probe.state != state {
             svc.push(
@@ -780,6 +795,11 @@ impl NodeState {
         }
         probe.latency_ms = latency_ms;
         probe.last_probe_unix_ms = now_unix_ms;
+        probe.heading = heading.map(|(to, have, need)| Heading {
+            to: to.as_str().to_owned(),
+            have,
+            need,
+        });
     }
 
     /// Records the plan the controller just computed for `service`: `plan` as rendered for logs

@@ -139,6 +139,22 @@ pub struct LocalProbe {
     pub since_unix_ms: u64,
     /// When the last probe was recorded.
     pub last_probe_unix_ms: u64,
+    /// The other verdict this node's probes are heading for, while a streak towards it is in
+    /// progress (an up endpoint failing, a down one answering); `null` when the results agree with
+    /// the verdict.
+    pub heading: Option<Heading>,
+}
+
+/// A streak of probe results towards another verdict: `have` of the `need` results in a row that
+/// make the endpoint `to` (`need` is `fall` or `rise`, or more under the loss-aware fall).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Heading {
+    /// `up` or `down`.
+    pub to: String,
+    /// Results in a row so far.
+    pub have: u32,
+    /// Results in a row the verdict needs.
+    pub need: u32,
 }
 
 impl LocalProbe {

@@ -80,6 +80,7 @@ fn snapshot_joins_cluster_local_probes_and_services() {
         ip("192.0.2.1"),
         &probe(true, "HTTP 200"),
         Health::Up,
+        None,
         5_000,
     );
     state.set_published(
@@ -117,15 +118,32 @@ fn since_moves_only_when_the_local_verdict_changes() {
     let state = state_with_www();
     state.set_cluster(cluster());
     let e = ip("192.0.2.1");
-    state.record_probe_at(WWW, e, &probe(true, "HTTP 200"), Health::Up, 1_000);
-    state.record_probe_at(WWW, e, &probe(false, "refused"), Health::Up, 2_000);
+    state.record_probe_at(WWW, e, &probe(true, "HTTP 200"), Health::Up, None, 1_000);
     let local = |s: &NodeState| s.snapshot().unwrap().endpoints[0].local.clone().unwrap();
+    assert_eq!(local(&state).heading, None);
+    state.record_probe_at(
+        WWW,
+        e,
+        &probe(false, "refused"),
+        Health::Up,
+        Some((Health::Down, 1, 3)),
+        2_000,
+    );
+    // The streak towards "down" shows until a result agrees with the verdict again.
+    assert_eq!(
+        local(&state).heading,
+        Some(Heading {
+            to: "down".to_owned(),
+            have: 1,
+            need: 3
+        })
+    );
     assert_eq!(local(&state).since_unix_ms, 1_000);
     assert_eq!(local(&state).last_probe_unix_ms, 2_000);
     assert!(!local(&state).ok);
     // The entry is updated in place: the new detail replaces the old one.
     assert_eq!(local(&state).detail, "refused");
-    state.record_probe_at(WWW, e, &probe(false, "refused"), Health::Down, 3_000);
+    state.record_probe_at(WWW, e, &probe(false, "refused"), Health::Down, None, 3_000);
     assert_eq!(local(&state).since_unix_ms, 3_000);
     let events = &state.snapshot().unwrap().services[0].events;
     assert_eq!(events.len(), 2, "{events:?}");
@@ -214,6 +232,7 @@ fn status_document_keeps_its_keys() {
         ip("192.0.2.1"),
         &probe(true, "HTTP 200"),
         Health::Up,
+        None,
         5_000,
     );
     state.push_event(Event::now(WWW, EventKind::DnsUpdated, "x"));

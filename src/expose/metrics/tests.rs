@@ -30,6 +30,7 @@ fn status() -> NodeStatus {
             latency_ms: 12.5,
             since_unix_ms: 1,
             last_probe_unix_ms: 2,
+            heading: None,
         }),
         damping: None,
     };
@@ -201,6 +202,7 @@ fn http_status_is_read_from_the_http_probe_detail_only() {
         latency_ms: 1.0,
         since_unix_ms: 1,
         last_probe_unix_ms: 1,
+        heading: None,
     };
     assert_eq!(probe("HTTP 200 OK").http_status(), Some(200));
     assert_eq!(
