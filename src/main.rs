@@ -74,21 +74,59 @@ struct NodeArg {
     /// Ask the node at this URL instead (http://HOST:PORT).
     #[arg(long, value_name = "URL")]
     url: Option<String>,
+    /// File holding the API token, for a node with [api] read = "token" [default: the
+    /// configuration's [api] token_file or token]
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 impl NodeArg {
+    /// The node to ask, with the token reads may need: `--token-file`, else the configuration's
+    /// `[api]` token (with `--url`, only if the configuration can be read: a public node needs
+    /// none).
     fn node(&self) -> Result<client::Node, ClientFailure> {
-        if let Some(url) = &self.url {
-            return Ok(client::Node::from_url(url)?);
+        let from_file = match &self.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map(|s| s.trim().to_owned())
+                    .map_err(|e| {
+                        ClientFailure::usage(format!(
+                            "cannot read the token file {}: {e}",
+                            p.display()
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let (node, from_config) = if let Some(url) = &self.url {
+            let token = match &from_file {
+                Some(_) => None,
+                None => config::load(&self.config).ok().and_then(|c| api_token(&c)),
+            };
+            (client::Node::from_url(url)?, token)
+        } else {
+            let c = config::load(&self.config).map_err(|e| ClientFailure::usage(e.to_string()))?;
+            let node = c.node.listen.map(client::Node::at).ok_or_else(|| {
+                ClientFailure::usage(format!(
+                    "{}: [node].listen is not set, so the node serves no API; set it, or pass --url",
+                    self.config.display()
+                ))
+            })?;
+            (node, api_token(&c))
+        };
+        match from_file.or(from_config) {
+            Some(token) => Ok(node.with_token(token)?),
+            None => Ok(node),
         }
-        let c = config::load(&self.config).map_err(|e| ClientFailure::usage(e.to_string()))?;
-        c.node.listen.map(client::Node::at).ok_or_else(|| {
-            ClientFailure::usage(format!(
-                "{}: [node].listen is not set, so the node serves no API; set it, or pass --url",
-                self.config.display()
-            ))
-        })
     }
+}
+
+/// The configuration's `[api]` token, as text.
+fn api_token(c: &config::Config) -> Option<String> {
+    c.api
+        .token
+        .as_ref()
+        .map(|t| String::from_utf8_lossy(t).trim().to_owned())
 }
 
 /// Why a client command (`status`, `events`) failed, with the exit code `--help` promises for it.
@@ -113,7 +151,7 @@ impl ClientFailure {
 impl From<client::ClientError> for ClientFailure {
     fn from(e: client::ClientError) -> Self {
         let code = match &e {
-            client::ClientError::Url(_) => EXIT_USAGE,
+            client::ClientError::Url(_) | client::ClientError::Token => EXIT_USAGE,
             client::ClientError::Status {
                 code: 401 | 403, ..
             } => overrides_cli::EXIT_NOPERM,

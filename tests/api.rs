@@ -51,6 +51,12 @@ struct Setup {
 }
 
 fn setup(min_healthy: usize) -> Setup {
+    setup_with(min_healthy, "")
+}
+
+/// [`setup`] with `api` (an `[api]` section) in the configuration, and [`TOKEN`] in `api.token`
+/// beside it.
+fn setup_with(min_healthy: usize, api: &str) -> Setup {
     let ips: Vec<IpAddr> = [E2, E3].iter().map(|s| s.parse().unwrap()).collect();
     let dns = DnsServer::start(DnsKind::Knot, "www A 127.0.0.2\nwww A 127.0.0.3\n");
     let http = HttpEndpoints::start(&ips);
@@ -58,6 +64,7 @@ fn setup(min_healthy: usize) -> Setup {
     let secret_file = dns.write_secret_file(dir.path());
     let port = free_tcp_port("127.0.0.1".parse().unwrap());
     let config = dir.path().join("rrguard.toml");
+    std::fs::write(dir.path().join("api.token"), format!("{TOKEN}\n")).unwrap();
     std::fs::write(
         &config,
         format!(
@@ -65,6 +72,8 @@ fn setup(min_healthy: usize) -> Setup {
 id = "api-node"
 listen = "127.0.0.1:{port}"
 state_dir = "{state}"
+
+{api}
 
 [defaults]
 interval = "200ms"
@@ -112,6 +121,9 @@ path = "/health"
         _dir: dir,
     }
 }
+
+/// The API token of [`setup_with`].
+const TOKEN: &str = "api-test-token-0123456789";
 
 /// Runs `rrguard ARGS`: exit code and stdout (stderr appended after a marker).
 fn cli(args: &[&str]) -> (i32, String, String) {
@@ -619,4 +631,58 @@ fn nagios_ok_warning_critical_and_unknown() {
         assert_eq!(code, 1, "{args:?}: {err}");
         assert!(err.contains("cannot reach rrguard"), "{args:?}: {err}");
     }
+}
+
+/// `[api] read = "token"`: the read commands send the token of the configuration, or of
+/// `--token-file`; without one the node refuses them (401, exit 77).
+#[test]
+fn read_commands_send_the_api_token() {
+    let s = setup_with(1, "[api]\nread = \"token\"\ntoken_file = \"api.token\"\n");
+    let config = s.config.to_str().unwrap();
+    let url = format!("http://127.0.0.1:{}", s.port);
+    assert_eq!(get(s.port, "/api/v1/status").0, 401);
+    wait_until(
+        "status reads with the configuration's token",
+        EVENTUALLY,
+        || {
+            let (code, out, _) = cli(&["status", "-c", config]);
+            code == 0 && out.contains("127.0.0.3")
+        },
+    );
+    let (code, out, err) = cli(&["events", "-c", config]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = cli(&["nagios", "-c", config]);
+    assert!(
+        out.starts_with("RRGUARD OK") || out.starts_with("RRGUARD WARNING"),
+        "{code} {out}"
+    );
+    // --url alone (no configuration to take a token from): refused, exit 77.
+    let missing = s._dir.path().join("missing.toml");
+    let (code, _, err) = cli(&["status", "-c", missing.to_str().unwrap(), "--url", &url]);
+    assert_eq!(code, 77, "{err}");
+    assert!(err.contains("HTTP 401"), "{err}");
+    // --token-file: read.
+    let token_file = s._dir.path().join("api.token");
+    let (code, out, err) = cli(&[
+        "status",
+        "-c",
+        missing.to_str().unwrap(),
+        "--url",
+        &url,
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    // A token with a line break cannot go in a header line: a usage error, nothing sent.
+    let broken = s._dir.path().join("broken.token");
+    std::fs::write(&broken, "abc\ndef").unwrap();
+    let (code, _, err) = cli(&[
+        "status",
+        "--url",
+        &url,
+        "--token-file",
+        broken.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("control character"), "{err}");
 }

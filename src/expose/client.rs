@@ -30,6 +30,11 @@ pub enum ClientError {
     /// The URL is not `http://HOST:PORT`. Not retryable.
     #[error("bad URL {0:?}: use http://HOST:PORT (the node's [node].listen)")]
     Url(String),
+    /// The API token is empty or holds a control character (a line break). Not retryable.
+    #[error(
+        "the API token is empty or holds a control character (a line break?); fix the token file"
+    )]
+    Token,
     /// The node did not answer: not running, wrong address, firewall. Retryable.
     #[error(
         "cannot reach rrguard at {addr}: {reason} (is `rrguard run` running, and is [node].listen this address?)"
@@ -60,10 +65,11 @@ pub enum ClientError {
     },
 }
 
-/// A node's HTTP address.
+/// A node's HTTP address, and the API token its reads may need (`[api] read = "token"`).
 #[derive(Debug, Clone)]
 pub struct Node {
     host_port: String,
+    token: Option<String>,
 }
 
 impl Node {
@@ -79,7 +85,22 @@ impl Node {
         };
         Node {
             host_port: SocketAddr::new(ip, addr.port()).to_string(),
+            token: None,
         }
+    }
+
+    /// This node, asked with the bearer `token` (sent with every request).
+    ///
+    /// # Errors
+    /// [`ClientError::Token`] if the token holds a control character (it goes in a header line).
+    pub fn with_token(self, token: String) -> Result<Node, ClientError> {
+        if token.is_empty() || token.chars().any(char::is_control) {
+            return Err(ClientError::Token);
+        }
+        Ok(Node {
+            token: Some(token),
+            ..self
+        })
     }
 
     /// The node at `http://HOST:PORT[/]`.
@@ -96,6 +117,7 @@ impl Node {
         }
         Ok(Node {
             host_port: host_port.to_owned(),
+            token: None,
         })
     }
 
@@ -119,9 +141,13 @@ impl Node {
         s.set_read_timeout(Some(TIMEOUT))
             .and_then(|()| s.set_write_timeout(Some(TIMEOUT)))
             .map_err(|e| unreachable(e.to_string()))?;
+        let authorization = self
+            .token
+            .as_ref()
+            .map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n{authorization}Connection: close\r\n\r\n",
             self.host_port
         )
         .map_err(|e| unreachable(e.to_string()))?;
