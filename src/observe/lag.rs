@@ -300,7 +300,8 @@ impl LagHandle {
     /// The engine's health at `now`, as the status document and the metrics show it.
     pub fn status(&self, now: Instant) -> EngineStatus {
         EngineStatus {
-            scheduler_lag_ms: self.current_lag(now).as_secs_f64() * 1000.0,
+            // To the microsecond, as probe latencies.
+            scheduler_lag_ms: (self.current_lag(now).as_nanos() as f64 / 1000.0).round() / 1000.0,
             probes_abstained: self
                 .abstained_total()
                 .into_iter()

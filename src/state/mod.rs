@@ -756,7 +756,8 @@ impl NodeState {
             });
         }
         let state = verdict.as_str();
-        let latency_ms = result.latency.as_secs_f64() * 1000.0;
+        // To the microsecond: the status document shows `0.89`, not `0.8897799999999999`.
+        let latency_ms = result.latency_ms();
         // Borrowed lookups: the service's and endpoint's entries are created once.
         let probes = match local.get_mut(service) {
             Some(probes) => probes,

@@ -567,3 +567,20 @@ fn a_service_without_an_endpoint_yet_keeps_the_node_not_ready() {
     state.record_probe(self_reg, ip("192.0.2.9"), &probe(true, "ok"), Health::Up);
     assert!(state.snapshot().unwrap().waiting_for().is_empty());
 }
+
+#[test]
+fn the_status_shows_latency_to_the_microsecond() {
+    let state = state_with_www();
+    state.set_cluster(cluster());
+    let r = ProbeResult {
+        ok: true,
+        latency: Duration::from_nanos(889_780),
+        detail: "HTTP 200".to_owned(),
+    };
+    state.record_probe_at(WWW, ip("192.0.2.1"), &r, Health::Up, None, 1_000);
+    let local = state.snapshot().unwrap().endpoints[0]
+        .local
+        .clone()
+        .unwrap();
+    assert_eq!(local.latency_ms, 0.89);
+}
