@@ -583,7 +583,8 @@ fn humanize(message: &str, text: &str, at: usize) -> String {
     // Beyond 64 bits where a number (or, in a buffered table, anything) goes: the size is the fault.
     if let Found::Integer(n) = found
         && n.parse::<i64>().is_err()
-        && matches!(expected, Expected::Number | Expected::Other(_))
+        && (matches!(expected, Expected::Number | Expected::Other(_))
+            || matches!(expected, Expected::Whole { max, .. } if max >= i128::from(i64::MAX)))
     {
         return format!(
             "integer `{n}` is too large: whole numbers in TOML go from {} to {}",

@@ -129,8 +129,8 @@ pub struct RawNode {
     pub audit_max_age: Option<Duration>,
     /// Audit log records beyond this many MiB are dropped, oldest first.
     pub audit_max_size_mib: Option<u64>,
-    /// At most this many probes run at once on this node.
-    pub max_probes_in_flight: Option<usize>,
+    /// At most this many probes run at once on this node (read wide, checked in range).
+    pub max_probes_in_flight: Option<i64>,
 }
 
 /// `[defaults]`: values every service inherits unless it sets its own.
@@ -143,10 +143,11 @@ pub struct RawDefaults {
     /// Probe timeout.
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
-    /// Failures in a row to mark down.
-    pub fall: Option<u32>,
-    /// Successes in a row to mark up.
-    pub rise: Option<u32>,
+    /// Failures in a row to mark down (checked to be 1 to `MAX_FALL_RISE`: read wide, so that a
+    /// negative or huge value gets the same message as 0).
+    pub fall: Option<i64>,
+    /// Successes in a row to mark up (as `fall`).
+    pub rise: Option<i64>,
     /// Probe interval while a verdict change is being confirmed, or off.
     #[serde(default, deserialize_with = "opt_confirm_interval")]
     pub confirm_interval: Option<ConfirmInterval>,
@@ -212,10 +213,11 @@ pub struct RawService {
     /// Probe timeout.
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
-    /// Failures in a row to mark down.
-    pub fall: Option<u32>,
-    /// Successes in a row to mark up.
-    pub rise: Option<u32>,
+    /// Failures in a row to mark down (checked to be 1 to `MAX_FALL_RISE`: read wide, so that a
+    /// negative or huge value gets the same message as 0).
+    pub fall: Option<i64>,
+    /// Successes in a row to mark up (as `fall`).
+    pub rise: Option<i64>,
     /// Probe interval while a verdict change is being confirmed, or off.
     #[serde(default, deserialize_with = "opt_confirm_interval")]
     pub confirm_interval: Option<ConfirmInterval>,

@@ -151,14 +151,21 @@ fn defaults(d: &RawDefaults, errs: &mut Errors) {
 }
 
 /// Why `fall` or `rise` (`field`) = `v` cannot be used, if it cannot: from 1 to [`MAX_FALL_RISE`].
-fn threshold_problem(field: &str, v: u32) -> Option<String> {
+fn threshold_problem(field: &str, v: i64) -> Option<String> {
     match v {
-        0 => Some(format!("{field} must be at least 1")),
-        v if v > MAX_FALL_RISE => Some(format!(
+        ..=0 => Some(format!("{field} = {v} must be at least 1")),
+        v if v > i64::from(MAX_FALL_RISE) => Some(format!(
             "{field} = {v} is above the {MAX_FALL_RISE} maximum (a verdict after that many probes in a row)"
         )),
         _ => None,
     }
+}
+
+/// `fall` or `rise` as written (`v`, checked by [`threshold_problem`]), else `default`.
+fn threshold(v: Option<i64>, default: u32) -> u32 {
+    v.and_then(|v| u32::try_from(v).ok())
+        .filter(|v| (1..=MAX_FALL_RISE).contains(v))
+        .unwrap_or(default)
 }
 
 /// `interval` and `timeout` where written (`[defaults]` or a service at `path`): from
@@ -351,17 +358,21 @@ fn node(raw: &RawConfig, errs: &mut Errors) -> NodeConfig {
             ),
         );
     }
-    let max_probes_in_flight = n
+    let written = n
         .max_probes_in_flight
-        .unwrap_or(DEFAULT_MAX_PROBES_IN_FLIGHT);
-    if !(1..=1 << 20).contains(&max_probes_in_flight) {
-        errs.at(
-            &[Key("node"), Key("max_probes_in_flight")],
-            format!(
-                "max_probes_in_flight {max_probes_in_flight} is out of range: use 1 to 1048576 (the default is {DEFAULT_MAX_PROBES_IN_FLIGHT})"
-            ),
-        );
-    }
+        .unwrap_or(DEFAULT_MAX_PROBES_IN_FLIGHT as i64);
+    let max_probes_in_flight = match usize::try_from(written) {
+        Ok(v) if (1..=1 << 20).contains(&v) => v,
+        _ => {
+            errs.at(
+                &[Key("node"), Key("max_probes_in_flight")],
+                format!(
+                    "max_probes_in_flight {written} is out of range: use 1 to 1048576 (the default is {DEFAULT_MAX_PROBES_IN_FLIGHT})"
+                ),
+            );
+            DEFAULT_MAX_PROBES_IN_FLIGHT
+        }
+    };
     NodeConfig {
         id,
         listen,
@@ -1176,8 +1187,8 @@ fn counts(
             .min(s.endpoints.len()),
     };
     Counts {
-        fall: s.fall.or(d.fall).unwrap_or(DEFAULT_FALL),
-        rise: s.rise.or(d.rise).unwrap_or(DEFAULT_RISE),
+        fall: threshold(s.fall.or(d.fall), DEFAULT_FALL),
+        rise: threshold(s.rise.or(d.rise), DEFAULT_RISE),
         ttl: s.ttl.or(d.ttl).unwrap_or(DEFAULT_TTL),
         min_healthy,
     }
