@@ -1036,14 +1036,19 @@ mod tests {
         assert_eq!(b, vec![510, 610, 1510, 2510, 2610, 2710]);
     }
 
+    /// Fast confirmation at `interval` for `fall` and `rise`, without the loss-aware fall.
+    fn confirm_at(interval: Duration, fall: u32, rise: u32) -> Confirm {
+        Confirm {
+            interval,
+            fall,
+            rise,
+            adaptive_fall: None,
+        }
+    }
+
     #[test]
     fn pacer_rechecks_siblings_only_when_a_fall_streak_starts() {
-        let confirm = Confirm {
-            interval: Duration::from_millis(100),
-            fall: 3,
-            rise: 2,
-            adaptive_fall: None,
-        };
+        let confirm = confirm_at(Duration::from_millis(100), 3, 2);
         let i = Duration::from_secs(1);
         let mut p = Pacer::new(confirm);
         let kicks: Vec<bool> = [true, true, false, false, false, false, true, false]
@@ -1061,12 +1066,7 @@ mod tests {
     #[test]
     fn pacer_confirms_the_extra_failures_the_loss_aware_fall_needs() {
         let interval = Duration::from_millis(500);
-        let confirm = Confirm {
-            interval: Duration::from_millis(50),
-            fall: 3,
-            rise: 2,
-            adaptive_fall: None,
-        };
+        let confirm = confirm_at(Duration::from_millis(50), 3, 2);
         // Up, then one failure in five for 30 probes, then dead.
         let mut results = vec![true, true];
         results.extend((0..30).map(|i| i % 5 != 0));
@@ -1153,12 +1153,7 @@ mod tests {
 
     #[test]
     fn pacer_confirm_interval_never_exceeds_interval() {
-        let confirm = Confirm {
-            interval: Duration::from_secs(5),
-            fall: 2,
-            rise: 2,
-            adaptive_fall: None,
-        };
+        let confirm = confirm_at(Duration::from_secs(5), 2, 2);
         let mut p = Pacer::new(confirm);
         assert_eq!(
             p.next_gap(false, Duration::from_secs(1)),
@@ -1168,12 +1163,7 @@ mod tests {
 
     #[test]
     fn an_endpoint_that_never_settles_is_not_confirmed_for_ever() {
-        let confirm = Confirm {
-            interval: Duration::from_millis(100),
-            fall: 3,
-            rise: 2,
-            adaptive_fall: None,
-        };
+        let confirm = confirm_at(Duration::from_millis(100), 3, 2);
         let i = Duration::from_secs(1);
         let fast = Duration::from_millis(100);
         // Alternating from the start: no verdict ever. 2 × fall + rise = 8 probes at the confirm

@@ -303,25 +303,33 @@ fn without_the_recovery_hold_the_record_set_shrinks_first() {
     assert!(rig.applied.iter().any(|(_, c)| !c.remove.is_empty()));
 }
 
+/// One round of probes of `eps`, a third of a second apart.
+fn step(rig: &mut Rig, eps: [&str; 3], ok: bool) {
+    for ep in eps {
+        rig.probe(ep, ok);
+        let t = rig.at() + Duration::from_millis(333);
+        rig.until(t);
+    }
+}
+
+/// Three endpoints (`fall = rise = 2`) up, then all down: `keep_all` keeps them published.
+fn all_down(eps: [&str; 3]) -> Rig {
+    let mut rig = Rig::new(&eps, 2, 2, 30, published(&eps, 30));
+    for _ in 0..2 {
+        step(&mut rig, eps, true);
+    }
+    for _ in 0..3 {
+        step(&mut rig, eps, false);
+    }
+    rig
+}
+
 /// A probe that started while the endpoints were all down and failed (timed out) after the first
 /// came back has not seen its endpoint fail since: the hold stands, nothing is removed.
 #[test]
 fn a_failure_of_a_probe_started_before_the_recovery_does_not_end_the_hold() {
     let eps = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
-    let mut rig = Rig::new(&eps, 2, 2, 30, published(&eps, 30));
-    let step = |rig: &mut Rig, ok: bool| {
-        for ep in eps {
-            rig.probe(ep, ok);
-            let t = rig.at() + Duration::from_millis(333);
-            rig.until(t);
-        }
-    };
-    for _ in 0..2 {
-        step(&mut rig, true);
-    }
-    for _ in 0..3 {
-        step(&mut rig, false);
-    }
+    let mut rig = all_down(eps);
     assert!(rig.applied.is_empty(), "keep_all: {:?}", rig.applied);
     // .2 comes back, then .3: two successes each, up; the service leaves its all-down fallback.
     // Meanwhile a probe of .4 is in flight.
@@ -372,26 +380,13 @@ fn a_failure_of_a_probe_started_before_the_recovery_does_not_end_the_hold() {
 #[test]
 fn recovery_agreed_before_the_local_probes_never_shrinks_the_record_set() {
     let eps = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
-    let mut rig = Rig::new(&eps, 2, 2, 30, published(&eps, 30));
-    let step = |rig: &mut Rig, ok: bool| {
-        for ep in eps {
-            rig.probe(ep, ok);
-            let t = rig.at() + Duration::from_millis(333);
-            rig.until(t);
-        }
-    };
-    for _ in 0..2 {
-        step(&mut rig, true);
-    }
-    for _ in 0..3 {
-        step(&mut rig, false);
-    }
+    let mut rig = all_down(eps);
     assert!(rig.applied.is_empty(), "{:?}", rig.applied);
     // The peers' votes make .2 up first; this node still has it down.
     rig.health.insert(ip(eps[0]), Health::Up);
     rig.view();
     for _ in 0..3 {
-        step(&mut rig, true);
+        step(&mut rig, eps, true);
     }
     assert!(rig.applied.is_empty(), "{:?}", rig.applied);
     assert_eq!(rig.published().len(), 3);
