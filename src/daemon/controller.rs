@@ -367,13 +367,8 @@ impl Lane {
         if self.primary()
             && let Some(m) = self.core.machines().get(&report.endpoint)
         {
-            self.state.record_probe_heading(
-                &self.svc.fqdn,
-                report.endpoint,
-                r,
-                m.state(),
-                m.heading(),
-            );
+            self.state
+                .record_probe(&self.svc.fqdn, report.endpoint, r, m.state(), m.heading());
         }
         self.execute(actions).await;
         // An isolated per-node lane follows its own verdicts, which only probes change.

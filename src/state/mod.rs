@@ -704,21 +704,11 @@ impl NodeState {
     }
 
     /// Records this node's latest probe of `endpoint` of `service` and the local verdict after it
-    /// (`verdict`: the endpoint's `HealthMachine` state). A changed verdict restarts `since_unix_ms`
-    /// and adds a [`EventKind::ProbeTransition`] event.
+    /// (`verdict`: the endpoint's `HealthMachine` state), with the streak in progress after it
+    /// (`heading`, as [`crate::observe::health::HealthMachine::heading`] gives it; shown as
+    /// `local.heading`). A changed verdict restarts `since_unix_ms` and adds a
+    /// [`EventKind::ProbeTransition`] event.
     pub fn record_probe(
-        &self,
-        service: &str,
-        endpoint: IpAddr,
-        result: &ProbeResult,
-        verdict: Health,
-    ) {
-        self.record_probe_at(service, endpoint, result, verdict, None, now_unix_ms());
-    }
-
-    /// [`Self::record_probe`] with the streak in progress after it, as
-    /// [`crate::observe::health::HealthMachine::heading`] gives it (shown as `local.heading`).
-    pub fn record_probe_heading(
         &self,
         service: &str,
         endpoint: IpAddr,

@@ -205,7 +205,7 @@ fn unknown_services_are_ignored_and_removed_ones_forgotten() {
     state.set_cluster(cluster());
     state.record_plan("other.example.test.", "+192.0.2.9 (up)", None);
     state.push_event(Event::now("other.example.test.", EventKind::Note, "x"));
-    state.record_probe(WWW, ip("192.0.2.1"), &probe(true, "ok"), Health::Up);
+    state.record_probe(WWW, ip("192.0.2.1"), &probe(true, "ok"), Health::Up, None);
     assert_eq!(state.snapshot().unwrap().services.len(), 1);
     // A reload that keeps www but drops 192.0.2.1 keeps www's history and forgets that probe.
     state.set_services([ConfiguredService {
@@ -300,12 +300,14 @@ fn ready_once_every_endpoint_is_probed_and_the_leader_has_read_dns() {
         ip("192.0.2.1"),
         &probe(true, "HTTP 200"),
         Health::Unknown,
+        None,
     );
     state.record_probe(
         WWW,
         ip("192.0.2.2"),
         &probe(false, "connection refused"),
         Health::Unknown,
+        None,
     );
     assert_eq!(state.snapshot().unwrap().waiting_for().len(), 1);
     state.set_published(WWW, "primary", [ip("192.0.2.1")]);
@@ -316,8 +318,8 @@ fn ready_once_every_endpoint_is_probed_and_the_leader_has_read_dns() {
         am_leader: false,
         ..cluster()
     });
-    follower.record_probe(WWW, ip("192.0.2.1"), &probe(true, "ok"), Health::Up);
-    follower.record_probe(WWW, ip("192.0.2.2"), &probe(true, "ok"), Health::Up);
+    follower.record_probe(WWW, ip("192.0.2.1"), &probe(true, "ok"), Health::Up, None);
+    follower.record_probe(WWW, ip("192.0.2.2"), &probe(true, "ok"), Health::Up, None);
     assert!(follower.snapshot().unwrap().waiting_for().is_empty());
 }
 
@@ -390,7 +392,13 @@ fn drain(rx: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Event> {
 fn subscribers_get_every_recorded_event() {
     let state = state_with_www();
     let mut rx = state.subscribe();
-    state.record_probe(WWW, ip("192.0.2.1"), &probe(false, "refused"), Health::Down);
+    state.record_probe(
+        WWW,
+        ip("192.0.2.1"),
+        &probe(false, "refused"),
+        Health::Down,
+        None,
+    );
     state.record_plan(WWW, "remove 192.0.2.1", None);
     state.record_write(WWW, "primary", Ok(()));
     state.record_write(WWW, "primary", Err("SERVFAIL".to_owned()));
@@ -498,7 +506,13 @@ fn isolation_is_reported_once_per_episode_and_not_at_generation_start() {
 fn probes_reach_their_subscribers() {
     let state = state_with_www();
     let mut rx = state.subscribe_probes();
-    state.record_probe(WWW, ip("192.0.2.2"), &probe(true, "HTTP 200"), Health::Up);
+    state.record_probe(
+        WWW,
+        ip("192.0.2.2"),
+        &probe(true, "HTTP 200"),
+        Health::Up,
+        None,
+    );
     let got = rx.try_recv().unwrap();
     assert_eq!(got.endpoint, ip("192.0.2.2"));
     assert!(got.ok);
@@ -532,8 +546,8 @@ fn a_service_without_an_endpoint_yet_keeps_the_node_not_ready() {
         am_leader: false,
         ..cluster()
     });
-    state.record_probe(WWW, ip("192.0.2.1"), &probe(true, "ok"), Health::Up);
-    state.record_probe(WWW, ip("192.0.2.2"), &probe(true, "ok"), Health::Up);
+    state.record_probe(WWW, ip("192.0.2.1"), &probe(true, "ok"), Health::Up, None);
+    state.record_probe(WWW, ip("192.0.2.2"), &probe(true, "ok"), Health::Up, None);
     assert_eq!(
         state.snapshot().unwrap().waiting_for(),
         vec![
@@ -547,6 +561,7 @@ fn a_service_without_an_endpoint_yet_keeps_the_node_not_ready() {
         ip("192.0.2.8"),
         &probe(false, "HTTP 503"),
         Health::Unknown,
+        None,
     );
     assert!(state.snapshot().unwrap().waiting_for().is_empty());
     // Discovered and in the view, then probed: ready.
@@ -564,7 +579,13 @@ fn a_service_without_an_endpoint_yet_keeps_the_node_not_ready() {
         state.snapshot().unwrap().waiting_for(),
         vec!["first probe of 192.0.2.9 (self.example.test.)"]
     );
-    state.record_probe(self_reg, ip("192.0.2.9"), &probe(true, "ok"), Health::Up);
+    state.record_probe(
+        self_reg,
+        ip("192.0.2.9"),
+        &probe(true, "ok"),
+        Health::Up,
+        None,
+    );
     assert!(state.snapshot().unwrap().waiting_for().is_empty());
 }
 
