@@ -651,9 +651,11 @@ fn read_commands_send_the_api_token() {
     );
     let (code, out, err) = cli(&["events", "-c", config]);
     assert_eq!(code, 0, "{out}{err}");
+    // nagios read the node (UNKNOWN is what a refused read gives); the verdict itself depends on
+    // how far the endpoints' first probes are.
     let (code, out, _) = cli(&["nagios", "-c", config]);
     assert!(
-        out.starts_with("RRGUARD OK") || out.starts_with("RRGUARD WARNING"),
+        !out.starts_with("RRGUARD UNKNOWN") && out.contains("services=1"),
         "{code} {out}"
     );
     // --url alone (no configuration to take a token from): refused, exit 77.

@@ -399,6 +399,11 @@ pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dur
             "durations are strings with a unit, like \"{n}s\" or \"{n}ms\": write \"{n}s\", not `{n}`"
         ))
     };
+    let negative = |n: String| {
+        serde::de::Error::custom(format!(
+            "durations are positive strings with a unit, like \"5s\" or \"500ms\": `{n}` is not one"
+        ))
+    };
     match Written::deserialize(d).map_err(|_: D::Error| {
         serde::de::Error::custom(
             "durations are strings with a unit, like \"500ms\", \"2s\" or \"1m\"",
@@ -407,6 +412,8 @@ pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dur
         Written::Text(s) => parse_duration(&s)
             .map(Some)
             .map_err(serde::de::Error::custom),
+        Written::Integer(n) if n < 0 => Err(negative(n.to_string())),
+        Written::Float(x) if x < 0.0 => Err(negative(x.to_string())),
         Written::Integer(n) => Err(bare(n.to_string())),
         Written::Float(x) => Err(bare(x.to_string())),
     }

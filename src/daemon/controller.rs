@@ -98,6 +98,7 @@ impl Controller {
                 Ok(p) => {
                     let schedule =
                         Schedule::staggered(self.svc.interval, self.svc.timeout, i, count)
+                            .phased(&self.svc.fqdn, count)
                             .confirming(self.svc.confirm_interval, self.svc.fall, self.svc.rise)
                             .adapting_fall(self.svc.adaptive_fall)
                             .rechecking(recheck);

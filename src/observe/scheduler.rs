@@ -4,9 +4,11 @@
 //! Each task runs its probe every `interval`, starting after a per-endpoint offset so that the endpoints
 //! of a service are spread across the interval instead of probed in a burst; from then on its regular
 //! probes keep to that grid (first probe + k × `interval`). A probe never overlaps the previous one of
-//! the same endpoint (the loop awaits it), and is cut off at the hard `timeout`. If a probe ends late
-//! (it overran the interval, waited for a probe slot, or the runtime stalled) the next one takes the
-//! endpoint's next slot on its grid: missed slots are not made up, and the grid does not move.
+//! the same endpoint (the loop awaits it), and is cut off at the hard `timeout`. If a probe ends past
+//! its next slot (it overran the interval, waited for a probe slot, or the runtime stalled) the next
+//! one starts at once and the one after is back on the grid: missed slots are not made up, and the
+//! grid does not move. Each service's grid is shifted by a phase of its own ([`Schedule::phased`]),
+//! so that services with as many endpoints do not probe at the same instants.
 //!
 //! An endpoint whose results keep alternating gets at most 2 × `fall` + `rise` probes in a row at the
 //! confirm pace ([`Pacer`]), then the plain interval until a verdict.
@@ -209,6 +211,24 @@ impl Schedule {
         }
     }
 
+    /// This schedule shifted by the phase of service `key` among `count` staggered endpoints: a
+    /// fraction of the gap between two of them (`interval / count`), the same for every endpoint of
+    /// the service and on every start (from a hash of `key`). Services staggered alike probed at
+    /// the same instants: 100 services of 100 endpoints made a burst of 100 probes every 10 ms, and
+    /// with few probe slots those bursts waited for slots while every endpoint answered in 1 ms.
+    pub fn phased(self, key: &str, count: usize) -> Self {
+        // FNV-1a: stable across runs and builds (std's hasher is seeded per process).
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let fraction = (hash >> 11) as f64 / (1u64 << 53) as f64;
+        let gap = self.interval / count.max(1) as u32;
+        Schedule {
+            offset: self.offset + gap.mul_f64(fraction),
+            ..self
+        }
+    }
+
     /// This schedule with fast confirmation at `interval` for a service's `fall` and `rise`; `None`
     /// turns it off.
     pub fn confirming(self, interval: Option<Duration>, fall: u32, rise: u32) -> Self {
@@ -348,7 +368,7 @@ fn probe_loop(
             {
                 lag.abstained(why);
                 debug!(%endpoint, detail = %result.detail, ?why, "probe abstains: rrguard itself was late");
-                next = on_grid(anchor, schedule.interval, now.max(started + MIN_GAP));
+                next = next_slot(anchor, schedule.interval, started, now);
                 continue;
             }
             let mut pace = match pacer.as_mut() {
@@ -419,12 +439,7 @@ struct Planned {
 ///
 /// While a verdict change is being confirmed (`gap` < `interval`), the next probe comes `gap`
 /// after this one was due (after it started, if it was kicked), or at once if that has passed: a
-/// probe never overlaps the previous one. Otherwise the next probe takes the endpoint's next slot
-/// on its own grid (`planned.anchor + k × interval`) at or after `now`: a late probe (a wait for a
-/// probe slot, a stall, a timeout longer than the interval) is not made up, and it does not move
-/// the grid. Moving it after each late start put every endpoint released by the same bottleneck
-/// on the same phase for good, each second's probes in one burst (found with 300 endpoints and
-/// 20 probe slots after 100 of them hung for 10 s).
+/// probe never overlaps the previous one. Otherwise the next probe takes [`next_slot`].
 fn next_start(
     planned: Planned,
     started: Instant,
@@ -436,7 +451,20 @@ fn next_start(
         let from = if planned.kicked { started } else { planned.at };
         return (from + gap).max(now);
     }
-    on_grid(planned.anchor, interval, now.max(started + MIN_GAP))
+    next_slot(planned.anchor, interval, started, now)
+}
+
+/// The regular start after a probe that started at `started` and ended at `now`: the endpoint's
+/// first slot on its own grid (`anchor + k × interval`) after `started`, or at once if the probe
+/// ended past that slot (it took longer than the interval, it waited for a probe slot, the
+/// runtime stalled). Missed slots are not made up, and a late probe does not move the grid: the
+/// probe after it is back on the endpoint's own slots. Counting from the late end instead put
+/// every endpoint released by the same bottleneck on the same phase for good, each second's
+/// probes in one burst (found with 300 endpoints and 20 probe slots after 100 of them hung for
+/// 10 s); waiting for the slot after the missed one probed an endpoint whose `timeout` equals its
+/// `interval` at half the rate while it hung.
+fn next_slot(anchor: Instant, interval: Duration, started: Instant, now: Instant) -> Instant {
+    on_grid(anchor, interval, started + MIN_GAP).max(now)
 }
 
 /// The first point of the grid `anchor + k × interval` (k ≥ 0) at or after `t`. Saturates far in the
@@ -607,11 +635,43 @@ mod tests {
         let a = rx.recv().await.unwrap().at - start;
         let b = rx.recv().await.unwrap().at - start;
         cancel.cancel();
-        // The second probe waits for the endpoint's next slot on its grid (2 s): the missed one
-        // (1 s) is not made up.
+        // The second probe starts at once: its slot (1 s) passed while the first ran.
         assert_eq!(a, Duration::from_millis(1500));
-        assert_eq!(b, Duration::from_millis(3500));
+        assert_eq!(b, Duration::from_millis(3000));
         assert_eq!(peak.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_just_longer_than_the_interval_is_not_halved() {
+        // Each probe takes 1 ms more than the interval (a timeout equal to the interval ends just
+        // after its slot): the next starts at once. Waiting for the slot after the missed one
+        // probed at half the rate (1001, 3001, 5001).
+        let (tx, mut rx) = mpsc::channel(16);
+        let cancel = CancellationToken::new();
+        let (probe, _) = slow(Duration::from_millis(1001));
+        let start = Instant::now();
+        let schedule = Schedule {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+            offset: Duration::ZERO,
+            confirm: None,
+            recheck: None,
+        };
+        let mut tasks = JoinSet::new();
+        spawn_probe_loop(
+            &mut tasks,
+            "192.0.2.1".parse().unwrap(),
+            probe,
+            schedule,
+            tx,
+            cancel.clone(),
+        );
+        let mut at = Vec::new();
+        for _ in 0..3 {
+            at.push((rx.recv().await.unwrap().at - start).as_millis());
+        }
+        cancel.cancel();
+        assert_eq!(at, vec![1001, 2002, 3003]);
     }
 
     /// Answers from a script (then ok forever), taking 10 ms per probe.
@@ -1206,8 +1266,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn endpoints_released_together_go_back_to_their_own_slots() {
         // Two endpoints staggered 500 ms apart whose first probes both end at 1.7 s (a shared
-        // stall, a wait for one probe slot). Counting from the late end put both on the same
-        // phase for good (1.7, 2.7, 3.7 s ...); each goes back to its own grid instead.
+        // stall, a wait for one probe slot). Both missed a slot (1.0 and 1.5 s) and probe again at
+        // once; counting from there put both on the same phase for good (1.7, 2.7, 3.7 s ...);
+        // each goes back to its own grid instead (2.0, 3.0 and 2.5, 3.5 s).
         let (tx, mut rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
         let start = Instant::now();
@@ -1224,7 +1285,7 @@ mod tests {
             );
         }
         let mut at: Vec<(u8, u64)> = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..8 {
             let r = rx.recv().await.unwrap();
             let IpAddr::V4(v4) = r.endpoint else {
                 unreachable!()
@@ -1238,6 +1299,8 @@ mod tests {
             vec![
                 (0, 1700),
                 (1, 1700),
+                (0, 1710),
+                (1, 1710),
                 (0, 2010),
                 (1, 2510),
                 (0, 3010),
@@ -1260,7 +1323,8 @@ mod tests {
         // An interval of centuries does not overflow.
         let huge = Duration::from_secs(u64::MAX / 4);
         assert!(on_grid(anchor, huge, anchor + ms(1)) > anchor);
-        // A probe on time takes the next slot; a late one the first slot after it ends.
+        // A probe on time takes the next slot, so does one that started late and ended before
+        // it; one that ended past it goes at once (and the next is on the grid again).
         let planned = Planned {
             anchor,
             at: anchor + 3 * i,
@@ -1273,6 +1337,39 @@ mod tests {
         assert_eq!(next(3000, 3010), ms(4000));
         assert_eq!(next(3800, 3810), ms(4000));
         assert_eq!(next(4500, 4510), ms(5000));
+        // A timeout equal to the interval: ended just past its slot, the next starts at once
+        // (waiting for the slot after halved the probe rate of a hanging endpoint).
+        assert_eq!(next(3000, 4001), ms(4001));
+        assert_eq!(next(4001, 5002), ms(5002));
+        // Back from a late start: the slot after it.
+        assert_eq!(next(5002, 5010), ms(6000));
+    }
+
+    #[test]
+    fn services_are_phased_apart_within_their_stagger() {
+        let i = Duration::from_secs(1);
+        let offsets = |key: &str| -> Vec<Duration> {
+            (0..4)
+                .map(|k| Schedule::staggered(i, i, k, 4).phased(key, 4).offset)
+                .collect()
+        };
+        let (a, b) = (offsets("a.example.test."), offsets("b.example.test."));
+        // Each keeps its endpoints 250 ms apart, within the interval, and its phase on every start.
+        for o in [&a, &b] {
+            assert!(
+                o.windows(2)
+                    .all(|w| w[1] - w[0] == Duration::from_millis(250))
+            );
+            assert!(o[0] < Duration::from_millis(250) && o[3] < i, "{o:?}");
+        }
+        assert_eq!(a, offsets("a.example.test."));
+        // Two services staggered alike do not probe at the same instants.
+        assert_ne!(a[0], b[0]);
+        // Many services spread over the gap instead of sharing one phase.
+        let phases: std::collections::BTreeSet<u128> = (0..100)
+            .map(|n| offsets(&format!("s{n}.bench.test."))[0].as_millis() / 25)
+            .collect();
+        assert!(phases.len() >= 8, "{phases:?}");
     }
 
     #[test]
