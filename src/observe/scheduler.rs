@@ -610,11 +610,13 @@ mod tests {
         assert_eq!(peak.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn slow_probe_delays_next_instead_of_overlapping() {
+    /// The times (ms from start) of the first `n` reports of one endpoint whose probes take `delay`,
+    /// probed every second without fast confirmation (timeout 10 s), and the peak number of its
+    /// probes running at once.
+    async fn slow_reports(delay: Duration, n: usize) -> (Vec<u128>, usize) {
         let (tx, mut rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
-        let (probe, peak) = slow(Duration::from_millis(1500));
+        let (probe, peak) = slow(delay);
         let start = Instant::now();
         let schedule = Schedule {
             interval: Duration::from_secs(1),
@@ -632,13 +634,20 @@ mod tests {
             tx,
             cancel.clone(),
         );
-        let a = rx.recv().await.unwrap().at - start;
-        let b = rx.recv().await.unwrap().at - start;
+        let mut at = Vec::new();
+        for _ in 0..n {
+            at.push((rx.recv().await.unwrap().at - start).as_millis());
+        }
         cancel.cancel();
+        (at, peak.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_probe_delays_next_instead_of_overlapping() {
         // The second probe starts at once: its slot (1 s) passed while the first ran.
-        assert_eq!(a, Duration::from_millis(1500));
-        assert_eq!(b, Duration::from_millis(3000));
-        assert_eq!(peak.load(Ordering::SeqCst), 1);
+        let (at, peak) = slow_reports(Duration::from_millis(1500), 2).await;
+        assert_eq!(at, vec![1500, 3000]);
+        assert_eq!(peak, 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -646,31 +655,7 @@ mod tests {
         // Each probe takes 1 ms more than the interval (a timeout equal to the interval ends just
         // after its slot): the next starts at once. Waiting for the slot after the missed one
         // probed at half the rate (1001, 3001, 5001).
-        let (tx, mut rx) = mpsc::channel(16);
-        let cancel = CancellationToken::new();
-        let (probe, _) = slow(Duration::from_millis(1001));
-        let start = Instant::now();
-        let schedule = Schedule {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(5),
-            offset: Duration::ZERO,
-            confirm: None,
-            recheck: None,
-        };
-        let mut tasks = JoinSet::new();
-        spawn_probe_loop(
-            &mut tasks,
-            "192.0.2.1".parse().unwrap(),
-            probe,
-            schedule,
-            tx,
-            cancel.clone(),
-        );
-        let mut at = Vec::new();
-        for _ in 0..3 {
-            at.push((rx.recv().await.unwrap().at - start).as_millis());
-        }
-        cancel.cancel();
+        let (at, _) = slow_reports(Duration::from_millis(1001), 3).await;
         assert_eq!(at, vec![1001, 2002, 3003]);
     }
 
