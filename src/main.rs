@@ -85,23 +85,18 @@ impl NodeArg {
     /// `[api]` token (with `--url`, only if the configuration can be read: a public node needs
     /// none).
     fn node(&self) -> Result<client::Node, ClientFailure> {
-        let from_file = match &self.token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map(|s| s.trim().to_owned())
-                    .map_err(|e| {
-                        ClientFailure::usage(format!(
-                            "cannot read the token file {}: {e}",
-                            p.display()
-                        ))
-                    })?,
-            ),
-            None => None,
-        };
+        let from_file = self
+            .token_file
+            .as_deref()
+            .map(overrides_cli::read_token_file)
+            .transpose()
+            .map_err(ClientFailure::usage)?;
         let (node, from_config) = if let Some(url) = &self.url {
             let token = match &from_file {
                 Some(_) => None,
-                None => config::load(&self.config).ok().and_then(|c| api_token(&c)),
+                None => config::load(&self.config)
+                    .ok()
+                    .and_then(|c| overrides_cli::api_token(&c)),
             };
             (client::Node::from_url(url)?, token)
         } else {
@@ -112,21 +107,13 @@ impl NodeArg {
                     self.config.display()
                 ))
             })?;
-            (node, api_token(&c))
+            (node, overrides_cli::api_token(&c))
         };
         match from_file.or(from_config) {
             Some(token) => Ok(node.with_token(token)?),
             None => Ok(node),
         }
     }
-}
-
-/// The configuration's `[api]` token, as text.
-fn api_token(c: &config::Config) -> Option<String> {
-    c.api
-        .token
-        .as_ref()
-        .map(|t| String::from_utf8_lossy(t).trim().to_owned())
 }
 
 /// Why a client command (`status`, `events`) failed, with the exit code `--help` promises for it.

@@ -63,6 +63,24 @@ struct Client {
     http: reqwest::Client,
 }
 
+/// The API token in file `p` (`--token-file`), trimmed.
+///
+/// # Errors
+/// The message to print when the file cannot be read.
+pub fn read_token_file(p: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(p)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| format!("cannot read the token file {}: {e}", p.display()))
+}
+
+/// The configuration's `[api]` token (`token_file` or `token`, trimmed when loaded), as text.
+pub fn api_token(c: &config::Config) -> Option<String> {
+    c.api
+        .token
+        .as_ref()
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+}
+
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("rrguard: {msg}");
     ExitCode::from(code)
@@ -70,16 +88,7 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 
 impl Client {
     fn new(t: &Target) -> Result<Client, ExitCode> {
-        let token_from_file = |p: &PathBuf| {
-            std::fs::read_to_string(p)
-                .map(|s| s.trim().to_owned())
-                .map_err(|e| {
-                    fail(
-                        EXIT_USAGE,
-                        format!("cannot read the token file {}: {e}", p.display()),
-                    )
-                })
-        };
+        let token_from_file = |p: &PathBuf| read_token_file(p).map_err(|e| fail(EXIT_USAGE, e));
         let (base, token) = match (&t.url, &t.token_file) {
             (Some(url), Some(file)) => (url.clone(), Some(token_from_file(file)?)),
             _ => {
@@ -121,11 +130,7 @@ impl Client {
                 };
                 let token = match &t.token_file {
                     Some(f) => Some(token_from_file(f)?),
-                    None => c
-                        .api
-                        .token
-                        .as_ref()
-                        .map(|t| String::from_utf8_lossy(t).into_owned()),
+                    None => api_token(&c),
                 };
                 (base, token)
             }
