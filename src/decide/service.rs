@@ -121,8 +121,8 @@ impl Settings {
 
     /// Longest time between the starts of two regular probes of one endpoint: the interval, or
     /// with a `timeout` longer than the interval the whole number of intervals that covers it
-    /// (a probe loop starts each regular probe on the endpoint's grid of intervals, at the first
-    /// slot after the previous probe ended; [`crate::observe::scheduler`]).
+    /// (a probe loop starts each regular probe on the endpoint's grid of intervals, or at once
+    /// after a probe that ended past its slot; [`crate::observe::scheduler`]).
     pub fn probe_cycle(&self) -> Duration {
         let steps = self
             .timeout

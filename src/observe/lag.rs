@@ -301,7 +301,7 @@ impl LagHandle {
     pub fn status(&self, now: Instant) -> EngineStatus {
         EngineStatus {
             // To the microsecond, as probe latencies.
-            scheduler_lag_ms: (self.current_lag(now).as_nanos() as f64 / 1000.0).round() / 1000.0,
+            scheduler_lag_ms: crate::observe::probe::ms_rounded(self.current_lag(now)),
             probes_abstained: self
                 .abstained_total()
                 .into_iter()

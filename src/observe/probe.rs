@@ -30,12 +30,16 @@ pub struct ProbeResult {
 }
 
 impl ProbeResult {
-    /// The latency in milliseconds, rounded to the microsecond (3 decimals), for logs and the status
-    /// document: `0.89` rather than the `0.8897799999999999` that converting the nanoseconds as a
-    /// float prints.
+    /// The latency in milliseconds, rounded to the microsecond ([`ms_rounded`]).
     pub fn latency_ms(&self) -> f64 {
-        (self.latency.as_nanos() as f64 / 1000.0).round() / 1000.0
+        ms_rounded(self.latency)
     }
+}
+
+/// `d` in milliseconds, rounded to the microsecond (3 decimals), for logs and the status document:
+/// `0.89` rather than the `0.8897799999999999` that converting the nanoseconds as a float prints.
+pub fn ms_rounded(d: Duration) -> f64 {
+    (d.as_nanos() as f64 / 1000.0).round() / 1000.0
 }
 
 /// One way of checking one endpoint.

@@ -176,12 +176,9 @@ impl Pacer {
         if self.machine.observe(ok, Duration::ZERO, "").is_some() {
             self.confirming = 0;
         }
-        let state = self.machine.state();
-        let changing = if ok {
-            state != Health::Up
-        } else {
-            state != Health::Down
-        };
+        // The results are heading for another verdict (a failure of an up or unknown endpoint, a
+        // success of a down or unknown one).
+        let changing = self.machine.heading().is_some();
         if !changing {
             self.confirming = 0;
         }
