@@ -384,16 +384,24 @@ pub enum RawCheck {
     Icmp(RawIcmpCheck),
 }
 
+/// What a person may write where a string with a unit goes (a duration, a percentage): only text is
+/// valid, and a bare number or boolean is read too, to be refused with the string to write instead.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Written {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
 /// Durations are human strings: "500ms", "2s", "1m".
 pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    /// What a person may write where a duration goes; only text is valid.
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Text(String),
-        Integer(i64),
-        Float(f64),
-    }
+    let unit = || {
+        serde::de::Error::custom(
+            "durations are strings with a unit, like \"500ms\", \"2s\" or \"1m\"",
+        )
+    };
     let bare = |n: String| {
         serde::de::Error::custom(format!(
             "durations are strings with a unit, like \"{n}s\" or \"{n}ms\": write \"{n}s\", not `{n}`"
@@ -404,11 +412,7 @@ pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dur
             "durations are positive strings with a unit, like \"5s\" or \"500ms\": `{n}` is not one"
         ))
     };
-    match Written::deserialize(d).map_err(|_: D::Error| {
-        serde::de::Error::custom(
-            "durations are strings with a unit, like \"500ms\", \"2s\" or \"1m\"",
-        )
-    })? {
+    match Written::deserialize(d).map_err(|_: D::Error| unit())? {
         Written::Text(s) => parse_duration(&s)
             .map(Some)
             .map_err(serde::de::Error::custom),
@@ -416,6 +420,7 @@ pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dur
         Written::Float(x) if x < 0.0 => Err(negative(x.to_string())),
         Written::Integer(n) => Err(bare(n.to_string())),
         Written::Float(x) => Err(bare(x.to_string())),
+        Written::Bool(_) => Err(unit()),
     }
 }
 
@@ -432,14 +437,6 @@ pub enum ConfirmInterval {
 pub(crate) fn opt_confirm_interval<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<ConfirmInterval>, D::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Text(String),
-        Integer(i64),
-        Float(f64),
-        Bool(bool),
-    }
     let wrong = |what: String| {
         serde::de::Error::custom(format!(
             "confirm_interval is a duration with a unit, like \"100ms\", or \"off\" to turn fast confirmation off; not {what}"

@@ -183,21 +183,19 @@ fn probe_timing(
         ("timeout", timeout, MIN_TIMEOUT, MAX_TIMEOUT),
     ] {
         let Some(v) = value else { continue };
-        let (bound, side, write) = if v < min {
-            (min, "below", "at least")
+        let (bound, side, limit, write) = if v < min {
+            (min, "below", "minimum", "at least")
         } else if v > max {
-            (max, "above", "at most")
+            (max, "above", "maximum", "at most")
         } else {
             continue;
         };
+        let bound = humantime::format_duration(bound);
         errs.at(
             &with(path, &[Key(field)]),
             format!(
-                "{field} {} is {side} the {} {}; write {write} \"{}\"",
+                "{field} {} is {side} the {bound} {limit}; write {write} \"{bound}\"",
                 humantime::format_duration(v),
-                humantime::format_duration(bound),
-                if v < min { "minimum" } else { "maximum" },
-                humantime::format_duration(bound),
             ),
         );
     }

@@ -71,28 +71,22 @@ pub struct RawIcmpCheck {
 /// A percentage as written (`"50%"`, checked by [`validate`]); a bare number is refused with the
 /// string to write instead: `50` → `"50%"`, and a share `0.5` → `"50%"`.
 fn opt_percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    /// What a person may write where a percentage goes; only text is valid.
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Text(String),
-        Integer(i64),
-        Float(f64),
-    }
+    use crate::config::raw::Written;
+    let percent_sign =
+        || serde::de::Error::custom("percentages are strings with a percent sign, like \"50%\"");
     let bare = |written: String, percent: f64| {
         serde::de::Error::custom(format!(
             "percentages are strings with a percent sign: write \"{}%\", not `{written}`",
             percent.round()
         ))
     };
-    match Written::deserialize(d).map_err(|_: D::Error| {
-        serde::de::Error::custom("percentages are strings with a percent sign, like \"50%\"")
-    })? {
+    match Written::deserialize(d).map_err(|_: D::Error| percent_sign())? {
         Written::Text(s) => Ok(Some(s)),
         Written::Integer(n) => Err(bare(n.to_string(), n as f64)),
         // A share of one (0.5) means that share in percent; anything else is taken as percent.
         Written::Float(x) if (0.0..=1.0).contains(&x) => Err(bare(x.to_string(), x * 100.0)),
         Written::Float(x) => Err(bare(x.to_string(), x)),
+        Written::Bool(_) => Err(percent_sign()),
     }
 }
 
