@@ -663,6 +663,7 @@ fn forged(c: &Cluster, node: &str, generation: u64, seq: u64, sent_at_ms: u64) -
                 up: false,
             })
             .collect(),
+        heard: Vec::new(),
     }
 }
 
@@ -1078,6 +1079,57 @@ fn rejoining_leader_keeps_the_majority_decision() {
         serial,
         "the rejoining leader changed the zone against the majority"
     );
+}
+
+/// A partition does not lose what was in flight: TCP retransmits an abandoned request's bytes once
+/// the path is back, seconds late, after the sender has given up on it. Heal only mon-1's side first:
+/// the others' snapshots from before the partition (endpoint 3 still up) reach mon-1, while its own
+/// messages still cannot reach them, so no fresh snapshot can follow. Those stale votes must neither
+/// count nor let mon-1 lead: it would re-add endpoint 3, which the majority removed meanwhile.
+#[test]
+fn snapshots_retransmitted_after_a_heal_change_nothing() {
+    let c = Cluster::start(Opts::default());
+    c.partition_mon1();
+    c.wait_status(0, "is isolated", |s| !s["isolated"].is_null());
+    c.wait_status(1, "is the leader of the majority side", |s| {
+        s["am_leader"] == true && s["live_nodes"] == serde_json::json!(["mon-2", "mon-3"])
+    });
+    c.cut(&[1, 2], Some(2));
+    c.wait_a(&[0, 1]);
+    let serial = c.serial();
+
+    c.monitors[0].ns.heal();
+    let mut s = Value::Null;
+    c.wait("mon-1: hears the others' retransmitted snapshots", || {
+        s = c.status(0).unwrap_or_default();
+        s["isolated"].is_null() && s["live_nodes"].as_array().is_some_and(|l| l.len() > 1)
+    });
+    // Heard, but not counted: they answer no message mon-1 sent since.
+    let live: Vec<&Value> = s["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter(|p| p["live"] == true)
+        .collect();
+    assert!(!live.is_empty(), "{s:#}");
+    assert!(live.iter().all(|p| p["votes_count"] == false), "{s:#}");
+    thread::sleep(HOLD);
+    assert_eq!(c.a(), c.ep_strings(&[0, 1]));
+    assert_eq!(
+        c.serial(),
+        serial,
+        "mon-1 changed the zone on snapshots older than the majority's decision"
+    );
+
+    c.heal_monitors();
+    c.wait_status(0, "rejoins as the leader, hearing everybody", |s| {
+        s["isolated"].is_null()
+            && s["am_leader"] == true
+            && s["live_nodes"].as_array().map(Vec::len) == Some(3)
+    });
+    thread::sleep(HOLD);
+    assert_eq!(c.a(), c.ep_strings(&[0, 1]));
+    assert_eq!(c.serial(), serial, "the rejoining leader changed the zone");
 }
 
 /// Overrides across the cluster (docs/operations.md, "Overrides"): one set on any node reaches every

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rrguard::agree::wire::{self, Key, Message, Vote};
+use rrguard::agree::wire::{self, Heard, Key, Message, Vote};
 use rrguard::agree::{Cluster, ClusterConfig, Quorum};
 use rrguard::config::{self, ConfigError};
 use rrguard::observe::health::Health;
@@ -41,6 +41,16 @@ fn message_strategy() -> impl Strategy<Value = Message> {
         Just("mon-3".to_owned()),
         "[a-z0-9-]{1,12}",
     ];
+    let heard = (
+        prop_oneof![Just("mon-1".to_owned()), "[a-z0-9-]{1,8}"],
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(|(node, generation, seq)| Heard {
+            node,
+            generation,
+            seq,
+        });
     let vote = (
         prop_oneof![Just("www.example.test.".to_owned()), "[a-z.]{1,20}"],
         any::<[u8; 4]>(),
@@ -61,18 +71,22 @@ fn message_strategy() -> impl Strategy<Value = Message> {
         any::<bool>(),
         prop::collection::vec("[a-z0-9-]{1,8}", 0..5),
         prop::collection::vec(vote, 0..20),
+        prop::collection::vec(heard, 0..4),
     )
         .prop_map(
-            |(v, node, generation, seq, sent_at_ms, isolated, settling, sees, votes)| Message {
-                v,
-                node,
-                generation,
-                seq,
-                sent_at_ms,
-                isolated,
-                settling,
-                sees,
-                votes,
+            |(v, node, generation, seq, sent_at_ms, isolated, settling, sees, votes, heard)| {
+                Message {
+                    v,
+                    node,
+                    generation,
+                    seq,
+                    sent_at_ms,
+                    isolated,
+                    settling,
+                    sees,
+                    votes,
+                    heard,
+                }
             },
         )
 }

@@ -3,7 +3,8 @@
 //! N nodes run rrguard's real decision core — the agreement core (`Cluster`) with the wire format and
 //! HMAC, and per node the very `ServiceCore` the daemon's controller runs (health machines, planner,
 //! removal hold, settle bound, backoff, conflicts, read-back) — over an in-memory network with seeded
-//! random faults: message loss, delay and reordering, duplication, partitions, node crash and restart,
+//! random faults: message loss, delay and reordering, duplication, partitions (with a share of the
+//! messages in flight retried by TCP and delivered seconds late, once the partition heals), node crash and restart,
 //! clock skew up to ±2 s, self-check failures, probe paths cut between a monitor and an endpoint, and
 //! endpoints failing and recovering, all at once or one by one. Some seeds have an endpoint whose
 //! results alternate from the start and never settle; some reload every node with a new TTL. DNS is the
@@ -29,7 +30,10 @@
 //!    it once after a leader change: a new leader starts with a fresh budget; such windows are only
 //!    counted (`cluster_window_excess`);
 //! 8. `max_remove_fraction`: one write removes at most max(1, ⌊fraction × n⌋) of the n records
-//!    published before it.
+//!    published before it;
+//! 9. a counted vote of a peer was composed after the counting node last (re)joined and after it
+//!    last heard that peer again: a snapshot retransmitted across a healed partition may be older
+//!    than what the majority decided meanwhile.
 //!
 //! Policies: each seed draws its selection and change-safety policies from a second random stream
 //! (so the fault stream, and a seed without policies, run as before): none at all in 25 % of the
@@ -80,6 +84,9 @@ const CALM_MS: u64 = 40_000;
 /// endpoint without a verdict holds removals back for at most one settle bound (4.5 s) after the
 /// leader's core starts; 10 s covers all of that.
 const CONVERGENCE_BOUND_MS: u64 = 10_000;
+/// How long TCP keeps retrying a message across a partition before the connection gives up (Linux
+/// retries an orphaned connection's data for several seconds with a doubling timeout).
+const RETRANSMIT_FOR_MS: u64 = 8_000;
 
 /// A seed's convergence bound: [`CONVERGENCE_BOUND_MS`] plus what its policies may add once the
 /// faults have healed and the endpoints are steady (`n` endpoints, canaries included):
@@ -157,6 +164,9 @@ struct Mutations {
     no_remove_cap: bool,
     /// The core runs with a canary kill switch that never trips.
     no_kill_switch: bool,
+    /// The agreement core counts a peer's votes as soon as its messages arrive, even ones composed
+    /// before this node (re)joined or heard the peer again.
+    stale_votes: bool,
 }
 
 impl Mutations {
@@ -417,12 +427,24 @@ struct Node {
     self_check_ok: bool,
     /// Ground truth for invariant 4: when this node last accepted a message from each peer.
     accepted_from: BTreeMap<String, u64>,
+    /// Ground truth for invariant 9: when the latest message accepted from each peer was composed;
+    /// when this node heard each peer again after silence (or first); since when it has been
+    /// non-isolated.
+    composed: BTreeMap<String, u64>,
+    returned: BTreeMap<String, u64>,
+    joined_ms: Option<u64>,
     /// Bumped whenever the node's core starts afresh (restart, reload): its change budget with it.
     epoch: u64,
 }
 
 struct InFlight {
     due_ms: u64,
+    /// When the sender composed it.
+    sent_ms: u64,
+    /// Whether TCP would retransmit it across a partition: a request in flight on an open
+    /// connection when the path breaks is retried by the kernel, and delivered once the path is
+    /// back, seconds late ([`RETRANSMIT_FOR_MS`]); most messages, sent on new connections, die.
+    retransmitted: bool,
     to: usize,
     body: Vec<u8>,
     mac: String,
@@ -494,6 +516,8 @@ struct Sim {
     canaries: Vec<IpAddr>,
     /// The policy stream: policy draws, latency redraws and bounces (apart from the fault stream).
     prng: Rng,
+    /// The retransmission stream: which messages TCP retries across a partition, and when.
+    nrng: Rng,
     /// Each endpoint's probe latency now, ms (5 ms on seeds without policies, as before).
     latency_ms: BTreeMap<IpAddr, u64>,
     /// An endpoint that goes down and up every few seconds (damped seeds, chaos phase): endpoint,
@@ -614,6 +638,7 @@ impl Sim {
             pol,
             canaries,
             prng,
+            nrng: Rng(seed ^ 0x7C9D_0A11_5EED_0042),
             latency_ms,
             bounce: None,
             bound_ms,
@@ -672,6 +697,7 @@ impl Sim {
         cluster.set_rules(Rules {
             expire_votes: !self.mutations.no_vote_expiry,
             minority_cannot_write: !self.mutations.minority_writes,
+            fresh_votes_only: !self.mutations.stale_votes,
         });
         let n = self.endpoints.len() as u64;
         let mut machines = BTreeMap::new();
@@ -698,6 +724,9 @@ impl Sim {
             next_heartbeat_ms: self.now_ms,
             self_check_ok: true,
             accepted_from: BTreeMap::new(),
+            composed: BTreeMap::new(),
+            returned: BTreeMap::new(),
+            joined_ms: None,
             epoch: 0,
         }
     }
@@ -1027,8 +1056,12 @@ impl Sim {
             };
             for _ in 0..copies {
                 let due_ms = self.now_ms + self.rng.below(self.faults.max_delay_ms.max(1) + 1);
+                // From a stream of its own: the fault stream stays as it was.
+                let retransmitted = self.nrng.chance(300);
                 self.net.push_back(InFlight {
                     due_ms,
+                    sent_ms: self.now_ms,
+                    retransmitted,
                     to,
                     body: body.clone(),
                     mac: mac.clone(),
@@ -1050,17 +1083,32 @@ impl Sim {
             let msg =
                 wire::decode(&m.body, Some(&m.mac), &self.key).expect("own messages authenticate");
             let from = self.nodes.iter().position(|n| n.id == msg.node).unwrap();
-            // Partitions drop in flight too: a message crossing a cut is lost.
-            if !self.nodes[m.to].alive || !self.connected(from, m.to) {
+            if !self.nodes[m.to].alive {
+                continue;
+            }
+            // A message crossing a cut is lost, unless TCP retries it until the cut heals.
+            if !self.connected(from, m.to) {
+                if m.retransmitted && self.now_ms - m.sent_ms < RETRANSMIT_FOR_MS {
+                    let due_ms = self.now_ms + 200 + self.nrng.below(801);
+                    keep.push_back(InFlight { due_ms, ..m });
+                }
                 continue;
             }
             let wall = self.wall(m.to);
             match self.nodes[m.to].cluster.receive(&msg, now, wall) {
                 Ok(()) => {
                     self.accepted += 1;
-                    self.nodes[m.to]
+                    let now_ms = self.now_ms;
+                    let node = &mut self.nodes[m.to];
+                    let was_live = node
                         .accepted_from
-                        .insert(msg.node.clone(), self.now_ms);
+                        .get(&msg.node)
+                        .is_some_and(|t| now_ms - *t <= VOTE_TTL_MS);
+                    if !was_live {
+                        node.returned.insert(msg.node.clone(), now_ms);
+                    }
+                    node.composed.insert(msg.node.clone(), m.sent_ms);
+                    node.accepted_from.insert(msg.node.clone(), now_ms);
                 }
                 Err(_) => self.rejected += 1,
             }
@@ -1267,6 +1315,13 @@ impl Sim {
             }
             let now = self.instant();
             let view = self.nodes[i].cluster.view(now);
+            let now_ms = self.now_ms;
+            let node = &mut self.nodes[i];
+            node.joined_ms = match (view.isolated.is_none(), node.joined_ms) {
+                (true, None) => Some(now_ms),
+                (true, since) => since,
+                (false, _) => None,
+            };
             self.check_votes_fresh(i, &view);
             let actions = self.nodes[i]
                 .core
@@ -1293,6 +1348,19 @@ impl Sim {
                 if !fresh {
                     self.fail(&format!(
                         "{} counted a vote of silent node {voter} on {ip}",
+                        node.id
+                    ));
+                }
+                // Invariant 9: a counted vote was composed after this node (re)joined and after it
+                // heard the voter again: a snapshot retransmitted across a healed partition may be
+                // older than what the majority decided meanwhile.
+                let composed = node.composed.get(voter).copied().unwrap_or(0);
+                let returned = node.returned.get(voter).copied().unwrap_or(0);
+                let since = node.joined_ms.map_or(returned, |j| j.max(returned));
+                if composed < since {
+                    self.fail(&format!(
+                        "{} counted a stale vote of {voter} on {ip}: composed at {composed} ms, \
+                         before it (re)joined or heard {voter} again at {since} ms",
                         node.id
                     ));
                 }
@@ -1703,6 +1771,33 @@ fn not_expiring_votes_is_caught() {
         "the simulator must catch votes of dead nodes that never expire"
     );
     assert!(found.unwrap().contains("replay: SIM_SEED="));
+}
+
+/// Counting votes as they arrive is caught, also on a snapshot retried across a partition and
+/// delivered seconds after it was composed (not only one heard a tick before the node rejoined).
+#[test]
+fn counting_stale_votes_after_a_heal_is_caught() {
+    let mutations = Mutations {
+        stale_votes: true,
+        ..Mutations::default()
+    };
+    let number_before = |e: &str, marker: &str| -> Option<u64> {
+        let head = &e[..e.find(marker)?];
+        head.rsplit(' ').next()?.parse().ok()
+    };
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let found = (0..400).find_map(|seed| {
+        let e = run_seed(seed, mutations).err()?;
+        let composed = number_before(&e, " ms, before")?;
+        let since = number_before(&e, " ms\n")?;
+        (since - composed >= HEARTBEAT_MS).then_some(e)
+    });
+    std::panic::set_hook(quiet);
+    assert!(
+        found.is_some(),
+        "the simulator must catch votes composed long before a node rejoined"
+    );
 }
 
 #[test]

@@ -15,12 +15,18 @@
 //!   makes it down; anything else, ties included, leaves the previous cluster state unchanged (unknown at
 //!   first, which the planner treats as "keep what is published"). Isolation forgets the previous state:
 //!   the majority may have decided otherwise meanwhile.
+//! - **Fresh votes**: a snapshot may arrive seconds after it was composed (TCP retries a request
+//!   across a partition and delivers it once the path is back), older than what the majority decided
+//!   meanwhile. Each message says which message its sender last accepted from each peer (`heard`);
+//!   a peer's votes count, and it is a leader candidate, only once its latest message answers one this
+//!   node sent after it last (re)joined and after it heard the peer again after a silence.
 //! - **Leader**: the live, non-isolated node with the lowest id among those that see a majority. Only it
 //!   writes to DNS (through the service's writer, the DNS back end), and not before it has been
-//!   non-isolated for `settle` (two heartbeats) after start or after an isolation, so that it acts on
-//!   fresh snapshots from every peer (meanwhile it announces itself as settling and its peers pass it
-//!   over); writes stay compare-and-swap, so two nodes that briefly both think they lead cannot
-//!   corrupt a record set. `term` counts leader changes as seen by this node.
+//!   non-isolated for `settle` (two heartbeats) after start or after an isolation and a majority
+//!   (itself included) answers it, so that it acts on fresh snapshots (meanwhile it announces itself
+//!   as settling and its peers pass it over); writes stay compare-and-swap, so two nodes that briefly
+//!   both think they lead cannot corrupt a record set. `term` counts leader changes as seen by this
+//!   node.
 //!
 //! A single node without `[cluster]` is the one-node case of the same rules.
 
@@ -114,8 +120,12 @@ pub struct ClusterConfig {
 pub struct Rules {
     /// Votes of silent peers stop counting after `vote_ttl`.
     pub expire_votes: bool,
-    /// A node that hears from fewer than a majority isolates itself: it neither votes nor writes.
+    /// A node that hears from fewer than a majority isolates itself: it neither votes nor writes;
+    /// and it leads only once a majority (itself included) answers it.
     pub minority_cannot_write: bool,
+    /// A peer's votes count only once its latest message answers one this node sent after it
+    /// (re)joined and after it heard the peer again; a node settles only on such answers.
+    pub fresh_votes_only: bool,
 }
 
 impl Default for Rules {
@@ -123,6 +133,7 @@ impl Default for Rules {
         Rules {
             expire_votes: true,
             minority_cannot_write: true,
+            fresh_votes_only: true,
         }
     }
 }
@@ -196,6 +207,12 @@ struct Peer {
     generation: u64,
     seq: u64,
     last_heard: Option<Instant>,
+    /// The sequence of this node's message (of its current generation) that the peer's latest
+    /// message says it had accepted.
+    answered: Option<u64>,
+    /// The first sequence of this node's messages that the peer must have answered for its
+    /// votes to count: this node's next message when it (re)joined or heard the peer again.
+    need: u64,
     isolated: bool,
     settling: bool,
     sees: BTreeSet<String>,
@@ -222,6 +239,9 @@ pub struct View {
     pub isolated: Option<Isolation>,
     /// Nodes heard within `vote_ttl`, this node included.
     pub live: BTreeSet<String>,
+    /// The live peers whose votes count: not isolated, and their latest message answers a recent one
+    /// of this node's (see the module documentation, "Fresh votes").
+    pub voters: BTreeSet<String>,
     /// The leader this node recognises: the one node that writes to DNS.
     pub leader: Option<String>,
     /// Leader changes seen by this node.
@@ -344,6 +364,8 @@ pub struct Cluster {
     dirty: bool,
     /// Since when this node has been continuously non-isolated.
     joined_at: Option<Instant>,
+    /// Whether this node had settled (may lead) as of the last [`Cluster::view`].
+    settled: bool,
     /// The tallies of the last [`Cluster::view`], kept up to date incrementally.
     tallies: Tallies,
     /// Endpoints whose inputs (this node's or a peer's vote) changed since the last view.
@@ -376,6 +398,7 @@ impl Cluster {
             term: 0,
             dirty: true,
             joined_at: None,
+            settled: false,
             tallies: Tallies::default(),
             stale: BTreeSet::new(),
             basis: None,
@@ -445,6 +468,11 @@ impl Cluster {
         if skew_ms.unsigned_abs() > limit_ms {
             return Err(Reject::Clock { skew_ms, limit_ms });
         }
+        let was_live = match self.peers.get(&msg.node) {
+            Some(p) => self.peer_live(p, now),
+            None => return Err(Reject::UnknownNode(msg.node.clone())),
+        };
+        let next_seq = self.seq + 1;
         let Some(peer) = self.peers.get_mut(&msg.node) else {
             return Err(Reject::UnknownNode(msg.node.clone()));
         };
@@ -460,6 +488,25 @@ impl Cluster {
             // A restarted peer: a full snapshot replaces everything it said before.
             peer.votes.clear();
         }
+        // A message may have waited out a partition in a TCP retransmission queue and arrive
+        // seconds after it was composed. From a peer heard again after silence, only messages
+        // answering one of this node's from now on count; answer at once. A peer that restarted
+        // or (re)joined (its flags changed) waits for an answer too.
+        if !was_live {
+            peer.need = next_seq;
+        }
+        if !was_live
+            || msg.generation != peer.generation
+            || msg.isolated != peer.isolated
+            || msg.settling != peer.settling
+        {
+            self.dirty = true;
+        }
+        peer.answered = msg
+            .heard
+            .iter()
+            .find(|h| h.node == self.cfg.me && h.generation == self.generation)
+            .map(|h| h.seq);
         peer.generation = msg.generation;
         peer.seq = msg.seq;
         peer.last_heard = Some(now);
@@ -496,10 +543,23 @@ impl Cluster {
         }
     }
 
-    /// Non-isolated for at least `settle` (as of the last [`Cluster::view`]).
+    /// Whether the peer's latest message answers one this node sent since it (re)joined and since
+    /// it heard the peer again: then it was composed after both, and its votes are current.
+    fn answers(&self, p: &Peer) -> bool {
+        !self.rules.fresh_votes_only || p.answered.is_some_and(|s| s >= p.need)
+    }
+
+    /// Non-isolated for at least `settle`, and hearing current snapshots (answers to its own, see
+    /// [`Cluster::answers`]) from enough live peers to make a majority with itself.
     fn settled(&self, now: Instant) -> bool {
+        let current = self
+            .peers
+            .values()
+            .filter(|p| self.peer_live(p, now) && self.answers(p))
+            .count();
         self.joined_at
             .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.settle)
+            && (current + 1 >= self.majority() || !self.rules.minority_cannot_write)
     }
 
     fn majority(&self) -> usize {
@@ -517,10 +577,12 @@ impl Cluster {
         let mut live = live_peers.clone();
         live.insert(self.cfg.me.clone());
         let isolated = self.isolation(live.len());
-        // Live peers that are not isolated: their votes count.
+        self.track_join(now, isolated.is_none());
+        // Live peers that are not isolated and whose latest message answers a recent one of this
+        // node's: their votes count.
         let voters: Vec<String> = live_peers
             .into_iter()
-            .filter(|id| !self.peers[id].isolated)
+            .filter(|id| !self.peers[id].isolated && self.answers(&self.peers[id]))
             .collect();
         let endpoints = self.tally(isolated.is_some(), voters.clone());
         let leader = self.elect(now, isolated.is_none(), &voters);
@@ -528,10 +590,29 @@ impl Cluster {
             am_leader: leader.as_deref() == Some(self.cfg.me.as_str()),
             isolated,
             live,
+            voters: voters.into_iter().collect(),
             leader,
             term: self.term,
             endpoints,
         }
+    }
+
+    /// Tracks since when this node has been continuously non-isolated. On (re)joining, every peer's
+    /// votes wait for an answer to this node's next message, which goes out at once: what arrived
+    /// before may be older than what the majority decided meanwhile.
+    fn track_join(&mut self, now: Instant, not_isolated: bool) {
+        self.joined_at = match (not_isolated, self.joined_at) {
+            (true, None) => {
+                let next = self.seq + 1;
+                for p in self.peers.values_mut() {
+                    p.need = p.need.max(next);
+                }
+                self.dirty = true;
+                Some(now)
+            }
+            (true, since) => since,
+            (false, _) => None,
+        };
     }
 
     /// Why this node is isolated, hearing `live` nodes (itself included), if it is.
@@ -632,7 +713,7 @@ impl Cluster {
     }
 
     /// Elects the leader among `voters` and this node (when it is not isolated and has settled),
-    /// tracking when this node joined and counting leader changes in `term`.
+    /// counting leader changes in `term`.
     fn elect(&mut self, now: Instant, not_isolated: bool, voters: &[String]) -> Option<String> {
         let needed = self.majority();
         let mut candidates: Vec<&str> = voters
@@ -643,12 +724,8 @@ impl Cluster {
             })
             .map(String::as_str)
             .collect();
-        self.joined_at = match (not_isolated, self.joined_at) {
-            (true, None) => Some(now),
-            (true, since) => since,
-            (false, _) => None,
-        };
-        if not_isolated && self.settled(now) {
+        self.settled = not_isolated && self.settled(now);
+        if self.settled {
             candidates.push(&self.cfg.me);
         }
         let leader = candidates.into_iter().min().map(str::to_owned);
@@ -689,6 +766,16 @@ impl Cluster {
                 })
                 .collect()
         };
+        let heard = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.last_heard.is_some())
+            .map(|(id, p)| wire::Heard {
+                node: id.clone(),
+                generation: p.generation,
+                seq: p.seq,
+            })
+            .collect();
         Message {
             v: wire::VERSION,
             node: self.cfg.me.clone(),
@@ -696,9 +783,10 @@ impl Cluster {
             seq: self.seq,
             sent_at_ms: now_wall_ms,
             isolated: view.isolated.is_some(),
-            settling: view.isolated.is_none() && !self.settled(now),
+            settling: view.isolated.is_none() && !self.settled,
             sees,
             votes,
+            heard,
         }
     }
 }

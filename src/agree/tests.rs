@@ -24,7 +24,11 @@ fn key(ip: &str) -> VoteKey {
     ("www.example.test.".to_owned(), ip.parse().unwrap())
 }
 
-/// A message from `node` voting `up` on 192.0.2.1.
+/// Far beyond any sequence a test's node sends: a message that says it accepted this one answers
+/// every message of the receiver's (of generation 1), so its votes are current.
+const EVERYTHING: u64 = 1_000_000;
+
+/// A message from `node` voting `up` on 192.0.2.1, answering every message of the other nodes.
 fn msg(node: &str, generation: u64, seq: u64, up: Option<bool>, sees: &[&str]) -> Message {
     Message {
         v: wire::VERSION,
@@ -43,7 +47,27 @@ fn msg(node: &str, generation: u64, seq: u64, up: Option<bool>, sees: &[&str]) -
             })
             .into_iter()
             .collect(),
+        heard: ["a", "b", "c", "d", "e"]
+            .into_iter()
+            .filter(|n| *n != node)
+            .map(|n| wire::Heard {
+                node: n.to_owned(),
+                generation: 1,
+                seq: EVERYTHING,
+            })
+            .collect(),
     }
+}
+
+/// `m`, saying that the last message it accepted from `node` is `seq` (generation 1), and nothing
+/// from the others.
+fn answering(mut m: Message, node: &str, seq: u64) -> Message {
+    m.heard = vec![wire::Heard {
+        node: node.to_owned(),
+        generation: 1,
+        seq,
+    }];
+    m
 }
 
 const THREE: &[&str] = &["a", "b", "c"];
@@ -343,4 +367,186 @@ fn a_settling_peer_is_passed_over_as_leader() {
     a.receive(&msg("b", 1, 1, None, &["a"]), t0, WALL).unwrap();
     assert!(a.outgoing(t0, WALL).settling);
     assert!(!a.outgoing(t0 + Duration::from_secs(2), WALL).settling);
+}
+
+/// The fault a real cluster showed (tests/cluster.rs, `snapshots_retransmitted_after_a_heal_change_nothing`):
+/// snapshots held in TCP retransmission queues through a partition arrive after it heals. They are
+/// valid and newer than anything seen, but older than what the majority decided meanwhile. They make
+/// the peer live again, yet its votes count, and this node settles, only on messages that answer
+/// one this node sent after hearing the peer again.
+#[test]
+fn a_peer_heard_again_counts_only_once_it_answers() {
+    let mut a = Cluster::new(cfg("a", THREE, Quorum::Majority), 1);
+    let t0 = Instant::now();
+    a.set_local(key("192.0.2.1"), Health::Up);
+    // First contact: b and c count once they answer a message a sent after hearing them.
+    for n in ["b", "c"] {
+        a.receive(
+            &answering(msg(n, 1, 1, Some(true), &["a"]), "a", 0),
+            t0,
+            WALL,
+        )
+        .unwrap();
+    }
+    assert!(a.view(t0).endpoints[&key("192.0.2.1")].up == ["a"]);
+    let sent = a.outgoing(t0, WALL).seq;
+    for n in ["b", "c"] {
+        a.receive(
+            &answering(msg(n, 1, 2, Some(true), &["a", "b", "c"]), "a", sent),
+            t0,
+            WALL,
+        )
+        .unwrap();
+    }
+    let v = a.view(t0);
+    assert!(v.am_leader);
+    assert_eq!(v.endpoints[&key("192.0.2.1")].state, Health::Up);
+
+    // Partition: a hears nobody and is isolated; the others remove the endpoint meanwhile.
+    let t1 = t0 + TTL * 2;
+    assert!(a.view(t1).isolated.is_some());
+    let before_heal = a.outgoing(t1, WALL).seq;
+    // The heal: b's and c's snapshots from before the partition (endpoint up, answering a's message
+    // from then) arrive first.
+    for n in ["b", "c"] {
+        a.receive(
+            &answering(msg(n, 1, 3, Some(true), &["a", "b", "c"]), "a", sent),
+            t1,
+            WALL,
+        )
+        .unwrap();
+        assert!(a.has_news(), "a peer heard again is answered at once");
+    }
+    let v = a.view(t1);
+    assert_eq!(v.isolated, None, "hearing them, a is no longer isolated");
+    let t = &v.endpoints[&key("192.0.2.1")];
+    assert_eq!(t.up, ["a"], "stale votes do not count: {t:?}");
+    assert_eq!(t.state, Health::Unknown);
+    assert!(!v.am_leader && v.leader.is_none(), "{v:?}");
+    let out = a.outgoing(t1, WALL);
+    assert!(out.settling, "a waits for answers before it may lead");
+    assert!(out.seq > before_heal);
+
+    // b answers that message: a majority (a, b) is current; b votes down as the majority decided.
+    a.receive(
+        &answering(msg("b", 1, 4, Some(false), &["a", "c"]), "a", out.seq),
+        t1,
+        WALL,
+    )
+    .unwrap();
+    let v = a.view(t1);
+    assert!(v.am_leader);
+    let t = &v.endpoints[&key("192.0.2.1")];
+    assert_eq!(
+        (t.up.as_slice(), t.down.as_slice()),
+        (&["a".to_owned()][..], &["b".to_owned()][..])
+    );
+    assert_eq!(
+        t.state,
+        Health::Unknown,
+        "a tie of current votes keeps what DNS publishes"
+    );
+    // c's answer completes the majority's decision.
+    a.receive(
+        &answering(msg("c", 1, 4, Some(false), &["a", "b"]), "a", out.seq),
+        t1,
+        WALL,
+    )
+    .unwrap();
+    assert_eq!(a.view(t1).endpoints[&key("192.0.2.1")].state, Health::Down);
+}
+
+/// The same on the majority's side: a peer that comes back after its votes expired counts again only
+/// with an answer to a message sent after it came back; answers to older messages, or to another
+/// generation's, do not.
+#[test]
+fn a_returning_peer_answering_old_messages_does_not_count() {
+    let mut b = Cluster::new(cfg("b", THREE, Quorum::Majority), 1);
+    let t0 = Instant::now();
+    b.set_local(key("192.0.2.1"), Health::Down);
+    for n in ["a", "c"] {
+        b.receive(&answering(msg(n, 1, 1, None, &["b"]), "b", 0), t0, WALL)
+            .unwrap();
+    }
+    let second = b.outgoing(t0, WALL).seq;
+    b.receive(
+        &answering(msg("c", 1, 2, Some(false), &["b"]), "b", second),
+        t0,
+        WALL,
+    )
+    .unwrap();
+    b.receive(
+        &answering(msg("a", 1, 2, Some(true), &["b", "c"]), "b", second),
+        t0,
+        WALL,
+    )
+    .unwrap();
+    assert_eq!(b.view(t0).endpoints[&key("192.0.2.1")].up, ["a"]);
+    // a falls silent long enough to expire, then its old snapshot arrives.
+    let t1 = t0 + TTL + Duration::from_millis(1);
+    b.receive(
+        &answering(msg("c", 1, 3, Some(false), &["b"]), "b", second),
+        t1,
+        WALL,
+    )
+    .unwrap();
+    let back = b.outgoing(t1, WALL).seq;
+    b.receive(
+        &answering(msg("a", 1, 3, Some(true), &["b", "c"]), "b", second),
+        t1,
+        WALL,
+    )
+    .unwrap();
+    let v = b.view(t1);
+    assert!(v.live.contains("a"));
+    assert!(v.endpoints[&key("192.0.2.1")].up.is_empty(), "{v:?}");
+    // Answering another generation of b (a restart of b) is no answer either.
+    let mut m = answering(msg("a", 1, 4, Some(true), &["b", "c"]), "b", EVERYTHING);
+    m.heard[0].generation = 2;
+    b.receive(&m, t1, WALL).unwrap();
+    assert!(b.view(t1).endpoints[&key("192.0.2.1")].up.is_empty());
+    let next = b.outgoing(t1, WALL).seq;
+    assert!(next > back);
+    b.receive(
+        &answering(msg("a", 1, 5, Some(true), &["b", "c"]), "b", next),
+        t1,
+        WALL,
+    )
+    .unwrap();
+    assert_eq!(b.view(t1).endpoints[&key("192.0.2.1")].up, ["a"]);
+}
+
+/// The broken rule the simulator must catch (`counting_stale_votes_after_a_heal_is_caught`), shown
+/// here at unit level: without it, a snapshot answering nothing recent counts at once.
+#[test]
+fn without_fresh_votes_only_stale_votes_would_count() {
+    let mut a = Cluster::new(cfg("a", THREE, Quorum::Majority), 1);
+    a.set_rules(Rules {
+        fresh_votes_only: false,
+        ..Rules::default()
+    });
+    let t0 = Instant::now();
+    a.set_local(key("192.0.2.1"), Health::Up);
+    a.receive(
+        &answering(msg("b", 1, 1, Some(true), &["a"]), "a", 0),
+        t0,
+        WALL,
+    )
+    .unwrap();
+    assert_eq!(a.view(t0).endpoints[&key("192.0.2.1")].state, Health::Up);
+}
+
+#[test]
+fn outgoing_says_what_was_heard() {
+    let mut a = Cluster::new(cfg("a", THREE, Quorum::Majority), 1);
+    let t0 = Instant::now();
+    a.receive(&msg("c", 9, 4, None, &["a"]), t0, WALL).unwrap();
+    assert_eq!(
+        a.outgoing(t0, WALL).heard,
+        [wire::Heard {
+            node: "c".to_owned(),
+            generation: 9,
+            seq: 4
+        }]
+    );
 }

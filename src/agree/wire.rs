@@ -35,6 +35,18 @@ pub struct Vote {
     pub up: bool,
 }
 
+/// The latest message a node accepted from one of its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heard {
+    /// The peer's node id.
+    pub node: String,
+    /// That message's generation.
+    pub generation: u64,
+    /// That message's sequence.
+    pub seq: u64,
+}
+
 /// One peer message: a full snapshot of the sender's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +71,12 @@ pub struct Message {
     pub sees: Vec<String>,
     /// The sender's votes.
     pub votes: Vec<Vote>,
+    /// The latest message the sender accepted from each peer it has heard since it started. A
+    /// receiver learns from it that this message was composed after one of its own arrived: it
+    /// counts the sender's votes only once they answer a message it sent after it (re)joined and
+    /// after it heard the sender again ([`super::Cluster::receive`]). Optional, default empty.
+    #[serde(default)]
+    pub heard: Vec<Heard>,
 }
 
 /// Why a received body was refused before it reached the agreement core.
@@ -141,12 +159,13 @@ pub fn decode(body: &[u8], mac: Option<&str>, key: &Key) -> Result<Message, Wire
     ring::hmac::verify(&key.0, body, &tag).map_err(|_| WireError::BadMac)?;
     let msg: Message =
         serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))?;
-    if msg.votes.len() > MAX_VOTES || msg.sees.len() > MAX_VOTES {
+    if msg.votes.len() > MAX_VOTES || msg.sees.len() > MAX_VOTES || msg.heard.len() > MAX_VOTES {
         return Err(WireError::Malformed("too many entries".to_owned()));
     }
     let too_long = |s: &String| s.is_empty() || s.len() > MAX_NAME_LEN;
     if too_long(&msg.node)
         || msg.sees.iter().any(too_long)
+        || msg.heard.iter().any(|h| too_long(&h.node))
         || msg.votes.iter().any(|v| too_long(&v.service))
     {
         return Err(WireError::Malformed("empty or over-long name".to_owned()));
@@ -172,6 +191,11 @@ mod tests {
                 service: "www.example.test.".to_owned(),
                 endpoint: "192.0.2.1".parse().unwrap(),
                 up: true,
+            }],
+            heard: vec![Heard {
+                node: "mon-1".to_owned(),
+                generation: 5,
+                seq: 9,
             }],
         }
     }
@@ -222,6 +246,25 @@ mod tests {
             decode(&body, Some(&mac), &key),
             Err(WireError::Malformed(_))
         ));
+        let mut m = msg();
+        m.heard[0].node = "x".repeat(MAX_NAME_LEN + 1);
+        let (body, mac) = encode(&m, &key);
+        assert!(matches!(
+            decode(&body, Some(&mac), &key),
+            Err(WireError::Malformed(_))
+        ));
+    }
+
+    /// A sender that does not say what it heard (an older build) is read as having heard nothing:
+    /// its messages are accepted, and its votes wait for a sender that answers.
+    #[test]
+    fn heard_is_optional() {
+        let key = Key::new(b"k");
+        let mut v = serde_json::to_value(msg()).unwrap();
+        v.as_object_mut().unwrap().remove("heard");
+        let body = serde_json::to_vec(&v).unwrap();
+        let mac = key.mac(&body);
+        assert_eq!(decode(&body, Some(&mac), &key).unwrap().heard, []);
     }
 
     #[test]
@@ -232,6 +275,7 @@ mod tests {
             keys,
             [
                 "generation",
+                "heard",
                 "isolated",
                 "node",
                 "sees",

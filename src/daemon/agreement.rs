@@ -423,6 +423,7 @@ impl Actor {
             .map(|id| PeerStatus {
                 id: id.clone(),
                 live: view.live.contains(id),
+                votes_count: view.voters.contains(id),
                 last_heard_unix_ms: self.last_heard.get(id).copied(),
                 last_heard_ms_ago: None,
             })

@@ -85,6 +85,10 @@ pub struct PeerStatus {
     pub id: String,
     /// Heard within the vote lifetime.
     pub live: bool,
+    /// Its votes count: live, not isolated, and its latest message answers a recent one of this
+    /// node's (false for a few hundred ms after a start or a heal, or while only old snapshots
+    /// arrive).
+    pub votes_count: bool,
     /// When this node last accepted a message from it.
     pub last_heard_unix_ms: Option<u64>,
     /// How long ago that was, computed when the status is read.

@@ -34,6 +34,7 @@ fn cluster() -> ClusterStatus {
         peers: vec![PeerStatus {
             id: "mon-2".to_owned(),
             live: true,
+            votes_count: true,
             last_heard_unix_ms: Some(1_000),
             last_heard_ms_ago: None,
         }],

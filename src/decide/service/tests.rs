@@ -493,6 +493,7 @@ fn cluster_view(isolated: bool) -> View {
             needed: 2,
         }),
         live: ["a", "b"].iter().map(|s| s.to_string()).collect(),
+        voters: ["b".to_owned()].into(),
         leader: Some("a".to_owned()),
         term: 1,
         am_leader: false,
