@@ -202,3 +202,37 @@ fn off_waits_whole_intervals() {
         d.log()
     );
 }
+
+/// A reload keeps the endpoints' verdicts, and fast confirmation starts from them: a steady endpoint
+/// is probed every interval after a reload too, not confirmed again at the confirm pace as if new
+/// (at 10,000 endpoints, 10,000 extra probes at once after every reload).
+#[test]
+fn a_reload_does_not_confirm_known_verdicts_again() {
+    let s = setup(None);
+    let d = Daemon::start(&["run", "-c", s.config.to_str().unwrap()]);
+    wait_until("both endpoints up", Duration::from_secs(30), || {
+        d.log().matches("endpoint is up").count() >= 2
+    });
+    d.signal("HUP");
+    d.wait_for_log("configuration reloaded", Duration::from_secs(30));
+    let before = s.http.answers(ip(E2)).len();
+    wait_until(
+        "three probes of E2 after the reload",
+        Duration::from_secs(30),
+        || s.http.answers(ip(E2)).len() >= before + 3,
+    );
+    let after = &s.http.answers(ip(E2))[before..];
+    let gaps: Vec<Duration> = after.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    // Every 2 s; 200 ms (the default confirm pace) after the first one before the fix.
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(1500)),
+        "gaps between E2's probes after the reload {gaps:?}\n{}",
+        d.log()
+    );
+    assert_eq!(
+        d.log().matches("endpoint is up").count(),
+        2,
+        "the verdicts carried over the reload\n{}",
+        d.log()
+    );
+}

@@ -92,6 +92,18 @@ impl Controller {
         let mut probe_tasks = JoinSet::new();
         // A failure being confirmed re-checks the other endpoints at once (fast confirmation only).
         let mut rechecks = Recheck::group(count).into_iter();
+        // The verdicts carried over a reload (unknown at start): fast confirmation starts from them.
+        let known: BTreeMap<IpAddr, Health> = self
+            .lanes
+            .first()
+            .map(|l| {
+                l.core
+                    .machines()
+                    .iter()
+                    .map(|(ip, m)| (*ip, m.state()))
+                    .collect()
+            })
+            .unwrap_or_default();
         for (i, ip) in self.svc.endpoints.iter().enumerate() {
             let recheck = rechecks.next();
             match probe::build(&self.svc.check, *ip, self.svc.timeout) {
@@ -101,7 +113,8 @@ impl Controller {
                             .phased(&self.svc.fqdn, count)
                             .confirming(self.svc.confirm_interval, self.svc.fall, self.svc.rise)
                             .adapting_fall(self.svc.adaptive_fall)
-                            .rechecking(recheck);
+                            .rechecking(recheck)
+                            .knowing(known.get(ip).copied().unwrap_or(Health::Unknown));
                     spawn_watched_probe_loop(
                         &mut probe_tasks,
                         *ip,

@@ -203,7 +203,8 @@ impl HealthMachine {
         self.window_len = (self.window_len + 1).min(WINDOW);
     }
 
-    /// A machine that already holds a verdict (used by one-shot `plan`).
+    /// A machine that already holds a verdict (one-shot `plan`; a probe loop's pacer after a
+    /// reload).
     pub fn with_state(fall: u32, rise: u32, state: Health) -> Self {
         HealthMachine {
             state,
