@@ -155,10 +155,11 @@ impl Lean {
         }
         // The connection ends after the answer is read (or the probe gave up): no TIME_WAIT.
         crate::observe::probe::close_with_reset(&socket);
-        let stream = socket.connect(target).await?;
-        // A request is one small write: do not wait for more to send.
-        stream.set_nodelay(true)?;
-        Ok(stream)
+        // No TCP_NODELAY: a request is one write of its head (the body is always empty), and
+        // Nagle's algorithm holds a write back only while earlier data is unacknowledged, which a
+        // new connection, or a kept one whose last answer was read in full, never has. One
+        // system call per probe less (`setsockopt`, ~1 µs under this kernel's mitigations).
+        Ok(socket.connect(target).await?)
     }
 
     /// One exchange on `stream` to `peer`, a kept connection if `reused`.
