@@ -27,7 +27,10 @@ use crate::decide::service::{Action, Event, ServiceCore, ServiceView};
 use crate::observe::health::HealthMachine;
 use crate::observe::lag::LagHandle;
 use crate::observe::probe;
-use crate::observe::scheduler::{ProbeReport, Recheck, Schedule, spawn_watched_probe_loop};
+use crate::observe::pump::{ReportPump, Route};
+use crate::observe::scheduler::{
+    ProbeReport, Recheck, ReportTx, Schedule, spawn_watched_probe_loop,
+};
 use crate::state::{self, EventKind, NodeState};
 
 /// Drives one service: its probe loops, and one [`Lane`] per writer of the service.
@@ -36,6 +39,9 @@ pub(super) struct Controller {
     lanes: Vec<Lane>,
     /// Failed probes while rrguard itself was late abstain ([`crate::observe::lag`]).
     lag: Option<LagHandle>,
+    /// Carries the probe reports to the lanes, many per wake-up ([`crate::observe::pump`]);
+    /// `None`: a channel of the controller's own.
+    pump: Option<ReportPump>,
 }
 
 impl Controller {
@@ -70,6 +76,7 @@ impl Controller {
             svc,
             lanes,
             lag: None,
+            pump: None,
         }
     }
 
@@ -82,12 +89,43 @@ impl Controller {
         }
     }
 
+    /// This controller, its probe reports carried by `pump`.
+    pub(super) fn pumped_by(self, pump: ReportPump) -> Self {
+        Controller {
+            pump: Some(pump),
+            ..self
+        }
+    }
+
     /// Runs until `cancel`; returns the first lane's health machines, to carry over a reload.
     pub(super) async fn run(self, cancel: CancellationToken) -> BTreeMap<IpAddr, HealthMachine> {
         let probes = cancel.child_token();
         let count = self.svc.endpoints.len();
-        // Room for a few rounds of results; a full channel makes probe loops wait, never overlap.
-        let (report_tx, mut report_rx) = mpsc::channel(count * 4 + 8);
+        // Each lane runs as its own task: a writer that is slow or failing never delays another
+        // (DESIGN.md invariant 10). Reports reach every lane; a lane that is busy writing gets them
+        // queued (unbounded, but bounded in practice by the probe rate over one write's timeout).
+        let (lane_txs, lane_rxs): (Vec<_>, Vec<_>) =
+            self.lanes.iter().map(|_| mpsc::unbounded_channel()).unzip();
+        // With the pump, a service with one writer gets its reports straight into its lane's
+        // queue; with several, through this task, which copies them to every lane. Without it,
+        // through a channel with room for a few rounds of results: a full one makes probe loops
+        // wait, never overlap.
+        let (report_tx, mut inbox, route): (ReportTx, Inbox, Option<Route>) =
+            match (&self.pump, lane_txs.as_slice()) {
+                (Some(pump), [only]) => {
+                    let route = pump.route(only.clone());
+                    (route.sink().into(), Inbox::None, Some(route))
+                }
+                (Some(pump), _) => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let route = pump.route(tx);
+                    (route.sink().into(), Inbox::Unbounded(rx), Some(route))
+                }
+                (None, _) => {
+                    let (tx, rx) = mpsc::channel(count * 4 + 8);
+                    (tx.into(), Inbox::Bounded(rx), None)
+                }
+            };
         // The probe loops live in this controller's set: they end with it, whatever happens.
         let mut probe_tasks = JoinSet::new();
         // A failure being confirmed re-checks the other endpoints at once (fast confirmation only).
@@ -129,14 +167,8 @@ impl Controller {
             }
         }
         drop(report_tx);
-        // Each lane runs as its own task: a writer that is slow or failing never delays another
-        // (DESIGN.md invariant 10). Reports reach every lane; a lane that is busy writing gets them
-        // queued (unbounded, but bounded in practice by the probe rate over one write's timeout).
         let mut lane_tasks = JoinSet::new();
-        let mut lane_txs = Vec::new();
-        for (i, lane) in self.lanes.into_iter().enumerate() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            lane_txs.push(tx);
+        for (i, (lane, rx)) in self.lanes.into_iter().zip(lane_rxs).enumerate() {
             let cancel = cancel.clone();
             lane_tasks.spawn(async move { (i, lane.run(cancel, rx).await) });
         }
@@ -155,9 +187,7 @@ impl Controller {
                         std::panic::resume_unwind(e.into_panic());
                     }
                 }
-                Some(report) = report_rx.recv() => {
-                    let r = &report.result;
-                    debug!(service = %self.svc.fqdn, endpoint = %report.endpoint, ok = r.ok, latency_ms = r.latency_ms(), detail = %r.detail, "probe");
+                Some(report) = inbox.recv() => {
                     // The last lane takes the report itself: with one writer, no copy per probe.
                     if let Some((last, others)) = lane_txs.split_last() {
                         for tx in others {
@@ -171,8 +201,9 @@ impl Controller {
         probes.cancel();
         // Cancelled loops return at once, even mid-probe; one waiting to send a report gets an error
         // once the receiver is gone.
-        drop(report_rx);
+        drop(inbox);
         while probe_tasks.join_next().await.is_some() {}
+        drop(route);
         drop(lane_txs);
         let mut first = BTreeMap::new();
         while let Some(joined) = lane_tasks.join_next().await {
@@ -185,6 +216,27 @@ impl Controller {
             }
         }
         first
+    }
+}
+
+/// Where a controller takes its service's probe reports from, to copy them to its lanes.
+enum Inbox {
+    /// Its own bounded channel (no pump).
+    Bounded(mpsc::Receiver<ProbeReport>),
+    /// The pump's route (several lanes).
+    Unbounded(mpsc::UnboundedReceiver<ProbeReport>),
+    /// Nothing: the pump sends the reports straight to the only lane.
+    None,
+}
+
+impl Inbox {
+    /// The next report; never, for [`Inbox::None`] or once every sender is gone.
+    async fn recv(&mut self) -> Option<ProbeReport> {
+        match self {
+            Inbox::Bounded(rx) => rx.recv().await,
+            Inbox::Unbounded(rx) => rx.recv().await,
+            Inbox::None => std::future::pending().await,
+        }
     }
 }
 
@@ -370,6 +422,9 @@ impl Lane {
 
     async fn on_report(&mut self, report: ProbeReport) {
         let r = &report.result;
+        if self.primary() {
+            debug!(service = %self.svc.fqdn, endpoint = %report.endpoint, ok = r.ok, latency_ms = r.latency_ms(), detail = %r.detail, "probe");
+        }
         let actions = self.core.on_probe(
             Instant::now(),
             report.started,

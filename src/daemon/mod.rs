@@ -41,6 +41,7 @@ use crate::config::{self, CheckConfig, Config, ServiceConfig};
 use crate::decide::service::{ServiceCore, Settings};
 use crate::observe::health::HealthMachine;
 use crate::observe::lag::LagHandle;
+use crate::observe::pump::ReportPump;
 use crate::state::{ConfiguredService, NodeState};
 use agreement::AgreementHandle;
 use controller::Controller;
@@ -221,6 +222,9 @@ pub async fn run(
         config.node.max_probes_in_flight,
         opts.probe_runtime.clone(),
     );
+    // Probe reports reach the services many per wake-up of the main runtime, across generations.
+    let pump = ReportPump::new();
+    servers.spawn(pump.clone().run(shutdown.clone()));
     // Writers' long-lived parts (served zones, DNS listeners) outlive generations, like the HTTP server.
     let resources = act::Resources::new(Some(config.node.state_dir.clone()));
     let mut carried = Carried::new();
@@ -259,6 +263,7 @@ pub async fn run(
             &generation,
             &resources,
             &lag,
+            &pump,
             &shutdown,
         )?;
         info!(
@@ -372,6 +377,7 @@ struct Generation {
     /// The daemon's own token: cancelled on SIGTERM/SIGINT, not on reload.
     shutdown: CancellationToken,
     lag: LagHandle,
+    pump: ReportPump,
     /// Recent restarts of each service's controller after a panic, by fqdn.
     restarts: HashMap<String, Restarts>,
 }
@@ -418,6 +424,7 @@ impl Generation {
         cancel: &CancellationToken,
         resources: &act::Resources,
         lag: &LagHandle,
+        pump: &ReportPump,
         shutdown: &CancellationToken,
     ) -> Result<Self, act::BuildError> {
         let mut writers = act::build_all(&config.writers, resources)?;
@@ -442,6 +449,7 @@ impl Generation {
             cancel: cancel.clone(),
             shutdown: shutdown.clone(),
             lag: lag.clone(),
+            pump: pump.clone(),
             restarts: HashMap::new(),
         };
         for svc in &config.services {
@@ -486,6 +494,7 @@ impl Generation {
             dry_run: self.dry_run,
             agreement: self.agreement.clone(),
             lag: self.lag.clone(),
+            pump: self.pump.clone(),
         }
     }
 
@@ -626,6 +635,7 @@ struct Builder {
     dry_run: bool,
     agreement: AgreementHandle,
     lag: LagHandle,
+    pump: ReportPump,
 }
 
 impl Builder {
@@ -659,6 +669,7 @@ impl Builder {
             self.agreement.view_rx.clone(),
         )
         .watched_by(self.lag.clone())
+        .pumped_by(self.pump.clone())
     }
 }
 

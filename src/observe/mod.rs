@@ -15,5 +15,6 @@ pub mod check;
 pub mod health;
 pub mod lag;
 pub mod probe;
+pub mod pump;
 pub mod scheduler;
 pub mod selfaddr;

@@ -42,6 +42,64 @@ use tracing::debug;
 use super::health::{Health, HealthMachine};
 use super::lag::LagHandle;
 use super::probe::{self, Probe, ProbeResult};
+use super::pump::{ReportSink, Slot};
+use tokio_util::either::Either;
+
+/// Where a probe loop sends its reports: a channel (bounded: a full one makes the loop wait), or the
+/// node's [`ReportPump`](super::pump::ReportPump).
+#[derive(Debug, Clone)]
+pub enum ReportTx {
+    /// A bounded channel.
+    Channel(mpsc::Sender<ProbeReport>),
+    /// The pump, through one service's route.
+    Pump(ReportSink),
+}
+
+/// Room for one report, where a [`ReportTx`] sends it.
+enum Room<'a> {
+    Channel(mpsc::Permit<'a, ProbeReport>),
+    Pump(Slot<'a>),
+}
+
+impl Room<'_> {
+    fn send(self, report: ProbeReport) {
+        match self {
+            Room::Channel(permit) => permit.send(report),
+            Room::Pump(slot) => slot.send(report),
+        }
+    }
+}
+
+impl ReportTx {
+    /// Waits for room for one report; `None` once the receiver is gone. One future whichever the
+    /// way, so that a probe loop's state holds the larger of the two, not both.
+    fn reserve(&self) -> impl Future<Output = Option<Room<'_>>> + Send + '_ {
+        match self {
+            ReportTx::Channel(tx) => {
+                Either::Left(async move { tx.reserve().await.ok().map(Room::Channel) })
+            }
+            ReportTx::Pump(sink) => Either::Right(async move {
+                match sink.try_reserve() {
+                    Ok(Some(slot)) => Some(Room::Pump(slot)),
+                    Ok(None) => sink.reserve().await.ok().map(Room::Pump),
+                    Err(_) => None,
+                }
+            }),
+        }
+    }
+}
+
+impl From<mpsc::Sender<ProbeReport>> for ReportTx {
+    fn from(tx: mpsc::Sender<ProbeReport>) -> Self {
+        ReportTx::Channel(tx)
+    }
+}
+
+impl From<ReportSink> for ReportTx {
+    fn from(sink: ReportSink) -> Self {
+        ReportTx::Pump(sink)
+    }
+}
 
 /// One probe result, tagged with its endpoint.
 #[derive(Debug, Clone)]
@@ -288,7 +346,7 @@ pub fn spawn_probe_loop(
     endpoint: IpAddr,
     probe: Box<dyn Probe>,
     schedule: Schedule,
-    report_tx: mpsc::Sender<ProbeReport>,
+    report_tx: impl Into<ReportTx>,
     cancel: CancellationToken,
 ) -> AbortHandle {
     spawn_watched_probe_loop(tasks, endpoint, probe, schedule, None, report_tx, cancel)
@@ -308,10 +366,17 @@ pub fn spawn_watched_probe_loop(
     probe: Box<dyn Probe>,
     schedule: Schedule,
     lag: Option<LagHandle>,
-    report_tx: mpsc::Sender<ProbeReport>,
+    report_tx: impl Into<ReportTx>,
     cancel: CancellationToken,
 ) -> AbortHandle {
-    let task = probe_loop(endpoint, probe, schedule, lag.clone(), report_tx, cancel);
+    let task = probe_loop(
+        endpoint,
+        probe,
+        schedule,
+        lag.clone(),
+        report_tx.into(),
+        cancel,
+    );
     match lag {
         Some(engine) => engine.spawn(tasks, task),
         None => tasks.spawn(task),
@@ -328,7 +393,7 @@ fn probe_loop(
     probe: Box<dyn Probe>,
     schedule: Schedule,
     lag: Option<LagHandle>,
-    report_tx: mpsc::Sender<ProbeReport>,
+    report_tx: ReportTx,
     cancel: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     // A block, not an `async fn`: an `async fn` keeps its arguments twice in its state, as
@@ -418,7 +483,7 @@ fn probe_loop(
                 _ = cancel.cancelled() => return,
                 room = report_tx.reserve() => room,
             };
-            let Ok(room) = room else { return };
+            let Some(room) = room else { return };
             room.send(ProbeReport {
                 endpoint,
                 result,
@@ -817,21 +882,28 @@ mod tests {
 
     /// Every endpoint has a probe loop for as long as it is configured: 10,000 endpoints hold
     /// 10,000 of these states. It was 968 bytes (the report kept across the wait for room in the
-    /// channel, and the arguments twice, as an `async fn` keeps them); 752 with rustc 1.95. The
-    /// bound leaves room for compiler changes, not for another large future held across a wait.
+    /// channel, and the arguments twice, as an `async fn` keeps them); 752 with rustc 1.95, 800 since
+    /// a report goes to a channel or to the pump (one future of either kind: 864 with one future
+    /// of each, as two `select!`s held). The bound leaves room for compiler changes, not for
+    /// another large future held across a wait.
     #[test]
     fn a_probe_loop_state_stays_small() {
         let (tx, _rx) = mpsc::channel(1);
-        let state = probe_loop(
-            "127.0.0.1".parse().unwrap(),
-            Box::new(ScriptProbe(std::sync::Mutex::new(Default::default()))),
-            Schedule::staggered(Duration::from_secs(1), Duration::from_millis(500), 0, 1),
-            None,
-            tx,
-            CancellationToken::new(),
-        );
-        let bytes = std::mem::size_of_val(&state);
-        assert!(bytes <= 800, "a probe loop's state is {bytes} bytes");
+        let pump = crate::observe::pump::ReportPump::new();
+        let (pumped, _pumped_rx) = mpsc::unbounded_channel();
+        let route = pump.route(pumped);
+        for report_tx in [ReportTx::from(tx), route.sink().into()] {
+            let state = probe_loop(
+                "127.0.0.1".parse().unwrap(),
+                Box::new(ScriptProbe(std::sync::Mutex::new(Default::default()))),
+                Schedule::staggered(Duration::from_secs(1), Duration::from_millis(500), 0, 1),
+                None,
+                report_tx,
+                CancellationToken::new(),
+            );
+            let bytes = std::mem::size_of_val(&state);
+            assert!(bytes <= 848, "a probe loop's state is {bytes} bytes");
+        }
     }
 
     /// A lag monitor with `slots` probe slots in `tasks`, on `runtime` if given, until `cancel`.
