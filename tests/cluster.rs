@@ -516,6 +516,36 @@ path = "/health"
         }
     }
 
+    /// Cuts mon-1 off, then endpoint 3 from the majority's side (mon-2, mon-3) only, and waits until
+    /// their leader has removed it; returns the zone's serial then.
+    fn majority_removes_endpoint_3_without_mon1(&self) -> u32 {
+        self.partition_mon1();
+        self.wait_status(0, "is isolated", |s| !s["isolated"].is_null());
+        self.wait_status(1, "is the leader of the majority side", |s| {
+            s["am_leader"] == true && s["live_nodes"] == serde_json::json!(["mon-2", "mon-3"])
+        });
+        self.cut(&[1, 2], Some(2));
+        self.wait_a(&[0, 1]);
+        self.serial()
+    }
+
+    /// Waits until mon-1 leads again, hearing everybody, then checks for [`HOLD`] that the zone keeps
+    /// the majority's decision (endpoint 3 removed) at `serial`.
+    fn rejoins_as_leader_changing_nothing(&self, serial: u32) {
+        self.wait_status(0, "rejoins as the leader, hearing everybody", |s| {
+            s["isolated"].is_null()
+                && s["am_leader"] == true
+                && s["live_nodes"].as_array().map(Vec::len) == Some(3)
+        });
+        thread::sleep(HOLD);
+        assert_eq!(self.a(), self.ep_strings(&[0, 1]));
+        assert_eq!(
+            self.serial(),
+            serial,
+            "the rejoining leader changed the zone against the majority"
+        );
+    }
+
     /// Removes every drop rule of the monitors' namespaces.
     fn heal_monitors(&self) {
         for m in &self.monitors {
@@ -1049,36 +1079,15 @@ fn failed_self_check_isolates_the_node() {
 /// but mon-1 sees up, stays removed.
 ///
 /// Two rules make this hold: isolation forgets the agreed state (a 1-1 tie on rejoin is "unknown", not
-/// the stale "up"), and a rejoining node settles for two heartbeats before writing, so a snapshot
-/// delayed across the healed partition is superseded by fresh ones first.
+/// the stale "up"), and a rejoining node counts votes, and settles, only on snapshots that answer a
+/// message it sent after it rejoined (docs/cluster.md, "Only fresh votes count"): a snapshot delayed
+/// across the healed partition does not count.
 #[test]
 fn rejoining_leader_keeps_the_majority_decision() {
     let c = Cluster::start(Opts::default());
-    c.partition_mon1();
-    c.wait_status(0, "is isolated", |s| !s["isolated"].is_null());
-    c.wait_status(1, "is the leader of the majority side", |s| {
-        s["am_leader"] == true && s["live_nodes"] == serde_json::json!(["mon-2", "mon-3"])
-    });
-    // Only the majority side loses endpoint 3.
-    c.cut(&[1, 2], Some(2));
-    c.wait_a(&[0, 1]);
-    let serial = c.serial();
-
-    for m in &c.monitors {
-        m.ns.heal();
-    }
-    c.wait_status(0, "rejoins as the leader, hearing everybody", |s| {
-        s["isolated"].is_null()
-            && s["am_leader"] == true
-            && s["live_nodes"].as_array().map(Vec::len) == Some(3)
-    });
-    thread::sleep(HOLD);
-    assert_eq!(c.a(), c.ep_strings(&[0, 1]));
-    assert_eq!(
-        c.serial(),
-        serial,
-        "the rejoining leader changed the zone against the majority"
-    );
+    let serial = c.majority_removes_endpoint_3_without_mon1();
+    c.heal_monitors();
+    c.rejoins_as_leader_changing_nothing(serial);
 }
 
 /// A partition does not lose what was in flight: TCP retransmits an abandoned request's bytes once
@@ -1089,15 +1098,7 @@ fn rejoining_leader_keeps_the_majority_decision() {
 #[test]
 fn snapshots_retransmitted_after_a_heal_change_nothing() {
     let c = Cluster::start(Opts::default());
-    c.partition_mon1();
-    c.wait_status(0, "is isolated", |s| !s["isolated"].is_null());
-    c.wait_status(1, "is the leader of the majority side", |s| {
-        s["am_leader"] == true && s["live_nodes"] == serde_json::json!(["mon-2", "mon-3"])
-    });
-    c.cut(&[1, 2], Some(2));
-    c.wait_a(&[0, 1]);
-    let serial = c.serial();
-
+    let serial = c.majority_removes_endpoint_3_without_mon1();
     c.monitors[0].ns.heal();
     let mut s = Value::Null;
     c.wait("mon-1: hears the others' retransmitted snapshots", || {
@@ -1120,16 +1121,8 @@ fn snapshots_retransmitted_after_a_heal_change_nothing() {
         serial,
         "mon-1 changed the zone on snapshots older than the majority's decision"
     );
-
     c.heal_monitors();
-    c.wait_status(0, "rejoins as the leader, hearing everybody", |s| {
-        s["isolated"].is_null()
-            && s["am_leader"] == true
-            && s["live_nodes"].as_array().map(Vec::len) == Some(3)
-    });
-    thread::sleep(HOLD);
-    assert_eq!(c.a(), c.ep_strings(&[0, 1]));
-    assert_eq!(c.serial(), serial, "the rejoining leader changed the zone");
+    c.rejoins_as_leader_changing_nothing(serial);
 }
 
 /// Overrides across the cluster (docs/operations.md, "Overrides"): one set on any node reaches every
