@@ -675,7 +675,12 @@ impl<'a> Expected<'a> {
             "a sequence" => Expected::List,
             "a map" => Expected::Table,
             other if other.starts_with("struct ") => Expected::Table,
-            other => Expected::Other(other),
+            // A count read wide whose range the code states (`raw::opt_count`).
+            other => other
+                .strip_prefix("a whole number from ")
+                .and_then(|r| r.split_once(" to "))
+                .and_then(|(min, max)| Some(whole(min.parse().ok()?, max.parse().ok()?)))
+                .unwrap_or(Expected::Other(other)),
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::AllDownPolicy;
+use super::{AllDownPolicy, MAX_FALL_RISE};
 // Each check type owns its options; `RawCheck` below only picks one by `type`.
 pub use crate::observe::check::dns::RawDnsCheck;
 pub use crate::observe::check::exec::RawExecCheck;
@@ -130,6 +130,7 @@ pub struct RawNode {
     /// Audit log records beyond this many MiB are dropped, oldest first.
     pub audit_max_size_mib: Option<u64>,
     /// At most this many probes run at once on this node (read wide, checked in range).
+    #[serde(default, deserialize_with = "opt_count::<_, 1, { 1 << 20 }>")]
     pub max_probes_in_flight: Option<i64>,
 }
 
@@ -145,8 +146,16 @@ pub struct RawDefaults {
     pub timeout: Option<Duration>,
     /// Failures in a row to mark down (checked to be 1 to `MAX_FALL_RISE`: read wide, so that a
     /// negative or huge value gets the same message as 0).
+    #[serde(
+        default,
+        deserialize_with = "opt_count::<_, 1, { MAX_FALL_RISE as i64 }>"
+    )]
     pub fall: Option<i64>,
     /// Successes in a row to mark up (as `fall`).
+    #[serde(
+        default,
+        deserialize_with = "opt_count::<_, 1, { MAX_FALL_RISE as i64 }>"
+    )]
     pub rise: Option<i64>,
     /// Probe interval while a verdict change is being confirmed, or off.
     #[serde(default, deserialize_with = "opt_confirm_interval")]
@@ -215,8 +224,16 @@ pub struct RawService {
     pub timeout: Option<Duration>,
     /// Failures in a row to mark down (checked to be 1 to `MAX_FALL_RISE`: read wide, so that a
     /// negative or huge value gets the same message as 0).
+    #[serde(
+        default,
+        deserialize_with = "opt_count::<_, 1, { MAX_FALL_RISE as i64 }>"
+    )]
     pub fall: Option<i64>,
     /// Successes in a row to mark up (as `fall`).
+    #[serde(
+        default,
+        deserialize_with = "opt_count::<_, 1, { MAX_FALL_RISE as i64 }>"
+    )]
     pub rise: Option<i64>,
     /// Probe interval while a verdict change is being confirmed, or off.
     #[serde(default, deserialize_with = "opt_confirm_interval")]
@@ -393,6 +410,29 @@ pub(crate) enum Written {
     Integer(i64),
     Float(f64),
     Bool(bool),
+}
+
+/// A count read wide: any whole number, which the validation then checks in `MIN..=MAX` and words
+/// itself (`fall = 0 must be at least 1`). Anything else is refused with the range in the message
+/// (`expected a whole number from 1 to 1000, found string "-2"`), so that only a quoted number in
+/// range is told to drop its quotes.
+pub(crate) fn opt_count<'de, D: Deserializer<'de>, const MIN: i64, const MAX: i64>(
+    d: D,
+) -> Result<Option<i64>, D::Error> {
+    struct Count<const MIN: i64, const MAX: i64>;
+    impl<const MIN: i64, const MAX: i64> serde::de::Visitor<'_> for Count<MIN, MAX> {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a whole number from {MIN} to {MAX}")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            Ok(i64::try_from(v).unwrap_or(i64::MAX))
+        }
+    }
+    d.deserialize_i64(Count::<MIN, MAX>).map(Some)
 }
 
 /// Durations are human strings: "500ms", "2s", "1m".
