@@ -196,15 +196,44 @@ pub struct RawHttpCheck {
 
 /// One entry of `expect_status`.
 #[derive(Debug, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "expect_status is a list of codes like 200 or ranges like \"200-299\""
-)]
+#[serde(try_from = "WrittenStatus")]
 pub enum StatusSpec {
     /// `200`.
     Code(i64),
     /// `"200-299"` or `"204"`.
     Range(String),
+}
+
+/// What an `expect_status` entry may be written as, so that a wrong scalar is quoted in the
+/// message (which `check-config` then points at, inside the list).
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expect_status is a list of codes like 200 or ranges like \"200-299\""
+)]
+enum WrittenStatus {
+    Code(i64),
+    Range(String),
+    Bool(bool),
+    Float(f64),
+}
+
+impl TryFrom<WrittenStatus> for StatusSpec {
+    type Error = String;
+
+    fn try_from(written: WrittenStatus) -> Result<Self, String> {
+        let neither = |value: String| {
+            format!(
+                "expect_status is a list of codes like 200 or ranges like \"200-299\": `{value}` is neither"
+            )
+        };
+        match written {
+            WrittenStatus::Code(code) => Ok(StatusSpec::Code(code)),
+            WrittenStatus::Range(range) => Ok(StatusSpec::Range(range)),
+            WrittenStatus::Bool(b) => Err(neither(b.to_string())),
+            WrittenStatus::Float(x) => Err(neither(x.to_string())),
+        }
+    }
 }
 
 impl HttpCheckConfig {
