@@ -579,7 +579,7 @@ fn events_query(params: &HashMap<String, String>) -> Result<Query, Box<Response>
     path = "/api/v1/events",
     params(
         ("service" = Option<String>, Query, description = "Only this service (its fqdn as configured)"),
-        ("kind" = Option<String>, Query, description = "Only these kinds, comma-separated (dns_updated,write_failed,endpoint_state,…); an unknown kind is a 400 naming `kind` and listing the kinds"),
+        ("kind" = Option<String>, Query, description = "Only these kinds, comma-separated: probe_transition, plan, dns_updated, write_failed, hold, override, endpoint_state, isolated, rejoined, damping, select, note; an unknown kind is a 400 naming `kind` and listing the kinds"),
         ("since" = Option<u64>, Query, description = "Only events at or after this time, Unix ms"),
         ("before" = Option<u64>, Query, description = "Only events older than this sequence number (paging cursor)"),
         ("limit" = Option<u64>, Query, description = "At most this many, 1 to 1000 (default 100)"),

@@ -210,3 +210,31 @@ mod tests {
         assert!(scanned > 0, "no files under src/expose");
     }
 }
+
+#[cfg(test)]
+mod openapi_tests {
+    use crate::state::EventKind;
+
+    /// The OpenAPI document's description of `GET /api/v1/events?kind=` names every event kind
+    /// (it is a literal, so a new kind must be added there too).
+    #[test]
+    fn the_events_kind_parameter_lists_every_kind() {
+        let doc: serde_json::Value = serde_json::from_str(&super::api::openapi_json()).unwrap();
+        let params = doc["paths"]["/api/v1/events"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters of GET /api/v1/events");
+        let kind = params
+            .iter()
+            .find(|p| p["name"] == "kind")
+            .and_then(|p| p["description"].as_str())
+            .expect("the kind parameter's description");
+        for k in EventKind::ALL {
+            assert!(
+                kind.split([' ', ',', ':', ';'])
+                    .any(|word| word == k.as_str()),
+                "{} missing from {kind:?}",
+                k.as_str()
+            );
+        }
+    }
+}
