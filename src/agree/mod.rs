@@ -551,7 +551,7 @@ impl Cluster {
 
     /// Non-isolated for at least `settle`, and hearing current snapshots (answers to its own, see
     /// [`Cluster::answers`]) from enough live peers to make a majority with itself.
-    fn settled(&self, now: Instant) -> bool {
+    fn has_settled(&self, now: Instant) -> bool {
         let current = self
             .peers
             .values()
@@ -724,7 +724,7 @@ impl Cluster {
             })
             .map(String::as_str)
             .collect();
-        self.settled = not_isolated && self.settled(now);
+        self.settled = not_isolated && self.has_settled(now);
         if self.settled {
             candidates.push(&self.cfg.me);
         }

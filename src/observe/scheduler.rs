@@ -36,6 +36,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -43,7 +44,6 @@ use super::health::{Health, HealthMachine};
 use super::lag::LagHandle;
 use super::probe::{self, Probe, ProbeResult};
 use super::pump::{ReportSink, Slot};
-use tokio_util::either::Either;
 
 /// Where a probe loop sends its reports: a channel (bounded: a full one makes the loop wait), or the
 /// node's [`ReportPump`](super::pump::ReportPump).
