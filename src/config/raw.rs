@@ -146,16 +146,10 @@ pub struct RawDefaults {
     pub timeout: Option<Duration>,
     /// Failures in a row to mark down (checked to be 1 to `MAX_FALL_RISE`: read wide, so that a
     /// negative or huge value gets the same message as 0).
-    #[serde(
-        default,
-        deserialize_with = "opt_count::<_, 1, { MAX_FALL_RISE as i64 }>"
-    )]
+    #[serde(default, deserialize_with = "opt_fall_rise")]
     pub fall: Option<i64>,
     /// Successes in a row to mark up (as `fall`).
-    #[serde(
-        default,
-        deserialize_with = "opt_count::<_, 1, { MAX_FALL_RISE as i64 }>"
-    )]
+    #[serde(default, deserialize_with = "opt_fall_rise")]
     pub rise: Option<i64>,
     /// Probe interval while a verdict change is being confirmed, or off.
     #[serde(default, deserialize_with = "opt_confirm_interval")]
@@ -224,16 +218,10 @@ pub struct RawService {
     pub timeout: Option<Duration>,
     /// Failures in a row to mark down (checked to be 1 to `MAX_FALL_RISE`: read wide, so that a
     /// negative or huge value gets the same message as 0).
-    #[serde(
-        default,
-        deserialize_with = "opt_count::<_, 1, { MAX_FALL_RISE as i64 }>"
-    )]
+    #[serde(default, deserialize_with = "opt_fall_rise")]
     pub fall: Option<i64>,
     /// Successes in a row to mark up (as `fall`).
-    #[serde(
-        default,
-        deserialize_with = "opt_count::<_, 1, { MAX_FALL_RISE as i64 }>"
-    )]
+    #[serde(default, deserialize_with = "opt_fall_rise")]
     pub rise: Option<i64>,
     /// Probe interval while a verdict change is being confirmed, or off.
     #[serde(default, deserialize_with = "opt_confirm_interval")]
@@ -433,6 +421,11 @@ pub(crate) fn opt_count<'de, D: Deserializer<'de>, const MIN: i64, const MAX: i6
         }
     }
     d.deserialize_i64(Count::<MIN, MAX>).map(Some)
+}
+
+/// `fall` or `rise`: [`opt_count`] from 1 to [`MAX_FALL_RISE`].
+pub(crate) fn opt_fall_rise<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    opt_count::<D, 1, { MAX_FALL_RISE as i64 }>(d)
 }
 
 /// Durations are human strings: "500ms", "2s", "1m".

@@ -122,9 +122,9 @@ impl ReportPump {
         }
     }
 
-    /// Reports queued now (tests).
-    #[doc(hidden)]
-    pub fn queued(&self) -> usize {
+    /// Reports queued now.
+    #[cfg(test)]
+    fn queued(&self) -> usize {
         lock(&self.inner.queue).len()
     }
 }
