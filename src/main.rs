@@ -407,7 +407,7 @@ fn main() -> ExitCode {
                 RunOptions {
                     dry_run,
                     drain_grace: drain_grace.unwrap_or(daemon::DRAIN_GRACE),
-                    probe_runtime: Some(rts.probes.handle().clone()),
+                    probe_runtime: Some(rts.probes.clone()),
                 },
             ));
             rts.stop();

@@ -57,10 +57,10 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// How long shutdown and reload wait for in-flight writes, and shutdown for open HTTP connections.
     pub drain_grace: Duration,
-    /// The runtime the probe engine runs on (probe loops and the lag monitor); `None`: the one
-    /// [`run`] is called on. `rrguard run` gives the engine one of its own, whose threads keep
-    /// their priority while the rest of the daemon's run lower ([`crate::runtime`]).
-    pub probe_runtime: Option<tokio::runtime::Handle>,
+    /// The threads the probe engine runs on (probe loops and the lag monitors); `None`: the runtime
+    /// [`run`] is called on. `rrguard run` gives the engine one thread per CPU, whose priority stays
+    /// the process's while the rest of the daemon's threads run lower ([`crate::runtime`]).
+    pub probe_runtime: Option<crate::runtime::ProbeThreads>,
 }
 
 impl Default for RunOptions {

@@ -1,8 +1,9 @@
 //! The probe engine's own lateness, so that rrguard's overload is never taken for an endpoint's failure.
 //!
-//! A monitor task ([`spawn_lag_monitor`]) sleeps [`TICK`] at a time on the same runtime as the probes
-//! and records every wake-up that came more than [`STALL_MIN`] late as a **stall**: time in which no
-//! task of the runtime ran on time (CPU starvation, a busy worker, the whole process descheduled).
+//! A monitor task ([`spawn_lag_monitor`]) sleeps [`TICK`] at a time on each of the probe engine's
+//! threads and records every wake-up that came more than [`STALL_MIN`] late as a **stall** of that
+//! thread: time in which no task of the thread ran on time (CPU starvation, a busy thread, the whole
+//! process descheduled). A probe is judged by the stalls of the thread it runs on.
 //! A probe loop asks [`LagHandle::judge`] about each failed probe: if stalls overlapped the probe by at
 //! least [`LagHandle::threshold`] of its timeout (a tenth, at least 10 ms), the failure may be
 //! rrguard's own lateness — the answer may have arrived and waited unread, or the timer fired late —
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::observe::probe::ProbeResult;
+use crate::runtime::ProbeThreads;
 use crate::state::{EngineStatus, NodeState};
 
 /// Whether a failed result is one that rrguard's own lateness can cause: a timeout (every check
@@ -82,21 +84,37 @@ impl Abstain {
     }
 }
 
-/// Shared view of the runtime's lateness; cheap to clone. Made by [`spawn_lag_monitor`], or by
-/// [`LagHandle::new`] and fed by hand (tests).
+/// Shared view of the probe engine's lateness; cheap to clone. Made by [`spawn_lag_monitor`], or
+/// by [`LagHandle::new`] and fed by hand (tests).
+///
+/// The engine may run on several threads, each a runtime of its own ([`ProbeThreads`]), and a
+/// busy thread is late for its own tasks only: each thread has its own monitor and its own
+/// record of stalls (a *clock*). A handle reads and feeds the clock of the thread its tasks run
+/// on ([`LagHandle::spawn`] gives each task the handle of its thread); the counters are shared.
 #[derive(Debug, Clone)]
 pub struct LagHandle {
     inner: Arc<Inner>,
+    /// The engine thread (index into `inner.clocks`) this handle's tasks run on.
+    thread: usize,
+}
+
+/// What one engine thread's monitor measured.
+#[derive(Debug, Default)]
+struct Clock {
+    /// When the monitor last woke up, ns since `epoch`.
+    last_tick_ns: AtomicU64,
+    /// Lateness of the monitor's last wake-up, ns.
+    last_lag_ns: AtomicU64,
+    /// (planned, woke) of recent late wake-ups, ordered.
+    stalls: Mutex<VecDeque<(Instant, Instant)>>,
 }
 
 #[derive(Debug)]
 struct Inner {
     epoch: Instant,
-    /// When the monitor last woke up, ns since `epoch`.
-    last_tick_ns: AtomicU64,
-    /// Lateness of the monitor's last wake-up, ns.
-    last_lag_ns: AtomicU64,
-    /// Worst lateness since the last log line, ns.
+    /// One per engine thread.
+    clocks: Box<[Clock]>,
+    /// Worst lateness of any thread since the last log line, ns.
     worst_lag_ns: AtomicU64,
     /// Probes abstained because of lag.
     abstained_lag: AtomicU64,
@@ -110,10 +128,9 @@ struct Inner {
     max_in_flight: usize,
     /// Probes that found every slot taken and waited.
     slot_waits: AtomicU64,
-    /// (planned, woke) of recent late wake-ups, ordered.
-    stalls: Mutex<VecDeque<(Instant, Instant)>>,
-    /// The runtime the probe engine's tasks run on ([`LagHandle::spawn`]); `None`: the caller's.
-    runtime: Option<tokio::runtime::Handle>,
+    /// The threads the probe engine's tasks run on ([`LagHandle::spawn`]); `None`: the caller's
+    /// runtime, watched as one.
+    threads: Option<ProbeThreads>,
 }
 
 impl LagHandle {
@@ -128,14 +145,16 @@ impl LagHandle {
         Self::engine(now, max_in_flight, None)
     }
 
-    /// [`LagHandle::bounded`], whose tasks run on `runtime` if given ([`LagHandle::spawn`]).
-    fn engine(now: Instant, max_in_flight: usize, runtime: Option<tokio::runtime::Handle>) -> Self {
+    /// [`LagHandle::bounded`], whose tasks run on `threads` if given ([`LagHandle::spawn`]), with
+    /// one clock per thread.
+    fn engine(now: Instant, max_in_flight: usize, threads: Option<ProbeThreads>) -> Self {
         let max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        let clocks = threads.as_ref().map_or(1, ProbeThreads::len);
         LagHandle {
+            thread: 0,
             inner: Arc::new(Inner {
                 epoch: now,
-                last_tick_ns: AtomicU64::new(0),
-                last_lag_ns: AtomicU64::new(0),
+                clocks: (0..clocks).map(|_| Clock::default()).collect(),
                 worst_lag_ns: AtomicU64::new(0),
                 abstained_lag: AtomicU64::new(0),
                 most_lost_ns: AtomicU64::new(0),
@@ -143,40 +162,63 @@ impl LagHandle {
                 slots: Semaphore::new(max_in_flight),
                 max_in_flight,
                 slot_waits: AtomicU64::new(0),
-                stalls: Mutex::new(VecDeque::new()),
-                runtime,
+                threads,
             }),
         }
     }
 
-    /// Spawns `task`, a part of the probe engine, into `set`: on the engine's own runtime when
-    /// [`spawn_lag_monitor`] was given one, else on the caller's. The lateness watched is that
-    /// runtime's, so probe loops and the monitor must run on the same one.
-    pub fn spawn<F>(&self, set: &mut JoinSet<()>, task: F) -> AbortHandle
+    /// Spawns the task `make` builds, a part of the probe engine, into `set`: on the next of the
+    /// engine's threads in turn when [`spawn_lag_monitor`] was given them, else on the caller's
+    /// runtime. `make` gets the handle of that thread, whose lateness its judgements must use.
+    pub fn spawn<F>(&self, set: &mut JoinSet<()>, make: impl FnOnce(LagHandle) -> F) -> AbortHandle
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        match &self.inner.runtime {
-            Some(runtime) => set.spawn_on(task, runtime),
-            None => set.spawn(task),
+        let thread = self.inner.threads.as_ref().map_or(0, ProbeThreads::next);
+        self.spawn_on(set, thread, make)
+    }
+
+    /// [`LagHandle::spawn`] on engine thread `thread`.
+    fn spawn_on<F>(
+        &self,
+        set: &mut JoinSet<()>,
+        thread: usize,
+        make: impl FnOnce(LagHandle) -> F,
+    ) -> AbortHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let lag = LagHandle {
+            inner: self.inner.clone(),
+            thread,
+        };
+        match &self.inner.threads {
+            Some(threads) => set.spawn_on(make(lag), threads.handle(thread)),
+            None => set.spawn(make(lag)),
         }
+    }
+
+    /// The clock of this handle's engine thread.
+    fn clock(&self) -> &Clock {
+        &self.inner.clocks[self.thread]
     }
 
     fn ns(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.inner.epoch).as_nanos() as u64
     }
 
-    /// Records one wake-up of the monitor, planned for `planned`, happening at `woke`.
+    /// Records one wake-up of this thread's monitor, planned for `planned`, happening at `woke`.
     pub fn tick(&self, planned: Instant, woke: Instant) {
         let late = woke.saturating_duration_since(planned);
-        let i = &self.inner;
-        i.last_tick_ns.store(self.ns(woke), Ordering::Relaxed);
-        i.last_lag_ns
+        let c = self.clock();
+        c.last_tick_ns.store(self.ns(woke), Ordering::Relaxed);
+        c.last_lag_ns
             .store(late.as_nanos() as u64, Ordering::Relaxed);
-        i.worst_lag_ns
+        self.inner
+            .worst_lag_ns
             .fetch_max(late.as_nanos() as u64, Ordering::Relaxed);
         if late > STALL_MIN {
-            let mut stalls = i.stalls.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut stalls = c.stalls.lock().unwrap_or_else(PoisonError::into_inner);
             if stalls.len() == STALLS_KEPT {
                 stalls.pop_front();
             }
@@ -184,18 +226,15 @@ impl LagHandle {
         }
     }
 
-    /// Time in `[start, end]` during which the runtime was stalled: recorded stalls, and a stall in
-    /// progress if the monitor has not woken up for longer than a tick plus [`STALL_MIN`] (it is
-    /// starved too, and cannot have recorded it yet).
+    /// Time in `[start, end]` during which this handle's engine thread was stalled: recorded
+    /// stalls, and a stall in progress if its monitor has not woken up for longer than a tick plus
+    /// [`STALL_MIN`] (it is starved too, and cannot have recorded it yet).
     pub fn lost_during(&self, start: Instant, end: Instant) -> Duration {
         let overlap = |a: Instant, b: Instant| b.min(end).saturating_duration_since(a.max(start));
         let mut lost = Duration::ZERO;
+        let c = self.clock();
         {
-            let stalls = self
-                .inner
-                .stalls
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let stalls = c.stalls.lock().unwrap_or_else(PoisonError::into_inner);
             for &(a, b) in stalls.iter().rev() {
                 if b <= start {
                     break;
@@ -203,8 +242,7 @@ impl LagHandle {
                 lost += overlap(a, b);
             }
         }
-        let last = self.inner.epoch
-            + Duration::from_nanos(self.inner.last_tick_ns.load(Ordering::Relaxed));
+        let last = self.inner.epoch + Duration::from_nanos(c.last_tick_ns.load(Ordering::Relaxed));
         let due = last + TICK;
         if end.saturating_duration_since(due) > STALL_MIN {
             lost += overlap(due, end);
@@ -236,7 +274,7 @@ impl LagHandle {
         (lost >= Self::threshold(timeout)).then_some(Abstain::Lag { lost })
     }
 
-    /// Whether the runtime lost at least [`SHED_LOST`] to stalls in the last [`SHED_WINDOW`]
+    /// Whether this handle's engine thread lost at least [`SHED_LOST`] to stalls in the last [`SHED_WINDOW`]
     /// before `now`: the engine is asked for more than the machine gives it, and extra probes
     /// (fast confirmation) would only make every probe later.
     pub fn overloaded(&self, now: Instant) -> bool {
@@ -314,12 +352,19 @@ impl LagHandle {
         }
     }
 
-    /// The monitor's latest measured lateness, or the time since it was due if it is late now.
+    /// The latest measured lateness of the latest engine thread: for each, its monitor's last
+    /// measurement, or the time since it was due if it is late now.
     pub fn current_lag(&self, now: Instant) -> Duration {
         let i = &self.inner;
-        let last = i.epoch + Duration::from_nanos(i.last_tick_ns.load(Ordering::Relaxed));
-        let overdue = now.saturating_duration_since(last + TICK);
-        Duration::from_nanos(i.last_lag_ns.load(Ordering::Relaxed)).max(overdue)
+        i.clocks
+            .iter()
+            .map(|c| {
+                let last = i.epoch + Duration::from_nanos(c.last_tick_ns.load(Ordering::Relaxed));
+                let overdue = now.saturating_duration_since(last + TICK);
+                Duration::from_nanos(c.last_lag_ns.load(Ordering::Relaxed)).max(overdue)
+            })
+            .max()
+            .unwrap_or_default()
     }
 
     /// The worst lateness since the last call, and resets it.
@@ -346,82 +391,90 @@ fn abstained_line(n: u64, period: Duration, lost: Duration, worst: Duration) -> 
     )
 }
 
-/// Spawns the monitor into `set`, on `runtime` if given (the probe engine's own, which the
-/// returned handle's [`LagHandle::spawn`] then uses for every probe loop) or else on the caller's;
-/// it stops when `cancel` fires. Every second it publishes the lag and the abstention counters into
-/// `state`; it logs abstentions at most once per [`LOG_EVERY`].
+/// Spawns the monitors into `set`: one on each of `threads` if given (the probe engine's own,
+/// which the returned handle's [`LagHandle::spawn`] then deals every probe loop out to), or else one
+/// on the caller's runtime; they stop when `cancel` fires. Every second the first publishes the lag
+/// and the abstention counters into `state`; it logs abstentions at most once per [`LOG_EVERY`].
 pub fn spawn_lag_monitor(
     set: &mut JoinSet<()>,
     state: NodeState,
     cancel: CancellationToken,
     max_in_flight: usize,
-    runtime: Option<tokio::runtime::Handle>,
+    threads: Option<ProbeThreads>,
 ) -> LagHandle {
-    let lag = LagHandle::engine(Instant::now(), max_in_flight, runtime);
-    let handle = lag.clone();
-    handle.spawn(set, async move {
-        let mut planned = Instant::now() + TICK;
-        let mut next_publish = Instant::now();
-        let mut next_log = Instant::now() + LOG_EVERY;
-        let mut logged = 0u64;
-        let mut shed_logged = 0u64;
-        let mut waits_logged = 0u64;
-        let mut worst = Duration::ZERO;
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(planned) => {}
-            }
-            let now = Instant::now();
-            lag.tick(planned, now);
-            planned = now + TICK;
-            if now >= next_publish {
-                next_publish = now + Duration::from_secs(1);
-                worst = worst.max(lag.take_worst());
-                state.set_engine(lag.status(now));
-            }
-            if now >= next_log {
-                next_log = now + LOG_EVERY;
-                let total: u64 = lag.abstained_total().iter().map(|(_, n)| n).sum();
-                worst = worst.max(lag.take_worst());
-                let shed = lag.confirms_shed();
-                if shed > shed_logged {
-                    warn!(
-                        shed = shed - shed_logged,
-                        "{} fast confirmations in the last {}s waited the plain interval: rrguard itself was late (CPU starvation or too many endpoints for this machine), and extra probes would make every probe later",
-                        shed - shed_logged,
-                        LOG_EVERY.as_secs()
-                    );
-                    shed_logged = shed;
-                }
-                let waits = lag.slot_waits();
-                if waits > waits_logged {
-                    warn!(
-                        waited = waits - waits_logged,
-                        max_probes_in_flight = lag.max_in_flight(),
-                        "{} probes in the last {}s waited for one of the {} probe slots and started late: endpoints slow to answer or timing out hold them, or the machine cannot keep up; raise [node] max_probes_in_flight if memory allows (about 32 KB per HTTP probe in flight)",
-                        waits - waits_logged,
-                        LOG_EVERY.as_secs(),
-                        lag.max_in_flight()
-                    );
-                    waits_logged = waits;
-                }
-                let lost = lag.take_most_lost();
-                if total > logged {
-                    warn!(
-                        abstained = total - logged,
-                        lost_ms = lost.as_millis() as u64,
-                        worst_lag_ms = worst.as_millis() as u64,
-                        "{}",
-                        abstained_line(total - logged, LOG_EVERY, lost, worst)
-                    );
-                    logged = total;
-                }
-                worst = Duration::ZERO;
-            }
+    let lag = LagHandle::engine(Instant::now(), max_in_flight, threads);
+    for thread in 0..lag.inner.clocks.len() {
+        let reporter = (thread == 0).then(|| state.clone());
+        let cancel = cancel.clone();
+        lag.spawn_on(set, thread, move |lag| watch(lag, reporter, cancel));
+    }
+    lag
+}
+
+/// One engine thread's monitor: ticks [`LagHandle::tick`] on `lag`'s thread until `cancel`; with a
+/// `reporter`, also publishes and logs for the whole engine.
+async fn watch(lag: LagHandle, reporter: Option<NodeState>, cancel: CancellationToken) {
+    let mut planned = Instant::now() + TICK;
+    let mut next_publish = Instant::now();
+    let mut next_log = Instant::now() + LOG_EVERY;
+    let mut logged = 0u64;
+    let mut shed_logged = 0u64;
+    let mut waits_logged = 0u64;
+    let mut worst = Duration::ZERO;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(planned) => {}
         }
-    });
-    handle
+        let now = Instant::now();
+        lag.tick(planned, now);
+        planned = now + TICK;
+        let Some(state) = &reporter else { continue };
+        if now >= next_publish {
+            next_publish = now + Duration::from_secs(1);
+            worst = worst.max(lag.take_worst());
+            state.set_engine(lag.status(now));
+        }
+        if now >= next_log {
+            next_log = now + LOG_EVERY;
+            let total: u64 = lag.abstained_total().iter().map(|(_, n)| n).sum();
+            worst = worst.max(lag.take_worst());
+            let shed = lag.confirms_shed();
+            if shed > shed_logged {
+                warn!(
+                    shed = shed - shed_logged,
+                    "{} fast confirmations in the last {}s waited the plain interval: rrguard itself was late (CPU starvation or too many endpoints for this machine), and extra probes would make every probe later",
+                    shed - shed_logged,
+                    LOG_EVERY.as_secs()
+                );
+                shed_logged = shed;
+            }
+            let waits = lag.slot_waits();
+            if waits > waits_logged {
+                warn!(
+                    waited = waits - waits_logged,
+                    max_probes_in_flight = lag.max_in_flight(),
+                    "{} probes in the last {}s waited for one of the {} probe slots and started late: endpoints slow to answer or timing out hold them, or the machine cannot keep up; raise [node] max_probes_in_flight if memory allows (about 32 KB per HTTP probe in flight)",
+                    waits - waits_logged,
+                    LOG_EVERY.as_secs(),
+                    lag.max_in_flight()
+                );
+                waits_logged = waits;
+            }
+            let lost = lag.take_most_lost();
+            if total > logged {
+                warn!(
+                    abstained = total - logged,
+                    lost_ms = lost.as_millis() as u64,
+                    worst_lag_ms = worst.as_millis() as u64,
+                    "{}",
+                    abstained_line(total - logged, LOG_EVERY, lost, worst)
+                );
+                logged = total;
+            }
+            worst = Duration::ZERO;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -579,5 +632,52 @@ mod tests {
         // On time afterwards: a later window has nothing lost.
         let later = Instant::now();
         assert_eq!(lag.lost_during(later, later + MS), Duration::ZERO);
+    }
+
+    /// On an engine of two threads, a task that holds one thread for a second stalls that thread
+    /// only: its probes may abstain, the other thread's may not, and the status shows the stall.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_engine_thread_stalls_only_its_own_probes() {
+        let (threads, engine) = crate::runtime::start_engine(2).unwrap();
+        let cancel = CancellationToken::new();
+        let mut set = JoinSet::new();
+        let lag = spawn_lag_monitor(
+            &mut set,
+            NodeState::new(),
+            cancel.clone(),
+            16,
+            Some(threads),
+        );
+        // Two tasks, dealt to the two threads in turn, hand back their thread's handle.
+        let mut handles = Vec::new();
+        for _ in 0..2 {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            lag.spawn(&mut set, move |lag| async move {
+                let _ = tx.send(lag);
+            });
+            handles.push(rx.await.unwrap());
+        }
+        let (calm, busy) = (&handles[0], &handles[1]);
+        assert_eq!((calm.thread, busy.thread), (0, 1));
+        tokio::time::sleep(50 * MS).await;
+        let start = Instant::now();
+        lag.spawn_on(&mut set, 1, |_| async {
+            // Blocks its thread: what a thread that cannot keep up looks like to its monitor.
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // While it lasts, the status sees it.
+        assert!(lag.current_lag(Instant::now()) >= 300 * MS);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let end = Instant::now();
+        let timeout = Duration::from_secs(1);
+        assert!(busy.lost_during(start, end) >= 900 * MS);
+        assert!(busy.judge(&timed_out(), start, end, timeout).is_some());
+        // The other thread went on: its lateness is the machine's noise, far below the stall.
+        let lost = calm.lost_during(start, end);
+        assert!(lost < 500 * MS, "the calm thread lost {lost:?}");
+        cancel.cancel();
+        while set.join_next().await.is_some() {}
+        drop(engine);
     }
 }

@@ -369,17 +369,14 @@ pub fn spawn_watched_probe_loop(
     report_tx: impl Into<ReportTx>,
     cancel: CancellationToken,
 ) -> AbortHandle {
-    let task = probe_loop(
-        endpoint,
-        probe,
-        schedule,
-        lag.clone(),
-        report_tx.into(),
-        cancel,
-    );
+    let report_tx = report_tx.into();
     match lag {
-        Some(engine) => engine.spawn(tasks, task),
-        None => tasks.spawn(task),
+        Some(engine) => engine.spawn(tasks, |lag| {
+            probe_loop(endpoint, probe, schedule, Some(lag), report_tx, cancel)
+        }),
+        None => tasks.spawn(probe_loop(
+            endpoint, probe, schedule, None, report_tx, cancel,
+        )),
     }
 }
 
@@ -911,7 +908,7 @@ mod tests {
         tasks: &mut JoinSet<()>,
         cancel: &CancellationToken,
         slots: usize,
-        runtime: Option<tokio::runtime::Handle>,
+        runtime: Option<crate::runtime::ProbeThreads>,
     ) -> LagHandle {
         crate::observe::lag::spawn_lag_monitor(
             tasks,
@@ -948,7 +945,12 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(4);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let lag = monitor(&mut tasks, &cancel, 4, Some(engine.handle().clone()));
+        let lag = monitor(
+            &mut tasks,
+            &cancel,
+            4,
+            Some(crate::runtime::ProbeThreads::one(engine.handle().clone())),
+        );
         spawn_watched_probe_loop(
             &mut tasks,
             "127.0.0.1".parse().unwrap(),
