@@ -15,11 +15,11 @@
 //! The probe engine is one single-threaded runtime per CPU, not one work-stealing runtime: a probe
 //! loop stays on the thread it was dealt to ([`ProbeThreads`], round-robin), so a probe's timer, its
 //! socket and its report are handled by the thread that runs it, without waking another worker to
-//! look for work. With a new connection per probe at 10,000 HTTP endpoints (1 s, 2 CPUs, three
-//! 30 s runs of each build alternately): 0.087–0.092 CPU-s per 1,000 probes against 0.092–0.100,
-//! involuntary context switches of the probe threads 2,400–2,550/s against 4,360–4,650/s,
-//! scheduling jitter p99 1–2 ms against 2–296 ms (docs/benchmarks.md). Each thread's lateness is
-//! watched on its own ([`crate::observe::lag`]).
+//! look for work. With a new connection per probe at 10,000 HTTP endpoints (1 s, 2 CPUs, 30 s runs
+//! of each build alternately): scheduling jitter p99 from start 1–17 ms in 11 runs against 2–302
+//! ms (above the 50 ms target in 5 of 9), involuntary context switches of the probe threads
+//! 2,400–2,550/s against 4,360–4,650/s, 7 % less CPU per probe with `Connection: close`
+//! (docs/benchmarks.md). Each thread's lateness is watched on its own ([`crate::observe::lag`]).
 //!
 //! The main runtime still gets its share when both are busy (CFS weights: 1024 for the probe
 //! threads, 335 at nice +5, so about a quarter of the CPU), and all of it when the probes are
