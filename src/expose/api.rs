@@ -442,6 +442,17 @@ pub(super) async fn endpoint_history(
         );
     };
     let endpoint = addr.to_string();
+    // The state now is read after the transitions, so it is never older than the last of them: a
+    // snapshot taken before the history read could still say `down` next to a newer `up`.
+    let status = state.snapshot().unwrap_or(status);
+    let Some(svc) = find_service(&status, &fqdn) else {
+        // Removed by a reload meanwhile.
+        return error(
+            StatusCode::NOT_FOUND,
+            Some("fqdn"),
+            format!("service {fqdn:?} was removed from this node's configuration"),
+        );
+    };
     let agreed = status
         .endpoints
         .iter()
