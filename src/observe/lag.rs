@@ -109,6 +109,13 @@ struct Clock {
     stalls: Mutex<VecDeque<(Instant, Instant)>>,
 }
 
+impl Clock {
+    /// When this thread's monitor last woke up.
+    fn last_tick(&self, epoch: Instant) -> Instant {
+        epoch + Duration::from_nanos(self.last_tick_ns.load(Ordering::Relaxed))
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     epoch: Instant,
@@ -242,7 +249,7 @@ impl LagHandle {
                 lost += overlap(a, b);
             }
         }
-        let last = self.inner.epoch + Duration::from_nanos(c.last_tick_ns.load(Ordering::Relaxed));
+        let last = c.last_tick(self.inner.epoch);
         let due = last + TICK;
         if end.saturating_duration_since(due) > STALL_MIN {
             lost += overlap(due, end);
@@ -359,7 +366,7 @@ impl LagHandle {
         i.clocks
             .iter()
             .map(|c| {
-                let last = i.epoch + Duration::from_nanos(c.last_tick_ns.load(Ordering::Relaxed));
+                let last = c.last_tick(i.epoch);
                 let overdue = now.saturating_duration_since(last + TICK);
                 Duration::from_nanos(c.last_lag_ns.load(Ordering::Relaxed)).max(overdue)
             })
