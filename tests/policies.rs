@@ -237,15 +237,19 @@ fn priority_fails_over_to_tier_two_and_back_after_the_hold_down() {
     s.http.stop(ip(E2));
     s.wait_a(&d, &[E4]);
     d.wait_for_log("publishing tiers 1..2", EVENTUALLY);
-    // E2 back: it is published at once, beside E4, until the hold-down has passed.
+    // E2 back: it is published at once, beside E4, until the hold-down has passed. The hold-down
+    // starts when the cluster agrees E2 is up, which is after it is resumed here: timed from the
+    // resume, the failback can come no sooner than `hold` however late this test sees the writes
+    // (timing from the first sight of [E2, E4] instead failed once in CI at 3.98 s, the write and
+    // the polling having taken over 1 s on a loaded machine).
+    let resumed = tokio::time::Instant::now();
     s.http.resume(ip(E2));
     s.wait_a(&d, &[E2, E4]);
-    let back = tokio::time::Instant::now();
     s.wait_a(&d, &[E2]);
-    let waited = back.elapsed();
+    let waited = resumed.elapsed();
     assert!(
-        waited >= hold - Duration::from_secs(1),
-        "tier 2 withdrawn {waited:?} after tier 1 came back, before failback_after = {hold:?}"
+        waited >= hold,
+        "tier 2 withdrawn {waited:?} after tier 1 was resumed, before failback_after = {hold:?}"
     );
     d.wait_for_log("publishing them only", EVENTUALLY);
 }
