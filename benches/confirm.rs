@@ -18,13 +18,23 @@
 //!   counted from its journal messages (`[dns] calling knsupdate`), rrguard's from its log (`DNS
 //!   updated`); each is one UPDATE.
 //!
-//! Per tool: `RRGUARD_BENCH_TRIALS` trials (default 15), each waits a random phase, kills 127.0.77.3
-//! (`HttpEndpoints::stop`: the listening socket is shut down first, so connections are refused from
-//! the call on, and accepted connections are cut) and polls Knot, from the call on while `stop`
-//! waits on another thread for the socket to be gone, until the name's A answer no longer holds it
-//! (removal, timed from the call), waits 1.5 s and another random phase, opens the listener
-//! again and polls until it is back (re-add). Then
-//! 127.0.77.4's listener is replaced by one that closes 20 % of its connections at random before
+//! Per tool: `RRGUARD_BENCH_TRIALS` trials (default 15), each kills 127.0.77.3 at a random phase
+//! before the tool's next probe of it (`HttpEndpoints::stop`: the listening socket is shut down
+//! first, so connections are refused from the call on, and accepted connections are cut) and polls
+//! Knot, from the call on while `stop` waits on another thread for the socket to be gone, until the
+//! name's A answer no longer holds it (removal, timed from the call); then waits 1.5 s and a random
+//! phase, opens the listener again and polls until it is back (re-add, timed from the call).
+//!
+//! Each phase is drawn from [0, interval) and timed back from when the tool's next probe is due, on
+//! the tool's probe grid read from the requests 127.0.77.3 answered before the kill (the last one
+//! plus the tool's cycle; both tools keep their grid while the endpoint is down). Both tools get
+//! the same sequence of phases (common random numbers), so their medians differ by what each does
+//! after its probe first fails or passes, not by where random phases happened to fall: with phases
+//! random against each tool's own cycle, 31 trials left ±45 ms of noise in each median. The table
+//! also gives each time less its phase. Knot is polled with UDP queries made in the bench, not
+//! with `dig` processes, which cost ~20 ms each and took CPU from the tools.
+//!
+//! Then 127.0.77.4's listener is replaced by one that closes 20 % of its connections at random before
 //! answering, for `RRGUARD_BENCH_LOSS_SECS` seconds (default 120), and the tool's writes are counted.
 //! Targets (issue 10): rrguard's medians within rrdnsd's + 100 ms, at most 1 write per minute under
 //! loss. `RRGUARD_BENCH_FALL` runs rrguard with another `fall`; `RRGUARD_BENCH_OUT` keeps each tool's
@@ -374,7 +384,11 @@ impl Tool {
 struct Row {
     tool: String,
     removal: Vec<Duration>,
+    /// Each removal less its phase: from the probe that first failed until DNS lost the address.
+    after_probe: Vec<Duration>,
     readd: Vec<Duration>,
+    /// Each re-add less its phase: from the probe that first passed until DNS had the address.
+    readd_after_probe: Vec<Duration>,
     lost: usize,
     writes: usize,
     loss_secs: u64,
@@ -413,7 +427,7 @@ fn poll(
 ) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
-        if want(&dns.query(name, "A")) {
+        if a_records(dns.addr, name).is_some_and(|a| want(&a)) {
             return Some(start.elapsed());
         }
         thread::sleep(Duration::from_millis(2));
@@ -421,9 +435,51 @@ fn poll(
     None
 }
 
+/// `name`'s A records at `server`, from one UDP query made here: polling with a `dig` process
+/// (~20 ms each, a core's worth of forks at this rate) took CPU from the tools measured and added
+/// its own run time to every figure. `None` when no NOERROR answer came within 1 s (a poll asks
+/// again; an empty answer never stands in for a lost one).
+fn a_records(server: SocketAddr, name: &str) -> Option<Vec<String>> {
+    use hickory_net::proto::op::{Message, Query, ResponseCode};
+    use hickory_net::proto::rr::{Name, RData, RecordType};
+    use std::net::UdpSocket;
+    use std::str::FromStr;
+    let ask = || -> Result<Vec<String>, String> {
+        let mut query = Message::query();
+        let id = (unix_ms() & 0xffff) as u16;
+        query.metadata.id = id;
+        query.add_query(Query::query(
+            Name::from_str(name).map_err(|e| e.to_string())?,
+            RecordType::A,
+        ));
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .map_err(|e| e.to_string())?;
+        let bytes = query.to_vec().map_err(|e| e.to_string())?;
+        socket.send_to(&bytes, server).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).map_err(|e| e.to_string())?;
+        let answer = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
+        if answer.metadata.id != id || answer.metadata.response_code != ResponseCode::NoError {
+            return Err(format!("answer {:?}", answer.metadata));
+        }
+        let mut out: Vec<String> = answer
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0.to_string()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    };
+    ask().ok()
+}
+
 fn all_published(dns: &CustomDns, name: &str) -> bool {
-    let a = dns.query(name, "A");
-    IPS.iter().all(|ip| a.contains(&ip.to_string()))
+    a_records(dns.addr, name).is_some_and(|a| IPS.iter().all(|ip| a.contains(&ip.to_string())))
 }
 
 fn wait_all_published(dns: &CustomDns, name: &str, tool: &Tool) {
@@ -438,12 +494,69 @@ fn wait_all_published(dns: &CustomDns, name: &str, tool: &Tool) {
     }
 }
 
+/// A tool's probe schedule for one endpoint: a probe at `last` and every `cycle` after it. Both
+/// tools keep their grid while the endpoint is down (rrguard's confirmation probes run between
+/// its grid points; rrdnsd probes every endpoint once per cycle), so the grid read before a kill
+/// also times the re-add.
+#[derive(Clone, Copy)]
+struct ProbeGrid {
+    last: Instant,
+    cycle: Duration,
+}
+
+impl ProbeGrid {
+    /// The grid of the requests `ip` has answered: the last one, and the median of the last three
+    /// gaps between them (rrdnsd's cycle is its 500 ms sleep plus its probes' time; rrguard's is its
+    /// interval). Call it in a steady state, a few cycles after any confirmation probe.
+    fn of(http: &HttpEndpoints, ip: IpAddr) -> ProbeGrid {
+        let times: Vec<Instant> = http
+            .answers(ip)
+            .iter()
+            .map(|(t, _)| Instant::from_std(*t))
+            .collect();
+        let mut gaps: Vec<Duration> = times
+            .windows(2)
+            .rev()
+            .take(3)
+            .map(|w| w[1] - w[0])
+            .collect();
+        gaps.sort();
+        match (times.last(), gaps.get(gaps.len() / 2)) {
+            (Some(last), Some(cycle)) if !cycle.is_zero() => ProbeGrid {
+                last: *last,
+                cycle: *cycle,
+            },
+            _ => panic!(
+                "{ip} answered {} requests: cannot find the probe cycle",
+                times.len()
+            ),
+        }
+    }
+
+    /// Sleeps until `phase` before a grid point, the first one far enough ahead for the sleep;
+    /// returns that grid point, when the tool's probe is due.
+    fn sleep_until_phase(&self, phase: Duration) -> Instant {
+        // Margin for waking up and acting: a phase is never taken from a probe already running.
+        let earliest = Instant::now() + phase + Duration::from_millis(5);
+        let mut due = self.last;
+        if earliest > due {
+            let behind = (earliest - due).as_nanos();
+            let cycles = behind.div_ceil(self.cycle.as_nanos());
+            due += self.cycle * u32::try_from(cycles).expect("grid read within this run");
+        }
+        thread::sleep((due - phase).saturating_duration_since(Instant::now()));
+        due
+    }
+}
+
 /// What both tools are measured against.
 struct Bench<'a> {
     dns: &'a CustomDns,
     http: &'a HttpEndpoints,
     trials: u64,
     loss_secs: u64,
+    /// Seeds each tool's phases: both get the same sequence.
+    seed: u64,
 }
 
 /// The trials and the loss window for one tool, which manages `name`.
@@ -453,13 +566,19 @@ fn measure(label: &str, tool: &Tool, name: &str, bench: &Bench<'_>, rng: &mut Xo
         http,
         trials,
         loss_secs,
+        seed,
     } = *bench;
+    // The same phases for each tool (common random numbers): the medians differ by what the tools
+    // do after their probe first fails, not by where each tool's random phases happened to fall.
+    let mut phases = XorShift::new(seed);
     let broken: IpAddr = BROKEN.into();
     let text = BROKEN.to_string();
     let mut row = Row {
         tool: label.to_owned(),
         removal: Vec::new(),
+        after_probe: Vec::new(),
         readd: Vec::new(),
+        readd_after_probe: Vec::new(),
         lost: 0,
         writes: 0,
         loss_secs,
@@ -467,15 +586,19 @@ fn measure(label: &str, tool: &Tool, name: &str, bench: &Bench<'_>, rng: &mut Xo
     };
     for trial in 0..trials {
         wait_all_published(dns, name, tool);
-        thread::sleep(QUIET + Duration::from_millis(rng.next() % INTERVAL.as_millis() as u64));
+        thread::sleep(QUIET);
+        let phase = Duration::from_millis(phases.next() % INTERVAL.as_millis() as u64);
+        let grid = ProbeGrid::of(http, broken);
+        let due = grid.sleep_until_phase(phase);
         // Timed from the call, polling while stop() runs on another thread: the endpoint refuses
         // connections from stop()'s first microseconds (the listening socket is shut down before
         // anything is waited for), but stop() returns only once the socket is gone from
         // /proc/net, which took up to ~1 s on a loaded machine; polling after it returned made a
         // tool that removes quickly pay for that wait.
         let stopped_unix_ms = unix_ms();
+        let stopped_at = Instant::now();
         let (removal, stop_took) = thread::scope(|s| {
-            let stopped = Instant::now();
+            let stopped = stopped_at;
             let stopper = s.spawn(move || {
                 http.stop(broken);
                 stopped.elapsed()
@@ -484,23 +607,35 @@ fn measure(label: &str, tool: &Tool, name: &str, bench: &Bench<'_>, rng: &mut Xo
             let removal = poll(dns, name, TRIAL_LIMIT, |a| !a.contains(&text)).map(|d| d + offset);
             (removal, stopper.join().expect("stop() panicked"))
         });
-        // A random phase again: the recovery lands anywhere in the tool's probe cycle.
-        thread::sleep(QUIET + Duration::from_millis(rng.next() % INTERVAL.as_millis() as u64));
+        // The phase as it happened: from the stop to the probe that was due (sleeps overshoot).
+        let phase = due.saturating_duration_since(stopped_at);
+        // The recovery at a phase of its own, on the grid read before the kill.
+        thread::sleep(QUIET);
+        let readd_phase = Duration::from_millis(phases.next() % INTERVAL.as_millis() as u64);
+        let readd_due = grid.sleep_until_phase(readd_phase);
         let resumed_unix_ms = unix_ms();
+        let resumed_at = Instant::now();
         http.resume(broken);
-        let readd = poll(dns, name, TRIAL_LIMIT, |a| a.contains(&text));
+        // Timed from the call, like the removal.
+        let offset = resumed_at.elapsed();
+        let readd = poll(dns, name, TRIAL_LIMIT, |a| a.contains(&text)).map(|d| d + offset);
+        let readd_phase = readd_due.saturating_duration_since(resumed_at);
         // Wall-clock times of the stop and the resume, to line up with the tool's log timestamps.
         eprintln!(
-            "{label} trial {}: removal {} ms (stop took {} ms), re-add {} ms; stop at {stopped_unix_ms}, resume at {resumed_unix_ms} (Unix ms)",
+            "{label} trial {}: phase {} ms, removal {} ms (stop took {} ms); phase {} ms, re-add {} ms; stop at {stopped_unix_ms}, resume at {resumed_unix_ms} (Unix ms)",
             trial + 1,
+            phase.as_millis(),
             ms(removal),
             stop_took.as_millis(),
+            readd_phase.as_millis(),
             ms(readd)
         );
         match (removal, readd) {
             (Some(r), Some(a)) => {
                 row.removal.push(r);
+                row.after_probe.push(r.saturating_sub(phase));
                 row.readd.push(a);
+                row.readd_after_probe.push(a.saturating_sub(readd_phase));
             }
             _ => row.lost += 1,
         }
@@ -690,6 +825,7 @@ fn run(full: bool) -> bool {
         http: &http,
         trials,
         loss_secs,
+        seed,
     };
     let label = format!("rrguard (fall {fall}, rise {RISE})");
     rows.push(measure(&label, &tool, RRGUARD_NAME, &bench, &mut rng));
@@ -721,17 +857,21 @@ fn run(full: bool) -> bool {
 
     println!();
     println!(
-        "| tool | removal median ms (min–max) | re-add median ms (min–max) | lost trials | DNS writes in {loss_secs} s under {LOSS_PERCENT} % loss | writes/min |"
+        "| tool | removal median ms (min–max) | after the first failing probe | re-add median ms (min–max) | after the first passing probe | lost trials | DNS writes in {loss_secs} s under {LOSS_PERCENT} % loss | writes/min |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} ({}) | {} ({}) | {} | {} ({} of {} connections dropped) | {:.1} |",
+            "| {} | {} ({}) | {} ({}) | {} ({}) | {} ({}) | {} | {} ({} of {} connections dropped) | {:.1} |",
             r.tool,
             ms(median(&r.removal)),
             range(&r.removal),
+            ms(median(&r.after_probe)),
+            range(&r.after_probe),
             ms(median(&r.readd)),
             range(&r.readd),
+            ms(median(&r.readd_after_probe)),
+            range(&r.readd_after_probe),
             r.lost,
             r.writes,
             r.connections.1,
