@@ -62,9 +62,12 @@ enum Room<'a> {
 }
 
 impl Room<'_> {
-    fn send(self, report: ProbeReport) {
+    /// Sends `report`; `urgent` (a verdict change) skips the pump's batching. A channel sends at
+    /// once anyway.
+    fn send(self, report: ProbeReport, urgent: bool) {
         match self {
             Room::Channel(permit) => permit.send(report),
+            Room::Pump(slot) if urgent => slot.send_urgent(report),
             Room::Pump(slot) => slot.send(report),
         }
     }
@@ -177,6 +180,10 @@ pub struct Pace {
     pub gap: Duration,
     /// This failure starts a `fall` streak of an up endpoint: re-check the siblings.
     pub recheck_siblings: bool,
+    /// This result turns an up verdict into down or a down one into up: its report should reach
+    /// the service without waiting to be batched. A first verdict (from unknown) is not urgent:
+    /// at start every endpoint gets one.
+    pub urgent: bool,
 }
 
 /// Fast confirmation settings of one probe loop.
@@ -240,7 +247,8 @@ impl Pacer {
     pub fn next(&mut self, ok: bool, interval: Duration) -> Pace {
         let streak_starts =
             !ok && self.machine.streaks().1 == 0 && self.machine.state() == Health::Up;
-        if self.machine.observe(ok, Duration::ZERO, "").is_some() {
+        let transition = self.machine.observe(ok, Duration::ZERO, "");
+        if transition.is_some() {
             self.confirming = 0;
         }
         // The results are heading for another verdict (a failure of an up or unknown endpoint, a
@@ -258,6 +266,7 @@ impl Pacer {
         Pace {
             gap,
             recheck_siblings: streak_starts,
+            urgent: transition.is_some_and(|t| t.from != Health::Unknown),
         }
     }
 }
@@ -453,6 +462,7 @@ fn probe_loop(
                 None => Pace {
                     gap: schedule.interval,
                     recheck_siblings: false,
+                    urgent: false,
                 },
             };
             if pace.gap < schedule.interval
@@ -481,12 +491,15 @@ fn probe_loop(
                 room = report_tx.reserve() => room,
             };
             let Some(room) = room else { return };
-            room.send(ProbeReport {
-                endpoint,
-                result,
-                started,
-                at: now,
-            });
+            room.send(
+                ProbeReport {
+                    endpoint,
+                    result,
+                    started,
+                    at: now,
+                },
+                pace.urgent,
+            );
             // After the report, so that the service core has this failure before the siblings'
             // re-checks.
             if pace.recheck_siblings
@@ -753,6 +766,43 @@ mod tests {
                 detail: String::new(),
             }
         }
+    }
+
+    /// Through the pump, the report that turns the endpoint down reaches the service as the probe
+    /// ends; every other report waits for the pump's gathering, the first verdict (up) included.
+    #[tokio::test(start_paused = true)]
+    async fn a_verdict_change_skips_the_pumps_gathering() {
+        use crate::observe::pump::{GATHER, ReportPump};
+        let pump = ReportPump::new();
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(pump.clone().run(cancel.clone()));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let route = pump.route(tx);
+        let script = [true, true, false, false, false];
+        let probe = ScriptProbe(std::sync::Mutex::new(script.iter().copied().collect()));
+        let schedule =
+            Schedule::staggered(Duration::from_secs(1), Duration::from_millis(500), 0, 1)
+                .confirming(Some(Duration::from_millis(100)), 3, 2);
+        spawn_probe_loop(
+            &mut tasks,
+            "192.0.2.1".parse().unwrap(),
+            Box::new(probe),
+            schedule,
+            route.sink(),
+            cancel.clone(),
+        );
+        let mut waited = Vec::new();
+        for _ in 0..script.len() {
+            let report = rx.recv().await.unwrap();
+            waited.push(Instant::now() - report.at);
+        }
+        cancel.cancel();
+        assert_eq!(
+            waited,
+            vec![GATHER, GATHER, GATHER, GATHER, Duration::ZERO],
+            "only the third failure of an up endpoint goes at once"
+        );
     }
 
     /// Runs `script` with interval 1 s, timeout 500 ms, offset 0 and `confirm`; returns the time of each
@@ -1229,6 +1279,35 @@ mod tests {
             kicks,
             vec![false, false, true, false, false, false, false, false]
         );
+    }
+
+    #[test]
+    fn pacer_marks_only_a_changed_verdict_urgent() {
+        let confirm = confirm_at(Duration::from_millis(100), 3, 2);
+        let i = Duration::from_secs(1);
+        let mut p = Pacer::new(confirm);
+        let urgent: Vec<bool> = [
+            true, true, // first verdict, up: not urgent
+            false, false, false, // down on the third failure
+            false, true, true, // up again on the second success
+            false, true, false, // noise: no verdict
+        ]
+        .into_iter()
+        .map(|ok| p.next(ok, i).urgent)
+        .collect();
+        assert_eq!(
+            urgent,
+            vec![
+                false, false, false, false, true, false, false, true, false, false, false
+            ]
+        );
+        // A first verdict of down is not urgent either.
+        let mut p = Pacer::new(confirm);
+        let first: Vec<bool> = [false; 3]
+            .into_iter()
+            .map(|ok| p.next(ok, i).urgent)
+            .collect();
+        assert_eq!(first, vec![false; 3]);
     }
 
     #[test]
