@@ -440,42 +440,9 @@ fn poll(
 /// its own run time to every figure. `None` when no NOERROR answer came within 1 s (a poll asks
 /// again; an empty answer never stands in for a lost one).
 fn a_records(server: SocketAddr, name: &str) -> Option<Vec<String>> {
-    use hickory_net::proto::op::{Message, Query, ResponseCode};
-    use hickory_net::proto::rr::{Name, RData, RecordType};
-    use std::net::UdpSocket;
-    use std::str::FromStr;
-    let ask = || -> Result<Vec<String>, String> {
-        let mut query = Message::query();
-        let id = (unix_ms() & 0xffff) as u16;
-        query.metadata.id = id;
-        query.add_query(Query::query(
-            Name::from_str(name).map_err(|e| e.to_string())?,
-            RecordType::A,
-        ));
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
-        socket
-            .set_read_timeout(Some(Duration::from_secs(1)))
-            .map_err(|e| e.to_string())?;
-        let bytes = query.to_vec().map_err(|e| e.to_string())?;
-        socket.send_to(&bytes, server).map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 4096];
-        let n = socket.recv(&mut buf).map_err(|e| e.to_string())?;
-        let answer = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
-        if answer.metadata.id != id || answer.metadata.response_code != ResponseCode::NoError {
-            return Err(format!("answer {:?}", answer.metadata));
-        }
-        let mut out: Vec<String> = answer
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(a.0.to_string()),
-                _ => None,
-            })
-            .collect();
-        out.sort();
-        Ok(out)
-    };
-    ask().ok()
+    let sock = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    support::ask_a(&sock, server, name)
 }
 
 fn all_published(dns: &CustomDns, name: &str) -> bool {

@@ -20,9 +20,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use hickory_net::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_net::proto::rr::{Name, RData, RecordType};
-use support::{Daemon, DnsKind, DnsServer, HttpEndpoints, free_tcp_port, wait_until};
+use support::{Daemon, DnsKind, DnsServer, HttpEndpoints, ask_a, free_tcp_port, wait_until};
 
 /// Names in the zone, each a service.
 const NAMES: usize = 100;
@@ -57,29 +55,6 @@ fn free_dns_port() -> u16 {
     panic!("no port free for TCP and UDP on 127.0.0.1");
 }
 
-/// The A records `server` answers for `qname`, over UDP; `None` if it does not answer NOERROR.
-fn ask(sock: &UdpSocket, server: SocketAddr, qname: &str) -> Option<Vec<String>> {
-    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
-    m.add_query(Query::query(Name::from_ascii(qname).ok()?, RecordType::A));
-    sock.send_to(&m.to_vec().ok()?, server).ok()?;
-    let mut buf = [0u8; 1500];
-    let (n, _) = sock.recv_from(&mut buf).ok()?;
-    let r = Message::from_vec(&buf[..n]).ok()?;
-    if r.metadata.response_code != ResponseCode::NoError {
-        return None;
-    }
-    let mut ips: Vec<String> = r
-        .answers
-        .iter()
-        .filter_map(|rr| match &rr.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    ips.sort();
-    Some(ips)
-}
-
 /// Both servers answer every name with both endpoints.
 fn same_answers(servers: &[(&str, SocketAddr)]) -> Result<(), String> {
     let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
@@ -88,7 +63,7 @@ fn same_answers(servers: &[(&str, SocketAddr)]) -> Result<(), String> {
     let want: Vec<String> = ENDPOINTS.iter().map(|s| s.to_string()).collect();
     for i in 0..NAMES {
         for (who, addr) in servers {
-            let got = ask(&sock, *addr, &name(i));
+            let got = ask_a(&sock, *addr, &name(i));
             if got.as_ref() != Some(&want) {
                 return Err(format!("{who} answers {} with {got:?}", name(i)));
             }

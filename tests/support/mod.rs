@@ -40,7 +40,7 @@ mod setup;
 mod util;
 
 pub use daemon::{Daemon, rrguard_bin};
-pub use dns::{DnsKind, DnsServer, KEY_NAME, TSIG_ALGORITHM, ZONE, dig};
+pub use dns::{DnsKind, DnsServer, KEY_NAME, TSIG_ALGORITHM, ZONE, ask_a, dig};
 pub use http::{HttpEndpoints, read_head};
 pub use netns::{Lab, Ns, NsKnot, NsProcess, required_tool};
 pub use setup::{KnotSetup, KnotSetupBuilder};
