@@ -54,8 +54,9 @@ struct Inner {
     queue: Mutex<Vec<(u64, ProbeReport)>>,
     /// Wakes the pump when a report enters the empty queue.
     arrived: Notify,
-    /// Ends the gathering: an urgent report is queued. A permit left by one that came while the
-    /// pump was not gathering ends the next gathering, which holds that report.
+    /// Ends the gathering: an urgent report is queued. One that came while the pump was not
+    /// gathering leaves a permit, which ends the next gathering at once: that batch holds the
+    /// report, or (when it came just as a batch was being taken) goes ungathered, once.
     hurry: Notify,
     /// Room in the queue: a report takes a permit, the pump gives them back once it handed the
     /// reports over.
